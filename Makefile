@@ -1,0 +1,164 @@
+# careplane — one Makefile for building, generating, testing and demoing.
+# `make help` lists every target. Tools are pinned below and built into ./bin
+# on first use; nothing is downloaded except Go modules from the module proxy.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+export GOTOOLCHAIN := local
+
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+LOCALBIN ?= $(ROOT)/bin
+K8S_BIN ?= $(LOCALBIN)/k8s
+export PATH := $(LOCALBIN):$(K8S_BIN):$(PATH)
+
+## Tool pins. Kubernetes, etcd and kwok are pinned in hack/tools/*/go.mod.
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+KUSTOMIZE_VERSION ?= v5.8.2
+HELM_VERSION ?= v4.3.1
+GOLANGCI_LINT_VERSION ?= v2.15.0
+
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+HELM ?= $(LOCALBIN)/helm
+GOLANGCI_LINT ?= $(LOCALBIN)/golangci-lint
+KUBECTL ?= $(K8S_BIN)/kubectl
+
+## The local kwok cluster used by e2e tests and the demo.
+CLUSTER_NAME ?= careplane
+E2E_CLUSTER_NAME ?= careplane-e2e
+KWOK_WORKDIR ?= $(ROOT)/.kwok
+export KWOK_WORKDIR
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS ?= -s -w -X github.com/careplane/careplane/internal/version.Version=$(VERSION)
+IMG ?= careplane/manager:$(VERSION)
+
+# Go test flags; e.g. make test-unit GOTESTFLAGS='-run TestDeployment -v'.
+GOTESTFLAGS ?=
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: generate
+generate: controller-gen ## Generate deepcopy code for the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager's RBAC (config/rbac) from the code's markers.
+	$(CONTROLLER_GEN) rbac:roleName=careplane-manager crd paths="./api/...;./controllers/..." \
+		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go')
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: verify
+verify: generate manifests ## Regenerate everything and fail if the tree changed (generated files are never hand-edited).
+	@if [ -n "$$(git status --porcelain -- api config charts docs)" ]; then \
+		echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
+		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
+	go mod tidy -diff
+
+##@ Test
+
+.PHONY: test
+test: test-unit test-integration test-e2e ## Run every test: units, envtest integration, and e2e on a fresh kwok cluster.
+
+.PHONY: test-unit
+test-unit: ## Unit tests: pure packages, no cluster.
+	go test $(GOTESTFLAGS) $$(go list ./... | grep -v -e /test/e2e -e /controllers)
+
+.PHONY: test-integration
+test-integration: cluster-binaries manifests ## Integration tests of the reconcilers against a real kube-apiserver and etcd (envtest).
+	KUBEBUILDER_ASSETS=$(K8S_BIN) go test $(GOTESTFLAGS) ./controllers/...
+
+.PHONY: test-e2e
+test-e2e: cluster-binaries manifests ## End-to-end tests on a fresh kwok cluster, started and deleted by this target.
+	hack/e2e.sh $(E2E_CLUSTER_NAME) go test -count=1 -timeout 30m $(GOTESTFLAGS) ./test/e2e/...
+
+##@ Cluster
+
+.PHONY: cluster-binaries
+cluster-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and kwokctl from the Go module proxy into bin/k8s (no-op when up to date).
+	hack/cluster-binaries.sh $(K8S_BIN)
+
+.PHONY: cluster-up
+cluster-up: cluster-binaries ## Start the local kwok cluster CLUSTER_NAME and write its kubeconfig to .kwok/CLUSTER_NAME.kubeconfig.
+	hack/cluster.sh up $(CLUSTER_NAME)
+
+.PHONY: cluster-down
+cluster-down: ## Stop and delete the local kwok cluster CLUSTER_NAME.
+	hack/cluster.sh down $(CLUSTER_NAME)
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager binary into bin/manager.
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/manager ./cmd/manager
+
+.PHONY: build-image-binary
+build-image-binary: ## Build bin/linux/manager exactly as the Dockerfile does (static, linux), for machines without a Docker engine.
+	CGO_ENABLED=0 GOOS=linux go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/linux/manager ./cmd/manager
+
+.PHONY: docker-build
+docker-build: ## Build the manager image IMG (needs a Docker engine; there is none on the project's machines).
+	docker build --build-arg VERSION=$(VERSION) -t $(IMG) .
+
+.PHONY: run
+run: manifests ## Run the manager locally against the current kubeconfig.
+	go run ./cmd/manager
+
+##@ Demo
+
+.PHONY: demo
+demo: build cluster-up ## Build everything, start the local cluster, install careplane and show it working.
+	hack/demo.sh $(CLUSTER_NAME)
+
+##@ Tools
+
+.PHONY: tools
+tools: controller-gen kustomize helm golangci-lint ## Build every pinned tool into bin/.
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN) ## Build controller-gen.
+$(CONTROLLER_GEN): Makefile
+	$(call go-install,$@,sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Build kustomize.
+$(KUSTOMIZE): Makefile
+	$(call go-install,$@,sigs.k8s.io/kustomize/kustomize/v5,$(KUSTOMIZE_VERSION))
+
+.PHONY: helm
+helm: $(HELM) ## Build helm.
+$(HELM): Makefile
+	$(call go-install,$@,helm.sh/helm/v4/cmd/helm,$(HELM_VERSION))
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT) ## Build golangci-lint.
+$(GOLANGCI_LINT): Makefile
+	$(call go-install,$@,github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+# go-install builds package $(2) at version $(3) into file $(1), via a
+# versioned name so that changing a pin rebuilds the tool.
+define go-install
+@[ -x "$(1)-$(3)" ] || { echo "building $(notdir $(1)) $(3)"; mkdir -p $(LOCALBIN); \
+	tmp=$$(mktemp -d); GOBIN=$$tmp CGO_ENABLED=0 go install -trimpath $(2)@$(3) && mv $$tmp/* "$(1)-$(3)"; rm -rf $$tmp; }
+@ln -sf "$(notdir $(1))-$(3)" "$(1)"
+endef

@@ -1,0 +1,84 @@
+package v1alpha1
+
+// Condition types of a HealthEnvironment. Every type is set on first sight,
+// as Unknown or False when it does not yet apply.
+const (
+	// ConditionReady summarises the environment: True when every service that
+	// should run on the active site has all its replicas ready and nothing
+	// blocks reconciliation.
+	ConditionReady = "Ready"
+	// ConditionDegraded is True when some, but not all, of what should run is
+	// unavailable, or when careplane cannot write what the spec asks for.
+	ConditionDegraded = "Degraded"
+	// ConditionFenced is True only when every step of a fence is complete.
+	ConditionFenced = "Fenced"
+	// ConditionServingFromStandby is True while the front Services send
+	// traffic to the standby site.
+	ConditionServingFromStandby = "ServingFromStandby"
+	// ConditionIsolationVerified is True when evaluating the fenced
+	// namespace's NetworkPolicies shows no allowed flow into or out of a
+	// fenced pod.
+	ConditionIsolationVerified = "IsolationVerified"
+	// ConditionRestoring is True while a fenced environment is being rebuilt.
+	ConditionRestoring = "Restoring"
+)
+
+// ConditionTypes lists every condition type, in the order status shows them.
+var ConditionTypes = []string{
+	ConditionReady, ConditionDegraded, ConditionFenced,
+	ConditionServingFromStandby, ConditionIsolationVerified, ConditionRestoring,
+}
+
+// Condition reasons.
+const (
+	// ReasonProvisioning: children are being created or are not ready yet.
+	ReasonProvisioning = "Provisioning"
+	// ReasonAvailable: every service is ready.
+	ReasonAvailable = "Available"
+	// ReasonServicesUnavailable: at least one service has fewer ready
+	// replicas than wanted.
+	ReasonServicesUnavailable = "ServicesUnavailable"
+	// ReasonNamespaceConflict: a namespace the environment needs exists and
+	// was not created by careplane; careplane never adopts it.
+	ReasonNamespaceConflict = "NamespaceConflict"
+	// ReasonApplyFailed: writing a child object failed.
+	ReasonApplyFailed = "ApplyFailed"
+	// ReasonAsExpected: nothing is wrong.
+	ReasonAsExpected = "AsExpected"
+	// ReasonNotFenced: isolation.mode is None.
+	ReasonNotFenced = "NotFenced"
+	// ReasonFenceIncomplete: a fence is under way or was interrupted; some
+	// steps are not done yet.
+	ReasonFenceIncomplete = "FenceIncomplete"
+	// ReasonFenceComplete: every fence step is done.
+	ReasonFenceComplete = "FenceComplete"
+	// ReasonServingFromPrimary: traffic goes to the primary site.
+	ReasonServingFromPrimary = "ServingFromPrimary"
+	// ReasonNotEvaluated: there is nothing to verify, or verification has not
+	// run yet.
+	ReasonNotEvaluated = "NotEvaluated"
+	// ReasonNoAllowedFlows: verification found no allowed flow.
+	ReasonNoAllowedFlows = "NoAllowedFlows"
+	// ReasonFlowAllowed: verification found an allowed flow.
+	ReasonFlowAllowed = "FlowAllowed"
+	// ReasonNotRestoring: no restore is under way.
+	ReasonNotRestoring = "NotRestoring"
+)
+
+// Labels and annotations careplane sets on what it owns. Users may select on
+// the labels; they must not set them.
+const (
+	// LabelManagedBy marks objects careplane created; a namespace without it
+	// is never adopted.
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	// ManagedByValue is the value of LabelManagedBy on careplane's objects.
+	ManagedByValue = "careplane"
+	// LabelEnvironment names the HealthEnvironment an object belongs to.
+	LabelEnvironment = "careplane.io/environment"
+	// LabelSite names the site (primary, standby or front) of an object.
+	LabelSite = "careplane.io/site"
+	// LabelService names the service of an object.
+	LabelService = "careplane.io/service"
+	// LabelEvidence marks a pod preserved as evidence; its value is the ticket.
+	LabelEvidence = "careplane.io/evidence"
+)

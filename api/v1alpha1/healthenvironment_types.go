@@ -1,0 +1,566 @@
+package v1alpha1
+
+import (
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// HealthEnvironment is one customer's health-software environment (for example
+// NHS 111 call handling for one region). careplane builds it into three
+// namespaces — front, primary and standby — keeps it running, and lets an
+// incident responder fence it in seconds and restore it declaratively.
+//
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:scope=Cluster,shortName=henv,categories=careplane
+// +kubebuilder:printcolumn:name="Tenant",type=string,JSONPath=`.spec.tenant.displayName`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.isolation.mode`
+// +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeSite`
+// +kubebuilder:printcolumn:name="Services",type=string,JSONPath=`.status.readyServices`,description="Services with all replicas ready, of those that should run"
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.size() <= 40",message="metadata.name must be at most 40 characters: it prefixes the namespaces <name>-primary and <name>-standby"
+// +kubebuilder:validation:XValidation:rule="self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="metadata.name must be a DNS label (lower-case letters, digits and '-', starting with a letter): it becomes the namespace name"
+type HealthEnvironment struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// spec is the desired environment.
+	// +required
+	Spec HealthEnvironmentSpec `json:"spec"`
+
+	// status is what careplane observed and did.
+	// +optional
+	Status HealthEnvironmentStatus `json:"status,omitempty"`
+}
+
+// HealthEnvironmentList is a list of HealthEnvironments.
+//
+// +kubebuilder:object:root=true
+type HealthEnvironmentList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []HealthEnvironment `json:"items"`
+}
+
+// HealthEnvironmentSpec describes one customer environment.
+//
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.talksTo) || s.talksTo.all(t, self.services.exists(o, o.name == t)))",message="services[].talksTo may only name services declared in spec.services",fieldPath=".services"
+// +kubebuilder:validation:XValidation:rule="!has(self.integrations) || self.integrations.all(i, i.services.all(t, self.services.exists(o, o.name == t)))",message="integrations[].services may only name services declared in spec.services",fieldPath=".integrations"
+// +kubebuilder:validation:XValidation:rule="!has(self.failover) || !has(self.failover.standby) || self.failover.standby == 'None' || self.services.exists(s, has(s.critical) && s.critical)",message="failover.standby Warm or Cold needs at least one service with critical: true, because only critical services run in the standby"
+type HealthEnvironmentSpec struct {
+	// tenant identifies the customer this environment serves.
+	// +required
+	Tenant Tenant `json:"tenant"`
+
+	// services are the components of the environment (for a 111 service:
+	// call handling, referral, booking, care records). Each becomes a
+	// Deployment, a Service and a ServiceAccount in each site namespace.
+	// +required
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	Services []Service `json:"services"`
+
+	// integrations is the egress allow-list to systems outside the cluster,
+	// such as an ambulance computer-aided dispatch. Nothing else may leave
+	// the environment except DNS.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=20
+	Integrations []Integration `json:"integrations,omitempty"`
+
+	// quota bounds what each site namespace may request.
+	// +optional
+	// +kubebuilder:default={}
+	Quota Quota `json:"quota,omitempty"`
+
+	// failover configures the clean standby site that keeps critical services
+	// serving while the primary is fenced or unavailable.
+	// +optional
+	// +kubebuilder:default={}
+	Failover Failover `json:"failover,omitempty"`
+
+	// isolation is the field incident responders flip: mode Fenced cuts the
+	// environment off, None (after a fence) rebuilds it clean.
+	// +optional
+	// +kubebuilder:default={}
+	Isolation Isolation `json:"isolation,omitempty"`
+}
+
+// Tenant identifies the customer.
+type Tenant struct {
+	// displayName is the customer's human-readable name, e.g. "NHS 111 Wales".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	DisplayName string `json:"displayName"`
+
+	// odsCode is the NHS Organisation Data Service code of the customer,
+	// e.g. "RT4".
+	// +optional
+	// +kubebuilder:validation:MaxLength=10
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Z0-9]{3,10}$')",message="odsCode must be 3 to 10 upper-case letters or digits, e.g. RT4"
+	ODSCode string `json:"odsCode,omitempty"`
+}
+
+// Service is one component of the environment.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.generatedSecrets) || self.generatedSecrets.all(g, (self.name + '-' + g).size() <= 63)",message="services[].name plus '-' plus each generatedSecrets name must be at most 63 characters: it names the Secret"
+type Service struct {
+	// name identifies the service within the environment; it names its
+	// Deployment, Service and ServiceAccount.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="services[].name must be a DNS label: lower-case letters, digits and '-', starting with a letter"
+	Name string `json:"name"`
+
+	// image is the container image, pinned by digest
+	// (registry/repo@sha256:<64 hex>). Tags are rejected: a tag can be moved
+	// to a compromised image, a digest cannot.
+	// +required
+	// +kubebuilder:validation:MaxLength=512
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9._/:]*[a-z0-9])?(:[-a-zA-Z0-9_.]+)?@sha256:[a-f0-9]{64}$')",message="image must be pinned by digest, e.g. registry.example/111/call-handling@sha256:<64 lower-case hex>; tags alone are rejected"
+	Image string `json:"image"`
+
+	// replicas is how many pods of the service run in the primary site (and
+	// in the standby, for critical services).
+	// +optional
+	// +kubebuilder:default=1
+	// +kubebuilder:validation:Minimum=0
+	// +kubebuilder:validation:Maximum=50
+	Replicas *int32 `json:"replicas,omitempty"`
+
+	// port is the TCP port the service listens on; the Service and the
+	// NetworkPolicies use it.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// critical services keep serving from the standby site while the
+	// primary is fenced or unavailable.
+	// +optional
+	Critical bool `json:"critical,omitempty"`
+
+	// talksTo names the services of this environment this service may open
+	// connections to (east-west traffic). Everything else is denied.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=40
+	TalksTo []string `json:"talksTo,omitempty"`
+
+	// allowFrom lists the peers outside the environment that may connect to
+	// this service's port, such as the API gateway's namespace.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	AllowFrom []TrafficPeer `json:"allowFrom,omitempty"`
+
+	// generatedSecrets names random credentials careplane creates for this
+	// service as Secrets named <service>-<name> with one key, "value", and
+	// rotates on restore. They are mounted read-only at
+	// /var/run/careplane/secrets/<name>/value.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:items:MaxLength=40
+	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="generatedSecrets entries must be DNS labels: lower-case letters, digits and '-'"
+	GeneratedSecrets []string `json:"generatedSecrets,omitempty"`
+
+	// env sets plain environment variables in the service's container.
+	// Credentials belong in generatedSecrets, not here.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=50
+	Env []EnvVar `json:"env,omitempty"`
+
+	// resources are the container's compute requests and limits. When unset,
+	// the namespace LimitRange supplies requests of 100m CPU and 128Mi memory.
+	// +optional
+	Resources corev1.ResourceRequirements `json:"resources,omitempty"`
+
+	// readinessProbe tells Kubernetes when a pod may receive traffic; the
+	// front Services route only to ready pods.
+	// +optional
+	ReadinessProbe *corev1.Probe `json:"readinessProbe,omitempty"`
+
+	// livenessProbe tells Kubernetes when to restart the container.
+	// +optional
+	LivenessProbe *corev1.Probe `json:"livenessProbe,omitempty"`
+}
+
+// EnvVar is a plain environment variable.
+type EnvVar struct {
+	// name of the variable.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z_][A-Za-z0-9_]*$')",message="env[].name must be a C identifier: letters, digits and '_', not starting with a digit"
+	Name string `json:"name"`
+
+	// value of the variable.
+	// +optional
+	// +kubebuilder:validation:MaxLength=4096
+	Value string `json:"value,omitempty"`
+}
+
+// TrafficPeer selects pods outside the environment by namespace (and
+// optionally by pod labels within those namespaces).
+type TrafficPeer struct {
+	// namespaceSelector selects the namespaces allowed to connect.
+	// +required
+	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector"`
+
+	// podSelector narrows the peers to pods with these labels in the selected
+	// namespaces. When unset, every pod in them may connect.
+	// +optional
+	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+}
+
+// Integration is an external system some services may reach.
+type Integration struct {
+	// name identifies the integration, e.g. "ambulance-cad".
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",message="integrations[].name must be a DNS label: lower-case letters, digits and '-', starting with a letter"
+	Name string `json:"name"`
+
+	// cidrs are the destination networks, e.g. 10.20.0.0/16.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=43
+	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="integrations[].cidrs entries must be CIDRs such as 10.20.0.0/16 or 2001:db8::/32"
+	CIDRs []string `json:"cidrs"`
+
+	// ports are the destination TCP ports.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:Minimum=1
+	// +kubebuilder:validation:items:Maximum=65535
+	Ports []int32 `json:"ports"`
+
+	// services names the services of this environment that may reach the
+	// integration.
+	// +required
+	// +listType=set
+	// +kubebuilder:validation:MinItems=1
+	// +kubebuilder:validation:MaxItems=20
+	// +kubebuilder:validation:items:MaxLength=40
+	Services []string `json:"services"`
+}
+
+// Quota bounds each site namespace, through a ResourceQuota on requests and
+// pods and a LimitRange supplying default requests.
+type Quota struct {
+	// cpu is the total CPU all pods of one site may request.
+	// +optional
+	// +kubebuilder:default="4"
+	CPU *resource.Quantity `json:"cpu,omitempty"`
+
+	// memory is the total memory all pods of one site may request.
+	// +optional
+	// +kubebuilder:default="8Gi"
+	Memory *resource.Quantity `json:"memory,omitempty"`
+
+	// pods is the most pods one site may hold (evidence pods count too).
+	// +optional
+	// +kubebuilder:default=40
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=1000
+	Pods *int32 `json:"pods,omitempty"`
+}
+
+// StandbyMode says whether and how a standby site runs.
+// +kubebuilder:validation:Enum=None;Warm;Cold
+type StandbyMode string
+
+const (
+	// StandbyNone runs no standby site.
+	StandbyNone StandbyMode = "None"
+	// StandbyWarm keeps the critical services running in the standby site.
+	StandbyWarm StandbyMode = "Warm"
+	// StandbyCold creates the standby site's workloads only when failing over.
+	StandbyCold StandbyMode = "Cold"
+)
+
+// FailoverTrigger says what moves traffic to the standby.
+// +kubebuilder:validation:Enum=Automatic;Manual
+type FailoverTrigger string
+
+const (
+	// TriggerAutomatic fails over on fence and on sustained unavailability.
+	TriggerAutomatic FailoverTrigger = "Automatic"
+	// TriggerManual fails over only when failover.activeSite says so.
+	TriggerManual FailoverTrigger = "Manual"
+)
+
+// Site is one of the two site namespaces of an environment.
+// +kubebuilder:validation:Enum=Primary;Standby
+type Site string
+
+const (
+	// SitePrimary is the <name>-primary namespace.
+	SitePrimary Site = "Primary"
+	// SiteStandby is the <name>-standby namespace.
+	SiteStandby Site = "Standby"
+)
+
+// Failover configures the standby site.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.activeSite) || self.activeSite != 'Standby' || (has(self.standby) && self.standby != 'None')",message="failover.activeSite cannot be Standby when failover.standby is None"
+type Failover struct {
+	// standby is None (no standby site), Warm (critical services always
+	// running from the last known-good revision) or Cold (created when
+	// failing over).
+	// +optional
+	// +kubebuilder:default=None
+	Standby StandbyMode `json:"standby,omitempty"`
+
+	// trigger is Automatic (fail over on fence, and when a critical service
+	// has had no ready replica for unavailableAfter) or Manual (only
+	// activeSite moves traffic).
+	// +optional
+	// +kubebuilder:default=Automatic
+	Trigger FailoverTrigger `json:"trigger,omitempty"`
+
+	// activeSite is the manual switch: Standby sends traffic to the standby
+	// site. With trigger Automatic it also forces the standby while set.
+	// +optional
+	// +kubebuilder:default=Primary
+	ActiveSite Site `json:"activeSite,omitempty"`
+
+	// unavailableAfter is how long a critical service of the primary may
+	// have no ready replica before an automatic failover.
+	// +optional
+	// +kubebuilder:default="60s"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('5s') && duration(self) <= duration('1h')",message="failover.unavailableAfter must be between 5s and 1h"
+	UnavailableAfter *metav1.Duration `json:"unavailableAfter,omitempty"`
+
+	// placement puts the standby's pods on separate nodes.
+	// +optional
+	Placement Placement `json:"placement,omitempty"`
+}
+
+// Placement constrains where the standby's pods run.
+type Placement struct {
+	// nodeSelector is added to the standby pods' node selector.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=20
+	NodeSelector map[string]string `json:"nodeSelector,omitempty"`
+
+	// tolerations are added to the standby pods.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Tolerations []corev1.Toleration `json:"tolerations,omitempty"`
+}
+
+// IsolationMode is the isolation state a responder asks for.
+// +kubebuilder:validation:Enum=None;Fenced
+type IsolationMode string
+
+const (
+	// IsolationNone runs the environment normally; set after a fence, it
+	// restores the environment through a clean rebuild.
+	IsolationNone IsolationMode = "None"
+	// IsolationFenced cuts the primary site off the network, revokes its
+	// credentials and stops or preserves its workloads.
+	IsolationFenced IsolationMode = "Fenced"
+)
+
+// WorkloadAction is what a fence does with the running pods.
+// +kubebuilder:validation:Enum=Preserve;Stop
+type WorkloadAction string
+
+const (
+	// WorkloadsPreserve keeps the fenced pods running, detached and labelled,
+	// as evidence.
+	WorkloadsPreserve WorkloadAction = "Preserve"
+	// WorkloadsStop scales the workloads to zero.
+	WorkloadsStop WorkloadAction = "Stop"
+)
+
+// Isolation is the fence switch.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.mode) || self.mode != 'Fenced' || (has(self.reason) && self.reason.trim().size() > 0)",message="isolation.reason is required when isolation.mode is Fenced: say why the environment is fenced"
+type Isolation struct {
+	// mode is None or Fenced. Fenced cuts the primary site off within a
+	// second; going back to None rebuilds it clean.
+	// +optional
+	// +kubebuilder:default=None
+	Mode IsolationMode `json:"mode,omitempty"`
+
+	// reason says why the environment is fenced; required when Fenced.
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	Reason string `json:"reason,omitempty"`
+
+	// ticket is the incident reference, e.g. INC-2041.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="isolation.ticket must be letters, digits, '-', '_' or '.', because it labels the evidence pods"
+	Ticket string `json:"ticket,omitempty"`
+
+	// workloads is Preserve (keep the fenced pods running, detached and
+	// labelled, as evidence) or Stop (scale to zero).
+	// +optional
+	// +kubebuilder:default=Preserve
+	Workloads WorkloadAction `json:"workloads,omitempty"`
+
+	// forensicsFrom selects the namespaces whose pods may still connect to
+	// fenced pods, for investigation. Nothing else may.
+	// +optional
+	ForensicsFrom *metav1.LabelSelector `json:"forensicsFrom,omitempty"`
+
+	// restoreRevision names a known-good revision (see status.knownGoodRevision
+	// and `kubectl careplane revisions`) to rebuild from on restore, instead
+	// of the current spec.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	RestoreRevision string `json:"restoreRevision,omitempty"`
+}
+
+// HealthEnvironmentStatus is what careplane observed and did.
+type HealthEnvironmentStatus struct {
+	// observedGeneration is the spec generation the status describes; it is
+	// set only when a reconcile of that generation succeeded.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// conditions are Ready, Degraded, Fenced, ServingFromStandby,
+	// IsolationVerified and Restoring.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	// +kubebuilder:validation:MaxItems=16
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// activeSite is the site the front Services send traffic to.
+	// +optional
+	ActiveSite Site `json:"activeSite,omitempty"`
+
+	// namespaces are the environment's namespaces.
+	// +optional
+	Namespaces *Namespaces `json:"namespaces,omitempty"`
+
+	// services is the readiness of each service in each site that runs it.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=40
+	Services []ServiceStatus `json:"services,omitempty"`
+
+	// readyServices summarises services as "<ready>/<total>" for kubectl get.
+	// +optional
+	ReadyServices string `json:"readyServices,omitempty"`
+
+	// knownGoodRevision names the newest ControllerRevision (in the front
+	// namespace) recording service templates that were seen Ready.
+	// +optional
+	KnownGoodRevision string `json:"knownGoodRevision,omitempty"`
+
+	// isolation reports the current or last fence.
+	// +optional
+	Isolation *IsolationStatus `json:"isolation,omitempty"`
+
+	// incidents is the history of fences, newest last, bounded to 20.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Incidents []Incident `json:"incidents,omitempty"`
+}
+
+// Namespaces names the environment's namespaces.
+type Namespaces struct {
+	// front holds the stable Services clients call.
+	Front string `json:"front,omitempty"`
+	// primary holds the primary site's workloads.
+	Primary string `json:"primary,omitempty"`
+	// standby holds the standby site's workloads, when there is a standby.
+	// +optional
+	Standby string `json:"standby,omitempty"`
+}
+
+// ServiceStatus is the readiness of one service in one site.
+type ServiceStatus struct {
+	// name of the service.
+	Name string `json:"name"`
+	// site that runs it.
+	Site Site `json:"site"`
+	// replicas wanted.
+	Replicas int32 `json:"replicas"`
+	// readyReplicas observed.
+	ReadyReplicas int32 `json:"readyReplicas"`
+	// image running.
+	Image string `json:"image,omitempty"`
+}
+
+// IsolationStatus reports a fence.
+type IsolationStatus struct {
+	// fencedAt is when the fence was first observed.
+	// +optional
+	FencedAt *metav1.Time `json:"fencedAt,omitempty"`
+	// reason copied from the spec when fenced.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// ticket copied from the spec when fenced.
+	// +optional
+	Ticket string `json:"ticket,omitempty"`
+	// credentialsRevoked counts ServiceAccounts and Secrets revoked.
+	// +optional
+	CredentialsRevoked int32 `json:"credentialsRevoked,omitempty"`
+	// evidencePods counts pods preserved as evidence.
+	// +optional
+	EvidencePods int32 `json:"evidencePods,omitempty"`
+	// removedPolicies names the NetworkPolicies the fence deleted from the
+	// primary namespace, including ones careplane did not create.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	RemovedPolicies []string `json:"removedPolicies,omitempty"`
+	// verifiedAt is when the isolation was last verified by evaluating the
+	// namespace's NetworkPolicies.
+	// +optional
+	VerifiedAt *metav1.Time `json:"verifiedAt,omitempty"`
+}
+
+// Incident is one fence, from fencing to restore.
+type Incident struct {
+	// ticket is the incident reference.
+	// +optional
+	Ticket string `json:"ticket,omitempty"`
+	// reason the environment was fenced.
+	// +optional
+	Reason string `json:"reason,omitempty"`
+	// fencedAt is when the fence began.
+	// +optional
+	FencedAt *metav1.Time `json:"fencedAt,omitempty"`
+	// restoredAt is when the environment was Ready again with the fence lifted.
+	// +optional
+	RestoredAt *metav1.Time `json:"restoredAt,omitempty"`
+	// restoredFrom is the revision the primary was rebuilt from.
+	// +optional
+	RestoredFrom string `json:"restoredFrom,omitempty"`
+}
+
+// ReplicaCount is the number of replicas the service asks for: replicas, or
+// 1 when unset (the schema's default, for objects not yet defaulted).
+func (s *Service) ReplicaCount() int32 {
+	if s.Replicas == nil {
+		return 1
+	}
+	return *s.Replicas
+}

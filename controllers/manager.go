@@ -1,0 +1,81 @@
+package controllers
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/selection"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/ssa"
+)
+
+// NewScheme returns a scheme with the Kubernetes types and careplane's API.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// CacheOptions make the manager cache only what careplane owns: objects
+// labelled with an environment, with managed fields stripped. Caching every
+// Secret or Pod of a cluster is how operators run out of memory.
+func CacheOptions() cache.Options {
+	req, err := labels.NewRequirement(v1alpha1.LabelEnvironment, selection.Exists, nil)
+	if err != nil {
+		panic(err)
+	}
+	owned := cache.ByObject{Label: labels.NewSelector().Add(*req)}
+	by := map[client.Object]cache.ByObject{}
+	for _, o := range []client.Object{
+		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{}, &corev1.Secret{},
+		&corev1.ResourceQuota{}, &corev1.LimitRange{}, &corev1.Pod{},
+		&appsv1.Deployment{}, &appsv1.ControllerRevision{},
+		&networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}, &discoveryv1.EndpointSlice{},
+	} {
+		by[o] = owned
+	}
+	return cache.Options{ByObject: by, DefaultTransform: cache.TransformStripManagedFields()}
+}
+
+// RandomSecret returns a credential of 256 random bits from crypto/rand,
+// base64url-encoded without padding (43 printable characters), so it can be
+// used as a password anywhere.
+func RandomSecret() ([]byte, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	out := make([]byte, base64.RawURLEncoding.EncodedLen(len(b)))
+	base64.RawURLEncoding.Encode(out, b)
+	return out, nil
+}
+
+// NewReconciler wires a HealthEnvironmentReconciler to a manager.
+func NewReconciler(mgr ctrl.Manager) *HealthEnvironmentReconciler {
+	return &HealthEnvironmentReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder("careplane"),
+		Clock:     clock.RealClock{},
+		Applier:   ssa.NewApplier(mgr.GetClient()),
+		Secrets:   RandomSecret,
+	}
+}

@@ -1,0 +1,378 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/sets"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/ssa"
+)
+
+// namespaceConflictError reports a namespace careplane needs that exists
+// without careplane's ownership labels.
+type namespaceConflictError struct{ name string }
+
+func (e *namespaceConflictError) Error() string {
+	return fmt.Sprintf("namespace %s exists and was not created by careplane for this environment", e.name)
+}
+
+// reconcileNamespaces creates the environment's namespaces. It first checks
+// all of them and stops before writing anything when one exists that
+// careplane did not create for this environment: careplane never adopts a
+// namespace, and leaves nothing half-done.
+func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s *scope) error {
+	wanted := s.namespaces()
+	current := make([]*corev1.Namespace, len(wanted))
+	for i, want := range wanted {
+		name := *want.Name
+		ns := &corev1.Namespace{}
+		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns)
+		if apierrors.IsNotFound(err) {
+			// Not in the cache, which holds only careplane's namespaces:
+			// ask the API server whether a foreign one is there.
+			err = r.APIReader.Get(ctx, client.ObjectKey{Name: name}, ns)
+			if err == nil {
+				s.conflict = name
+				return &namespaceConflictError{name: name}
+			}
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("reading namespace %s: %w", name, err)
+		}
+		if ns.Labels[v1alpha1.LabelEnvironment] != s.env.Name || ns.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
+			s.conflict = name
+			return &namespaceConflictError{name: name}
+		}
+		current[i] = ns
+	}
+
+	for i, want := range wanted {
+		if current[i] != nil {
+			if _, err := r.Applier.Apply(ctx, want, current[i].ResourceVersion); err != nil {
+				return err
+			}
+			continue
+		}
+		// Create rather than apply: a create fails if someone made the
+		// namespace since the check, so careplane never adopts one.
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+			Name:            *want.Name,
+			Labels:          want.Labels,
+			OwnerReferences: ownerReferences(s.env),
+		}}
+		if err := r.Client.Create(ctx, ns, client.FieldOwner(fieldOwner)); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				s.conflict = ns.Name
+				return &namespaceConflictError{name: ns.Name}
+			}
+			return fmt.Errorf("creating namespace %s: %w", ns.Name, err)
+		}
+		log.FromContext(ctx).Info("Created namespace", "namespace", ns.Name)
+		// Take ownership of the labels with server-side apply too, so a
+		// later change to them is applied like every other child.
+		if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// reconcileSite writes one site namespace: quota, limits, network policies,
+// and each service's ServiceAccount, Secrets, Deployment, Service and PDB;
+// then deletes what the spec no longer asks for.
+func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scope, site v1alpha1.Site) error {
+	ns := s.namespaceOf(site)
+	env := s.env
+
+	if err := r.apply(ctx, build.ResourceQuota(env, ns), &corev1.ResourceQuota{}); err != nil {
+		return err
+	}
+	if err := r.apply(ctx, build.LimitRange(env, ns), &corev1.LimitRange{}); err != nil {
+		return err
+	}
+
+	policies := build.NetworkPolicies(env, site, ns)
+	keepPolicies := sets.New[string]()
+	for _, p := range policies {
+		keepPolicies.Insert(*p.Name)
+		if err := r.apply(ctx, p, &networkingv1.NetworkPolicy{}); err != nil {
+			return err
+		}
+	}
+
+	services := s.servicesFor(site)
+	keep := sets.New[string]()
+	var errs []error
+	for _, svc := range services {
+		keep.Insert(svc.Name)
+		if err := r.reconcileService(ctx, s, site, ns, svc); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return r.prune(ctx, s, site, keep, keepPolicies)
+}
+
+// reconcileService writes one service's objects in one site.
+func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service) error {
+	env := s.env
+	if err := r.apply(ctx, build.ServiceAccount(env, ns, svc), &corev1.ServiceAccount{}); err != nil {
+		return err
+	}
+	for _, name := range svc.GeneratedSecrets {
+		if err := r.ensureSecret(ctx, s, ns, svc, name); err != nil {
+			return err
+		}
+	}
+	if err := r.apply(ctx, build.Deployment(env, site, ns, svc, s.credentialsRevision()), &appsv1.Deployment{}); err != nil {
+		return err
+	}
+	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {
+		return err
+	}
+	if pdb := build.PodDisruptionBudget(env, ns, svc); pdb != nil {
+		if err := r.apply(ctx, pdb, &policyv1.PodDisruptionBudget{}); err != nil {
+			return err
+		}
+	} else if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, &policyv1.PodDisruptionBudget{}); err != nil {
+		return err
+	}
+
+	dep := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); err == nil {
+		s.observeDeployment(site, svc, dep)
+	} else if apierrors.IsNotFound(err) {
+		s.observeDeployment(site, svc, nil)
+	} else {
+		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
+	}
+	return nil
+}
+
+// ensureSecret creates a generated Secret with a random value when it does
+// not exist. An existing value is never overwritten here: rotation is a
+// restore's job. The value is never logged.
+func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name string) error {
+	secretName := build.GeneratedSecretName(svc.Name, name)
+	current := &corev1.Secret{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current)
+	if err == nil {
+		return nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading secret %s/%s: %w", ns, secretName, err)
+	}
+	value, err := r.Secrets()
+	if err != nil {
+		return fmt.Errorf("generating secret %s/%s: %w", ns, secretName, err)
+	}
+	if _, err := r.Applier.Apply(ctx, build.GeneratedSecret(s.env, ns, svc, name, value), ""); err != nil {
+		return err
+	}
+	log.FromContext(ctx).Info("Generated secret", "secret", klog.KRef(ns, secretName))
+	return nil
+}
+
+// prune deletes careplane's objects in a site namespace that belong to
+// services no longer in the spec, and network policies it no longer wants.
+// Only objects labelled as this environment's are considered: nothing
+// created by anyone else is touched here.
+func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site v1alpha1.Site, keepServices, keepPolicies sets.Set[string]) error {
+	ns := s.namespaceOf(site)
+	sel := client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}
+	inNs := client.InNamespace(ns)
+	var stale []client.Object
+
+	var deps appsv1.DeploymentList
+	var svcs corev1.ServiceList
+	var sas corev1.ServiceAccountList
+	var secrets corev1.SecretList
+	var pdbs policyv1.PodDisruptionBudgetList
+	var pols networkingv1.NetworkPolicyList
+	for _, l := range []client.ObjectList{&deps, &svcs, &sas, &secrets, &pdbs, &pols} {
+		if err := r.Client.List(ctx, l, inNs, sel); err != nil {
+			return fmt.Errorf("listing in %s: %w", ns, err)
+		}
+	}
+	byService := func(o client.Object) {
+		if !keepServices.Has(o.GetLabels()[v1alpha1.LabelService]) {
+			stale = append(stale, o)
+		}
+	}
+	for i := range deps.Items {
+		byService(&deps.Items[i])
+	}
+	for i := range svcs.Items {
+		byService(&svcs.Items[i])
+	}
+	for i := range sas.Items {
+		byService(&sas.Items[i])
+	}
+	for i := range pdbs.Items {
+		byService(&pdbs.Items[i])
+	}
+	wantSecrets := sets.New[string]()
+	for _, svc := range s.servicesFor(site) {
+		for _, g := range svc.GeneratedSecrets {
+			wantSecrets.Insert(build.GeneratedSecretName(svc.Name, g))
+		}
+	}
+	for i := range secrets.Items {
+		if !wantSecrets.Has(secrets.Items[i].Name) {
+			stale = append(stale, &secrets.Items[i])
+		}
+	}
+	for i := range pols.Items {
+		if !keepPolicies.Has(pols.Items[i].Name) {
+			stale = append(stale, &pols.Items[i])
+		}
+	}
+	for _, o := range stale {
+		if err := r.deleteIfExists(ctx, o); err != nil {
+			return err
+		}
+		log.FromContext(ctx).Info("Deleted object the spec no longer asks for", "kind", fmt.Sprintf("%T", o), "object", klog.KObj(o))
+	}
+	return nil
+}
+
+// reconcileFront writes the front namespace's selector-less Services and
+// points their EndpointSlices at the ready pods of the active site.
+func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *scope) error {
+	env := s.env
+	front := s.names.Front
+	site := s.activeSite()
+	siteNs := s.namespaceOf(site)
+	s.status.ActiveSite = site
+
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+		return fmt.Errorf("listing pods in %s: %w", siteNs, err)
+	}
+	keep := sets.New[string]()
+	for _, svc := range env.Spec.Services {
+		keep.Insert(svc.Name)
+		if err := r.apply(ctx, build.FrontService(env, svc), &corev1.Service{}); err != nil {
+			return err
+		}
+		slice := build.FrontEndpointSlice(env, svc, site, readyEndpoints(pods.Items, svc.Name))
+		if err := r.apply(ctx, slice, &discoveryv1.EndpointSlice{}); err != nil {
+			return err
+		}
+	}
+
+	sel := client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}
+	var svcs corev1.ServiceList
+	var slices discoveryv1.EndpointSliceList
+	for _, l := range []client.ObjectList{&svcs, &slices} {
+		if err := r.Client.List(ctx, l, client.InNamespace(front), sel); err != nil {
+			return fmt.Errorf("listing in %s: %w", front, err)
+		}
+	}
+	for i := range svcs.Items {
+		if !keep.Has(svcs.Items[i].Name) {
+			if err := r.deleteIfExists(ctx, &svcs.Items[i]); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range slices.Items {
+		if !keep.Has(slices.Items[i].Labels[discoveryv1.LabelServiceName]) {
+			if err := r.deleteIfExists(ctx, &slices.Items[i]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// readyEndpoints are the pods of a service that may receive traffic: Ready,
+// with an IP, not terminating, and not preserved as evidence.
+func readyEndpoints(pods []corev1.Pod, service string) []build.Endpoint {
+	var out []build.Endpoint
+	for i := range pods {
+		p := &pods[i]
+		if p.Labels[v1alpha1.LabelService] != service || p.Labels[v1alpha1.LabelEvidence] != "" {
+			continue
+		}
+		if p.DeletionTimestamp != nil || p.Status.PodIP == "" || !podReady(p) {
+			continue
+		}
+		out = append(out, build.Endpoint{IP: p.Status.PodIP, PodName: p.Name, NodeName: p.Spec.NodeName, Ready: true})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP < out[j].IP })
+	return out
+}
+
+func podReady(p *corev1.Pod) bool {
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// apply writes desired unless the cached object shows the same desired state
+// was already applied to its current version. current is an empty object of
+// the desired kind, used to read the cache.
+func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Object, current client.Object) error {
+	key := client.ObjectKey{Name: *desired.GetName()}
+	if desired.GetNamespace() != nil {
+		key.Namespace = *desired.GetNamespace()
+	}
+	rv := ""
+	if err := r.Client.Get(ctx, key, current); err == nil {
+		rv = current.GetResourceVersion()
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading %T %s: %w", current, key, err)
+	}
+	_, err := r.Applier.Apply(ctx, desired, rv)
+	return err
+}
+
+// deleteCached deletes the object at key when the cache holds it, so that a
+// steady state sends no request.
+func (r *HealthEnvironmentReconciler) deleteCached(ctx context.Context, key client.ObjectKey, o client.Object) error {
+	if err := r.Client.Get(ctx, key, o); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("reading %T %s: %w", o, key, err)
+	}
+	return r.deleteIfExists(ctx, o)
+}
+
+// deleteIfExists deletes o, treating not-found as done.
+func (r *HealthEnvironmentReconciler) deleteIfExists(ctx context.Context, o client.Object) error {
+	if err := r.Client.Delete(ctx, o, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting %T %s: %w", o, klog.KObj(o), err)
+	}
+	return nil
+}
+
+// ownerReferences make env the controller of an object, for garbage
+// collection and for watches.
+func ownerReferences(env *v1alpha1.HealthEnvironment) []metav1.OwnerReference {
+	return []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("HealthEnvironment"))}
+}

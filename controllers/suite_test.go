@@ -1,0 +1,204 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+)
+
+// The integration tests run the real reconciler in a real manager against a
+// real kube-apiserver and etcd (envtest, binaries from `make
+// cluster-binaries`). There is no controller manager or scheduler, so the
+// tests play their part where needed: they set Deployment status and create
+// pods by hand.
+var (
+	cfg       *rest.Config
+	k8sClient client.Client
+	// writes counts the mutating requests the operator's client sends.
+	writes atomic.Int64
+)
+
+// resyncPeriod is the cache resync period in this suite: short, so that the
+// steady-state test sees several full resyncs.
+const resyncPeriod = 2 * time.Second
+
+// reconcileCount is how many reconciles the controller has finished, from
+// controller-runtime's own metric.
+func reconcileCount(t *testing.T) int64 {
+	t.Helper()
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == "healthenvironment" {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n)
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
+		fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run these tests with `make test-integration`, which builds the control plane binaries")
+		return 1
+	}
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
+	testEnv := &envtest.Environment{
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		ErrorIfCRDPathMissing: true,
+	}
+	var err error
+	cfg, err = testEnv.Start()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting envtest: %v\n", err)
+		return 1
+	}
+	defer func() {
+		if err := testEnv.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "stopping envtest: %v\n", err)
+		}
+	}()
+	k8sClient, err = client.New(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "creating client: %v\n", err)
+		return 1
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.Wrap(countWrites)
+	cacheOpts := CacheOptions()
+	cacheOpts.SyncPeriod = ptr.To(resyncPeriod)
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
+		Scheme:                 NewScheme(),
+		Cache:                  cacheOpts,
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "creating manager: %v\n", err)
+		return 1
+	}
+	if err := NewReconciler(mgr).SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up reconciler: %v\n", err)
+		return 1
+	}
+	go func() {
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "manager: %v\n", err)
+		}
+	}()
+	return m.Run()
+}
+
+// countWrites counts every mutating request (events aside) the operator sends.
+func countWrites(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+			if !strings.Contains(req.URL.Path, "/events") {
+				writes.Add(1)
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// eventually polls cond until it returns true or the timeout passes.
+func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	last := ""
+	err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		ok, why, err := cond(ctx)
+		last = why
+		return ok, err
+	})
+	if err != nil {
+		t.Fatalf("%s: not within %s: %v (last: %s)", what, timeout, err, last)
+	}
+}
+
+// sampleEnv is a small 111-shaped environment.
+func sampleEnv(name string) *v1alpha1.HealthEnvironment {
+	digest := "@sha256:" + strings.Repeat("ab", 32)
+	return &v1alpha1.HealthEnvironment{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: v1alpha1.HealthEnvironmentSpec{
+			Tenant: v1alpha1.Tenant{DisplayName: "NHS 111 Test", ODSCode: "RT4"},
+			Services: []v1alpha1.Service{
+				{
+					Name: "call-handling", Image: "registry.example/111/call-handling" + digest,
+					Replicas: ptr.To(int32(2)), Port: 8080, Critical: true, TalksTo: []string{"referral"},
+					AllowFrom: []v1alpha1.TrafficPeer{{NamespaceSelector: &metav1.LabelSelector{
+						MatchLabels: map[string]string{"kubernetes.io/metadata.name": "gateway"}}}},
+					GeneratedSecrets: []string{"db-password"},
+				},
+				{
+					Name: "referral", Image: "registry.example/111/referral" + digest,
+					Replicas: ptr.To(int32(1)), Port: 8443,
+				},
+			},
+			Integrations: []v1alpha1.Integration{{
+				Name: "ambulance-cad", CIDRs: []string{"10.20.0.0/16"}, Ports: []int32{443}, Services: []string{"referral"},
+			}},
+		},
+	}
+}
+
+// condition returns the status of a condition type ("" when absent) and its reason.
+func condition(env *v1alpha1.HealthEnvironment, t string) (string, string) {
+	for _, c := range env.Status.Conditions {
+		if c.Type == t {
+			return string(c.Status), c.Reason
+		}
+	}
+	return "", ""
+}
+
+// podReadyStatus is the status of a Ready pod with an IP.
+func podReadyStatus(ip string) corev1.PodStatus {
+	return corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+	}
+}

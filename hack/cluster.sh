@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Starts and stops a local kwok cluster built from the binaries in bin/k8s:
+# a real etcd, kube-apiserver (RBAC, admission: Pod Security and
+# ValidatingAdmissionPolicy enforced), kube-controller-manager and
+# kube-scheduler, with simulated nodes on which pods are scheduled and become
+# Ready without running a process.
+#
+# Usage:
+#   hack/cluster.sh up NAME     start NAME (reuse it when it is already healthy)
+#   hack/cluster.sh down NAME   stop and delete NAME
+#   hack/cluster.sh kubeconfig NAME
+#
+# Environment:
+#   KWOK_WORKDIR   where clusters live (default: .kwok in the repository); the
+#                  kubeconfig is written to $KWOK_WORKDIR/NAME.kubeconfig
+#   NODES          simulated worker nodes in the "primary" pool (default 3);
+#                  one more node is always added in the "standby" pool
+#   DISABLE_QPS_LIMITS=true  lift the control plane's client rate limits
+#                  (for benchmarks)
+#
+# Works as root and as a normal user: everything lives under KWOK_WORKDIR and
+# every port is picked free by kwokctl, so clusters with different names run
+# side by side and a second `up` of the same name reuses or replaces it.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin=${K8S_BIN:-$root/bin/k8s}
+export KWOK_WORKDIR=${KWOK_WORKDIR:-$root/.kwok}
+export KWOK_KUBECTL_BINARY=$bin/kubectl
+cmd=${1:?usage: $0 up|down|kubeconfig NAME}
+name=${2:?usage: $0 up|down|kubeconfig NAME}
+kubeconfig=$KWOK_WORKDIR/$name.kubeconfig
+nodes=${NODES:-3}
+
+log() { printf '%s cluster %s: %s\n' "$(date +%H:%M:%S)" "$name" "$*" >&2; }
+
+exists() { "$bin/kwokctl" get clusters 2>/dev/null | grep -qx "$name"; }
+healthy() {
+	[ -f "$kubeconfig" ] && "$bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1
+}
+
+down() {
+	if exists; then
+		log "deleting"
+		"$bin/kwokctl" delete cluster --name "$name" --kubeconfig "$kubeconfig" >&2 || true
+	fi
+	rm -f "$kubeconfig"
+}
+
+nodes_yaml() {
+	local i pool
+	for i in $(seq 0 "$nodes"); do
+		pool=primary
+		[ "$i" -eq "$nodes" ] && pool=standby
+		cat <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-$pool-$i
+  annotations:
+    kwok.x-k8s.io/node: fake
+  labels:
+    kubernetes.io/hostname: kwok-$pool-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    kubernetes.io/role: agent
+    type: kwok
+    careplane.io/pool: $pool
+status:
+  allocatable: {cpu: "64", memory: 256Gi, pods: "250"}
+  capacity: {cpu: "64", memory: 256Gi, pods: "250"}
+---
+EOF
+	done
+}
+
+up() {
+	if healthy; then
+		log "already running (kubeconfig $kubeconfig)"
+		return 0
+	fi
+	down
+	mkdir -p "$KWOK_WORKDIR"
+	local extra=()
+	[ "${DISABLE_QPS_LIMITS:-false}" = true ] && extra+=(--disable-qps-limits)
+	log "creating with the binaries in $bin"
+	"$bin/kwokctl" create cluster --name "$name" --runtime binary \
+		--kubeconfig "$kubeconfig" \
+		--kube-apiserver-binary "$bin/kube-apiserver" \
+		--kube-controller-manager-binary "$bin/kube-controller-manager" \
+		--kube-scheduler-binary "$bin/kube-scheduler" \
+		--kwok-controller-binary "$bin/kwok" \
+		--etcd-binary "$bin/etcd" \
+		--kube-authorization=true --kube-admission=true \
+		--timeout 5m --wait 2m "${extra[@]}" >&2
+	log "adding $nodes primary nodes and 1 standby node"
+	nodes_yaml | "$bin/kubectl" --kubeconfig "$kubeconfig" apply -f - >&2
+	"$bin/kubectl" --kubeconfig "$kubeconfig" wait --for=condition=Ready node --all --timeout=120s >&2
+	# Namespaces the tests and samples use as allowFrom and forensics peers.
+	for ns in gateway forensics; do
+		"$bin/kubectl" --kubeconfig "$kubeconfig" create namespace "$ns" --dry-run=client -o yaml |
+			"$bin/kubectl" --kubeconfig "$kubeconfig" apply -f - >&2
+	done
+	log "ready; kubeconfig $kubeconfig"
+}
+
+case "$cmd" in
+up) up ;;
+down) down ;;
+kubeconfig) echo "$kubeconfig" ;;
+*)
+	echo "usage: $0 up|down|kubeconfig NAME" >&2
+	exit 2
+	;;
+esac

@@ -1,0 +1,108 @@
+//go:build e2e
+
+// Package e2e holds careplane's end-to-end tests. They run against a real
+// cluster — the local kwok cluster that `make test-e2e` starts (a real etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler, with simulated
+// nodes) — named by KUBECONFIG. The operator runs in the test process with
+// the same wiring as cmd/manager.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/careplane/careplane/controllers"
+)
+
+var (
+	cfg       *rest.Config
+	k8sClient client.Client
+	clientset *kubernetes.Clientset
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	kubeconfig := os.Getenv("KUBECONFIG")
+	if kubeconfig == "" {
+		fmt.Fprintln(os.Stderr, "KUBECONFIG is not set: run the e2e tests with `make test-e2e`, which starts a kwok cluster")
+		return 1
+	}
+	var err error
+	cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "loading %s: %v\n", kubeconfig, err)
+		return 1
+	}
+	cfg.QPS, cfg.Burst = 200, 400
+	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
+
+	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
+		Paths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfPathMissing: true,
+	}); err != nil {
+		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n", err)
+		return 1
+	}
+	k8sClient, err = client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "creating client: %v\n", err)
+		return 1
+	}
+	clientset = kubernetes.NewForConfigOrDie(cfg)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done, err := startOperator(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "starting the operator: %v\n", err)
+		return 1
+	}
+	code := m.Run()
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		fmt.Fprintln(os.Stderr, "the operator did not stop within 30s")
+	}
+	return code
+}
+
+// startOperator runs careplane's manager in this process, wired as
+// cmd/manager wires it.
+func startOperator(ctx context.Context) (<-chan struct{}, error) {
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 controllers.NewScheme(),
+		Cache:                  controllers.CacheOptions(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := controllers.NewReconciler(mgr).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintf(os.Stderr, "operator stopped: %v\n", err)
+		}
+	}()
+	return done, nil
+}
