@@ -3,11 +3,9 @@ package controllers
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,10 +18,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/testutil"
 )
 
 // The integration tests run the real reconciler in a real manager against a
@@ -35,36 +33,12 @@ var (
 	cfg       *rest.Config
 	k8sClient client.Client
 	// writes counts the mutating requests the operator's client sends.
-	writes atomic.Int64
+	writes testutil.WriteCounter
 )
 
 // resyncPeriod is the cache resync period in this suite: short, so that the
 // steady-state test sees several full resyncs.
 const resyncPeriod = 2 * time.Second
-
-// reconcileCount is how many reconciles the controller has finished, from
-// controller-runtime's own metric.
-func reconcileCount(t *testing.T) int64 {
-	t.Helper()
-	families, err := ctrlmetrics.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var n float64
-	for _, f := range families {
-		if f.GetName() != "controller_runtime_reconcile_total" {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "controller" && l.GetValue() == "healthenvironment" {
-					n += m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return int64(n)
-}
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -100,7 +74,7 @@ func run(m *testing.M) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	opCfg := rest.CopyConfig(cfg)
-	opCfg.Wrap(countWrites)
+	opCfg.Wrap(writes.Wrap)
 	cacheOpts := CacheOptions()
 	cacheOpts.SyncPeriod = ptr.To(resyncPeriod)
 	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
@@ -124,23 +98,6 @@ func run(m *testing.M) int {
 	}()
 	return m.Run()
 }
-
-// countWrites counts every mutating request (events aside) the operator sends.
-func countWrites(rt http.RoundTripper) http.RoundTripper {
-	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-		switch req.Method {
-		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-			if !strings.Contains(req.URL.Path, "/events") {
-				writes.Add(1)
-			}
-		}
-		return rt.RoundTrip(req)
-	})
-}
-
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // eventually polls cond until it returns true or the timeout passes.
 func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) {
@@ -201,4 +158,14 @@ func podReadyStatus(ip string) corev1.PodStatus {
 		Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}},
 		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 	}
+}
+
+// reconcileCount is how many reconciles the controller has finished.
+func reconcileCount(t *testing.T) int64 {
+	t.Helper()
+	n, err := testutil.ReconcileCount("healthenvironment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -9,6 +9,7 @@
 #   hack/cluster.sh up NAME     start NAME (reuse it when it is already healthy)
 #   hack/cluster.sh down NAME   stop and delete NAME
 #   hack/cluster.sh kubeconfig NAME
+#   hack/cluster.sh stop-manager NAME   stop a manager hack/demo.sh started
 #
 # Environment:
 #   KWOK_WORKDIR   where clusters live (default: .kwok in the repository); the
@@ -39,7 +40,17 @@ healthy() {
 	[ -f "$kubeconfig" ] && "$bin/kubectl" --kubeconfig "$kubeconfig" --request-timeout=5s get --raw=/readyz >/dev/null 2>&1
 }
 
+# stop_manager stops the manager hack/demo.sh runs against this cluster.
+stop_manager() {
+	local pidfile=$KWOK_WORKDIR/$name-manager.pid
+	if [ -f "$pidfile" ]; then
+		kill "$(cat "$pidfile")" 2>/dev/null || true
+		rm -f "$pidfile"
+	fi
+}
+
 down() {
+	stop_manager
 	if exists; then
 		log "deleting"
 		"$bin/kwokctl" delete cluster --name "$name" --kubeconfig "$kubeconfig" >&2 || true
@@ -108,8 +119,9 @@ case "$cmd" in
 up) up ;;
 down) down ;;
 kubeconfig) echo "$kubeconfig" ;;
+stop-manager) stop_manager ;;
 *)
-	echo "usage: $0 up|down|kubeconfig NAME" >&2
+	echo "usage: $0 up|down|kubeconfig|stop-manager NAME" >&2
 	exit 2
 	;;
 esac

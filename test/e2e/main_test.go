@@ -10,14 +10,18 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -31,7 +35,14 @@ var (
 	cfg       *rest.Config
 	k8sClient client.Client
 	clientset *kubernetes.Clientset
+	// operatorWrites counts the mutating requests the operator sends (events
+	// aside).
+	operatorWrites atomic.Int64
 )
+
+// resyncPeriod is the operator's cache resync period in these tests: short,
+// so that the steady-state test sees several full resyncs in seconds.
+const resyncPeriod = 5 * time.Second
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
@@ -85,9 +96,23 @@ func run(m *testing.M) int {
 // startOperator runs careplane's manager in this process, wired as
 // cmd/manager wires it.
 func startOperator(ctx context.Context) (<-chan struct{}, error) {
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+			switch req.Method {
+			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+				if !strings.Contains(req.URL.Path, "/events") {
+					operatorWrites.Add(1)
+				}
+			}
+			return rt.RoundTrip(req)
+		})
+	})
+	cacheOpts := controllers.CacheOptions()
+	cacheOpts.SyncPeriod = ptr.To(resyncPeriod)
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
 		Scheme:                 controllers.NewScheme(),
-		Cache:                  controllers.CacheOptions(),
+		Cache:                  cacheOpts,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 	})
@@ -106,3 +131,7 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 	}()
 	return done, nil
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/careplane/careplane/internal/testutil"
 )
 
 // zapLevel is the operator's log level in tests: info by default, more with
@@ -52,4 +56,39 @@ func isPodReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// kubectlPath is the kubectl built with the cluster (K8S_BIN, set by
+// hack/e2e.sh), or the repository's bin/k8s/kubectl.
+func kubectlPath() string {
+	if dir := os.Getenv("K8S_BIN"); dir != "" {
+		return filepath.Join(dir, "kubectl")
+	}
+	return filepath.Join("..", "..", "bin", "k8s", "kubectl")
+}
+
+// kubectlOutput runs the real kubectl against the test cluster.
+func kubectlOutput(args ...string) (string, error) {
+	out, err := exec.Command(kubectlPath(), args...).CombinedOutput()
+	return string(out), err
+}
+
+// kubectl runs kubectl and fails the test if it fails.
+func kubectl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := kubectlOutput(args...)
+	if err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
+	return out
+}
+
+// reconcileCount is how many reconciles the in-process operator has finished.
+func reconcileCount(t *testing.T) int64 {
+	t.Helper()
+	n, err := testutil.ReconcileCount("healthenvironment")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

@@ -1,0 +1,59 @@
+// Package testutil holds what careplane's integration and end-to-end suites
+// share to observe the operator from outside: the requests it writes and the
+// reconciles it runs.
+package testutil
+
+import (
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// WriteCounter counts the mutating requests (POST, PUT, PATCH, DELETE) sent
+// through the transports it wraps, except events.
+type WriteCounter struct{ n atomic.Int64 }
+
+// Wrap is a rest.Config WrapTransport function.
+func (c *WriteCounter) Wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		switch req.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
+			if !strings.Contains(req.URL.Path, "/events") {
+				c.n.Add(1)
+			}
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+// Load is the number of writes counted so far.
+func (c *WriteCounter) Load() int64 { return c.n.Load() }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// ReconcileCount is how many reconciles the named controller has finished in
+// this process, from controller-runtime's own metric.
+func ReconcileCount(controller string) (int64, error) {
+	families, err := ctrlmetrics.Registry.Gather()
+	if err != nil {
+		return 0, err
+	}
+	var n float64
+	for _, f := range families {
+		if f.GetName() != "controller_runtime_reconcile_total" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" && l.GetValue() == controller {
+					n += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return int64(n), nil
+}
