@@ -171,7 +171,7 @@ func TestProvisionWritesEveryChild(t *testing.T) {
 		t.Errorf("PDB for referral (1 replica) should not exist: %v", err)
 	}
 	secret := &corev1.Secret{}
-	if err := k8sClient.Get(ctx, key("call-handling-db-password"), secret); err != nil {
+	if err := k8sClient.Get(ctx, key("call-handling.db-password"), secret); err != nil {
 		t.Fatalf("generated secret: %v", err)
 	}
 	if n := len(secret.Data["value"]); n != 43 {
@@ -270,7 +270,7 @@ func TestSpecChangesRollOnlyWhatChangedAndPrune(t *testing.T) {
 		return d.Generation
 	}
 	secretBefore := &corev1.Secret{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "call-handling-db-password"}, secretBefore); err != nil {
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "call-handling.db-password"}, secretBefore); err != nil {
 		t.Fatal(err)
 	}
 	callGen, refGen := depGen("call-handling"), depGen("referral")

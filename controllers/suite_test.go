@@ -126,8 +126,8 @@ func sampleEnv(name string) *v1alpha1.HealthEnvironment {
 				{
 					Name: "call-handling", Image: "registry.example/111/call-handling" + digest,
 					Replicas: ptr.To(int32(2)), Port: 8080, Critical: true, TalksTo: []string{"referral"},
-					AllowFrom: []v1alpha1.TrafficPeer{{NamespaceSelector: &metav1.LabelSelector{
-						MatchLabels: map[string]string{"kubernetes.io/metadata.name": "gateway"}}}},
+					AllowFrom: []v1alpha1.TrafficPeer{{NamespaceSelector: &v1alpha1.LabelSelector{
+						MatchLabels: map[string]v1alpha1.LabelValue{"kubernetes.io/metadata.name": "gateway"}}}},
 					GeneratedSecrets: []string{"db-password"},
 				},
 				{

@@ -79,6 +79,15 @@ const (
 	LabelSite = "careplane.io/site"
 	// LabelService names the service of an object.
 	LabelService = "careplane.io/service"
-	// LabelEvidence marks a pod preserved as evidence; its value is the ticket.
+	// LabelEvidence marks a pod preserved as evidence; its value is the ticket
+	// (or "fenced" when the fence has no ticket).
 	LabelEvidence = "careplane.io/evidence"
+	// LabelFenced is set to "true" on the namespaces of a fenced site. The
+	// freeze admission policy selects namespaces by it: while it is there,
+	// only careplane, incident responders and the control plane may write
+	// in the namespace.
+	LabelFenced = "careplane.io/fenced"
+	// DefaultResponderGroup is the group allowed to change spec.isolation
+	// when the guardrail policies are installed with their defaults.
+	DefaultResponderGroup = "careplane:incident-responders"
 )

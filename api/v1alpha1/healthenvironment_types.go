@@ -103,13 +103,11 @@ type Tenant struct {
 	// e.g. "RT4".
 	// +optional
 	// +kubebuilder:validation:MaxLength=10
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Z0-9]{3,10}$')",message="odsCode must be 3 to 10 upper-case letters or digits, e.g. RT4"
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[A-Z0-9]{3,10}$')",message="odsCode must be 3 to 10 upper-case letters or digits, e.g. RT4"
 	ODSCode string `json:"odsCode,omitempty"`
 }
 
 // Service is one component of the environment.
-//
-// +kubebuilder:validation:XValidation:rule="!has(self.generatedSecrets) || self.generatedSecrets.all(g, (self.name + '-' + g).size() <= 63)",message="services[].name plus '-' plus each generatedSecrets name must be at most 63 characters: it names the Secret"
 type Service struct {
 	// name identifies the service within the environment; it names its
 	// Deployment, Service and ServiceAccount.
@@ -163,8 +161,9 @@ type Service struct {
 	AllowFrom []TrafficPeer `json:"allowFrom,omitempty"`
 
 	// generatedSecrets names random credentials careplane creates for this
-	// service as Secrets named <service>-<name> with one key, "value", and
-	// rotates on restore. They are mounted read-only at
+	// service as Secrets named <service>.<name> (the dot keeps the names of
+	// different services' Secrets apart) with one key, "value", and rotates
+	// on restore. They are mounted read-only at
 	// /var/run/careplane/secrets/<name>/value.
 	// +optional
 	// +listType=set
@@ -216,12 +215,79 @@ type EnvVar struct {
 type TrafficPeer struct {
 	// namespaceSelector selects the namespaces allowed to connect.
 	// +required
-	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector"`
+	NamespaceSelector *LabelSelector `json:"namespaceSelector"`
 
 	// podSelector narrows the peers to pods with these labels in the selected
 	// namespaces. When unset, every pod in them may connect.
 	// +optional
-	PodSelector *metav1.LabelSelector `json:"podSelector,omitempty"`
+	PodSelector *LabelSelector `json:"podSelector,omitempty"`
+}
+
+// LabelSelector selects objects by label. It is metav1.LabelSelector with
+// bounds, so that the API server can validate it before careplane writes a
+// NetworkPolicy from it (a selector that fails only at fence time would be
+// found at the worst moment).
+type LabelSelector struct {
+	// matchLabels selects objects with all of these labels.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=20
+	MatchLabels map[string]LabelValue `json:"matchLabels,omitempty"`
+
+	// matchExpressions selects objects matching all of these requirements.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	MatchExpressions []LabelSelectorRequirement `json:"matchExpressions,omitempty"`
+}
+
+// LabelValue is a label value: at most 63 characters, alphanumerics with
+// '-', '_' or '.' inside.
+// +kubebuilder:validation:MaxLength=63
+// +kubebuilder:validation:Pattern=`^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$`
+type LabelValue string
+
+// LabelSelectorRequirement is one requirement of a LabelSelector.
+//
+// +kubebuilder:validation:XValidation:rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",message="matchExpressions[].values must be set for In and NotIn, and empty for Exists and DoesNotExist"
+type LabelSelectorRequirement struct {
+	// key is the label key, e.g. kubernetes.io/metadata.name.
+	// +required
+	// +kubebuilder:validation:MaxLength=317
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	Key string `json:"key"`
+
+	// operator is In, NotIn, Exists or DoesNotExist.
+	// +required
+	// +kubebuilder:validation:Enum=In;NotIn;Exists;DoesNotExist
+	Operator metav1.LabelSelectorOperator `json:"operator"`
+
+	// values for In and NotIn.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	Values []LabelValue `json:"values,omitempty"`
+}
+
+// ToMeta converts the selector to a metav1.LabelSelector (nil stays nil).
+func (s *LabelSelector) ToMeta() *metav1.LabelSelector {
+	if s == nil {
+		return nil
+	}
+	out := &metav1.LabelSelector{}
+	if len(s.MatchLabels) > 0 {
+		out.MatchLabels = make(map[string]string, len(s.MatchLabels))
+		for k, v := range s.MatchLabels {
+			out.MatchLabels[k] = string(v)
+		}
+	}
+	for _, e := range s.MatchExpressions {
+		r := metav1.LabelSelectorRequirement{Key: e.Key, Operator: e.Operator}
+		for _, v := range e.Values {
+			r.Values = append(r.Values, string(v))
+		}
+		out.MatchExpressions = append(out.MatchExpressions, r)
+	}
+	return out
 }
 
 // Integration is an external system some services may reach.
@@ -240,6 +306,7 @@ type Integration struct {
 	// +kubebuilder:validation:MaxItems=20
 	// +kubebuilder:validation:items:MaxLength=43
 	// +kubebuilder:validation:items:XValidation:rule="isCIDR(self)",message="integrations[].cidrs entries must be CIDRs such as 10.20.0.0/16 or 2001:db8::/32"
+	// +kubebuilder:validation:items:XValidation:rule="!isCIDR(self) || string(cidr(self).masked()) == self",message="integrations[].cidrs entries must be network addresses in canonical form with no host bits set, e.g. 10.20.0.0/16 rather than 10.20.0.1/16"
 	CIDRs []string `json:"cidrs"`
 
 	// ports are the destination TCP ports.
@@ -412,7 +479,7 @@ type Isolation struct {
 	// ticket is the incident reference, e.g. INC-2041.
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
-	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="isolation.ticket must be letters, digits, '-', '_' or '.', because it labels the evidence pods"
+	// +kubebuilder:validation:XValidation:rule="self == '' || self.matches('^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$')",message="isolation.ticket must be letters, digits, '-', '_' or '.', because it labels the evidence pods"
 	Ticket string `json:"ticket,omitempty"`
 
 	// workloads is Preserve (keep the fenced pods running, detached and
@@ -424,7 +491,7 @@ type Isolation struct {
 	// forensicsFrom selects the namespaces whose pods may still connect to
 	// fenced pods, for investigation. Nothing else may.
 	// +optional
-	ForensicsFrom *metav1.LabelSelector `json:"forensicsFrom,omitempty"`
+	ForensicsFrom *LabelSelector `json:"forensicsFrom,omitempty"`
 
 	// restoreRevision names a known-good revision (see status.knownGoodRevision
 	// and `kubectl careplane revisions`) to rebuild from on restore, instead

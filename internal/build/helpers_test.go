@@ -40,7 +40,7 @@ func env111() *v1alpha1.HealthEnvironment {
 					Port:             8080,
 					Critical:         true,
 					TalksTo:          []string{"referral", "care-records"},
-					AllowFrom:        []v1alpha1.TrafficPeer{{NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "gateway"}}}},
+					AllowFrom:        []v1alpha1.TrafficPeer{{NamespaceSelector: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{corev1.LabelMetadataName: "gateway"}}}},
 					GeneratedSecrets: []string{"db-password"},
 					Env:              []v1alpha1.EnvVar{{Name: "REGION", Value: "wales"}, {Name: "LOG_LEVEL", Value: "info"}},
 					Resources: corev1.ResourceRequirements{
@@ -73,8 +73,8 @@ func env111() *v1alpha1.HealthEnvironment {
 					Port:     8082,
 					TalksTo:  []string{"referral"},
 					AllowFrom: []v1alpha1.TrafficPeer{{
-						NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "gateway"}},
-						PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app": "web"}},
+						NamespaceSelector: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{corev1.LabelMetadataName: "gateway"}},
+						PodSelector:       &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"app": "web"}},
 					}},
 				},
 				{

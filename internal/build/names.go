@@ -143,9 +143,12 @@ func ServicePolicyName(svc string) string {
 }
 
 // GeneratedSecretName returns the name of generated secret name of service
-// svc: <svc>-<name>.
+// svc: <svc>.<name>. Both parts are DNS labels, which have no dots, so the
+// names of different services' secrets can never collide (with a '-',
+// service "call" with secret "handling-key" and service "call-handling" with
+// secret "key" would share one Secret).
 func GeneratedSecretName(svc, name string) string {
-	return svc + "-" + name
+	return svc + "." + name
 }
 
 // FrontEndpointSliceName returns the name of the EndpointSlice careplane

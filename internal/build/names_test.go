@@ -56,7 +56,7 @@ func TestSiteLabel(t *testing.T) {
 func TestObjectNames(t *testing.T) {
 	tests := []struct{ got, want string }{
 		{ServicePolicyName("referral"), "svc-referral"},
-		{GeneratedSecretName("referral", "db-password"), "referral-db-password"},
+		{GeneratedSecretName("referral", "db-password"), "referral.db-password"},
 		{FrontEndpointSliceName("referral"), "referral-careplane"},
 		{SiteNamespace(env111(), v1alpha1.SiteStandby), "wales-111-standby"},
 		{FrontNamespace(env111()), "wales-111"},

@@ -174,9 +174,9 @@ func ingressPeers(svc v1alpha1.Service, running []v1alpha1.Service) []*networkin
 			continue
 		}
 		peer := networkingv1ac.NetworkPolicyPeer().
-			WithNamespaceSelector(labelSelectorApply(p.NamespaceSelector))
+			WithNamespaceSelector(labelSelectorApply(p.NamespaceSelector.ToMeta()))
 		if p.PodSelector != nil {
-			peer.WithPodSelector(labelSelectorApply(p.PodSelector))
+			peer.WithPodSelector(labelSelectorApply(p.PodSelector.ToMeta()))
 		}
 		peers = append(peers, peer)
 	}

@@ -41,14 +41,14 @@ func TestDeployment(t *testing.T) {
 	}{
 		{
 			name: "call-handling on primary", svc: "call-handling", site: v1alpha1.SitePrimary, namespace: "wales-111-primary", credRev: "3",
-			wantSecrets: map[string]string{"/var/run/careplane/secrets/db-password": "call-handling-db-password"},
+			wantSecrets: map[string]string{"/var/run/careplane/secrets/db-password": "call-handling.db-password"},
 			wantRolling: true,
 		},
 		{
 			name: "referral on standby", svc: "referral", site: v1alpha1.SiteStandby, namespace: "wales-111-standby", credRev: "7",
 			wantSecrets: map[string]string{
-				"/var/run/careplane/secrets/api-key":     "referral-api-key",
-				"/var/run/careplane/secrets/db-password": "referral-db-password",
+				"/var/run/careplane/secrets/api-key":     "referral.api-key",
+				"/var/run/careplane/secrets/db-password": "referral.db-password",
 			},
 			wantRolling: true,
 		},
@@ -360,7 +360,7 @@ func TestGeneratedSecret(t *testing.T) {
 	ac := GeneratedSecret(env, "wales-111-primary", service(t, env, "referral"), "db-password", value)
 	value[0] = 'X' // the caller reusing its buffer must not change the Secret
 	s := toTyped[corev1.Secret](t, ac)
-	checkMeta(t, s.TypeMeta, s.ObjectMeta, "v1", "Secret", "referral-db-password", "wales-111-primary",
+	checkMeta(t, s.TypeMeta, s.ObjectMeta, "v1", "Secret", "referral.db-password", "wales-111-primary",
 		with(stdLabels("primary", "referral"), "careplane.io/generated", "true"))
 	if s.Type != corev1.SecretTypeOpaque {
 		t.Errorf("type = %s, want Opaque", s.Type)

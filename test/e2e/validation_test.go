@@ -93,8 +93,14 @@ const (
 	msgUnavailable     = "failover.unavailableAfter must be between 5s and 1h"
 	msgODSCode         = "odsCode must be 3 to 10 upper-case letters or digits, e.g. RT4"
 	msgSecretName      = "generatedSecrets entries must be DNS labels: lower-case letters, digits and '-'"
-	msgSecretLength    = "services[].name plus '-' plus each generatedSecrets name must be at most 63 characters: it names the Secret"
+	msgCIDRHostBits    = "integrations[].cidrs entries must be network addresses in canonical form with no host bits set, e.g. 10.20.0.0/16 rather than 10.20.0.1/16"
+	msgSelectorValues  = "matchExpressions[].values must be set for In and NotIn, and empty for Exists and DoesNotExist"
+	msgPattern         = "should match"
 	msgEnvName         = "env[].name must be a C identifier: letters, digits and '_', not starting with a digit"
+
+	// The API server names no field for rules on the object's root (the
+	// metadata.name rules): their causes' field is "<nil>", as kubectl shows.
+	rootField = "<nil>"
 
 	msgRequired    = "Required value"
 	msgUnsupported = "Unsupported value"
@@ -251,12 +257,40 @@ var validationCases = []validationCase{
 		field:  "spec.services[0].generatedSecrets[0]", msg: msgSecretName,
 	},
 	{
-		name: "generated Secret name longer than 63",
+		name:   "CIDR with host bits set",
+		mutate: func(o henv) { o.integration(0)["cidrs"] = []any{"10.20.0.1/16"} },
+		field:  "spec.integrations[0].cidrs[0]", msg: msgCIDRHostBits,
+	},
+	{
+		name: "forensicsFrom with an unknown operator",
 		mutate: func(o henv) {
-			o.service(0)["name"] = "call-handling-" + strings.Repeat("x", 16)                  // 30 characters
-			o.service(0)["generatedSecrets"] = []any{"db-password-" + strings.Repeat("y", 22)} // 34: 30+1+34 = 65
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": "team", "operator": "Like", "values": []any{"forensics"}}}}
 		},
-		field: "spec.services[0]", msg: msgSecretLength,
+		field: "spec.isolation.forensicsFrom.matchExpressions[0].operator", msg: msgUnsupported,
+	},
+	{
+		name: "forensicsFrom In without values",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": "team", "operator": "In"}}}
+		},
+		field: "spec.isolation.forensicsFrom.matchExpressions[0]", msg: msgSelectorValues,
+	},
+	{
+		name: "forensicsFrom with an invalid label key",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": "bad key", "operator": "Exists"}}}
+		},
+		field: "spec.isolation.forensicsFrom.matchExpressions[0].key", msg: msgPattern,
+	},
+	{
+		name: "allowFrom with an invalid label value",
+		mutate: func(o henv) {
+			o.service(0)["allowFrom"] = []any{map[string]any{"namespaceSelector": validationMatchLabels("team", "blue team!")}}
+		},
+		field: "spec.services[0].allowFrom[0].namespaceSelector.matchLabels.team", msg: msgPattern,
 	},
 	{
 		name:   "env var name not a C identifier",
@@ -396,6 +430,24 @@ var validationCases = []validationCase{
 		field:  "spec.failover.unavailableAfter", msg: msgUnavailable,
 	},
 
+	{
+		name:   "unavailableAfter without a unit",
+		mutate: func(o henv) { o.failover()["unavailableAfter"] = "60" },
+		field:  "spec.failover.unavailableAfter", msg: "must be of type duration",
+	},
+
+	// Quota.
+	{
+		name:   "quota cpu not a quantity",
+		mutate: func(o henv) { o.spec()["quota"].(map[string]any)["cpu"] = "eight" },
+		field:  "spec.quota.cpu", msg: "should match",
+	},
+	{
+		name:   "quota pods 0",
+		mutate: func(o henv) { o.spec()["quota"].(map[string]any)["pods"] = int64(0) },
+		field:  "spec.quota.pods", msg: "should be greater than or equal to 1",
+	},
+
 	// Isolation.
 	{
 		name:   "mode not an enum value",
@@ -429,17 +481,26 @@ var validationCases = []validationCase{
 		},
 		field: "spec.isolation.ticket", msg: msgTicket,
 	},
+	{
+		name: "ticket longer than 63",
+		mutate: func(o henv) {
+			o.isolation()["mode"] = "Fenced"
+			o.isolation()["reason"] = "ransomware indicators on call-handling"
+			o.isolation()["ticket"] = "INC-" + strings.Repeat("2041", 15)
+		},
+		field: "spec.isolation.ticket", msg: "may not be more than 63",
+	},
 
 	// The name, which prefixes the namespaces.
 	{
 		name:   "metadata.name longer than 40",
 		mutate: func(o henv) { o.setName(validationPadName(o.name(), 41)) },
-		field:  "", msg: msgNameLength,
+		field:  rootField, msg: msgNameLength,
 	},
 	{
 		name:   "metadata.name with a dot",
 		mutate: func(o henv) { o.setName(o.name() + ".nhs") },
-		field:  "", msg: msgNameLabel,
+		field:  rootField, msg: msgNameLabel,
 	},
 }
 
@@ -476,8 +537,11 @@ func TestValidation(t *testing.T) {
 
 	// Send every bad object first, then wait once, then look for what the
 	// operator might have created: one shared settling time instead of one
-	// per case.
+	// per case. The operator runs in this process and created the valid
+	// base's namespaces in about 0.3s on a 2-core machine, so a second is
+	// ample for it to have written anything it was going to write.
 	names := make([]string, len(validationCases))
+	top := t
 	t.Run("rejected", func(t *testing.T) {
 		for i, tc := range validationCases {
 			obj := newValidBase(t, fmt.Sprintf("bad-%02d-%s", i+1, run))
@@ -486,7 +550,9 @@ func TestValidation(t *testing.T) {
 			t.Run(tc.name, func(t *testing.T) {
 				err := k8sClient.Create(ctx, obj)
 				if err == nil {
-					t.Cleanup(func() { deleteEnvironmentAndWait(t, obj.GetName()) })
+					// Deleted only at the end, so that "nothing created"
+					// reports it and what the operator made of it.
+					top.Cleanup(func() { deleteEnvironmentAndWait(top, obj.GetName()) })
 					t.Fatalf("the API server accepted %s: the CRD's validation is missing this case", obj.GetName())
 				}
 				t.Logf("rejected: %v", err)
