@@ -90,7 +90,7 @@ test-integration: cluster-binaries manifests ## Integration tests of the reconci
 
 .PHONY: test-e2e
 test-e2e: cluster-binaries manifests ## End-to-end tests on a fresh kwok cluster, started and deleted by this target.
-	hack/e2e.sh $(E2E_CLUSTER_NAME) go test -count=1 -timeout 30m $(GOTESTFLAGS) ./test/e2e/...
+	hack/e2e.sh $(E2E_CLUSTER_NAME) go test -tags e2e -count=1 -timeout 30m $(GOTESTFLAGS) ./test/e2e/...
 
 ##@ Cluster
 

@@ -16,6 +16,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/klog/v2"
@@ -23,6 +24,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -57,12 +59,12 @@ type HealthEnvironmentReconciler struct {
 // SecretGenerator returns a new random credential.
 type SecretGenerator func() ([]byte, error)
 
-// +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments,verbs=get;list;watch
+// +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments/finalizers,verbs=update
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;secrets;resourcequotas;limitranges,verbs=get;list;watch;create;patch;delete
-// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
 // +kubebuilder:rbac:groups=apps,resources=deployments;controllerrevisions,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
@@ -78,11 +80,6 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.Client.Get(ctx, req.NamespacedName, env); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !env.DeletionTimestamp.IsZero() {
-		// Every child carries an owner reference; the garbage collector
-		// removes them. Nothing to do, and nothing to write.
-		return ctrl.Result{}, nil
-	}
 
 	s := newScope(env, r.Clock.Now())
 	before := env.Status.DeepCopy()
@@ -96,6 +93,23 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 	}()
 
+	f, err := r.readFence(ctx, s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.fence = f
+	if !env.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, s)
+	}
+	fencing := env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
+	if fencing || f.present {
+		// Whatever else happens, a fenced environment is not garbage
+		// collected with its evidence.
+		if err := r.ensureFinalizer(ctx, env); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
 	if err := r.reconcileNamespaces(ctx, s); err != nil {
 		var conflict *namespaceConflictError
 		if errors.As(err, &conflict) {
@@ -106,7 +120,33 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	var errs []error
+	switch {
+	case fencing:
+		if err := r.reconcileFence(ctx, s); err != nil {
+			return ctrl.Result{}, err
+		}
+	case f.present:
+		done, err := r.reconcileRestore(ctx, s, f)
+		var notFound *revisionNotFoundError
+		if errors.As(err, &notFound) {
+			// Bad input: say so and wait for the spec to change; the fence stays.
+			s.restoreErr = err
+			r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", err.Error())
+			return ctrl.Result{}, nil
+		}
+		if err != nil {
+			return ctrl.Result{}, err
+		}
+		s.restored = done
+	default:
+		if err := r.reconcileSite(ctx, s, v1alpha1.SitePrimary); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, site := range s.sites() {
+		if site == v1alpha1.SitePrimary {
+			continue
+		}
 		if err := r.reconcileSite(ctx, s, site); err != nil {
 			errs = append(errs, err)
 		}
@@ -118,10 +158,89 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		s.applyFailed = err
 		return ctrl.Result{}, err
 	}
+
+	switch {
+	case fencing:
+		s.fenceComplete = true
+		result, err := r.verifyIsolation(ctx, s, s.names.Primary, false)
+		if err != nil {
+			logger.Error(err, "Could not verify the fence")
+		} else {
+			s.verified = &result
+		}
+	case s.restored:
+		r.recordIncident(ctx, s)
+		if err := r.removeFinalizer(ctx, env); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
 	if err := r.reconcileRevisions(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
+}
+
+// reconcileDelete lets the garbage collector remove an environment's
+// children, unless the environment is fenced: then the fence and the
+// evidence stay until a restore, and the finalizer holds the deletion.
+func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *scope) error {
+	if s.fence.present || s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+		s.deletionBlocked = true
+		if s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+			// Finish the fence if it was interrupted: deletion never weakens it.
+			if err := r.reconcileFence(ctx, s); err != nil {
+				return err
+			}
+			s.fenceComplete = true
+		}
+		return nil
+	}
+	return r.removeFinalizer(ctx, s.env)
+}
+
+// recordIncident appends the finished fence to status.incidents, newest
+// last, keeping the last maxIncidents.
+func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *scope) {
+	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.restoredFrom}
+	if iso := s.env.Status.Isolation; iso != nil {
+		inc.Ticket, inc.Reason, inc.FencedAt = iso.Ticket, iso.Reason, iso.FencedAt
+	}
+	s.status.Incidents = append(s.status.Incidents, inc)
+	if n := len(s.status.Incidents); n > maxIncidents {
+		s.status.Incidents = s.status.Incidents[n-maxIncidents:]
+	}
+	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom)
+}
+
+// maxIncidents bounds status.incidents.
+const maxIncidents = 20
+
+// fenceFinalizer holds the deletion of a fenced environment, whose
+// namespaces hold the fence and the evidence.
+const fenceFinalizer = "careplane.io/fence"
+
+func (r *HealthEnvironmentReconciler) ensureFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
+	if controllerutil.ContainsFinalizer(env, fenceFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(env.DeepCopy())
+	controllerutil.AddFinalizer(env, fenceFinalizer)
+	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("adding the fence finalizer to %s: %w", klog.KObj(env), err)
+	}
+	return nil
+}
+
+func (r *HealthEnvironmentReconciler) removeFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
+	if !controllerutil.ContainsFinalizer(env, fenceFinalizer) {
+		return nil
+	}
+	patch := client.MergeFrom(env.DeepCopy())
+	controllerutil.RemoveFinalizer(env, fenceFinalizer)
+	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the fence finalizer from %s: %w", klog.KObj(env), err)
+	}
+	return nil
 }
 
 // writeStatus patches the status when it changed, and records the events of
@@ -137,6 +256,12 @@ func (r *HealthEnvironmentReconciler) writeStatus(ctx context.Context, env *v1al
 			return nil
 		}
 		return fmt.Errorf("updating status of %s: %w", klog.KObj(env), err)
+	}
+	if c := findCondition(s.status.Conditions, v1alpha1.ConditionFenced); c != nil && c.Status == metav1.ConditionTrue &&
+		c.Reason == v1alpha1.ReasonFenceComplete && s.status.Isolation != nil && s.status.Isolation.FencedAt != nil {
+		if b := findCondition(before.Conditions, v1alpha1.ConditionFenced); b == nil || b.Reason != v1alpha1.ReasonFenceComplete {
+			fenceDuration.Observe(r.Clock.Since(s.status.Isolation.FencedAt.Time).Seconds())
+		}
 	}
 	for _, e := range transitions(before, s.status) {
 		r.Recorder.Eventf(env, nil, e.eventType, e.reason, e.action, "%s", e.note)
@@ -160,12 +285,25 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.LimitRange{}).
 		Owns(&appsv1.Deployment{}).
 		Owns(&appsv1.ControllerRevision{}).
-		Owns(&networkingv1.NetworkPolicy{}).
+		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.environmentOfNamespace)).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
 		Named("healthenvironment").
 		Complete(r)
+}
+
+// environmentOfNamespace maps an object to the environment whose namespace
+// holds it, whoever created the object.
+func (r *HealthEnvironmentReconciler) environmentOfNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	if name := o.GetLabels()[v1alpha1.LabelEnvironment]; name != "" {
+		return []reconcile.Request{{NamespacedName: client.ObjectKey{Name: name}}}
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: o.GetNamespace()}, ns); err != nil {
+		return nil // not one of careplane's namespaces (they are the ones cached)
+	}
+	return environmentOfLabels(ctx, ns)
 }
 
 // environmentOfLabels maps an object labelled with an environment to it.

@@ -7,7 +7,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -48,10 +47,13 @@ func CacheOptions() cache.Options {
 		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{}, &corev1.Secret{},
 		&corev1.ResourceQuota{}, &corev1.LimitRange{}, &corev1.Pod{},
 		&appsv1.Deployment{}, &appsv1.ControllerRevision{},
-		&networkingv1.NetworkPolicy{}, &policyv1.PodDisruptionBudget{}, &discoveryv1.EndpointSlice{},
+		&policyv1.PodDisruptionBudget{}, &discoveryv1.EndpointSlice{},
 	} {
 		by[o] = owned
 	}
+	// NetworkPolicies are cached whoever created them: a fence removes every
+	// policy of the fenced namespace, and one a tenant adds during the fence
+	// must wake the operator. Policies are few and small.
 	return cache.Options{ByObject: by, DefaultTransform: cache.TransformStripManagedFields()}
 }
 

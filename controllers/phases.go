@@ -110,6 +110,16 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 	}
 
 	policies := build.NetworkPolicies(env, site, ns)
+	if site == v1alpha1.SitePrimary {
+		evidence, err := r.hasEvidence(ctx, s, ns)
+		if err != nil {
+			return err
+		}
+		if evidence {
+			// Pods kept from an earlier fence stay isolated until purged.
+			policies = append(policies, build.EvidencePolicy(env, ns))
+		}
+	}
 	keepPolicies := sets.New[string]()
 	for _, p := range policies {
 		keepPolicies.Insert(*p.Name)
@@ -133,6 +143,16 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 	return r.prune(ctx, s, site, keep, keepPolicies)
 }
 
+// hasEvidence says whether pods preserved as evidence remain in ns.
+func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope, ns string) (bool, error) {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name},
+		client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
+		return false, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
+	}
+	return len(pods.Items) > 0, nil
+}
+
 // reconcileService writes one service's objects in one site.
 func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service) error {
 	env := s.env
@@ -144,7 +164,13 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 			return err
 		}
 	}
-	if err := r.apply(ctx, build.Deployment(env, site, ns, svc, s.credentialsRevision()), &appsv1.Deployment{}); err != nil {
+	dep := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); apierrors.IsNotFound(err) {
+		dep = nil
+	} else if err != nil {
+		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
+	}
+	if err := r.apply(ctx, build.Deployment(env, site, ns, svc, credentialsRevision(dep)), &appsv1.Deployment{}); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {
@@ -157,15 +183,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	} else if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, &policyv1.PodDisruptionBudget{}); err != nil {
 		return err
 	}
-
-	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); err == nil {
-		s.observeDeployment(site, svc, dep)
-	} else if apierrors.IsNotFound(err) {
-		s.observeDeployment(site, svc, nil)
-	} else {
-		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
-	}
+	s.observeDeployment(site, svc, dep)
 	return nil
 }
 
@@ -261,13 +279,15 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *scope) error {
 	env := s.env
 	front := s.names.Front
-	site := s.activeSite()
+	site, serving := s.activeSite()
 	siteNs := s.namespaceOf(site)
-	s.status.ActiveSite = site
-
+	s.status.ActiveSite = ""
 	var pods corev1.PodList
-	if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
-		return fmt.Errorf("listing pods in %s: %w", siteNs, err)
+	if serving {
+		s.status.ActiveSite = site
+		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+			return fmt.Errorf("listing pods in %s: %w", siteNs, err)
+		}
 	}
 	keep := sets.New[string]()
 	for _, svc := range env.Spec.Services {

@@ -83,8 +83,15 @@ func (r *HealthEnvironmentReconciler) reconcileRevisions(ctx context.Context, s 
 	return nil
 }
 
-// allReady says every service of the primary has all its replicas ready.
+// allReady says every service of the spec has all its replicas ready on the
+// primary, which is not fenced.
 func (s *scope) allReady() bool {
+	return !s.fence.present && s.allReadyOf(s.env.Spec.Services)
+}
+
+// allReadyOf says every one of services was observed on the primary with all
+// its replicas ready.
+func (s *scope) allReadyOf(services []v1alpha1.Service) bool {
 	if s.conflict != "" || s.applyFailed != nil || len(s.stalled) > 0 {
 		return false
 	}
@@ -98,5 +105,5 @@ func (s *scope) allReady() bool {
 			return false
 		}
 	}
-	return n == len(s.env.Spec.Services)
+	return n == len(services)
 }

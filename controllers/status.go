@@ -13,6 +13,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/netpol"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -34,6 +35,26 @@ type scope struct {
 	services []v1alpha1.ServiceStatus
 	// stalled names Deployments that report they cannot make progress.
 	stalled []string
+
+	// fence is the fence of the primary site, when there is one.
+	fence fence
+	// fenceComplete says every fence step succeeded in this reconcile.
+	fenceComplete bool
+	// restoring says a restore is under way; restored that it completed.
+	restoring, restored bool
+	// restoredFrom names what the restore rebuilt from: "spec" or a revision.
+	restoredFrom string
+	// restoreErr is why a restore cannot proceed.
+	restoreErr error
+	// removedPolicies, credentialsRevoked and evidencePods are what the
+	// fence did and found in this reconcile.
+	removedPolicies    []string
+	credentialsRevoked int32
+	evidencePods       int32
+	// verified is the isolation verdict, when the fence was evaluated.
+	verified *netpol.Result
+	// deletionBlocked says the environment is being deleted while fenced.
+	deletionBlocked bool
 }
 
 func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
@@ -71,15 +92,23 @@ func (s *scope) servicesFor(site v1alpha1.Site) []v1alpha1.Service {
 	return nil
 }
 
-// activeSite is the site the front Services send traffic to.
-func (s *scope) activeSite() v1alpha1.Site { return v1alpha1.SitePrimary }
+// activeSite is the site the front Services send traffic to; serving is
+// false when no site may receive traffic (the primary is fenced and no
+// standby serves).
+func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
+	if s.fence.present && !s.restored {
+		return v1alpha1.SitePrimary, false
+	}
+	return v1alpha1.SitePrimary, true
+}
 
-// credentialsRevision changes whenever credentials are rotated, and rolls
-// the pods through their template annotation.
-func (s *scope) credentialsRevision() string {
-	if n := len(s.env.Status.Incidents); n > 0 {
-		if t := s.env.Status.Incidents[n-1].RestoredAt; t != nil {
-			return t.UTC().Format(time.RFC3339)
+// credentialsRevision is the revision of credentials a Deployment's pods
+// run with: what its template records (a restore sets it), or "initial".
+// Keeping it rolls nothing; a restore changes it, which rolls the pods.
+func credentialsRevision(dep *appsv1.Deployment) string {
+	if dep != nil {
+		if rev := dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision]; rev != "" {
+			return rev
 		}
 	}
 	return "initial"
@@ -126,7 +155,7 @@ func (s *scope) finish(reconcileErr error) {
 
 	ready, total := 0, 0
 	var unready []string
-	active := s.activeSite()
+	active, serving := s.activeSite()
 	for _, svc := range s.services {
 		if svc.Site != active {
 			continue
@@ -143,7 +172,19 @@ func (s *scope) finish(reconcileErr error) {
 		st.ReadyServices = fmt.Sprintf("%d/%d", ready, total)
 	}
 
+	s.finishIsolation(reconcileErr)
 	switch {
+	case s.deletionBlocked:
+		msg := "The environment is being deleted while fenced; careplane keeps the fence and the evidence until it is restored (set isolation.mode to None), or until a responder removes the careplane.io/fence finalizer"
+		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
+		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
+	case s.fence.present && !s.restored && s.conflict == "":
+		msg := "The primary site is fenced and no site serves traffic"
+		if s.restoring {
+			msg = "The primary site is fenced while it is rebuilt; no site serves traffic"
+		}
+		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
+		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
 	case s.conflict != "":
 		msg := fmt.Sprintf("Namespace %s already exists and was not created by careplane for this environment; careplane never adopts a namespace. Delete or rename it, or rename this environment", s.conflict)
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonNamespaceConflict, msg)
@@ -164,6 +205,9 @@ func (s *scope) finish(reconcileErr error) {
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonProvisioning,
 			truncate("Waiting for services to become ready: "+strings.Join(unready, ", "), 1024))
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Services are rolling out")
+	case !serving:
+		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, "No site serves traffic")
+		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
 	default:
 		set(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonAvailable,
 			fmt.Sprintf("All %d services are ready on the %s site", total, strings.ToLower(string(active))))
@@ -176,10 +220,115 @@ func (s *scope) finish(reconcileErr error) {
 			set(t, status, reason, msg)
 		}
 	}
-	setDefault(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "isolation.mode is None")
 	setDefault(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, v1alpha1.ReasonServingFromPrimary, "Traffic goes to the primary site")
-	setDefault(v1alpha1.ConditionIsolationVerified, metav1.ConditionUnknown, v1alpha1.ReasonNotEvaluated, "The environment is not fenced; there is nothing to verify")
-	setDefault(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonNotRestoring, "No restore is under way")
+}
+
+// finishIsolation sets the Fenced, IsolationVerified and Restoring
+// conditions and status.isolation from what the fence or restore did.
+func (s *scope) finishIsolation(reconcileErr error) {
+	st := s.status
+	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
+		setCondition(&st.Conditions, s.env.Generation, t, status, reason, msg)
+	}
+	iso := s.env.Spec.Isolation
+	switch {
+	case !s.fence.present:
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "isolation.mode is None")
+	case s.restored:
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
+	case iso.Mode == v1alpha1.IsolationFenced && s.fenceComplete && reconcileErr == nil:
+		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, fmt.Sprintf(
+			"The primary site is fenced: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods))
+	case iso.Mode == v1alpha1.IsolationFenced:
+		msg := "The fence is under way"
+		if reconcileErr != nil {
+			msg = truncate("The fence is incomplete and will be retried: "+reconcileErr.Error(), 1024)
+		}
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete, msg)
+	default:
+		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonRestoring, "The fence stays until the rebuilt primary site is Ready")
+	}
+
+	switch {
+	case s.restoreErr != nil:
+		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonRestoreBlocked, truncate("The restore cannot proceed and the fence stays: "+s.restoreErr.Error(), 1024))
+	case s.restoring && !s.restored:
+		set(v1alpha1.ConditionRestoring, metav1.ConditionTrue, v1alpha1.ReasonRebuilding,
+			fmt.Sprintf("Rebuilding the primary site from %s with new credentials; the fence stays until its pods are Ready", s.restoredFrom))
+	default:
+		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonNotRestoring, "No restore is under way")
+	}
+
+	switch {
+	case s.verified == nil && !s.fence.present:
+		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionUnknown, v1alpha1.ReasonNotEvaluated, "The environment is not fenced; there is nothing to verify")
+	case s.verified == nil:
+		// Keep the last verdict while verification could not run.
+	case s.verified.Isolated:
+		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionTrue, v1alpha1.ReasonNoAllowedFlows,
+			"No NetworkPolicy of the fenced namespace allows a flow into or out of a fenced pod, except ingress from the forensics namespaces")
+	default:
+		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionFalse, v1alpha1.ReasonFlowAllowed, truncate(s.verified.Summary(), 1024))
+	}
+
+	// status.isolation describes the fence in place; history goes to
+	// status.incidents.
+	if !s.fence.present || s.restored {
+		st.Isolation = nil
+		return
+	}
+	if st.Isolation == nil {
+		st.Isolation = &v1alpha1.IsolationStatus{}
+	}
+	if t, err := time.Parse(time.RFC3339Nano, s.fence.id); err == nil && st.Isolation.FencedAt == nil {
+		st.Isolation.FencedAt = &metav1.Time{Time: t}
+	}
+	if iso.Mode == v1alpha1.IsolationFenced {
+		st.Isolation.Reason, st.Isolation.Ticket = iso.Reason, iso.Ticket
+	}
+	st.Isolation.CredentialsRevoked = s.credentialsRevokedTotal()
+	if s.verified != nil {
+		st.Isolation.EvidencePods = s.evidencePods
+	}
+	if len(s.removedPolicies) > 0 {
+		all := append(append([]string{}, st.Isolation.RemovedPolicies...), s.removedPolicies...)
+		if len(all) > 100 {
+			all = all[len(all)-100:]
+		}
+		st.Isolation.RemovedPolicies = all
+	}
+	if s.verified != nil {
+		if prev := findCondition(s.env.Status.Conditions, v1alpha1.ConditionIsolationVerified); prev == nil ||
+			st.Isolation.VerifiedAt == nil || string(prev.Status) != string(conditionStatus(s.verified.Isolated)) {
+			st.Isolation.VerifiedAt = &metav1.Time{Time: s.now}
+		}
+	}
+}
+
+// credentialsRevokedTotal counts the credentials this fence revoked: what
+// earlier reconciles recorded plus what this one did.
+func (s *scope) credentialsRevokedTotal() int32 {
+	n := s.credentialsRevoked
+	if s.env.Status.Isolation != nil {
+		n += s.env.Status.Isolation.CredentialsRevoked
+	}
+	return n
+}
+
+func conditionStatus(b bool) metav1.ConditionStatus {
+	if b {
+		return metav1.ConditionTrue
+	}
+	return metav1.ConditionFalse
+}
+
+// setCondition sets a condition, for the given generation.
+func setCondition(conds *[]metav1.Condition, gen int64, t string, status metav1.ConditionStatus, reason, msg string) {
+	meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen})
+}
+
+func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
+	return meta.FindStatusCondition(conds, t)
 }
 
 // isReady reports whether the gathered state makes the environment Ready.
@@ -193,23 +342,26 @@ type event struct {
 	eventType, reason, action, note string
 }
 
-// transitions are the events a status change deserves: the Ready and
-// Degraded conditions changing, and a new known-good revision.
+// transitions are the events a status change deserves: a condition changing
+// its status or reason, and a new known-good revision. Conditions seen for
+// the first time in their quiet state (provisioning, not fenced, nothing to
+// verify) are not worth an event.
 func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	var out []event
-	for _, t := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionDegraded} {
+	for _, t := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionDegraded, v1alpha1.ConditionFenced,
+		v1alpha1.ConditionIsolationVerified, v1alpha1.ConditionRestoring} {
 		b := meta.FindStatusCondition(before.Conditions, t)
 		a := meta.FindStatusCondition(after.Conditions, t)
 		if a == nil || (b != nil && b.Status == a.Status && b.Reason == a.Reason) {
 			continue
 		}
-		good := (t == v1alpha1.ConditionReady) == (a.Status == metav1.ConditionTrue)
-		if a.Status == metav1.ConditionUnknown || (b == nil && !good && a.Reason == v1alpha1.ReasonProvisioning) {
-			// Provisioning from scratch is expected; not worth an event.
+		quiet := a.Status == metav1.ConditionUnknown || a.Reason == v1alpha1.ReasonProvisioning ||
+			a.Reason == v1alpha1.ReasonNotFenced || a.Reason == v1alpha1.ReasonNotRestoring || a.Reason == v1alpha1.ReasonAsExpected
+		if b == nil && quiet {
 			continue
 		}
 		typ := corev1.EventTypeNormal
-		if !good {
+		if alarming(t, a) {
 			typ = corev1.EventTypeWarning
 		}
 		out = append(out, event{eventType: typ, reason: a.Reason, action: "Reconcile", note: a.Message})
@@ -218,7 +370,29 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "RevisionRecorded", action: "RecordRevision",
 			note: "Recorded known-good revision " + after.KnownGoodRevision})
 	}
+	if len(after.Incidents) > 0 && len(after.Incidents) != len(before.Incidents) {
+		inc := after.Incidents[len(after.Incidents)-1]
+		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "Restored", action: "Restore",
+			note: fmt.Sprintf("Restored from %s with new credentials; incident %s recorded", inc.RestoredFrom, inc.Ticket)})
+	}
 	return out
+}
+
+// alarming says whether a condition in this state deserves a Warning event.
+func alarming(t string, c *metav1.Condition) bool {
+	switch t {
+	case v1alpha1.ConditionReady:
+		return c.Status == metav1.ConditionFalse && c.Reason != v1alpha1.ReasonProvisioning
+	case v1alpha1.ConditionDegraded:
+		return c.Status == metav1.ConditionTrue
+	case v1alpha1.ConditionFenced:
+		return c.Status == metav1.ConditionTrue || c.Reason == v1alpha1.ReasonFenceIncomplete
+	case v1alpha1.ConditionIsolationVerified:
+		return c.Status == metav1.ConditionFalse
+	case v1alpha1.ConditionRestoring:
+		return c.Reason == v1alpha1.ReasonRestoreBlocked
+	}
+	return false
 }
 
 func truncate(s string, n int) string {

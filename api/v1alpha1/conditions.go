@@ -63,6 +63,15 @@ const (
 	ReasonFlowAllowed = "FlowAllowed"
 	// ReasonNotRestoring: no restore is under way.
 	ReasonNotRestoring = "NotRestoring"
+	// ReasonFenced: the primary site is fenced and no site serves traffic.
+	ReasonFenced = "Fenced"
+	// ReasonRestoring: the fence stays while the primary site is rebuilt.
+	ReasonRestoring = "Restoring"
+	// ReasonRebuilding: the primary site is being rebuilt.
+	ReasonRebuilding = "Rebuilding"
+	// ReasonRestoreBlocked: the restore cannot proceed (for example an
+	// unknown restoreRevision); the fence stays.
+	ReasonRestoreBlocked = "RestoreBlocked"
 )
 
 // Labels and annotations careplane sets on what it owns. Users may select on

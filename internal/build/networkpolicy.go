@@ -63,8 +63,8 @@ func NetworkPolicies(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namesp
 // The result is, in this order:
 //
 //   - DefaultDenyPolicyName: every pod, ingress and egress, no rules;
-//   - AllowDNSPolicyName: every pod may reach the cluster DNS on UDP and
-//     TCP 53;
+//   - AllowDNSPolicyName: every pod but evidence pods may reach the cluster
+//     DNS on UDP and TCP 53;
 //   - ServicePolicyName(s) for each service s, by name: ingress on s's port
 //     from the pods of the services on this site that talk to s and from
 //     s's allowFrom peers; egress to the pods of each talksTo target on this
@@ -92,7 +92,9 @@ func NetworkPoliciesFor(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, nam
 			WithLabels(Labels(env, siteLabel)).
 			WithOwnerReferences(OwnerReference(env)).
 			WithSpec(networkingv1ac.NetworkPolicySpec().
-				WithPodSelector(metav1ac.LabelSelector()).
+				// Evidence pods of an earlier fence stay isolated after a
+				// restore: no allow may select them.
+				WithPodSelector(notEvidence()).
 				WithPolicyTypes(networkingv1.PolicyTypeEgress).
 				WithEgress(networkingv1ac.NetworkPolicyEgressRule().
 					WithTo(networkingv1ac.NetworkPolicyPeer().

@@ -90,7 +90,7 @@ func ruleString(peers []networkingv1.NetworkPolicyPeer, ports []networkingv1.Net
 func TestNetworkPolicies(t *testing.T) {
 	both := []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}
 	deny := policySummary{podSelector: "{}", types: both}
-	dns := policySummary{podSelector: "{}", types: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
+	dns := policySummary{podSelector: "{!careplane.io/evidence}", types: []networkingv1.PolicyType{networkingv1.PolicyTypeEgress},
 		egress: []string{"ns{kubernetes.io/metadata.name=kube-system}+pods{k8s-app=kube-dns} on UDP/53, TCP/53"}}
 	sel := func(svc string) string {
 		return "{careplane.io/environment=wales-111,careplane.io/service=" + svc + "}"

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/controllers"
 )
 
@@ -39,6 +40,10 @@ var (
 	// aside).
 	operatorWrites atomic.Int64
 )
+
+// operatorUser is the identity the operator runs as: the ServiceAccount
+// config/rbac binds the generated ClusterRole to.
+const operatorUser = "system:serviceaccount:careplane-system:careplane-manager"
 
 // resyncPeriod is the operator's cache resync period in these tests: short,
 // so that the steady-state test sees several full resyncs in seconds.
@@ -68,6 +73,24 @@ func run(m *testing.M) int {
 	}); err != nil {
 		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n", err)
 		return 1
+	}
+	// The operator runs as its own ServiceAccount with the RBAC generated
+	// from its markers: a missing verb fails these tests. Responders are a
+	// group, bound here for the tests to act as.
+	for _, args := range [][]string{
+		{"apply", "-f", "../../config/manager/namespace.yaml"},
+		{"apply", "-k", "../../config/rbac"},
+		{"create", "clusterrolebinding", "careplane-e2e-responders", "--clusterrole=cluster-admin",
+			"--group=" + v1alpha1.DefaultResponderGroup, "--dry-run=client", "-o", "yaml"},
+	} {
+		out, err := kubectlOutput(args...)
+		if err == nil && args[0] == "create" {
+			out, err = kubectlStdin(out, "apply", "-f", "-")
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "kubectl %v: %v\n%s\n", args, err, out)
+			return 1
+		}
 	}
 	k8sClient, err = client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/testutil"
 )
 
@@ -71,6 +73,24 @@ func kubectlPath() string {
 func kubectlOutput(args ...string) (string, error) {
 	out, err := exec.Command(kubectlPath(), args...).CombinedOutput()
 	return string(out), err
+}
+
+// kubectlStdin runs kubectl with stdin.
+func kubectlStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command(kubectlPath(), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// responderArgs make kubectl act as an incident responder.
+var responderArgs = []string{"--as=e2e-responder", "--as-group=" + v1alpha1.DefaultResponderGroup, "--as-group=system:authenticated"}
+
+// responder runs kubectl as an incident responder and fails the test if it
+// fails.
+func responder(t *testing.T, args ...string) string {
+	t.Helper()
+	return kubectl(t, append(append([]string{}, responderArgs...), args...)...)
 }
 
 // kubectl runs kubectl and fails the test if it fails.

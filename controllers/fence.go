@@ -1,0 +1,411 @@
+package controllers
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/netpol"
+)
+
+// fence is what the fence policy in the primary namespace says: whether the
+// site is fenced, since when, and which restore (if any) is under way.
+type fence struct {
+	present   bool
+	id        string // the fence ID: when the fence began, RFC 3339
+	restoreID string // when the restore began, RFC 3339; "" before
+}
+
+// readFence reads the fence policy of the primary namespace from the cache.
+func (r *HealthEnvironmentReconciler) readFence(ctx context.Context, s *scope) (fence, error) {
+	pol := &networkingv1.NetworkPolicy{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.names.Primary, Name: build.FencePolicyName}, pol)
+	if apierrors.IsNotFound(err) {
+		return fence{}, nil
+	}
+	if err != nil {
+		return fence{}, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(s.env), err)
+	}
+	return fence{present: true, id: pol.Annotations[build.AnnotationFenceID], restoreID: pol.Annotations[build.AnnotationRestoreID]}, nil
+}
+
+// applyFencePolicy writes the deny-all fence policy. Failing closed: if the
+// forensics exception cannot be written, the fence goes up without it.
+func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *scope, f fence) error {
+	ann := map[string]string{build.AnnotationFenceID: f.id}
+	if f.restoreID != "" {
+		ann[build.AnnotationRestoreID] = f.restoreID
+	}
+	err := r.apply(ctx, build.FencePolicy(s.env, s.names.Primary, true, ann), &networkingv1.NetworkPolicy{})
+	if err != nil && apierrors.IsInvalid(err) && s.env.Spec.Isolation.ForensicsFrom != nil {
+		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "ForensicsExceptionRejected", "Fence",
+			"The forensics exception was rejected (%v); the fence denies all traffic instead", err)
+		err = r.apply(ctx, build.FencePolicy(s.env, s.names.Primary, false, ann), &networkingv1.NetworkPolicy{})
+	}
+	return err
+}
+
+// reconcileFence fences the primary site, in fail-closed order: (1) the
+// deny-all policy, (2) every other policy of the namespace removed, (3)
+// credentials revoked, (4) workloads preserved as evidence or stopped, (5) the
+// front stops routing to the primary (reconcileFront). Every step is
+// idempotent and keyed by the fence ID, so an interrupted fence resumes
+// where it stopped; Fenced=True is reported only after a pass completes.
+func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *scope) error {
+	f, err := r.readFence(ctx, s)
+	if err != nil {
+		return err
+	}
+	if !f.present || f.id == "" {
+		f = fence{present: true, id: s.now.UTC().Format(time.RFC3339Nano)}
+	}
+	// A fence requested again during a restore cancels the restore.
+	f.restoreID = ""
+	s.fence = f
+	ns := s.names.Primary
+
+	// (1) Deny everything first.
+	if err := r.applyFencePolicy(ctx, s, f); err != nil {
+		return fmt.Errorf("writing the fence policy: %w", err)
+	}
+	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true); err != nil {
+		return err
+	}
+	if err := r.markFenceStarted(ctx, s); err != nil {
+		return err
+	}
+
+	// (2) Allows add up: any other policy could breach the fence.
+	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
+		return err
+	}
+
+	// (3) Credentials: new ServiceAccounts (tokens bound to the old UIDs
+	// die, including those of preserved pods), generated Secrets deleted.
+	if err := r.rotateServiceAccounts(ctx, s, ns, s.env.Spec.Services, f.id); err != nil {
+		return err
+	}
+	for _, svc := range s.env.Spec.Services {
+		for _, g := range svc.GeneratedSecrets {
+			if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretName(svc.Name, g)}, &corev1.Secret{}); err != nil {
+				return err
+			}
+		}
+	}
+
+	// (4) Workloads.
+	if s.env.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop {
+		if err := r.preserveEvidence(ctx, s, ns); err != nil {
+			return err
+		}
+	}
+	for _, svc := range s.env.Spec.Services {
+		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, f.id)
+		dep.Spec.WithReplicas(0)
+		if err := r.apply(ctx, dep, &appsv1.Deployment{}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markFenceStarted records Fenced=False/FenceIncomplete as soon as the deny
+// policy is in place, so that the status never shows an older state while
+// the fence is under way. It writes only when the status says otherwise.
+func (r *HealthEnvironmentReconciler) markFenceStarted(ctx context.Context, s *scope) error {
+	if c := findCondition(s.env.Status.Conditions, v1alpha1.ConditionFenced); c != nil &&
+		(c.Reason == v1alpha1.ReasonFenceIncomplete || c.Reason == v1alpha1.ReasonFenceComplete) {
+		return nil
+	}
+	patch := client.MergeFrom(s.env.DeepCopy())
+	setCondition(&s.env.Status.Conditions, s.env.Generation, v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete,
+		"The deny-all policy is in place; removing other policies, revoking credentials and stopping workloads")
+	if err := r.Client.Status().Patch(ctx, s.env, patch); err != nil {
+		return fmt.Errorf("recording the fence start of %s: %w", klog.KObj(s.env), err)
+	}
+	s.status.Conditions = s.env.Status.Conditions
+	return nil
+}
+
+// removeOtherPolicies deletes every NetworkPolicy of the fenced namespace but
+// the fence's own, whoever created it, and records their names.
+func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s *scope, ns string) error {
+	var pols networkingv1.NetworkPolicyList
+	if err := r.Client.List(ctx, &pols, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing network policies in %s: %w", ns, err)
+	}
+	var removed []string
+	for i := range pols.Items {
+		p := &pols.Items[i]
+		if p.Name == build.FencePolicyName || p.DeletionTimestamp != nil {
+			continue
+		}
+		if err := r.deleteIfExists(ctx, p); err != nil {
+			return err
+		}
+		name := p.Name
+		if p.Labels[v1alpha1.LabelEnvironment] != s.env.Name {
+			name += " (not careplane's)"
+		}
+		removed = append(removed, name)
+	}
+	if len(removed) == 0 {
+		return nil
+	}
+	sort.Strings(removed)
+	s.removedPolicies = append(s.removedPolicies, removed...)
+	log.FromContext(ctx).Info("Removed network policies from the fenced namespace", "namespace", ns, "policies", removed)
+	r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "PoliciesRemoved", "Fence",
+		"Removed network policies from fenced namespace %s: %s", ns, strings.Join(removed, ", "))
+	return nil
+}
+
+// rotateServiceAccounts deletes and recreates each service's ServiceAccount
+// unless it already belongs to credentials revision rev.
+func (r *HealthEnvironmentReconciler) rotateServiceAccounts(ctx context.Context, s *scope, ns string, services []v1alpha1.Service, rev string) error {
+	for _, svc := range services {
+		sa := &corev1.ServiceAccount{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, sa)
+		switch {
+		case err == nil && sa.Annotations[build.AnnotationCredentialsRevision] == rev:
+			continue
+		case err == nil:
+			if err := r.Client.Delete(ctx, sa, client.Preconditions{UID: &sa.UID}); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("revoking service account %s/%s: %w", ns, sa.Name, err)
+			}
+			s.credentialsRevoked++
+		case !apierrors.IsNotFound(err):
+			return fmt.Errorf("reading service account %s/%s: %w", ns, svc.Name, err)
+		}
+		want := build.ServiceAccount(s.env, ns, svc).WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: rev})
+		r.Applier.Forget(want)
+		if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// preserveEvidence detaches the running pods of the fenced site from their
+// ReplicaSets and labels them as evidence, so scaling the Deployments to
+// zero leaves them running, isolated, for investigation.
+func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *scope, ns string) error {
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
+		return fmt.Errorf("listing pods in %s: %w", ns, err)
+	}
+	ticket := s.env.Spec.Isolation.Ticket
+	if ticket == "" {
+		ticket = "fenced"
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		svc := p.Labels[v1alpha1.LabelService]
+		if svc == "" || p.DeletionTimestamp != nil || p.Labels[v1alpha1.LabelEvidence] != "" {
+			continue
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
+			"ownerReferences": nil,
+			"labels": map[string]any{
+				v1alpha1.LabelService:      nil,
+				v1alpha1.LabelEvidence:     ticket,
+				build.LabelEvidenceService: svc,
+			},
+		}})
+		if err != nil {
+			return err
+		}
+		if err := r.Client.Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("preserving pod %s as evidence: %w", klog.KObj(p), err)
+		}
+	}
+	return nil
+}
+
+// verifyIsolation evaluates every NetworkPolicy of the fenced namespace, read
+// live from the API server rather than the cache, against its pods.
+func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string, evidenceOnly bool) (netpol.Result, error) {
+	var pols networkingv1.NetworkPolicyList
+	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
+		return netpol.Result{}, fmt.Errorf("listing network policies in %s: %w", ns, err)
+	}
+	var pods corev1.PodList
+	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
+		return netpol.Result{}, fmt.Errorf("listing pods in %s: %w", ns, err)
+	}
+	in := netpol.FenceInput{
+		Namespace:       ns,
+		NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns},
+		Policies:        pols.Items,
+		Forensics:       s.env.Spec.Isolation.ForensicsFrom.ToMeta(),
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if evidenceOnly && p.Labels[v1alpha1.LabelEvidence] == "" {
+			continue
+		}
+		in.Pods = append(in.Pods, netpol.PodFromObject(p))
+		if p.Labels[v1alpha1.LabelEvidence] != "" {
+			s.evidencePods++
+		}
+	}
+	if len(in.Pods) == 0 {
+		// Every pod a fenced namespace could hold matches the fence's
+		// podSelector {}; verify a pod with no labels.
+		in.Pods = []netpol.Pod{{Name: "(any pod)"}}
+	}
+	return netpol.VerifyFence(in)
+}
+
+// restoreServices are the service templates a restore rebuilds from: the
+// known-good revision spec.isolation.restoreRevision names, or the spec.
+func (r *HealthEnvironmentReconciler) restoreServices(ctx context.Context, s *scope) ([]v1alpha1.Service, string, error) {
+	name := s.env.Spec.Isolation.RestoreRevision
+	if name == "" {
+		return s.env.Spec.Services, "spec", nil
+	}
+	rev := &appsv1.ControllerRevision{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.names.Front, Name: name}, rev)
+	if apierrors.IsNotFound(err) || (err == nil && rev.Labels[v1alpha1.LabelEnvironment] != s.env.Name) {
+		return nil, name, &revisionNotFoundError{name: name}
+	}
+	if err != nil {
+		return nil, name, fmt.Errorf("reading revision %s: %w", name, err)
+	}
+	services, err := build.ServicesFromRevision(rev.Data.Raw)
+	if err != nil {
+		return nil, name, fmt.Errorf("decoding revision %s: %w", name, err)
+	}
+	return services, name, nil
+}
+
+// revisionNotFoundError reports a restoreRevision that names no known-good
+// revision of this environment.
+type revisionNotFoundError struct{ name string }
+
+func (e *revisionNotFoundError) Error() string {
+	return fmt.Sprintf("isolation.restoreRevision %q is not a known-good revision of this environment (see `kubectl get controllerrevisions -n <front namespace>`)", e.name)
+}
+
+// reconcileRestore rebuilds a fenced primary site after the mode went back
+// to None. The fence stays until the rebuilt pods are Ready: new
+// ServiceAccounts, rotated generated Secrets and new pods from the spec or
+// the named revision. Then traffic returns, the allow policies come back,
+// evidence pods stay isolated by their own policy, and the fence goes. It
+// reports whether the restore completed.
+func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *scope, f fence) (bool, error) {
+	services, from, err := r.restoreServices(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	if f.restoreID == "" {
+		f.restoreID = s.now.UTC().Format(time.RFC3339Nano)
+	}
+	s.fence = f
+	s.restoring = true
+	s.restoredFrom = from
+	ns := s.names.Primary
+	if err := r.applyFencePolicy(ctx, s, f); err != nil {
+		return false, fmt.Errorf("keeping the fence policy: %w", err)
+	}
+	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
+		return false, err
+	}
+	if err := r.rotateServiceAccounts(ctx, s, ns, services, f.restoreID); err != nil {
+		return false, err
+	}
+	for _, svc := range services {
+		for _, g := range svc.GeneratedSecrets {
+			if err := r.rotateSecret(ctx, s, ns, svc, g, f.restoreID); err != nil {
+				return false, err
+			}
+		}
+		if err := r.apply(ctx, build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, f.restoreID), &appsv1.Deployment{}); err != nil {
+			return false, err
+		}
+		if err := r.apply(ctx, build.Service(s.env, ns, svc), &corev1.Service{}); err != nil {
+			return false, err
+		}
+		dep := &appsv1.Deployment{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); err != nil && !apierrors.IsNotFound(err) {
+			return false, err
+		}
+		if dep.Name == "" || dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision] != f.restoreID {
+			s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
+		} else {
+			s.observeDeployment(v1alpha1.SitePrimary, svc, dep)
+		}
+	}
+	if !s.allReadyOf(services) {
+		return false, nil
+	}
+
+	// The rebuilt site is Ready: bring back its allows (evidence pods stay
+	// isolated by their own policy), then lift the fence.
+	if err := r.apply(ctx, build.EvidencePolicy(s.env, ns), &networkingv1.NetworkPolicy{}); err != nil {
+		return false, err
+	}
+	for _, p := range build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services) {
+		if err := r.apply(ctx, p, &networkingv1.NetworkPolicy{}); err != nil {
+			return false, err
+		}
+	}
+	if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{}); err != nil {
+		return false, err
+	}
+	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, false); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// rotateSecret replaces a generated Secret with a new random value unless it
+// already belongs to credentials revision rev.
+func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name, rev string) error {
+	key := client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretName(svc.Name, name)}
+	cur := &corev1.Secret{}
+	err := r.Client.Get(ctx, key, cur)
+	if err == nil && cur.Annotations[build.AnnotationCredentialsRevision] == rev {
+		return nil
+	}
+	if err == nil {
+		if err := r.deleteIfExists(ctx, cur); err != nil {
+			return err
+		}
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading secret %s: %w", key, err)
+	}
+	value, err := r.Secrets()
+	if err != nil {
+		return fmt.Errorf("generating secret %s: %w", key, err)
+	}
+	want := build.GeneratedSecret(s.env, ns, svc, name, value).WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: rev})
+	r.Applier.Forget(want)
+	_, err = r.Applier.Apply(ctx, want, "")
+	return err
+}
+
+// applyNamespace writes a site namespace, labelled fenced or not.
+func (r *HealthEnvironmentReconciler) applyNamespace(ctx context.Context, s *scope, name string, site v1alpha1.Site, fenced bool) error {
+	ns := build.Namespace(s.env, name, build.SiteLabel(site))
+	if fenced {
+		ns.WithLabels(map[string]string{v1alpha1.LabelFenced: "true"})
+	}
+	return r.apply(ctx, ns, &corev1.Namespace{})
+}

@@ -1,0 +1,18 @@
+package controllers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+)
+
+// fenceDuration observes how long a fence takes, from the reconcile that
+// first saw isolation.mode Fenced to the status reporting Fenced=True.
+var fenceDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+	Name:    "careplane_fence_duration_seconds",
+	Help:    "Time from observing isolation.mode Fenced to reporting Fenced=True.",
+	Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+})
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(fenceDuration)
+}

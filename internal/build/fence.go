@@ -1,0 +1,68 @@
+package build
+
+import (
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+)
+
+// Names and annotations of the fence.
+const (
+	// FencePolicyName names the deny-all NetworkPolicy a fence writes first
+	// into the primary namespace. Its presence is what marks the site as
+	// fenced: only a completed restore removes it.
+	FencePolicyName = "careplane-fence"
+	// EvidencePolicyName names the NetworkPolicy that keeps evidence pods
+	// isolated once the fence is lifted, until they are purged.
+	EvidencePolicyName = "careplane-evidence"
+	// AnnotationFenceID on the fence policy records when the fence began
+	// (RFC 3339); the fence's credential revocation is keyed by it.
+	AnnotationFenceID = "careplane.io/fence-id"
+	// AnnotationRestoreID on the fence policy records when the restore began
+	// (RFC 3339); the restore's credential rotation is keyed by it.
+	AnnotationRestoreID = "careplane.io/restore-id"
+	// LabelEvidenceService on an evidence pod names the service it ran.
+	LabelEvidenceService = "careplane.io/evidence-service"
+)
+
+// FencePolicy returns the fence's deny-all NetworkPolicy: it selects every
+// pod of the namespace, for ingress and egress, and allows nothing but
+// ingress from the namespaces spec.isolation.forensicsFrom selects (none when
+// unset, or when withForensics is false). annotations carry the fence and
+// restore IDs.
+func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool, annotations map[string]string) *networkingv1ac.NetworkPolicyApplyConfiguration {
+	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics).
+		WithAnnotations(annotations)
+}
+
+// EvidencePolicy returns the NetworkPolicy that keeps evidence pods (pods
+// labelled careplane.io/evidence) isolated after a restore: no egress, and
+// ingress only from the forensics namespaces.
+func EvidencePolicy(env *v1alpha1.HealthEnvironment, namespace string) *networkingv1ac.NetworkPolicyApplyConfiguration {
+	sel := metav1ac.LabelSelector().WithMatchExpressions(metav1ac.LabelSelectorRequirement().
+		WithKey(v1alpha1.LabelEvidence).WithOperator(metav1.LabelSelectorOpExists))
+	return isolationPolicy(env, namespace, EvidencePolicyName, sel, true)
+}
+
+func isolationPolicy(env *v1alpha1.HealthEnvironment, namespace, name string, pods *metav1ac.LabelSelectorApplyConfiguration, withForensics bool) *networkingv1ac.NetworkPolicyApplyConfiguration {
+	spec := networkingv1ac.NetworkPolicySpec().
+		WithPodSelector(pods).
+		WithPolicyTypes(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress)
+	if f := env.Spec.Isolation.ForensicsFrom; f != nil && withForensics {
+		spec.WithIngress(networkingv1ac.NetworkPolicyIngressRule().
+			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(labelSelectorApply(f.ToMeta()))))
+	}
+	return networkingv1ac.NetworkPolicy(name, namespace).
+		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).
+		WithOwnerReferences(OwnerReference(env)).
+		WithSpec(spec)
+}
+
+// notEvidence selects every pod that is not evidence.
+func notEvidence() *metav1ac.LabelSelectorApplyConfiguration {
+	return metav1ac.LabelSelector().WithMatchExpressions(metav1ac.LabelSelectorRequirement().
+		WithKey(v1alpha1.LabelEvidence).WithOperator(metav1.LabelSelectorOpDoesNotExist))
+}
