@@ -29,6 +29,9 @@ type fence struct {
 	present   bool
 	id        string // the fence ID: when the fence began, RFC 3339
 	restoreID string // when the restore began, RFC 3339; "" before
+	// created is when the API server created the deny policy (to the
+	// second): pods created later were born under the fence.
+	created time.Time
 }
 
 // readFence reads the fence policy of the primary namespace from the cache.
@@ -41,22 +44,33 @@ func (r *HealthEnvironmentReconciler) readFence(ctx context.Context, s *scope) (
 	if err != nil {
 		return fence{}, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(s.env), err)
 	}
-	return fence{present: true, id: pol.Annotations[build.AnnotationFenceID], restoreID: pol.Annotations[build.AnnotationRestoreID]}, nil
+	return fence{present: true, id: pol.Annotations[build.AnnotationFenceID], restoreID: pol.Annotations[build.AnnotationRestoreID],
+		created: pol.CreationTimestamp.Time}, nil
 }
 
-// applyFencePolicy writes the deny-all fence policy. Failing closed: if the
-// forensics exception cannot be written, the fence goes up without it.
-func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *scope, f fence) error {
+// applyFencePolicy writes the deny-all fence policy and records when the API
+// server created it. Failing closed: if the forensics exception cannot be
+// written, the fence goes up without it.
+func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *scope, f *fence) error {
 	ann := map[string]string{build.AnnotationFenceID: f.id}
 	if f.restoreID != "" {
 		ann[build.AnnotationRestoreID] = f.restoreID
 	}
-	err := r.apply(ctx, build.FencePolicy(s.env, s.names.Primary, true, ann), &networkingv1.NetworkPolicy{})
+	pol := build.FencePolicy(s.env, s.names.Primary, true, ann)
+	err := r.apply(ctx, pol, &networkingv1.NetworkPolicy{})
 	if err != nil && apierrors.IsInvalid(err) && s.env.Spec.Isolation.ForensicsFrom != nil {
 		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
 		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "ForensicsExceptionRejected", "Fence",
 			"The forensics exception was rejected (%v); the fence denies all traffic instead", err)
-		err = r.apply(ctx, build.FencePolicy(s.env, s.names.Primary, false, ann), &networkingv1.NetworkPolicy{})
+		pol = build.FencePolicy(s.env, s.names.Primary, false, ann)
+		err = r.apply(ctx, pol, &networkingv1.NetworkPolicy{})
+	}
+	if err == nil && pol.CreationTimestamp != nil && !pol.CreationTimestamp.IsZero() {
+		// The apply was sent: the answer holds the server's timestamp.
+		f.created = pol.CreationTimestamp.Time
+	}
+	if f.created.IsZero() {
+		f.created = s.now
 	}
 	return err
 }
@@ -77,11 +91,12 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	}
 	// A fence requested again during a restore cancels the restore.
 	f.restoreID = ""
-	s.fence = f
 	ns := s.names.Primary
 
 	// (1) Deny everything first.
-	if err := r.applyFencePolicy(ctx, s, f); err != nil {
+	err = r.applyFencePolicy(ctx, s, &f)
+	s.fence = f
+	if err != nil {
 		return fmt.Errorf("writing the fence policy: %w", err)
 	}
 	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true); err != nil {
@@ -214,10 +229,34 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 	if ticket == "" {
 		ticket = "fenced"
 	}
+	fencedDeployment := map[string]bool{}
 	for i := range pods.Items {
 		p := &pods.Items[i]
 		svc := p.Labels[v1alpha1.LabelService]
 		if svc == "" || p.DeletionTimestamp != nil || p.Labels[v1alpha1.LabelEvidence] != "" {
+			continue
+		}
+		// Between detaching the pods and scaling to zero, a ReplicaSet may
+		// start replacements. They never ran unfenced and are deleted by
+		// the scale-down: they are not evidence. A pod created in a later
+		// second than the deny policy (both by the API server's clock) is
+		// such a replacement; so is any pod once this fence has scaled its
+		// Deployment down (its template carries the fence ID; read live, as
+		// the cache may not have seen the scale-down yet).
+		if p.CreationTimestamp.Time.After(s.fence.created.Truncate(time.Second)) {
+			continue
+		}
+		fenced, seen := fencedDeployment[svc]
+		if !seen {
+			dep := &appsv1.Deployment{}
+			err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc}, dep)
+			if err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("reading deployment %s/%s: %w", ns, svc, err)
+			}
+			fenced = err == nil && dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == s.fence.id
+			fencedDeployment[svc] = fenced
+		}
+		if fenced {
 			continue
 		}
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
@@ -317,12 +356,16 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if f.restoreID == "" {
 		f.restoreID = s.now.UTC().Format(time.RFC3339Nano)
 	}
-	s.fence = f
 	s.restoring = true
 	s.restoredFrom = from
 	ns := s.names.Primary
-	if err := r.applyFencePolicy(ctx, s, f); err != nil {
+	err = r.applyFencePolicy(ctx, s, &f)
+	s.fence = f
+	if err != nil {
 		return false, fmt.Errorf("keeping the fence policy: %w", err)
+	}
+	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true); err != nil {
+		return false, err
 	}
 	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
 		return false, err

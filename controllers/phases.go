@@ -66,6 +66,11 @@ func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s
 
 	for i, want := range wanted {
 		if current[i] != nil {
+			if *want.Name == s.names.Primary && s.primaryFenced() {
+				// The fence and the restore label the primary namespace
+				// themselves, after the deny policy is in place.
+				continue
+			}
 			if _, err := r.Applier.Apply(ctx, want, current[i].ResourceVersion); err != nil {
 				return err
 			}

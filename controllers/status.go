@@ -74,6 +74,11 @@ func (s *scope) sites() []v1alpha1.Site {
 
 func (s *scope) namespaceOf(site v1alpha1.Site) string { return s.names.ForSite(site) }
 
+// primaryFenced says the primary site is fenced or being fenced.
+func (s *scope) primaryFenced() bool {
+	return s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced || s.fence.present
+}
+
 // namespaces are the desired namespaces, front first.
 func (s *scope) namespaces() []*corev1ac.NamespaceApplyConfiguration {
 	out := []*corev1ac.NamespaceApplyConfiguration{build.Namespace(s.env, s.names.Front, build.SiteLabelFront)}

@@ -75,9 +75,9 @@ func applyFenceEnv(t *testing.T, name string) string {
 // deleteFencedEnvironment removes a test environment even if it is still
 // fenced, by lifting the finalizer that protects a fenced environment.
 func deleteFencedEnvironment(name string) {
-	_, _ = kubectlOutput("delete", "henv", name, "--wait=false", "--ignore-not-found")
-	_, _ = kubectlOutput(append(append([]string{}, responderArgs...), "patch", "henv", name, "--type=merge",
-		"-p", `{"metadata":{"finalizers":null}}`)...)
+	as := func(args ...string) { _, _ = kubectlOutput(append(append([]string{}, responderArgs...), args...)...) }
+	as("delete", "henv", name, "--wait=false", "--ignore-not-found")
+	as("patch", "henv", name, "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
 }
 
 // fenceCommand is the raw responder path: a merge patch of spec.isolation.
@@ -173,7 +173,8 @@ func allowEverything(ns, name string) *networkingv1.NetworkPolicy {
 // stays isolated.
 func TestFenceAndRestore(t *testing.T) {
 	ctx := context.Background()
-	names := []string{"fence-a", "fence-b", "fence-c"}
+	a, b, c := uniqueName("fence-a"), uniqueName("fence-b"), uniqueName("fence-c")
+	names := []string{a, b, c}
 	files := map[string]string{}
 	for _, n := range names {
 		files[n] = applyFenceEnv(t, n)
@@ -181,7 +182,7 @@ func TestFenceAndRestore(t *testing.T) {
 	for _, n := range names {
 		waitReady(t, n, 2*time.Minute)
 	}
-	ns := "fence-a-primary"
+	ns := a + "-primary"
 	// A policy careplane did not create, left in the namespace before the
 	// incident: allows add up, so the fence must remove it.
 	if err := k8sClient.Create(ctx, allowEverything(ns, "legacy-allow-all")); err != nil {
@@ -196,17 +197,17 @@ func TestFenceAndRestore(t *testing.T) {
 	if err := k8sClient.List(ctx, &podsBefore, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	othersBefore := ownedVersions(t, "fence-b", "fence-c")
+	othersBefore := ownedVersions(t, b, c)
 
 	start := time.Now()
-	fenceCommand(t, "fence-a", "INC-2041")
+	fenceCommand(t, a, "INC-2041")
 	var denyAfter time.Duration
 	eventually(t, 10*time.Second, "deny policy", func(ctx context.Context) (bool, string, error) {
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "careplane-fence"}, &networkingv1.NetworkPolicy{})
 		denyAfter = time.Since(start)
 		return err == nil, fmt.Sprint(err), nil
 	})
-	env := waitFencedTrue(t, "fence-a")
+	env := waitFencedTrue(t, a)
 	t.Logf("fence: deny policy after %s, Fenced=True after %s (as seen by polling every 250ms)", denyAfter.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
 	t.Run("the deny policy is the only policy", func(t *testing.T) {
@@ -279,7 +280,7 @@ func TestFenceAndRestore(t *testing.T) {
 	t.Run("the front no longer routes to the primary", func(t *testing.T) {
 		for _, svc := range []string{"call-handling", "referral"} {
 			slice := &discoveryv1.EndpointSlice{}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "fence-a", Name: svc + "-careplane"}, slice); err != nil {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: a, Name: svc + "-careplane"}, slice); err != nil {
 				t.Fatal(err)
 			}
 			if len(slice.Endpoints) != 0 {
@@ -295,7 +296,7 @@ func TestFenceAndRestore(t *testing.T) {
 				return false, "", err
 			}
 			for _, e := range evs.Items {
-				if e.Regarding.Name == "fence-a" && e.Type == corev1.EventTypeWarning && e.Reason == v1alpha1.ReasonFenceComplete {
+				if e.Regarding.Name == a && e.Type == corev1.EventTypeWarning && e.Reason == v1alpha1.ReasonFenceComplete {
 					return true, "", nil
 				}
 			}
@@ -304,7 +305,7 @@ func TestFenceAndRestore(t *testing.T) {
 	})
 
 	t.Run("other environments are untouched", func(t *testing.T) {
-		after := ownedVersions(t, "fence-b", "fence-c")
+		after := ownedVersions(t, b, c)
 		for k, rv := range othersBefore {
 			if after[k] != rv {
 				t.Errorf("%s changed (resourceVersion %s -> %s) when another environment was fenced", k, rv, after[k])
@@ -313,7 +314,10 @@ func TestFenceAndRestore(t *testing.T) {
 	})
 
 	t.Run("a policy added during the fence is removed and reported", func(t *testing.T) {
-		if err := k8sClient.Create(ctx, allowEverything(ns, "tenant-reopen")); err != nil {
+		// With the guardrails installed only responders may write in a
+		// fenced namespace (the guardrail tests show tenants are denied);
+		// one adding an allow by mistake is the case left to the operator.
+		if err := responderClient(t).Create(ctx, allowEverything(ns, "tenant-reopen")); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 15*time.Second, "tenant policy removed", func(ctx context.Context) (bool, string, error) {
@@ -322,7 +326,7 @@ func TestFenceAndRestore(t *testing.T) {
 		})
 		eventually(t, 10*time.Second, "reported", func(ctx context.Context) (bool, string, error) {
 			e := &v1alpha1.HealthEnvironment{}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "fence-a"}, e); err != nil {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, e); err != nil {
 				return false, "", err
 			}
 			return e.Status.Isolation != nil && containsPrefix(e.Status.Isolation.RemovedPolicies, "tenant-reopen"),
@@ -333,7 +337,7 @@ func TestFenceAndRestore(t *testing.T) {
 	t.Run("nothing but a restore lifts the fence", func(t *testing.T) {
 		// Deleting a child: the fence policy comes back.
 		pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "careplane-fence"}}
-		if err := k8sClient.Delete(ctx, pol); err != nil {
+		if err := responderClient(t).Delete(ctx, pol); err != nil {
 			t.Fatal(err)
 		}
 		eventually(t, 15*time.Second, "fence policy rewritten", func(ctx context.Context) (bool, string, error) {
@@ -341,10 +345,10 @@ func TestFenceAndRestore(t *testing.T) {
 			return err == nil, fmt.Sprint(err), nil
 		})
 		// Re-applying the manifest GitOps holds, which has no mode: Fenced.
-		kubectl(t, "apply", "-f", files["fence-a"])
+		kubectl(t, "apply", "-f", files[a])
 		// Resyncs.
 		time.Sleep(2*resyncPeriod + time.Second)
-		e := waitFencedTrue(t, "fence-a")
+		e := waitFencedTrue(t, a)
 		if e.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
 			t.Errorf("re-applying the manifest changed isolation.mode to %q", e.Spec.Isolation.Mode)
 		}
@@ -356,8 +360,8 @@ func TestFenceAndRestore(t *testing.T) {
 	t.Run("restore rebuilds with new credentials and keeps evidence isolated", func(t *testing.T) {
 		fencedSAs := serviceAccountUIDs(t, ns)
 		evidence := evidencePods(t, ns)
-		responder(t, "patch", "henv", "fence-a", "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
-		e := waitReady(t, "fence-a", 2*time.Minute)
+		responder(t, "patch", "henv", a, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
+		e := waitReady(t, a, 2*time.Minute)
 		if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionFalse {
 			t.Errorf("Fenced after restore = %+v", c)
 		}
@@ -410,7 +414,7 @@ func TestFenceAndRestore(t *testing.T) {
 		}
 		eventually(t, 15*time.Second, "front routes to new pods", func(ctx context.Context) (bool, string, error) {
 			slice := &discoveryv1.EndpointSlice{}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: "fence-a", Name: "call-handling-careplane"}, slice); err != nil {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: a, Name: "call-handling-careplane"}, slice); err != nil {
 				return false, "", err
 			}
 			for _, ep := range slice.Endpoints {
@@ -435,34 +439,35 @@ func TestFenceAndRestore(t *testing.T) {
 // a restore from the recorded known-good revision then works.
 func TestRestoreFromUnknownRevisionKeepsTheFence(t *testing.T) {
 	ctx := context.Background()
-	applyFenceEnv(t, "fence-rev")
-	env := waitReady(t, "fence-rev", 2*time.Minute)
+	name := uniqueName("fence-rev")
+	applyFenceEnv(t, name)
+	env := waitReady(t, name, 2*time.Minute)
 	eventually(t, 10*time.Second, "known-good revision", func(ctx context.Context) (bool, string, error) {
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "fence-rev"}, env); err != nil {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
 			return false, "", err
 		}
 		return env.Status.KnownGoodRevision != "", "none", nil
 	})
 	good := env.Status.KnownGoodRevision
-	fenceCommand(t, "fence-rev", "INC-7")
-	waitFencedTrue(t, "fence-rev")
+	fenceCommand(t, name, "INC-7")
+	waitFencedTrue(t, name)
 
-	responder(t, "patch", "henv", "fence-rev", "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None","restoreRevision":"fence-rev-doesnotexist"}}}`)
+	responder(t, "patch", "henv", name, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None","restoreRevision":"no-such-revision"}}}`)
 	eventually(t, 15*time.Second, "restore blocked", func(ctx context.Context) (bool, string, error) {
 		e := &v1alpha1.HealthEnvironment{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "fence-rev"}, e); err != nil {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, e); err != nil {
 			return false, "", err
 		}
 		c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionRestoring)
-		return c != nil && c.Reason == v1alpha1.ReasonRestoreBlocked && strings.Contains(c.Message, "fence-rev-doesnotexist"), fmt.Sprint(c), nil
+		return c != nil && c.Reason == v1alpha1.ReasonRestoreBlocked && strings.Contains(c.Message, "no-such-revision"), fmt.Sprint(c), nil
 	})
 	time.Sleep(2 * time.Second)
-	if got := policyNames(t, "fence-rev-primary"); strings.Join(got, ",") != "careplane-fence" {
+	if got := policyNames(t, name+"-primary"); strings.Join(got, ",") != "careplane-fence" {
 		t.Errorf("policies while the restore is blocked: %v, want only careplane-fence", got)
 	}
 
-	responder(t, "patch", "henv", "fence-rev", "--type=merge", "-p", fmt.Sprintf(`{"spec":{"isolation":{"restoreRevision":%q}}}`, good))
-	e := waitReady(t, "fence-rev", 2*time.Minute)
+	responder(t, "patch", "henv", name, "--type=merge", "-p", fmt.Sprintf(`{"spec":{"isolation":{"restoreRevision":%q}}}`, good))
+	e := waitReady(t, name, 2*time.Minute)
 	if n := len(e.Status.Incidents); n != 1 || e.Status.Incidents[0].RestoredFrom != good {
 		t.Errorf("incidents = %+v, want one restored from %s", e.Status.Incidents, good)
 	}

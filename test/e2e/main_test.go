@@ -3,30 +3,25 @@
 // Package e2e holds careplane's end-to-end tests. They run against a real
 // cluster — the local kwok cluster that `make test-e2e` starts (a real etcd,
 // kube-apiserver, kube-controller-manager and kube-scheduler, with simulated
-// nodes) — named by KUBECONFIG. The operator runs in the test process with
-// the same wiring as cmd/manager.
+// nodes) — named by KUBECONFIG. The operator is the manager binary, built
+// from ./cmd/manager and run as a separate process with a token of its own
+// ServiceAccount, so the RBAC generated from the code's markers is exactly
+// what it has.
 package e2e
 
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/utils/ptr"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/controllers"
@@ -36,17 +31,12 @@ var (
 	cfg       *rest.Config
 	k8sClient client.Client
 	clientset *kubernetes.Clientset
-	// operatorWrites counts the mutating requests the operator sends (events
-	// aside).
-	operatorWrites atomic.Int64
+	// theOperator is the careplane manager process the tests run against.
+	theOperator *operator
 )
 
-// operatorUser is the identity the operator runs as: the ServiceAccount
-// config/rbac binds the generated ClusterRole to.
-const operatorUser = "system:serviceaccount:careplane-system:careplane-manager"
-
-// resyncPeriod is the operator's cache resync period in these tests: short,
-// so that the steady-state test sees several full resyncs in seconds.
+// resyncPeriod is the operator's --sync-period in these tests: short, so
+// that the steady-state tests see several full resyncs in seconds.
 const resyncPeriod = 5 * time.Second
 
 func TestMain(m *testing.M) {
@@ -66,7 +56,6 @@ func run(m *testing.M) int {
 		return 1
 	}
 	cfg.QPS, cfg.Burst = 200, 400
-	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr), zap.Level(zapLevel())))
 
 	if _, err := envtest.InstallCRDs(cfg, envtest.CRDInstallOptions{
 		Paths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfPathMissing: true,
@@ -74,14 +63,16 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "installing CRDs: %v\n", err)
 		return 1
 	}
-	// The operator runs as its own ServiceAccount with the RBAC generated
-	// from its markers: a missing verb fails these tests. Responders are a
-	// group, bound here for the tests to act as.
+	// The operator's namespace, ServiceAccount and generated RBAC; the
+	// incident responders, a group, bound here for the tests to act as; and
+	// the guardrail admission policies.
 	for _, args := range [][]string{
 		{"apply", "-f", "../../config/manager/namespace.yaml"},
 		{"apply", "-k", "../../config/rbac"},
 		{"create", "clusterrolebinding", "careplane-e2e-responders", "--clusterrole=cluster-admin",
 			"--group=" + v1alpha1.DefaultResponderGroup, "--dry-run=client", "-o", "yaml"},
+		// Every test runs with the guardrails, as production does.
+		{"apply", "-k", guardrailsKustomization},
 	} {
 		out, err := kubectlOutput(args...)
 		if err == nil && args[0] == "create" {
@@ -99,62 +90,49 @@ func run(m *testing.M) int {
 	}
 	clientset = kubernetes.NewForConfigOrDie(cfg)
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done, err := startOperator(ctx)
+	dir, err := os.MkdirTemp("", "careplane-e2e-")
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "starting the operator: %v\n", err)
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
+	theOperator, err = buildOperator(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if err := theOperator.start(); err != nil {
+		fmt.Fprintf(os.Stderr, "starting the operator: %v\n%s\n", err, theOperator.logTail(40))
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "careplane manager running; log: %s\n", theOperator.logPath)
 	code := m.Run()
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		fmt.Fprintln(os.Stderr, "the operator did not stop within 30s")
+	theOperator.stop()
+	if code != 0 {
+		fmt.Fprintf(os.Stderr, "the last lines of the manager's log (%s):\n%s\n", theOperator.logPath, theOperator.logTail(60))
+	} else {
+		_ = os.RemoveAll(dir)
 	}
 	return code
 }
 
-// startOperator runs careplane's manager in this process, wired as
-// cmd/manager wires it.
-func startOperator(ctx context.Context) (<-chan struct{}, error) {
-	opCfg := rest.CopyConfig(cfg)
-	opCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(req *http.Request) (*http.Response, error) {
-			switch req.Method {
-			case http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete:
-				if !strings.Contains(req.URL.Path, "/events") {
-					operatorWrites.Add(1)
-				}
-			}
-			return rt.RoundTrip(req)
-		})
-	})
-	cacheOpts := controllers.CacheOptions()
-	cacheOpts.SyncPeriod = ptr.To(resyncPeriod)
-	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
-		Scheme:                 controllers.NewScheme(),
-		Cache:                  cacheOpts,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-	})
+// reconcileCount is how many reconciles the operator has finished since it
+// last started.
+func reconcileCount(t *testing.T) int64 {
+	t.Helper()
+	n, err := theOperator.metricSum(context.Background(), "controller_runtime_reconcile_total", map[string]string{"controller": "healthenvironment"})
 	if err != nil {
-		return nil, err
+		t.Fatal(err)
 	}
-	if err := controllers.NewReconciler(mgr).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			fmt.Fprintf(os.Stderr, "operator stopped: %v\n", err)
-		}
-	}()
-	return done, nil
+	return int64(n)
 }
 
-type roundTripFunc func(*http.Request) (*http.Response, error)
-
-func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+// operatorWrites is how many mutating requests the operator has sent since
+// it last started, from client-go's request metric.
+func operatorWrites(t *testing.T) int64 {
+	t.Helper()
+	n, err := theOperator.metricSum(context.Background(), "rest_client_requests_total", map[string]string{"method": "POST|PUT|PATCH|DELETE"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(n)
+}

@@ -154,7 +154,7 @@ func TestProvisionSamples(t *testing.T) {
 		// Let the last rollout's status updates settle first.
 		time.Sleep(3 * time.Second)
 		before := ownedVersions(t, "wales-111", "yorkshire-care-records")
-		writesBefore := operatorWrites.Load()
+		writesBefore := operatorWrites(t)
 		reconcilesBefore := reconcileCount(t)
 		time.Sleep(3*resyncPeriod + time.Second)
 		if n := reconcileCount(t) - reconcilesBefore; n < 4 {
@@ -169,7 +169,7 @@ func TestProvisionSamples(t *testing.T) {
 		if len(after) != len(before) {
 			t.Errorf("%d objects before, %d after", len(before), len(after))
 		}
-		if n := operatorWrites.Load() - writesBefore; n != 0 {
+		if n := operatorWrites(t) - writesBefore; n != 0 {
 			t.Errorf("the operator sent %d writes during %d resyncs of a steady state, want 0", n, 3)
 		}
 		t.Logf("%d objects unchanged across 3 resyncs of %s", len(before), resyncPeriod)

@@ -7,28 +7,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
-	"github.com/careplane/careplane/internal/testutil"
 )
-
-// zapLevel is the operator's log level in tests: info by default, more with
-// E2E_LOG_LEVEL=N (N > 0 is debug verbosity).
-func zapLevel() zapcore.Level {
-	if n, err := strconv.Atoi(os.Getenv("E2E_LOG_LEVEL")); err == nil {
-		return zapcore.Level(-n)
-	}
-	return zapcore.InfoLevel
-}
 
 // eventually polls cond every 250ms until it returns true or timeout passes,
 // then fails the test with the last reason cond gave.
@@ -86,6 +76,18 @@ func kubectlStdin(stdin string, args ...string) (string, error) {
 // responderArgs make kubectl act as an incident responder.
 var responderArgs = []string{"--as=e2e-responder", "--as-group=" + v1alpha1.DefaultResponderGroup, "--as-group=system:authenticated"}
 
+// responderClient is a client acting as an incident responder.
+func responderClient(t *testing.T) client.Client {
+	t.Helper()
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: "e2e-responder", Groups: []string{v1alpha1.DefaultResponderGroup, "system:authenticated"}}
+	cl, err := client.New(c, client.Options{Scheme: k8sClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
 // responder runs kubectl as an incident responder and fails the test if it
 // fails.
 func responder(t *testing.T, args ...string) string {
@@ -103,12 +105,8 @@ func kubectl(t *testing.T, args ...string) string {
 	return out
 }
 
-// reconcileCount is how many reconciles the in-process operator has finished.
-func reconcileCount(t *testing.T) int64 {
-	t.Helper()
-	n, err := testutil.ReconcileCount("healthenvironment")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return n
+// uniqueName returns prefix with a random suffix, so that runs against a
+// long-lived development cluster do not meet each other's leftovers.
+func uniqueName(prefix string) string {
+	return prefix + "-" + rand.String(4)
 }
