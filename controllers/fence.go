@@ -243,7 +243,7 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 		// such a replacement; so is any pod once this fence has scaled its
 		// Deployment down (its template carries the fence ID; read live, as
 		// the cache may not have seen the scale-down yet).
-		if p.CreationTimestamp.Time.After(s.fence.created.Truncate(time.Second)) {
+		if p.CreationTimestamp.After(s.fence.created.Truncate(time.Second)) {
 			continue
 		}
 		fenced, seen := fencedDeployment[svc]

@@ -100,6 +100,8 @@ func (s *scope) servicesFor(site v1alpha1.Site) []v1alpha1.Service {
 // activeSite is the site the front Services send traffic to; serving is
 // false when no site may receive traffic (the primary is fenced and no
 // standby serves).
+//
+//nolint:unparam // Always the primary until failover to the standby exists.
 func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
 	if s.fence.present && !s.restored {
 		return v1alpha1.SitePrimary, false
@@ -199,16 +201,16 @@ func (s *scope) finish(reconcileErr error) {
 		if err == nil {
 			err = reconcileErr
 		}
-		msg := truncate("Writing the environment's objects failed: "+err.Error(), 1024)
+		msg := truncate("Writing the environment's objects failed: " + err.Error())
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, msg)
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonApplyFailed, msg)
 	case len(s.stalled) > 0:
-		msg := truncate("Deployments cannot make progress: "+strings.Join(s.stalled, "; "), 1024)
+		msg := truncate("Deployments cannot make progress: " + strings.Join(s.stalled, "; "))
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonServicesUnavailable, msg)
 		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonServicesUnavailable, msg)
 	case len(unready) > 0:
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonProvisioning,
-			truncate("Waiting for services to become ready: "+strings.Join(unready, ", "), 1024))
+			truncate("Waiting for services to become ready: "+strings.Join(unready, ", ")))
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Services are rolling out")
 	case !serving:
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, "No site serves traffic")
@@ -247,7 +249,7 @@ func (s *scope) finishIsolation(reconcileErr error) {
 	case iso.Mode == v1alpha1.IsolationFenced:
 		msg := "The fence is under way"
 		if reconcileErr != nil {
-			msg = truncate("The fence is incomplete and will be retried: "+reconcileErr.Error(), 1024)
+			msg = truncate("The fence is incomplete and will be retried: " + reconcileErr.Error())
 		}
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete, msg)
 	default:
@@ -256,7 +258,7 @@ func (s *scope) finishIsolation(reconcileErr error) {
 
 	switch {
 	case s.restoreErr != nil:
-		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonRestoreBlocked, truncate("The restore cannot proceed and the fence stays: "+s.restoreErr.Error(), 1024))
+		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonRestoreBlocked, truncate("The restore cannot proceed and the fence stays: "+s.restoreErr.Error()))
 	case s.restoring && !s.restored:
 		set(v1alpha1.ConditionRestoring, metav1.ConditionTrue, v1alpha1.ReasonRebuilding,
 			fmt.Sprintf("Rebuilding the primary site from %s with new credentials; the fence stays until its pods are Ready", s.restoredFrom))
@@ -273,7 +275,7 @@ func (s *scope) finishIsolation(reconcileErr error) {
 		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionTrue, v1alpha1.ReasonNoAllowedFlows,
 			"No NetworkPolicy of the fenced namespace allows a flow into or out of a fenced pod, except ingress from the forensics namespaces")
 	default:
-		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionFalse, v1alpha1.ReasonFlowAllowed, truncate(s.verified.Summary(), 1024))
+		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionFalse, v1alpha1.ReasonFlowAllowed, truncate(s.verified.Summary()))
 	}
 
 	// status.isolation describes the fence in place; history goes to
@@ -336,12 +338,6 @@ func findCondition(conds []metav1.Condition, t string) *metav1.Condition {
 	return meta.FindStatusCondition(conds, t)
 }
 
-// isReady reports whether the gathered state makes the environment Ready.
-func (s *scope) isReady() bool {
-	c := meta.FindStatusCondition(s.status.Conditions, v1alpha1.ConditionReady)
-	return c != nil && c.Status == metav1.ConditionTrue
-}
-
 // event is one event to record on a status transition.
 type event struct {
 	eventType, reason, action, note string
@@ -400,9 +396,13 @@ func alarming(t string, c *metav1.Condition) bool {
 	return false
 }
 
-func truncate(s string, n int) string {
-	if len(s) <= n {
+// maxMessage bounds condition messages.
+const maxMessage = 1024
+
+// truncate shortens s to maxMessage bytes.
+func truncate(s string) string {
+	if len(s) <= maxMessage {
 		return s
 	}
-	return s[:n-3] + "..."
+	return s[:maxMessage-3] + "..."
 }

@@ -3,11 +3,12 @@ package build
 import (
 	"bytes"
 	"encoding/json"
-	"k8s.io/utils/ptr"
 	"regexp"
 	"slices"
 	"strings"
 	"testing"
+
+	"k8s.io/utils/ptr"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"

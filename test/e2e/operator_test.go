@@ -29,7 +29,6 @@ import (
 // endpoint, and may kill and restart it.
 type operator struct {
 	bin, kubeconfig, logPath string
-	extraArgs                []string
 
 	mu          sync.Mutex
 	cmd         *exec.Cmd
@@ -44,11 +43,11 @@ func buildOperator(dir string) (*operator, error) {
 	build := exec.Command("go", "build", "-o", bin, "./cmd/manager")
 	build.Dir = filepath.Join("..", "..")
 	if out, err := build.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("building the manager: %v\n%s", err, out)
+		return nil, fmt.Errorf("building the manager: %w\n%s", err, out)
 	}
 	token, err := kubectlOutput("create", "token", "careplane-manager", "-n", "careplane-system", "--duration=6h")
 	if err != nil {
-		return nil, fmt.Errorf("creating a token for careplane-manager: %v\n%s", err, token)
+		return nil, fmt.Errorf("creating a token for careplane-manager: %w\n%s", err, token)
 	}
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["e2e"] = &clientcmdapi.Cluster{Server: cfg.Host, CertificateAuthorityData: cfg.CAData,
