@@ -289,6 +289,13 @@ func TestFenceAndRestore(t *testing.T) {
 		}
 	})
 
+	t.Run("the fence latency is observed in the metric", func(t *testing.T) {
+		eventually(t, 10*time.Second, "careplane_fence_duration_seconds observed", func(ctx context.Context) (bool, string, error) {
+			n, err := theOperator.metricSum(ctx, "careplane_fence_duration_seconds", nil)
+			return err == nil && n >= 1, fmt.Sprintf("%v observations (%v)", n, err), nil
+		})
+	})
+
 	t.Run("a warning event is recorded", func(t *testing.T) {
 		eventually(t, 10*time.Second, "FenceComplete event", func(ctx context.Context) (bool, string, error) {
 			var evs eventsv1.EventList

@@ -1,0 +1,111 @@
+package controllers
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// setDeploymentsReady plays the controller manager for the Deployments of
+// ns only (no pods): each reports all replicas ready at its generation.
+func setDeploymentsReady(t *testing.T, ctx context.Context, ns string) {
+	t.Helper()
+	var deps appsv1.DeploymentList
+	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range deps.Items {
+		n := *d.Spec.Replicas
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: n, AvailableReplicas: n}
+		if err := k8sClient.Status().Update(ctx, &d); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func patchIsolation(t *testing.T, ctx context.Context, name, isolation string) {
+	t.Helper()
+	env := &v1alpha1.HealthEnvironment{}
+	env.Name = name
+	if err := k8sClient.Patch(ctx, env, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"isolation":`+isolation+`}}`))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady: the restore rebuilds the
+// primary behind the fence, and lifts it only once every rebuilt Deployment
+// reports Ready at its new template.
+func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("restore-order")
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{}
+		e.Name = "restore-order"
+		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), e)
+	})
+	ns := "restore-order-primary"
+	markDeploymentsReadyWhenPresent(t, ctx, "restore-order", ns, 4)
+	waitCondition(t, "restore-order", v1alpha1.ConditionReady, "True", "")
+
+	patchIsolation(t, ctx, "restore-order", `{"mode":"Fenced","reason":"test","ticket":"INC-9"}`)
+	waitCondition(t, "restore-order", v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	fenced := getEnv(t, ctx, "restore-order")
+	if fenced.Status.Isolation == nil || fenced.Status.Isolation.Ticket != "INC-9" || fenced.Status.Isolation.FencedAt == nil {
+		t.Fatalf("status.isolation = %+v", fenced.Status.Isolation)
+	}
+	if len(fenced.Finalizers) != 1 || fenced.Finalizers[0] != fenceFinalizer {
+		t.Errorf("finalizers of a fenced environment = %v, want [%s]", fenced.Finalizers, fenceFinalizer)
+	}
+
+	patchIsolation(t, ctx, "restore-order", `{"mode":"None"}`)
+	waitCondition(t, "restore-order", v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
+	// Nobody marks the rebuilt Deployments ready: the fence must stay.
+	time.Sleep(2 * time.Second)
+	fencePolicy := client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}
+	if err := k8sClient.Get(ctx, fencePolicy, &networkingv1.NetworkPolicy{}); err != nil {
+		t.Fatalf("the fence policy went before the rebuilt pods were ready: %v", err)
+	}
+	if s, r := condition(getEnv(t, ctx, "restore-order"), v1alpha1.ConditionFenced); s != "True" || r != v1alpha1.ReasonRestoring {
+		t.Errorf("Fenced = %s/%s during the rebuild, want True/%s", s, r, v1alpha1.ReasonRestoring)
+	}
+	var deps appsv1.DeploymentList
+	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range deps.Items {
+		if *d.Spec.Replicas == 0 || d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == "initial" {
+			t.Errorf("deployment %s not rebuilt: replicas %d, credentials revision %q", d.Name, *d.Spec.Replicas,
+				d.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
+		}
+	}
+
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, "restore-order", v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	eventually(t, 10*time.Second, "fence policy removed", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, fencePolicy, &networkingv1.NetworkPolicy{})
+		return apierrors.IsNotFound(err), "", nil
+	})
+	restored := getEnv(t, ctx, "restore-order")
+	if n := len(restored.Status.Incidents); n != 1 || restored.Status.Incidents[0].Ticket != "INC-9" {
+		t.Errorf("incidents = %+v", restored.Status.Incidents)
+	}
+	if len(restored.Finalizers) != 0 {
+		t.Errorf("finalizers after restore = %v, want none", restored.Finalizers)
+	}
+	if restored.Status.Isolation != nil {
+		t.Errorf("status.isolation after restore = %+v, want none", restored.Status.Isolation)
+	}
+}
