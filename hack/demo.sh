@@ -50,6 +50,22 @@ run k get deployments,services,networkpolicies,resourcequotas -n wales-111-prima
 run k get services,endpointslices -n wales-111
 run k get controllerrevisions -n wales-111
 
+say "An incident: fencing wales-111 (yorkshire-care-records keeps working)"
+run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"Fenced","reason":"ransomware indicators on call-handling","ticket":"INC-2041"}}}'
+run k wait --for=condition=Fenced henv/wales-111 --timeout=30s
+run k get henv
+run k get networkpolicies -n wales-111-primary
+run k get pods -n wales-111-primary -L careplane.io/evidence
+run k get endpointslices -n wales-111
+k get henv wales-111 -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
+
+say "Restoring wales-111: rebuilt behind the fence with new credentials, then the fence goes"
+run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"None"}}}'
+run k wait --for=condition=Ready henv/wales-111 --timeout=120s
+run k get henv
+k get henv wales-111 -o jsonpath='{range .status.incidents[*]}incident {.ticket}: fenced {.fencedAt}, restored {.restoredAt} from {.restoredFrom}{"\n"}{end}'
+run k get pods -n wales-111-primary -L careplane.io/evidence
+
 cat <<EOF
 
 The cluster and the manager keep running. To explore:
@@ -59,6 +75,7 @@ The cluster and the manager keep running. To explore:
   kubectl get henv
   kubectl describe henv wales-111
   kubectl explain henv.spec.isolation
+  kubectl get pods -n wales-111-primary -l careplane.io/evidence   # evidence, still isolated
   tail -f $KWOK_WORKDIR/$name-manager.log
 
 To tear everything down:
