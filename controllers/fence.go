@@ -105,6 +105,11 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	if err := r.markFenceStarted(ctx, s); err != nil {
 		return err
 	}
+	// (1b) admin-tier: the cluster-scoped deny, when the network-policy-api
+	// CRDs are served (adminpolicy.go). A failure to write it holds up none
+	// of steps (2)-(5): Reconcile returns it after the front is switched, so
+	// Fenced stays False and the fence is retried.
+	s.adminFenceErr = r.applyAdminFence(ctx, s)
 
 	// (2) Allows add up: any other policy could breach the fence.
 	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
@@ -118,9 +123,18 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	}
 	for _, svc := range s.env.Spec.Services {
 		for _, g := range svc.GeneratedSecrets {
-			if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretName(svc.Name, g)}, &corev1.Secret{}); err != nil {
+			secret := &corev1.Secret{}
+			err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretName(svc.Name, g)}, secret)
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("reading secret %s/%s: %w", ns, build.GeneratedSecretName(svc.Name, g), err)
+			}
+			if err := r.deleteIfExists(ctx, secret); err != nil {
 				return err
 			}
+			s.credentialsRevoked++
 		}
 	}
 
@@ -136,6 +150,8 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		if err := r.apply(ctx, dep, &appsv1.Deployment{}); err != nil {
 			return err
 		}
+		// Nothing of the fenced site serves: none of its replicas counts.
+		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
 	}
 	return nil
 }
@@ -408,6 +424,11 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		if err := r.apply(ctx, p, &networkingv1.NetworkPolicy{}); err != nil {
 			return false, err
 		}
+	}
+	// admin-tier: before the fence policy, whose absence ends the restore:
+	// a failure here leaves the fence in place and the restore retried.
+	if err := r.deleteAdminFence(ctx, s); err != nil {
+		return false, err
 	}
 	if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{}); err != nil {
 		return false, err

@@ -16,6 +16,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	kerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/client-go/tools/events"
@@ -54,6 +55,9 @@ type HealthEnvironmentReconciler struct {
 	Applier *ssa.Applier
 	// Secrets generates the values of generated Secrets.
 	Secrets SecretGenerator
+	// RESTMapper tells which admin-tier policy APIs the cluster serves (see
+	// adminpolicy.go); nil means none.
+	RESTMapper meta.RESTMapper
 }
 
 // SecretGenerator returns a new random credential.
@@ -69,6 +73,7 @@ type SecretGenerator func() ([]byte, error)
 // +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch;create;patch;delete
+// +kubebuilder:rbac:groups=policy.networking.k8s.io,resources=clusternetworkpolicies;adminnetworkpolicies,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // Reconcile brings one HealthEnvironment's children to the desired state and
@@ -143,6 +148,15 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			errs = append(errs, err)
 		}
 	}
+	// Traffic moves before the standby changes: a failover switches only to
+	// a standby already Ready, and a failback must leave a Cold standby
+	// before it is scaled away.
+	if err := r.decideTraffic(ctx, s); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.reconcileFront(ctx, s); err != nil {
+		errs = append(errs, err)
+	}
 	for _, site := range s.sites() {
 		if site == v1alpha1.SitePrimary {
 			continue
@@ -151,8 +165,8 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			errs = append(errs, err)
 		}
 	}
-	if err := r.reconcileFront(ctx, s); err != nil {
-		errs = append(errs, err)
+	if s.adminFenceErr != nil { // the fence's admin-tier step, reported once the front is switched
+		errs = append(errs, s.adminFenceErr)
 	}
 	if err := kerrors.NewAggregate(errs); err != nil {
 		s.applyFailed = err
@@ -177,7 +191,8 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if err := r.reconcileRevisions(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
-	return ctrl.Result{}, nil
+	// A failover or failback threshold that only time will cross.
+	return ctrl.Result{RequeueAfter: s.decision.RequeueAfter}, nil
 }
 
 // reconcileDelete lets the garbage collector remove an environment's
@@ -190,6 +205,9 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 			// Finish the fence if it was interrupted: deletion never weakens it.
 			if err := r.reconcileFence(ctx, s); err != nil {
 				return err
+			}
+			if s.adminFenceErr != nil {
+				return s.adminFenceErr
 			}
 			s.fenceComplete = true
 		}

@@ -73,11 +73,12 @@ func RandomSecret() ([]byte, error) {
 // NewReconciler wires a HealthEnvironmentReconciler to a manager.
 func NewReconciler(mgr ctrl.Manager) *HealthEnvironmentReconciler {
 	return &HealthEnvironmentReconciler{
-		Client:    mgr.GetClient(),
-		APIReader: mgr.GetAPIReader(),
-		Recorder:  mgr.GetEventRecorder("careplane"),
-		Clock:     clock.RealClock{},
-		Applier:   ssa.NewApplier(mgr.GetClient()),
-		Secrets:   RandomSecret,
+		Client:     mgr.GetClient(),
+		APIReader:  mgr.GetAPIReader(),
+		Recorder:   mgr.GetEventRecorder("careplane"),
+		Clock:      clock.RealClock{},
+		Applier:    ssa.NewApplier(mgr.GetClient()),
+		Secrets:    RandomSecret,
+		RESTMapper: mgr.GetRESTMapper(),
 	}
 }

@@ -16,3 +16,23 @@ var fenceDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 func init() {
 	ctrlmetrics.Registry.MustRegister(fenceDuration)
 }
+
+var (
+	// failovers counts moves of traffic to the standby, by reason.
+	failovers = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "careplane_failovers_total",
+		Help: "Moves of an environment's traffic to its standby site, by reason.",
+	}, []string{"reason"})
+	// failoverDuration observes the time from the failover's trigger (the
+	// fence, or the primary's outage reaching unavailableAfter) to the front
+	// EndpointSlices pointing at the standby.
+	failoverDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "careplane_failover_duration_seconds",
+		Help:    "Time from a failover's trigger to traffic going to the standby.",
+		Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120},
+	})
+)
+
+func init() {
+	ctrlmetrics.Registry.MustRegister(failovers, failoverDuration)
+}

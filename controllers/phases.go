@@ -114,7 +114,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 		return err
 	}
 
-	policies := build.NetworkPolicies(env, site, ns)
+	policies := build.NetworkPoliciesFor(env, site, ns, s.servicesFor(site))
 	if site == v1alpha1.SitePrimary {
 		evidence, err := r.hasEvidence(ctx, s, ns)
 		if err != nil {

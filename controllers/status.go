@@ -13,6 +13,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/failover"
 	"github.com/careplane/careplane/internal/netpol"
 	"github.com/careplane/careplane/internal/ssa"
 )
@@ -55,6 +56,16 @@ type scope struct {
 	verified *netpol.Result
 	// deletionBlocked says the environment is being deleted while fenced.
 	deletionBlocked bool
+	// adminFence names the admin-tier fence policy written in this
+	// reconcile ("<Kind> <name>"), if any; adminFenceErr is why it could
+	// not be written.
+	adminFence    string
+	adminFenceErr error
+
+	// decision is where traffic goes (nil until decided in this reconcile).
+	decision *failover.Decision
+	// standbyTemplates are the critical services of the known-good revision.
+	standbyTemplates []v1alpha1.Service
 }
 
 func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
@@ -88,25 +99,28 @@ func (s *scope) namespaces() []*corev1ac.NamespaceApplyConfiguration {
 	return out
 }
 
-// servicesFor are the services that run on a site. The standby's workloads
-// (critical services from the last known-good revision) come with failover.
+// servicesFor are the services that run on a site: the spec's on the
+// primary; on the standby, the critical services of the last known-good
+// revision, when the failover decision wants the standby running.
 func (s *scope) servicesFor(site v1alpha1.Site) []v1alpha1.Service {
 	if site == v1alpha1.SitePrimary {
 		return s.env.Spec.Services
 	}
+	if s.decision != nil && s.decision.RunStandby {
+		return s.standbyTemplates
+	}
 	return nil
 }
 
-// activeSite is the site the front Services send traffic to; serving is
-// false when no site may receive traffic (the primary is fenced and no
-// standby serves).
-//
-//nolint:unparam // Always the primary until failover to the standby exists.
+// activeSite is the site the front Services send traffic to, as the
+// failover decision says; serving is false when no site may receive traffic.
 func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
-	if s.fence.present && !s.restored {
-		return v1alpha1.SitePrimary, false
+	if s.decision != nil {
+		return s.decision.Site, s.decision.Serving
 	}
-	return v1alpha1.SitePrimary, true
+	// Not decided (the reconcile stopped early): never route to a fenced
+	// primary.
+	return v1alpha1.SitePrimary, !s.fence.present || s.restored
 }
 
 // credentialsRevision is the revision of credentials a Deployment's pods
@@ -185,7 +199,7 @@ func (s *scope) finish(reconcileErr error) {
 		msg := "The environment is being deleted while fenced; careplane keeps the fence and the evidence until it is restored (set isolation.mode to None), or until a responder removes the careplane.io/fence finalizer"
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	case s.fence.present && !s.restored && s.conflict == "":
+	case s.fence.present && !s.restored && s.conflict == "" && !serving:
 		msg := "The primary site is fenced and no site serves traffic"
 		if s.restoring {
 			msg = "The primary site is fenced while it is rebuilt; no site serves traffic"
@@ -221,13 +235,15 @@ func (s *scope) finish(reconcileErr error) {
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
 	}
 
-	// The conditions of fence and failover, until those behaviours set them.
-	setDefault := func(t string, status metav1.ConditionStatus, reason, msg string) {
-		if meta.FindStatusCondition(st.Conditions, t) == nil {
-			set(t, status, reason, msg)
-		}
+	switch {
+	case s.decision != nil && s.decision.ServingFromStandby():
+		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionTrue, s.decision.Reason, truncate(s.servingMessage()))
+		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonServingFromStandby, truncate("Critical services are served from the standby: "+s.servingMessage()))
+	case s.decision != nil:
+		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, s.decision.Reason, truncate(s.servingMessage()))
+	case meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionServingFromStandby) == nil:
+		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, v1alpha1.ReasonServingFromPrimary, "Traffic goes to the primary site")
 	}
-	setDefault(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, v1alpha1.ReasonServingFromPrimary, "Traffic goes to the primary site")
 }
 
 // finishIsolation sets the Fenced, IsolationVerified and Restoring
@@ -244,8 +260,11 @@ func (s *scope) finishIsolation(reconcileErr error) {
 	case s.restored:
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
 	case iso.Mode == v1alpha1.IsolationFenced && s.fenceComplete && reconcileErr == nil:
-		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, fmt.Sprintf(
-			"The primary site is fenced: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods))
+		msg := fmt.Sprintf("The primary site is fenced: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods)
+		if s.adminFence != "" {
+			msg += "; the admin-tier " + s.adminFence + " keeps namespace policies from widening the fence"
+		}
+		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, msg)
 	case iso.Mode == v1alpha1.IsolationFenced:
 		msg := "The fence is under way"
 		if reconcileErr != nil {
@@ -350,10 +369,14 @@ type event struct {
 func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	var out []event
 	for _, t := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionDegraded, v1alpha1.ConditionFenced,
-		v1alpha1.ConditionIsolationVerified, v1alpha1.ConditionRestoring} {
+		v1alpha1.ConditionIsolationVerified, v1alpha1.ConditionRestoring, v1alpha1.ConditionServingFromStandby} {
 		b := meta.FindStatusCondition(before.Conditions, t)
 		a := meta.FindStatusCondition(after.Conditions, t)
 		if a == nil || (b != nil && b.Status == a.Status && b.Reason == a.Reason) {
+			continue
+		}
+		if t == v1alpha1.ConditionServingFromStandby && (b == nil || b.Status == a.Status) {
+			// Only moves of traffic are worth an event.
 			continue
 		}
 		quiet := a.Status == metav1.ConditionUnknown || a.Reason == v1alpha1.ReasonProvisioning ||
@@ -392,6 +415,8 @@ func alarming(t string, c *metav1.Condition) bool {
 		return c.Status == metav1.ConditionFalse
 	case v1alpha1.ConditionRestoring:
 		return c.Reason == v1alpha1.ReasonRestoreBlocked
+	case v1alpha1.ConditionServingFromStandby:
+		return c.Status == metav1.ConditionTrue
 	}
 	return false
 }

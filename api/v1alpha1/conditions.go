@@ -63,6 +63,9 @@ const (
 	ReasonFlowAllowed = "FlowAllowed"
 	// ReasonNotRestoring: no restore is under way.
 	ReasonNotRestoring = "NotRestoring"
+	// ReasonServingFromStandby: critical services are served from the
+	// standby site.
+	ReasonServingFromStandby = "ServingFromStandby"
 	// ReasonFenced: the primary site is fenced and no site serves traffic.
 	ReasonFenced = "Fenced"
 	// ReasonRestoring: the fence stays while the primary site is rebuilt.

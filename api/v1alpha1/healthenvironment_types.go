@@ -543,6 +543,10 @@ type HealthEnvironmentStatus struct {
 	// +optional
 	Isolation *IsolationStatus `json:"isolation,omitempty"`
 
+	// failover is what the failover decision remembers between reconciles.
+	// +optional
+	Failover *FailoverStatus `json:"failover,omitempty"`
+
 	// incidents is the history of fences, newest last, bounded to 20.
 	// +optional
 	// +listType=atomic
@@ -602,6 +606,31 @@ type IsolationStatus struct {
 	// namespace's NetworkPolicies.
 	// +optional
 	VerifiedAt *metav1.Time `json:"verifiedAt,omitempty"`
+}
+
+// FailoverStatus records when traffic last moved and how long the primary
+// has been up or down, for the failover decision's thresholds.
+type FailoverStatus struct {
+	// switchedAt is when traffic last moved to the active site (or stopped).
+	// +optional
+	SwitchedAt *metav1.Time `json:"switchedAt,omitempty"`
+	// primaryDownSince is since when a critical service of the primary has
+	// had no ready replica.
+	// +optional
+	PrimaryDownSince *metav1.Time `json:"primaryDownSince,omitempty"`
+	// primaryReadySince is since when every critical service of the primary
+	// has had all its replicas ready.
+	// +optional
+	PrimaryReadySince *metav1.Time `json:"primaryReadySince,omitempty"`
+	// standbyRevision is the known-good revision the standby runs.
+	// +optional
+	StandbyRevision string `json:"standbyRevision,omitempty"`
+	// notServedOnStandby names the services that are not critical and so do
+	// not run in the standby.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=20
+	NotServedOnStandby []string `json:"notServedOnStandby,omitempty"`
 }
 
 // Incident is one fence, from fencing to restore.
