@@ -8,6 +8,9 @@
 #
 # A no-op when OUTDIR already holds binaries built from the same pins: the
 # stamp file records a hash of the three go.mod/go.sum pairs and of this script.
+# Built binaries are also kept in a machine-wide cache
+# (CAREPLANE_CACHE, default ~/.cache/careplane/cluster-binaries/<hash>), so a
+# fresh clone on the same machine copies them instead of linking again.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,6 +31,14 @@ have_all() {
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && have_all; then
 	echo "cluster binaries: up to date in $out"
 	exit 0
+fi
+cache=${CAREPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/careplane}/cluster-binaries/$want
+if [ -f "$cache/.stamp" ]; then
+	cp -p "$cache"/* "$out"/ && cp "$cache/.stamp" "$stamp"
+	if have_all; then
+		echo "cluster binaries: copied from the cache $cache"
+		exit 0
+	fi
 fi
 
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
@@ -64,3 +75,9 @@ for cmd in kwok kwokctl; do
 done
 echo "$want" >"$stamp"
 log "done in $(($(date +%s) - started))s: $(cd "$out" && echo "${bins[@]}")"
+# Keep a copy for other clones on this machine; a failure here is harmless.
+if mkdir -p "$cache.tmp.$$" 2>/dev/null && cp -p "${bins[@]/#/$out/}" "$cache.tmp.$$"/ && cp "$stamp" "$cache.tmp.$$/.stamp"; then
+	rm -rf "$cache" && mv "$cache.tmp.$$" "$cache" || rm -rf "$cache.tmp.$$"
+else
+	rm -rf "$cache.tmp.$$"
+fi
