@@ -50,21 +50,24 @@ run k get deployments,services,networkpolicies,resourcequotas -n wales-111-prima
 run k get services,endpointslices -n wales-111
 run k get controllerrevisions -n wales-111
 
-say "An incident: fencing wales-111 (yorkshire-care-records keeps working)"
+say "An incident: fencing wales-111 (yorkshire-care-records keeps working; wales-111's critical services move to its warm standby)"
 run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"Fenced","reason":"ransomware indicators on call-handling","ticket":"INC-2041"}}}'
 run k wait --for=condition=Fenced henv/wales-111 --timeout=30s
 run k get henv
 run k get networkpolicies -n wales-111-primary
 run k get pods -n wales-111-primary -L careplane.io/evidence
 run k get endpointslices -n wales-111
+run k get pods -n wales-111-standby -o wide
 k get henv wales-111 -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 
 say "Restoring wales-111: rebuilt behind the fence with new credentials, then the fence goes"
 run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"None"}}}'
-run k wait --for=condition=Ready henv/wales-111 --timeout=120s
+run k wait --for=condition=Fenced=false henv/wales-111 --timeout=120s
 run k get henv
 k get henv wales-111 -o jsonpath='{range .status.incidents[*]}incident {.ticket}: fenced {.fencedAt}, restored {.restoredAt} from {.restoredFrom}{"\n"}{end}'
 run k get pods -n wales-111-primary -L careplane.io/evidence
+k get henv wales-111 -o jsonpath='ServingFromStandby: {.status.conditions[?(@.type=="ServingFromStandby")].message}{"\n"}'
+echo "(traffic returns to the rebuilt primary once it has been Ready for the hold: watch kubectl get henv wales-111 -w)"
 
 cat <<EOF
 
