@@ -15,6 +15,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -27,6 +28,20 @@ func getEnv(t *testing.T, ctx context.Context, name string) *v1alpha1.HealthEnvi
 		t.Fatalf("getting %s: %v", name, err)
 	}
 	return env
+}
+
+// updateEnv changes an environment's spec, retrying when the operator's
+// status writes moved its resourceVersion in between.
+func updateEnv(t *testing.T, ctx context.Context, name string, change func(*v1alpha1.HealthEnvironment)) {
+	t.Helper()
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		e := getEnv(t, ctx, name)
+		change(e)
+		return k8sClient.Update(ctx, e)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func waitCondition(t *testing.T, name, typ, status, reason string) *v1alpha1.HealthEnvironment {
@@ -276,11 +291,9 @@ func TestSpecChangesRollOnlyWhatChangedAndPrune(t *testing.T) {
 	callGen, refGen := depGen("call-handling"), depGen("referral")
 
 	// A new image for referral rolls referral only.
-	e := getEnv(t, ctx, "edit")
-	e.Spec.Services[1].Image = "registry.example/111/referral@sha256:" + strings.Repeat("cd", 32)
-	if err := k8sClient.Update(ctx, e); err != nil {
-		t.Fatal(err)
-	}
+	updateEnv(t, ctx, "edit", func(e *v1alpha1.HealthEnvironment) {
+		e.Spec.Services[1].Image = "registry.example/111/referral@sha256:" + strings.Repeat("cd", 32)
+	})
 	eventually(t, 10*time.Second, "referral rolls", func(ctx context.Context) (bool, string, error) {
 		return depGen("referral") > refGen, "", nil
 	})
@@ -296,13 +309,11 @@ func TestSpecChangesRollOnlyWhatChangedAndPrune(t *testing.T) {
 	}
 
 	// Removing referral deletes what it had.
-	e = getEnv(t, ctx, "edit")
-	e.Spec.Services = e.Spec.Services[:1]
-	e.Spec.Services[0].TalksTo = nil
-	e.Spec.Integrations = nil
-	if err := k8sClient.Update(ctx, e); err != nil {
-		t.Fatal(err)
-	}
+	updateEnv(t, ctx, "edit", func(e *v1alpha1.HealthEnvironment) {
+		e.Spec.Services = e.Spec.Services[:1]
+		e.Spec.Services[0].TalksTo = nil
+		e.Spec.Integrations = nil
+	})
 	eventually(t, 10*time.Second, "referral pruned", func(ctx context.Context) (bool, string, error) {
 		for _, o := range []struct {
 			obj client.Object
