@@ -55,6 +55,7 @@ generate: controller-gen ## Generate deepcopy code for the API types.
 manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager's RBAC (config/rbac) from the code's markers.
 	$(CONTROLLER_GEN) rbac:roleName=careplane-manager crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
+	hack/chart-sync.sh
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
@@ -78,7 +79,7 @@ verify: generate manifests ## Regenerate everything and fail if the tree changed
 ##@ Test
 
 .PHONY: test
-test: test-unit test-integration test-e2e ## Run every test: units, envtest integration, and e2e on a fresh kwok cluster.
+test: test-unit test-chart test-integration test-e2e ## Run every test: units, envtest integration, and e2e on a fresh kwok cluster.
 
 .PHONY: test-unit
 test-unit: ## Unit tests: pure packages, no cluster.
@@ -124,6 +125,19 @@ docker-build: ## Build the manager image IMG (needs a Docker engine; there is no
 run: manifests ## Run the manager locally against the current kubeconfig.
 	go run ./cmd/manager
 
+# --- kubectl-careplane plugin (begin) ---------------------------------------
+PLUGIN_INSTALL_DIR ?= $(shell go env GOPATH)/bin
+
+.PHONY: build-plugin
+build-plugin: ## Build the kubectl plugin into bin/kubectl-careplane.
+	CGO_ENABLED=0 go build -trimpath -ldflags "$(LDFLAGS)" -o $(LOCALBIN)/kubectl-careplane ./cmd/kubectl-careplane
+
+.PHONY: install-plugin
+install-plugin: build-plugin ## Install kubectl-careplane into PLUGIN_INSTALL_DIR (default $GOPATH/bin; it must be on PATH) so that `kubectl careplane` works.
+	install -d $(PLUGIN_INSTALL_DIR)
+	install -m 0755 $(LOCALBIN)/kubectl-careplane $(PLUGIN_INSTALL_DIR)/kubectl-careplane
+# --- kubectl-careplane plugin (end) -----------------------------------------
+
 ##@ Demo
 
 .PHONY: demo
@@ -162,3 +176,21 @@ define go-install
 	tmp=$$(mktemp -d); GOBIN=$$tmp CGO_ENABLED=0 go install -trimpath $(2)@$(3) && mv $$tmp/* "$(1)-$(3)"; rm -rf $$tmp; }
 @ln -sf "$(notdir $(1))-$(3)" "$(1)"
 endef
+
+# >>> Helm chart (charts/careplane) — begin
+##@ Helm chart
+
+.PHONY: chart-sync
+chart-sync: ## Copy the generated CRD, manager RBAC rules and guardrail policies from config/ into charts/careplane (also run by manifests).
+	hack/chart-sync.sh
+
+.PHONY: test-chart
+test-chart: helm ## Chart tests: helm lint --strict, golden renders, every value used and documented, schema rejects typos, chart in sync.
+	hack/chart-test.sh $(HELM)
+
+.PHONY: chart-golden
+chart-golden: helm ## Rewrite the chart's golden files (charts/careplane/testdata/*.golden.yaml) after an intended change.
+	UPDATE=1 hack/chart-golden.sh $(HELM)
+# test/e2e/helm_test.go installs the chart with bin/helm.
+test-e2e: helm
+# <<< Helm chart (charts/careplane) — end

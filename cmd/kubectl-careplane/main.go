@@ -1,0 +1,13 @@
+// Command kubectl-careplane is the careplane kubectl plugin: install it on
+// the PATH and run `kubectl careplane status|fence|verify|restore|revisions|purge-evidence`.
+package main
+
+import (
+	"os"
+
+	"github.com/careplane/careplane/internal/plugin"
+)
+
+func main() {
+	os.Exit(plugin.Main())
+}

@@ -1,0 +1,595 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/cli-runtime/pkg/genericiooptions"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/dynamic"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/netpol"
+	"github.com/careplane/careplane/internal/version"
+)
+
+// FieldManager is the field manager of the plugin's server-side applies of
+// spec.isolation.
+const FieldManager = "kubectl-careplane"
+
+// ErrNotIsolated is returned by verify when a flow breaches the fence.
+var ErrNotIsolated = errors.New("not isolated: the NetworkPolicies allow the flows above")
+
+// options are the flags every command shares.
+type options struct {
+	config  *genericclioptions.ConfigFlags
+	streams genericiooptions.IOStreams
+	timeout time.Duration
+	noWait  bool
+
+	client  client.Client
+	dynamic dynamic.Interface
+	disc    discovery.DiscoveryInterface
+}
+
+// NewCommand returns the kubectl-careplane root command.
+func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
+	o := &options{config: genericclioptions.NewConfigFlags(true), streams: streams}
+	root := &cobra.Command{
+		Use:           "kubectl-careplane",
+		Short:         "Fence, verify and restore careplane HealthEnvironments",
+		Long:          "kubectl careplane shows careplane HealthEnvironments and lets incident responders fence, verify and restore them.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.Version,
+		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl careplane"},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if cmd.Name() == "completion" || (cmd.Parent() != nil && cmd.Parent().Name() == "completion") {
+				return nil
+			}
+			return o.connect()
+		},
+	}
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	o.config.AddFlags(root.PersistentFlags())
+	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd())
+	return root
+}
+
+// Main runs the plugin and returns the process exit code.
+func Main() int {
+	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
+	if err := NewCommand(streams).Execute(); err != nil {
+		fmt.Fprintln(streams.ErrOut, "Error:", err)
+		return 1
+	}
+	return 0
+}
+
+func (o *options) connect() error {
+	cfg, err := o.config.ToRESTConfig()
+	if err != nil {
+		return fmt.Errorf("loading the kubeconfig: %w", err)
+	}
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if o.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	if o.dynamic, err = dynamic.NewForConfig(cfg); err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	if o.disc, err = discovery.NewDiscoveryClientForConfig(cfg); err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	return nil
+}
+
+func (o *options) waitFlags(cmd *cobra.Command) {
+	cmd.Flags().DurationVar(&o.timeout, "timeout", 2*time.Minute, "how long to wait for the operator to report the new state")
+	cmd.Flags().BoolVar(&o.noWait, "no-wait", false, "return once the change is written, without waiting for the operator")
+}
+
+func (o *options) getEnv(ctx context.Context, name string) (*v1alpha1.HealthEnvironment, error) {
+	env := &v1alpha1.HealthEnvironment{}
+	if err := o.client.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("HealthEnvironment %q not found", name)
+		}
+		return nil, fmt.Errorf("reading HealthEnvironment %s: %w", name, err)
+	}
+	return env, nil
+}
+
+// --- status ---------------------------------------------------------------
+
+func (o *options) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status [ENV]",
+		Short: "Show one or all environments: tenant, mode, active site, services, readiness, known-good revision, last incident",
+		Args:  cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var envs []v1alpha1.HealthEnvironment
+			if len(args) == 1 {
+				env, err := o.getEnv(ctx, args[0])
+				if err != nil {
+					return err
+				}
+				envs = append(envs, *env)
+			} else {
+				var list v1alpha1.HealthEnvironmentList
+				if err := o.client.List(ctx, &list); err != nil {
+					return fmt.Errorf("listing HealthEnvironments: %w", err)
+				}
+				envs = list.Items
+			}
+			return WriteStatus(o.streams.Out, envs)
+		},
+	}
+}
+
+// --- fence ----------------------------------------------------------------
+
+func (o *options) fenceCmd() *cobra.Command {
+	var reason, ticket, selector string
+	var stop, dryRun bool
+	cmd := &cobra.Command{
+		Use:   "fence (ENV | --selector LABELS) --reason REASON [--ticket TICKET] [--stop]",
+		Short: "Fence environments: cut the primary site off, revoke its credentials, keep or stop its pods",
+		Example: `  kubectl careplane fence wales-111 --reason "ransomware indicators on call-handling" --ticket INC-2041
+  kubectl careplane fence --selector region=wales --reason "supplier breach" --ticket INC-2042
+  kubectl careplane fence wales-111 --reason test --dry-run`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			if strings.TrimSpace(reason) == "" {
+				return errors.New("--reason is required: say why the environment is fenced")
+			}
+			if (len(args) == 1) == (selector != "") {
+				return errors.New("name one environment or pass --selector, not both or neither")
+			}
+			names := args
+			if selector != "" {
+				sel, err := labels.Parse(selector)
+				if err != nil {
+					return fmt.Errorf("--selector: %w", err)
+				}
+				var list v1alpha1.HealthEnvironmentList
+				if err := o.client.List(ctx, &list, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+					return fmt.Errorf("listing HealthEnvironments: %w", err)
+				}
+				if len(list.Items) == 0 {
+					return fmt.Errorf("no HealthEnvironment matches selector %q: nothing fenced", selector)
+				}
+				names = nil
+				for _, e := range list.Items {
+					names = append(names, e.Name)
+				}
+			}
+			workloads := v1alpha1.WorkloadsPreserve
+			if stop {
+				workloads = v1alpha1.WorkloadsStop
+			}
+			isolation := map[string]any{
+				"mode": string(v1alpha1.IsolationFenced), "reason": reason, "workloads": string(workloads),
+			}
+			if ticket != "" {
+				isolation["ticket"] = ticket
+			}
+			if dryRun {
+				return o.forEach(ctx, names, func(ctx context.Context, name string) error {
+					return o.fenceDryRun(ctx, name, isolation)
+				})
+			}
+			// Every fence is written before any is waited for: with many
+			// environments compromised, none waits behind another.
+			gens := map[string]int64{}
+			applyErr := o.forEach(ctx, names, func(ctx context.Context, name string) error {
+				gen, err := o.applyIsolation(ctx, name, isolation, false)
+				if err != nil {
+					return err
+				}
+				gens[name] = gen
+				fmt.Fprintf(o.streams.Out, "HealthEnvironment %s: fence requested (generation %d)\n", name, gen)
+				return nil
+			})
+			var written []string
+			for _, n := range names {
+				if _, ok := gens[n]; ok {
+					written = append(written, n)
+				}
+			}
+			waitErr := o.forEach(ctx, written, func(ctx context.Context, name string) error {
+				return o.wait(ctx, name, "fenced", func(env *v1alpha1.HealthEnvironment) (bool, string, error) {
+					done, msg := FenceDone(env, gens[name])
+					return done, msg, nil
+				})
+			})
+			return errors.Join(applyErr, waitErr)
+		},
+	}
+	cmd.Flags().StringVar(&reason, "reason", "", "why the environment is fenced (required)")
+	cmd.Flags().StringVar(&ticket, "ticket", "", "incident reference, e.g. INC-2041; labels the evidence pods")
+	cmd.Flags().BoolVar(&stop, "stop", false, "stop the workloads instead of preserving the pods as evidence")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "fence every environment matching this label selector")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "send the change as a server-side dry run and print what the fence would write or delete")
+	o.waitFlags(cmd)
+	return cmd
+}
+
+// forEach runs fn (a step of a fence) for every name, failing closed: every
+// name is attempted, every failure is reported, and the command fails if any
+// did.
+func (o *options) forEach(ctx context.Context, names []string, fn func(context.Context, string) error) error {
+	var failed []string
+	for _, name := range names {
+		if err := fn(ctx, name); err != nil {
+			failed = append(failed, name)
+			if len(names) > 1 {
+				fmt.Fprintf(o.streams.ErrOut, "Error: fence %s: %v\n", name, err)
+			} else {
+				return err
+			}
+		}
+	}
+	if len(failed) > 0 {
+		return fmt.Errorf("fence failed for %d of %d environments: %s", len(failed), len(names), strings.Join(failed, ", "))
+	}
+	return nil
+}
+
+func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[string]any) error {
+	if _, err := o.applyIsolation(ctx, name, isolation, true); err != nil {
+		return err
+	}
+	env, err := o.getEnv(ctx, name)
+	if err != nil {
+		return err
+	}
+	env.Spec.Isolation.Mode = v1alpha1.IsolationFenced
+	env.Spec.Isolation.Reason, _ = isolation["reason"].(string)
+	env.Spec.Isolation.Ticket, _ = isolation["ticket"].(string)
+	w, _ := isolation["workloads"].(string)
+	env.Spec.Isolation.Workloads = v1alpha1.WorkloadAction(w)
+	st, err := o.gatherFenceState(ctx, env)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.streams.Out, "Server-side dry run of the fence of %s: accepted.\n", name)
+	return WritePlan(o.streams.Out, PlanFence(st))
+}
+
+// gatherFenceState reads what PlanFence needs from the cluster.
+func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvironment) (FenceState, error) {
+	names := build.NamespaceNames(env)
+	st := FenceState{Env: env}
+	in := client.InNamespace(names.Primary)
+	var pols networkingv1.NetworkPolicyList
+	var sas corev1.ServiceAccountList
+	var secrets metav1.PartialObjectMetadataList
+	var pods corev1.PodList
+	var deps appsv1.DeploymentList
+	var es discoveryv1.EndpointSliceList
+	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	for _, l := range []struct {
+		what string
+		list client.ObjectList
+		opts []client.ListOption
+	}{
+		{"network policies", &pols, []client.ListOption{in}},
+		{"service accounts", &sas, []client.ListOption{in}},
+		// Only names: the plugin has no business reading credentials.
+		{"secrets", &secrets, []client.ListOption{in}},
+		{"pods", &pods, []client.ListOption{in}},
+		{"deployments", &deps, []client.ListOption{in}},
+		{"endpoint slices", &es, []client.ListOption{client.InNamespace(names.Front)}},
+	} {
+		if err := o.client.List(ctx, l.list, l.opts...); err != nil {
+			return st, fmt.Errorf("listing %s of %s: %w", l.what, env.Name, err)
+		}
+	}
+	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
+	for _, s := range secrets.Items {
+		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
+	}
+	st.AdminPolicyKind = o.adminPolicyKind()
+	return st, nil
+}
+
+// adminPolicyKind returns the admin-tier policy kind the cluster serves, as
+// the operator picks it: ClusterNetworkPolicy v1alpha2, else
+// AdminNetworkPolicy v1alpha1; "" when neither (or discovery fails).
+func (o *options) adminPolicyKind() string {
+	for _, c := range []struct{ gv, kind string }{
+		{"policy.networking.k8s.io/v1alpha2", "ClusterNetworkPolicy"},
+		{"policy.networking.k8s.io/v1alpha1", "AdminNetworkPolicy"},
+	} {
+		res, err := o.disc.ServerResourcesForGroupVersion(c.gv)
+		if err != nil {
+			continue
+		}
+		for _, r := range res.APIResources {
+			if r.Kind == c.kind {
+				return c.kind
+			}
+		}
+	}
+	return ""
+}
+
+// applyIsolation server-side applies spec.isolation of env name with the
+// plugin's field manager (forcing ownership), and returns the generation
+// the API server answered with.
+func (o *options) applyIsolation(ctx context.Context, name string, isolation map[string]any, dryRun bool) (int64, error) {
+	u := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": v1alpha1.GroupVersion.String(),
+		"kind":       "HealthEnvironment",
+		"metadata":   map[string]any{"name": name},
+		"spec":       map[string]any{"isolation": isolation},
+	}}
+	opts := metav1.ApplyOptions{FieldManager: FieldManager, Force: true}
+	if dryRun {
+		opts.DryRun = []string{metav1.DryRunAll}
+	}
+	// An apply creates what does not exist: check first, so that a typo
+	// is an error, not a new (invalid) environment.
+	if _, err := o.getEnv(ctx, name); err != nil {
+		return 0, err
+	}
+	res := v1alpha1.GroupVersion.WithResource("healthenvironments")
+	out, err := o.dynamic.Resource(res).Apply(ctx, name, u, opts)
+	if err != nil {
+		var status apierrors.APIStatus
+		if errors.As(err, &status) {
+			// The API server's message verbatim: a guardrail denial says
+			// who may do what, and why.
+			return 0, errors.New(status.Status().Message)
+		}
+		return 0, fmt.Errorf("applying spec.isolation of %s: %w", name, err)
+	}
+	return out.GetGeneration(), nil
+}
+
+// wait polls env name until done says so, printing a progress line whenever
+// the state changes.
+func (o *options) wait(ctx context.Context, name, what string, done func(*v1alpha1.HealthEnvironment) (bool, string, error)) error {
+	if o.noWait {
+		fmt.Fprintf(o.streams.Out, "Not waiting (--no-wait); follow it with: kubectl careplane status %s\n", name)
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	start := time.Now()
+	last := ""
+	err := wait.PollUntilContextCancel(ctx, 500*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		env := &v1alpha1.HealthEnvironment{}
+		var ok bool
+		var msg string
+		var err error
+		if getErr := o.client.Get(ctx, client.ObjectKey{Name: name}, env); getErr != nil {
+			// A failed read is retried until the timeout: the change is
+			// written, and the operator acts on it whether or not we look.
+			msg = "reading the environment: " + getErr.Error()
+		} else {
+			ok, msg, err = done(env)
+		}
+		if msg != last {
+			fmt.Fprintf(o.streams.ErrOut, "  %s [%s]: %s\n", name, time.Since(start).Round(100*time.Millisecond), msg)
+			last = msg
+		}
+		return ok, err
+	})
+	if err != nil {
+		if wait.Interrupted(err) {
+			return fmt.Errorf("HealthEnvironment %s not %s within %s (last: %s)", name, what, o.timeout, last)
+		}
+		return err
+	}
+	fmt.Fprintf(o.streams.Out, "HealthEnvironment %s %s after %s\n", name, what, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// --- restore --------------------------------------------------------------
+
+func (o *options) restoreCmd() *cobra.Command {
+	var revision string
+	cmd := &cobra.Command{
+		Use:   "restore ENV [--revision REVISION]",
+		Short: "Restore a fenced environment: rebuild the primary clean, then lift the fence",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			isolation := map[string]any{"mode": string(v1alpha1.IsolationNone)}
+			if revision != "" {
+				isolation["restoreRevision"] = revision
+			}
+			gen, err := o.applyIsolation(ctx, name, isolation, false)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(o.streams.Out, "HealthEnvironment %s: restore requested (generation %d)\n", name, gen)
+			return o.wait(ctx, name, "restored", func(env *v1alpha1.HealthEnvironment) (bool, string, error) {
+				if msg, blocked := RestoreBlocked(env, gen); blocked {
+					return false, msg, fmt.Errorf("restore of %s is blocked, the fence stays: %s", name, msg)
+				}
+				done, msg := RestoreDone(env, gen)
+				return done, msg, nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&revision, "revision", "", "known-good revision to rebuild from (see `kubectl careplane revisions`)")
+	o.waitFlags(cmd)
+	return cmd
+}
+
+// --- revisions ------------------------------------------------------------
+
+func (o *options) revisionsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "revisions ENV",
+		Short: "List the known-good revisions of an environment, newest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			env, err := o.getEnv(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			var revs appsv1.ControllerRevisionList
+			if err := o.client.List(ctx, &revs, client.InNamespace(build.FrontNamespace(env)),
+				client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+				return fmt.Errorf("listing revisions of %s: %w", env.Name, err)
+			}
+			return WriteRevisions(o.streams.Out, revs.Items, env.Status.KnownGoodRevision)
+		},
+	}
+}
+
+// --- verify ---------------------------------------------------------------
+
+func (o *options) verifyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "verify ENV",
+		Short: "Evaluate the primary site's live NetworkPolicies: exit 1 unless no flow reaches or leaves a fenced pod",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			env, err := o.getEnv(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			in, err := o.gatherVerifyInput(ctx, env)
+			if err != nil {
+				return err
+			}
+			res, err := netpol.VerifyFence(in)
+			if err != nil {
+				return fmt.Errorf("cannot evaluate the policies of %s, so isolation is not verified: %w", in.Namespace, err)
+			}
+			fmt.Fprintf(o.streams.Out, "Namespace %s: %d pods, %d NetworkPolicies\n", in.Namespace, len(in.Pods), len(in.Policies))
+			if err := netpol.WriteTable(o.streams.Out, res); err != nil {
+				return err
+			}
+			if !res.Isolated {
+				return ErrNotIsolated
+			}
+			fmt.Fprintln(o.streams.Out, "Isolated.")
+			return nil
+		},
+	}
+}
+
+func (o *options) gatherVerifyInput(ctx context.Context, env *v1alpha1.HealthEnvironment) (netpol.FenceInput, error) {
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	nsObj := &corev1.Namespace{}
+	if err := o.client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		return netpol.FenceInput{}, fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
+	var pols networkingv1.NetworkPolicyList
+	if err := o.client.List(ctx, &pols, client.InNamespace(ns)); err != nil {
+		return netpol.FenceInput{}, fmt.Errorf("listing network policies in %s: %w", ns, err)
+	}
+	var pods corev1.PodList
+	if err := o.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return netpol.FenceInput{}, fmt.Errorf("listing pods in %s: %w", ns, err)
+	}
+	in := netpol.FenceInput{Namespace: ns, NamespaceLabels: nsObj.Labels, Policies: pols.Items,
+		Forensics: env.Spec.Isolation.ForensicsFrom.ToMeta()}
+	for i := range pods.Items {
+		if pods.Items[i].DeletionTimestamp == nil {
+			in.Pods = append(in.Pods, netpol.PodFromObject(&pods.Items[i]))
+		}
+	}
+	if len(in.Pods) == 0 {
+		// As the operator does: with no pods, verify a pod with no labels,
+		// which every pod the namespace could hold resembles for a
+		// podSelector {}.
+		in.Pods = []netpol.Pod{{Name: "(any pod)"}}
+	}
+	return in, nil
+}
+
+// --- purge-evidence ---------------------------------------------------------
+
+func (o *options) purgeCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "purge-evidence ENV",
+		Short: "Delete the evidence pods of a restored environment",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			env, err := o.getEnv(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if why := purgeRefusal(env); why != "" {
+				return errors.New(why)
+			}
+			ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+			var pods corev1.PodList
+			if err := o.client.List(ctx, &pods, client.InNamespace(ns), client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
+				return fmt.Errorf("listing evidence pods in %s: %w", ns, err)
+			}
+			if len(pods.Items) == 0 {
+				fmt.Fprintf(o.streams.Out, "No evidence pods in %s.\n", ns)
+				return nil
+			}
+			var failed []string
+			for i := range pods.Items {
+				p := &pods.Items[i]
+				if err := o.client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+					fmt.Fprintf(o.streams.ErrOut, "Error: deleting pod %s/%s: %v\n", ns, p.Name, err)
+					failed = append(failed, p.Name)
+					continue
+				}
+				fmt.Fprintf(o.streams.Out, "pod/%s deleted (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
+			}
+			if len(failed) > 0 {
+				return fmt.Errorf("%d of %d evidence pods not deleted: %s", len(failed), len(pods.Items), strings.Join(failed, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+// purgeRefusal says why evidence of env must not be purged now, or "".
+func purgeRefusal(env *v1alpha1.HealthEnvironment) string {
+	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+		return fmt.Sprintf("HealthEnvironment %s is fenced: its evidence pods are under investigation and cannot be purged; restore it first (kubectl careplane restore %s)", env.Name, env.Name)
+	}
+	for _, t := range []string{v1alpha1.ConditionFenced, v1alpha1.ConditionRestoring} {
+		for _, c := range env.Status.Conditions {
+			if c.Type == t && c.Status == metav1.ConditionTrue {
+				return fmt.Sprintf("HealthEnvironment %s is still %s (%s=True): wait until the restore completes before purging evidence", env.Name, strings.ToLower(t), t)
+			}
+		}
+	}
+	return ""
+}

@@ -1,0 +1,235 @@
+package plugin
+
+import (
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+)
+
+func testEnv(mutate func(*v1alpha1.HealthEnvironment)) *v1alpha1.HealthEnvironment {
+	env := &v1alpha1.HealthEnvironment{
+		ObjectMeta: metav1.ObjectMeta{Name: "wales-111"},
+		Spec: v1alpha1.HealthEnvironmentSpec{
+			Tenant: v1alpha1.Tenant{DisplayName: "NHS 111 Wales"},
+			Services: []v1alpha1.Service{
+				{Name: "referral", Port: 8443, Replicas: ptr.To[int32](1), GeneratedSecrets: []string{"cad-key"}},
+				{Name: "call-handling", Port: 8080, Replicas: ptr.To[int32](2), Critical: true, GeneratedSecrets: []string{"db-password"}},
+			},
+			Isolation: v1alpha1.Isolation{
+				Mode: v1alpha1.IsolationFenced, Reason: "ransomware", Ticket: "INC-2041",
+				ForensicsFrom: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"kubernetes.io/metadata.name": "forensics"}},
+			},
+		},
+	}
+	if mutate != nil {
+		mutate(env)
+	}
+	return env
+}
+
+func objMeta(ns, name string, lbls ...string) metav1.ObjectMeta {
+	m := metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{}}
+	for i := 0; i+1 < len(lbls); i += 2 {
+		m.Labels[lbls[i]] = lbls[i+1]
+	}
+	return m
+}
+
+// clusterState is what a Ready, unfenced wales-111 holds, plus a policy
+// careplane did not create and objects of another environment.
+func clusterState(env *v1alpha1.HealthEnvironment) FenceState {
+	const ns, other = "wales-111-primary", "scotland-111-primary"
+	own := []string{v1alpha1.LabelEnvironment, "wales-111"}
+	pod := func(name, svc string, extra ...string) corev1.Pod {
+		return corev1.Pod{ObjectMeta: objMeta(ns, name, append(append([]string{}, own...), append([]string{v1alpha1.LabelService, svc}, extra...)...)...)}
+	}
+	return FenceState{
+		Env: env,
+		Policies: []networkingv1.NetworkPolicy{
+			{ObjectMeta: objMeta(ns, "svc-referral", own...)},
+			{ObjectMeta: objMeta(ns, "default-deny", own...)},
+			{ObjectMeta: objMeta(ns, "legacy-allow-all")},
+			{ObjectMeta: objMeta(ns, "allow-dns", own...)},
+			{ObjectMeta: objMeta(other, "default-deny")},
+		},
+		ServiceAccounts: []corev1.ServiceAccount{
+			{ObjectMeta: objMeta(ns, "call-handling", own...)}, {ObjectMeta: objMeta(ns, "referral", own...)}, {ObjectMeta: objMeta(ns, "default")},
+		},
+		Secrets: []corev1.Secret{
+			{ObjectMeta: objMeta(ns, "call-handling.db-password", own...)}, {ObjectMeta: objMeta(ns, "referral.cad-key", own...)},
+			{ObjectMeta: objMeta(other, "call-handling.db-password")},
+		},
+		Pods: []corev1.Pod{
+			pod("referral-7d9-x1", "referral"),
+			pod("call-handling-5c-a", "call-handling"),
+			pod("call-handling-5c-b", "call-handling"),
+			{ObjectMeta: objMeta(other, "call-handling-zz", v1alpha1.LabelEnvironment, "scotland-111", v1alpha1.LabelService, "call-handling")},
+		},
+		Deployments: []appsv1.Deployment{{ObjectMeta: objMeta(ns, "call-handling")}, {ObjectMeta: objMeta(ns, "referral")}},
+		FrontSlices: []discoveryv1.EndpointSlice{
+			{ObjectMeta: objMeta("wales-111", "call-handling-careplane")}, {ObjectMeta: objMeta("wales-111", "referral-careplane")},
+		},
+	}
+}
+
+// planLines renders actions as "step verb kind namespace/name" for
+// comparison.
+func planLines(p Plan) []string {
+	var out []string
+	for _, a := range p.Actions {
+		name := a.Name
+		if a.Namespace != "" {
+			name = a.Namespace + "/" + a.Name
+		}
+		out = append(out, strings.Join([]string{string(rune('0' + a.Step)), a.Verb, a.Kind, name}, " "))
+	}
+	return out
+}
+
+func TestPlanFence(t *testing.T) {
+	tests := []struct {
+		name      string
+		state     func() FenceState
+		want      []string
+		wantNotes map[string]string // name -> substring of its note
+	}{{
+		name:  "a Ready environment, preserving evidence",
+		state: func() FenceState { return clusterState(testEnv(nil)) },
+		want: []string{
+			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
+			"1 apply Namespace wales-111-primary",
+			"2 delete NetworkPolicy wales-111-primary/allow-dns",
+			"2 delete NetworkPolicy wales-111-primary/default-deny",
+			"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
+			"2 delete NetworkPolicy wales-111-primary/svc-referral",
+			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 delete Secret wales-111-primary/call-handling.db-password",
+			"3 delete Secret wales-111-primary/referral.cad-key",
+			"4 preserve Pod wales-111-primary/call-handling-5c-a",
+			"4 preserve Pod wales-111-primary/call-handling-5c-b",
+			"4 preserve Pod wales-111-primary/referral-7d9-x1",
+			"4 scale-to-0 Deployment wales-111-primary/call-handling",
+			"4 scale-to-0 Deployment wales-111-primary/referral",
+			"5 empty EndpointSlice wales-111/call-handling-careplane",
+			"5 empty EndpointSlice wales-111/referral-careplane",
+		},
+		wantNotes: map[string]string{
+			"careplane-fence":    "except ingress from the forensicsFrom namespaces",
+			"legacy-allow-all":   "not careplane's",
+			"call-handling-5c-a": "careplane.io/evidence=INC-2041",
+		},
+	}, {
+		name: "--stop, no ticket, no forensics, an admin tier, a standby and a policy already gone",
+		state: func() FenceState {
+			s := clusterState(testEnv(func(e *v1alpha1.HealthEnvironment) {
+				e.Spec.Isolation.Workloads = v1alpha1.WorkloadsStop
+				e.Spec.Isolation.Ticket = ""
+				e.Spec.Isolation.ForensicsFrom = nil
+				e.Spec.Failover.Standby = v1alpha1.StandbyWarm
+			}))
+			s.AdminPolicyKind = "ClusterNetworkPolicy"
+			now := metav1.Now()
+			s.Policies[0].DeletionTimestamp = &now
+			s.Policies = append(s.Policies, networkingv1.NetworkPolicy{ObjectMeta: objMeta("wales-111-primary", "careplane-fence")})
+			s.Secrets = s.Secrets[1:] // call-handling.db-password already deleted
+			return s
+		},
+		want: []string{
+			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
+			"1 apply Namespace wales-111-primary",
+			"1 apply ClusterNetworkPolicy careplane-fence-wales-111",
+			"2 delete NetworkPolicy wales-111-primary/allow-dns",
+			"2 delete NetworkPolicy wales-111-primary/default-deny",
+			"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
+			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 delete Secret wales-111-primary/referral.cad-key",
+			"4 delete Pod wales-111-primary/call-handling-5c-a",
+			"4 delete Pod wales-111-primary/call-handling-5c-b",
+			"4 delete Pod wales-111-primary/referral-7d9-x1",
+			"4 scale-to-0 Deployment wales-111-primary/call-handling",
+			"4 scale-to-0 Deployment wales-111-primary/referral",
+			"5 empty EndpointSlice wales-111/call-handling-careplane",
+			"5 empty EndpointSlice wales-111/referral-careplane",
+		},
+		wantNotes: map[string]string{
+			"careplane-fence":         "deny all ingress and egress of every pod",
+			"call-handling-careplane": "switches to the standby",
+			"call-handling-5c-a":      "workloads: Stop",
+		},
+	}, {
+		name: "an environment not provisioned yet, with evidence from an earlier fence",
+		state: func() FenceState {
+			s := FenceState{Env: testEnv(nil)}
+			s.Pods = []corev1.Pod{{ObjectMeta: objMeta("wales-111-primary", "call-handling-old",
+				v1alpha1.LabelEnvironment, "wales-111", v1alpha1.LabelEvidence, "INC-1")}}
+			return s
+		},
+		want: []string{
+			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
+			"1 apply Namespace wales-111-primary",
+			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/referral",
+			"4 preserve Pod wales-111-primary/call-handling-old",
+			"4 scale-to-0 Deployment wales-111-primary/call-handling",
+			"4 scale-to-0 Deployment wales-111-primary/referral",
+			"5 empty EndpointSlice wales-111/call-handling-careplane",
+			"5 empty EndpointSlice wales-111/referral-careplane",
+		},
+		wantNotes: map[string]string{
+			"call-handling-old": "already evidence (careplane.io/evidence=INC-1)",
+			"referral":          "does not exist yet",
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := PlanFence(tt.state())
+			if p.Environment != "wales-111" {
+				t.Errorf("Environment = %q", p.Environment)
+			}
+			got := planLines(p)
+			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
+				t.Errorf("plan:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))
+			}
+			for name, sub := range tt.wantNotes {
+				found := false
+				for _, a := range p.Actions {
+					if a.Name == name && strings.Contains(a.Note, sub) {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("no action on %s with a note containing %q", name, sub)
+				}
+			}
+		})
+	}
+}
+
+func TestWritePlan(t *testing.T) {
+	p := Plan{Environment: "wales-111", Actions: []Action{
+		{Step: 1, Verb: VerbApply, Kind: "NetworkPolicy", Namespace: "wales-111-primary", Name: "careplane-fence", Note: "deny all"},
+		{Step: 1, Verb: VerbApply, Kind: "ClusterNetworkPolicy", Name: "careplane-fence-wales-111", Note: "admin tier"},
+	}}
+	var b strings.Builder
+	if err := WritePlan(&b, p); err != nil {
+		t.Fatal(err)
+	}
+	want := `Fence plan for HealthEnvironment wales-111 (2 writes; nothing was changed):
+STEP  ACTION  KIND                  NAMESPACE          NAME                       NOTE
+1     apply   NetworkPolicy         wales-111-primary  careplane-fence            deny all
+1     apply   ClusterNetworkPolicy  -                  careplane-fence-wales-111  admin tier
+`
+	if b.String() != want {
+		t.Errorf("WritePlan:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

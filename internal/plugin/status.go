@@ -1,0 +1,180 @@
+package plugin
+
+import (
+	"cmp"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+)
+
+// none is shown for an empty cell.
+const none = "<none>"
+
+// StatusRow is one environment as `status` shows it.
+type StatusRow struct {
+	Name, Tenant, Mode, Active, Services, Ready, KnownGood, LastIncident string
+}
+
+// StatusRowOf summarises env for the status table.
+func StatusRowOf(env *v1alpha1.HealthEnvironment) StatusRow {
+	r := StatusRow{
+		Name:      env.Name,
+		Tenant:    orNone(env.Spec.Tenant.DisplayName),
+		Mode:      string(env.Spec.Isolation.Mode),
+		Active:    orNone(string(env.Status.ActiveSite)),
+		Services:  orNone(env.Status.ReadyServices),
+		Ready:     "Unknown",
+		KnownGood: orNone(env.Status.KnownGoodRevision),
+	}
+	if r.Mode == "" {
+		r.Mode = string(v1alpha1.IsolationNone)
+	}
+	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionReady); c != nil {
+		r.Ready = string(c.Status)
+	}
+	r.LastIncident = lastIncident(env)
+	return r
+}
+
+// lastIncident describes the open fence, or else the newest incident.
+func lastIncident(env *v1alpha1.HealthEnvironment) string {
+	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+		ticket := env.Spec.Isolation.Ticket
+		if ticket == "" {
+			ticket = "(no ticket)"
+		}
+		s := ticket + " open"
+		if st := env.Status.Isolation; st != nil && st.FencedAt != nil {
+			s += " since " + timestamp(st.FencedAt)
+		}
+		return s
+	}
+	if n := len(env.Status.Incidents); n > 0 {
+		inc := env.Status.Incidents[n-1]
+		ticket := inc.Ticket
+		if ticket == "" {
+			ticket = "(no ticket)"
+		}
+		if inc.RestoredAt != nil {
+			return ticket + " restored " + timestamp(inc.RestoredAt)
+		}
+		return ticket + " fenced " + timestamp(inc.FencedAt)
+	}
+	return none
+}
+
+func timestamp(t *metav1.Time) string {
+	if t == nil {
+		return "?"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return none
+	}
+	return s
+}
+
+// WriteStatus writes envs, sorted by name, as a table with the columns NAME
+// TENANT MODE ACTIVE SERVICES READY KNOWN-GOOD LAST-INCIDENT.
+func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment) error {
+	if len(envs) == 0 {
+		_, err := fmt.Fprintln(w, "No HealthEnvironments found.")
+		return err
+	}
+	sorted := slices.Clone(envs)
+	slices.SortFunc(sorted, func(a, b v1alpha1.HealthEnvironment) int { return cmp.Compare(a.Name, b.Name) })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tTENANT\tMODE\tACTIVE\tSERVICES\tREADY\tKNOWN-GOOD\tLAST-INCIDENT")
+	for i := range sorted {
+		r := StatusRowOf(&sorted[i])
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Tenant, r.Mode, r.Active, r.Services, r.Ready, r.KnownGood, r.LastIncident)
+	}
+	return tw.Flush()
+}
+
+// SortRevisions sorts revisions newest first: by revision number, then by
+// creation time, then by name.
+func SortRevisions(revs []appsv1.ControllerRevision) {
+	slices.SortFunc(revs, func(a, b appsv1.ControllerRevision) int {
+		return cmp.Or(
+			cmp.Compare(b.Revision, a.Revision),
+			b.CreationTimestamp.Compare(a.CreationTimestamp.Time),
+			cmp.Compare(a.Name, b.Name),
+		)
+	})
+}
+
+// WriteRevisions writes the known-good revisions of an environment newest
+// first, with the columns KNOWN-GOOD NAME REVISION CREATED, marking the one
+// status.knownGoodRevision names with "*".
+func WriteRevisions(w io.Writer, revs []appsv1.ControllerRevision, knownGood string) error {
+	if len(revs) == 0 {
+		_, err := fmt.Fprintln(w, "No revisions recorded yet: an environment records one when it is first Ready.")
+		return err
+	}
+	sorted := slices.Clone(revs)
+	SortRevisions(sorted)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	// The mark comes first, as kubectl config get-contexts puts CURRENT,
+	// so that no line ends in padding.
+	fmt.Fprintln(tw, "KNOWN-GOOD\tNAME\tREVISION\tCREATED")
+	for _, r := range sorted {
+		mark := ""
+		if r.Name == knownGood {
+			mark = "*"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", mark, r.Name, strconv.FormatInt(r.Revision, 10), r.CreationTimestamp.UTC().Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// FenceDone reports whether env has reported the fence of generation gen
+// complete (Fenced=True), and a one-line progress message.
+func FenceDone(env *v1alpha1.HealthEnvironment, gen int64) (bool, string) {
+	c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced)
+	if c == nil {
+		return false, "waiting for the operator to report the Fenced condition"
+	}
+	msg := fmt.Sprintf("Fenced=%s (%s): %s", c.Status, c.Reason, c.Message)
+	return c.Status == metav1.ConditionTrue && c.ObservedGeneration >= gen, msg
+}
+
+// RestoreDone reports whether env has reported the restore of generation gen
+// complete (Ready=True and Fenced=False, status observed at gen or later),
+// and a one-line progress message.
+func RestoreDone(env *v1alpha1.HealthEnvironment, gen int64) (bool, string) {
+	ready := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionReady)
+	fenced := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced)
+	if ready == nil || fenced == nil {
+		return false, "waiting for the operator to report the Ready and Fenced conditions"
+	}
+	msg := fmt.Sprintf("Ready=%s (%s), Fenced=%s (%s)", ready.Status, ready.Reason, fenced.Status, fenced.Reason)
+	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionRestoring); c != nil && (c.Status == metav1.ConditionTrue || c.Reason == v1alpha1.ReasonRestoreBlocked) {
+		msg += fmt.Sprintf(", Restoring=%s (%s): %s", c.Status, c.Reason, c.Message)
+	}
+	done := ready.Status == metav1.ConditionTrue && fenced.Status == metav1.ConditionFalse &&
+		env.Status.ObservedGeneration >= gen && ready.ObservedGeneration >= gen
+	return done, msg
+}
+
+// RestoreBlocked returns the Restoring condition's message when the operator
+// reports the restore cannot proceed (for example an unknown revision).
+func RestoreBlocked(env *v1alpha1.HealthEnvironment, gen int64) (string, bool) {
+	c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionRestoring)
+	if c == nil || c.Reason != v1alpha1.ReasonRestoreBlocked || c.ObservedGeneration < gen {
+		return "", false
+	}
+	return c.Message, true
+}

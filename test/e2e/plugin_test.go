@@ -1,0 +1,270 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+)
+
+// pluginRunner runs the kubectl-careplane binary against the test cluster.
+type pluginRunner struct {
+	bin string
+}
+
+func buildPlugin(t *testing.T) pluginRunner {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "kubectl-careplane")
+	out, err := exec.Command("go", "build", "-o", bin, "../../cmd/kubectl-careplane").CombinedOutput()
+	if err != nil {
+		t.Fatalf("building kubectl-careplane: %v\n%s", err, out)
+	}
+	return pluginRunner{bin: bin}
+}
+
+// run runs the plugin with --kubeconfig and returns its combined output and
+// exit code.
+func (p pluginRunner) run(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	cmd := exec.Command(p.bin, append(args, "--kubeconfig", os.Getenv("KUBECONFIG"))...)
+	out, err := cmd.CombinedOutput()
+	t.Logf("kubectl careplane %s\n%s", strings.Join(args, " "), out)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	default:
+		t.Fatalf("running kubectl-careplane %v: %v", args, err)
+		return "", -1
+	}
+}
+
+// ok runs the plugin and fails the test unless it succeeds.
+func (p pluginRunner) ok(t *testing.T, args ...string) string {
+	t.Helper()
+	out, code := p.run(t, args...)
+	if code != 0 {
+		t.Fatalf("kubectl careplane %s: exit %d\n%s", strings.Join(args, " "), code, out)
+	}
+	return out
+}
+
+// asResponder runs the plugin as an incident responder (the same
+// impersonation kubectl's responderArgs use) and fails unless it succeeds.
+func (p pluginRunner) asResponder(t *testing.T, args ...string) string {
+	t.Helper()
+	return p.ok(t, append(append([]string{}, args...), responderArgs...)...)
+}
+
+// planLists reports whether the plan table in out has a row with these
+// ACTION, KIND, NAMESPACE and NAME cells.
+func planLists(out, verb, kind, namespace, name string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[1] == verb && f[2] == kind && f[3] == namespace && f[4] == name {
+			return true
+		}
+	}
+	return false
+}
+
+func mustContain(t *testing.T, what, out string, subs ...string) {
+	t.Helper()
+	for _, s := range subs {
+		if !strings.Contains(out, s) {
+			t.Errorf("%s: output lacks %q:\n%s", what, s, out)
+		}
+	}
+}
+
+// TestPlugin drives kubectl-careplane through a responder's incident: status,
+// a dry run that changes nothing, a fence (refused without the responder
+// group, with the guardrail's own message), verify, restore, revisions,
+// purging the evidence, and a fence of several environments by selector.
+func TestPlugin(t *testing.T) {
+	ctx := context.Background()
+	plugin := buildPlugin(t)
+	a, b := uniqueName("plug-a"), uniqueName("plug-b")
+	run := uniqueName("run")
+	for _, n := range []string{a, b} {
+		applyFenceEnv(t, n)
+	}
+	kubectl(t, "label", "henv", a, b, "careplane-e2e-plugin="+run)
+	envA := waitReady(t, a, 2*time.Minute)
+	waitReady(t, b, 2*time.Minute)
+	eventually(t, 15*time.Second, a+" known-good revision", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, envA); err != nil {
+			return false, "", err
+		}
+		return envA.Status.KnownGoodRevision != "", "none yet", nil
+	})
+	nsA := a + "-primary"
+
+	t.Run("status", func(t *testing.T) {
+		out := plugin.ok(t, "status", a)
+		mustContain(t, "status "+a, out, "NAME", "TENANT", "MODE", "ACTIVE", "SERVICES", "READY", "KNOWN-GOOD", "LAST-INCIDENT",
+			a, "Fence test "+a, "None", "Primary", "2/2", "True", envA.Status.KnownGoodRevision)
+		all := plugin.ok(t, "status")
+		mustContain(t, "status", all, a, b)
+		if out, code := plugin.run(t, "status", "no-such-env"); code == 0 || !strings.Contains(out, `HealthEnvironment "no-such-env" not found`) {
+			t.Errorf("status of a missing environment: exit %d\n%s", code, out)
+		}
+	})
+
+	t.Run("fence --dry-run changes nothing and lists the plan", func(t *testing.T) {
+		before := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, before); err != nil {
+			t.Fatal(err)
+		}
+		policiesBefore := policyNames(t, nsA)
+		out := plugin.asResponder(t, "fence", a, "--reason", "plugin dry run", "--ticket", "INC-DRY", "--dry-run")
+		mustContain(t, "dry run", out, "Server-side dry run", "careplane-fence", "ServiceAccount", "call-handling.db-password",
+			"scale-to-0", "call-handling-careplane", "careplane.io/evidence=INC-DRY")
+		for _, p := range policiesBefore {
+			if !planLists(out, "delete", "NetworkPolicy", nsA, p) {
+				t.Errorf("the plan does not list policy %s for deletion:\n%s", p, out)
+			}
+		}
+		if !planLists(out, "apply", "NetworkPolicy", nsA, "careplane-fence") {
+			t.Errorf("the plan does not list the deny policy careplane-fence:\n%s", out)
+		}
+		if len(policiesBefore) < 3 {
+			t.Errorf("the primary has only policies %v; want default-deny, allow-dns and the services'", policiesBefore)
+		}
+		after := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, after); err != nil {
+			t.Fatal(err)
+		}
+		if after.ResourceVersion != before.ResourceVersion || after.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+			t.Errorf("the dry run changed %s: resourceVersion %s -> %s, mode %q", a, before.ResourceVersion, after.ResourceVersion, after.Spec.Isolation.Mode)
+		}
+		if got := policyNames(t, nsA); strings.Join(got, ",") != strings.Join(policiesBefore, ",") {
+			t.Errorf("policies changed by the dry run: %v -> %v", policiesBefore, got)
+		}
+	})
+
+	t.Run("fence without the responder group is refused with the guardrail's message", func(t *testing.T) {
+		out, code := plugin.run(t, "fence", a, "--reason", "not a responder", "--timeout", "10s")
+		if code == 0 {
+			t.Fatalf("fence by a non-responder succeeded:\n%s", out)
+		}
+		mustContain(t, "non-responder fence", out, "only members of "+v1alpha1.DefaultResponderGroup+" may change spec.isolation of HealthEnvironment "+a)
+	})
+
+	t.Run("fence as a responder waits for Fenced=True", func(t *testing.T) {
+		out := plugin.asResponder(t, "fence", a, "--reason", "ransomware indicators", "--ticket", "INC-P1", "--timeout", "60s")
+		mustContain(t, "fence", out, "fence requested", a+" fenced after")
+		e := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, e); err != nil {
+			t.Fatal(err)
+		}
+		if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionTrue {
+			t.Errorf("Fenced = %+v after the plugin returned", c)
+		}
+		if e.Spec.Isolation.Ticket != "INC-P1" || e.Spec.Isolation.Reason != "ransomware indicators" {
+			t.Errorf("spec.isolation = %+v", e.Spec.Isolation)
+		}
+		managed := false
+		for _, m := range e.ManagedFields {
+			managed = managed || (m.Manager == "kubectl-careplane" && m.Operation == metav1.ManagedFieldsOperationApply)
+		}
+		if !managed {
+			t.Errorf("no server-side apply by field manager kubectl-careplane in %+v", e.ManagedFields)
+		}
+	})
+
+	t.Run("verify", func(t *testing.T) {
+		out := plugin.ok(t, "verify", a)
+		mustContain(t, "verify "+a, out, "No NetworkPolicy allows a flow into or out of a fenced pod.", "Isolated.")
+		out, code := plugin.run(t, "verify", b)
+		if code != 1 {
+			t.Errorf("verify of unfenced %s: exit %d, want 1\n%s", b, code, out)
+		}
+		mustContain(t, "verify "+b, out, "DIRECTION", "not isolated")
+	})
+
+	t.Run("purge-evidence is refused while fenced", func(t *testing.T) {
+		out, code := plugin.run(t, append([]string{"purge-evidence", a}, responderArgs...)...)
+		if code == 0 {
+			t.Fatalf("purge-evidence of a fenced environment succeeded:\n%s", out)
+		}
+		mustContain(t, "purge while fenced", out, "is fenced", "restore it first")
+		if len(evidencePods(t, nsA)) == 0 {
+			t.Errorf("no evidence pods in %s", nsA)
+		}
+	})
+
+	t.Run("revisions", func(t *testing.T) {
+		out := plugin.ok(t, "revisions", a)
+		mustContain(t, "revisions", out, "NAME", "KNOWN-GOOD")
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			found = found || (len(f) == 4 && f[0] == "*" && f[1] == envA.Status.KnownGoodRevision)
+		}
+		if !found {
+			t.Errorf("revisions does not mark %s as known-good:\n%s", envA.Status.KnownGoodRevision, out)
+		}
+	})
+
+	t.Run("restore waits for Ready and the fence lifted", func(t *testing.T) {
+		out := plugin.asResponder(t, "restore", a, "--revision", envA.Status.KnownGoodRevision, "--timeout", "90s")
+		mustContain(t, "restore", out, "restore requested", a+" restored after")
+		e := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, e); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(e.Status.Incidents); n != 1 || e.Status.Incidents[0].Ticket != "INC-P1" || e.Status.Incidents[0].RestoredFrom != envA.Status.KnownGoodRevision {
+			t.Errorf("incidents = %+v", e.Status.Incidents)
+		}
+		if e.Spec.Isolation.Reason != "" || e.Spec.Isolation.Mode != v1alpha1.IsolationNone {
+			t.Errorf("spec.isolation after restore = %+v; want mode None and the fence's reason gone", e.Spec.Isolation)
+		}
+		mustContain(t, "status after restore", plugin.ok(t, "status", a), "INC-P1 restored")
+	})
+
+	t.Run("purge-evidence", func(t *testing.T) {
+		n := len(evidencePods(t, nsA))
+		out := plugin.asResponder(t, "purge-evidence", a)
+		if got := strings.Count(out, " deleted (evidence INC-P1)"); got != n || n == 0 {
+			t.Errorf("purge-evidence deleted %d pods, want the %d evidence pods:\n%s", got, n, out)
+		}
+		eventually(t, 30*time.Second, "evidence pods gone", func(ctx context.Context) (bool, string, error) {
+			left := len(evidencePods(t, nsA))
+			return left == 0, fmt.Sprintf("%d left", left), nil
+		})
+	})
+
+	t.Run("fence --selector fences every matching environment", func(t *testing.T) {
+		out := plugin.asResponder(t, "fence", "--selector", "careplane-e2e-plugin="+run, "--reason", "supplier breach", "--ticket", "INC-P2", "--stop", "--timeout", "60s")
+		mustContain(t, "fence --selector", out, a+" fenced after", b+" fenced after")
+		for _, n := range []string{a, b} {
+			e := &v1alpha1.HealthEnvironment{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: n}, e); err != nil {
+				t.Fatal(err)
+			}
+			c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced)
+			if c == nil || c.Status != metav1.ConditionTrue || e.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop || e.Spec.Isolation.Ticket != "INC-P2" {
+				t.Errorf("%s after fence --selector: Fenced %+v, isolation %+v", n, c, e.Spec.Isolation)
+			}
+		}
+		if out, code := plugin.run(t, append([]string{"fence", "--selector", "careplane-e2e-plugin=none-" + run, "--reason", "x"}, responderArgs...)...); code == 0 || !strings.Contains(out, "no HealthEnvironment matches") {
+			t.Errorf("fence of an empty selection: exit %d\n%s", code, out)
+		}
+	})
+}
