@@ -57,12 +57,15 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 	}
 
 	// The primary, as this reconcile observed it (a fenced primary counts no
-	// ready replica).
-	primaryReady, criticalDown := len(critical) > 0, false
+	// ready replica; a critical service not observed is not ready).
+	observed := 0
+	criticalDown := false
+	primaryReady := true
 	for _, svc := range s.services {
 		if svc.Site != v1alpha1.SitePrimary || !critical[svc.Name] {
 			continue
 		}
+		observed++
 		if svc.ReadyReplicas < svc.Replicas {
 			primaryReady = false
 		}
@@ -71,10 +74,10 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 		}
 	}
 	fenced := s.primaryFenced() && !s.restored
-	if fenced {
+	if fenced || observed < len(critical) || len(critical) == 0 {
 		primaryReady = false
 	}
-	now := metav1.NewTime(s.now)
+	now := metav1.NewMicroTime(s.now)
 	switch {
 	case criticalDown && st.PrimaryDownSince == nil:
 		st.PrimaryDownSince = &now

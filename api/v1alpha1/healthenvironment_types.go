@@ -609,19 +609,21 @@ type IsolationStatus struct {
 }
 
 // FailoverStatus records when traffic last moved and how long the primary
-// has been up or down, for the failover decision's thresholds.
+// has been up or down, for the failover decision's thresholds. The times
+// keep microseconds: whole seconds would let a threshold pass up to a
+// second early.
 type FailoverStatus struct {
 	// switchedAt is when traffic last moved to the active site (or stopped).
 	// +optional
-	SwitchedAt *metav1.Time `json:"switchedAt,omitempty"`
+	SwitchedAt *metav1.MicroTime `json:"switchedAt,omitempty"`
 	// primaryDownSince is since when a critical service of the primary has
 	// had no ready replica.
 	// +optional
-	PrimaryDownSince *metav1.Time `json:"primaryDownSince,omitempty"`
+	PrimaryDownSince *metav1.MicroTime `json:"primaryDownSince,omitempty"`
 	// primaryReadySince is since when every critical service of the primary
 	// has had all its replicas ready.
 	// +optional
-	PrimaryReadySince *metav1.Time `json:"primaryReadySince,omitempty"`
+	PrimaryReadySince *metav1.MicroTime `json:"primaryReadySince,omitempty"`
 	// standbyRevision is the known-good revision the standby runs.
 	// +optional
 	StandbyRevision string `json:"standbyRevision,omitempty"`
