@@ -141,7 +141,7 @@ install-plugin: build-plugin ## Install kubectl-careplane into PLUGIN_INSTALL_DI
 ##@ Demo
 
 .PHONY: demo
-demo: build cluster-up ## Build everything, start the local cluster, install careplane and show it working.
+demo: build build-plugin helm cluster-up ## Build everything, start the local cluster, install careplane with its chart and tell an incident with the plugin.
 	hack/demo.sh $(CLUSTER_NAME)
 
 ##@ Tools

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The careplane demo: on the local kwok cluster NAME (started by `make
-# cluster-up`), install the CRD, run the manager, apply the sample
-# environments and show them reaching Ready. Leaves everything running and
-# prints how to explore and how to tear down.
+# The careplane demo, on the local kwok cluster NAME (started by `make
+# cluster-up`): install careplane with its Helm chart, run the manager as the
+# chart's ServiceAccount, apply four customer environments, then tell the
+# incident with the kubectl plugin: fence one, show the others untouched and
+# its critical services serving from the standby, verify the isolation,
+# restore it, and show the incident record. Leaves everything running.
 #
-# Pods on kwok's simulated nodes run no process, so the manager runs on this
-# machine against the cluster, as it would in-cluster.
+# Pods on kwok's simulated nodes run no process, so the chart's manager pod
+# does nothing; the manager binary runs on this machine instead, with a token
+# of the chart's ServiceAccount — so it has exactly the chart's RBAC.
 #
 # Usage: hack/demo.sh NAME
 set -euo pipefail
@@ -15,19 +18,42 @@ name=${1:?usage: $0 NAME}
 bin=${K8S_BIN:-$root/bin/k8s}
 export KWOK_WORKDIR=${KWOK_WORKDIR:-$root/.kwok}
 export KUBECONFIG=$KWOK_WORKDIR/$name.kubeconfig
+export PATH=$root/bin:$bin:$PATH
+ns=careplane-system
+responder=(--as=demo-responder --as-group=careplane:incident-responders --as-group=system:authenticated)
 k() { "$bin/kubectl" "$@"; }
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
+run() {
+	printf '$ %s\n' "$*"
+	"$@"
+}
 
-[ -f "$KUBECONFIG" ] || { echo "no cluster $name: run 'make cluster-up' first" >&2; exit 1; }
+[ -f "$KUBECONFIG" ] || {
+	echo "no cluster $name: run 'make cluster-up' first" >&2
+	exit 1
+}
 
-say "Installing the HealthEnvironment CRD"
-k apply --server-side -f "$root/config/crd/bases"
-k wait --for=condition=Established crd/healthenvironments.careplane.io --timeout=60s
+say "Installing careplane with Helm (CRD, RBAC, guardrail admission policies)"
+# kwok runs its scheduler and simulated kubelets as kwok-admin: on this
+# cluster that user is the control plane, which the freeze of fenced
+# namespaces must let keep pods running.
+run helm upgrade --install careplane "$root/charts/careplane" -n $ns --create-namespace \
+	--set 'guardrails.controlPlaneUsers={kwok-admin}'
+k wait --for=condition=Established crd/healthenvironments.careplane.io --timeout=60s >/dev/null
+# Incident responders are a group; here they may edit (which the chart
+# aggregates careplane-edit into).
+k create clusterrolebinding careplane-demo-responders --clusterrole=edit \
+	--group=careplane:incident-responders --dry-run=client -o yaml | k apply -f - >/dev/null
 
-say "Starting the careplane manager (logs: $KWOK_WORKDIR/$name-manager.log)"
+say "Starting the manager as the chart's ServiceAccount (log: $KWOK_WORKDIR/$name-manager.log)"
 "$root/hack/cluster.sh" stop-manager "$name"
-nohup "$root/bin/manager" --kubeconfig "$KUBECONFIG" --metrics-bind-address=0 --health-probe-bind-address=0 \
+token=$(k create token careplane-manager -n $ns --duration=24h)
+sakc=$KWOK_WORKDIR/$name-manager.kubeconfig
+cp "$KUBECONFIG" "$sakc"
+k --kubeconfig "$sakc" config set-credentials careplane-manager --token="$token" >/dev/null
+k --kubeconfig "$sakc" config set-context --current --user=careplane-manager >/dev/null
+nohup "$root/bin/manager" --kubeconfig "$sakc" --leader-elect --leader-election-namespace=$ns \
+	--metrics-bind-address=0 --health-probe-bind-address=0 \
 	>"$KWOK_WORKDIR/$name-manager.log" 2>&1 &
 echo $! >"$KWOK_WORKDIR/$name-manager.pid"
 sleep 1
@@ -37,48 +63,54 @@ kill -0 "$(cat "$KWOK_WORKDIR/$name-manager.pid")" 2>/dev/null || {
 	exit 1
 }
 
-say "Applying two customer environments: NHS 111 Wales and Yorkshire care records"
-run k apply -f "$root/config/samples/wales-111.yaml" -f "$root/config/samples/yorkshire-care-records.yaml"
-
-say "Waiting for both to be Ready"
+say "Applying four customer environments: 111 for Wales, the North East and the South West, and Yorkshire care records"
+run k apply -k "$root/config/samples"
 run k wait --for=condition=Ready henv --all --timeout=180s
-run k get henv
+run kubectl-careplane status
 
 say "What careplane built for wales-111"
 run k get namespaces -l careplane.io/environment=wales-111 -L pod-security.kubernetes.io/enforce
-run k get deployments,services,networkpolicies,resourcequotas -n wales-111-primary
-run k get services,endpointslices -n wales-111
-run k get controllerrevisions -n wales-111
-
-say "An incident: fencing wales-111 (yorkshire-care-records keeps working; wales-111's critical services move to its warm standby)"
-run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"Fenced","reason":"ransomware indicators on call-handling","ticket":"INC-2041"}}}'
-run k wait --for=condition=Fenced henv/wales-111 --timeout=30s
-run k get henv
-run k get networkpolicies -n wales-111-primary
-run k get pods -n wales-111-primary -L careplane.io/evidence
+run k get deployments,networkpolicies,resourcequotas -n wales-111-primary
+run k get deployments -n wales-111-standby -o wide
 run k get endpointslices -n wales-111
-run k get pods -n wales-111-standby -o wide
+
+say "An incident at wales-111: what would a fence do? (server-side dry run)"
+run kubectl-careplane "${responder[@]}" fence wales-111 --reason "ransomware indicators on call-handling" --ticket INC-2041 --dry-run
+
+say "Fencing wales-111 as an incident responder"
+run kubectl-careplane "${responder[@]}" fence wales-111 --reason "ransomware indicators on call-handling" --ticket INC-2041
+run kubectl-careplane status
+echo "(the other three environments are untouched and Ready; wales-111's critical services serve from its standby)"
+run k get endpointslices -n wales-111
+run k get pods -n wales-111-primary -L careplane.io/evidence
+run kubectl-careplane "${responder[@]}" verify wales-111
 k get henv wales-111 -o jsonpath='{range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}'
 
+say "Without the responder group, nobody — not even cluster-admin — can lift it"
+printf '$ kubectl patch henv wales-111 --type=merge -p {"spec":{"isolation":{"mode":"None"}}}\n'
+k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"None"}}}' 2>&1 | sed -n 1p || true
+
 say "Restoring wales-111: rebuilt behind the fence with new credentials, then the fence goes"
-run k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"None"}}}'
-run k wait --for=condition=Fenced=false henv/wales-111 --timeout=120s
-run k get henv
+run kubectl-careplane "${responder[@]}" restore wales-111
+run kubectl-careplane status
 k get henv wales-111 -o jsonpath='{range .status.incidents[*]}incident {.ticket}: fenced {.fencedAt}, restored {.restoredAt} from {.restoredFrom}{"\n"}{end}'
-run k get pods -n wales-111-primary -L careplane.io/evidence
+run kubectl-careplane revisions wales-111
 k get henv wales-111 -o jsonpath='ServingFromStandby: {.status.conditions[?(@.type=="ServingFromStandby")].message}{"\n"}'
-echo "(traffic returns to the rebuilt primary once it has been Ready for the hold: watch kubectl get henv wales-111 -w)"
+echo "(traffic returns to the rebuilt primary once it has been Ready for the hold; evidence pods stay isolated until purged)"
 
 cat <<EOF
 
-The cluster and the manager keep running. To explore:
+Everything keeps running. To explore:
 
   export KUBECONFIG=$KUBECONFIG
-  export PATH=$bin:\$PATH
-  kubectl get henv
+  export PATH=$root/bin:$bin:\$PATH
+  kubectl careplane status            # (kubectl finds bin/kubectl-careplane on PATH)
+  kubectl get henv -w
   kubectl describe henv wales-111
   kubectl explain henv.spec.isolation
-  kubectl get pods -n wales-111-primary -l careplane.io/evidence   # evidence, still isolated
+  kubectl label henv north-east-111 south-west-111 drill=yes
+  kubectl careplane ${responder[*]} fence --selector drill=yes --reason drill   # the fleet case
+  kubectl careplane ${responder[*]} purge-evidence wales-111
   tail -f $KWOK_WORKDIR/$name-manager.log
 
 To tear everything down:
