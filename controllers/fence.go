@@ -295,7 +295,11 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 
 // verifyIsolation evaluates every NetworkPolicy of the fenced namespace, read
 // live from the API server rather than the cache, against its pods.
-func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string, evidenceOnly bool) (netpol.Result, error) {
+func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string) (netpol.Result, error) {
+	nsObj := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		return netpol.Result{}, fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
 	var pols networkingv1.NetworkPolicyList
 	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
 		return netpol.Result{}, fmt.Errorf("listing network policies in %s: %w", ns, err)
@@ -304,28 +308,12 @@ func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *sc
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
 		return netpol.Result{}, fmt.Errorf("listing pods in %s: %w", ns, err)
 	}
-	in := netpol.FenceInput{
-		Namespace:       ns,
-		NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns},
-		Policies:        pols.Items,
-		Forensics:       s.env.Spec.Isolation.ForensicsFrom.ToMeta(),
-	}
 	for i := range pods.Items {
-		p := &pods.Items[i]
-		if evidenceOnly && p.Labels[v1alpha1.LabelEvidence] == "" {
-			continue
-		}
-		in.Pods = append(in.Pods, netpol.PodFromObject(p))
-		if p.Labels[v1alpha1.LabelEvidence] != "" {
+		if pods.Items[i].Labels[v1alpha1.LabelEvidence] != "" {
 			s.evidencePods++
 		}
 	}
-	if len(in.Pods) == 0 {
-		// Every pod a fenced namespace could hold matches the fence's
-		// podSelector {}; verify a pod with no labels.
-		in.Pods = []netpol.Pod{{Name: "(any pod)"}}
-	}
-	return netpol.VerifyFence(in)
+	return netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsFrom.ToMeta()))
 }
 
 // restoreServices are the service templates a restore rebuilds from: the

@@ -176,7 +176,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	switch {
 	case fencing:
 		s.fenceComplete = true
-		result, err := r.verifyIsolation(ctx, s, s.names.Primary, false)
+		result, err := r.verifyIsolation(ctx, s, s.names.Primary)
 		if err != nil {
 			logger.Error(err, "Could not verify the fence")
 		} else {

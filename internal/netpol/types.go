@@ -121,3 +121,31 @@ func (r Result) Summary() string {
 	}
 	return b.String()
 }
+
+// AnyPod stands for every pod a namespace could hold when it holds none:
+// a pod with no labels, which a podSelector {} selects.
+const AnyPod = "(any pod)"
+
+// NamespaceInput is the FenceInput for a namespace as it is: its labels,
+// all its NetworkPolicies and every pod that is not terminating — or, with
+// none, AnyPod. The operator's IsolationVerified and `kubectl careplane
+// verify` both judge a fence with it.
+func NamespaceInput(ns *corev1.Namespace, policies []networkingv1.NetworkPolicy, pods []corev1.Pod, forensics *metav1.LabelSelector) FenceInput {
+	labels := ns.Labels
+	if labels[corev1.LabelMetadataName] == "" {
+		labels = map[string]string{corev1.LabelMetadataName: ns.Name}
+		for k, v := range ns.Labels {
+			labels[k] = v
+		}
+	}
+	in := FenceInput{Namespace: ns.Name, NamespaceLabels: labels, Policies: policies, Forensics: forensics}
+	for i := range pods {
+		if pods[i].DeletionTimestamp == nil {
+			in.Pods = append(in.Pods, PodFromObject(&pods[i]))
+		}
+	}
+	if len(in.Pods) == 0 {
+		in.Pods = []Pod{{Name: AnyPod}}
+	}
+	return in
+}

@@ -520,20 +520,7 @@ func (o *options) gatherVerifyInput(ctx context.Context, env *v1alpha1.HealthEnv
 	if err := o.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
 		return netpol.FenceInput{}, fmt.Errorf("listing pods in %s: %w", ns, err)
 	}
-	in := netpol.FenceInput{Namespace: ns, NamespaceLabels: nsObj.Labels, Policies: pols.Items,
-		Forensics: env.Spec.Isolation.ForensicsFrom.ToMeta()}
-	for i := range pods.Items {
-		if pods.Items[i].DeletionTimestamp == nil {
-			in.Pods = append(in.Pods, netpol.PodFromObject(&pods.Items[i]))
-		}
-	}
-	if len(in.Pods) == 0 {
-		// As the operator does: with no pods, verify a pod with no labels,
-		// which every pod the namespace could hold resembles for a
-		// podSelector {}.
-		in.Pods = []netpol.Pod{{Name: "(any pod)"}}
-	}
-	return in, nil
+	return netpol.NamespaceInput(nsObj, pols.Items, pods.Items, env.Spec.Isolation.ForensicsFrom.ToMeta()), nil
 }
 
 // --- purge-evidence ---------------------------------------------------------
