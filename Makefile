@@ -70,9 +70,9 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: generate manifests ## Regenerate everything and fail if the tree changed (generated files are never hand-edited).
+verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, chart, API reference) and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain -- api config charts docs)" ]; then \
-		echo "Generated files are out of date; run 'make generate manifests' and commit:"; \
+		echo "Generated files are out of date; run 'make generate manifests api-docs' and commit:"; \
 		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
 	go mod tidy -diff
 
@@ -194,3 +194,19 @@ chart-golden: helm ## Rewrite the chart's golden files (charts/careplane/testdat
 # test/e2e/helm_test.go installs the chart with bin/helm.
 test-e2e: helm
 # <<< Helm chart (charts/careplane) — end
+
+# >>> API reference docs (docs/api-reference.md) — begin
+##@ Documentation
+
+CRD_REF_DOCS_VERSION ?= v0.3.0
+CRD_REF_DOCS ?= $(LOCALBIN)/crd-ref-docs
+
+.PHONY: api-docs
+api-docs: crd-ref-docs ## Regenerate docs/api-reference.md from the Go types in api/v1alpha1 (crd-ref-docs).
+	hack/gen-api-docs.sh $(CRD_REF_DOCS)
+
+.PHONY: crd-ref-docs
+crd-ref-docs: $(CRD_REF_DOCS) ## Build crd-ref-docs.
+$(CRD_REF_DOCS): Makefile
+	$(call go-install,$@,github.com/elastic/crd-ref-docs,$(CRD_REF_DOCS_VERSION))
+# <<< API reference docs (docs/api-reference.md) — end
