@@ -51,6 +51,9 @@ stop_manager() {
 
 down() {
 	stop_manager
+	# The demo's manager kubeconfig holds a ServiceAccount token: it goes
+	# with the cluster.
+	rm -f "$KWOK_WORKDIR/$name-manager.kubeconfig" "$KWOK_WORKDIR/$name-manager.log"
 	if exists; then
 		log "deleting"
 		"$bin/kwokctl" delete cluster --name "$name" --kubeconfig "$kubeconfig" >&2 || true
