@@ -79,7 +79,7 @@ verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, c
 ##@ Test
 
 .PHONY: test
-test: test-unit test-chart test-integration test-e2e ## Run every test: units, envtest integration, and e2e on a fresh kwok cluster.
+test: test-unit test-chart test-integration test-e2e ## Run every test: units, chart, envtest integration, and e2e on a fresh kwok cluster.
 
 .PHONY: test-unit
 test-unit: ## Unit tests: pure packages, no cluster.

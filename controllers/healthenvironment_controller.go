@@ -32,6 +32,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -83,6 +84,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 	env := &v1alpha1.HealthEnvironment{}
 	if err := r.Client.Get(ctx, req.NamespacedName, env); err != nil {
+		if apierrors.IsNotFound(err) {
+			// Gone: its namespaces go with it, and so does what the
+			// applier remembers of them.
+			r.Applier.ForgetNamespaces(req.Name, req.Name+build.PrimarySuffix, req.Name+build.StandbySuffix)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 

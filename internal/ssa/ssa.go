@@ -37,8 +37,9 @@ type Object interface {
 }
 
 type entry struct {
-	hash            [sha256.Size]byte
-	resourceVersion string
+	hash                  [sha256.Size]byte
+	resourceVersion       string
+	kind, namespace, name string
 }
 
 // Applier applies objects and remembers what it applied. It is safe for
@@ -84,7 +85,8 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 		return true, fmt.Errorf("reading the answer to applying %s: %w", describe(desired), err)
 	}
 	a.mu.Lock()
-	a.seen[k] = entry{hash: h, resourceVersion: rv}
+	a.seen[k] = entry{hash: h, resourceVersion: rv,
+		kind: deref(desired.GetKind()), namespace: deref(desired.GetNamespace()), name: deref(desired.GetName())}
 	a.mu.Unlock()
 	return true, nil
 }
@@ -95,6 +97,23 @@ func (a *Applier) Forget(obj Object) {
 	a.mu.Lock()
 	delete(a.seen, key(obj))
 	a.mu.Unlock()
+}
+
+// ForgetNamespaces drops what the Applier remembers of every object in the
+// given namespaces and of the Namespaces themselves: call it when an owner
+// of whole namespaces is gone, so the memory does not grow with churn.
+func (a *Applier) ForgetNamespaces(namespaces ...string) {
+	in := make(map[string]bool, len(namespaces))
+	for _, ns := range namespaces {
+		in[ns] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for k, e := range a.seen {
+		if in[e.namespace] || (e.kind == "Namespace" && in[e.name]) {
+			delete(a.seen, k)
+		}
+	}
 }
 
 // Len is how many objects the Applier remembers.
