@@ -310,10 +310,6 @@ func bruteForce(t *testing.T, in FenceInput) Result {
 		t.Fatal(err)
 	}
 	peers := universe(in)
-	type flowKey struct {
-		dir             networkingv1.PolicyType
-		pod, peer, port string
-	}
 	found := map[flowKey]map[string]bool{}
 	for _, dir := range directions {
 		for _, pod := range in.Pods {
@@ -359,16 +355,7 @@ func bruteForce(t *testing.T, in FenceInput) Result {
 			}
 		}
 	}
-	res := Result{Isolated: len(found) == 0}
-	for k, pols := range found {
-		f := Flow{Direction: k.dir, Pod: k.pod, Peer: k.peer, Port: k.port}
-		if len(pols) > 0 {
-			f.Policies = slices.Sorted(maps.Keys(pols))
-		}
-		res.Flows = append(res.Flows, f)
-	}
-	slices.SortFunc(res.Flows, compareFlows)
-	return res
+	return resultOf(found)
 }
 
 func fragmentWitness(v *verifier, dir networkingv1.PolicyType, f fragment, peers []peer, ports []port) bool {

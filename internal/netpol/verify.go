@@ -103,14 +103,8 @@ func VerifyFence(in FenceInput) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	type key struct {
-		pod  string
-		dir  networkingv1.PolicyType
-		peer string
-		port string
-	}
-	found := map[key]map[string]bool{}
-	record := func(k key, policy string) {
+	found := map[flowKey]map[string]bool{}
+	record := func(k flowKey, policy string) {
 		if found[k] == nil {
 			found[k] = map[string]bool{}
 		}
@@ -128,19 +122,31 @@ func VerifyFence(in FenceInput) (Result, error) {
 				}
 			}
 			if len(selecting) == 0 {
-				record(key{pod.Name, dir, "any", "any"}, "")
+				record(flowKey{dir, pod.Name, "any", "any"}, "")
 				continue
 			}
 			ports := v.portProbes(dir, pod)
 			for _, pol := range selecting {
 				for _, f := range pol.fragments(dir) {
 					if v.breaches(dir, f, peers, ports) {
-						record(key{pod.Name, dir, f.peerText(), f.portText()}, pol.name)
+						record(flowKey{dir, pod.Name, f.peerText(), f.portText()}, pol.name)
 					}
 				}
 			}
 		}
 	}
+	return resultOf(found), nil
+}
+
+// flowKey identifies an allowed flow; the policies allowing it are kept
+// beside it (none: no policy selects the pod for that direction).
+type flowKey struct {
+	dir             networkingv1.PolicyType
+	pod, peer, port string
+}
+
+// resultOf turns the allowed flows found into a Result, in a stable order.
+func resultOf(found map[flowKey]map[string]bool) Result {
 	res := Result{Isolated: len(found) == 0}
 	for k, pols := range found {
 		f := Flow{Direction: k.dir, Pod: k.pod, Peer: k.peer, Port: k.port}
@@ -150,7 +156,7 @@ func VerifyFence(in FenceInput) (Result, error) {
 		res.Flows = append(res.Flows, f)
 	}
 	slices.SortFunc(res.Flows, compareFlows)
-	return res, nil
+	return res
 }
 
 func compareFlows(a, b Flow) int {
