@@ -25,6 +25,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -59,6 +60,8 @@ type HealthEnvironmentReconciler struct {
 	// RESTMapper tells which admin-tier policy APIs the cluster serves (see
 	// adminpolicy.go); nil means none.
 	RESTMapper meta.RESTMapper
+	// Workers is how many environments are reconciled at once.
+	Workers int
 }
 
 // SecretGenerator returns a new random credential.
@@ -313,6 +316,7 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
+		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("healthenvironment").
 		Complete(r)
 }

@@ -3,6 +3,8 @@ package controllers
 import (
 	"crypto/rand"
 	"encoding/base64"
+	"fmt"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -12,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -70,9 +73,17 @@ func RandomSecret() ([]byte, error) {
 	return out, nil
 }
 
+// Default concurrency: environments reconciled at once, and deny policies
+// written at once by the fence gate.
+const (
+	DefaultWorkers      = 8
+	DefaultFenceWorkers = 16
+)
+
 // NewReconciler wires a HealthEnvironmentReconciler to a manager.
 func NewReconciler(mgr ctrl.Manager) *HealthEnvironmentReconciler {
 	return &HealthEnvironmentReconciler{
+		Workers:    DefaultWorkers,
 		Client:     mgr.GetClient(),
 		APIReader:  mgr.GetAPIReader(),
 		Recorder:   mgr.GetEventRecorder("careplane"),
@@ -81,4 +92,22 @@ func NewReconciler(mgr ctrl.Manager) *HealthEnvironmentReconciler {
 		Secrets:    RandomSecret,
 		RESTMapper: mgr.GetRESTMapper(),
 	}
+}
+
+// NewFenceGate wires the fence's fast path to a manager. It reads from the
+// manager's cache but writes through a client of its own, rate-limited at
+// qps/burst apart from the reconciler's, so that provisioning or resync
+// traffic never holds back a deny policy (the API server's priority and
+// fairness still applies to both).
+func NewFenceGate(mgr ctrl.Manager, qps float32, burst int) (*FenceGate, error) {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = qps, burst, nil
+	c, err := client.New(cfg, client.Options{
+		Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper(),
+		Cache: &client.CacheOptions{Reader: mgr.GetCache()},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the fence gate's client: %w", err)
+	}
+	return &FenceGate{Client: c, Now: time.Now, Workers: DefaultFenceWorkers}, nil
 }

@@ -91,6 +91,14 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "setting up reconciler: %v\n", err)
 		return 1
 	}
+	gate, err := NewFenceGate(mgr, 100, 200)
+	if err == nil {
+		err = gate.SetupWithManager(mgr)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the fence gate: %v\n", err)
+		return 1
+	}
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)

@@ -25,6 +25,10 @@ func main() {
 		qps           float64
 		burst         int
 		syncPeriod    time.Duration
+		workers       int
+		fenceWorkers  int
+		fenceQPS      float64
+		fenceBurst    int
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the liveness and readiness probes bind to.")
@@ -33,6 +37,10 @@ func main() {
 	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second the manager may send to the API server (client-side rate limit).")
 	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests the manager may send to the API server above --kube-api-qps.")
 	flag.DurationVar(&syncPeriod, "sync-period", 10*time.Hour, "How often every cached object is reconciled again even when nothing changed.")
+	flag.IntVar(&workers, "concurrency", controllers.DefaultWorkers, "How many environments are reconciled at once.")
+	flag.IntVar(&fenceWorkers, "fence-concurrency", controllers.DefaultFenceWorkers, "How many deny policies the fence gate writes at once (the first step of a fence, on its own queue).")
+	flag.Float64Var(&fenceQPS, "fence-api-qps", 200, "Requests per second the fence gate may send, apart from --kube-api-qps, so that other work never holds back a deny policy.")
+	flag.IntVar(&fenceBurst, "fence-api-burst", 500, "Burst of requests the fence gate may send above --fence-api-qps.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -60,8 +68,23 @@ func main() {
 		setupLog.Error(err, "Unable to create the manager")
 		os.Exit(1)
 	}
-	if err := controllers.NewReconciler(mgr).SetupWithManager(mgr); err != nil {
+	if workers < 1 || fenceWorkers < 1 || fenceQPS <= 0 || fenceBurst < 1 {
+		setupLog.Error(nil, "--concurrency, --fence-concurrency, --fence-api-qps and --fence-api-burst must be positive")
+		os.Exit(2)
+	}
+	rec := controllers.NewReconciler(mgr)
+	rec.Workers = workers
+	if err := rec.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "Unable to set up the HealthEnvironment controller")
+		os.Exit(1)
+	}
+	gate, err := controllers.NewFenceGate(mgr, float32(fenceQPS), fenceBurst)
+	if err == nil {
+		gate.Workers = fenceWorkers
+		err = gate.SetupWithManager(mgr)
+	}
+	if err != nil {
+		setupLog.Error(err, "Unable to set up the fence gate")
 		os.Exit(1)
 	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -91,6 +92,9 @@ func (o *options) connect() error {
 	if err != nil {
 		return fmt.Errorf("loading the kubeconfig: %w", err)
 	}
+	// client-go's default (5 requests per second) would take minutes to
+	// fence a fleet; the API server's priority and fairness still applies.
+	cfg.QPS, cfg.Burst = 200, 500
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return err
@@ -203,18 +207,22 @@ func (o *options) fenceCmd() *cobra.Command {
 				isolation["ticket"] = ticket
 			}
 			if dryRun {
-				return o.forEach(ctx, names, func(ctx context.Context, name string) error {
+				// One at a time: each prints a plan.
+				return o.forEach(ctx, names, 1, func(ctx context.Context, name string) error {
 					return o.fenceDryRun(ctx, name, isolation)
 				})
 			}
 			// Every fence is written before any is waited for: with many
 			// environments compromised, none waits behind another.
 			gens := map[string]int64{}
-			applyErr := o.forEach(ctx, names, func(ctx context.Context, name string) error {
+			var mu sync.Mutex
+			applyErr := o.forEach(ctx, names, fenceParallelism, func(ctx context.Context, name string) error {
 				gen, err := o.applyIsolation(ctx, name, isolation, false)
 				if err != nil {
 					return err
 				}
+				mu.Lock()
+				defer mu.Unlock()
 				gens[name] = gen
 				fmt.Fprintf(o.streams.Out, "HealthEnvironment %s: fence requested (generation %d)\n", name, gen)
 				return nil
@@ -225,7 +233,8 @@ func (o *options) fenceCmd() *cobra.Command {
 					written = append(written, n)
 				}
 			}
-			waitErr := o.forEach(ctx, written, func(ctx context.Context, name string) error {
+			// Waiting one after another costs no time once they are done.
+			waitErr := o.forEach(ctx, written, 1, func(ctx context.Context, name string) error {
 				return o.wait(ctx, name, "fenced", func(env *v1alpha1.HealthEnvironment) (bool, string, error) {
 					done, msg := FenceDone(env, gens[name])
 					return done, msg, nil
@@ -243,19 +252,34 @@ func (o *options) fenceCmd() *cobra.Command {
 	return cmd
 }
 
-// forEach runs fn (a step of a fence) for every name, failing closed: every
-// name is attempted, every failure is reported, and the command fails if any
-// did.
-func (o *options) forEach(ctx context.Context, names []string, fn func(context.Context, string) error) error {
+// fenceParallelism is how many environments a fleet fence writes at once:
+// enough that fencing hundreds takes seconds, few enough to stay within the
+// API server's fair share for one client.
+const fenceParallelism = 32
+
+// forEach runs fn (a step of a fence) for every name, up to parallel at a
+// time, failing closed: every name is attempted, every failure is reported
+// (in the order of names), and the command fails if any did.
+func (o *options) forEach(ctx context.Context, names []string, parallel int, fn func(context.Context, string) error) error {
+	errs := make([]error, len(names))
+	sem := make(chan struct{}, max(parallel, 1))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = fn(ctx, name)
+		})
+	}
+	wg.Wait()
+	if len(names) == 1 {
+		return errs[0]
+	}
 	var failed []string
-	for _, name := range names {
-		if err := fn(ctx, name); err != nil {
-			failed = append(failed, name)
-			if len(names) > 1 {
-				fmt.Fprintf(o.streams.ErrOut, "Error: fence %s: %v\n", name, err)
-			} else {
-				return err
-			}
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, names[i])
+			fmt.Fprintf(o.streams.ErrOut, "Error: fence %s: %v\n", names[i], err)
 		}
 	}
 	if len(failed) > 0 {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -31,14 +33,18 @@ func TestForEachFailsClosed(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var stderr bytes.Buffer
 			o := &options{streams: genericiooptions.IOStreams{Out: &bytes.Buffer{}, ErrOut: &stderr}}
+			var mu sync.Mutex
 			var tried []string
-			err := o.forEach(context.Background(), tt.names, func(_ context.Context, n string) error {
+			err := o.forEach(context.Background(), tt.names, 2, func(_ context.Context, n string) error {
+				mu.Lock()
 				tried = append(tried, n)
+				mu.Unlock()
 				if tt.fail[n] {
 					return errors.New("denied " + n)
 				}
 				return nil
 			})
+			sort.Strings(tried)
 			if strings.Join(tried, ",") != strings.Join(tt.names, ",") {
 				t.Errorf("attempted %v, want every one of %v", tried, tt.names)
 			}
