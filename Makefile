@@ -93,6 +93,18 @@ test-integration: cluster-binaries manifests ## Integration tests of the reconci
 test-e2e: cluster-binaries manifests ## End-to-end tests on a fresh kwok cluster, started and deleted by this target.
 	hack/e2e.sh $(E2E_CLUSTER_NAME) go test -tags e2e -count=1 -timeout 30m $(GOTESTFLAGS) ./test/e2e/...
 
+##@ Benchmark
+
+BENCH_N ?= 500
+# Simulated nodes for the benchmark: ~9 pods per environment (careplane's and
+# the baselines' copies), 250 pods a node.
+BENCH_NODES ?= $(shell echo $$(( $(BENCH_N) / 25 + 4 )))
+
+.PHONY: bench
+bench: cluster-binaries manifests ## Benchmark careplane with BENCH_N environments (default 500) beside kubectl and a minimal client; writes docs/benchmarks.md.
+	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench \
+		go test -tags 'e2e bench' -count=1 -timeout 180m -run '^TestBench$$' -v ./test/e2e/
+
 ##@ Cluster
 
 .PHONY: cluster-binaries

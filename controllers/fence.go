@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -121,6 +122,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	if err := r.rotateServiceAccounts(ctx, s, ns, s.env.Spec.Services, f.id); err != nil {
 		return err
 	}
+	var secrets []*corev1.Secret
 	for _, svc := range s.env.Spec.Services {
 		for _, g := range svc.GeneratedSecrets {
 			secret := &corev1.Secret{}
@@ -131,12 +133,13 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 			if err != nil {
 				return fmt.Errorf("reading secret %s/%s: %w", ns, build.GeneratedSecretName(svc.Name, g), err)
 			}
-			if err := r.deleteIfExists(ctx, secret); err != nil {
-				return err
-			}
-			s.credentialsRevoked++
+			secrets = append(secrets, secret)
 		}
 	}
+	if err := inParallel(secrets, func(secret *corev1.Secret) error { return r.deleteIfExists(ctx, secret) }); err != nil {
+		return err
+	}
+	s.credentialsRevoked += int32(len(secrets))
 
 	// (4) Workloads.
 	if s.env.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop {
@@ -144,12 +147,14 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 			return err
 		}
 	}
-	for _, svc := range s.env.Spec.Services {
+	if err := inParallel(s.env.Spec.Services, func(svc v1alpha1.Service) error {
 		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, f.id)
 		dep.Spec.WithReplicas(0)
-		if err := r.apply(ctx, dep, &appsv1.Deployment{}); err != nil {
-			return err
-		}
+		return r.apply(ctx, dep, &appsv1.Deployment{})
+	}); err != nil {
+		return err
+	}
+	for _, svc := range s.env.Spec.Services {
 		// Nothing of the fenced site serves: none of its replicas counts.
 		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
 	}
@@ -181,20 +186,22 @@ func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s
 	if err := r.Client.List(ctx, &pols, client.InNamespace(ns)); err != nil {
 		return fmt.Errorf("listing network policies in %s: %w", ns, err)
 	}
+	var others []*networkingv1.NetworkPolicy
 	var removed []string
 	for i := range pols.Items {
 		p := &pols.Items[i]
 		if p.Name == build.FencePolicyName || p.DeletionTimestamp != nil {
 			continue
 		}
-		if err := r.deleteIfExists(ctx, p); err != nil {
-			return err
-		}
+		others = append(others, p)
 		name := p.Name
 		if p.Labels[v1alpha1.LabelEnvironment] != s.env.Name {
 			name += " (not careplane's)"
 		}
 		removed = append(removed, name)
+	}
+	if err := inParallel(others, func(p *networkingv1.NetworkPolicy) error { return r.deleteIfExists(ctx, p) }); err != nil {
+		return err
 	}
 	if len(removed) == 0 {
 		return nil
@@ -210,27 +217,28 @@ func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s
 // rotateServiceAccounts deletes and recreates each service's ServiceAccount
 // unless it already belongs to credentials revision rev.
 func (r *HealthEnvironmentReconciler) rotateServiceAccounts(ctx context.Context, s *scope, ns string, services []v1alpha1.Service, rev string) error {
-	for _, svc := range services {
+	var revoked atomic.Int32
+	err := inParallel(services, func(svc v1alpha1.Service) error {
 		sa := &corev1.ServiceAccount{}
 		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, sa)
 		switch {
 		case err == nil && sa.Annotations[build.AnnotationCredentialsRevision] == rev:
-			continue
+			return nil
 		case err == nil:
 			if err := r.Client.Delete(ctx, sa, client.Preconditions{UID: &sa.UID}); err != nil && !apierrors.IsNotFound(err) {
 				return fmt.Errorf("revoking service account %s/%s: %w", ns, sa.Name, err)
 			}
-			s.credentialsRevoked++
+			revoked.Add(1)
 		case !apierrors.IsNotFound(err):
 			return fmt.Errorf("reading service account %s/%s: %w", ns, svc.Name, err)
 		}
 		want := build.ServiceAccount(s.env, ns, svc).WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: rev})
 		r.Applier.Forget(want)
-		if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
-			return err
-		}
-	}
-	return nil
+		_, err = r.Applier.Apply(ctx, want, "")
+		return err
+	})
+	s.credentialsRevoked += revoked.Load()
+	return err
 }
 
 // preserveEvidence detaches the running pods of the fenced site from their
@@ -245,11 +253,10 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 	if ticket == "" {
 		ticket = "fenced"
 	}
-	fencedDeployment := map[string]bool{}
+	var candidates []*corev1.Pod
 	for i := range pods.Items {
 		p := &pods.Items[i]
-		svc := p.Labels[v1alpha1.LabelService]
-		if svc == "" || p.DeletionTimestamp != nil || p.Labels[v1alpha1.LabelEvidence] != "" {
+		if p.Labels[v1alpha1.LabelService] == "" || p.DeletionTimestamp != nil || p.Labels[v1alpha1.LabelEvidence] != "" {
 			continue
 		}
 		// Between detaching the pods and scaling to zero, a ReplicaSet may
@@ -262,18 +269,23 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 		if p.CreationTimestamp.After(s.fence.created.Truncate(time.Second)) {
 			continue
 		}
-		fenced, seen := fencedDeployment[svc]
-		if !seen {
-			dep := &appsv1.Deployment{}
-			err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc}, dep)
-			if err != nil && !apierrors.IsNotFound(err) {
-				return fmt.Errorf("reading deployment %s/%s: %w", ns, svc, err)
-			}
-			fenced = err == nil && dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == s.fence.id
-			fencedDeployment[svc] = fenced
-		}
-		if fenced {
-			continue
+		candidates = append(candidates, p)
+	}
+	if len(candidates) == 0 {
+		return nil
+	}
+	var deps appsv1.DeploymentList
+	if err := r.APIReader.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
+		return fmt.Errorf("listing deployments in %s: %w", ns, err)
+	}
+	fencedDeployment := map[string]bool{}
+	for _, d := range deps.Items {
+		fencedDeployment[d.Name] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == s.fence.id
+	}
+	return inParallel(candidates, func(p *corev1.Pod) error {
+		svc := p.Labels[v1alpha1.LabelService]
+		if fencedDeployment[svc] {
+			return nil
 		}
 		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
 			"ownerReferences": nil,
@@ -289,8 +301,8 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 		if err := r.Client.Patch(ctx, p, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("preserving pod %s as evidence: %w", klog.KObj(p), err)
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // verifyIsolation evaluates every NetworkPolicy of the fenced namespace, read

@@ -47,17 +47,67 @@ func CacheOptions() cache.Options {
 	owned := cache.ByObject{Label: labels.NewSelector().Add(*req)}
 	by := map[client.Object]cache.ByObject{}
 	for _, o := range []client.Object{
-		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{}, &corev1.Secret{},
-		&corev1.ResourceQuota{}, &corev1.LimitRange{}, &corev1.Pod{},
-		&appsv1.Deployment{}, &appsv1.ControllerRevision{},
+		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{},
+		&corev1.ResourceQuota{}, &corev1.LimitRange{},
+		&appsv1.ControllerRevision{},
 		&policyv1.PodDisruptionBudget{}, &discoveryv1.EndpointSlice{},
 	} {
 		by[o] = owned
 	}
+	// Of Secrets, Pods and Deployments the reconciler reads less than the
+	// API returns: the cache keeps what it reads. Credentials never stay in
+	// the operator's memory; pod and template specs are most of the bytes
+	// of a large fleet.
+	by[&corev1.Secret{}] = cache.ByObject{Label: owned.Label, Transform: trimSecret}
+	by[&corev1.Pod{}] = cache.ByObject{Label: owned.Label, Transform: trimPod}
+	by[&appsv1.Deployment{}] = cache.ByObject{Label: owned.Label, Transform: trimDeployment}
 	// NetworkPolicies are cached whoever created them: a fence removes every
 	// policy of the fenced namespace, and one a tenant adds during the fence
 	// must wake the operator. Policies are few and small.
 	return cache.Options{ByObject: by, DefaultTransform: cache.TransformStripManagedFields()}
+}
+
+var stripManagedFields = cache.TransformStripManagedFields()
+
+// trimSecret drops a cached Secret's data: careplane generates credentials
+// and deletes them, but never reads them back.
+func trimSecret(obj any) (any, error) {
+	if s, ok := obj.(*corev1.Secret); ok {
+		s.Data, s.StringData = nil, nil
+	}
+	return stripManagedFields(obj)
+}
+
+// trimPod keeps of a cached Pod what readiness, the front EndpointSlices,
+// evidence and the fence's verification read: metadata, node, container
+// names and ports (named ports), conditions and addresses.
+func trimPod(obj any) (any, error) {
+	if p, ok := obj.(*corev1.Pod); ok {
+		p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: portsOnly(p.Spec.InitContainers), Containers: portsOnly(p.Spec.Containers)}
+		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs}
+	}
+	return stripManagedFields(obj)
+}
+
+func portsOnly(cs []corev1.Container) []corev1.Container {
+	if cs == nil {
+		return nil
+	}
+	out := make([]corev1.Container, len(cs))
+	for i, c := range cs {
+		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
+	}
+	return out
+}
+
+// trimDeployment drops the pod template's spec from a cached Deployment:
+// careplane writes it with server-side apply and reads back only replicas,
+// the template's annotations and the status.
+func trimDeployment(obj any) (any, error) {
+	if d, ok := obj.(*appsv1.Deployment); ok {
+		d.Spec.Template.Spec = corev1.PodSpec{}
+	}
+	return stripManagedFields(obj)
 }
 
 // RandomSecret returns a credential of 256 random bits from crypto/rand,

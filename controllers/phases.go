@@ -297,13 +297,16 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	keep := sets.New[string]()
 	for _, svc := range env.Spec.Services {
 		keep.Insert(svc.Name)
+	}
+	// One service's front does not wait for another's: a fence or a
+	// failover switches them all at once.
+	if err := inParallel(env.Spec.Services, func(svc v1alpha1.Service) error {
 		if err := r.apply(ctx, build.FrontService(env, svc), &corev1.Service{}); err != nil {
 			return err
 		}
-		slice := build.FrontEndpointSlice(env, svc, site, readyEndpoints(pods.Items, svc.Name))
-		if err := r.apply(ctx, slice, &discoveryv1.EndpointSlice{}); err != nil {
-			return err
-		}
+		return r.apply(ctx, build.FrontEndpointSlice(env, svc, site, readyEndpoints(pods.Items, svc.Name)), &discoveryv1.EndpointSlice{})
+	}); err != nil {
+		return err
 	}
 
 	sel := client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}

@@ -18,6 +18,8 @@
 #                  one more node is always added in the "standby" pool
 #   DISABLE_QPS_LIMITS=true  lift the control plane's client rate limits
 #                  (for benchmarks)
+#   SERVICE_CIDR   the Service address range (default kwokctl's, 254
+#                  addresses; the benchmark uses 10.0.0.0/16)
 #
 # Works as root and as a normal user: everything lives under KWOK_WORKDIR and
 # every port is picked free by kwokctl, so clusters with different names run
@@ -97,6 +99,10 @@ up() {
 	mkdir -p "$KWOK_WORKDIR"
 	local extra=()
 	[ "${DISABLE_QPS_LIMITS:-false}" = true ] && extra+=(--disable-qps-limits)
+	# kwokctl's Service range holds 254 addresses: the benchmark's thousands
+	# of Services need more (a superset, so the kubernetes Service keeps
+	# its address).
+	[ -n "${SERVICE_CIDR:-}" ] && extra+=(--extra-args "kube-apiserver=service-cluster-ip-range=$SERVICE_CIDR")
 	log "creating with the binaries in $bin"
 	"$bin/kwokctl" create cluster --name "$name" --runtime binary \
 		--kubeconfig "$kubeconfig" \

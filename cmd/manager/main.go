@@ -29,18 +29,20 @@ func main() {
 		fenceWorkers  int
 		fenceQPS      float64
 		fenceBurst    int
+		pprofAddr     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the liveness and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles at a time.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "The namespace of the leader election Lease (default: the namespace the manager runs in).")
-	flag.Float64Var(&qps, "kube-api-qps", 50, "Requests per second the manager may send to the API server (client-side rate limit).")
-	flag.IntVar(&burst, "kube-api-burst", 100, "Burst of requests the manager may send to the API server above --kube-api-qps.")
+	flag.Float64Var(&qps, "kube-api-qps", 300, "Requests per second the manager may send to the API server (client-side rate limit; the API server's priority and fairness applies as well).")
+	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of requests the manager may send to the API server above --kube-api-qps.")
 	flag.DurationVar(&syncPeriod, "sync-period", 10*time.Hour, "How often every cached object is reconciled again even when nothing changed.")
 	flag.IntVar(&workers, "concurrency", controllers.DefaultWorkers, "How many environments are reconciled at once.")
 	flag.IntVar(&fenceWorkers, "fence-concurrency", controllers.DefaultFenceWorkers, "How many deny policies the fence gate writes at once (the first step of a fence, on its own queue).")
 	flag.Float64Var(&fenceQPS, "fence-api-qps", 200, "Requests per second the fence gate may send, apart from --kube-api-qps, so that other work never holds back a deny policy.")
 	flag.IntVar(&fenceBurst, "fence-api-burst", 500, "Burst of requests the fence gate may send above --fence-api-qps.")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address a Go pprof endpoint binds to, for profiling; 0 (the default) disables it.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -59,6 +61,7 @@ func main() {
 		Cache:                         cacheOpts,
 		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "careplane.careplane.io",
 		LeaderElectionNamespace:       leaderElectNS,

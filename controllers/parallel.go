@@ -1,0 +1,24 @@
+package controllers
+
+import (
+	"errors"
+	"sync"
+)
+
+// inParallel runs fn for every item at once and joins their errors. A
+// fence's writes within one step (the policies to delete, the accounts to
+// rotate, the pods to preserve) do not depend on each other, and a fence is
+// the one thing careplane must do in as few round trips as it can; the
+// steps themselves stay in their fail-closed order.
+func inParallel[T any](items []T, fn func(T) error) error {
+	if len(items) == 1 {
+		return fn(items[0])
+	}
+	errs := make([]error, len(items))
+	var wg sync.WaitGroup
+	for i, item := range items {
+		wg.Go(func() { errs[i] = fn(item) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
