@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -175,7 +176,9 @@ func (r *HealthEnvironmentReconciler) markFenceStarted(ctx context.Context, s *s
 	if err := r.Client.Status().Patch(ctx, s.env, patch); err != nil {
 		return fmt.Errorf("recording the fence start of %s: %w", klog.KObj(s.env), err)
 	}
-	s.status.Conditions = s.env.Status.Conditions
+	// A copy: sharing the slice would make the final status write
+	// compare the conditions with themselves and send nothing.
+	s.status.Conditions = slices.Clone(s.env.Status.Conditions)
 	return nil
 }
 
