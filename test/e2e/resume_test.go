@@ -98,12 +98,7 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	for n, uid := range serviceAccountUIDs(t, ns) {
 		saBefore[n] = string(uid)
 	}
-	t.Cleanup(func() {
-		theOperator.kill()
-		if err := theOperator.start(); err != nil {
-			t.Fatalf("restarting the operator: %v", err)
-		}
-	})
+	t.Cleanup(func() { theOperator.restart(t) })
 
 	// Whenever the status first says Fenced=True, every step must already
 	// be done: a watch checks the cluster at that moment.
@@ -133,10 +128,7 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	}()
 
 	slow := []string{"--kube-api-qps=5", "--kube-api-burst=1"}
-	theOperator.kill()
-	if err := theOperator.start(slow...); err != nil {
-		t.Fatal(err)
-	}
+	theOperator.restart(t, slow...)
 	fenceCommand(t, name, "INC-KILL")
 
 	checkpoints := []struct {
@@ -177,10 +169,7 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	}
 
 	// The last restart at full speed: the fence completes.
-	theOperator.kill()
-	if err := theOperator.start(); err != nil {
-		t.Fatal(err)
-	}
+	theOperator.restart(t)
 	waitFencedTrue(t, name)
 	final := readFenceProgress(t, ctx, name, ns, saBefore)
 	if !final.complete() {
