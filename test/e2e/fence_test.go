@@ -83,9 +83,17 @@ func deleteFencedEnvironment(name string) {
 // fenceCommand is the raw responder path: a merge patch of spec.isolation.
 func fenceCommand(t *testing.T, name, ticket string) {
 	t.Helper()
-	responder(t, "patch", "henv", name, "--type=merge", "-p",
-		fmt.Sprintf(`{"spec":{"isolation":{"mode":"Fenced","reason":"ransomware indicators on call handling","ticket":%q}}}`, ticket))
+	responder(t, "patch", "henv", name, "--type=merge", "-p", fencePatch(ticket))
 }
+
+// fencePatch is the merge patch a responder sends to fence an environment.
+func fencePatch(ticket string) string {
+	return fmt.Sprintf(`{"spec":{"isolation":{"mode":"Fenced","reason":"ransomware indicators on call handling","ticket":%q}}}`, ticket)
+}
+
+// restorePatch is the merge patch a responder sends to restore an
+// environment.
+const restorePatch = `{"spec":{"isolation":{"mode":"None"}}}`
 
 func waitFencedTrue(t *testing.T, name string) *v1alpha1.HealthEnvironment {
 	t.Helper()
@@ -367,7 +375,7 @@ func TestFenceAndRestore(t *testing.T) {
 	t.Run("restore rebuilds with new credentials and keeps evidence isolated", func(t *testing.T) {
 		fencedSAs := serviceAccountUIDs(t, ns)
 		evidence := evidencePods(t, ns)
-		responder(t, "patch", "henv", a, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
+		responder(t, "patch", "henv", a, "--type=merge", "-p", restorePatch)
 		e := waitReady(t, a, 2*time.Minute)
 		if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionFalse {
 			t.Errorf("Fenced after restore = %+v", c)

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
 	"time"
 
 	"github.com/prometheus/common/expfmt"
@@ -128,6 +129,16 @@ func (o *operator) kill() {
 	_ = o.cmd.Process.Signal(syscall.SIGKILL)
 	<-o.exited
 	o.cmd = nil
+}
+
+// restart kills the manager and starts it again with args, failing the
+// test if it does not come up.
+func (o *operator) restart(t *testing.T, args ...string) {
+	t.Helper()
+	o.kill()
+	if err := o.start(args...); err != nil {
+		t.Fatalf("restarting the operator with %v: %v\n%s", args, err, o.logTail(20))
+	}
 }
 
 // stop stops the manager gracefully.

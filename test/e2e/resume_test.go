@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -25,7 +26,7 @@ type fenceProgress struct {
 	otherPolicies    int  // policies besides the deny policy
 	rotatedAccounts  int  // service accounts with a new UID
 	secrets          int  // generated secrets left
-	evidence         int  // pods labelled as evidence
+	evidence         int  // pods labelled as evidence by this fence
 	scaledDown       int  // deployments at zero replicas
 	deployments      int
 	fencedTrue       bool // the status says Fenced=True
@@ -42,7 +43,19 @@ func (p fenceProgress) String() string {
 		p.deny, p.otherPolicies, p.rotatedAccounts, p.secrets, p.evidence, p.scaledDown, p.deployments, p.fencedCondReason)
 }
 
-func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, saBefore map[string]string) fenceProgress {
+// fenceBaseline is what a fence's progress is measured against: the
+// primary site before the fence.
+type fenceBaseline struct {
+	accounts map[string]types.UID // service accounts by name
+	evidence int                  // pods kept as evidence by earlier fences
+}
+
+func readFenceBaseline(t *testing.T, ns string) fenceBaseline {
+	t.Helper()
+	return fenceBaseline{accounts: serviceAccountUIDs(t, ns), evidence: len(evidencePods(t, ns))}
+}
+
+func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, before fenceBaseline) fenceProgress {
 	t.Helper()
 	var p fenceProgress
 	for _, name := range policyNames(t, ns) {
@@ -53,12 +66,12 @@ func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, saBefo
 		}
 	}
 	for name, uid := range serviceAccountUIDs(t, ns) {
-		if string(uid) != saBefore[name] {
+		if uid != before.accounts[name] {
 			p.rotatedAccounts++
 		}
 	}
 	p.secrets = len(secretValues(t, ns))
-	p.evidence = len(evidencePods(t, ns))
+	p.evidence = len(evidencePods(t, ns)) - before.evidence
 	var deps appsv1.DeploymentList
 	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
@@ -94,16 +107,8 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	if err := k8sClient.Create(ctx, allowEverything(ns, "legacy-allow-all")); err != nil {
 		t.Fatal(err)
 	}
-	saBefore := map[string]string{}
-	for n, uid := range serviceAccountUIDs(t, ns) {
-		saBefore[n] = string(uid)
-	}
-	t.Cleanup(func() {
-		theOperator.kill()
-		if err := theOperator.start(); err != nil {
-			t.Fatalf("restarting the operator: %v", err)
-		}
-	})
+	before := readFenceBaseline(t, ns)
+	t.Cleanup(func() { theOperator.restart(t) })
 
 	// Whenever the status first says Fenced=True, every step must already
 	// be done: a watch checks the cluster at that moment.
@@ -126,17 +131,14 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 				continue
 			}
 			if c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced); c != nil && c.Status == metav1.ConditionTrue {
-				atFencedTrue <- readFenceProgress(t, ctx, name, ns, saBefore)
+				atFencedTrue <- readFenceProgress(t, ctx, name, ns, before)
 				return
 			}
 		}
 	}()
 
 	slow := []string{"--kube-api-qps=5", "--kube-api-burst=1"}
-	theOperator.kill()
-	if err := theOperator.start(slow...); err != nil {
-		t.Fatal(err)
-	}
+	theOperator.restart(t, slow...)
 	fenceCommand(t, name, "INC-KILL")
 
 	checkpoints := []struct {
@@ -152,11 +154,11 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	for _, cp := range checkpoints {
 		var at fenceProgress
 		eventually(t, 60*time.Second, "checkpoint "+cp.name, func(ctx context.Context) (bool, string, error) {
-			at = readFenceProgress(t, ctx, name, ns, saBefore)
+			at = readFenceProgress(t, ctx, name, ns, before)
 			return cp.reached(at) || at.fencedTrue, at.String(), nil
 		})
 		theOperator.kill()
-		after := readFenceProgress(t, ctx, name, ns, saBefore)
+		after := readFenceProgress(t, ctx, name, ns, before)
 		t.Logf("killed at %q: %s", cp.name, after)
 		if after.fencedTrue {
 			if !after.complete() {
@@ -177,12 +179,9 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	}
 
 	// The last restart at full speed: the fence completes.
-	theOperator.kill()
-	if err := theOperator.start(); err != nil {
-		t.Fatal(err)
-	}
+	theOperator.restart(t)
 	waitFencedTrue(t, name)
-	final := readFenceProgress(t, ctx, name, ns, saBefore)
+	final := readFenceProgress(t, ctx, name, ns, before)
 	if !final.complete() {
 		t.Errorf("after the restarts the fence is not complete: %s", final)
 	}
