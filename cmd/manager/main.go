@@ -2,7 +2,10 @@
 package main
 
 import (
+	"errors"
 	"flag"
+	"net/http"
+	"sync/atomic"
 	"os"
 	"time"
 
@@ -94,13 +97,23 @@ func main() {
 		setupLog.Error(err, "Unable to set up the health check")
 		os.Exit(1)
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	// Ready once the cache has synced: before that a reconcile would see
+	// an empty world.
+	var synced atomic.Bool
+	ctx := ctrl.SetupSignalHandler()
+	go func() { synced.Store(mgr.GetCache().WaitForCacheSync(ctx)) }()
+	if err := mgr.AddReadyzCheck("readyz", func(*http.Request) error {
+		if !synced.Load() {
+			return errors.New("the cache has not synced yet")
+		}
+		return nil
+	}); err != nil {
 		setupLog.Error(err, "Unable to set up the ready check")
 		os.Exit(1)
 	}
 
 	setupLog.Info("Starting careplane", "version", version.Version)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
