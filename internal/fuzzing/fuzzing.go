@@ -5,6 +5,7 @@
 package fuzzing
 
 import (
+	"bytes"
 	"math/rand/v2"
 
 	networkingv1 "k8s.io/api/networking/v1"
@@ -25,6 +26,23 @@ import (
 // value, and rejection sampling inside rand.Rand always terminates.
 func Rand(data []byte) *rand.Rand {
 	return rand.New(&byteSource{data: data, rest: rand.NewPCG(0x6361726570, 0x6c616e65)})
+}
+
+// Seeds are inputs that take a decoder written against Rand to its
+// extremes, for f.Add: the empty input (decoded by the PCG alone), every
+// choice the first option, every choice the last, and two mixes.
+func Seeds() [][]byte {
+	mix := make([]byte, 1024)
+	for i := range mix {
+		mix[i] = byte(i * 37)
+	}
+	return [][]byte{
+		{},
+		bytes.Repeat([]byte{0x00}, 1024),
+		bytes.Repeat([]byte{0xff}, 1024),
+		bytes.Repeat([]byte{0x80, 0x40, 0xc0}, 342),
+		mix,
+	}
 }
 
 type byteSource struct {

@@ -1,7 +1,6 @@
 package netpol
 
 import (
-	"bytes"
 	"encoding/json"
 	"maps"
 	"reflect"
@@ -34,18 +33,9 @@ import (
 //     changes nothing for a pod it does not select and never denies what a
 //     pod already selected was allowed.
 func FuzzVerifyFence(f *testing.F) {
-	// Each byte is one choice of the generator: all zeros takes the first
-	// option everywhere (empty selectors, no forensics), all 0xff the last,
-	// the others mix; the empty input is decoded by the PCG alone.
-	f.Add([]byte{})
-	f.Add(bytes.Repeat([]byte{0x00}, 64))
-	f.Add(bytes.Repeat([]byte{0xff}, 64))
-	f.Add(bytes.Repeat([]byte{0x80, 0x20}, 48))
-	ramp := make([]byte, 256)
-	for i := range ramp {
-		ramp[i] = byte(i * 37)
+	for _, seed := range fuzzing.Seeds() {
+		f.Add(seed)
 	}
-	f.Add(ramp)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		g := gen{fuzzing.Rand(data)}
 		in := g.input()
