@@ -18,8 +18,8 @@ import (
 
 // FuzzVerifyFence decodes the fuzzer's bytes with the differential tests'
 // generator (policies, pods, namespace labels and forensics selector over a
-// small alphabet, so that brute force stays exhaustive), then one flow, and
-// checks:
+// small alphabet, so that brute force stays exhaustive), then a direction,
+// a pod and a peer, and checks:
 //
 //   - VerifyFence accepts the input and agrees with brute force;
 //   - allows add up: the verdict is the union of each policy's own verdict,
@@ -29,9 +29,10 @@ import (
 //     namespace and pods (plus a terminating pod) gives the same;
 //   - careplane's fence policy alone isolates; beside other policies, every
 //     breach names one of them and never the fence;
-//   - on the one flow, the engine agrees with cyclonus, and adding a policy
-//     changes nothing for a pod it does not select and never denies what a
-//     pod already selected was allowed.
+//   - on the flows between one fenced pod and the probe peers (and one
+//     peer more) on every port, the engine agrees with cyclonus, and adding
+//     a policy changes nothing for a pod it does not select and never
+//     denies what a pod already selected was allowed.
 func FuzzVerifyFence(f *testing.F) {
 	for _, seed := range fuzzing.Seeds() {
 		f.Add(seed)
@@ -51,7 +52,7 @@ func FuzzVerifyFence(f *testing.F) {
 		}
 		checkIrrelevantChanges(t, g, in, got)
 		checkFence(t, in)
-		checkOneFlow(t, g, in)
+		checkFlows(t, g, in)
 	})
 }
 
@@ -213,10 +214,11 @@ func careplaneFence(t *testing.T, namespace string, forensics *metav1.LabelSelec
 	return np
 }
 
-// checkOneFlow decodes one flow to or from a fenced pod and checks it
-// against cyclonus and against what adding the last policy to the others
-// may do.
-func checkOneFlow(t *testing.T, g gen, in FenceInput) {
+// checkFlows decodes a direction, a fenced pod and a peer, and checks the
+// flows between the pod and that peer or any probe peer, on every port of
+// the universe, against cyclonus and against what adding the last policy
+// to the others may do.
+func checkFlows(t *testing.T, g gen, in FenceInput) {
 	t.Helper()
 	v, err := newVerifier(in)
 	if err != nil {
@@ -224,25 +226,26 @@ func checkOneFlow(t *testing.T, g gen, in FenceInput) {
 	}
 	dir := directions[g.pick(len(directions))]
 	pod := in.Pods[g.pick(len(in.Pods))]
-	peers := universe(in)
-	p := peers[g.pick(len(peers))]
-	ports := universePorts(dir, pod)
-	pt := ports[g.pick(len(ports))]
-
-	all := allowed(v.policies, dir, pod.Labels, p, pt)
-	if theirs := newCyclonusOracle(in).allowed(dir, in, pod, p, pt); all != theirs {
-		t.Fatalf("%s %s peer %v port %v: engine says %v, cyclonus says %v\ninput: %s", dir, pod.Name, p, pt, all, theirs, describe(in))
-	}
-
+	all := universe(in)
+	peers := append(v.peerProbes(dir), all[g.pick(len(all))])
+	oracle := newCyclonusOracle(in)
 	others, last := v.policies[:len(v.policies)-1], v.policies[len(v.policies)-1]
-	before := allowed(others, dir, pod.Labels, p, pt)
 	selectedBefore := slices.ContainsFunc(others, func(pol *policy) bool { return pol.selects(dir, pod.Labels) })
-	switch {
-	case !last.selects(dir, pod.Labels) && all != before:
-		t.Fatalf("%s %s peer %v port %v: adding %s, which does not select the pod, turned %v into %v\ninput: %s",
-			dir, pod.Name, p, pt, last.name, before, all, describe(in))
-	case selectedBefore && before && !all:
-		t.Fatalf("%s %s peer %v port %v: adding %s denied a flow another policy allowed\ninput: %s",
-			dir, pod.Name, p, pt, last.name, describe(in))
+	for _, p := range peers {
+		for _, pt := range universePorts(dir, pod) {
+			after := allowed(v.policies, dir, pod.Labels, p, pt)
+			if theirs := oracle.allowed(dir, in, pod, p, pt); after != theirs {
+				t.Fatalf("%s %s peer %v port %v: engine says %v, cyclonus says %v\ninput: %s", dir, pod.Name, p, pt, after, theirs, describe(in))
+			}
+			before := allowed(others, dir, pod.Labels, p, pt)
+			switch {
+			case !last.selects(dir, pod.Labels) && after != before:
+				t.Fatalf("%s %s peer %v port %v: adding %s, which does not select the pod, turned %v into %v\ninput: %s",
+					dir, pod.Name, p, pt, last.name, before, after, describe(in))
+			case selectedBefore && before && !after:
+				t.Fatalf("%s %s peer %v port %v: adding %s denied a flow another policy allowed\ninput: %s",
+					dir, pod.Name, p, pt, last.name, describe(in))
+			}
+		}
 	}
 }
