@@ -52,14 +52,18 @@ type byteSource struct {
 
 // Uint64 spreads one byte over all eight, so that both the high bits (which
 // rand.Rand.IntN uses for most bounds) and the low bits (which it uses for
-// powers of two, and Float64 uses) follow the byte.
+// powers of two, and Float64 uses) follow the byte: 0x00 is the first
+// option, 0xff the last. Bit 31 is set so that 0x00 is not 0, which
+// IntN's rejection sampling would refuse for every bound that is not a
+// power of two, reading the next byte instead; it changes no choice
+// among fewer than 2^31 options.
 func (s *byteSource) Uint64() uint64 {
 	if len(s.data) == 0 {
 		return s.rest.Uint64()
 	}
 	b := s.data[0]
 	s.data = s.data[1:]
-	return uint64(b) * 0x0101010101010101
+	return uint64(b)*0x0101010101010101 | 1<<31
 }
 
 // ValidateNetworkPolicy returns the errors the API server's validation of a
