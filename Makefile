@@ -36,6 +36,11 @@ IMG ?= careplane/manager:$(VERSION)
 # Go test flags; e.g. make test-unit GOTESTFLAGS='-run TestDeployment -v'.
 GOTESTFLAGS ?=
 
+# How long `make test-fuzz` runs each fuzz target, and further flags for it;
+# e.g. make test-fuzz FUZZTIME=5m FUZZFLAGS='-parallel 1'.
+FUZZTIME ?= 10s
+FUZZFLAGS ?=
+
 .PHONY: all
 all: build
 
@@ -79,11 +84,26 @@ verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, c
 ##@ Test
 
 .PHONY: test
-test: test-unit test-chart test-integration test-e2e ## Run every test: units, chart, envtest integration, and e2e on a fresh kwok cluster.
+test: test-unit test-chart test-fuzz test-integration test-e2e ## Run every test: units, chart, fuzzing, envtest integration, and e2e on a fresh kwok cluster.
 
 .PHONY: test-unit
 test-unit: ## Unit tests: pure packages, no cluster.
 	go test $(GOTESTFLAGS) $$(go list ./... | grep -v -e /test/e2e -e /controllers)
+
+# go test -fuzz takes one target of one package per run, so the targets are
+# listed and run in turn. A short -fuzzminimizetime keeps a short run
+# fuzzing rather than shrinking each new input for a minute (the default).
+# A failing input is also printed, so that a CI log is enough to reproduce
+# it: on a clean clone it is the one untracked file under testdata/fuzz.
+.PHONY: test-fuzz
+test-fuzz: ## Run each fuzz target of ./internal/... for FUZZTIME; a failing input is saved under the package's testdata/fuzz, where every go test runs it.
+	go test -list '^Fuzz' ./internal/... | \
+		awk '/^Fuzz/ { targets[n++] = $$1; next } /^ok/ { for (i = 0; i < n; i++) print $$2, targets[i]; n = 0 }' | \
+		while read -r pkg target; do \
+			echo "fuzzing $$target ($$pkg) for $(FUZZTIME)"; \
+			go test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s $(FUZZFLAGS) "$$pkg" || { \
+				git ls-files --others --exclude-standard -- '*/testdata/fuzz/*' | xargs -r tail -n +1; exit 1; }; \
+		done
 
 .PHONY: test-integration
 test-integration: cluster-binaries manifests ## Integration tests of the reconcilers against a real kube-apiserver and etcd (envtest).

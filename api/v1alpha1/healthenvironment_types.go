@@ -231,6 +231,7 @@ type LabelSelector struct {
 	// matchLabels selects objects with all of these labels.
 	// +optional
 	// +kubebuilder:validation:MaxProperties=20
+	// +kubebuilder:validation:XValidation:rule="self.all(k, !format.qualifiedName().validate(k).hasValue())",message="matchLabels keys must be label keys: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, optionally after a DNS subdomain prefix and '/', e.g. kubernetes.io/metadata.name"
 	MatchLabels map[string]LabelValue `json:"matchLabels,omitempty"`
 
 	// matchExpressions selects objects matching all of these requirements.
@@ -250,10 +251,16 @@ type LabelValue string
 //
 // +kubebuilder:validation:XValidation:rule="(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",message="matchExpressions[].values must be set for In and NotIn, and empty for Exists and DoesNotExist"
 type LabelSelectorRequirement struct {
+	// The pattern bounds the key's name to 63 characters, the rule its prefix
+	// to 253, as metav1 validation (and so the NetworkPolicy API) requires. A
+	// format.qualifiedName() rule would say both, at a CEL cost over the
+	// CRD's budget in this many selectors.
+
 	// key is the label key, e.g. kubernetes.io/metadata.name.
 	// +required
 	// +kubebuilder:validation:MaxLength=317
-	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`
+	// +kubebuilder:validation:Pattern=`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$`
+	// +kubebuilder:validation:XValidation:rule="self.indexOf('/') <= 253",message="matchExpressions[].key must be a label key: its prefix, before '/', is a DNS subdomain of at most 253 characters"
 	Key string `json:"key"`
 
 	// operator is In, NotIn, Exists or DoesNotExist.

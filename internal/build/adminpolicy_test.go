@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -107,23 +108,8 @@ func TestAdminFenceKindsPreferClusterNetworkPolicy(t *testing.T) {
 // objects), but it catches a misspelt field without one.
 func checkAgainstCRD(t *testing.T, gvk schema.GroupVersionKind, obj map[string]any) []error {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "test", "e2e", "testdata", "network-policy-api", adminCRDs[gvk.Kind]))
+	crd, err := adminCRD(gvk.Kind)
 	if err != nil {
-		t.Fatal(err)
-	}
-	var crd struct {
-		Spec struct {
-			Scope    string `json:"scope"`
-			Versions []struct {
-				Name   string `json:"name"`
-				Served bool   `json:"served"`
-				Schema struct {
-					OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
-				} `json:"schema"`
-			} `json:"versions"`
-		} `json:"spec"`
-	}
-	if err := yaml.Unmarshal(raw, &crd); err != nil {
 		t.Fatal(err)
 	}
 	if crd.Spec.Scope != "Cluster" {
@@ -138,6 +124,44 @@ func checkAgainstCRD(t *testing.T, gvk schema.GroupVersionKind, obj map[string]a
 	}
 	t.Fatalf("%s does not serve %s", adminCRDs[gvk.Kind], gvk.Version)
 	return nil
+}
+
+type crdDocument struct {
+	Spec struct {
+		Scope    string `json:"scope"`
+		Versions []struct {
+			Name   string `json:"name"`
+			Served bool   `json:"served"`
+			Schema struct {
+				OpenAPIV3Schema map[string]any `json:"openAPIV3Schema"`
+			} `json:"schema"`
+		} `json:"versions"`
+	} `json:"spec"`
+}
+
+var (
+	adminCRDsMu   sync.Mutex
+	adminCRDsRead = map[string]*crdDocument{}
+)
+
+// adminCRD reads and parses the vendored CRD of kind once (the fuzz test
+// checks thousands of policies against it).
+func adminCRD(kind string) (*crdDocument, error) {
+	adminCRDsMu.Lock()
+	defer adminCRDsMu.Unlock()
+	if crd, ok := adminCRDsRead[kind]; ok {
+		return crd, nil
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "test", "e2e", "testdata", "network-policy-api", adminCRDs[kind]))
+	if err != nil {
+		return nil, err
+	}
+	crd := &crdDocument{}
+	if err := yaml.Unmarshal(raw, crd); err != nil {
+		return nil, err
+	}
+	adminCRDsRead[kind] = crd
+	return crd, nil
 }
 
 func checkSchema(path string, v any, s map[string]any) []error {

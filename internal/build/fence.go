@@ -1,6 +1,7 @@
 package build
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
@@ -31,8 +32,8 @@ const (
 // FencePolicy returns the fence's deny-all NetworkPolicy: it selects every
 // pod of the namespace, for ingress and egress, and allows nothing but
 // ingress from the namespaces spec.isolation.forensicsFrom selects (none when
-// unset, or when withForensics is false). annotations carry the fence and
-// restore IDs.
+// unset, or when withForensics is false), never from namespace itself.
+// annotations carry the fence and restore IDs.
 func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool, annotations map[string]string) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics).
 		WithAnnotations(annotations)
@@ -40,7 +41,7 @@ func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensic
 
 // EvidencePolicy returns the NetworkPolicy that keeps evidence pods (pods
 // labelled careplane.io/evidence) isolated after a restore: no egress, and
-// ingress only from the forensics namespaces.
+// ingress only from the forensics namespaces other than namespace.
 func EvidencePolicy(env *v1alpha1.HealthEnvironment, namespace string) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	sel := metav1ac.LabelSelector().WithMatchExpressions(metav1ac.LabelSelectorRequirement().
 		WithKey(v1alpha1.LabelEvidence).WithOperator(metav1.LabelSelectorOpExists))
@@ -52,8 +53,13 @@ func isolationPolicy(env *v1alpha1.HealthEnvironment, namespace, name string, po
 		WithPodSelector(pods).
 		WithPolicyTypes(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress)
 	if f := env.Spec.Isolation.ForensicsFrom; f != nil && withForensics {
+		// forensicsFrom may match the isolated namespace itself: {} does,
+		// and so does a selector on any label it carries. The exception is
+		// for investigators, not for the isolated pods to reach each other.
+		forensics := labelSelectorApply(f.ToMeta()).WithMatchExpressions(metav1ac.LabelSelectorRequirement().
+			WithKey(corev1.LabelMetadataName).WithOperator(metav1.LabelSelectorOpNotIn).WithValues(namespace))
 		spec.WithIngress(networkingv1ac.NetworkPolicyIngressRule().
-			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(labelSelectorApply(f.ToMeta()))))
+			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(forensics)))
 	}
 	return networkingv1ac.NetworkPolicy(name, namespace).
 		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).

@@ -82,3 +82,35 @@ func TestFencePolicyShape(t *testing.T) {
 		t.Errorf("owner %v labels %v", p.OwnerReferences, p.Labels)
 	}
 }
+
+// A forensicsFrom that matches the fenced namespace itself ({} matches every
+// namespace; the primary carries careplane.io/environment) must not let the
+// fenced pods reach each other, while the forensics namespaces still may.
+func TestFenceExcludesTheFencedNamespaceFromForensics(t *testing.T) {
+	ns := "wales-111-primary"
+	nsLabels := map[string]string{corev1.LabelMetadataName: ns, v1alpha1.LabelEnvironment: "wales-111"}
+	pod := netpol.Pod{Name: "call-handling-1", Labels: ServiceLabels(env111(), SiteLabelPrimary, "call-handling")}
+	for name, forensics := range map[string]*v1alpha1.LabelSelector{
+		"every namespace": {},
+		"the environment": {MatchLabels: map[string]v1alpha1.LabelValue{v1alpha1.LabelEnvironment: "wales-111"}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			env := env111()
+			env.Spec.Isolation.ForensicsFrom = forensics
+			p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, ns, true, nil))
+			res, err := netpol.VerifyFence(netpol.FenceInput{Namespace: ns, NamespaceLabels: nsLabels, Pods: []netpol.Pod{pod},
+				Policies: []networkingv1.NetworkPolicy{*p}, Forensics: forensics.ToMeta()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.Isolated {
+				t.Errorf("the fence lets the fenced namespace in:\n%s", netpol.Format(res))
+			}
+			from := p.Spec.Ingress[0].From[0].NamespaceSelector
+			want := metav1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{ns}}
+			if !equalJSON(from.MatchExpressions[len(from.MatchExpressions)-1], want) {
+				t.Errorf("forensics peer %v does not exclude %s", from, ns)
+			}
+		})
+	}
+}

@@ -94,7 +94,9 @@
 //     negated requirement in turn, for example with a namespace whose labels
 //     avoid the values of a NotIn or that has a key that DoesNotExist forbids.
 //     The namespace name is the value of its kubernetes.io/metadata.name label,
-//     which is therefore always present and never equal to the fenced name.
+//     which is therefore always present, a DNS label (so mentioned values
+//     that are not, such as "", are no options for it) and never equal to
+//     the fenced name.
 //     If F is nil, or the direction is egress, S alone is solved. If F is {},
 //     only the fenced namespace can breach.
 //

@@ -437,7 +437,11 @@ func compileIPBlock(b *networkingv1.IPBlock) (*ipBlock, error) {
 }
 
 // parseCIDR parses like the API server's legacy validation does (leading
-// zeros tolerated) and masks host bits, as CNIs do.
+// zeros tolerated) and masks host bits, as CNIs do. An IPv4-mapped IPv6
+// CIDR, which only servers without strict CIDR validation accept (and
+// clusters keep across upgrades), is the IPv4 CIDR it maps:
+// ::ffff:10.0.0.0/104 is 10.0.0.0/8, as net.IPNet reads it and as the API
+// server's warning about such values says.
 func parseCIDR(s string) (netip.Prefix, error) {
 	_, ipnet, err := netutils.ParseCIDRSloppy(s)
 	if err != nil {
@@ -448,8 +452,15 @@ func parseCIDR(s string) (netip.Prefix, error) {
 		return netip.Prefix{}, fmt.Errorf("invalid CIDR address: %s", s)
 	}
 	ones, _ := ipnet.Mask.Size()
-	addr = addr.Unmap()
-	return netip.PrefixFrom(addr, ones).Masked(), nil
+	if addr.Is4In6() {
+		// Masked, the address keeps its ::ffff: prefix only when ones >= 96.
+		addr, ones = addr.Unmap(), ones-96
+	}
+	p := netip.PrefixFrom(addr, ones)
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("invalid CIDR: %s", s)
+	}
+	return p.Masked(), nil
 }
 
 func compilePort(p networkingv1.NetworkPolicyPort) (portSpec, error) {

@@ -40,8 +40,9 @@ func np(name string, mutate func(*networkingv1.NetworkPolicySpec)) networkingv1.
 	return p
 }
 
-// fence is careplane's fence policy: every pod, both directions, ingress
-// only from the forensics namespaces.
+// fence is a fence policy: every pod, both directions, ingress only from the
+// forensics namespaces. Unlike build.FencePolicy, it does not exclude the
+// fenced namespace from them, so tests can show the verifier catching that.
 func fence(forensics *metav1.LabelSelector) networkingv1.NetworkPolicy {
 	return np("careplane-fence", func(s *networkingv1.NetworkPolicySpec) {
 		s.PolicyTypes = allTypes

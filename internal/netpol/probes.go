@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // This file derives the finite probe sets that the package doc argues are
@@ -67,8 +68,10 @@ func (d domain) fresh(key, avoid string) string {
 // told apart, so trying those options per key decides satisfiability.
 //
 // With otherNamespace set, the label set is that of a namespace other than
-// it: kubernetes.io/metadata.name is present (it is the namespace's name)
-// and not equal to otherNamespace.
+// it: kubernetes.io/metadata.name is present, not equal to otherNamespace,
+// and a namespace name (a DNS label), because it is the namespace's name. A
+// selector can mention other values for it, such as "" or "Tenant", which
+// no namespace carries.
 func (d domain) solve(reqs []requirement, otherNamespace string) (map[string]string, bool) {
 	byKey := map[string][]requirement{}
 	for _, r := range reqs {
@@ -88,6 +91,9 @@ func (d domain) solve(reqs []requirement, otherNamespace string) (map[string]str
 		// minimal and readable; the order does not affect completeness.
 		opts := []option{{}, {d.fresh(key, otherNamespace), true}}
 		for _, v := range d[key] {
+			if key == nameLabel && otherNamespace != "" && len(validation.IsDNS1123Label(v)) > 0 {
+				continue
+			}
 			opts = append(opts, option{v, true})
 		}
 		found := false

@@ -172,6 +172,20 @@ func TestVerifyFence(t *testing.T) {
 			want:     []Flow{{Direction: out, Pod: "web-0", Peer: "10.0.0.0/8 except 10.0.0.0/9", Port: "TCP/443", Policies: []string{"half"}}},
 		},
 		{
+			name: "a namespace name no namespace can have matches nothing",
+			policies: []networkingv1.NetworkPolicy{
+				fence(forensicsSel),
+				allowIn("no-such-namespace", peers(nsPeer(expr(nameLabel, metav1.LabelSelectorOpIn, "", "Forensics")))),
+			},
+		},
+		{
+			// Accepted by API servers without strict CIDR validation, and
+			// kept across upgrades; the mapped IPv4 CIDR is meant.
+			name:     "ipBlock with IPv4-mapped IPv6 CIDRs",
+			policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowOut("legacy", peers(ipPeer("::ffff:10.0.0.0/104", "::ffff:10.1.0.0/112")))},
+			want:     []Flow{{Direction: out, Pod: "web-0", Peer: "10.0.0.0/8 except 10.1.0.0/16", Port: "any", Policies: []string{"legacy"}}},
+		},
+		{
 			name:     "ipBlock whose excepts together cover it allows nothing",
 			policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowOut("nothing", peers(ipPeer("10.0.0.0/8", "10.128.0.0/9", "10.0.0.0/9")))},
 		},

@@ -96,6 +96,8 @@ const (
 	msgCIDRHostBits    = "integrations[].cidrs entries must be network addresses in canonical form with no host bits set, e.g. 10.20.0.0/16 rather than 10.20.0.1/16"
 	msgSelectorValues  = "matchExpressions[].values must be set for In and NotIn, and empty for Exists and DoesNotExist"
 	msgPattern         = "should match"
+	msgMatchLabelsKey  = "matchLabels keys must be label keys: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, optionally after a DNS subdomain prefix and '/', e.g. kubernetes.io/metadata.name"
+	msgSelectorKey     = "matchExpressions[].key must be a label key: its prefix, before '/', is a DNS subdomain of at most 253 characters"
 	msgEnvName         = "env[].name must be a C identifier: letters, digits and '_', not starting with a digit"
 
 	// The API server names no field for rules on the object's root (the
@@ -284,6 +286,31 @@ var validationCases = []validationCase{
 				map[string]any{"key": "bad key", "operator": "Exists"}}}
 		},
 		field: "spec.isolation.forensicsFrom.matchExpressions[0].key", msg: msgPattern,
+	},
+	{
+		// Keys the NetworkPolicy API rejects must not get as far as a
+		// NetworkPolicy.
+		name: "forensicsFrom with a label key whose name is longer than 63 characters",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": strings.Repeat("k", 64), "operator": "Exists"}}}
+		},
+		field: "spec.isolation.forensicsFrom.matchExpressions[0].key", msg: msgPattern,
+	},
+	{
+		name: "forensicsFrom with a label key whose prefix is longer than 253 characters",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": strings.Repeat("a", 254) + "/k", "operator": "Exists"}}}
+		},
+		field: "spec.isolation.forensicsFrom.matchExpressions[0].key", msg: msgSelectorKey,
+	},
+	{
+		name: "allowFrom with a matchLabels key that is not a label key",
+		mutate: func(o henv) {
+			o.service(0)["allowFrom"] = []any{map[string]any{"namespaceSelector": validationMatchLabels("team name", "blue")}}
+		},
+		field: "spec.services[0].allowFrom[0].namespaceSelector.matchLabels", msg: msgMatchLabelsKey,
 	},
 	{
 		name: "allowFrom with an invalid label value",
