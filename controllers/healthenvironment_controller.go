@@ -206,21 +206,24 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 // reconcileDelete lets the garbage collector remove an environment's
 // children, unless the environment is fenced: then the fence and the
-// evidence stay until a restore, and the finalizer holds the deletion.
+// evidence stay, and the finalizer holds the deletion, until a responder
+// sets isolation.mode to None (the only restore a deleted environment gets:
+// its namespaces, evidence included, then go with it).
 func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *scope) error {
-	if s.fence.present || s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+	if s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
 		s.deletionBlocked = true
-		if s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
-			// Finish the fence if it was interrupted: deletion never weakens it.
-			if err := r.reconcileFence(ctx, s); err != nil {
-				return err
-			}
-			if s.adminFenceErr != nil {
-				return s.adminFenceErr
-			}
-			s.fenceComplete = true
+		// Finish the fence if it was interrupted: deletion never weakens it.
+		if err := r.reconcileFence(ctx, s); err != nil {
+			return err
 		}
+		if s.adminFenceErr != nil {
+			return s.adminFenceErr
+		}
+		s.fenceComplete = true
 		return nil
+	}
+	if s.fence.present {
+		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", s.env.Spec.Isolation.Ticket)
 	}
 	return r.removeFinalizer(ctx, s.env)
 }

@@ -206,6 +206,27 @@ func TestGuardrailIsolationGuard(t *testing.T) {
 		guardDenied(t, err, guardPolicyIsolation, "HealthEnvironment "+fenced.Name+" "+guardMsgDelete, s.gitops.name+" is not")
 		err = k8sClient.Delete(ctx, fenced.DeepCopy(), client.DryRunAll)
 		guardDenied(t, err, guardPolicyIsolation, guardMsgDelete)
+		// A responder's delete is allowed, but careplane holds a fenced
+		// environment (and its evidence) until the responder also lifts
+		// the isolation.
+		eventually(t, time.Minute, "the fence finalizer on "+fenced.Name, func(ctx context.Context) (bool, string, error) {
+			e := &v1alpha1.HealthEnvironment{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(fenced), e); err != nil {
+				return false, "", err
+			}
+			return len(e.Finalizers) > 0, fmt.Sprintf("finalizers %v", e.Finalizers), nil
+		})
+		if err := s.responder.client.Delete(ctx, fenced.DeepCopy()); err != nil {
+			t.Fatalf("deleting %s as a responder: %v", fenced.Name, err)
+		}
+		time.Sleep(2 * time.Second)
+		e := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(fenced), e); err != nil || e.DeletionTimestamp.IsZero() {
+			t.Fatalf("a deleted fenced environment should be held, Terminating: %v %+v", err, e.ObjectMeta)
+		}
+		if err := s.responder.client.Patch(ctx, e, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"isolation":{"mode":"None"}}}`))); err != nil {
+			t.Fatalf("lifting the isolation of %s: %v", fenced.Name, err)
+		}
 		guardDeleteEnvironment(t, s.responder.client, fenced.Name)
 	})
 }

@@ -137,7 +137,9 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 		}
 	}()
 
-	slow := []string{"--kube-api-qps=5", "--kube-api-burst=1"}
+	// At 2 requests a second the ~25 writes of a fence take over ten
+	// seconds, long enough for the kills to land between its steps.
+	slow := []string{"--kube-api-qps=2", "--kube-api-burst=1"}
 	theOperator.restart(t, slow...)
 	fenceCommand(t, name, "INC-KILL")
 
