@@ -28,7 +28,7 @@ func TestCacheTrims(t *testing.T) {
 			InitContainers: []corev1.Container{{Name: "sidecar", Image: "i", Ports: port, Env: []corev1.EnvVar{{Name: "E"}}}},
 			Containers:     []corev1.Container{{Name: "app", Image: "i", Ports: port, Args: []string{"--x"}}}},
 		Status: corev1.PodStatus{Phase: corev1.PodRunning, PodIP: "10.0.0.1", PodIPs: []corev1.PodIP{{IP: "10.0.0.1"}},
-			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+			Conditions:        []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 			ContainerStatuses: []corev1.ContainerStatus{{Name: "app"}}},
 	}
 	if _, err := trimPod(pod); err != nil {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"flag"
 	"net/http"
-	"sync/atomic"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"k8s.io/klog/v2"

@@ -260,7 +260,6 @@ type row struct {
 	s      summary
 	target string
 	met    string
-	note   string
 }
 
 func (r row) cells() []string {

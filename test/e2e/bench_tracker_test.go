@@ -77,10 +77,10 @@ func (tr *tracker) start(ctx context.Context) error {
 		return err
 	}
 	c, err := cache.New(benchConfig(), cache.Options{Scheme: k8sClient.Scheme(), ByObject: map[client.Object]cache.ByObject{
-		&networkingv1.NetworkPolicy{}:  {Field: fields.OneTermEqualSelector("metadata.name", build.FencePolicyName)},
-		&discoveryv1.EndpointSlice{}:   {Label: labels.NewSelector().Add(*owned)},
-		&appsv1.Deployment{}:           {Label: labels.NewSelector().Add(*replica)},
-		&v1alpha1.HealthEnvironment{}:  {},
+		&networkingv1.NetworkPolicy{}: {Field: fields.OneTermEqualSelector("metadata.name", build.FencePolicyName)},
+		&discoveryv1.EndpointSlice{}:  {Label: labels.NewSelector().Add(*owned)},
+		&appsv1.Deployment{}:          {Label: labels.NewSelector().Add(*replica)},
+		&v1alpha1.HealthEnvironment{}: {},
 	}})
 	if err != nil {
 		return err
@@ -305,8 +305,8 @@ func (tr *tracker) availableAfter(t0 time.Time) func(string) (time.Time, bool) {
 
 // summary is the distribution of one measurement.
 type summary struct {
-	n                     int
-	min, med, p99, max    time.Duration
+	n                  int
+	min, med, p99, max time.Duration
 }
 
 // summarize returns min, median, 99th percentile (nearest rank) and max.
