@@ -125,6 +125,11 @@ bench: cluster-binaries manifests ## Benchmark careplane with BENCH_N environmen
 	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench \
 		go test -tags 'e2e bench' -count=1 -timeout 180m -run '^TestBench$$' -v ./test/e2e/
 
+.PHONY: bench-memory
+bench-memory: cluster-binaries manifests ## Only the operator's memory per environment with BENCH_N environments, and a heap profile (pprof top).
+	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench-memory \
+		go test -tags 'e2e bench' -count=1 -timeout 60m -run '^TestBenchMemory$$' -v ./test/e2e/
+
 ##@ Cluster
 
 .PHONY: cluster-binaries

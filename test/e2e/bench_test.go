@@ -85,6 +85,16 @@ func benchConfig() *rest.Config {
 	return c
 }
 
+// benchAdmin is a client with the admin's identity and no rate limit.
+func benchAdmin(t *testing.T) client.Client {
+	t.Helper()
+	c, err := client.New(benchConfig(), client.Options{Scheme: k8sClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // benchEnv is a HealthEnvironment of three services: a critical one with a
 // generated secret that talks to a second, and a third; with failover, a
 // Warm standby takes over on a fence.
@@ -293,10 +303,7 @@ func TestBench(t *testing.T) {
 	p := benchParamsFromEnv(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	admin, err := client.New(benchConfig(), client.Options{Scheme: k8sClient.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin := benchAdmin(t)
 	respCfg := benchConfig()
 	respCfg.Impersonate = rest.ImpersonationConfig{UserName: "bench-responder", Groups: []string{v1alpha1.DefaultResponderGroup, "system:authenticated"}}
 	resp, err := client.New(respCfg, client.Options{Scheme: k8sClient.Scheme()})
