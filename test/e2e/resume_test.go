@@ -80,6 +80,25 @@ func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, saBefo
 	return p
 }
 
+// readyToFence applies a fence test environment, waits until it is Ready
+// and adds a policy that a fence must remove, one step more for a test to
+// interrupt. It returns the primary namespace and the UIDs of its service
+// accounts, for readFenceProgress.
+func readyToFence(t *testing.T, name string) (ns string, saBefore map[string]string) {
+	t.Helper()
+	ns = name + "-primary"
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	if err := k8sClient.Create(context.Background(), allowEverything(ns, "legacy-allow-all")); err != nil {
+		t.Fatal(err)
+	}
+	saBefore = map[string]string{}
+	for n, uid := range serviceAccountUIDs(t, ns) {
+		saBefore[n] = string(uid)
+	}
+	return ns, saBefore
+}
+
 // TestFenceResumesAfterOperatorKill kills the operator (SIGKILL) at several
 // points of a fence and restarts it: the fence completes after the last
 // restart, and Fenced=True is never reported before every step is done. The
@@ -88,16 +107,7 @@ func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, saBefo
 func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	ctx := context.Background()
 	name := uniqueName("resume")
-	ns := name + "-primary"
-	applyFenceEnv(t, name)
-	waitReady(t, name, 2*time.Minute)
-	if err := k8sClient.Create(ctx, allowEverything(ns, "legacy-allow-all")); err != nil {
-		t.Fatal(err)
-	}
-	saBefore := map[string]string{}
-	for n, uid := range serviceAccountUIDs(t, ns) {
-		saBefore[n] = string(uid)
-	}
+	ns, saBefore := readyToFence(t, name)
 	t.Cleanup(func() {
 		theOperator.kill()
 		if err := theOperator.start(); err != nil {
