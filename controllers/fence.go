@@ -37,9 +37,21 @@ type fence struct {
 }
 
 // readFence reads the fence policy of the primary namespace from the cache.
+//
+// While the spec asks for no fence, a fence policy in the cache means a
+// restore, and is read again from the API server: the reconcile that lifted
+// the fence may have deleted it before the cache saw the deletion. An
+// informer reconnecting after an API server outage lags by up to a minute,
+// and acting on its stale copy ran the finished restore again on every
+// reconcile, putting the fenced label back on the namespace and appending
+// an empty incident each time, until the real one fell off the list.
 func (r *HealthEnvironmentReconciler) readFence(ctx context.Context, s *scope) (fence, error) {
 	pol := &networkingv1.NetworkPolicy{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.names.Primary, Name: build.FencePolicyName}, pol)
+	key := client.ObjectKey{Namespace: s.names.Primary, Name: build.FencePolicyName}
+	err := r.Client.Get(ctx, key, pol)
+	if err == nil && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+		err = r.APIReader.Get(ctx, key, pol)
+	}
 	if apierrors.IsNotFound(err) {
 		return fence{}, nil
 	}

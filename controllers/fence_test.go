@@ -8,8 +8,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -107,5 +109,45 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	}
 	if restored.Status.Isolation != nil {
 		t.Errorf("status.isolation after restore = %+v, want none", restored.Status.Isolation)
+	}
+}
+
+// TestReadFenceDoesNotTrustAStaleCacheDuringARestore: a fence policy the
+// cache still holds after the restore deleted it (the informer has not seen
+// the deletion) must not start the restore again; while the environment is
+// fenced, the cache is trusted.
+func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("stale-fence")
+	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
+		Namespace: "stale-fence-primary", Name: build.FencePolicyName,
+		Annotations: map[string]string{build.AnnotationFenceID: "f1", build.AnnotationRestoreID: "r1"}}}
+	withPolicy := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(pol.DeepCopy()).Build()
+	without := fake.NewClientBuilder().WithScheme(NewScheme()).Build()
+
+	for _, tc := range []struct {
+		name          string
+		mode          v1alpha1.IsolationMode
+		cache, live   client.Client
+		wantPresent   bool
+		wantRestoreID string
+	}{
+		{"restore finished, cache stale", v1alpha1.IsolationNone, withPolicy, without, false, ""},
+		{"restore under way", v1alpha1.IsolationNone, withPolicy, withPolicy, true, "r1"},
+		{"fenced: the cache is trusted", v1alpha1.IsolationFenced, withPolicy, without, true, "r1"},
+		{"never fenced", v1alpha1.IsolationNone, without, withPolicy, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := env.DeepCopy()
+			e.Spec.Isolation.Mode = tc.mode
+			r := &HealthEnvironmentReconciler{Client: tc.cache, APIReader: tc.live}
+			f, err := r.readFence(ctx, newScope(e, time.Now()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.present != tc.wantPresent || f.restoreID != tc.wantRestoreID {
+				t.Errorf("readFence = present %t, restore %q; want %t, %q", f.present, f.restoreID, tc.wantPresent, tc.wantRestoreID)
+			}
+		})
 	}
 }

@@ -25,6 +25,9 @@ func main() {
 		probeAddr     string
 		leaderElect   bool
 		leaderElectNS string
+		leaseDuration time.Duration
+		renewDeadline time.Duration
+		retryPeriod   time.Duration
 		qps           float64
 		burst         int
 		syncPeriod    time.Duration
@@ -38,6 +41,12 @@ func main() {
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the liveness and readiness probes bind to.")
 	flag.BoolVar(&leaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles at a time.")
 	flag.StringVar(&leaderElectNS, "leader-election-namespace", "", "The namespace of the leader election Lease (default: the namespace the manager runs in).")
+	// controller-runtime's defaults. A replica that dies without releasing
+	// the Lease (a crash, a lost node) is replaced after about
+	// --leader-election-lease-duration.
+	flag.DurationVar(&leaseDuration, "leader-election-lease-duration", 15*time.Second, "How long a standby replica waits, after the leader last renewed the Lease, before it takes over.")
+	flag.DurationVar(&renewDeadline, "leader-election-renew-deadline", 10*time.Second, "How long the leader keeps trying to renew the Lease before it gives up leading and exits; less than the lease duration.")
+	flag.DurationVar(&retryPeriod, "leader-election-retry-period", 2*time.Second, "How often replicas try to acquire or renew the Lease; less than the renew deadline.")
 	flag.Float64Var(&qps, "kube-api-qps", 300, "Requests per second the manager may send to the API server (client-side rate limit; the API server's priority and fairness applies as well).")
 	flag.IntVar(&burst, "kube-api-burst", 600, "Burst of requests the manager may send to the API server above --kube-api-qps.")
 	flag.DurationVar(&syncPeriod, "sync-period", 10*time.Hour, "How often every cached object is reconciled again even when nothing changed.")
@@ -69,6 +78,9 @@ func main() {
 		LeaderElectionID:              "careplane.careplane.io",
 		LeaderElectionNamespace:       leaderElectNS,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &leaseDuration,
+		RenewDeadline:                 &renewDeadline,
+		RetryPeriod:                   &retryPeriod,
 	})
 	if err != nil {
 		setupLog.Error(err, "Unable to create the manager")

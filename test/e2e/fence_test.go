@@ -63,12 +63,24 @@ spec:
 // it with kubectl; it returns the file.
 func applyFenceEnv(t *testing.T, name string) string {
 	t.Helper()
-	file := filepath.Join(t.TempDir(), name+".yaml")
-	if err := os.WriteFile(file, []byte(fenceEnvYAML(name)), 0o600); err != nil {
+	return applyFenceEnvs(t, name)
+}
+
+// applyFenceEnvs applies the manifests of several environments with one
+// kubectl call, so that the operator receives them together; it returns the
+// file.
+func applyFenceEnvs(t *testing.T, names ...string) string {
+	t.Helper()
+	docs := make([]string, len(names))
+	for i, name := range names {
+		docs[i] = fenceEnvYAML(name)
+		t.Cleanup(func() { deleteFencedEnvironment(name) })
+	}
+	file := filepath.Join(t.TempDir(), names[0]+".yaml")
+	if err := os.WriteFile(file, []byte(strings.Join(docs, "---\n")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	kubectl(t, "apply", "-f", file)
-	t.Cleanup(func() { deleteFencedEnvironment(name) })
 	return file
 }
 

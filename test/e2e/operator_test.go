@@ -63,6 +63,22 @@ func buildOperator(dir string) (*operator, error) {
 	return &operator{bin: bin, kubeconfig: kubeconfig, logPath: filepath.Join(dir, "manager.log")}, nil
 }
 
+// replica is another process of the same manager binary, with the same
+// credentials and a log of its own.
+func (o *operator) replica(logPath string) *operator {
+	return &operator{bin: o.bin, kubeconfig: o.kubeconfig, logPath: logPath}
+}
+
+// pid is the manager's process id, or 0 when it is not running.
+func (o *operator) pid() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.cmd == nil {
+		return 0
+	}
+	return o.cmd.Process.Pid
+}
+
 // start runs the manager with the suite's flags plus args, and waits until
 // it reports ready.
 func (o *operator) start(args ...string) error {

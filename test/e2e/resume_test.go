@@ -93,6 +93,21 @@ func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, before
 	return p
 }
 
+// readyToFence applies a fence test environment, waits until it is Ready
+// and adds a policy that a fence must remove, one step more for a test to
+// interrupt. It returns the primary namespace and the UIDs of its service
+// accounts and evidence, for readFenceProgress.
+func readyToFence(t *testing.T, name string) (ns string, before fenceBaseline) {
+	t.Helper()
+	ns = name + "-primary"
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	if err := k8sClient.Create(context.Background(), allowEverything(ns, "legacy-allow-all")); err != nil {
+		t.Fatal(err)
+	}
+	return ns, readFenceBaseline(t, ns)
+}
+
 // TestFenceResumesAfterOperatorKill kills the operator (SIGKILL) at several
 // points of a fence and restarts it: the fence completes after the last
 // restart, and Fenced=True is never reported before every step is done. The
@@ -101,13 +116,7 @@ func readFenceProgress(t *testing.T, ctx context.Context, env, ns string, before
 func TestFenceResumesAfterOperatorKill(t *testing.T) {
 	ctx := context.Background()
 	name := uniqueName("resume")
-	ns := name + "-primary"
-	applyFenceEnv(t, name)
-	waitReady(t, name, 2*time.Minute)
-	if err := k8sClient.Create(ctx, allowEverything(ns, "legacy-allow-all")); err != nil {
-		t.Fatal(err)
-	}
-	before := readFenceBaseline(t, ns)
+	ns, before := readyToFence(t, name)
 	t.Cleanup(func() { theOperator.restart(t) })
 
 	// Whenever the status first says Fenced=True, every step must already
