@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -50,10 +51,18 @@ func CacheOptions() cache.Options {
 		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{},
 		&corev1.ResourceQuota{}, &corev1.LimitRange{},
 		&appsv1.ControllerRevision{},
-		&policyv1.PodDisruptionBudget{}, &discoveryv1.EndpointSlice{},
+		&policyv1.PodDisruptionBudget{},
 	} {
 		by[o] = owned
 	}
+	// Of EndpointSlices only the front's, which careplane writes: the
+	// EndpointSlice controller copies a Service's labels onto the slices it
+	// makes for the sites' Services, and those careplane never reads.
+	front, err := labels.NewRequirement(discoveryv1.LabelManagedBy, selection.Equals, []string{build.EndpointSliceManagedBy})
+	if err != nil {
+		panic(err)
+	}
+	by[&discoveryv1.EndpointSlice{}] = cache.ByObject{Label: labels.NewSelector().Add(*req, *front)}
 	// Of Secrets, Pods and Deployments the reconciler reads less than the
 	// API returns: the cache keeps what it reads. Credentials never stay in
 	// the operator's memory; pod and template specs are most of the bytes

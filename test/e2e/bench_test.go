@@ -321,6 +321,8 @@ func TestBench(t *testing.T) {
 		fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 	}
 	started := time.Now()
+	// The code measured is the tree as it was when the test was built.
+	commit := benchCommit()
 
 	// The operator as the chart runs it, with a resync short enough to fall
 	// inside the steady-state window and to time fences during one.
@@ -730,7 +732,7 @@ func TestBench(t *testing.T) {
 			p.runbookParallel, summarize(rbFleetDeny).max.Seconds(), rbFleetDone.Seconds(),
 			summarize(fleetDeny).max.Seconds()/summarize(rbFleetDeny).max.Seconds(), summarize(fleetFenced).max.Seconds()/rbFleetDone.Seconds()))
 
-	report := benchReport(p, rows, notes, time.Since(started))
+	report := benchReport(p, commit, rows, notes, time.Since(started))
 	fmt.Print(report)
 	if p.out != "" {
 		if err := os.WriteFile(p.out, []byte(report), 0o644); err != nil {
@@ -892,9 +894,22 @@ func runFloorFleet(ctx context.Context, c client.Client, plans []floorPlan, para
 	return denied, time.Now()
 }
 
+// benchCommit names the commit under test, "+changes" when the tree differs.
+func benchCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	commit := strings.TrimSpace(string(out))
+	if status, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(strings.TrimSpace(string(status))) > 0 {
+		commit += "+changes"
+	}
+	return commit
+}
+
 // benchReport renders the report: what was run where, the table, the
 // comparisons.
-func benchReport(p benchParams, rows []row, notes []string, took time.Duration) string {
+func benchReport(p benchParams, commit string, rows []row, notes []string, took time.Duration) string {
 	var b strings.Builder
 	cpu := "unknown"
 	if raw, err := os.ReadFile("/proc/cpuinfo"); err == nil {
@@ -917,7 +932,6 @@ func benchReport(p benchParams, rows []row, notes []string, took time.Duration) 
 		Server struct{ GitVersion string } `json:"serverVersion"`
 	}
 	_ = json.Unmarshal([]byte(server), &v)
-	commit, _ := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
 
 	fmt.Fprintf(&b, "# Benchmarks\n\n")
 	fmt.Fprintf(&b, "Written by `make bench` (test/e2e/bench_test.go); rerun it to reproduce. Do not edit by hand.\n\n")
@@ -929,7 +943,7 @@ func benchReport(p benchParams, rows []row, notes []string, took time.Duration) 
 		{"failover environments (Warm standby)", strconv.Itoa(p.failover)},
 		{"machine", fmt.Sprintf("%s, %d CPUs, %s RAM, shared", cpu, runtime.NumCPU(), mem)},
 		{"cluster", fmt.Sprintf("kwok (kwokctl binary runtime): kube-apiserver %s, etcd, kube-controller-manager, kube-scheduler on this machine", v.Server.GitVersion)},
-		{"careplane", fmt.Sprintf("commit %s, %s, operator flags: defaults + --sync-period=%s", strings.TrimSpace(string(commit)), runtime.Version(), p.syncPeriod)},
+		{"careplane", fmt.Sprintf("commit %s, %s, operator flags: defaults + --sync-period=%s", commit, runtime.Version(), p.syncPeriod)},
 		{"benchmark wall time", took.Round(time.Second).String()},
 	} {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
