@@ -45,11 +45,19 @@ type fence struct {
 // and acting on its stale copy ran the finished restore again on every
 // reconcile, putting the fenced label back on the namespace and appending
 // an empty incident each time, until the real one fell off the list.
+//
+// The other way round fails closed too: while the status still describes a
+// fence (status.isolation), a cache that has no fence policy is asked again
+// of the API server, so that a lagging cache never has the primary
+// provisioned, allows and all, under a fence that is still in place.
 func (r *HealthEnvironmentReconciler) readFence(ctx context.Context, s *scope) (fence, error) {
 	pol := &networkingv1.NetworkPolicy{}
 	key := client.ObjectKey{Namespace: s.names.Primary, Name: build.FencePolicyName}
 	err := r.Client.Get(ctx, key, pol)
-	if err == nil && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+	switch {
+	case err == nil && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced:
+		err = r.APIReader.Get(ctx, key, pol)
+	case apierrors.IsNotFound(err) && s.env.Status.Isolation != nil:
 		err = r.APIReader.Get(ctx, key, pol)
 	}
 	if apierrors.IsNotFound(err) {
