@@ -10,6 +10,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 
@@ -128,18 +130,26 @@ func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
 	for _, tc := range []struct {
 		name          string
 		mode          v1alpha1.IsolationMode
+		statusFenced  bool // status.isolation still describes a fence
 		cache, live   client.Client
 		wantPresent   bool
 		wantRestoreID string
 	}{
-		{"restore finished, cache stale", v1alpha1.IsolationNone, withPolicy, without, false, ""},
-		{"restore under way", v1alpha1.IsolationNone, withPolicy, withPolicy, true, "r1"},
-		{"fenced: the cache is trusted", v1alpha1.IsolationFenced, withPolicy, without, true, "r1"},
-		{"never fenced", v1alpha1.IsolationNone, without, withPolicy, false, ""},
+		{"restore finished, cache stale", v1alpha1.IsolationNone, true, withPolicy, without, false, ""},
+		{"restore under way", v1alpha1.IsolationNone, true, withPolicy, withPolicy, true, "r1"},
+		{"fenced: the cache is trusted", v1alpha1.IsolationFenced, true, withPolicy, without, true, "r1"},
+		{"never fenced", v1alpha1.IsolationNone, false, without, withPolicy, false, ""},
+		// A cache that lost sight of a fence in place is not believed.
+		{"restore under way, cache lagging", v1alpha1.IsolationNone, true, without, withPolicy, true, "r1"},
+		{"fenced, cache lagging", v1alpha1.IsolationFenced, true, without, withPolicy, true, "r1"},
+		{"restore finished, status written", v1alpha1.IsolationNone, true, without, without, false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := env.DeepCopy()
 			e.Spec.Isolation.Mode = tc.mode
+			if tc.statusFenced {
+				e.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-1"}
+			}
 			r := &HealthEnvironmentReconciler{Client: tc.cache, APIReader: tc.live}
 			f, err := r.readFence(ctx, newScope(e, time.Now()))
 			if err != nil {
@@ -149,5 +159,38 @@ func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
 				t.Errorf("readFence = present %t, restore %q; want %t, %q", f.present, f.restoreID, tc.wantPresent, tc.wantRestoreID)
 			}
 		})
+	}
+}
+
+// TestFenceCompleteIsWrittenByTheReconcileThatCompletesIt: the early
+// FenceIncomplete write must not leave the final status write with nothing
+// to send (it once shared the conditions slice with the object the merge
+// patch is computed from, and Fenced=True waited for another reconcile).
+func TestFenceCompleteIsWrittenByTheReconcileThatCompletesIt(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("one-pass")
+	env.Generation = 2
+	env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test"}
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env).WithStatusSubresource(env).Build()
+	r := &HealthEnvironmentReconciler{Client: c, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{}}
+
+	if err := c.Get(ctx, client.ObjectKeyFromObject(env), env); err != nil {
+		t.Fatal(err)
+	}
+	s := newScope(env, time.Now())
+	before := env.Status.DeepCopy()
+	if err := r.markFenceStarted(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	setCondition(&s.status.Conditions, env.Generation, v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, "done")
+	if err := r.writeStatus(ctx, env, before, s); err != nil {
+		t.Fatal(err)
+	}
+	got := &v1alpha1.HealthEnvironment{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(env), got); err != nil {
+		t.Fatal(err)
+	}
+	if st, reason := condition(got, v1alpha1.ConditionFenced); st != "True" || reason != v1alpha1.ReasonFenceComplete {
+		t.Errorf("stored Fenced = %s/%s, want True/%s", st, reason, v1alpha1.ReasonFenceComplete)
 	}
 }
