@@ -31,16 +31,7 @@ func TestBenchMemory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	theOperator.stop()
-	if err := theOperator.start(fmt.Sprintf("--sync-period=%s", p.syncPeriod), "--pprof-bind-address="+pprofAddr); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		theOperator.stop()
-		_ = theOperator.start()
-	})
-	time.Sleep(5 * time.Second)
-	idle := operatorProc(t)
+	idle := startBenchOperator(t, p, "--pprof-bind-address="+pprofAddr)
 
 	names := make([]string, p.n)
 	t0 := time.Now()

@@ -204,7 +204,25 @@ func createParallel(t *testing.T, c client.Client, objs []*unstructured.Unstruct
 	}
 }
 
-// proc reads the operator process's resident memory (now and peak, bytes)
+// startBenchOperator restarts the operator as the chart runs it, with a
+// resync short enough to fall inside the steady-state window and to time
+// fences during one, plus extra flags; the suite's operator comes back at
+// the end. It returns the operator's idle figures.
+func startBenchOperator(t *testing.T, p benchParams, extra ...string) procStats {
+	t.Helper()
+	theOperator.stop()
+	if err := theOperator.start(append([]string{fmt.Sprintf("--sync-period=%s", p.syncPeriod)}, extra...)...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		theOperator.stop()
+		_ = theOperator.start()
+	})
+	time.Sleep(5 * time.Second)
+	return operatorProc(t)
+}
+
+// operatorProc reads the operator process's resident memory (now and peak, bytes)
 // and CPU time (user+system, seconds) from /proc.
 type procStats struct {
 	rss, peak int64
@@ -244,7 +262,7 @@ func operatorProc(t *testing.T) procStats {
 	return s
 }
 
-// patchIsolation sets spec.isolation of an environment as a responder.
+// benchIsolation sets spec.isolation of an environment, as c.
 func benchIsolation(ctx context.Context, c client.Client, name string, isolation map[string]any) error {
 	raw, err := json.Marshal(map[string]any{"spec": map[string]any{"isolation": isolation}})
 	if err != nil {
@@ -324,18 +342,7 @@ func TestBench(t *testing.T) {
 	// The code measured is the tree as it was when the test was built.
 	commit := benchCommit()
 
-	// The operator as the chart runs it, with a resync short enough to fall
-	// inside the steady-state window and to time fences during one.
-	theOperator.stop()
-	if err := theOperator.start(fmt.Sprintf("--sync-period=%s", p.syncPeriod), "--zap-time-encoding=rfc3339nano"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		theOperator.stop()
-		_ = theOperator.start()
-	})
-	time.Sleep(5 * time.Second)
-	idle := operatorProc(t)
+	idle := startBenchOperator(t, p, "--zap-time-encoding=rfc3339nano")
 	logf("operator idle: RSS %.1f MiB", float64(idle.rss)/(1<<20))
 
 	// --- Cold start: the kubectl floor, then careplane ---------------------
