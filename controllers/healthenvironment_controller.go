@@ -222,8 +222,9 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 		s.fenceComplete = true
 		return nil
 	}
-	if s.fence.present {
-		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", s.env.Spec.Isolation.Ticket)
+	if iso := s.env.Status.Isolation; s.fence.present && iso != nil {
+		// The spec no longer holds the ticket; the status still does.
+		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
 	}
 	return r.removeFinalizer(ctx, s.env)
 }
