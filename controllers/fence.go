@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -98,12 +99,23 @@ func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *s
 }
 
 // reconcileFence fences the primary site, in fail-closed order: (1) the
-// deny-all policy, (2) every other policy of the namespace removed, (3)
-// credentials revoked, (4) workloads preserved as evidence or stopped, (5) the
-// front stops routing to the primary (reconcileFront). Every step is
-// idempotent and keyed by the fence ID, so an interrupted fence resumes
-// where it stopped; Fenced=True is reported only after a pass completes.
-func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *scope) error {
+// deny-all policy; then, once it is in place, (2) every other policy of the
+// namespace removed, (3) credentials revoked and (4) workloads preserved as
+// evidence or stopped; (5) the front stops routing to the primary
+// (reconcileFront). Every step is idempotent and keyed by the fence ID, so an
+// interrupted fence resumes where it stopped; Fenced=True is reported only
+// after a pass completes.
+//
+// Steps (2) to (4) go out together. The deny policy already isolates the
+// namespace, and allows add up, so the order among them cannot open it; what
+// they cost is round trips, and a fence is the one thing careplane must do
+// in as few of them as it can (each is 50-150 ms on a loaded control
+// plane). Within (4) the pods are detached before their Deployments scale
+// down, so that the scale-down leaves them running.
+//
+// addFinalizer says to hold the environment's deletion with the fence
+// finalizer; that write goes out with the deny policy.
+func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *scope, addFinalizer bool) error {
 	f, err := r.readFence(ctx, s)
 	if err != nil {
 		return err
@@ -115,34 +127,79 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	f.restoreID = ""
 	ns := s.names.Primary
 
-	// (1) Deny everything first.
+	// (1) Deny everything first. Whatever else happens, a fenced
+	// environment is not garbage collected with its evidence: the
+	// finalizer goes out at the same time, on a copy (the answer is
+	// decoded into the object the builders read).
+	var finalizers []string
+	finalizerErr := make(chan error, 1)
+	go func() {
+		if !addFinalizer {
+			finalizerErr <- nil
+			return
+		}
+		env := s.env.DeepCopy()
+		err := r.ensureFinalizer(ctx, env)
+		finalizers = env.Finalizers
+		finalizerErr <- err
+	}()
 	err = r.applyFencePolicy(ctx, s, &f)
 	s.fence = f
+	if ferr := <-finalizerErr; ferr != nil {
+		return errors.Join(ferr, err)
+	}
+	if addFinalizer {
+		s.env.Finalizers = finalizers
+	}
 	if err != nil {
 		return fmt.Errorf("writing the fence policy: %w", err)
 	}
-	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true); err != nil {
-		return err
-	}
-	if err := r.markFenceStarted(ctx, s); err != nil {
-		return err
-	}
-	// (1b) admin-tier: the cluster-scoped deny, when the network-policy-api
-	// CRDs are served (adminpolicy.go). A failure to write it holds up none
-	// of steps (2)-(5): Reconcile returns it after the front is switched, so
-	// Fenced stays False and the fence is retried.
-	s.adminFenceErr = r.applyAdminFence(ctx, s)
 
-	// (2) Allows add up: any other policy could breach the fence.
-	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
+	// (2), (3) and (4), and the writes that only report the fence: each
+	// goroutine keeps what it found to itself, merged below.
+	var (
+		removed            []string
+		revoked, secretsGo int32
+		adminErr           error
+	)
+	err = all(
+		func() error { return r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true) },
+		func() error { return r.markFenceStarted(ctx, s) },
+		// (1b) admin-tier: the cluster-scoped deny, when the
+		// network-policy-api CRDs are served (adminpolicy.go). A failure
+		// to write it holds up none of the other steps: Reconcile returns
+		// it after the front is switched, so Fenced stays False and the
+		// fence is retried.
+		func() error { adminErr = r.applyAdminFence(ctx, s); return nil },
+		// (2) Allows add up: any other policy could breach the fence.
+		func() (err error) { removed, err = r.removeOtherPolicies(ctx, s, ns); return err },
+		// (3) Credentials: new ServiceAccounts (tokens bound to the old
+		// UIDs die, including those of preserved pods), generated Secrets
+		// deleted.
+		func() (err error) {
+			revoked, err = r.rotateServiceAccounts(ctx, s, ns, s.env.Spec.Services, f.id)
+			return err
+		},
+		func() (err error) { secretsGo, err = r.deleteGeneratedSecrets(ctx, s, ns); return err },
+		// (4) Workloads: evidence first, then the scale-down.
+		func() error { return r.stopWorkloads(ctx, s, ns, f.id) },
+	)
+	s.adminFenceErr = adminErr
+	s.removedPolicies = append(s.removedPolicies, removed...)
+	s.credentialsRevoked += revoked + secretsGo
+	if err != nil {
 		return err
 	}
+	for _, svc := range s.env.Spec.Services {
+		// Nothing of the fenced site serves: none of its replicas counts.
+		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
+	}
+	return nil
+}
 
-	// (3) Credentials: new ServiceAccounts (tokens bound to the old UIDs
-	// die, including those of preserved pods), generated Secrets deleted.
-	if err := r.rotateServiceAccounts(ctx, s, ns, s.env.Spec.Services, f.id); err != nil {
-		return err
-	}
+// deleteGeneratedSecrets deletes the fenced site's generated Secrets and
+// reports how many it deleted.
+func (r *HealthEnvironmentReconciler) deleteGeneratedSecrets(ctx context.Context, s *scope, ns string) (int32, error) {
 	var secrets []*corev1.Secret
 	for _, svc := range s.env.Spec.Services {
 		for _, g := range svc.GeneratedSecrets {
@@ -152,34 +209,30 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 				continue
 			}
 			if err != nil {
-				return fmt.Errorf("reading secret %s/%s: %w", ns, build.GeneratedSecretName(svc.Name, g), err)
+				return 0, fmt.Errorf("reading secret %s/%s: %w", ns, build.GeneratedSecretName(svc.Name, g), err)
 			}
 			secrets = append(secrets, secret)
 		}
 	}
-	if err := inParallel(secrets, func(secret *corev1.Secret) error { return r.deleteIfExists(ctx, secret) }); err != nil {
-		return err
+	if len(secrets) == 0 {
+		return 0, nil
 	}
-	s.credentialsRevoked += int32(len(secrets))
+	return int32(len(secrets)), inParallel(secrets, func(secret *corev1.Secret) error { return r.deleteIfExists(ctx, secret) })
+}
 
-	// (4) Workloads.
+// stopWorkloads preserves the fenced site's pods as evidence (unless the
+// fence stops them) and scales its Deployments to zero, in that order.
+func (r *HealthEnvironmentReconciler) stopWorkloads(ctx context.Context, s *scope, ns, fenceID string) error {
 	if s.env.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop {
 		if err := r.preserveEvidence(ctx, s, ns); err != nil {
 			return err
 		}
 	}
-	if err := inParallel(s.env.Spec.Services, func(svc v1alpha1.Service) error {
-		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, f.id)
+	return inParallel(s.env.Spec.Services, func(svc v1alpha1.Service) error {
+		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, fenceID)
 		dep.Spec.WithReplicas(0)
 		return r.apply(ctx, dep, &appsv1.Deployment{})
-	}); err != nil {
-		return err
-	}
-	for _, svc := range s.env.Spec.Services {
-		// Nothing of the fenced site serves: none of its replicas counts.
-		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
-	}
-	return nil
+	})
 }
 
 // markFenceStarted records Fenced=False/FenceIncomplete as soon as the deny
@@ -190,24 +243,28 @@ func (r *HealthEnvironmentReconciler) markFenceStarted(ctx context.Context, s *s
 		(c.Reason == v1alpha1.ReasonFenceIncomplete || c.Reason == v1alpha1.ReasonFenceComplete) {
 		return nil
 	}
-	patch := client.MergeFrom(s.env.DeepCopy())
-	setCondition(&s.env.Status.Conditions, s.env.Generation, v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete,
+	// On a copy: the answer is decoded into the object, which the fence's
+	// other steps read at the same time.
+	env := s.env.DeepCopy()
+	patch := client.MergeFrom(env.DeepCopy())
+	setCondition(&env.Status.Conditions, env.Generation, v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete,
 		"The deny-all policy is in place; removing other policies, revoking credentials and stopping workloads")
-	if err := r.Client.Status().Patch(ctx, s.env, patch); err != nil {
+	if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
 		return fmt.Errorf("recording the fence start of %s: %w", klog.KObj(s.env), err)
 	}
+	s.env.Status.Conditions = env.Status.Conditions
 	// A copy: sharing the slice would make the final status write
 	// compare the conditions with themselves and send nothing.
-	s.status.Conditions = slices.Clone(s.env.Status.Conditions)
+	s.status.Conditions = slices.Clone(env.Status.Conditions)
 	return nil
 }
 
 // removeOtherPolicies deletes every NetworkPolicy of the fenced namespace but
-// the fence's own, whoever created it, and records their names.
-func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s *scope, ns string) error {
+// the fence's own, whoever created it, and returns their names.
+func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s *scope, ns string) ([]string, error) {
 	var pols networkingv1.NetworkPolicyList
 	if err := r.Client.List(ctx, &pols, client.InNamespace(ns)); err != nil {
-		return fmt.Errorf("listing network policies in %s: %w", ns, err)
+		return nil, fmt.Errorf("listing network policies in %s: %w", ns, err)
 	}
 	var others []*networkingv1.NetworkPolicy
 	var removed []string
@@ -223,23 +280,23 @@ func (r *HealthEnvironmentReconciler) removeOtherPolicies(ctx context.Context, s
 		}
 		removed = append(removed, name)
 	}
-	if err := inParallel(others, func(p *networkingv1.NetworkPolicy) error { return r.deleteIfExists(ctx, p) }); err != nil {
-		return err
+	if len(others) == 0 {
+		return nil, nil
 	}
-	if len(removed) == 0 {
-		return nil
+	if err := inParallel(others, func(p *networkingv1.NetworkPolicy) error { return r.deleteIfExists(ctx, p) }); err != nil {
+		return nil, err
 	}
 	sort.Strings(removed)
-	s.removedPolicies = append(s.removedPolicies, removed...)
 	log.FromContext(ctx).Info("Removed network policies from the fenced namespace", "namespace", ns, "policies", removed)
 	r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "PoliciesRemoved", "Fence",
 		"Removed network policies from fenced namespace %s: %s", ns, strings.Join(removed, ", "))
-	return nil
+	return removed, nil
 }
 
 // rotateServiceAccounts deletes and recreates each service's ServiceAccount
-// unless it already belongs to credentials revision rev.
-func (r *HealthEnvironmentReconciler) rotateServiceAccounts(ctx context.Context, s *scope, ns string, services []v1alpha1.Service, rev string) error {
+// unless it already belongs to credentials revision rev, and returns how
+// many it revoked.
+func (r *HealthEnvironmentReconciler) rotateServiceAccounts(ctx context.Context, s *scope, ns string, services []v1alpha1.Service, rev string) (int32, error) {
 	var revoked atomic.Int32
 	err := inParallel(services, func(svc v1alpha1.Service) error {
 		sa := &corev1.ServiceAccount{}
@@ -260,8 +317,7 @@ func (r *HealthEnvironmentReconciler) rotateServiceAccounts(ctx context.Context,
 		_, err = r.Applier.Apply(ctx, want, "")
 		return err
 	})
-	s.credentialsRevoked += revoked.Load()
-	return err
+	return revoked.Load(), err
 }
 
 // preserveEvidence detaches the running pods of the fenced site from their
@@ -406,10 +462,14 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if err := r.applyNamespace(ctx, s, ns, v1alpha1.SitePrimary, true); err != nil {
 		return false, err
 	}
-	if err := r.removeOtherPolicies(ctx, s, ns); err != nil {
+	removed, err := r.removeOtherPolicies(ctx, s, ns)
+	s.removedPolicies = append(s.removedPolicies, removed...)
+	if err != nil {
 		return false, err
 	}
-	if err := r.rotateServiceAccounts(ctx, s, ns, services, f.restoreID); err != nil {
+	revoked, err := r.rotateServiceAccounts(ctx, s, ns, services, f.restoreID)
+	s.credentialsRevoked += revoked
+	if err != nil {
 		return false, err
 	}
 	for _, svc := range services {

@@ -49,6 +49,8 @@ type FenceGate struct {
 	Now func() time.Time
 	// Workers is how many environments the gate handles at once.
 	Workers int
+	// FleetFence, when set, is told of every fence request the gate sees.
+	FleetFence *FleetFence
 }
 
 // Reconcile writes the deny policy of a fenced environment when it is
@@ -61,44 +63,55 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 	if env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
 		return ctrl.Result{}, nil
 	}
-	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
-	pol := &networkingv1.NetworkPolicy{}
-	err := g.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, pol)
-	if err == nil {
-		return ctrl.Result{}, nil // fenced, or being fenced by the reconciler
+	if _, err := writeDenyPolicy(ctx, g.Client, env, g.Now()); err != nil {
+		return ctrl.Result{}, err
 	}
-	if !apierrors.IsNotFound(err) {
-		return ctrl.Result{}, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(env), err)
-	}
-	// Only into a namespace careplane made for this environment: never one
-	// that merely has the name (the reconciler reports that conflict).
-	nsObj := &corev1.Namespace{}
-	if err := g.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(nsObj, env) || !nsObj.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, nil
-	}
-
-	ann := map[string]string{build.AnnotationFenceID: g.Now().UTC().Format(time.RFC3339Nano)}
-	err = g.create(ctx, build.FencePolicy(env, ns, true, ann))
-	if err != nil && apierrors.IsInvalid(err) && env.Spec.Isolation.ForensicsFrom != nil {
-		// Fail closed: without the forensics exception rather than not at all.
-		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
-		err = g.create(ctx, build.FencePolicy(env, ns, false, ann))
-	}
-	switch {
-	case apierrors.IsAlreadyExists(err):
-		return ctrl.Result{}, nil // the reconciler was first
-	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("writing the fence policy of %s: %w", klog.KObj(env), err)
-	}
-	log.FromContext(ctx).Info("Deny policy written", "namespace", ns)
 	return ctrl.Result{}, nil
 }
 
-// create creates the policy the apply configuration describes.
-func (g *FenceGate) create(ctx context.Context, desired any) error {
+// writeDenyPolicy creates the deny policy of env's fence when the cache has
+// none, and reports whether the policy exists now. It never changes a policy
+// that exists: the fence ID of a fence under way is the reconciler's to
+// keep. It writes only into a primary namespace careplane made for env, never
+// one that merely has the name (the reconciler reports that conflict), and
+// reports false for such a namespace or a missing one.
+func writeDenyPolicy(ctx context.Context, c client.Client, env *v1alpha1.HealthEnvironment, now time.Time) (bool, error) {
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	pol := &networkingv1.NetworkPolicy{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, pol)
+	if err == nil {
+		return true, nil // fenced, or being fenced
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(env), err)
+	}
+	nsObj := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(nsObj, env) || !nsObj.DeletionTimestamp.IsZero() {
+		return false, nil
+	}
+
+	ann := map[string]string{build.AnnotationFenceID: now.UTC().Format(time.RFC3339Nano)}
+	err = createPolicy(ctx, c, build.FencePolicy(env, ns, true, ann))
+	if err != nil && apierrors.IsInvalid(err) && env.Spec.Isolation.ForensicsFrom != nil {
+		// Fail closed: without the forensics exception rather than not at all.
+		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
+		err = createPolicy(ctx, c, build.FencePolicy(env, ns, false, ann))
+	}
+	switch {
+	case apierrors.IsAlreadyExists(err):
+		return true, nil // written by the gate or the reconciler meanwhile
+	case err != nil:
+		return false, fmt.Errorf("writing the fence policy of %s: %w", klog.KObj(env), err)
+	}
+	log.FromContext(ctx).Info("Deny policy written", "namespace", ns)
+	return true, nil
+}
+
+// createPolicy creates the policy the apply configuration describes.
+func createPolicy(ctx context.Context, c client.Client, desired any) error {
 	raw, err := json.Marshal(desired)
 	if err != nil {
 		return err
@@ -107,7 +120,7 @@ func (g *FenceGate) create(ctx context.Context, desired any) error {
 	if err := json.Unmarshal(raw, pol); err != nil {
 		return err
 	}
-	return g.Client.Create(ctx, pol, client.FieldOwner(fieldOwner))
+	return c.Create(ctx, pol, client.FieldOwner(fieldOwner))
 }
 
 // fencedSpec passes environments whose spec asks for a fence.
@@ -126,7 +139,7 @@ var isFencePolicy = predicate.NewPredicateFuncs(func(o client.Object) bool {
 // once, not after the reconciler's queue).
 func (g *FenceGate) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
-		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(fencedSpec, predicate.GenerationChangedPredicate{})).
+		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(fencedSpec, predicate.GenerationChangedPredicate{}, g.FleetFence.observing())).
 		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels),
 			builder.WithPredicates(isFencePolicy, predicate.Funcs{
 				CreateFunc: func(crevent.CreateEvent) bool { return false },

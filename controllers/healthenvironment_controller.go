@@ -62,6 +62,9 @@ type HealthEnvironmentReconciler struct {
 	RESTMapper meta.RESTMapper
 	// Workers is how many environments are reconciled at once.
 	Workers int
+	// FleetFence, when set, tells a fleet fence under way, during which a
+	// fence's steps after its deny policy wait (fleetfence.go).
+	FleetFence *FleetFence
 }
 
 // SecretGenerator returns a new random credential.
@@ -95,6 +98,12 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
+	// Before anything is written (the status included): a fence held for a
+	// fleet fence costs the API server nothing.
+	if after := r.holdFence(ctx, env, r.Clock.Now()); after > 0 {
+		return ctrl.Result{RequeueAfter: after}, nil
+	}
+
 	s := newScope(env, r.Clock.Now())
 	before := env.Status.DeepCopy()
 	defer func() {
@@ -116,9 +125,10 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, r.reconcileDelete(ctx, s)
 	}
 	fencing := env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
-	if fencing || f.present {
+	if f.present && !fencing {
 		// Whatever else happens, a fenced environment is not garbage
-		// collected with its evidence.
+		// collected with its evidence (a fence adds the finalizer with
+		// its deny policy, reconcileFence).
 		if err := r.ensureFinalizer(ctx, env); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -136,7 +146,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	var errs []error
 	switch {
 	case fencing:
-		if err := r.reconcileFence(ctx, s); err != nil {
+		if err := r.reconcileFence(ctx, s, true); err != nil {
 			return ctrl.Result{}, err
 		}
 	case f.present:
@@ -213,7 +223,7 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 	if s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
 		s.deletionBlocked = true
 		// Finish the fence if it was interrupted: deletion never weakens it.
-		if err := r.reconcileFence(ctx, s); err != nil {
+		if err := r.reconcileFence(ctx, s, false); err != nil {
 			return err
 		}
 		if s.adminFenceErr != nil {

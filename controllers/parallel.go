@@ -22,3 +22,8 @@ func inParallel[T any](items []T, fn func(T) error) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// all runs every fn at once and joins their errors.
+func all(fns ...func() error) error {
+	return inParallel(fns, func(fn func() error) error { return fn() })
+}

@@ -34,6 +34,10 @@ var (
 	k8sClient client.Client
 	// writes counts the mutating requests the operator's client sends.
 	writes testutil.WriteCounter
+	// suiteFleetFence is the reconciler's and the gate's FleetFence: a
+	// short hold, so that a test that keeps a fleet fence arriving waits
+	// little, and no other test's few fences ever make one.
+	suiteFleetFence = &FleetFence{Threshold: 10, Window: time.Second, MaxHold: 3 * time.Second}
 )
 
 // resyncPeriod is the cache resync period in this suite: short, so that the
@@ -87,12 +91,15 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "creating manager: %v\n", err)
 		return 1
 	}
-	if err := NewReconciler(mgr).SetupWithManager(mgr); err != nil {
+	rec := NewReconciler(mgr)
+	rec.FleetFence = suiteFleetFence
+	if err := rec.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up reconciler: %v\n", err)
 		return 1
 	}
 	gate, err := NewFenceGate(mgr, 100, 200)
 	if err == nil {
+		gate.FleetFence = suiteFleetFence
 		err = gate.SetupWithManager(mgr)
 	}
 	if err != nil {

@@ -35,6 +35,7 @@ func main() {
 		fenceWorkers  int
 		fenceQPS      float64
 		fenceBurst    int
+		fleetMaxHold  time.Duration
 		pprofAddr     string
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 disables it.")
@@ -54,6 +55,7 @@ func main() {
 	flag.IntVar(&fenceWorkers, "fence-concurrency", controllers.DefaultFenceWorkers, "How many deny policies the fence gate writes at once (the first step of a fence, on its own queue).")
 	flag.Float64Var(&fenceQPS, "fence-api-qps", 200, "Requests per second the fence gate may send, apart from --kube-api-qps, so that other work never holds back a deny policy.")
 	flag.IntVar(&fenceBurst, "fence-api-burst", 500, "Burst of requests the fence gate may send above --fence-api-qps.")
+	flag.DurationVar(&fleetMaxHold, "fleet-fence-max-hold", 10*time.Second, "While a fleet fence is arriving (10 or more fence requests within a second), fences whose deny policy is in place hold their later steps, so that every deny policy of the fleet goes first; this bounds the hold per environment. 0 disables it.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address a Go pprof endpoint binds to, for profiling; 0 (the default) disables it.")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
@@ -90,8 +92,18 @@ func main() {
 		setupLog.Error(nil, "--concurrency, --fence-concurrency, --fence-api-qps and --fence-api-burst must be positive")
 		os.Exit(2)
 	}
+	if fleetMaxHold < 0 {
+		setupLog.Error(nil, "--fleet-fence-max-hold must not be negative (0 disables the hold)")
+		os.Exit(2)
+	}
+	var fleet *controllers.FleetFence
+	if fleetMaxHold > 0 {
+		fleet = controllers.NewFleetFence()
+		fleet.MaxHold = fleetMaxHold
+	}
 	rec := controllers.NewReconciler(mgr)
 	rec.Workers = workers
+	rec.FleetFence = fleet
 	if err := rec.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "Unable to set up the HealthEnvironment controller")
 		os.Exit(1)
@@ -99,6 +111,7 @@ func main() {
 	gate, err := controllers.NewFenceGate(mgr, float32(fenceQPS), fenceBurst)
 	if err == nil {
 		gate.Workers = fenceWorkers
+		gate.FleetFence = fleet
 		err = gate.SetupWithManager(mgr)
 	}
 	if err != nil {

@@ -1,0 +1,127 @@
+package controllers
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// FleetFence tells when a fleet fence is under way: many environments asking
+// for a fence within moments of each other, as when a supplier's whole
+// estate is fenced by label selector (the 2022 scenario).
+//
+// While one is, the reconciler holds the later steps of every fence whose
+// deny policy is already in place (removing policies, revoking credentials,
+// preserving evidence, switching the front: some twenty writes each), so
+// that the API server spends itself on the fleet's fence requests and deny
+// policies first. Fail closed across the fleet first: each environment is
+// already cut off by its deny policy, and the held steps follow as soon as
+// the requests stop arriving, at most MaxHold after its deny policy.
+//
+// A single fence, or a few, never counts as a fleet: Threshold requests must
+// arrive within Window.
+type FleetFence struct {
+	// Threshold fence requests arriving within Window make a fleet fence.
+	Threshold int
+	Window    time.Duration
+	// MaxHold bounds how long after its deny policy was created a fence's
+	// later steps may be held, however long the requests keep coming.
+	MaxHold time.Duration
+
+	mu sync.Mutex
+	// last holds the arrival times of the last Threshold requests, a ring
+	// whose oldest entry is at next once it is full.
+	last []time.Time
+	next int
+}
+
+// NewFleetFence returns a FleetFence with careplane's defaults: 10 fence
+// requests within a second make a fleet fence, and no fence's later steps
+// wait more than 10 s after its deny policy.
+func NewFleetFence() *FleetFence {
+	return &FleetFence{Threshold: 10, Window: time.Second, MaxHold: 10 * time.Second}
+}
+
+// Observe records a fence request arriving at now.
+func (f *FleetFence) Observe(now time.Time) {
+	if f == nil || f.Threshold < 1 {
+		return
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.last) < f.Threshold {
+		f.last = append(f.last, now)
+		return
+	}
+	f.last[f.next] = now
+	f.next = (f.next + 1) % f.Threshold
+}
+
+// UnderWay says whether Threshold fence requests arrived within the Window
+// before now.
+func (f *FleetFence) UnderWay(now time.Time) bool {
+	if f == nil || f.Threshold < 1 {
+		return false
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.last) < f.Threshold {
+		return false
+	}
+	oldest := f.last[f.next%len(f.last)]
+	return now.Sub(oldest) < f.Window
+}
+
+// observing is a predicate that records every event it passes as a fence
+// request; it comes after the predicates that tell a fence request.
+func (f *FleetFence) observing() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc: func(crevent.CreateEvent) bool { f.Observe(time.Now()); return true },
+		UpdateFunc: func(crevent.UpdateEvent) bool { f.Observe(time.Now()); return true },
+	}
+}
+
+// holdFence says whether env's fence waits for the fleet fence under way to
+// finish arriving, and for how long to wait before asking again. While one
+// is, a fence's reconcile does what the gate does, the deny policy and only
+// that, in case it got there first, and then waits, up to MaxHold after the
+// deny policy was created. A fence whose deny policy cannot be written here
+// (its namespace is not yet careplane's) goes ahead: the reconcile reports
+// why.
+func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alpha1.HealthEnvironment, now time.Time) time.Duration {
+	ff := r.FleetFence
+	if ff == nil || env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !env.DeletionTimestamp.IsZero() || !ff.UnderWay(now) {
+		return 0
+	}
+	pol := &networkingv1.NetworkPolicy{}
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, pol)
+	switch {
+	case apierrors.IsNotFound(err):
+		ok, err := writeDenyPolicy(ctx, r.Client, env, now)
+		if err != nil {
+			log.FromContext(ctx).Error(err, "Could not write the deny policy during a fleet fence; fencing in full")
+		}
+		if !ok {
+			// Fail closed: the fence goes ahead, deny policy first, and
+			// reports what stops it.
+			return 0
+		}
+	case err != nil:
+		return 0
+	case now.Sub(pol.CreationTimestamp.Time) >= ff.MaxHold+time.Second:
+		// The creation time has whole seconds: a second's grace.
+		return 0
+	}
+	fenceStepsHeld.Inc()
+	return ff.Window / 2
+}
