@@ -384,27 +384,38 @@ func (r *HealthEnvironmentReconciler) preserveEvidence(ctx context.Context, s *s
 	})
 }
 
+// verification is the verdict on a fenced namespace and the evidence pods
+// found in it.
+type verification struct {
+	result   netpol.Result
+	evidence int32
+	err      error
+}
+
 // verifyIsolation evaluates every NetworkPolicy of the fenced namespace, read
-// live from the API server rather than the cache, against its pods.
-func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string) (netpol.Result, error) {
+// live from the API server rather than the cache, against its pods. It
+// changes nothing in s: it runs while the front switches.
+func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string) verification {
 	nsObj := &corev1.Namespace{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
-		return netpol.Result{}, fmt.Errorf("reading namespace %s: %w", ns, err)
+		return verification{err: fmt.Errorf("reading namespace %s: %w", ns, err)}
 	}
 	var pols networkingv1.NetworkPolicyList
 	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
-		return netpol.Result{}, fmt.Errorf("listing network policies in %s: %w", ns, err)
+		return verification{err: fmt.Errorf("listing network policies in %s: %w", ns, err)}
 	}
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
-		return netpol.Result{}, fmt.Errorf("listing pods in %s: %w", ns, err)
+		return verification{err: fmt.Errorf("listing pods in %s: %w", ns, err)}
 	}
+	var v verification
 	for i := range pods.Items {
 		if pods.Items[i].Labels[v1alpha1.LabelEvidence] != "" {
-			s.evidencePods++
+			v.evidence++
 		}
 	}
-	return netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsFrom.ToMeta()))
+	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsFrom.ToMeta()))
+	return v
 }
 
 // restoreServices are the service templates a restore rebuilds from: the

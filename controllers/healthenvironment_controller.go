@@ -144,11 +144,16 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	var errs []error
+	var verified chan verification
 	switch {
 	case fencing:
 		if err := r.reconcileFence(ctx, s, true); err != nil {
 			return ctrl.Result{}, err
 		}
+		// The verdict reads only the fenced namespace, which nothing
+		// below changes: it is taken while the front switches.
+		verified = make(chan verification, 1)
+		go func() { verified <- r.verifyIsolation(ctx, s, s.names.Primary) }()
 	case f.present:
 		done, err := r.reconcileRestore(ctx, s, f)
 		var notFound *revisionNotFoundError
@@ -195,11 +200,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	switch {
 	case fencing:
 		s.fenceComplete = true
-		result, err := r.verifyIsolation(ctx, s, s.names.Primary)
-		if err != nil {
-			logger.Error(err, "Could not verify the fence")
+		v := <-verified
+		if v.err != nil {
+			logger.Error(v.err, "Could not verify the fence")
 		} else {
-			s.verified = &result
+			s.verified, s.evidencePods = &v.result, v.evidence
 		}
 	case s.restored:
 		r.recordIncident(ctx, s)

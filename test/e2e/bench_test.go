@@ -42,10 +42,15 @@ import (
 //	BENCH_FAILOVER  environments with a Warm standby, fenced one by one (10)
 //	BENCH_RUNBOOK_PARALLEL  kubectl runbooks run at once in the fleet fence (8)
 //	BENCH_OUT       the report (docs/benchmarks.md; "" prints only)
+//	BENCH_OPERATOR_FLAGS  more flags for the operator, space-separated
+//	BENCH_QUICK     "true": careplane alone, for the loop of changing it: no
+//	                baselines, no steady-state minute, and no report file
 type benchParams struct {
 	n, samples, failover, runbookParallel int
 	out                                   string
 	syncPeriod                            time.Duration
+	quick                                 bool
+	operatorFlags                         []string
 }
 
 func benchParamsFromEnv(t *testing.T) benchParams {
@@ -65,6 +70,10 @@ func benchParamsFromEnv(t *testing.T) benchParams {
 	}
 	if s, ok := os.LookupEnv("BENCH_OUT"); ok {
 		p.out = s
+	}
+	p.operatorFlags = strings.Fields(os.Getenv("BENCH_OPERATOR_FLAGS"))
+	if os.Getenv("BENCH_QUICK") == "true" {
+		p.quick, p.out = true, ""
 	}
 	if p.n < p.samples*2+p.failover {
 		t.Fatalf("BENCH_N=%d is too small for %d samples twice and %d failover environments", p.n, p.samples, p.failover)
@@ -211,7 +220,8 @@ func createParallel(t *testing.T, c client.Client, objs []*unstructured.Unstruct
 func startBenchOperator(t *testing.T, p benchParams, extra ...string) procStats {
 	t.Helper()
 	theOperator.stop()
-	if err := theOperator.start(append([]string{fmt.Sprintf("--sync-period=%s", p.syncPeriod)}, extra...)...); err != nil {
+	flags := append([]string{fmt.Sprintf("--sync-period=%s", p.syncPeriod)}, p.operatorFlags...)
+	if err := theOperator.start(append(flags, extra...)...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
@@ -335,9 +345,7 @@ func TestBench(t *testing.T) {
 	plugin := buildPlugin(t)
 	var rows []row
 	var notes []string
-	logf := func(format string, args ...any) {
-		fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	logf := benchLogf
 	started := time.Now()
 	// The code measured is the tree as it was when the test was built.
 	commit := benchCommit()
@@ -350,10 +358,12 @@ func TestBench(t *testing.T) {
 	for i := range fleet {
 		fleet[i] = benchEnv(fmt.Sprintf("cp-%04d", i), "fleet", i < p.failover)
 	}
-	floorFile := filepath.Join(t.TempDir(), "floor.yaml")
 	var floorKeys []string
 	var floorEnvs, fleetCopies, singleCopies []*v1alpha1.HealthEnvironment
-	{
+	var floorTimes []time.Duration
+	var floorAll, applied time.Duration
+	if !p.quick {
+		floorFile := filepath.Join(t.TempDir(), "floor.yaml")
 		var b strings.Builder
 		for i := range p.n {
 			env := benchEnv(fmt.Sprintf("ka-%04d", i), "copy", false)
@@ -375,22 +385,22 @@ func TestBench(t *testing.T) {
 		if err := os.WriteFile(floorFile, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		logf("floor: kubectl apply of %d namespaces, %d service accounts, %d Deployments", p.n, len(floorKeys), len(floorKeys))
+		t0 := time.Now()
+		if out, err := kubectlOutput("apply", "-f", floorFile); err != nil {
+			t.Fatalf("kubectl apply: %v\n%s", err, out[:min(len(out), 2000)])
+		}
+		applied = time.Since(t0)
+		floorTimes, err = tr.waitAll(20*time.Minute, t0, floorKeys, tr.availableAfter(t0))
+		if err != nil {
+			t.Fatalf("floor Deployments available: %v", err)
+		}
+		floorAll = summarize(floorTimes).max
+		logf("floor: kubectl returned after %s; all %d Deployments available after %s", applied.Round(time.Millisecond), len(floorKeys), floorAll.Round(time.Millisecond))
 	}
-	logf("floor: kubectl apply of %d namespaces, %d service accounts, %d Deployments", p.n, len(floorKeys), len(floorKeys))
-	t0 := time.Now()
-	if out, err := kubectlOutput("apply", "-f", floorFile); err != nil {
-		t.Fatalf("kubectl apply: %v\n%s", err, out[:min(len(out), 2000)])
-	}
-	applied := time.Since(t0)
-	floorTimes, err := tr.waitAll(20*time.Minute, t0, floorKeys, tr.availableAfter(t0))
-	if err != nil {
-		t.Fatalf("floor Deployments available: %v", err)
-	}
-	floorAll := summarize(floorTimes).max
-	logf("floor: kubectl returned after %s; all %d Deployments available after %s", applied.Round(time.Millisecond), len(floorKeys), floorAll.Round(time.Millisecond))
 
 	before := operatorProc(t)
-	t0 = time.Now()
+	t0 := time.Now()
 	createdAt := make([]time.Time, p.n)
 	{
 		sem := make(chan struct{}, 32)
@@ -424,9 +434,10 @@ func TestBench(t *testing.T) {
 	coldAll := time.Since(t0)
 	after := operatorProc(t)
 	logf("cold start: all %d Ready after %s; CPU %.1f s; peak RSS %.1f MiB", p.n, coldAll.Round(time.Millisecond), after.cpu-before.cpu, float64(after.peak)/(1<<20))
-	rows = append(rows,
-		row{what: fmt.Sprintf("cold start, kubectl floor: each of %d Deployments available after `kubectl apply` began", len(floorKeys)), s: summarize(floorTimes)},
-		row{what: fmt.Sprintf("cold start, careplane: each of %d environments Ready after its create", p.n), s: summarize(coldPer)})
+	if !p.quick {
+		rows = append(rows, row{what: fmt.Sprintf("cold start, kubectl floor: each of %d Deployments available after `kubectl apply` began", len(floorKeys)), s: summarize(floorTimes)})
+	}
+	rows = append(rows, row{what: fmt.Sprintf("cold start, careplane: each of %d environments Ready after its create", p.n), s: summarize(coldPer)})
 	notes = append(notes,
 		fmt.Sprintf("Cold start, all Ready: careplane %.1f s for %d environments (%d Deployments and ~%d other objects); kubectl floor %.1f s for the same %d Deployments with their namespaces and service accounts only (kubectl itself returned after %.1f s). Ratio %.2f.",
 			coldAll.Seconds(), p.n, 3*p.n, 30*p.n, floorAll.Seconds(), len(floorKeys), applied.Seconds(), coldAll.Seconds()/floorAll.Seconds()),
@@ -434,50 +445,14 @@ func TestBench(t *testing.T) {
 			after.cpu-before.cpu, float64(after.peak)/(1<<20), float64(idle.rss)/(1<<20)))
 
 	// --- Steady state and memory -------------------------------------------
-	time.Sleep(p.syncPeriod)
-	w0, r0, c0 := operatorWrites(t), reconcileCount(t), operatorProc(t).cpu
-	time.Sleep(time.Minute)
-	w1, r1, steady := operatorWrites(t), reconcileCount(t), operatorProc(t)
-	perEnv := float64(steady.rss-idle.rss) / float64(p.n)
-	logf("steady state: %d writes and %d reconciles in 60 s; RSS %.1f MiB (%.1f KiB per environment over idle)", w1-w0, r1-r0, float64(steady.rss)/(1<<20), perEnv/1024)
-	if r1-r0 < int64(p.n) {
-		notes = append(notes, fmt.Sprintf("Warning: only %d reconciles in the steady-state minute; fewer than one resync of %d environments.", r1-r0, p.n))
+	if !p.quick {
+		benchSteadyState(t, p, idle, &notes)
 	}
-	notes = append(notes,
-		fmt.Sprintf("Steady state: **%d API writes** by the operator in 60 s (target 0), across %d reconciles (%.0f full resyncs of %d environments at --sync-period=%s), %.1f CPU seconds.",
-			w1-w0, r1-r0, float64(r1-r0)/float64(p.n), p.n, p.syncPeriod, steady.cpu-c0),
-		fmt.Sprintf("Memory: RSS %.1f MiB with %d environments, %.1f MiB idle: **%.1f KiB per environment** (target under 150 KiB): %s.",
-			float64(steady.rss)/(1<<20), p.n, float64(idle.rss)/(1<<20), perEnv/1024, verdict(perEnv < 150*1024)))
 
 	// --- The copies the baselines fence -------------------------------------
-	logf("creating the copies the baselines fence (untimed)")
-	var copies []*unstructured.Unstructured
-	for _, env := range floorEnvs {
-		_, rest := replica(t, env)
-		copies = append(copies, rest...)
+	if !p.quick {
+		fleetCopies, singleCopies = benchCopies(t, admin, tr, p, floorEnvs)
 	}
-	for i := range p.n + 2*p.samples {
-		env := benchEnv(fmt.Sprintf("kb-%04d", i), "copy", false)
-		floor, rest := replica(t, env)
-		copies = append(copies, floor...)
-		copies = append(copies, rest...)
-		if i < p.n {
-			fleetCopies = append(fleetCopies, env)
-		} else {
-			singleCopies = append(singleCopies, env)
-		}
-	}
-	createAll(t, admin, copies, 32)
-	var copyKeys []string
-	for _, env := range append(append([]*v1alpha1.HealthEnvironment{}, fleetCopies...), singleCopies...) {
-		for _, svc := range env.Spec.Services {
-			copyKeys = append(copyKeys, build.SiteNamespace(env, v1alpha1.SitePrimary)+"/"+svc.Name)
-		}
-	}
-	if _, err := tr.waitAll(20*time.Minute, time.Time{}, copyKeys, tr.availableAfter(time.Time{})); err != nil {
-		t.Fatalf("copies available: %v", err)
-	}
-
 	// --- Single fences among N ---------------------------------------------
 	single := func(env *v1alpha1.HealthEnvironment, ticket string) (deny, fenced time.Duration) {
 		t.Helper()
@@ -599,7 +574,8 @@ func TestBench(t *testing.T) {
 		return cmd
 	}
 	var rbDeny, rbDone, flDeny, flDone []time.Duration
-	for i := range p.samples {
+	// (None in a quick run.)
+	for i := range len(singleCopies) / 2 {
 		env := singleCopies[i]
 		ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
 		cmd := runbookCmd(env, "INC-RB")
@@ -615,7 +591,7 @@ func TestBench(t *testing.T) {
 		rbDeny = append(rbDeny, d[0])
 	}
 	logf("runbook single: deny p99 %s, done median %s", summarize(rbDeny).p99, summarize(rbDone).med)
-	for i := range p.samples {
+	for i := range len(singleCopies) / 2 {
 		env := singleCopies[p.samples+i]
 		plan := floorFencePlan(t, ctx, admin, env)
 		t0 := time.Now()
@@ -633,17 +609,24 @@ func TestBench(t *testing.T) {
 		row{what: "single fence among N, idle: spec change → Fenced=True", s: summarize(fencedIdle), target: "p99 < 1 s", met: verdict(summarize(fencedIdle).p99 < time.Second)},
 		row{what: "single fence during a resync of all N: → deny policy", s: summarize(denyResync), target: "p99 < 100 ms", met: verdict(summarize(denyResync).p99 < 100*time.Millisecond)},
 		row{what: "single fence during a resync of all N: → Fenced=True", s: summarize(fencedResync), target: "p99 < 1 s", met: verdict(summarize(fencedResync).p99 < time.Second)},
-		row{what: "baseline (a) kubectl runbook, one environment: → deny policy", s: summarize(rbDeny)},
-		row{what: "baseline (a) kubectl runbook, one environment: → all steps done", s: summarize(rbDone)},
-		row{what: "baseline (b) API floor, one environment: → deny policy written", s: summarize(flDeny)},
-		row{what: "baseline (b) API floor, one environment: → all writes done", s: summarize(flDone)},
+	)
+	if !p.quick {
+		rows = append(rows,
+			row{what: "baseline (a) kubectl runbook, one environment: → deny policy", s: summarize(rbDeny)},
+			row{what: "baseline (a) kubectl runbook, one environment: → all steps done", s: summarize(rbDone)},
+			row{what: "baseline (b) API floor, one environment: → deny policy written", s: summarize(flDeny)},
+			row{what: "baseline (b) API floor, one environment: → all writes done", s: summarize(flDone)})
+	}
+	rows = append(rows,
 		row{what: "failover: fence → front EndpointSlices only at the standby", s: summarize(failovers)},
 		row{what: "restore: mode None → Ready with the fence lifted", s: summarize(restores)},
 	)
-	notes = append(notes, fmt.Sprintf("Fences during a resync: %d of %d were sent while the reconciler's queue held at least N/4 environments (workqueue_depth polled every 20 ms; the rest within 3 sync periods of waiting).", resyncSeen, p.samples),
-		fmt.Sprintf("Single fence, medians: careplane deny %s / Fenced %s; runbook deny %s / done %s; API floor deny %s / done %s. Careplane's time to Fenced is %.2f× the runbook's and %.1f× the API floor's.",
+	notes = append(notes, fmt.Sprintf("Fences during a resync: %d of %d were sent while the reconciler's queue held at least N/4 environments (workqueue_depth polled every 20 ms; the rest within 3 sync periods of waiting).", resyncSeen, p.samples))
+	if !p.quick {
+		notes = append(notes, fmt.Sprintf("Single fence, medians: careplane deny %s / Fenced %s; runbook deny %s / done %s; API floor deny %s / done %s. Careplane's time to Fenced is %.2f× the runbook's and %.1f× the API floor's.",
 			summarize(denyIdle).med, summarize(fencedIdle).med, summarize(rbDeny).med, summarize(rbDone).med, summarize(flDeny).med, summarize(flDone).med,
 			summarize(fencedIdle).med.Seconds()/summarize(rbDone).med.Seconds(), summarize(fencedIdle).med.Seconds()/summarize(flDone).med.Seconds()))
+	}
 
 	// --- Fleet fence ----------------------------------------------------------
 	var primaries []string
@@ -668,6 +651,13 @@ func TestBench(t *testing.T) {
 	}
 	final := operatorProc(t)
 	logf("fleet fence: plugin done %s, all deny %s, all Fenced %s", pluginDone, summarize(fleetDeny).max, summarize(fleetFenced).max)
+	if p.quick {
+		rows = append(rows,
+			row{what: fmt.Sprintf("fleet fence of N by label selector: → each deny policy (%d)", p.n), s: summarize(fleetDeny), target: "max < 5 s", met: verdict(summarize(fleetDeny).max < 5*time.Second)},
+			row{what: "fleet fence of N by label selector: → each Fenced=True", s: summarize(fleetFenced), target: "max < 60 s", met: verdict(summarize(fleetFenced).max < time.Minute)})
+		fmt.Print(benchReport(p, commit, rows, append(notes, "Quick run (BENCH_QUICK): careplane alone, no baselines and no steady-state minute."), time.Since(started)))
+		return
+	}
 
 	// The API floor over N copies: every deny policy first, then the rest.
 	var plans []floorPlan
@@ -746,6 +736,67 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// benchSteadyState measures the operator's writes, reconciles and memory
+// over a minute in which nothing changes, after a full resync.
+func benchSteadyState(t *testing.T, p benchParams, idle procStats, notes *[]string) {
+	t.Helper()
+	logf := benchLogf
+	time.Sleep(p.syncPeriod)
+	w0, r0, c0 := operatorWrites(t), reconcileCount(t), operatorProc(t).cpu
+	time.Sleep(time.Minute)
+	w1, r1, steady := operatorWrites(t), reconcileCount(t), operatorProc(t)
+	perEnv := float64(steady.rss-idle.rss) / float64(p.n)
+	logf("steady state: %d writes and %d reconciles in 60 s; RSS %.1f MiB (%.1f KiB per environment over idle)", w1-w0, r1-r0, float64(steady.rss)/(1<<20), perEnv/1024)
+	if r1-r0 < int64(p.n) {
+		*notes = append(*notes, fmt.Sprintf("Warning: only %d reconciles in the steady-state minute; fewer than one resync of %d environments.", r1-r0, p.n))
+	}
+	*notes = append(*notes,
+		fmt.Sprintf("Steady state: **%d API writes** by the operator in 60 s (target 0), across %d reconciles (%.0f full resyncs of %d environments at --sync-period=%s), %.1f CPU seconds.",
+			w1-w0, r1-r0, float64(r1-r0)/float64(p.n), p.n, p.syncPeriod, steady.cpu-c0),
+		fmt.Sprintf("Memory: RSS %.1f MiB with %d environments, %.1f MiB idle: **%.1f KiB per environment** (target under 150 KiB): %s.",
+			float64(steady.rss)/(1<<20), p.n, float64(idle.rss)/(1<<20), perEnv/1024, verdict(perEnv < 150*1024)))
+}
+
+// benchCopies creates the copies of careplane's objects that the baselines
+// fence (untimed): those of the kubectl floor's environments, and N + 2 ×
+// samples more, returned as the fleet's and the single fences' copies.
+func benchCopies(t *testing.T, admin client.Client, tr *tracker, p benchParams, floorEnvs []*v1alpha1.HealthEnvironment) (fleetCopies, singleCopies []*v1alpha1.HealthEnvironment) {
+	t.Helper()
+	benchLogf("creating the copies the baselines fence (untimed)")
+	var copies []*unstructured.Unstructured
+	for _, env := range floorEnvs {
+		_, rest := replica(t, env)
+		copies = append(copies, rest...)
+	}
+	for i := range p.n + 2*p.samples {
+		env := benchEnv(fmt.Sprintf("kb-%04d", i), "copy", false)
+		floor, rest := replica(t, env)
+		copies = append(copies, floor...)
+		copies = append(copies, rest...)
+		if i < p.n {
+			fleetCopies = append(fleetCopies, env)
+		} else {
+			singleCopies = append(singleCopies, env)
+		}
+	}
+	createAll(t, admin, copies, 32)
+	var copyKeys []string
+	for _, env := range append(append([]*v1alpha1.HealthEnvironment{}, fleetCopies...), singleCopies...) {
+		for _, svc := range env.Spec.Services {
+			copyKeys = append(copyKeys, build.SiteNamespace(env, v1alpha1.SitePrimary)+"/"+svc.Name)
+		}
+	}
+	if _, err := tr.waitAll(20*time.Minute, time.Time{}, copyKeys, tr.availableAfter(time.Time{})); err != nil {
+		t.Fatalf("copies available: %v", err)
+	}
+	return fleetCopies, singleCopies
+}
+
+// benchLogf prints a progress line with the time of day.
+func benchLogf(format string, args ...any) {
+	fmt.Printf("%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 // floorPlan is exactly the writes one environment's fence needs, read
@@ -950,7 +1001,7 @@ func benchReport(p benchParams, commit string, rows []row, notes []string, took 
 		{"failover environments (Warm standby)", strconv.Itoa(p.failover)},
 		{"machine", fmt.Sprintf("%s, %d CPUs, %s RAM, shared", cpu, runtime.NumCPU(), mem)},
 		{"cluster", fmt.Sprintf("kwok (kwokctl binary runtime): kube-apiserver %s, etcd, kube-controller-manager, kube-scheduler on this machine", v.Server.GitVersion)},
-		{"careplane", fmt.Sprintf("commit %s, %s, operator flags: defaults + --sync-period=%s", commit, runtime.Version(), p.syncPeriod)},
+		{"careplane", fmt.Sprintf("commit %s, %s, operator flags: defaults + %s", commit, runtime.Version(), strings.Join(append([]string{"--sync-period=" + p.syncPeriod.String()}, p.operatorFlags...), " "))},
 		{"benchmark wall time", took.Round(time.Second).String()},
 	} {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], kv[1])
