@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -80,6 +81,14 @@ func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *s
 		ann[build.AnnotationRestoreID] = f.restoreID
 	}
 	pol := build.FencePolicy(s.env, s.names.Primary, true, ann)
+	cur := &networkingv1.NetworkPolicy{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.names.Primary, Name: build.FencePolicyName}, cur); err == nil && fencePolicyIsAsDesired(cur, pol) {
+		// The gate wrote exactly this policy: nothing to send.
+		if f.created.IsZero() {
+			f.created = cur.CreationTimestamp.Time
+		}
+		return nil
+	}
 	err := r.apply(ctx, pol, &networkingv1.NetworkPolicy{})
 	if err != nil && apierrors.IsInvalid(err) && s.env.Spec.Isolation.ForensicsFrom != nil {
 		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
@@ -96,6 +105,40 @@ func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *s
 		f.created = s.now
 	}
 	return err
+}
+
+// fencePolicyIsAsDesired says whether cur is the desired fence policy already: the
+// same spec and owners, the desired labels, and exactly the desired
+// careplane annotations (an annotation of a cancelled restore must go).
+func fencePolicyIsAsDesired(cur *networkingv1.NetworkPolicy, desired any) bool {
+	raw, err := json.Marshal(desired)
+	if err != nil {
+		return false
+	}
+	want := &networkingv1.NetworkPolicy{}
+	if err := json.Unmarshal(raw, want); err != nil {
+		return false
+	}
+	if cur.DeletionTimestamp != nil || !equality.Semantic.DeepEqual(cur.Spec, want.Spec) ||
+		!equality.Semantic.DeepEqual(cur.OwnerReferences, want.OwnerReferences) {
+		return false
+	}
+	for k, v := range want.Labels {
+		if got, ok := cur.Labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	for k, v := range cur.Annotations {
+		if strings.HasPrefix(k, v1alpha1.GroupVersion.Group+"/") && want.Annotations[k] != v {
+			return false
+		}
+	}
+	for k, v := range want.Annotations {
+		if cur.Annotations[k] != v {
+			return false
+		}
+	}
+	return true
 }
 
 // reconcileFence fences the primary site, in fail-closed order: (1) the

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -192,5 +193,69 @@ func TestFenceCompleteIsWrittenByTheReconcileThatCompletesIt(t *testing.T) {
 	}
 	if st, reason := condition(got, v1alpha1.ConditionFenced); st != "True" || reason != v1alpha1.ReasonFenceComplete {
 		t.Errorf("stored Fenced = %s/%s, want True/%s", st, reason, v1alpha1.ReasonFenceComplete)
+	}
+}
+
+// TestFencePolicyIsAsDesired: the reconciler sends nothing for a fence
+// policy the gate wrote exactly as it would, and re-applies any other.
+func TestFencePolicyIsAsDesired(t *testing.T) {
+	env := sampleEnv("as-desired")
+	env.UID = "uid-as-desired"
+	env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test",
+		ForensicsFrom: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"kubernetes.io/metadata.name": "forensics"}}}
+	ns := "as-desired-primary"
+	ann := map[string]string{build.AnnotationFenceID: "2030-01-01T00:00:00Z"}
+	written := func(forensics bool, ann map[string]string) *networkingv1.NetworkPolicy {
+		raw, err := json.Marshal(build.FencePolicy(env, ns, forensics, ann))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := &networkingv1.NetworkPolicy{}
+		if err := json.Unmarshal(raw, p); err != nil {
+			t.Fatal(err)
+		}
+		p.ResourceVersion, p.CreationTimestamp = "42", metav1.Now()
+		return p
+	}
+	tests := []struct {
+		name string
+		cur  func() *networkingv1.NetworkPolicy
+		want bool
+	}{
+		{"as the gate wrote it", func() *networkingv1.NetworkPolicy { return written(true, ann) }, true},
+		{"another label besides", func() *networkingv1.NetworkPolicy {
+			p := written(true, ann)
+			p.Labels["team"] = "soc"
+			return p
+		}, true},
+		{"another fence ID", func() *networkingv1.NetworkPolicy {
+			return written(true, map[string]string{build.AnnotationFenceID: "2031-01-01T00:00:00Z"})
+		}, false},
+		{"a cancelled restore's annotation", func() *networkingv1.NetworkPolicy {
+			return written(true, map[string]string{build.AnnotationFenceID: ann[build.AnnotationFenceID], build.AnnotationRestoreID: "2030-01-02T00:00:00Z"})
+		}, false},
+		{"without the forensics exception", func() *networkingv1.NetworkPolicy { return written(false, ann) }, false},
+		{"a rule added by hand", func() *networkingv1.NetworkPolicy {
+			p := written(true, ann)
+			p.Spec.Ingress = append(p.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{})
+			return p
+		}, false},
+		{"not owned by the environment", func() *networkingv1.NetworkPolicy {
+			p := written(true, ann)
+			p.OwnerReferences = nil
+			return p
+		}, false},
+		{"being deleted", func() *networkingv1.NetworkPolicy {
+			p := written(true, ann)
+			p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			return p
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := fencePolicyIsAsDesired(tt.cur(), build.FencePolicy(env, ns, true, ann)); got != tt.want {
+				t.Errorf("fencePolicyIsAsDesired = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }
