@@ -107,16 +107,13 @@ func (r *HealthEnvironmentReconciler) applyFencePolicy(ctx context.Context, s *s
 	return err
 }
 
-// fencePolicyIsAsDesired says whether cur is the desired fence policy already: the
-// same spec and owners, the desired labels, and exactly the desired
-// careplane annotations (an annotation of a cancelled restore must go).
+// fencePolicyIsAsDesired says whether cur is the desired fence policy
+// already: the same spec and owners, the desired labels, and exactly the
+// desired careplane annotations (an annotation of a cancelled restore must
+// go).
 func fencePolicyIsAsDesired(cur *networkingv1.NetworkPolicy, desired any) bool {
-	raw, err := json.Marshal(desired)
+	want, err := policyOf(desired)
 	if err != nil {
-		return false
-	}
-	want := &networkingv1.NetworkPolicy{}
-	if err := json.Unmarshal(raw, want); err != nil {
 		return false
 	}
 	if cur.DeletionTimestamp != nil || !equality.Semantic.DeepEqual(cur.Spec, want.Spec) ||

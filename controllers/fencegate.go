@@ -112,15 +112,24 @@ func writeDenyPolicy(ctx context.Context, c client.Client, env *v1alpha1.HealthE
 
 // createPolicy creates the policy the apply configuration describes.
 func createPolicy(ctx context.Context, c client.Client, desired any) error {
-	raw, err := json.Marshal(desired)
+	pol, err := policyOf(desired)
 	if err != nil {
 		return err
 	}
+	return c.Create(ctx, pol, client.FieldOwner(fieldOwner))
+}
+
+// policyOf is the NetworkPolicy an apply configuration describes.
+func policyOf(desired any) (*networkingv1.NetworkPolicy, error) {
+	raw, err := json.Marshal(desired)
+	if err != nil {
+		return nil, err
+	}
 	pol := &networkingv1.NetworkPolicy{}
 	if err := json.Unmarshal(raw, pol); err != nil {
-		return err
+		return nil, err
 	}
-	return c.Create(ctx, pol, client.FieldOwner(fieldOwner))
+	return pol, nil
 }
 
 // fencedSpec passes environments whose spec asks for a fence.
