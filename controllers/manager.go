@@ -4,15 +4,19 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
@@ -37,24 +41,23 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// CacheOptions make the manager cache only what careplane owns: objects
-// labelled with an environment, with managed fields stripped. Caching every
-// Secret or Pod of a cluster is how operators run out of memory.
+// CacheOptions make the manager cache only what careplane owns (objects
+// labelled with an environment) and of each object only what careplane
+// reads. Caching every Secret or Pod of a cluster is how operators run out
+// of memory; at a thousand environments, so is caching every field of
+// careplane's own tens of objects per environment.
+//
+// A trim must keep every field a reader of the cache uses, and no more:
+// careplane writes its children with server-side apply from the spec and
+// decides whether to write from the resourceVersion (internal/ssa), so a
+// cached spec is never compared nor written back. TestCacheTrims checks
+// each transform against what the reconciler reads.
 func CacheOptions() cache.Options {
 	req, err := labels.NewRequirement(v1alpha1.LabelEnvironment, selection.Exists, nil)
 	if err != nil {
 		panic(err)
 	}
-	owned := cache.ByObject{Label: labels.NewSelector().Add(*req)}
-	by := map[client.Object]cache.ByObject{}
-	for _, o := range []client.Object{
-		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{},
-		&corev1.ResourceQuota{}, &corev1.LimitRange{},
-		&appsv1.ControllerRevision{},
-		&policyv1.PodDisruptionBudget{},
-	} {
-		by[o] = owned
-	}
+	owned := labels.NewSelector().Add(*req)
 	// Of EndpointSlices only the front's, which careplane writes: the
 	// EndpointSlice controller copies a Service's labels onto the slices it
 	// makes for the sites' Services, and those careplane never reads.
@@ -62,41 +65,146 @@ func CacheOptions() cache.Options {
 	if err != nil {
 		panic(err)
 	}
-	by[&discoveryv1.EndpointSlice{}] = cache.ByObject{Label: labels.NewSelector().Add(*req, *front)}
-	// Of Secrets, Pods and Deployments the reconciler reads less than the
-	// API returns: the cache keeps what it reads. Credentials never stay in
-	// the operator's memory; pod and template specs are most of the bytes
-	// of a large fleet.
-	by[&corev1.Secret{}] = cache.ByObject{Label: owned.Label, Transform: trimSecret}
-	by[&corev1.Pod{}] = cache.ByObject{Label: owned.Label, Transform: trimPod}
-	by[&appsv1.Deployment{}] = cache.ByObject{Label: owned.Label, Transform: trimDeployment}
-	// NetworkPolicies are cached whoever created them: a fence removes every
-	// policy of the fenced namespace, and one a tenant adds during the fence
-	// must wake the operator. Policies are few and small.
-	return cache.Options{ByObject: by, DefaultTransform: cache.TransformStripManagedFields()}
+	by := map[client.Object]cache.ByObject{
+		&corev1.Namespace{}:             {Label: owned, Transform: trimNamespace},
+		&corev1.ServiceAccount{}:        {Label: owned, Transform: trimServiceAccount},
+		&corev1.Service{}:               {Label: owned, Transform: trimService},
+		&corev1.ResourceQuota{}:         {Label: owned, Transform: trimResourceQuota},
+		&corev1.LimitRange{}:            {Label: owned, Transform: trimLimitRange},
+		&appsv1.ControllerRevision{}:    {Label: owned, Transform: trimMeta},
+		&policyv1.PodDisruptionBudget{}: {Label: owned, Transform: trimPodDisruptionBudget},
+		&discoveryv1.EndpointSlice{}:    {Label: labels.NewSelector().Add(*req, *front), Transform: trimEndpointSlice},
+		&corev1.Secret{}:                {Label: owned, Transform: trimSecret},
+		&corev1.Pod{}:                   {Label: owned, Transform: trimPod},
+		&appsv1.Deployment{}:            {Label: owned, Transform: trimDeployment},
+		// NetworkPolicies are cached whoever created them: a fence removes
+		// every policy of the fenced namespace, and one a tenant adds
+		// during the fence must wake the operator. What the fence verifies
+		// it reads live from the API server, so the cache needs only their
+		// metadata.
+		&networkingv1.NetworkPolicy{}: {Transform: trimNetworkPolicy},
+	}
+	return cache.Options{ByObject: by, DefaultTransform: trimMeta}
 }
 
-var stripManagedFields = cache.TransformStripManagedFields()
+// trimMeta drops from a cached object's metadata what no reader uses —
+// managed fields, kubectl's last-applied copy of the whole object — and
+// shares the strings that tens of objects of an environment repeat (label
+// keys and values, the owner reference, the namespace) instead of keeping
+// one copy per object, as decoding leaves them.
+func trimMeta(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	o.SetManagedFields(nil)
+	o.SetNamespace(interned.of(o.GetNamespace()))
+	if l := o.GetLabels(); l != nil {
+		shared := make(map[string]string, len(l))
+		for k, v := range l {
+			shared[interned.of(k)] = interned.of(v)
+		}
+		o.SetLabels(shared)
+	}
+	if a := o.GetAnnotations(); a != nil {
+		delete(a, corev1.LastAppliedConfigAnnotation)
+		shared := make(map[string]string, len(a))
+		for k, v := range a {
+			shared[interned.of(k)] = v
+		}
+		o.SetAnnotations(shared)
+	}
+	refs := o.GetOwnerReferences()
+	for i := range refs {
+		r := &refs[i]
+		r.APIVersion, r.Kind, r.Name = interned.of(r.APIVersion), interned.of(r.Kind), interned.of(r.Name)
+		r.UID = types.UID(interned.of(string(r.UID)))
+	}
+	return obj, nil
+}
 
-// trimSecret drops a cached Secret's data: careplane generates credentials
-// and deletes them, but never reads them back.
-func trimSecret(obj any) (any, error) {
-	if s, ok := obj.(*corev1.Secret); ok {
+// trimmer returns a transform that applies trimMeta and then trim to
+// objects of type T.
+func trimmer[T any](trim func(T)) func(any) (any, error) {
+	return func(obj any) (any, error) {
+		if o, ok := obj.(T); ok {
+			trim(o)
+		}
+		return trimMeta(obj)
+	}
+}
+
+var (
+	// trimNamespace: a namespace is read for its labels, owner and
+	// deletion only.
+	trimNamespace = trimmer(func(n *corev1.Namespace) {
+		n.Spec, n.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
+	})
+	// trimServiceAccount: a ServiceAccount is read for its annotations
+	// (the credentials revision) and UID.
+	trimServiceAccount = trimmer(func(sa *corev1.ServiceAccount) {
+		sa.Secrets, sa.ImagePullSecrets = nil, nil
+	})
+	// The rest of careplane's children are read for their metadata alone:
+	// resourceVersion to skip an unchanged apply, labels to prune.
+	trimService = trimmer(func(s *corev1.Service) {
+		s.Spec, s.Status = corev1.ServiceSpec{}, corev1.ServiceStatus{}
+	})
+	trimResourceQuota = trimmer(func(q *corev1.ResourceQuota) {
+		q.Spec, q.Status = corev1.ResourceQuotaSpec{}, corev1.ResourceQuotaStatus{}
+	})
+	trimLimitRange = trimmer(func(l *corev1.LimitRange) {
+		l.Spec = corev1.LimitRangeSpec{}
+	})
+	trimPodDisruptionBudget = trimmer(func(p *policyv1.PodDisruptionBudget) {
+		p.Spec, p.Status = policyv1.PodDisruptionBudgetSpec{}, policyv1.PodDisruptionBudgetStatus{}
+	})
+	trimEndpointSlice = trimmer(func(e *discoveryv1.EndpointSlice) {
+		e.Endpoints, e.Ports = nil, nil
+	})
+	trimNetworkPolicy = trimmer(func(p *networkingv1.NetworkPolicy) {
+		p.Spec = networkingv1.NetworkPolicySpec{}
+	})
+	// trimSecret drops a cached Secret's data: careplane generates
+	// credentials and deletes them, but never reads them back.
+	trimSecret = trimmer(func(s *corev1.Secret) {
 		s.Data, s.StringData = nil, nil
-	}
-	return stripManagedFields(obj)
-}
-
-// trimPod keeps of a cached Pod what readiness, the front EndpointSlices,
-// evidence and the fence's verification read: metadata, node, container
-// names and ports (named ports), conditions and addresses.
-func trimPod(obj any) (any, error) {
-	if p, ok := obj.(*corev1.Pod); ok {
+	})
+	// trimPod keeps of a cached Pod what readiness, the front
+	// EndpointSlices, evidence and the fence's verification read:
+	// metadata but the annotations, node, container names and ports (named ports), the Ready
+	// condition and the IP.
+	trimPod = trimmer(func(p *corev1.Pod) {
+		p.Annotations = nil
 		p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: portsOnly(p.Spec.InitContainers), Containers: portsOnly(p.Spec.Containers)}
-		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs}
-	}
-	return stripManagedFields(obj)
-}
+		var ready []corev1.PodCondition
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+			}
+		}
+		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: ready, PodIP: p.Status.PodIP}
+	})
+	// trimDeployment keeps of a cached Deployment what readiness and the
+	// credentials revision read: metadata but the annotations (the
+	// Deployment controller's revision), replicas, the template's
+	// annotations, the status counts and the conditions that say a rollout
+	// is stuck.
+	trimDeployment = trimmer(func(d *appsv1.Deployment) {
+		d.Annotations = nil
+		d.Spec = appsv1.DeploymentSpec{Replicas: d.Spec.Replicas,
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: d.Spec.Template.Annotations}}}
+		var stuck []appsv1.DeploymentCondition
+		for _, c := range d.Status.Conditions {
+			if deploymentStuck(c) {
+				stuck = append(stuck, c)
+			}
+		}
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Status.ObservedGeneration, Replicas: d.Status.Replicas,
+			UpdatedReplicas: d.Status.UpdatedReplicas, ReadyReplicas: d.Status.ReadyReplicas,
+			AvailableReplicas: d.Status.AvailableReplicas, Conditions: stuck}
+	})
+)
 
 func portsOnly(cs []corev1.Container) []corev1.Container {
 	if cs == nil {
@@ -109,14 +217,33 @@ func portsOnly(cs []corev1.Container) []corev1.Container {
 	return out
 }
 
-// trimDeployment drops the pod template's spec from a cached Deployment:
-// careplane writes it with server-side apply and reads back only replicas,
-// the template's annotations and the status.
-func trimDeployment(obj any) (any, error) {
-	if d, ok := obj.(*appsv1.Deployment); ok {
-		d.Spec.Template.Spec = corev1.PodSpec{}
+// interned holds one copy of each string the cached objects repeat. It is
+// bounded: past maxInterned strings it starts again empty, so the names of
+// environments long deleted do not stay forever; the objects that share a
+// string keep it alive themselves.
+var interned = &internTable{m: map[string]string{}}
+
+const maxInterned = 1 << 14
+
+type internTable struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+func (t *internTable) of(s string) string {
+	if s == "" {
+		return ""
 	}
-	return stripManagedFields(obj)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if v, ok := t.m[s]; ok {
+		return v
+	}
+	if len(t.m) >= maxInterned {
+		clear(t.m)
+	}
+	t.m[s] = s
+	return s
 }
 
 // RandomSecret returns a credential of 256 random bits from crypto/rand,
