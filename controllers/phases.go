@@ -23,6 +23,13 @@ import (
 	"github.com/careplane/careplane/internal/ssa"
 )
 
+// readOnly marks the reads of this file that take the cache's own objects
+// instead of deep copies: they read a few fields (or delete what they read)
+// and never change an object. A reconcile reads tens of objects per
+// environment, and deep copies of them, every resync, were a large share of
+// the operator's garbage, which its resident memory grows with.
+const readOnly = client.UnsafeDisableDeepCopy
+
 // namespaceConflictError reports a namespace careplane needs that exists
 // without careplane's ownership labels.
 type namespaceConflictError struct{ name string }
@@ -41,7 +48,7 @@ func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s
 	for i, want := range wanted {
 		name := *want.Name
 		ns := &corev1.Namespace{}
-		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns)
+		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns, readOnly)
 		if apierrors.IsNotFound(err) {
 			// Not in the cache, which holds only careplane's namespaces:
 			// ask the API server whether a foreign one is there.
@@ -152,7 +159,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope, ns string) (bool, error) {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name},
-		client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
+		client.HasLabels{v1alpha1.LabelEvidence}, readOnly); err != nil {
 		return false, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
 	}
 	return len(pods.Items) > 0, nil
@@ -170,7 +177,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 		}
 	}
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); apierrors.IsNotFound(err) {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep, readOnly); apierrors.IsNotFound(err) {
 		dep = nil
 	} else if err != nil {
 		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
@@ -198,7 +205,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name string) error {
 	secretName := build.GeneratedSecretName(svc.Name, name)
 	current := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current, readOnly)
 	if err == nil {
 		return nil
 	}
@@ -233,7 +240,7 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	var pdbs policyv1.PodDisruptionBudgetList
 	var pols networkingv1.NetworkPolicyList
 	for _, l := range []client.ObjectList{&deps, &svcs, &sas, &secrets, &pdbs, &pols} {
-		if err := r.Client.List(ctx, l, inNs, sel); err != nil {
+		if err := r.Client.List(ctx, l, inNs, sel, readOnly); err != nil {
 			return fmt.Errorf("listing in %s: %w", ns, err)
 		}
 	}
@@ -290,7 +297,7 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	var pods corev1.PodList
 	if serving {
 		s.status.ActiveSite = site
-		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}, readOnly); err != nil {
 			return fmt.Errorf("listing pods in %s: %w", siteNs, err)
 		}
 	}
@@ -313,7 +320,7 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	var svcs corev1.ServiceList
 	var slices discoveryv1.EndpointSliceList
 	for _, l := range []client.ObjectList{&svcs, &slices} {
-		if err := r.Client.List(ctx, l, client.InNamespace(front), sel); err != nil {
+		if err := r.Client.List(ctx, l, client.InNamespace(front), sel, readOnly); err != nil {
 			return fmt.Errorf("listing in %s: %w", front, err)
 		}
 	}
@@ -370,7 +377,7 @@ func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Obj
 		key.Namespace = *desired.GetNamespace()
 	}
 	rv := ""
-	if err := r.Client.Get(ctx, key, current); err == nil {
+	if err := r.Client.Get(ctx, key, current, readOnly); err == nil {
 		rv = current.GetResourceVersion()
 	} else if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading %T %s: %w", current, key, err)
