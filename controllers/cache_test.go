@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -204,6 +205,23 @@ func TestCacheSharesMetadataStrings(t *testing.T) {
 		for l := range b.Labels {
 			same("label key", k, l)
 		}
+	}
+}
+
+// TestResyncedPassesResyncsOnly: the periodic resync of an environment (the
+// same version twice) reconciles it; a status update does not.
+func TestResyncedPassesResyncsOnly(t *testing.T) {
+	env := func(rv string) *v1alpha1.HealthEnvironment {
+		return &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "e", Generation: 1, ResourceVersion: rv}}
+	}
+	if !resynced.Update(ctrlevent.UpdateEvent{ObjectOld: env("5"), ObjectNew: env("5")}) {
+		t.Error("a resync is dropped")
+	}
+	if resynced.Update(ctrlevent.UpdateEvent{ObjectOld: env("5"), ObjectNew: env("6")}) {
+		t.Error("an update of the same generation passes")
+	}
+	if resynced.Create(ctrlevent.CreateEvent{Object: env("5")}) || resynced.Delete(ctrlevent.DeleteEvent{Object: env("5")}) {
+		t.Error("resynced passes creates or deletes (GenerationChangedPredicate's to pass)")
 	}
 }
 

@@ -20,9 +20,12 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -65,26 +68,45 @@ func CacheOptions() cache.Options {
 	if err != nil {
 		panic(err)
 	}
+	// Only the HealthEnvironments are resynced (every --sync-period, the
+	// cache's default): a resync of an environment reconciles it, children
+	// and all. Resyncing every child as well enqueued the same environment
+	// tens of times a period, and each of those events was garbage to
+	// collect (the owner handlers' REST mapping of every owner reference).
+	never := ptr.To(time.Duration(0))
 	by := map[client.Object]cache.ByObject{
-		&corev1.Namespace{}:             {Label: owned, Transform: trimNamespace},
-		&corev1.ServiceAccount{}:        {Label: owned, Transform: trimServiceAccount},
-		&corev1.Service{}:               {Label: owned, Transform: trimService},
-		&corev1.ResourceQuota{}:         {Label: owned, Transform: trimResourceQuota},
-		&corev1.LimitRange{}:            {Label: owned, Transform: trimLimitRange},
-		&appsv1.ControllerRevision{}:    {Label: owned, Transform: trimMeta},
-		&policyv1.PodDisruptionBudget{}: {Label: owned, Transform: trimPodDisruptionBudget},
-		&discoveryv1.EndpointSlice{}:    {Label: labels.NewSelector().Add(*req, *front), Transform: trimEndpointSlice},
-		&corev1.Secret{}:                {Label: owned, Transform: trimSecret},
-		&corev1.Pod{}:                   {Label: owned, Transform: trimPod},
-		&appsv1.Deployment{}:            {Label: owned, Transform: trimDeployment},
+		&corev1.Namespace{}:             {Label: owned, Transform: trimNamespace, SyncPeriod: never},
+		&corev1.ServiceAccount{}:        {Label: owned, Transform: trimServiceAccount, SyncPeriod: never},
+		&corev1.Service{}:               {Label: owned, Transform: trimService, SyncPeriod: never},
+		&corev1.ResourceQuota{}:         {Label: owned, Transform: trimResourceQuota, SyncPeriod: never},
+		&corev1.LimitRange{}:            {Label: owned, Transform: trimLimitRange, SyncPeriod: never},
+		&appsv1.ControllerRevision{}:    {Label: owned, Transform: trimMeta, SyncPeriod: never},
+		&policyv1.PodDisruptionBudget{}: {Label: owned, Transform: trimPodDisruptionBudget, SyncPeriod: never},
+		&discoveryv1.EndpointSlice{}:    {Label: labels.NewSelector().Add(*req, *front), Transform: trimEndpointSlice, SyncPeriod: never},
+		&corev1.Secret{}:                {Label: owned, Transform: trimSecret, SyncPeriod: never},
+		&corev1.Pod{}:                   {Label: owned, Transform: trimPod, SyncPeriod: never},
+		&appsv1.Deployment{}:            {Label: owned, Transform: trimDeployment, SyncPeriod: never},
 		// NetworkPolicies are cached whoever created them: a fence removes
 		// every policy of the fenced namespace, and one a tenant adds
 		// during the fence must wake the operator. What the fence verifies
 		// it reads live from the API server, so the cache needs only their
 		// metadata.
-		&networkingv1.NetworkPolicy{}: {Transform: trimNetworkPolicy},
+		&networkingv1.NetworkPolicy{}: {Transform: trimNetworkPolicy, SyncPeriod: never},
 	}
 	return cache.Options{ByObject: by, DefaultTransform: trimMeta}
+}
+
+// resynced passes the periodic resync of a HealthEnvironment (an update
+// event whose old and new object are the same version), which
+// predicate.GenerationChangedPredicate drops with the status updates: it is
+// what reconciles every environment each --sync-period.
+var resynced = predicate.Funcs{
+	UpdateFunc: func(e ctrlevent.UpdateEvent) bool {
+		return e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion()
+	},
+	CreateFunc:  func(ctrlevent.CreateEvent) bool { return false },
+	DeleteFunc:  func(ctrlevent.DeleteEvent) bool { return false },
+	GenericFunc: func(ctrlevent.GenericEvent) bool { return false },
 }
 
 // trimMeta drops from a cached object's metadata what no reader uses —
