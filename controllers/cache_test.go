@@ -168,7 +168,8 @@ func assertZero[T any](t *testing.T, o *T) {
 }
 
 // TestCacheSharesMetadataStrings: objects of one environment share one
-// copy of their label keys and values and of their owner reference, and
+// copy of their label keys and values, of equal label sets, and of their
+// owner reference, and
 // kubectl's last-applied copy of an object is not kept.
 func TestCacheSharesMetadataStrings(t *testing.T) {
 	decoded := func(name string) *corev1.ServiceAccount {
@@ -205,6 +206,20 @@ func TestCacheSharesMetadataStrings(t *testing.T) {
 		for l := range b.Labels {
 			same("label key", k, l)
 		}
+	}
+	if reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(b.Labels).UnsafePointer() {
+		t.Error("equal labels are separate maps")
+	}
+
+	// Different labels stay apart.
+	c := decoded("booking")
+	c.Labels[v1alpha1.LabelService] = "booking"
+	if _, err := trimServiceAccount(c); err != nil {
+		t.Fatal(err)
+	}
+	if reflect.ValueOf(c.Labels).UnsafePointer() == reflect.ValueOf(a.Labels).UnsafePointer() ||
+		c.Labels[v1alpha1.LabelService] != "booking" || len(c.Labels) != 2 || len(a.Labels) != 1 {
+		t.Errorf("labels %v and %v are shared", a.Labels, c.Labels)
 	}
 }
 

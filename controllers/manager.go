@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"hash/maphash"
+	"maps"
 	"sync"
 	"time"
 
@@ -122,11 +124,7 @@ func trimMeta(obj any) (any, error) {
 	o.SetManagedFields(nil)
 	o.SetNamespace(interned.of(o.GetNamespace()))
 	if l := o.GetLabels(); l != nil {
-		shared := make(map[string]string, len(l))
-		for k, v := range l {
-			shared[interned.of(k)] = interned.of(v)
-		}
-		o.SetLabels(shared)
+		o.SetLabels(interned.labels(l))
 	}
 	if a := o.GetAnnotations(); a != nil {
 		delete(a, corev1.LastAppliedConfigAnnotation)
@@ -239,17 +237,26 @@ func portsOnly(cs []corev1.Container) []corev1.Container {
 	return out
 }
 
-// interned holds one copy of each string the cached objects repeat. It is
-// bounded: past maxInterned strings it starts again empty, so the names of
-// environments long deleted do not stay forever; the objects that share a
-// string keep it alive themselves.
-var interned = &internTable{m: map[string]string{}}
+// interned holds one copy of each string the cached objects repeat, and of
+// each set of labels: the ServiceAccount, Deployment and Service of a
+// service carry the same labels, as do the NetworkPolicies, ResourceQuota
+// and LimitRange of a site, and a map costs some 300 bytes however few
+// labels it holds. Sharing is safe because nothing changes a cached object
+// (a reader that wants to must deep-copy it first, as the cache's contract
+// says), so nothing changes a shared map either.
+//
+// The tables are bounded: past maxInterned entries one starts again empty,
+// so the names of environments long deleted do not stay forever; the
+// objects that share a string or a map keep it alive themselves.
+var interned = &internTable{strings: map[string]string{}, labelSets: map[uint64]map[string]string{}, seed: maphash.MakeSeed()}
 
 const maxInterned = 1 << 14
 
 type internTable struct {
-	mu sync.Mutex
-	m  map[string]string
+	mu        sync.Mutex
+	strings   map[string]string
+	labelSets map[uint64]map[string]string
+	seed      maphash.Seed
 }
 
 func (t *internTable) of(s string) string {
@@ -258,14 +265,51 @@ func (t *internTable) of(s string) string {
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if v, ok := t.m[s]; ok {
+	return t.ofLocked(s)
+}
+
+func (t *internTable) ofLocked(s string) string {
+	if v, ok := t.strings[s]; ok {
 		return v
 	}
-	if len(t.m) >= maxInterned {
-		clear(t.m)
+	if len(t.strings) >= maxInterned {
+		clear(t.strings)
 	}
-	t.m[s] = s
+	t.strings[s] = s
 	return s
+}
+
+// labels returns a map equal to l, shared with every other cached object
+// whose labels are equal. The table is keyed by a hash of the labels; on a
+// collision of two different sets the later one is not shared.
+func (t *internTable) labels(l map[string]string) map[string]string {
+	var h uint64
+	var pair maphash.Hash
+	pair.SetSeed(t.seed)
+	for k, v := range l {
+		// A sum of per-pair hashes does not depend on the map's order.
+		pair.Reset()
+		pair.WriteString(k)
+		pair.WriteByte(0)
+		pair.WriteString(v)
+		h += pair.Sum64()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.labelSets[h]; ok && maps.Equal(shared, l) {
+		return shared
+	}
+	shared := make(map[string]string, len(l))
+	for k, v := range l {
+		shared[t.ofLocked(k)] = t.ofLocked(v)
+	}
+	if _, taken := t.labelSets[h]; !taken {
+		if len(t.labelSets) >= maxInterned {
+			clear(t.labelSets)
+		}
+		t.labelSets[h] = shared
+	}
+	return shared
 }
 
 // RandomSecret returns a credential of 256 random bits from crypto/rand,
