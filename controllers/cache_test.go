@@ -168,8 +168,8 @@ func assertZero[T any](t *testing.T, o *T) {
 }
 
 // TestCacheSharesMetadataStrings: objects of one environment share one
-// copy of their label keys and values, of equal label sets, and of their
-// owner reference, and
+// copy of their label keys and values, of equal label sets, of their owner
+// references and of their pods' container ports, and
 // kubectl's last-applied copy of an object is not kept.
 func TestCacheSharesMetadataStrings(t *testing.T) {
 	decoded := func(name string) *corev1.ServiceAccount {
@@ -209,6 +209,26 @@ func TestCacheSharesMetadataStrings(t *testing.T) {
 	}
 	if reflect.ValueOf(a.Labels).UnsafePointer() != reflect.ValueOf(b.Labels).UnsafePointer() {
 		t.Error("equal labels are separate maps")
+	}
+	if &a.OwnerReferences[0] != &b.OwnerReferences[0] {
+		t.Error("equal owner references are separate slices")
+	}
+	pod := func() *corev1.Pod {
+		return &corev1.Pod{Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "i",
+			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}}}}}}
+	}
+	p, q, r := pod(), pod(), pod()
+	r.Spec.Containers[0].Ports[0].ContainerPort = 8443
+	for _, o := range []*corev1.Pod{p, q, r} {
+		if _, err := trimPod(o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if &p.Spec.Containers[0] != &q.Spec.Containers[0] {
+		t.Error("equal container ports are separate slices")
+	}
+	if &p.Spec.Containers[0] == &r.Spec.Containers[0] || r.Spec.Containers[0].Ports[0].ContainerPort != 8443 {
+		t.Errorf("different container ports are shared: %+v", r.Spec.Containers)
 	}
 
 	// Different labels stay apart.

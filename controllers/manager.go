@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"maps"
+	"reflect"
 	"sync"
 	"time"
 
@@ -113,7 +114,7 @@ var resynced = predicate.Funcs{
 
 // trimMeta drops from a cached object's metadata what no reader uses —
 // managed fields, kubectl's last-applied copy of the whole object — and
-// shares the strings that tens of objects of an environment repeat (label
+// shares what tens of objects of an environment repeat (label sets, label
 // keys and values, the owner reference, the namespace) instead of keeping
 // one copy per object, as decoding leaves them.
 func trimMeta(obj any) (any, error) {
@@ -124,7 +125,7 @@ func trimMeta(obj any) (any, error) {
 	o.SetManagedFields(nil)
 	o.SetNamespace(interned.of(o.GetNamespace()))
 	if l := o.GetLabels(); l != nil {
-		o.SetLabels(interned.labels(l))
+		o.SetLabels(interned.stringMap(l))
 	}
 	if a := o.GetAnnotations(); a != nil {
 		delete(a, corev1.LastAppliedConfigAnnotation)
@@ -134,11 +135,8 @@ func trimMeta(obj any) (any, error) {
 		}
 		o.SetAnnotations(shared)
 	}
-	refs := o.GetOwnerReferences()
-	for i := range refs {
-		r := &refs[i]
-		r.APIVersion, r.Kind, r.Name = interned.of(r.APIVersion), interned.of(r.Kind), interned.of(r.Name)
-		r.UID = types.UID(interned.of(string(r.UID)))
+	if refs := o.GetOwnerReferences(); len(refs) > 0 {
+		o.SetOwnerReferences(interned.ownerReferences(refs))
 	}
 	return obj, nil
 }
@@ -212,8 +210,12 @@ var (
 	// is stuck.
 	trimDeployment = trimmer(func(d *appsv1.Deployment) {
 		d.Annotations = nil
+		var template map[string]string
+		if a := d.Spec.Template.Annotations; a != nil {
+			template = interned.stringMap(a)
+		}
 		d.Spec = appsv1.DeploymentSpec{Replicas: d.Spec.Replicas,
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: d.Spec.Template.Annotations}}}
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: template}}}
 		var stuck []appsv1.DeploymentCondition
 		for _, c := range d.Status.Conditions {
 			if deploymentStuck(c) {
@@ -234,21 +236,24 @@ func portsOnly(cs []corev1.Container) []corev1.Container {
 	for i, c := range cs {
 		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
 	}
-	return out
+	return interned.containers(out)
 }
 
 // interned holds one copy of each string the cached objects repeat, and of
-// each set of labels: the ServiceAccount, Deployment and Service of a
-// service carry the same labels, as do the NetworkPolicies, ResourceQuota
-// and LimitRange of a site, and a map costs some 300 bytes however few
-// labels it holds. Sharing is safe because nothing changes a cached object
+// each set of labels, owner references and pod ports: the ServiceAccount,
+// Deployment and Service of a service carry the same labels, as do the
+// NetworkPolicies, ResourceQuota and LimitRange of a site (and a map costs
+// some 300 bytes however few labels it holds); every child of an
+// environment has the same owner reference; the pods of a service the same
+// container ports. Sharing is safe because nothing changes a cached object
 // (a reader that wants to must deep-copy it first, as the cache's contract
 // says), so nothing changes a shared map either.
 //
 // The tables are bounded: past maxInterned entries one starts again empty,
 // so the names of environments long deleted do not stay forever; the
 // objects that share a string or a map keep it alive themselves.
-var interned = &internTable{strings: map[string]string{}, labelSets: map[uint64]map[string]string{}, seed: maphash.MakeSeed()}
+var interned = &internTable{strings: map[string]string{}, labelSets: map[uint64]map[string]string{},
+	ownerRefs: map[uint64][]metav1.OwnerReference{}, ports: map[uint64][]corev1.Container{}, seed: maphash.MakeSeed()}
 
 const maxInterned = 1 << 14
 
@@ -256,6 +261,8 @@ type internTable struct {
 	mu        sync.Mutex
 	strings   map[string]string
 	labelSets map[uint64]map[string]string
+	ownerRefs map[uint64][]metav1.OwnerReference
+	ports     map[uint64][]corev1.Container
 	seed      maphash.Seed
 }
 
@@ -279,10 +286,11 @@ func (t *internTable) ofLocked(s string) string {
 	return s
 }
 
-// labels returns a map equal to l, shared with every other cached object
-// whose labels are equal. The table is keyed by a hash of the labels; on a
-// collision of two different sets the later one is not shared.
-func (t *internTable) labels(l map[string]string) map[string]string {
+// stringMap returns a map equal to l (labels, annotations), shared with
+// every other cached object that holds an equal one. The table is keyed by
+// a hash of the map; on a collision of two different maps the later one is
+// not shared.
+func (t *internTable) stringMap(l map[string]string) map[string]string {
 	var h uint64
 	var pair maphash.Hash
 	pair.SetSeed(t.seed)
@@ -310,6 +318,89 @@ func (t *internTable) labels(l map[string]string) map[string]string {
 		t.labelSets[h] = shared
 	}
 	return shared
+}
+
+// ownerReferences returns a slice equal to refs, shared with every other
+// cached object whose owner references are equal.
+func (t *internTable) ownerReferences(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	for _, r := range refs {
+		for _, s := range []string{r.APIVersion, r.Kind, r.Name, string(r.UID)} {
+			h.WriteString(s)
+			h.WriteByte(0)
+		}
+		h.WriteByte(flag(r.Controller))
+		h.WriteByte(flag(r.BlockOwnerDeletion))
+	}
+	sum := h.Sum64()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.ownerRefs[sum]; ok && reflect.DeepEqual(shared, refs) {
+		return shared
+	}
+	for i := range refs {
+		r := &refs[i]
+		r.APIVersion, r.Kind, r.Name = t.ofLocked(r.APIVersion), t.ofLocked(r.Kind), t.ofLocked(r.Name)
+		r.UID = types.UID(t.ofLocked(string(r.UID)))
+	}
+	if _, taken := t.ownerRefs[sum]; !taken {
+		if len(t.ownerRefs) >= maxInterned {
+			clear(t.ownerRefs)
+		}
+		t.ownerRefs[sum] = refs
+	}
+	return refs
+}
+
+// containers returns a slice equal to cs, containers with names and ports
+// only (portsOnly), shared with every other cached pod whose are equal.
+func (t *internTable) containers(cs []corev1.Container) []corev1.Container {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	for _, c := range cs {
+		h.WriteString(c.Name)
+		h.WriteByte(0)
+		for _, p := range c.Ports {
+			h.WriteString(p.Name)
+			h.WriteByte(0)
+			h.WriteString(string(p.Protocol))
+			h.WriteByte(0)
+			h.WriteString(p.HostIP)
+			h.WriteByte(0)
+			for _, n := range []int32{p.ContainerPort, p.HostPort} {
+				h.WriteByte(byte(n))
+				h.WriteByte(byte(n >> 8))
+				h.WriteByte(byte(n >> 16))
+				h.WriteByte(byte(n >> 24))
+			}
+		}
+		h.WriteByte(1)
+	}
+	sum := h.Sum64()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.ports[sum]; ok && reflect.DeepEqual(shared, cs) {
+		return shared
+	}
+	if _, taken := t.ports[sum]; !taken {
+		if len(t.ports) >= maxInterned {
+			clear(t.ports)
+		}
+		t.ports[sum] = cs
+	}
+	return cs
+}
+
+func flag(b *bool) byte {
+	switch {
+	case b == nil:
+		return 0
+	case *b:
+		return 2
+	default:
+		return 1
+	}
 }
 
 // RandomSecret returns a credential of 256 random bits from crypto/rand,
