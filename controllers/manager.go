@@ -143,10 +143,18 @@ func trimMeta(obj any) (any, error) {
 
 // trimmer returns a transform that applies trimMeta and then trim to
 // objects of type T.
+//
+// It drops the object's UID as well: careplane reads and deletes children
+// by name, and of a child only a ServiceAccount's UID is read (a revoked
+// ServiceAccount is deleted on the precondition of its UID), so
+// trimServiceAccount keeps it.
 func trimmer[T any](trim func(T)) func(any) (any, error) {
 	return func(obj any) (any, error) {
 		if o, ok := obj.(T); ok {
 			trim(o)
+		}
+		if o, ok := obj.(metav1.Object); ok {
+			o.SetUID("")
 		}
 		return trimMeta(obj)
 	}
@@ -159,10 +167,13 @@ var (
 		n.Spec, n.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
 	})
 	// trimServiceAccount: a ServiceAccount is read for its annotations
-	// (the credentials revision) and UID.
-	trimServiceAccount = trimmer(func(sa *corev1.ServiceAccount) {
-		sa.Secrets, sa.ImagePullSecrets = nil, nil
-	})
+	// (the credentials revision) and UID, which it keeps.
+	trimServiceAccount = func(obj any) (any, error) {
+		if sa, ok := obj.(*corev1.ServiceAccount); ok {
+			sa.Secrets, sa.ImagePullSecrets = nil, nil
+		}
+		return trimMeta(obj)
+	}
 	// The rest of careplane's children are read for their metadata alone:
 	// resourceVersion to skip an unchanged apply, labels to prune.
 	trimService = trimmer(func(s *corev1.Service) {
