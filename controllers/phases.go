@@ -234,15 +234,18 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	var stale []client.Object
 
 	var deps appsv1.DeploymentList
-	var svcs corev1.ServiceList
 	var sas corev1.ServiceAccountList
 	var secrets corev1.SecretList
 	var pdbs policyv1.PodDisruptionBudgetList
 	var pols networkingv1.NetworkPolicyList
-	for _, l := range []client.ObjectList{&deps, &svcs, &sas, &secrets, &pdbs, &pols} {
+	for _, l := range []client.ObjectList{&deps, &sas, &secrets, &pdbs, &pols} {
 		if err := r.Client.List(ctx, l, inNs, sel, readOnly); err != nil {
 			return fmt.Errorf("listing in %s: %w", ns, err)
 		}
+	}
+	svcs, err := r.servicesIn(ctx, ns, sel)
+	if err != nil {
+		return err
 	}
 	byService := func(o client.Object) {
 		if !keepServices.Has(o.GetLabels()[v1alpha1.LabelService]) {
@@ -252,8 +255,8 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	for i := range deps.Items {
 		byService(&deps.Items[i])
 	}
-	for i := range svcs.Items {
-		byService(&svcs.Items[i])
+	for _, svc := range svcs {
+		byService(svc)
 	}
 	for i := range sas.Items {
 		byService(&sas.Items[i])
@@ -317,16 +320,17 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	}
 
 	sel := client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}
-	var svcs corev1.ServiceList
 	var slices discoveryv1.EndpointSliceList
-	for _, l := range []client.ObjectList{&svcs, &slices} {
-		if err := r.Client.List(ctx, l, client.InNamespace(front), sel, readOnly); err != nil {
-			return fmt.Errorf("listing in %s: %w", front, err)
-		}
+	if err := r.Client.List(ctx, &slices, client.InNamespace(front), sel, readOnly); err != nil {
+		return fmt.Errorf("listing in %s: %w", front, err)
 	}
-	for i := range svcs.Items {
-		if !keep.Has(svcs.Items[i].Name) {
-			if err := r.deleteIfExists(ctx, &svcs.Items[i]); err != nil {
+	svcs, err := r.servicesIn(ctx, front, sel)
+	if err != nil {
+		return err
+	}
+	for _, svc := range svcs {
+		if !keep.Has(svc.GetName()) {
+			if err := r.deleteIfExists(ctx, svc); err != nil {
 				return err
 			}
 		}
@@ -376,6 +380,7 @@ func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Obj
 	if desired.GetNamespace() != nil {
 		key.Namespace = *desired.GetNamespace()
 	}
+	current = cachedAs(current)
 	rv := ""
 	if err := r.Client.Get(ctx, key, current, readOnly); err == nil {
 		rv = current.GetResourceVersion()
@@ -384,6 +389,36 @@ func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Obj
 	}
 	_, err := r.Applier.Apply(ctx, desired, rv)
 	return err
+}
+
+// servicesMetadata is how Services are cached: as metadata alone
+// (SetupWithManager watches them with builder.OnlyMetadata). careplane
+// reads nothing else of them, and a Service is half a kilobyte as a typed
+// object. Every read of a Service must read this type: a typed read would
+// start a second informer, holding every Service whole.
+var servicesMetadata = metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}}
+
+// cachedAs returns an empty object to read current's kind from the cache
+// with: current itself, or metadata for a kind cached as metadata alone.
+func cachedAs(current client.Object) client.Object {
+	if _, ok := current.(*corev1.Service); ok {
+		return servicesMetadata.DeepCopy()
+	}
+	return current
+}
+
+// servicesIn lists the metadata of the Services of namespace ns labelled
+// for env.
+func (r *HealthEnvironmentReconciler) servicesIn(ctx context.Context, ns string, sel client.MatchingLabels) ([]client.Object, error) {
+	l := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceList"}}
+	if err := r.Client.List(ctx, l, client.InNamespace(ns), sel, readOnly); err != nil {
+		return nil, fmt.Errorf("listing services in %s: %w", ns, err)
+	}
+	out := make([]client.Object, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out, nil
 }
 
 // deleteCached deletes the object at key when the cache holds it, so that a
