@@ -84,6 +84,17 @@ func TestCacheTrims(t *testing.T) {
 		t.Errorf("trimmed deployment status = %+v, want the counts and only the stuck condition", dep.Status)
 	}
 
+	// The fence's own policy keeps its spec, to be compared with the
+	// desired one.
+	fencePolicy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Name: build.FencePolicyName, ManagedFields: mf},
+		Spec: networkingv1.NetworkPolicySpec{PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}}
+	if _, err := trimNetworkPolicy(fencePolicy); err != nil {
+		t.Fatal(err)
+	}
+	if len(fencePolicy.Spec.PolicyTypes) != 2 || fencePolicy.ManagedFields != nil {
+		t.Errorf("trimmed fence policy = %+v, want its spec kept", fencePolicy)
+	}
+
 	// Of these careplane reads the metadata alone.
 	meta := func() metav1.ObjectMeta {
 		return metav1.ObjectMeta{Name: "o", Namespace: "n", UID: "u", ResourceVersion: "7", Labels: map[string]string{"a": "b"},

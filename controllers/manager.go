@@ -93,7 +93,7 @@ func CacheOptions() cache.Options {
 		// every policy of the fenced namespace, and one a tenant adds
 		// during the fence must wake the operator. What the fence verifies
 		// it reads live from the API server, so the cache needs only their
-		// metadata.
+		// metadata (but for the fence policy, see trimNetworkPolicy).
 		&networkingv1.NetworkPolicy{}: {Transform: trimNetworkPolicy, SyncPeriod: never},
 	}
 	return cache.Options{ByObject: by, DefaultTransform: trimMeta}
@@ -191,8 +191,13 @@ var (
 	trimEndpointSlice = trimmer(func(e *discoveryv1.EndpointSlice) {
 		e.Endpoints, e.Ports = nil, nil
 	})
+	// Of NetworkPolicies the fence's own keeps its spec: the reconciler
+	// compares it with the desired one, so as to send nothing for a deny
+	// policy the gate wrote as desired (fencePolicyIsAsDesired).
 	trimNetworkPolicy = trimmer(func(p *networkingv1.NetworkPolicy) {
-		p.Spec = networkingv1.NetworkPolicySpec{}
+		if p.Name != build.FencePolicyName {
+			p.Spec = networkingv1.NetworkPolicySpec{}
+		}
 	})
 	// trimSecret drops a cached Secret's data: careplane generates
 	// credentials and deletes them, but never reads them back.
