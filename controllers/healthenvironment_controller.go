@@ -321,11 +321,11 @@ func (r *HealthEnvironmentReconciler) writeStatus(ctx context.Context, env *v1al
 func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not change the generation; they need no
-		// reconcile.
-		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// reconcile. The periodic resync does (see resynced).
+		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resynced))).
 		Owns(&corev1.Namespace{}).
 		Owns(&corev1.ServiceAccount{}).
-		Owns(&corev1.Service{}).
+		Owns(&corev1.Service{}, builder.OnlyMetadata). // read as metadata only: see servicesMetadata
 		Owns(&corev1.Secret{}).
 		Owns(&corev1.ResourceQuota{}).
 		Owns(&corev1.LimitRange{}).

@@ -4,21 +4,31 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	"hash/maphash"
+	"maps"
+	"reflect"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrlevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -37,24 +47,23 @@ func NewScheme() *runtime.Scheme {
 	return s
 }
 
-// CacheOptions make the manager cache only what careplane owns: objects
-// labelled with an environment, with managed fields stripped. Caching every
-// Secret or Pod of a cluster is how operators run out of memory.
+// CacheOptions make the manager cache only what careplane owns (objects
+// labelled with an environment) and of each object only what careplane
+// reads. Caching every Secret or Pod of a cluster is how operators run out
+// of memory; at a thousand environments, so is caching every field of
+// careplane's own tens of objects per environment.
+//
+// A trim must keep every field a reader of the cache uses, and no more:
+// careplane writes its children with server-side apply from the spec and
+// decides whether to write from the resourceVersion (internal/ssa), so a
+// cached spec is never compared nor written back. TestCacheTrims checks
+// each transform against what the reconciler reads.
 func CacheOptions() cache.Options {
 	req, err := labels.NewRequirement(v1alpha1.LabelEnvironment, selection.Exists, nil)
 	if err != nil {
 		panic(err)
 	}
-	owned := cache.ByObject{Label: labels.NewSelector().Add(*req)}
-	by := map[client.Object]cache.ByObject{}
-	for _, o := range []client.Object{
-		&corev1.Namespace{}, &corev1.ServiceAccount{}, &corev1.Service{},
-		&corev1.ResourceQuota{}, &corev1.LimitRange{},
-		&appsv1.ControllerRevision{},
-		&policyv1.PodDisruptionBudget{},
-	} {
-		by[o] = owned
-	}
+	owned := labels.NewSelector().Add(*req)
 	// Of EndpointSlices only the front's, which careplane writes: the
 	// EndpointSlice controller copies a Service's labels onto the slices it
 	// makes for the sites' Services, and those careplane never reads.
@@ -62,41 +71,178 @@ func CacheOptions() cache.Options {
 	if err != nil {
 		panic(err)
 	}
-	by[&discoveryv1.EndpointSlice{}] = cache.ByObject{Label: labels.NewSelector().Add(*req, *front)}
-	// Of Secrets, Pods and Deployments the reconciler reads less than the
-	// API returns: the cache keeps what it reads. Credentials never stay in
-	// the operator's memory; pod and template specs are most of the bytes
-	// of a large fleet.
-	by[&corev1.Secret{}] = cache.ByObject{Label: owned.Label, Transform: trimSecret}
-	by[&corev1.Pod{}] = cache.ByObject{Label: owned.Label, Transform: trimPod}
-	by[&appsv1.Deployment{}] = cache.ByObject{Label: owned.Label, Transform: trimDeployment}
-	// NetworkPolicies are cached whoever created them: a fence removes every
-	// policy of the fenced namespace, and one a tenant adds during the fence
-	// must wake the operator. Policies are few and small.
-	return cache.Options{ByObject: by, DefaultTransform: cache.TransformStripManagedFields()}
+	// Only the HealthEnvironments are resynced (every --sync-period, the
+	// cache's default): a resync of an environment reconciles it, children
+	// and all. Resyncing every child as well enqueued the same environment
+	// tens of times a period, and each of those events was garbage to
+	// collect (the owner handlers' REST mapping of every owner reference).
+	never := ptr.To(time.Duration(0))
+	by := map[client.Object]cache.ByObject{
+		&corev1.Namespace{}:             {Label: owned, Transform: trimNamespace, SyncPeriod: never},
+		&corev1.ServiceAccount{}:        {Label: owned, Transform: trimServiceAccount, SyncPeriod: never},
+		&corev1.Service{}:               {Label: owned, Transform: trimService, SyncPeriod: never},
+		&corev1.ResourceQuota{}:         {Label: owned, Transform: trimResourceQuota, SyncPeriod: never},
+		&corev1.LimitRange{}:            {Label: owned, Transform: trimLimitRange, SyncPeriod: never},
+		&appsv1.ControllerRevision{}:    {Label: owned, Transform: trimMeta, SyncPeriod: never},
+		&policyv1.PodDisruptionBudget{}: {Label: owned, Transform: trimPodDisruptionBudget, SyncPeriod: never},
+		&discoveryv1.EndpointSlice{}:    {Label: labels.NewSelector().Add(*req, *front), Transform: trimEndpointSlice, SyncPeriod: never},
+		&corev1.Secret{}:                {Label: owned, Transform: trimSecret, SyncPeriod: never},
+		&corev1.Pod{}:                   {Label: owned, Transform: trimPod, SyncPeriod: never},
+		&appsv1.Deployment{}:            {Label: owned, Transform: trimDeployment, SyncPeriod: never},
+		// NetworkPolicies are cached whoever created them: a fence removes
+		// every policy of the fenced namespace, and one a tenant adds
+		// during the fence must wake the operator. What the fence verifies
+		// it reads live from the API server, so the cache needs only their
+		// metadata (but for the fence policy, see trimNetworkPolicy).
+		&networkingv1.NetworkPolicy{}: {Transform: trimNetworkPolicy, SyncPeriod: never},
+	}
+	return cache.Options{ByObject: by, DefaultTransform: trimMeta}
 }
 
-var stripManagedFields = cache.TransformStripManagedFields()
+// resynced passes the periodic resync of a HealthEnvironment (an update
+// event whose old and new object are the same version), which
+// predicate.GenerationChangedPredicate drops with the status updates: it is
+// what reconciles every environment each --sync-period.
+var resynced = predicate.Funcs{
+	UpdateFunc: func(e ctrlevent.UpdateEvent) bool {
+		return e.ObjectOld.GetResourceVersion() == e.ObjectNew.GetResourceVersion()
+	},
+	CreateFunc:  func(ctrlevent.CreateEvent) bool { return false },
+	DeleteFunc:  func(ctrlevent.DeleteEvent) bool { return false },
+	GenericFunc: func(ctrlevent.GenericEvent) bool { return false },
+}
 
-// trimSecret drops a cached Secret's data: careplane generates credentials
-// and deletes them, but never reads them back.
-func trimSecret(obj any) (any, error) {
-	if s, ok := obj.(*corev1.Secret); ok {
+// trimMeta drops from a cached object's metadata what no reader uses —
+// managed fields, kubectl's last-applied copy of the whole object — and
+// shares what tens of objects of an environment repeat (label sets, label
+// keys and values, the owner reference, the namespace) instead of keeping
+// one copy per object, as decoding leaves them.
+func trimMeta(obj any) (any, error) {
+	o, ok := obj.(metav1.Object)
+	if !ok {
+		return obj, nil
+	}
+	o.SetManagedFields(nil)
+	o.SetNamespace(interned.of(o.GetNamespace()))
+	if l := o.GetLabels(); l != nil {
+		o.SetLabels(interned.stringMap(l))
+	}
+	if a := o.GetAnnotations(); a != nil {
+		delete(a, corev1.LastAppliedConfigAnnotation)
+		shared := make(map[string]string, len(a))
+		for k, v := range a {
+			shared[interned.of(k)] = v
+		}
+		o.SetAnnotations(shared)
+	}
+	if refs := o.GetOwnerReferences(); len(refs) > 0 {
+		o.SetOwnerReferences(interned.ownerReferences(refs))
+	}
+	return obj, nil
+}
+
+// trimmer returns a transform that applies trimMeta and then trim to
+// objects of type T.
+//
+// It drops the object's UID as well: careplane reads and deletes children
+// by name, and of a child only a ServiceAccount's UID is read (a revoked
+// ServiceAccount is deleted on the precondition of its UID), so
+// trimServiceAccount keeps it.
+func trimmer[T any](trim func(T)) func(any) (any, error) {
+	return func(obj any) (any, error) {
+		if o, ok := obj.(T); ok {
+			trim(o)
+		}
+		if o, ok := obj.(metav1.Object); ok {
+			o.SetUID("")
+		}
+		return trimMeta(obj)
+	}
+}
+
+var (
+	// trimNamespace: a namespace is read for its labels, owner and
+	// deletion only.
+	trimNamespace = trimmer(func(n *corev1.Namespace) {
+		n.Spec, n.Status = corev1.NamespaceSpec{}, corev1.NamespaceStatus{}
+	})
+	// trimServiceAccount: a ServiceAccount is read for its annotations
+	// (the credentials revision) and UID, which it keeps.
+	trimServiceAccount = func(obj any) (any, error) {
+		if sa, ok := obj.(*corev1.ServiceAccount); ok {
+			sa.Secrets, sa.ImagePullSecrets = nil, nil
+		}
+		return trimMeta(obj)
+	}
+	// The rest of careplane's children are read for their metadata alone:
+	// resourceVersion to skip an unchanged apply, labels to prune.
+	trimService = trimmer(func(s *corev1.Service) {
+		s.Spec, s.Status = corev1.ServiceSpec{}, corev1.ServiceStatus{}
+	})
+	trimResourceQuota = trimmer(func(q *corev1.ResourceQuota) {
+		q.Spec, q.Status = corev1.ResourceQuotaSpec{}, corev1.ResourceQuotaStatus{}
+	})
+	trimLimitRange = trimmer(func(l *corev1.LimitRange) {
+		l.Spec = corev1.LimitRangeSpec{}
+	})
+	trimPodDisruptionBudget = trimmer(func(p *policyv1.PodDisruptionBudget) {
+		p.Spec, p.Status = policyv1.PodDisruptionBudgetSpec{}, policyv1.PodDisruptionBudgetStatus{}
+	})
+	trimEndpointSlice = trimmer(func(e *discoveryv1.EndpointSlice) {
+		e.Endpoints, e.Ports = nil, nil
+	})
+	// Of NetworkPolicies the fence's own keeps its spec: the reconciler
+	// compares it with the desired one, so as to send nothing for a deny
+	// policy the gate wrote as desired (fencePolicyIsAsDesired).
+	trimNetworkPolicy = trimmer(func(p *networkingv1.NetworkPolicy) {
+		if p.Name != build.FencePolicyName {
+			p.Spec = networkingv1.NetworkPolicySpec{}
+		}
+	})
+	// trimSecret drops a cached Secret's data: careplane generates
+	// credentials and deletes them, but never reads them back.
+	trimSecret = trimmer(func(s *corev1.Secret) {
 		s.Data, s.StringData = nil, nil
-	}
-	return stripManagedFields(obj)
-}
-
-// trimPod keeps of a cached Pod what readiness, the front EndpointSlices,
-// evidence and the fence's verification read: metadata, node, container
-// names and ports (named ports), conditions and addresses.
-func trimPod(obj any) (any, error) {
-	if p, ok := obj.(*corev1.Pod); ok {
+	})
+	// trimPod keeps of a cached Pod what readiness, the front
+	// EndpointSlices, evidence and the fence's verification read:
+	// metadata but the annotations, node, container names and ports (named ports), the Ready
+	// condition and the IP.
+	trimPod = trimmer(func(p *corev1.Pod) {
+		p.Annotations = nil
 		p.Spec = corev1.PodSpec{NodeName: p.Spec.NodeName, InitContainers: portsOnly(p.Spec.InitContainers), Containers: portsOnly(p.Spec.Containers)}
-		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: p.Status.Conditions, PodIP: p.Status.PodIP, PodIPs: p.Status.PodIPs}
-	}
-	return stripManagedFields(obj)
-}
+		var ready []corev1.PodCondition
+		for _, c := range p.Status.Conditions {
+			if c.Type == corev1.PodReady {
+				ready = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+			}
+		}
+		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: ready, PodIP: p.Status.PodIP}
+	})
+	// trimDeployment keeps of a cached Deployment what readiness and the
+	// credentials revision read: metadata but the annotations (the
+	// Deployment controller's revision), replicas, the template's
+	// annotations, the status counts and the conditions that say a rollout
+	// is stuck.
+	trimDeployment = trimmer(func(d *appsv1.Deployment) {
+		d.Annotations = nil
+		var template map[string]string
+		if a := d.Spec.Template.Annotations; a != nil {
+			template = interned.stringMap(a)
+		}
+		d.Spec = appsv1.DeploymentSpec{Replicas: d.Spec.Replicas,
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: template}}}
+		var stuck []appsv1.DeploymentCondition
+		for _, c := range d.Status.Conditions {
+			if deploymentStuck(c) {
+				stuck = append(stuck, c)
+			}
+		}
+		d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Status.ObservedGeneration, Replicas: d.Status.Replicas,
+			UpdatedReplicas: d.Status.UpdatedReplicas, ReadyReplicas: d.Status.ReadyReplicas,
+			AvailableReplicas: d.Status.AvailableReplicas, Conditions: stuck}
+	})
+)
 
 func portsOnly(cs []corev1.Container) []corev1.Container {
 	if cs == nil {
@@ -106,17 +252,171 @@ func portsOnly(cs []corev1.Container) []corev1.Container {
 	for i, c := range cs {
 		out[i] = corev1.Container{Name: c.Name, Ports: c.Ports}
 	}
-	return out
+	return interned.containers(out)
 }
 
-// trimDeployment drops the pod template's spec from a cached Deployment:
-// careplane writes it with server-side apply and reads back only replicas,
-// the template's annotations and the status.
-func trimDeployment(obj any) (any, error) {
-	if d, ok := obj.(*appsv1.Deployment); ok {
-		d.Spec.Template.Spec = corev1.PodSpec{}
+// interned holds one copy of each string the cached objects repeat, and of
+// each set of labels, owner references and pod ports: the ServiceAccount,
+// Deployment and Service of a service carry the same labels, as do the
+// NetworkPolicies, ResourceQuota and LimitRange of a site (and a map costs
+// some 300 bytes however few labels it holds); every child of an
+// environment has the same owner reference; the pods of a service the same
+// container ports. Sharing is safe because nothing changes a cached object
+// (a reader that wants to must deep-copy it first, as the cache's contract
+// says), so nothing changes a shared map either.
+//
+// The tables are bounded: past maxInterned entries one starts again empty,
+// so the names of environments long deleted do not stay forever; the
+// objects that share a string or a map keep it alive themselves.
+var interned = &internTable{strings: map[string]string{}, labelSets: map[uint64]map[string]string{},
+	ownerRefs: map[uint64][]metav1.OwnerReference{}, ports: map[uint64][]corev1.Container{}, seed: maphash.MakeSeed()}
+
+const maxInterned = 1 << 14
+
+type internTable struct {
+	mu        sync.Mutex
+	strings   map[string]string
+	labelSets map[uint64]map[string]string
+	ownerRefs map[uint64][]metav1.OwnerReference
+	ports     map[uint64][]corev1.Container
+	seed      maphash.Seed
+}
+
+func (t *internTable) of(s string) string {
+	if s == "" {
+		return ""
 	}
-	return stripManagedFields(obj)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ofLocked(s)
+}
+
+func (t *internTable) ofLocked(s string) string {
+	if v, ok := t.strings[s]; ok {
+		return v
+	}
+	if len(t.strings) >= maxInterned {
+		clear(t.strings)
+	}
+	t.strings[s] = s
+	return s
+}
+
+// stringMap returns a map equal to l (labels, annotations), shared with
+// every other cached object that holds an equal one. The table is keyed by
+// a hash of the map; on a collision of two different maps the later one is
+// not shared.
+func (t *internTable) stringMap(l map[string]string) map[string]string {
+	var h uint64
+	var pair maphash.Hash
+	pair.SetSeed(t.seed)
+	for k, v := range l {
+		// A sum of per-pair hashes does not depend on the map's order.
+		pair.Reset()
+		pair.WriteString(k)
+		pair.WriteByte(0)
+		pair.WriteString(v)
+		h += pair.Sum64()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.labelSets[h]; ok && maps.Equal(shared, l) {
+		return shared
+	}
+	shared := make(map[string]string, len(l))
+	for k, v := range l {
+		shared[t.ofLocked(k)] = t.ofLocked(v)
+	}
+	if _, taken := t.labelSets[h]; !taken {
+		if len(t.labelSets) >= maxInterned {
+			clear(t.labelSets)
+		}
+		t.labelSets[h] = shared
+	}
+	return shared
+}
+
+// ownerReferences returns a slice equal to refs, shared with every other
+// cached object whose owner references are equal.
+func (t *internTable) ownerReferences(refs []metav1.OwnerReference) []metav1.OwnerReference {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	for _, r := range refs {
+		for _, s := range []string{r.APIVersion, r.Kind, r.Name, string(r.UID)} {
+			h.WriteString(s)
+			h.WriteByte(0)
+		}
+		h.WriteByte(flag(r.Controller))
+		h.WriteByte(flag(r.BlockOwnerDeletion))
+	}
+	sum := h.Sum64()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.ownerRefs[sum]; ok && reflect.DeepEqual(shared, refs) {
+		return shared
+	}
+	for i := range refs {
+		r := &refs[i]
+		r.APIVersion, r.Kind, r.Name = t.ofLocked(r.APIVersion), t.ofLocked(r.Kind), t.ofLocked(r.Name)
+		r.UID = types.UID(t.ofLocked(string(r.UID)))
+	}
+	if _, taken := t.ownerRefs[sum]; !taken {
+		if len(t.ownerRefs) >= maxInterned {
+			clear(t.ownerRefs)
+		}
+		t.ownerRefs[sum] = refs
+	}
+	return refs
+}
+
+// containers returns a slice equal to cs, containers with names and ports
+// only (portsOnly), shared with every other cached pod whose are equal.
+func (t *internTable) containers(cs []corev1.Container) []corev1.Container {
+	var h maphash.Hash
+	h.SetSeed(t.seed)
+	for _, c := range cs {
+		h.WriteString(c.Name)
+		h.WriteByte(0)
+		for _, p := range c.Ports {
+			h.WriteString(p.Name)
+			h.WriteByte(0)
+			h.WriteString(string(p.Protocol))
+			h.WriteByte(0)
+			h.WriteString(p.HostIP)
+			h.WriteByte(0)
+			for _, n := range []int32{p.ContainerPort, p.HostPort} {
+				h.WriteByte(byte(n))
+				h.WriteByte(byte(n >> 8))
+				h.WriteByte(byte(n >> 16))
+				h.WriteByte(byte(n >> 24))
+			}
+		}
+		h.WriteByte(1)
+	}
+	sum := h.Sum64()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if shared, ok := t.ports[sum]; ok && reflect.DeepEqual(shared, cs) {
+		return shared
+	}
+	if _, taken := t.ports[sum]; !taken {
+		if len(t.ports) >= maxInterned {
+			clear(t.ports)
+		}
+		t.ports[sum] = cs
+	}
+	return cs
+}
+
+func flag(b *bool) byte {
+	switch {
+	case b == nil:
+		return 0
+	case *b:
+		return 2
+	default:
+		return 1
+	}
 }
 
 // RandomSecret returns a credential of 256 random bits from crypto/rand,

@@ -23,6 +23,13 @@ import (
 	"github.com/careplane/careplane/internal/ssa"
 )
 
+// readOnly marks the reads of this file that take the cache's own objects
+// instead of deep copies: they read a few fields (or delete what they read)
+// and never change an object. A reconcile reads tens of objects per
+// environment, and deep copies of them, every resync, were a large share of
+// the operator's garbage, which its resident memory grows with.
+const readOnly = client.UnsafeDisableDeepCopy
+
 // namespaceConflictError reports a namespace careplane needs that exists
 // without careplane's ownership labels.
 type namespaceConflictError struct{ name string }
@@ -41,7 +48,7 @@ func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s
 	for i, want := range wanted {
 		name := *want.Name
 		ns := &corev1.Namespace{}
-		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns)
+		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns, readOnly)
 		if apierrors.IsNotFound(err) {
 			// Not in the cache, which holds only careplane's namespaces:
 			// ask the API server whether a foreign one is there.
@@ -152,7 +159,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope, ns string) (bool, error) {
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name},
-		client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
+		client.HasLabels{v1alpha1.LabelEvidence}, readOnly); err != nil {
 		return false, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
 	}
 	return len(pods.Items) > 0, nil
@@ -170,7 +177,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 		}
 	}
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); apierrors.IsNotFound(err) {
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep, readOnly); apierrors.IsNotFound(err) {
 		dep = nil
 	} else if err != nil {
 		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
@@ -198,7 +205,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name string) error {
 	secretName := build.GeneratedSecretName(svc.Name, name)
 	current := &corev1.Secret{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current, readOnly)
 	if err == nil {
 		return nil
 	}
@@ -227,15 +234,18 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	var stale []client.Object
 
 	var deps appsv1.DeploymentList
-	var svcs corev1.ServiceList
 	var sas corev1.ServiceAccountList
 	var secrets corev1.SecretList
 	var pdbs policyv1.PodDisruptionBudgetList
 	var pols networkingv1.NetworkPolicyList
-	for _, l := range []client.ObjectList{&deps, &svcs, &sas, &secrets, &pdbs, &pols} {
-		if err := r.Client.List(ctx, l, inNs, sel); err != nil {
+	for _, l := range []client.ObjectList{&deps, &sas, &secrets, &pdbs, &pols} {
+		if err := r.Client.List(ctx, l, inNs, sel, readOnly); err != nil {
 			return fmt.Errorf("listing in %s: %w", ns, err)
 		}
+	}
+	svcs, err := r.servicesIn(ctx, ns, sel)
+	if err != nil {
+		return err
 	}
 	byService := func(o client.Object) {
 		if !keepServices.Has(o.GetLabels()[v1alpha1.LabelService]) {
@@ -245,8 +255,8 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	for i := range deps.Items {
 		byService(&deps.Items[i])
 	}
-	for i := range svcs.Items {
-		byService(&svcs.Items[i])
+	for _, svc := range svcs {
+		byService(svc)
 	}
 	for i := range sas.Items {
 		byService(&sas.Items[i])
@@ -290,7 +300,7 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	var pods corev1.PodList
 	if serving {
 		s.status.ActiveSite = site
-		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}, readOnly); err != nil {
 			return fmt.Errorf("listing pods in %s: %w", siteNs, err)
 		}
 	}
@@ -310,16 +320,17 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	}
 
 	sel := client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}
-	var svcs corev1.ServiceList
 	var slices discoveryv1.EndpointSliceList
-	for _, l := range []client.ObjectList{&svcs, &slices} {
-		if err := r.Client.List(ctx, l, client.InNamespace(front), sel); err != nil {
-			return fmt.Errorf("listing in %s: %w", front, err)
-		}
+	if err := r.Client.List(ctx, &slices, client.InNamespace(front), sel, readOnly); err != nil {
+		return fmt.Errorf("listing in %s: %w", front, err)
 	}
-	for i := range svcs.Items {
-		if !keep.Has(svcs.Items[i].Name) {
-			if err := r.deleteIfExists(ctx, &svcs.Items[i]); err != nil {
+	svcs, err := r.servicesIn(ctx, front, sel)
+	if err != nil {
+		return err
+	}
+	for _, svc := range svcs {
+		if !keep.Has(svc.GetName()) {
+			if err := r.deleteIfExists(ctx, svc); err != nil {
 				return err
 			}
 		}
@@ -369,14 +380,45 @@ func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Obj
 	if desired.GetNamespace() != nil {
 		key.Namespace = *desired.GetNamespace()
 	}
+	current = cachedAs(current)
 	rv := ""
-	if err := r.Client.Get(ctx, key, current); err == nil {
+	if err := r.Client.Get(ctx, key, current, readOnly); err == nil {
 		rv = current.GetResourceVersion()
 	} else if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading %T %s: %w", current, key, err)
 	}
 	_, err := r.Applier.Apply(ctx, desired, rv)
 	return err
+}
+
+// servicesMetadata is how Services are cached: as metadata alone
+// (SetupWithManager watches them with builder.OnlyMetadata). careplane
+// reads nothing else of them, and a Service is half a kilobyte as a typed
+// object. Every read of a Service must read this type: a typed read would
+// start a second informer, holding every Service whole.
+var servicesMetadata = metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Service"}}
+
+// cachedAs returns an empty object to read current's kind from the cache
+// with: current itself, or metadata for a kind cached as metadata alone.
+func cachedAs(current client.Object) client.Object {
+	if _, ok := current.(*corev1.Service); ok {
+		return servicesMetadata.DeepCopy()
+	}
+	return current
+}
+
+// servicesIn lists the metadata of the Services of namespace ns labelled
+// for env.
+func (r *HealthEnvironmentReconciler) servicesIn(ctx context.Context, ns string, sel client.MatchingLabels) ([]client.Object, error) {
+	l := &metav1.PartialObjectMetadataList{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceList"}}
+	if err := r.Client.List(ctx, l, client.InNamespace(ns), sel, readOnly); err != nil {
+		return nil, fmt.Errorf("listing services in %s: %w", ns, err)
+	}
+	out := make([]client.Object, len(l.Items))
+	for i := range l.Items {
+		out[i] = &l.Items[i]
+	}
+	return out, nil
 }
 
 // deleteCached deletes the object at key when the cache holds it, so that a

@@ -22,8 +22,10 @@ const maxRevisions = 10
 // keeps the newest maxRevisions, and names the newest in the status.
 func (r *HealthEnvironmentReconciler) reconcileRevisions(ctx context.Context, s *scope) error {
 	var list appsv1.ControllerRevisionList
+	// readOnly: the list's items are copies of the cached structs, and only
+	// their own fields (Revision of a moved one) are changed below.
 	if err := r.Client.List(ctx, &list, client.InNamespace(s.names.Front),
-		client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}); err != nil {
+		client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}, readOnly); err != nil {
 		return fmt.Errorf("listing revisions of %s: %w", klog.KObj(s.env), err)
 	}
 	revs := list.Items

@@ -144,13 +144,19 @@ func (s *scope) observeDeployment(site v1alpha1.Site, svc v1alpha1.Service, dep 
 	}
 	if dep != nil {
 		for _, c := range dep.Status.Conditions {
-			if (c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse) ||
-				(c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue) {
+			if deploymentStuck(c) {
 				s.stalled = append(s.stalled, fmt.Sprintf("%s/%s: %s", dep.Namespace, dep.Name, c.Message))
 			}
 		}
 	}
 	s.services = append(s.services, st)
+}
+
+// deploymentStuck says a Deployment condition reports a rollout that does
+// not progress. The cache keeps only these (trimDeployment).
+func deploymentStuck(c appsv1.DeploymentCondition) bool {
+	return (c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse) ||
+		(c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue)
 }
 
 // deploymentCurrent says the Deployment's status describes its current spec

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
@@ -32,6 +33,8 @@ import (
 var (
 	cfg       *rest.Config
 	k8sClient client.Client
+	// mgrCache is the operator's cache, to check what it holds.
+	mgrCache cache.Cache
 	// writes counts the mutating requests the operator's client sends.
 	writes testutil.WriteCounter
 	// suiteFleetFence is the reconciler's and the gate's FleetFence: a
@@ -91,6 +94,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "creating manager: %v\n", err)
 		return 1
 	}
+	mgrCache = mgr.GetCache()
 	rec := NewReconciler(mgr)
 	rec.FleetFence = suiteFleetFence
 	if err := rec.SetupWithManager(mgr); err != nil {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -37,6 +38,8 @@ func main() {
 		fenceBurst    int
 		fleetMaxHold  time.Duration
 		pprofAddr     string
+		memLimit      int64
+		memLimitRatio float64
 	)
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "The address the Prometheus metrics endpoint binds to; 0 disables it.")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "The address the liveness and readiness probes bind to.")
@@ -57,6 +60,8 @@ func main() {
 	flag.IntVar(&fenceBurst, "fence-api-burst", 500, "Burst of requests the fence gate may send above --fence-api-qps.")
 	flag.DurationVar(&fleetMaxHold, "fleet-fence-max-hold", 10*time.Second, "While a fleet fence is arriving (10 or more fence requests within a second), fences whose deny policy is in place hold their later steps, so that every deny policy of the fleet goes first; this bounds the hold per environment. 0 disables it.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address a Go pprof endpoint binds to, for profiling; 0 (the default) disables it.")
+	flag.Int64Var(&memLimit, "memory-limit", 0, "The container's memory limit in bytes (the Helm chart passes resources.limits.memory); 0 when there is none.")
+	flag.Float64Var(&memLimitRatio, "memory-limit-ratio", 0.9, "The share of --memory-limit the Go runtime keeps its memory under (a soft limit, as GOMEMLIMIT sets; GOMEMLIMIT itself takes precedence).")
 	opts := zap.Options{}
 	opts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -65,6 +70,15 @@ func main() {
 	ctrl.SetLogger(logger)
 	klog.SetLogger(logger)
 	setupLog := ctrl.Log.WithName("setup")
+
+	if memLimitRatio < 0 || memLimitRatio > 1 {
+		setupLog.Error(nil, "--memory-limit-ratio must be between 0 and 1")
+		os.Exit(2)
+	}
+	if limit, ok := memoryLimit(memLimit, memLimitRatio); ok {
+		debug.SetMemoryLimit(limit)
+		setupLog.Info("Set the Go runtime's memory limit", "bytes", limit, "containerLimit", memLimit)
+	}
 
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(qps), burst
@@ -142,4 +156,17 @@ func main() {
 		setupLog.Error(err, "The manager stopped with an error")
 		os.Exit(1)
 	}
+}
+
+// memoryLimit is the soft memory limit for the Go runtime: ratio of the
+// container's limit, so that the garbage collector works harder near the
+// limit instead of the heap growing past it to an OOM kill (by default the
+// runtime lets the heap double its live size before collecting, whatever
+// the container's limit). An explicit GOMEMLIMIT wins, and without a
+// container limit there is nothing to set.
+func memoryLimit(containerLimit int64, ratio float64) (int64, bool) {
+	if os.Getenv("GOMEMLIMIT") != "" || containerLimit <= 0 || ratio <= 0 {
+		return 0, false
+	}
+	return int64(float64(containerLimit) * ratio), true
 }

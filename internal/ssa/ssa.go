@@ -36,10 +36,19 @@ type Object interface {
 	GetAPIVersion() *string
 }
 
+// An Applier remembers tens of objects per environment, so what it keeps of
+// each is small and of fixed size: hashes rather than names and desired
+// states (a map keyed by apiVersion/kind/namespace/name strings, and the
+// names kept again for ForgetNamespaces, took about 340 bytes an object;
+// this takes about 70). 128 bits of SHA-256 make a collision of two keys or
+// two desired states of one object practically impossible; and a collision
+// of keys alone only costs a request, as a skip needs the desired state and
+// the resourceVersion to match as well.
+type digest [16]byte
+
 type entry struct {
-	hash                  [sha256.Size]byte
-	resourceVersion       string
-	kind, namespace, name string
+	desired         digest
+	resourceVersion string
 }
 
 // Applier applies objects and remembers what it applied. It is safe for
@@ -47,13 +56,17 @@ type entry struct {
 type Applier struct {
 	client client.Client
 
-	mu   sync.Mutex
-	seen map[string]entry
+	mu sync.Mutex
+	// seen holds the entries by the namespace they are forgotten with: an
+	// object's own namespace, or for a Namespace its name (cluster-scoped
+	// objects of other kinds are under ""). ForgetNamespaces then deletes
+	// whole groups without scanning every entry.
+	seen map[string]map[digest]entry
 }
 
 // NewApplier returns an Applier writing through c.
 func NewApplier(c client.Client) *Applier {
-	return &Applier{client: c, seen: map[string]entry{}}
+	return &Applier{client: c, seen: map[string]map[digest]entry{}}
 }
 
 // Apply writes desired with server-side apply (forcing ownership of the
@@ -62,17 +75,20 @@ func NewApplier(c client.Client) *Applier {
 // ("" when the object does not exist). It reports whether it sent a request.
 // On success desired holds the server's answer.
 func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVersion string) (bool, error) {
-	raw, err := json.Marshal(desired)
-	if err != nil {
+	// Encoded straight into the hash: most applies are skipped, and the
+	// encoding would be garbage at once.
+	hash := sha256.New()
+	if err := json.NewEncoder(hash).Encode(desired); err != nil {
 		return false, fmt.Errorf("encoding %s: %w", describe(desired), err)
 	}
-	k := key(desired)
-	h := sha256.Sum256(raw)
+	var h digest
+	copy(h[:], hash.Sum(nil))
+	group, k := key(desired)
 
 	a.mu.Lock()
-	last, ok := a.seen[k]
+	last, ok := a.seen[group][k]
 	a.mu.Unlock()
-	if ok && currentResourceVersion != "" && last.hash == h && last.resourceVersion == currentResourceVersion {
+	if ok && currentResourceVersion != "" && last.desired == h && last.resourceVersion == currentResourceVersion {
 		return false, nil
 	}
 
@@ -85,8 +101,12 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 		return true, fmt.Errorf("reading the answer to applying %s: %w", describe(desired), err)
 	}
 	a.mu.Lock()
-	a.seen[k] = entry{hash: h, resourceVersion: rv,
-		kind: deref(desired.GetKind()), namespace: deref(desired.GetNamespace()), name: deref(desired.GetName())}
+	m := a.seen[group]
+	if m == nil {
+		m = map[digest]entry{}
+		a.seen[group] = m
+	}
+	m[k] = entry{desired: h, resourceVersion: rv}
 	a.mu.Unlock()
 	return true, nil
 }
@@ -94,8 +114,14 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 // Forget drops what the Applier remembers of obj, so the next Apply sends a
 // request. Call it after deleting an object.
 func (a *Applier) Forget(obj Object) {
+	group, k := key(obj)
 	a.mu.Lock()
-	delete(a.seen, key(obj))
+	if m := a.seen[group]; m != nil {
+		delete(m, k)
+		if len(m) == 0 {
+			delete(a.seen, group)
+		}
+	}
 	a.mu.Unlock()
 }
 
@@ -103,16 +129,10 @@ func (a *Applier) Forget(obj Object) {
 // given namespaces and of the Namespaces themselves: call it when an owner
 // of whole namespaces is gone, so the memory does not grow with churn.
 func (a *Applier) ForgetNamespaces(namespaces ...string) {
-	in := make(map[string]bool, len(namespaces))
-	for _, ns := range namespaces {
-		in[ns] = true
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for k, e := range a.seen {
-		if in[e.namespace] || (e.kind == "Namespace" && in[e.name]) {
-			delete(a.seen, k)
-		}
+	for _, ns := range namespaces {
+		delete(a.seen, ns)
 	}
 }
 
@@ -120,7 +140,11 @@ func (a *Applier) ForgetNamespaces(namespaces ...string) {
 func (a *Applier) Len() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return len(a.seen)
+	n := 0
+	for _, m := range a.seen {
+		n += len(m)
+	}
+	return n
 }
 
 // resourceVersion reads metadata.resourceVersion of an apply configuration
@@ -141,8 +165,20 @@ func resourceVersion(o Object) (string, error) {
 	return m.Metadata.ResourceVersion, nil
 }
 
-func key(o Object) string {
-	return deref(o.GetAPIVersion()) + "/" + deref(o.GetKind()) + "/" + deref(o.GetNamespace()) + "/" + deref(o.GetName())
+// key is the group an object is remembered in (see Applier.seen) and its
+// key there.
+func key(o Object) (string, digest) {
+	group, name := deref(o.GetNamespace()), deref(o.GetName())
+	if group == "" && deref(o.GetKind()) == "Namespace" && deref(o.GetAPIVersion()) == "v1" {
+		group = name
+	}
+	// NUL cannot occur in any of the parts, so the encoding is unambiguous.
+	return group, sum([]byte(deref(o.GetAPIVersion()) + "\x00" + deref(o.GetKind()) + "\x00" + deref(o.GetNamespace()) + "\x00" + name))
+}
+
+func sum(b []byte) digest {
+	h := sha256.Sum256(b)
+	return digest(h[:len(digest{})])
 }
 
 func describe(o Object) string {
