@@ -82,11 +82,12 @@ func (f *FleetFence) UnderWay(now time.Time) bool {
 	return now.Sub(oldest) < f.Window
 }
 
-// observing is a predicate that records every event it passes as a fence
-// request; it comes after the predicates that tell a fence request.
+// observing is a predicate that records every update it passes as a fence
+// request; it comes after the predicates that tell a fence request. Creates
+// are not requests: at a restart the cache's first list shows every fenced
+// environment again, which is no fleet fence arriving.
 func (f *FleetFence) observing() predicate.Predicate {
 	return predicate.Funcs{
-		CreateFunc: func(crevent.CreateEvent) bool { f.Observe(time.Now()); return true },
 		UpdateFunc: func(crevent.UpdateEvent) bool { f.Observe(time.Now()); return true },
 	}
 }
