@@ -130,7 +130,10 @@ func TestFleetFenceSurvivesKills(t *testing.T) {
 
 	midFence, interrupted := 0, 0
 	for _, r := range results {
-		if r.notStarted+r.inProgress > 0 {
+		// Incomplete as the responders see it: some environment does not
+		// say Fenced=True yet. One whose steps are done and whose report is
+		// not yet written resumes too (the report is the fence's last step).
+		if r.notStarted+r.inProgress+r.unreported > 0 {
 			midFence++
 		}
 		if r.inProgress > 0 {
