@@ -327,13 +327,20 @@ func (t *internTable) stringMap(l map[string]string) map[string]string {
 	for k, v := range l {
 		shared[t.ofLocked(k)] = t.ofLocked(v)
 	}
-	if _, taken := t.labelSets[h]; !taken {
-		if len(t.labelSets) >= maxInterned {
-			clear(t.labelSets)
-		}
-		t.labelSets[h] = shared
-	}
+	remember(t.labelSets, h, shared)
 	return shared
+}
+
+// remember stores v under sum unless another value holds it (a collision:
+// the later value is not shared), emptying the table at maxInterned.
+func remember[T any](table map[uint64]T, sum uint64, v T) {
+	if _, taken := table[sum]; taken {
+		return
+	}
+	if len(table) >= maxInterned {
+		clear(table)
+	}
+	table[sum] = v
 }
 
 // ownerReferences returns a slice equal to refs, shared with every other
@@ -360,12 +367,7 @@ func (t *internTable) ownerReferences(refs []metav1.OwnerReference) []metav1.Own
 		r.APIVersion, r.Kind, r.Name = t.ofLocked(r.APIVersion), t.ofLocked(r.Kind), t.ofLocked(r.Name)
 		r.UID = types.UID(t.ofLocked(string(r.UID)))
 	}
-	if _, taken := t.ownerRefs[sum]; !taken {
-		if len(t.ownerRefs) >= maxInterned {
-			clear(t.ownerRefs)
-		}
-		t.ownerRefs[sum] = refs
-	}
+	remember(t.ownerRefs, sum, refs)
 	return refs
 }
 
@@ -399,12 +401,7 @@ func (t *internTable) containers(cs []corev1.Container) []corev1.Container {
 	if shared, ok := t.ports[sum]; ok && reflect.DeepEqual(shared, cs) {
 		return shared
 	}
-	if _, taken := t.ports[sum]; !taken {
-		if len(t.ports) >= maxInterned {
-			clear(t.ports)
-		}
-		t.ports[sum] = cs
-	}
+	remember(t.ports, sum, cs)
 	return cs
 }
 
