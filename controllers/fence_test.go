@@ -9,12 +9,15 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -160,6 +163,49 @@ func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
 				t.Errorf("readFence = present %t, restore %q; want %t, %q", f.present, f.restoreID, tc.wantPresent, tc.wantRestoreID)
 			}
 		})
+	}
+}
+
+// TestUnreadableFenceWritesNoStatus: a reconcile that cannot tell whether a
+// fence is in place (the API server just back from an outage answers the
+// live read with an error) writes no status. It once wrote NotFenced and
+// dropped status.isolation, and the restore that finished afterwards
+// recorded an incident without the ticket it closed.
+func TestUnreadableFenceWritesNoStatus(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("unreadable-fence")
+	env.Spec.Isolation.Mode = v1alpha1.IsolationNone // a restore under way
+	fencedAt := metav1.NewTime(time.Now().Add(-time.Minute).Truncate(time.Second))
+	env.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-1", Reason: "breach", FencedAt: &fencedAt}
+	env.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionFenced, Status: metav1.ConditionTrue,
+		Reason: v1alpha1.ReasonFenceComplete, Message: "fenced", LastTransitionTime: fencedAt}}
+	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
+		Namespace: "unreadable-fence-primary", Name: build.FencePolicyName,
+		Annotations: map[string]string{build.AnnotationFenceID: "f1", build.AnnotationRestoreID: "r1"}}}
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, pol).WithStatusSubresource(env).Build()
+	unavailable := apierrors.NewServiceUnavailable("the server is starting")
+	live := fake.NewClientBuilder().WithScheme(NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+			return unavailable
+		},
+	}).Build()
+	r := &HealthEnvironmentReconciler{Client: c, APIReader: live, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{}}
+
+	before := &v1alpha1.HealthEnvironment{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(env), before); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(env)}); !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("Reconcile = %v, want the live read's error", err)
+	}
+	after := &v1alpha1.HealthEnvironment{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(env), after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion {
+		t.Errorf("the environment was written (resourceVersion %s → %s): status.isolation %+v, Fenced %+v",
+			before.ResourceVersion, after.ResourceVersion, after.Status.Isolation,
+			meta.FindStatusCondition(after.Status.Conditions, v1alpha1.ConditionFenced))
 	}
 }
 

@@ -105,6 +105,15 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	s := newScope(env, r.Clock.Now())
+	// Whether a fence is in place is what the status is written from: while
+	// it cannot be read, nothing is written. A status written then would say
+	// NotFenced and drop status.isolation, and a restore finishing later
+	// recorded its incident without the ticket it closed.
+	f, err := r.readFence(ctx, s)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	s.fence = f
 	before := env.Status.DeepCopy()
 	defer func() {
 		if reterr == nil {
@@ -116,11 +125,6 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 	}()
 
-	f, err := r.readFence(ctx, s)
-	if err != nil {
-		return ctrl.Result{}, err
-	}
-	s.fence = f
 	if !env.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, s)
 	}
