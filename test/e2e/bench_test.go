@@ -20,6 +20,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -45,12 +46,15 @@ import (
 //	BENCH_OPERATOR_FLAGS  more flags for the operator, space-separated
 //	BENCH_QUICK     "true": careplane alone, for the loop of changing it: no
 //	                baselines, no steady-state minute, and no report file
+//	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
+//	                kube-apiserver over the first 12 s of the fleet fence (its deny policies)
 type benchParams struct {
 	n, samples, failover, runbookParallel int
 	out                                   string
 	syncPeriod                            time.Duration
 	quick                                 bool
 	operatorFlags                         []string
+	profileDir                            string
 }
 
 func benchParamsFromEnv(t *testing.T) benchParams {
@@ -72,6 +76,7 @@ func benchParamsFromEnv(t *testing.T) benchParams {
 		p.out = s
 	}
 	p.operatorFlags = strings.Fields(os.Getenv("BENCH_OPERATOR_FLAGS"))
+	p.profileDir = os.Getenv("BENCH_PROFILE_DIR")
 	if os.Getenv("BENCH_QUICK") == "true" {
 		p.quick, p.out = true, ""
 	}
@@ -350,7 +355,11 @@ func TestBench(t *testing.T) {
 	// The code measured is the tree as it was when the test was built.
 	commit := benchCommit()
 
-	idle := startBenchOperator(t, p, "--zap-time-encoding=rfc3339nano")
+	pprofAddr, err := freeAddr()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle := startBenchOperator(t, p, "--zap-time-encoding=rfc3339nano", "--pprof-bind-address="+pprofAddr)
 	logf("operator idle: RSS %.1f MiB", float64(idle.rss)/(1<<20))
 
 	// --- Cold start: the kubectl floor, then careplane ---------------------
@@ -634,6 +643,12 @@ func TestBench(t *testing.T) {
 		primaries = append(primaries, build.SiteNamespace(env, v1alpha1.SitePrimary))
 	}
 	logf("fleet fence: kubectl careplane fence --selector bench.careplane.io/set=fleet (%d environments)", p.n)
+	profiled := profileFleet(ctx, p.profileDir, pprofAddr, clientset, 12*time.Second)
+	cpuBefore := cpuByProcess()
+	reqBefore, err := apiRequests(ctx, clientset)
+	if err != nil {
+		t.Fatal(err)
+	}
 	t0 = time.Now()
 	out, code := plugin.run(t, "fence", "--selector", "bench.careplane.io/set=fleet", "--reason", "supplier breach", "--ticket", "INC-FLEET", "--no-wait",
 		"--as", "bench-responder", "--as-group", v1alpha1.DefaultResponderGroup, "--as-group", "system:authenticated")
@@ -645,12 +660,30 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatalf("fleet deny policies: %v", err)
 	}
+	cpuDenied, denyWall := cpuByProcess(), time.Since(t0)
+	reqDenied, err := apiRequests(ctx, clientset)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fleetFenced, err := tr.waitAll(15*time.Minute, t0, names, tr.fencedAfter(t0))
 	if err != nil {
 		t.Fatalf("fleet Fenced: %v", err)
 	}
+	cpuFenced, fencedWall := cpuByProcess(), time.Since(t0)
+	reqFenced, err := apiRequests(ctx, clientset)
+	if err != nil {
+		t.Fatal(err)
+	}
 	final := operatorProc(t)
 	logf("fleet fence: plugin done %s, all deny %s, all Fenced %s", pluginDone, summarize(fleetDeny).max, summarize(fleetFenced).max)
+	notes = append(notes,
+		"Fleet fence, until the last deny policy: "+cpuSpent(cpuBefore, cpuDenied, denyWall)+"; kube-apiserver answered "+requestsBetween(reqBefore, reqDenied, 12)+".",
+		"Fleet fence, from then until the last Fenced=True: "+cpuSpent(cpuDenied, cpuFenced, fencedWall-denyWall)+"; kube-apiserver answered "+requestsBetween(reqDenied, reqFenced, 12)+".")
+	for _, err := range profiled() {
+		if err != nil {
+			t.Errorf("profiling the fleet fence: %v", err)
+		}
+	}
 	if p.quick {
 		rows = append(rows,
 			row{what: fmt.Sprintf("fleet fence of N by label selector: → each deny policy (%d)", p.n), s: summarize(fleetDeny), target: "max < 5 s", met: verdict(summarize(fleetDeny).max < 5*time.Second)},
@@ -871,6 +904,10 @@ func (pl floorPlan) restWrites(c client.Client) []func(context.Context) error {
 	var w []func(context.Context) error
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pl.ns}}
 	w = append(w, merge(ns, `{"metadata":{"labels":{"bench.careplane.io/fenced":"true"}}}`))
+	w = append(w, func(ctx context.Context) error {
+		return c.Create(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: pl.ns, Name: build.FenceQuotaName},
+			Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}}})
+	})
 	for _, n := range pl.others {
 		w = append(w, func(ctx context.Context) error {
 			return c.Delete(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: pl.ns, Name: n}})
