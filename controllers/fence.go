@@ -172,7 +172,13 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	// finalizer goes out at the same time, on a copy (the answer is
 	// decoded into the object the builders read).
 	var finalizers []string
-	finalizerErr := make(chan error, 1)
+	finalizerErr, quotaErr := make(chan error, 1), make(chan error, 1)
+	// (4a) No new pod in the fenced namespace, before (4) detaches the
+	// evidence pods: their ReplicaSets would start replacements that the
+	// scale-down then deletes, about ten writes each across the control
+	// plane. Its failure holds up none of the other steps: it is returned
+	// after them.
+	go func() { quotaErr <- r.apply(ctx, build.FenceQuota(s.env, ns), &corev1.ResourceQuota{}) }()
 	go func() {
 		if !addFinalizer {
 			finalizerErr <- nil
@@ -185,8 +191,12 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	}()
 	err = r.applyFencePolicy(ctx, s, &f)
 	s.fence = f
-	if ferr := <-finalizerErr; ferr != nil {
-		return errors.Join(ferr, err)
+	ferr, qerr := <-finalizerErr, <-quotaErr
+	if qerr != nil {
+		qerr = fmt.Errorf("writing the fence quota: %w", qerr)
+	}
+	if ferr != nil {
+		return errors.Join(ferr, err, qerr)
 	}
 	if addFinalizer {
 		s.env.Finalizers = finalizers
@@ -227,7 +237,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	s.adminFenceErr = adminErr
 	s.removedPolicies = append(s.removedPolicies, removed...)
 	s.credentialsRevoked += revoked + secretsGo
-	if err != nil {
+	if err := errors.Join(err, qerr); err != nil {
 		return err
 	}
 	for _, svc := range s.env.Spec.Services {
@@ -521,6 +531,11 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	revoked, err := r.rotateServiceAccounts(ctx, s, ns, services, f.restoreID)
 	s.credentialsRevoked += revoked
 	if err != nil {
+		return false, err
+	}
+	// The rebuilt pods must be admitted: the fence's quota goes (the deny
+	// policy stays until they are Ready).
+	if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{}); err != nil {
 		return false, err
 	}
 	for _, svc := range services {

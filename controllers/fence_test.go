@@ -7,6 +7,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -77,6 +78,14 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	if len(fenced.Finalizers) != 1 || fenced.Finalizers[0] != fenceFinalizer {
 		t.Errorf("finalizers of a fenced environment = %v, want [%s]", fenced.Finalizers, fenceFinalizer)
 	}
+	fenceQuota := client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}
+	q := &corev1.ResourceQuota{}
+	if err := k8sClient.Get(ctx, fenceQuota, q); err != nil {
+		t.Fatalf("the fence's quota: %v", err)
+	}
+	if pods, ok := q.Spec.Hard[corev1.ResourcePods]; !ok || !pods.IsZero() {
+		t.Errorf("the fence's quota is %v, want pods: 0", q.Spec.Hard)
+	}
 
 	patchIsolation(t, ctx, "restore-order", `{"mode":"None"}`)
 	waitCondition(t, "restore-order", v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
@@ -88,6 +97,10 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	}
 	if s, r := condition(getEnv(t, ctx, "restore-order"), v1alpha1.ConditionFenced); s != "True" || r != v1alpha1.ReasonRestoring {
 		t.Errorf("Fenced = %s/%s during the rebuild, want True/%s", s, r, v1alpha1.ReasonRestoring)
+	}
+	// The rebuilt pods must be admitted while the deny policy stays.
+	if err := k8sClient.Get(ctx, fenceQuota, &corev1.ResourceQuota{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the fence's quota during the rebuild: %v, want it gone", err)
 	}
 	var deps appsv1.DeploymentList
 	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {

@@ -123,6 +123,12 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 
 	policies := build.NetworkPoliciesFor(env, site, ns, s.servicesFor(site))
 	if site == v1alpha1.SitePrimary {
+		// A fence's quota left behind (its restore deletes it, but the
+		// fence policy may have gone some other way) would admit none of
+		// the site's pods.
+		if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{}); err != nil {
+			return err
+		}
 		evidence, err := r.hasEvidence(ctx, s, ns)
 		if err != nil {
 			return err

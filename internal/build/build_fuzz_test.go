@@ -136,6 +136,11 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 	ns := SiteNamespace(env, site)
 	rq := toTyped[corev1.ResourceQuota](t, ResourceQuota(env, ns))
 	checkObjectMeta(t, "ResourceQuota", rq.ObjectMeta, true, apivalidation.NameIsDNSSubdomain)
+	fq := toTyped[corev1.ResourceQuota](t, FenceQuota(env, ns))
+	checkObjectMeta(t, "fence ResourceQuota", fq.ObjectMeta, true, apivalidation.NameIsDNSSubdomain)
+	if pods := fq.Spec.Hard[corev1.ResourcePods]; len(fq.Spec.Hard) != 1 || !pods.IsZero() {
+		t.Errorf("the fence's quota is %v, want pods: 0 alone", fq.Spec.Hard)
+	}
 	lr := toTyped[corev1.LimitRange](t, LimitRange(env, ns))
 	checkObjectMeta(t, "LimitRange", lr.ObjectMeta, true, apivalidation.NameIsDNSSubdomain)
 
@@ -320,7 +325,7 @@ func buildAll(env *v1alpha1.HealthEnvironment, endpoints []Endpoint) []any {
 			continue
 		}
 		out = append(out, Namespace(env, ns, siteLabelOfNamespace(env, ns)), ResourceQuota(env, ns), LimitRange(env, ns),
-			FencePolicy(env, ns, true, nil), EvidencePolicy(env, ns))
+			FencePolicy(env, ns, true, nil), FenceQuota(env, ns), EvidencePolicy(env, ns))
 	}
 	for _, site := range []v1alpha1.Site{v1alpha1.SitePrimary, v1alpha1.SiteStandby} {
 		ns := SiteNamespace(env, site)

@@ -3,7 +3,9 @@ package build
 import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	metav1ac "k8s.io/client-go/applyconfigurations/meta/v1"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 
@@ -16,6 +18,9 @@ const (
 	// into the primary namespace. Its presence is what marks the site as
 	// fenced: only a completed restore removes it.
 	FencePolicyName = "careplane-fence"
+	// FenceQuotaName names the ResourceQuota a fence writes into the
+	// primary namespace with its deny policy: it admits no new pod.
+	FenceQuotaName = "careplane-fence"
 	// EvidencePolicyName names the NetworkPolicy that keeps evidence pods
 	// isolated once the fence is lifted, until they are purged.
 	EvidencePolicyName = "careplane-evidence"
@@ -37,6 +42,21 @@ const (
 func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool, annotations map[string]string) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics).
 		WithAnnotations(annotations)
+}
+
+// FenceQuota returns the ResourceQuota of a fenced namespace: no new pod is
+// admitted (pods: 0), whoever asks. The pods already running are not
+// affected (a quota is checked at create), so the evidence stays; what it
+// stops is the ReplicaSets starting replacements for the pods the fence
+// detaches as evidence, which the scale-down would only delete again, and
+// anything else starting a pod behind the fence. A namespace's quotas add
+// up: spec.quota's own ResourceQuota is left as it is, and a restore
+// deletes this one before the rebuilt pods are started.
+func FenceQuota(env *v1alpha1.HealthEnvironment, namespace string) *corev1ac.ResourceQuotaApplyConfiguration {
+	return corev1ac.ResourceQuota(FenceQuotaName, namespace).
+		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).
+		WithOwnerReferences(OwnerReference(env)).
+		WithSpec(corev1ac.ResourceQuotaSpec().WithHard(corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}))
 }
 
 // EvidencePolicy returns the NetworkPolicy that keeps evidence pods (pods

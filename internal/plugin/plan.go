@@ -82,8 +82,8 @@ type FenceState struct {
 // PlanFence lists what a fence of s.Env would write or delete, following the
 // operator's fence steps: (1) the deny policy (and the admin-tier one), (2)
 // every other policy of the primary namespace deleted, (3) ServiceAccounts
-// recreated and generated Secrets deleted, (4) pods preserved as evidence
-// (or not) and Deployments scaled to zero, (5) the front EndpointSlices
+// recreated and generated Secrets deleted, (4) no new pods admitted, pods
+// preserved as evidence (or not) and Deployments scaled to zero, (5) the front EndpointSlices
 // emptied or switched to the standby.
 func PlanFence(s FenceState) Plan {
 	env := s.Env
@@ -151,6 +151,8 @@ func PlanFence(s FenceState) Plan {
 	if ticket == "" {
 		ticket = "fenced"
 	}
+	add(Action{Step: 4, Verb: VerbApply, Kind: "ResourceQuota", Namespace: ns, Name: build.FenceQuotaName,
+		Note: "pods: 0: no new pod starts behind the fence (sent with the deny policy)"})
 	for _, pod := range sortedByName(s.Pods, func(o corev1.Pod) (string, string) { return o.Namespace, o.Name }) {
 		if pod.Namespace != ns || pod.Labels[v1alpha1.LabelEnvironment] != env.Name || pod.DeletionTimestamp != nil {
 			continue

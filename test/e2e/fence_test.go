@@ -21,9 +21,11 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/netpol"
 )
 
@@ -218,6 +220,13 @@ func TestFenceAndRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	othersBefore := ownedVersions(t, b, c)
+	// Every pod the primary namespace gets from here on: the fence's quota
+	// admits none, so the ReplicaSets cannot replace the pods it detaches.
+	podWatch, err := clientset.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{ResourceVersion: podsBefore.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer podWatch.Stop()
 
 	start := time.Now()
 	fenceCommand(t, a, "INC-2041")
@@ -294,6 +303,33 @@ func TestFenceAndRestore(t *testing.T) {
 			if *d.Spec.Replicas != 0 {
 				t.Errorf("deployment %s has %d replicas while fenced", d.Name, *d.Spec.Replicas)
 			}
+		}
+	})
+
+	t.Run("no pod starts behind the fence", func(t *testing.T) {
+		q := &corev1.ResourceQuota{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, q); err != nil {
+			t.Errorf("the fence's quota: %v", err)
+		} else if pods, ok := q.Spec.Hard[corev1.ResourcePods]; !ok || !pods.IsZero() {
+			t.Errorf("the fence's quota allows %v pods, want 0", q.Spec.Hard)
+		}
+		// The ReplicaSets saw their pods detached before the scale-down
+		// reached them; any replacement they were admitted would show here.
+		var started []string
+		quiet := time.After(2 * time.Second)
+	watching:
+		for {
+			select {
+			case ev := <-podWatch.ResultChan():
+				if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type == watch.Added {
+					started = append(started, p.Name)
+				}
+			case <-quiet:
+				break watching
+			}
+		}
+		if len(started) > 0 {
+			t.Errorf("pods started in the fenced namespace: %v", started)
 		}
 	})
 
@@ -413,6 +449,9 @@ func TestFenceAndRestore(t *testing.T) {
 		}
 		if got := policyNames(t, ns); containsPrefix(got, "careplane-fence") || !containsPrefix(got, "careplane-evidence") || !containsPrefix(got, "default-deny") {
 			t.Errorf("policies after restore: %v; want the allows and the evidence policy back, the fence gone", got)
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{}); !apierrors.IsNotFound(err) {
+			t.Errorf("the fence's quota after restore: %v, want it gone", err)
 		}
 		// The evidence is still there, and still isolated.
 		if now := evidencePods(t, ns); len(now) != len(evidence) {

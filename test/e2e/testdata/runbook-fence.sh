@@ -27,7 +27,9 @@ for sa in ${SERVICES}; do
 done
 # shellcheck disable=SC2086
 "$k" delete secret -n "$ns" --ignore-not-found ${SECRETS} >/dev/null
-# 4. Keep the pods as evidence, then stop the workloads.
+# 4. No new pods behind the fence; keep the pods as evidence, then stop the
+# workloads.
+"$k" create quota careplane-fence -n "$ns" --hard=pods=0 >/dev/null
 for pod in $("$k" get pods -n "$ns" -o name); do
 	"$k" patch -n "$ns" "$pod" --type merge -p \
 		"{\"metadata\":{\"ownerReferences\":null,\"labels\":{\"bench.careplane.io/service\":null,\"bench.careplane.io/evidence\":\"$ticket\"}}}" >/dev/null
