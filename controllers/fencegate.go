@@ -85,12 +85,8 @@ func writeDenyPolicy(ctx context.Context, c client.Client, env *v1alpha1.HealthE
 	if !apierrors.IsNotFound(err) {
 		return false, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(env), err)
 	}
-	nsObj := &corev1.Namespace{}
-	if err := c.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(nsObj, env) || !nsObj.DeletionTimestamp.IsZero() {
-		return false, nil
+	if ours, err := primaryIsOurs(ctx, c, env); !ours {
+		return false, err
 	}
 
 	ann := map[string]string{build.AnnotationFenceID: now.UTC().Format(time.RFC3339Nano)}
@@ -108,6 +104,17 @@ func writeDenyPolicy(ctx context.Context, c client.Client, env *v1alpha1.HealthE
 	}
 	log.FromContext(ctx).Info("Deny policy written", "namespace", ns)
 	return true, nil
+}
+
+// primaryIsOurs says whether env's primary namespace exists, made by
+// careplane for env, and is not being deleted: the only namespace a deny
+// policy is written into outside a full reconcile.
+func primaryIsOurs(ctx context.Context, c client.Client, env *v1alpha1.HealthEnvironment) (bool, error) {
+	nsObj := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}, nsObj); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	return metav1.IsControlledBy(nsObj, env) && nsObj.DeletionTimestamp.IsZero(), nil
 }
 
 // createPolicy creates the policy the apply configuration describes.

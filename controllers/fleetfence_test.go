@@ -98,7 +98,7 @@ func TestHoldFence(t *testing.T) {
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				return []client.Object{deny(e, now.Add(-2*time.Second))}
 			}, arriving(), true},
-		{"no deny policy yet: the reconcile writes it, and waits", fenced("no-deny"),
+		{"no deny policy yet: the reconcile leaves it to the gate, then writes it, and waits", fenced("no-deny"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{primaryOf(e)} }, arriving(), true},
 		{"no deny policy and no namespace of careplane's: the fence goes ahead", fenced("no-ns"),
 			func(*v1alpha1.HealthEnvironment) []client.Object { return nil }, arriving(), false},
@@ -129,10 +129,26 @@ func TestHoldFence(t *testing.T) {
 			if (after > 0) != tt.hold {
 				t.Errorf("held for %s, want hold %v", after, tt.hold)
 			}
-			// Held or not, a held fence has its deny policy.
-			err := c.Get(context.Background(), client.ObjectKey{Namespace: build.SiteNamespace(tt.env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{})
-			if tt.hold && err != nil {
-				t.Errorf("held without a deny policy: %v", err)
+			denyKey := client.ObjectKey{Namespace: build.SiteNamespace(tt.env, v1alpha1.SitePrimary), Name: build.FencePolicyName}
+			if !tt.hold || c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}) == nil {
+				return
+			}
+			// Held without a deny policy: the gate is writing it, for
+			// gateGrace at most; then the reconcile writes it.
+			if after > gateGrace {
+				t.Errorf("held without a deny policy for %s, longer than the gate's grace %s", after, gateGrace)
+			}
+			if again := r.holdFence(context.Background(), tt.env, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
+				t.Errorf("within the gate's grace: held for %s, want at most %s", again, gateGrace)
+			}
+			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err == nil {
+				t.Errorf("the reconcile wrote the deny policy within the gate's grace")
+			}
+			if again := r.holdFence(context.Background(), tt.env, now.Add(gateGrace)); again <= 0 {
+				t.Errorf("after the gate's grace: not held")
+			}
+			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err != nil {
+				t.Errorf("held without a deny policy after the gate's grace: %v", err)
 			}
 		})
 	}

@@ -58,7 +58,7 @@ func main() {
 	flag.IntVar(&fenceWorkers, "fence-concurrency", controllers.DefaultFenceWorkers, "How many deny policies the fence gate writes at once (the first step of a fence, on its own queue).")
 	flag.Float64Var(&fenceQPS, "fence-api-qps", 200, "Requests per second the fence gate may send, apart from --kube-api-qps, so that other work never holds back a deny policy.")
 	flag.IntVar(&fenceBurst, "fence-api-burst", 500, "Burst of requests the fence gate may send above --fence-api-qps.")
-	flag.DurationVar(&fleetMaxHold, "fleet-fence-max-hold", 10*time.Second, "While a fleet fence is arriving (10 or more fence requests within a second), fences whose deny policy is in place hold their later steps, so that every deny policy of the fleet goes first; this bounds the hold per environment. 0 disables it.")
+	flag.DurationVar(&fleetMaxHold, "fleet-fence-max-hold", 30*time.Second, "While a fleet fence is arriving (10 or more fence requests within a second), fences whose deny policy is in place hold their later steps, so that every deny policy of the fleet goes first; this bounds the hold per environment. 0 disables it.")
 	flag.StringVar(&pprofAddr, "pprof-bind-address", "0", "The address a Go pprof endpoint binds to, for profiling; 0 (the default) disables it.")
 	flag.Int64Var(&memLimit, "memory-limit", 0, "The container's memory limit in bytes (the Helm chart passes resources.limits.memory); 0 when there is none.")
 	flag.Float64Var(&memLimitRatio, "memory-limit-ratio", 0.9, "The share of --memory-limit the Go runtime keeps its memory under (a soft limit, as GOMEMLIMIT sets; GOMEMLIMIT itself takes precedence).")
