@@ -30,7 +30,8 @@ import (
 // the requests stop arriving, at most MaxHold after its deny policy.
 //
 // A single fence, or a few, never counts as a fleet: Threshold requests must
-// arrive within Window.
+// arrive within Window. Once they have, the fleet fence lasts until a Window
+// passes without a request.
 type FleetFence struct {
 	// Threshold fence requests arriving within Window make a fleet fence.
 	Threshold int
@@ -44,6 +45,9 @@ type FleetFence struct {
 	// whose oldest entry is at next once it is full.
 	last []time.Time
 	next int
+	// until is when the fleet fence under way ends unless another request
+	// arrives: a Window after the last one.
+	until time.Time
 	// awaiting holds when a held fence was first found without its deny
 	// policy, which it leaves to the gate for gateGrace (awaitGate). One
 	// entry per environment at most, removed once the policy is found.
@@ -96,25 +100,29 @@ func (f *FleetFence) Observe(now time.Time) {
 	defer f.mu.Unlock()
 	if len(f.last) < f.Threshold {
 		f.last = append(f.last, now)
-		return
+	} else {
+		f.last[f.next] = now
+		f.next = (f.next + 1) % f.Threshold
 	}
-	f.last[f.next] = now
-	f.next = (f.next + 1) % f.Threshold
+	oldest := f.last[f.next%len(f.last)]
+	if (len(f.last) == f.Threshold && now.Sub(oldest) < f.Window) || now.Before(f.until) {
+		f.until = now.Add(f.Window)
+	}
 }
 
-// UnderWay says whether Threshold fence requests arrived within the Window
-// before now.
+// UnderWay says whether a fleet fence is arriving at now: Threshold fence
+// requests arrived within a Window, and since then no Window has passed
+// without one. Once started it lasts while the requests keep coming, at any
+// rate: the responders' requests slow down as the API server fills up, and
+// a fleet fence whose arrivals dipped below Threshold a second let the
+// fences held so far go ahead in the middle of it (some 50 of 500, one run).
 func (f *FleetFence) UnderWay(now time.Time) bool {
 	if f == nil || f.Threshold < 1 {
 		return false
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(f.last) < f.Threshold {
-		return false
-	}
-	oldest := f.last[f.next%len(f.last)]
-	return now.Sub(oldest) < f.Window
+	return now.Before(f.until)
 }
 
 // observing is a predicate that records every update it passes as a fence

@@ -34,9 +34,12 @@ func TestFleetFenceUnderWay(t *testing.T) {
 		{"two fewer than the threshold, at once", []int{0, 0}, 1, false},
 		{"the threshold within the window", []int{0, 100, 200}, 300, true},
 		{"still under way just inside the window of the oldest", []int{0, 100, 200}, 999, true},
-		{"over once the oldest of the last three is a window old", []int{0, 100, 200}, 1000, false},
+		{"still under way a little less than a window after the last", []int{0, 100, 200}, 1199, true},
+		{"over a window after the last request", []int{0, 100, 200}, 1200, false},
 		{"spread out: never three in a second", []int{0, 600, 1200, 1800, 2400}, 2500, false},
 		{"a stream keeps it under way", []int{0, 100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 1100, 1200}, 1900, true},
+		{"slower requests keep a started one under way", []int{0, 100, 200, 900, 1700, 2500}, 3400, true},
+		{"a request after it ended does not start it again", []int{0, 100, 200, 1300}, 1301, false},
 		{"the ring keeps only the last three", []int{0, 1, 2, 3000, 3001}, 3002, false},
 	}
 	for _, tt := range tests {
