@@ -46,6 +46,7 @@ import (
 //	BENCH_OPERATOR_FLAGS  more flags for the operator, space-separated
 //	BENCH_QUICK     "true": careplane alone, for the loop of changing it: no
 //	                baselines, no steady-state minute, and no report file
+//	                unless BENCH_OUT names one
 //	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
 //	                kube-apiserver over the first 12 s of the fleet fence (its deny policies)
 type benchParams struct {
@@ -78,7 +79,10 @@ func benchParamsFromEnv(t *testing.T) benchParams {
 	p.operatorFlags = strings.Fields(os.Getenv("BENCH_OPERATOR_FLAGS"))
 	p.profileDir = os.Getenv("BENCH_PROFILE_DIR")
 	if os.Getenv("BENCH_QUICK") == "true" {
-		p.quick, p.out = true, ""
+		p.quick = true
+		if _, ok := os.LookupEnv("BENCH_OUT"); !ok {
+			p.out = ""
+		}
 	}
 	if p.n < p.samples*2+p.failover {
 		t.Fatalf("BENCH_N=%d is too small for %d samples twice and %d failover environments", p.n, p.samples, p.failover)
@@ -688,7 +692,13 @@ func TestBench(t *testing.T) {
 		rows = append(rows,
 			row{what: fmt.Sprintf("fleet fence of N by label selector: → each deny policy (%d)", p.n), s: summarize(fleetDeny), target: "max < 5 s", met: verdict(summarize(fleetDeny).max < 5*time.Second)},
 			row{what: "fleet fence of N by label selector: → each Fenced=True", s: summarize(fleetFenced), target: "max < 60 s", met: verdict(summarize(fleetFenced).max < time.Minute)})
-		fmt.Print(benchReport(p, commit, rows, append(notes, "Quick run (BENCH_QUICK): careplane alone, no baselines and no steady-state minute."), time.Since(started)))
+		report := benchReport(p, commit, rows, append(notes, "Quick run (BENCH_QUICK): careplane alone, no baselines and no steady-state minute."), time.Since(started))
+		fmt.Print(report)
+		if p.out != "" {
+			if err := os.WriteFile(p.out, []byte(report), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
 		return
 	}
 
