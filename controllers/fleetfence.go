@@ -171,11 +171,12 @@ func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alph
 		}
 	case err != nil:
 		return 0
-	}
-	ff.forgetAwaiting(env.UID)
-	if err == nil && now.Sub(pol.CreationTimestamp.Time) >= ff.MaxHold+time.Second {
-		// The creation time has whole seconds: a second's grace.
-		return 0
+	default:
+		ff.forgetAwaiting(env.UID)
+		if now.Sub(pol.CreationTimestamp.Time) >= ff.MaxHold+time.Second {
+			// The creation time has whole seconds: a second's grace.
+			return 0
+		}
 	}
 	fenceStepsHeld.Inc()
 	return ff.Window / 2

@@ -83,8 +83,8 @@ type FenceState struct {
 // operator's fence steps: (1) the deny policy (and the admin-tier one), (2)
 // every other policy of the primary namespace deleted, (3) ServiceAccounts
 // recreated and generated Secrets deleted, (4) no new pods admitted, pods
-// preserved as evidence (or not) and Deployments scaled to zero, (5) the front EndpointSlices
-// emptied or switched to the standby.
+// preserved as evidence (or not) and Deployments scaled to zero, (5) the
+// front EndpointSlices emptied or switched to the standby.
 func PlanFence(s FenceState) Plan {
 	env := s.Env
 	names := build.NamespaceNames(env)

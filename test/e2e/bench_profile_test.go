@@ -45,16 +45,24 @@ func cpuByProcess() map[string]float64 {
 		if !slices.Contains(benchProcesses, name) {
 			continue
 		}
-		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue
+		if cpu, err := procCPU(d.Name()); err == nil {
+			out[name] += cpu
 		}
-		f := strings.Fields(string(stat)[strings.LastIndexByte(string(stat), ')')+2:])
-		utime, _ := strconv.ParseFloat(f[11], 64)
-		stime, _ := strconv.ParseFloat(f[12], 64)
-		out[name] += (utime + stime) / 100 // USER_HZ is 100 on Linux
 	}
 	return out
+}
+
+// procCPU reads the CPU seconds (user+system) process pid has used.
+func procCPU(pid string) (float64, error) {
+	stat, err := os.ReadFile(filepath.Join("/proc", pid, "stat"))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) in parentheses.
+	f := strings.Fields(string(stat)[strings.LastIndexByte(string(stat), ')')+2:])
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100, nil // USER_HZ is 100 on Linux
 }
 
 // cpuSpent formats the CPU seconds each process used between two readings

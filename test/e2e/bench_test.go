@@ -20,7 +20,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -95,6 +94,22 @@ func benchParamsFromEnv(t *testing.T) benchParams {
 // caches nor acts on them, and its guardrails do not apply to them.
 const replicaPrefix = "bench."
 
+// replicaOf renders the object one of careplane's builders describes (ac) as
+// such a copy: keys renamed, and no owner.
+func replicaOf(t *testing.T, ac any) *unstructured.Unstructured {
+	t.Helper()
+	raw, err := json.Marshal(ac)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &unstructured.Unstructured{}
+	if err := json.Unmarshal([]byte(strings.ReplaceAll(string(raw), `"careplane.io/`, `"`+replicaPrefix+`careplane.io/`)), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	u.SetOwnerReferences(nil)
+	return u
+}
+
 // benchConfig is the admin's connection without a client-side rate limit:
 // the benchmark's clients must not be what is measured.
 func benchConfig() *rest.Config {
@@ -149,19 +164,7 @@ func benchEnv(name, set string, failover bool) *v1alpha1.HealthEnvironment {
 func replica(t *testing.T, env *v1alpha1.HealthEnvironment) (floor, rest []*unstructured.Unstructured) {
 	t.Helper()
 	names := build.NamespaceNames(env)
-	add := func(into *[]*unstructured.Unstructured, ac any) {
-		raw, err := json.Marshal(ac)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw = []byte(strings.ReplaceAll(string(raw), `"careplane.io/`, `"`+replicaPrefix+`careplane.io/`))
-		u := &unstructured.Unstructured{}
-		if err := json.Unmarshal(raw, &u.Object); err != nil {
-			t.Fatal(err)
-		}
-		u.SetOwnerReferences(nil)
-		*into = append(*into, u)
-	}
+	add := func(into *[]*unstructured.Unstructured, ac any) { *into = append(*into, replicaOf(t, ac)) }
 	add(&floor, build.Namespace(env, names.Primary, build.SiteLabelPrimary))
 	for _, svc := range env.Spec.Services {
 		add(&floor, build.ServiceAccount(env, names.Primary, svc))
@@ -269,15 +272,9 @@ func operatorProc(t *testing.T) procStats {
 			}
 		}
 	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
+	if s.cpu, err = procCPU(strconv.Itoa(pid)); err != nil {
 		t.Fatal(err)
 	}
-	// Fields after the command name (which may hold spaces) in parentheses.
-	f := strings.Fields(string(stat)[strings.LastIndexByte(string(stat), ')')+2:])
-	utime, _ := strconv.ParseFloat(f[11], 64)
-	stime, _ := strconv.ParseFloat(f[12], 64)
-	s.cpu = (utime + stime) / 100 // USER_HZ is 100 on Linux
 	return s
 }
 
@@ -561,16 +558,8 @@ func TestBench(t *testing.T) {
 	}
 	denyFile := func(env *v1alpha1.HealthEnvironment) string {
 		ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
-		raw, err := json.Marshal(build.FencePolicy(env, ns, true, map[string]string{build.AnnotationFenceID: "runbook"}))
+		raw, err := json.Marshal(replicaOf(t, build.FencePolicy(env, ns, true, map[string]string{build.AnnotationFenceID: "runbook"})).Object)
 		if err != nil {
-			t.Fatal(err)
-		}
-		u := &unstructured.Unstructured{}
-		if err := json.Unmarshal([]byte(strings.ReplaceAll(string(raw), `"careplane.io/`, `"`+replicaPrefix+`careplane.io/`)), &u.Object); err != nil {
-			t.Fatal(err)
-		}
-		u.SetOwnerReferences(nil)
-		if raw, err = json.Marshal(u.Object); err != nil {
 			t.Fatal(err)
 		}
 		f := filepath.Join(t.TempDir(), env.Name+"-deny.json")
@@ -846,6 +835,7 @@ func benchLogf(format string, args ...any) {
 // beforehand: the API floor issues them all at once.
 type floorPlan struct {
 	deny     *unstructured.Unstructured
+	quota    *unstructured.Unstructured
 	ns       string
 	others   []string
 	accounts []string
@@ -859,16 +849,9 @@ type floorPlan struct {
 func floorFencePlan(t *testing.T, ctx context.Context, c client.Client, env *v1alpha1.HealthEnvironment) floorPlan {
 	t.Helper()
 	names := build.NamespaceNames(env)
-	raw, err := json.Marshal(build.FencePolicy(env, names.Primary, true, map[string]string{build.AnnotationFenceID: "floor"}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	deny := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(strings.ReplaceAll(string(raw), `"careplane.io/`, `"`+replicaPrefix+`careplane.io/`)), &deny.Object); err != nil {
-		t.Fatal(err)
-	}
-	deny.SetOwnerReferences(nil)
-	pl := floorPlan{deny: deny, ns: names.Primary, front: names.Front}
+	pl := floorPlan{ns: names.Primary, front: names.Front,
+		deny:  replicaOf(t, build.FencePolicy(env, names.Primary, true, map[string]string{build.AnnotationFenceID: "floor"})),
+		quota: replicaOf(t, build.FenceQuota(env, names.Primary))}
 	var pols networkingv1.NetworkPolicyList
 	var pods corev1.PodList
 	var slices discoveryv1.EndpointSliceList
@@ -914,10 +897,7 @@ func (pl floorPlan) restWrites(c client.Client) []func(context.Context) error {
 	var w []func(context.Context) error
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: pl.ns}}
 	w = append(w, merge(ns, `{"metadata":{"labels":{"bench.careplane.io/fenced":"true"}}}`))
-	w = append(w, func(ctx context.Context) error {
-		return c.Create(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: pl.ns, Name: build.FenceQuotaName},
-			Spec: corev1.ResourceQuotaSpec{Hard: corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}}})
-	})
+	w = append(w, func(ctx context.Context) error { return c.Create(ctx, pl.quota.DeepCopy()) })
 	for _, n := range pl.others {
 		w = append(w, func(ctx context.Context) error {
 			return c.Delete(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: pl.ns, Name: n}})
