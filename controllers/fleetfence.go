@@ -144,9 +144,21 @@ func (f *FleetFence) observing() predicate.Predicate {
 // gate has not by then. A fence whose deny policy cannot be written here
 // (its namespace is not yet careplane's) goes ahead: the reconcile reports
 // why.
-func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alpha1.HealthEnvironment, now time.Time) time.Duration {
+//
+// A fence held by a FenceRequest (heldBy) waits only while its request
+// writes the deny policies, whatever else arrives: its spec does not say
+// Fenced yet, so the isolation guard does not keep it from being deleted,
+// and only the fence's finalizer, written with its first steps, does.
+func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest, now time.Time) time.Duration {
 	ff := r.FleetFence
-	if ff == nil || env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !env.DeletionTimestamp.IsZero() || !ff.UnderWay(now) {
+	if ff == nil || env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !env.DeletionTimestamp.IsZero() {
+		return 0
+	}
+	if heldBy != nil {
+		if denyPoliciesInPlace(heldBy) {
+			return 0
+		}
+	} else if !ff.UnderWay(now) {
 		return 0
 	}
 	pol := &networkingv1.NetworkPolicy{}

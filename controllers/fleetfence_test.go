@@ -128,7 +128,7 @@ func TestHoldFence(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tt.objs(tt.env)...).Build()
 			r := &HealthEnvironmentReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Clock: clock.RealClock{}, FleetFence: tt.fleet}
-			after := r.holdFence(context.Background(), tt.env, now)
+			after := r.holdFence(context.Background(), tt.env, nil, now)
 			if (after > 0) != tt.hold {
 				t.Errorf("held for %s, want hold %v", after, tt.hold)
 			}
@@ -141,13 +141,13 @@ func TestHoldFence(t *testing.T) {
 			if after > gateGrace {
 				t.Errorf("held without a deny policy for %s, longer than the gate's grace %s", after, gateGrace)
 			}
-			if again := r.holdFence(context.Background(), tt.env, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
+			if again := r.holdFence(context.Background(), tt.env, nil, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
 				t.Errorf("within the gate's grace: held for %s, want at most %s", again, gateGrace)
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err == nil {
 				t.Errorf("the reconcile wrote the deny policy within the gate's grace")
 			}
-			if again := r.holdFence(context.Background(), tt.env, now.Add(gateGrace)); again <= 0 {
+			if again := r.holdFence(context.Background(), tt.env, nil, now.Add(gateGrace)); again <= 0 {
 				t.Errorf("after the gate's grace: not held")
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err != nil {

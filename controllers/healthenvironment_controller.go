@@ -73,6 +73,7 @@ type SecretGenerator func() ([]byte, error)
 // +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments,verbs=get;list;watch;patch;update
 // +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=careplane.io,resources=healthenvironments/finalizers,verbs=update
+// +kubebuilder:rbac:groups=careplane.io,resources=fencerequests,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch;create;patch
 // +kubebuilder:rbac:groups="",resources=serviceaccounts;services;secrets;resourcequotas;limitranges,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;patch
@@ -98,9 +99,17 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 
+	// A FenceRequest may hold the fence of an environment whose spec does
+	// not say Fenced yet: the environment is then fenced as the request
+	// says (fencerequest.go). Only in memory: careplane never writes spec.
+	heldBy, err := r.fenceRequestOf(ctx, env, r.Client)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
 	// Before anything is written (the status included): a fence held for a
 	// fleet fence costs the API server nothing.
-	if after := r.holdFence(ctx, env, r.Clock.Now()); after > 0 {
+	if after := r.holdFence(ctx, env, heldBy, r.Clock.Now()); after > 0 {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 
@@ -112,6 +121,18 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	f, err := r.readFence(ctx, s)
 	if err != nil {
 		return ctrl.Result{}, err
+	}
+	if f.present && heldBy == nil && env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+		// About to lift a fence. A request's record of the environments it
+		// holds and the deny policies it wrote next arrive by different
+		// watches, so the cache may show the policy and not the record:
+		// ask the API server before lifting anything.
+		if heldBy, err = r.fenceRequestOf(ctx, env, r.APIReader); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+	if heldBy != nil {
+		s.fenceRequest = heldBy.Name
 	}
 	s.fence = f
 	before := env.Status.DeepCopy()
@@ -221,6 +242,21 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	// A failover or failback threshold that only time will cross.
 	return ctrl.Result{RequeueAfter: s.decision.RequeueAfter}, nil
+}
+
+// fenceRequestOf returns the FenceRequest holding env's fence, read through
+// c, when env's spec does not say Fenced, and makes env's isolation the
+// request's (in memory). Without one it returns nil and leaves env as it is.
+func (r *HealthEnvironmentReconciler) fenceRequestOf(ctx context.Context, env *v1alpha1.HealthEnvironment, c client.Reader) (*v1alpha1.FenceRequest, error) {
+	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+		return nil, nil
+	}
+	fr, err := fenceRequestHolding(ctx, c, env.Name)
+	if err != nil || fr == nil {
+		return nil, err
+	}
+	fenceBy(env, fr)
+	return fr, nil
 }
 
 // reconcileDelete lets the garbage collector remove an environment's
@@ -339,6 +375,7 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
+		Watches(&v1alpha1.FenceRequest{}, handler.EnqueueRequestsFromMapFunc(environmentsHeld)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("healthenvironment").
 		Complete(r)

@@ -28,6 +28,9 @@ type scope struct {
 	names  build.Names
 	status *v1alpha1.HealthEnvironmentStatus
 
+	// fenceRequest names the FenceRequest that holds the fence, while the
+	// environment's own spec does not say Fenced.
+	fenceRequest string
 	// conflict names a namespace careplane needs but does not own.
 	conflict string
 	// applyFailed is the error of writing children, if any.
@@ -317,6 +320,9 @@ func (s *scope) finishIsolation(reconcileErr error) {
 	}
 	if iso.Mode == v1alpha1.IsolationFenced {
 		st.Isolation.Reason, st.Isolation.Ticket = iso.Reason, iso.Ticket
+	}
+	if s.fenceRequest != "" {
+		st.Isolation.Request = s.fenceRequest
 	}
 	st.Isolation.CredentialsRevoked = s.credentialsRevokedTotal()
 	if s.verified != nil {

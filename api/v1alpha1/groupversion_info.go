@@ -1,5 +1,6 @@
 // Package v1alpha1 contains the careplane.io/v1alpha1 API: HealthEnvironment,
-// one object per customer environment.
+// one object per customer environment, and FenceRequest, a fence of many at
+// once.
 //
 // The package is pure data: types, enum constants, condition types and
 // reasons, and small pure methods. It imports only apimachinery and k8s.io/api
@@ -28,7 +29,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &HealthEnvironment{}, &HealthEnvironmentList{})
+	s.AddKnownTypes(GroupVersion, &HealthEnvironment{}, &HealthEnvironmentList{}, &FenceRequest{}, &FenceRequestList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

@@ -597,6 +597,10 @@ type IsolationStatus struct {
 	// ticket copied from the spec when fenced.
 	// +optional
 	Ticket string `json:"ticket,omitempty"`
+	// request names the FenceRequest that fenced the environment before
+	// its own spec.isolation said Fenced (a fleet fence).
+	// +optional
+	Request string `json:"request,omitempty"`
 	// credentialsRevoked counts ServiceAccounts and Secrets revoked.
 	// +optional
 	CredentialsRevoked int32 `json:"credentialsRevoked,omitempty"`

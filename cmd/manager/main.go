@@ -132,6 +132,12 @@ func main() {
 		setupLog.Error(err, "Unable to set up the fence gate")
 		os.Exit(1)
 	}
+	// Fleet fences as one object: deny policies through the gate's client.
+	requests := &controllers.FenceRequestReconciler{Client: gate.Client, Now: time.Now, Parallel: controllers.DefaultFenceRequestParallel}
+	if err := requests.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "Unable to set up the FenceRequest controller")
+		os.Exit(1)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		setupLog.Error(err, "Unable to set up the health check")
 		os.Exit(1)

@@ -1,0 +1,352 @@
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	crevent "sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// FenceRequestReconciler carries out FenceRequests: the fleet fence as one
+// object. It matches the selector once and records the environments (the
+// commit point: from then on every one of them is fenced, by the request
+// until its own spec says Fenced), then writes every deny-all policy at
+// once, as the fence gate does for one environment. The rest of each fence
+// is the HealthEnvironment reconciler's, which reads a held environment's
+// isolation from the request (fenceRequestHolding).
+//
+// Why an object: fencing N environments through their specs is N writes of
+// a HealthEnvironment, each ~10 ms of API server CPU (server-side apply, the
+// CRD's schema and CEL rules, the isolation guard) before its deny policy
+// can be written; at N=500 on two cores the last deny policy came 13.8 s
+// after the first request. Here the deny policies come first and alone.
+type FenceRequestReconciler struct {
+	// Client reads from the manager's cache; the deny policies are written
+	// through it (the fence gate's client: its own rate limit).
+	Client client.Client
+	// Now is the time source of match times and fence IDs.
+	Now func() time.Time
+	// Parallel is how many deny policies are written at once.
+	Parallel int
+}
+
+// DefaultFenceRequestParallel is how many deny policies a FenceRequest
+// writes at once: the API floor's fleet baseline writes 64 at a time.
+const DefaultFenceRequestParallel = 64
+
+// fenceRequestFinalizer holds a FenceRequest's deletion while it holds any
+// environment's fence: deleting a request must never lift a fence.
+const fenceRequestFinalizer = "careplane.io/fence-request"
+
+// +kubebuilder:rbac:groups=careplane.io,resources=fencerequests,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=careplane.io,resources=fencerequests/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=careplane.io,resources=fencerequests/finalizers,verbs=update
+
+// Reconcile matches a new request, writes the deny policies of the
+// environments it holds, and reports which of them it still holds.
+func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	fr := &v1alpha1.FenceRequest{}
+	if err := r.Client.Get(ctx, req.NamespacedName, fr); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if fr.Status.MatchedAt == nil {
+		if !fr.DeletionTimestamp.IsZero() {
+			// Deleted before it matched anything: it holds nothing.
+			return ctrl.Result{}, r.removeFinalizer(ctx, fr)
+		}
+		if err := r.match(ctx, fr); err != nil {
+			return ctrl.Result{}, err
+		}
+	}
+
+	before := fr.Status.DeepCopy()
+	st := &fr.Status
+	denied, written, err := r.writeDenyPolicies(ctx, fr)
+	st.DenyPolicies = denied
+	holding := r.stillHeld(ctx, fr)
+	st.Holding, st.HoldingCount = holding, int32(len(holding))
+	st.ObservedGeneration = fr.Generation
+	setRequestConditions(fr)
+	if !equality.Semantic.DeepEqual(before, st) {
+		if uerr := r.Client.Status().Update(ctx, fr); uerr != nil {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("updating the status of FenceRequest %s: %w", fr.Name, uerr))
+		}
+	}
+	if written > 0 {
+		log.FromContext(ctx).Info("Deny policies written", "written", written, "inPlace", denied, "environments", st.Matched)
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if len(holding) == 0 {
+		return ctrl.Result{}, r.removeFinalizer(ctx, fr)
+	}
+	if denied < st.Matched {
+		// An environment not yet built has no namespace to write into:
+		// its own reconcile fences it as it builds it. Look again soon.
+		return ctrl.Result{RequeueAfter: time.Second}, nil
+	}
+	return ctrl.Result{}, nil
+}
+
+// match records the environments the selector matches, after the finalizer
+// that keeps the request while it holds them. Nothing is fenced before the
+// record is written: a deny policy with no spec and no request behind it
+// would read as a fence to lift.
+func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRequest) error {
+	if !controllerutil.ContainsFinalizer(fr, fenceRequestFinalizer) {
+		patch := client.MergeFromWithOptions(fr.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(fr, fenceRequestFinalizer)
+		if err := r.Client.Patch(ctx, fr, patch, client.FieldOwner(fieldOwner)); err != nil {
+			return fmt.Errorf("adding the finalizer to FenceRequest %s: %w", fr.Name, err)
+		}
+	}
+	sel, err := metav1.LabelSelectorAsSelector(fr.Spec.Selector.ToMeta())
+	if err != nil {
+		// The schema validates the selector; this is a bug or a skew.
+		return reconcile.TerminalError(fmt.Errorf("selector of FenceRequest %s: %w", fr.Name, err))
+	}
+	var list v1alpha1.HealthEnvironmentList
+	if err := r.Client.List(ctx, &list, client.MatchingLabelsSelector{Selector: sel}); err != nil {
+		return fmt.Errorf("listing the HealthEnvironments of FenceRequest %s: %w", fr.Name, err)
+	}
+	st := &fr.Status
+	st.MatchedAt = &metav1.Time{Time: r.Now()}
+	st.Environments, st.Holding = nil, nil
+	for i := range list.Items {
+		env := &list.Items[i]
+		st.Environments = append(st.Environments, env.Name)
+		if env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+			st.Holding = append(st.Holding, env.Name)
+		}
+	}
+	slices.Sort(st.Environments)
+	slices.Sort(st.Holding)
+	st.Matched, st.HoldingCount = int32(len(st.Environments)), int32(len(st.Holding))
+	st.ObservedGeneration = fr.Generation
+	setRequestConditions(fr)
+	// An update, not a patch: with the resourceVersion, two workers (or an
+	// old leader) cannot both match.
+	if err := r.Client.Status().Update(ctx, fr); err != nil {
+		return fmt.Errorf("recording the environments of FenceRequest %s: %w", fr.Name, err)
+	}
+	log.FromContext(ctx).Info("Fence request matched", "environments", st.Matched, "holding", st.HoldingCount,
+		"reason", fr.Spec.Reason, "ticket", fr.Spec.Ticket)
+	return nil
+}
+
+// writeDenyPolicies writes the deny policy of every environment the request
+// holds, Parallel at a time, and counts the matched environments whose deny
+// policy is in place and the policies it wrote. It writes as the fence gate
+// does: only a missing policy, only into a namespace careplane made.
+func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace int32, written int, err error) {
+	var (
+		mu   sync.Mutex
+		errs []error
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, max(r.Parallel, 1))
+	)
+	count := func(ok, wrote bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ok {
+			inPlace++
+		}
+		if wrote {
+			written++
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, name := range fr.Status.Environments {
+		env := &v1alpha1.HealthEnvironment{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			count(false, false, client.IgnoreNotFound(err))
+			continue
+		}
+		pol := &networkingv1.NetworkPolicy{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, pol)
+		switch {
+		case err == nil:
+			count(true, false, nil)
+			continue
+		case !apierrors.IsNotFound(err):
+			count(false, false, err)
+			continue
+		case !fr.Holds(name):
+			count(false, false, nil) // its own spec's fence: the gate's to write
+			continue
+		}
+		fenceBy(env, fr)
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			ok, err := writeDenyPolicy(ctx, r.Client, env, r.Now())
+			count(ok, ok, err)
+		})
+	}
+	wg.Wait()
+	return inPlace, written, errors.Join(errs...)
+}
+
+// stillHeld is the part of status.holding whose environments exist and do
+// not yet say Fenced in their own spec.
+func (r *FenceRequestReconciler) stillHeld(ctx context.Context, fr *v1alpha1.FenceRequest) []string {
+	var held []string
+	for _, name := range fr.Status.Holding {
+		env := &v1alpha1.HealthEnvironment{}
+		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, env)
+		if apierrors.IsNotFound(err) || (err == nil && env.Spec.Isolation.Mode == v1alpha1.IsolationFenced) {
+			continue
+		}
+		held = append(held, name) // and on a read error: fail closed
+	}
+	return held
+}
+
+// setRequestConditions sets the conditions status says.
+func setRequestConditions(fr *v1alpha1.FenceRequest) {
+	st, gen := &fr.Status, fr.Generation
+	if st.Matched == 0 {
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionFalse, v1alpha1.ReasonNoEnvironments,
+			"The selector matched no HealthEnvironment: nothing was fenced")
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionTrue, v1alpha1.ReasonNoEnvironments,
+			"There is no environment to fence")
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionComplete, metav1.ConditionTrue, v1alpha1.ReasonNoEnvironments,
+			"There is no environment to fence")
+		return
+	}
+	setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionTrue, v1alpha1.ReasonSelectorMatched,
+		fmt.Sprintf("The selector matched %d environments at %s; they are this request's whatever their labels become",
+			st.Matched, st.MatchedAt.UTC().Format(time.RFC3339)))
+	if st.DenyPolicies >= st.Matched {
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionTrue, v1alpha1.ReasonDenyPoliciesWritten,
+			fmt.Sprintf("Every one of the %d environments has its deny-all policy", st.Matched))
+	} else {
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionFalse, v1alpha1.ReasonWritingDenyPolicies,
+			fmt.Sprintf("%d of %d environments have their deny-all policy; an environment not yet built is fenced as it is built",
+				st.DenyPolicies, st.Matched))
+	}
+	if st.HoldingCount == 0 {
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionComplete, metav1.ConditionTrue, v1alpha1.ReasonHandedOver,
+			"Every environment's own spec.isolation holds its fence (or the environment is gone); the request holds none")
+	} else {
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionComplete, metav1.ConditionFalse, v1alpha1.ReasonHolding,
+			fmt.Sprintf("%d environments are fenced by this request until their spec.isolation says Fenced "+
+				"(kubectl careplane fence --selector writes it); the request cannot be deleted until then", st.HoldingCount))
+	}
+}
+
+func (r *FenceRequestReconciler) removeFinalizer(ctx context.Context, fr *v1alpha1.FenceRequest) error {
+	if !controllerutil.ContainsFinalizer(fr, fenceRequestFinalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(fr.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(fr, fenceRequestFinalizer)
+	if err := r.Client.Patch(ctx, fr, patch, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the finalizer of FenceRequest %s: %w", fr.Name, err)
+	}
+	return nil
+}
+
+// fenceBy makes env's isolation the request's, in memory: the spec.isolation
+// that `kubectl careplane fence --selector` writes next (mode, reason,
+// ticket, workloads; the rest of the environment's isolation stays).
+func fenceBy(env *v1alpha1.HealthEnvironment, fr *v1alpha1.FenceRequest) {
+	want := fr.Isolation()
+	iso := &env.Spec.Isolation
+	iso.Mode, iso.Reason, iso.Ticket, iso.Workloads = want.Mode, want.Reason, want.Ticket, want.Workloads
+}
+
+// fenceRequestHolding returns the request that holds the fence of the
+// environment named name, the oldest if several do, or nil.
+func fenceRequestHolding(ctx context.Context, c client.Reader, name string) (*v1alpha1.FenceRequest, error) {
+	var list v1alpha1.FenceRequestList
+	if err := c.List(ctx, &list); err != nil {
+		return nil, fmt.Errorf("listing FenceRequests: %w", err)
+	}
+	var held *v1alpha1.FenceRequest
+	for i := range list.Items {
+		fr := &list.Items[i]
+		if fr.Holds(name) && (held == nil || fr.CreationTimestamp.Before(&held.CreationTimestamp) ||
+			(fr.CreationTimestamp.Equal(&held.CreationTimestamp) && fr.Name < held.Name)) {
+			held = fr
+		}
+	}
+	return held, nil
+}
+
+// denyPoliciesInPlace says whether fr reports every deny policy written.
+func denyPoliciesInPlace(fr *v1alpha1.FenceRequest) bool {
+	c := findCondition(fr.Status.Conditions, v1alpha1.ConditionDenyPoliciesInPlace)
+	return c != nil && c.Status == metav1.ConditionTrue
+}
+
+// requestsHolding maps an environment to the requests that hold it.
+func (r *FenceRequestReconciler) requestsHolding(ctx context.Context, o client.Object) []reconcile.Request {
+	var list v1alpha1.FenceRequestList
+	if err := r.Client.List(ctx, &list); err != nil {
+		log.FromContext(ctx).Error(err, "Listing FenceRequests", "environment", klog.KObj(o))
+		return nil
+	}
+	var reqs []reconcile.Request
+	for i := range list.Items {
+		if list.Items[i].Holds(o.GetName()) {
+			reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: list.Items[i].Name}})
+		}
+	}
+	return reqs
+}
+
+// SetupWithManager registers the reconciler: the requests, and the
+// environments they hold whose spec now says Fenced or that are gone.
+func (r *FenceRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	handedOver := predicate.Funcs{
+		CreateFunc: func(crevent.CreateEvent) bool { return false },
+		UpdateFunc: func(e crevent.UpdateEvent) bool {
+			env, ok := e.ObjectNew.(*v1alpha1.HealthEnvironment)
+			return ok && env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
+		},
+		GenericFunc: func(crevent.GenericEvent) bool { return false },
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		For(&v1alpha1.FenceRequest{}).
+		Watches(&v1alpha1.HealthEnvironment{}, handler.EnqueueRequestsFromMapFunc(r.requestsHolding),
+			builder.WithPredicates(handedOver, predicate.GenerationChangedPredicate{})).
+		Named("fencerequest").
+		Complete(r)
+}
+
+// environmentsHeld maps a FenceRequest to the environments it holds.
+func environmentsHeld(_ context.Context, o client.Object) []reconcile.Request {
+	fr, ok := o.(*v1alpha1.FenceRequest)
+	if !ok {
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(fr.Status.Holding))
+	for _, name := range fr.Status.Holding {
+		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+	}
+	return reqs
+}
