@@ -81,12 +81,12 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	before := fr.Status.DeepCopy()
 	st := &fr.Status
-	denied, written, err := r.writeDenyPolicies(ctx, fr)
+	denied, gone, written, err := r.writeDenyPolicies(ctx, fr)
 	st.DenyPolicies = denied
 	holding := r.stillHeld(ctx, fr)
 	st.Holding, st.HoldingCount = holding, int32(len(holding))
 	st.ObservedGeneration = fr.Generation
-	setRequestConditions(fr)
+	setRequestConditions(fr, gone)
 	if !equality.Semantic.DeepEqual(before, st) {
 		if uerr := r.Client.Status().Update(ctx, fr); uerr != nil {
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("updating the status of FenceRequest %s: %w", fr.Name, uerr))
@@ -101,7 +101,7 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if len(holding) == 0 {
 		return ctrl.Result{}, r.removeFinalizer(ctx, fr)
 	}
-	if denied < st.Matched {
+	if denied+gone < st.Matched {
 		// An environment not yet built has no namespace to write into:
 		// its own reconcile fences it as it builds it. Look again soon.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
@@ -144,7 +144,7 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 	slices.Sort(st.Holding)
 	st.Matched, st.HoldingCount = int32(len(st.Environments)), int32(len(st.Holding))
 	st.ObservedGeneration = fr.Generation
-	setRequestConditions(fr)
+	setRequestConditions(fr, 0)
 	// An update, not a patch: with the resourceVersion, two workers (or an
 	// old leader) cannot both match.
 	if err := r.Client.Status().Update(ctx, fr); err != nil {
@@ -157,9 +157,9 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 
 // writeDenyPolicies writes the deny policy of every environment the request
 // holds, Parallel at a time, and counts the matched environments whose deny
-// policy is in place and the policies it wrote. It writes as the fence gate
+// policy is in place, those that are gone, and the policies it wrote. It writes as the fence gate
 // does: only a missing policy, only into a namespace careplane made.
-func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace int32, written int, err error) {
+func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace, gone int32, written int, err error) {
 	var (
 		mu   sync.Mutex
 		errs []error
@@ -182,6 +182,9 @@ func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1al
 	for _, name := range fr.Status.Environments {
 		env := &v1alpha1.HealthEnvironment{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			if apierrors.IsNotFound(err) {
+				gone++ // deleted since: it needs no deny policy
+			}
 			count(false, false, client.IgnoreNotFound(err))
 			continue
 		}
@@ -207,7 +210,7 @@ func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1al
 		})
 	}
 	wg.Wait()
-	return inPlace, written, errors.Join(errs...)
+	return inPlace, gone, written, errors.Join(errs...)
 }
 
 // stillHeld is the part of status.holding whose environments exist and do
@@ -225,8 +228,9 @@ func (r *FenceRequestReconciler) stillHeld(ctx context.Context, fr *v1alpha1.Fen
 	return held
 }
 
-// setRequestConditions sets the conditions status says.
-func setRequestConditions(fr *v1alpha1.FenceRequest) {
+// setRequestConditions sets the conditions status says; gone counts matched
+// environments deleted since, which need no deny policy.
+func setRequestConditions(fr *v1alpha1.FenceRequest, gone int32) {
 	st, gen := &fr.Status, fr.Generation
 	if st.Matched == 0 {
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionFalse, v1alpha1.ReasonNoEnvironments,
@@ -240,9 +244,9 @@ func setRequestConditions(fr *v1alpha1.FenceRequest) {
 	setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionTrue, v1alpha1.ReasonSelectorMatched,
 		fmt.Sprintf("The selector matched %d environments at %s; they are this request's whatever their labels become",
 			st.Matched, st.MatchedAt.UTC().Format(time.RFC3339)))
-	if st.DenyPolicies >= st.Matched {
+	if st.DenyPolicies+gone >= st.Matched {
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionTrue, v1alpha1.ReasonDenyPoliciesWritten,
-			fmt.Sprintf("Every one of the %d environments has its deny-all policy", st.Matched))
+			fmt.Sprintf("Every one of the %d environments has its deny-all policy%s", st.Matched, deletedSince(gone)))
 	} else {
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionFalse, v1alpha1.ReasonWritingDenyPolicies,
 			fmt.Sprintf("%d of %d environments have their deny-all policy; an environment not yet built is fenced as it is built",
@@ -256,6 +260,13 @@ func setRequestConditions(fr *v1alpha1.FenceRequest) {
 			fmt.Sprintf("%d environments are fenced by this request until their spec.isolation says Fenced "+
 				"(kubectl careplane fence --selector writes it); the request cannot be deleted until then", st.HoldingCount))
 	}
+}
+
+func deletedSince(gone int32) string {
+	if gone == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" but the %d deleted since", gone)
 }
 
 func (r *FenceRequestReconciler) removeFinalizer(ctx context.Context, fr *v1alpha1.FenceRequest) error {

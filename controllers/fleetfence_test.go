@@ -90,45 +90,66 @@ func TestHoldFence(t *testing.T) {
 	deleting := fenced("deleting")
 	deleting.DeletionTimestamp = &metav1.Time{Time: now}
 	deleting.Finalizers = []string{fenceFinalizer}
+	writing := &v1alpha1.FenceRequest{Status: v1alpha1.FenceRequestStatus{Conditions: []metav1.Condition{{
+		Type: v1alpha1.ConditionDenyPoliciesInPlace, Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonWritingDenyPolicies}}}}
+	written := writing.DeepCopy()
+	written.Status.Conditions[0].Status, written.Status.Conditions[0].Reason = metav1.ConditionTrue, v1alpha1.ReasonDenyPoliciesWritten
+	quiet := func() *FleetFence { return &FleetFence{Threshold: 3, Window: time.Second, MaxHold: 10 * time.Second} }
 	tests := []struct {
-		name  string
-		env   *v1alpha1.HealthEnvironment
-		objs  func(*v1alpha1.HealthEnvironment) []client.Object
-		fleet *FleetFence
-		hold  bool
+		name   string
+		env    *v1alpha1.HealthEnvironment
+		objs   func(*v1alpha1.HealthEnvironment) []client.Object
+		fleet  *FleetFence
+		hold   bool
+		heldBy *v1alpha1.FenceRequest
 	}{
+		// A FenceRequest's fence waits while its request writes deny
+		// policies, and only then: not for the fleet fence its own hand-over
+		// (the responders' spec writes) makes.
+		{"request writing its deny policies, no fleet fence", fenced("request-writing"),
+			func(e *v1alpha1.HealthEnvironment) []client.Object {
+				return []client.Object{deny(e, now.Add(-time.Second))}
+			}, quiet(), true, writing},
+		{"request done with its deny policies, during a fleet fence", fenced("request-written"),
+			func(e *v1alpha1.HealthEnvironment) []client.Object {
+				return []client.Object{deny(e, now.Add(-time.Second))}
+			}, arriving(), false, written},
+		{"request writing for longer than MaxHold", fenced("request-slow"),
+			func(e *v1alpha1.HealthEnvironment) []client.Object {
+				return []client.Object{deny(e, now.Add(-12*time.Second))}
+			}, quiet(), false, writing},
 		{"deny policy in place while a fleet fence arrives", fenced("held"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				return []client.Object{deny(e, now.Add(-2*time.Second))}
-			}, arriving(), true},
+			}, arriving(), true, nil},
 		{"no deny policy yet: the reconcile leaves it to the gate, then writes it, and waits", fenced("no-deny"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{primaryOf(e)} }, arriving(), true},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{primaryOf(e)} }, arriving(), true, nil},
 		{"no deny policy and no namespace of careplane's: the fence goes ahead", fenced("no-ns"),
-			func(*v1alpha1.HealthEnvironment) []client.Object { return nil }, arriving(), false},
+			func(*v1alpha1.HealthEnvironment) []client.Object { return nil }, arriving(), false, nil},
 		{"a namespace of that name, not careplane's: the fence goes ahead", fenced("foreign-ns"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				ns := primaryOf(e)
 				ns.OwnerReferences = nil
 				return []client.Object{ns}
-			}, arriving(), false},
+			}, arriving(), false, nil},
 		{"held long enough", fenced("old-deny"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				return []client.Object{deny(e, now.Add(-12*time.Second))}
-			}, arriving(), false},
+			}, arriving(), false, nil},
 		{"no fleet fence", fenced("single"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, &FleetFence{Threshold: 3, Window: time.Second, MaxHold: 10 * time.Second}, false},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, quiet(), false, nil},
 		{"no FleetFence configured", fenced("unset"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, nil, false},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, nil, false, nil},
 		{"not fenced (a restore)", sampleEnv("restore"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false, nil},
 		{"being deleted", deleting,
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tt.objs(tt.env)...).Build()
 			r := &HealthEnvironmentReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Clock: clock.RealClock{}, FleetFence: tt.fleet}
-			after := r.holdFence(context.Background(), tt.env, nil, now)
+			after := r.holdFence(context.Background(), tt.env, tt.heldBy, now)
 			if (after > 0) != tt.hold {
 				t.Errorf("held for %s, want hold %v", after, tt.hold)
 			}
@@ -141,13 +162,13 @@ func TestHoldFence(t *testing.T) {
 			if after > gateGrace {
 				t.Errorf("held without a deny policy for %s, longer than the gate's grace %s", after, gateGrace)
 			}
-			if again := r.holdFence(context.Background(), tt.env, nil, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
+			if again := r.holdFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
 				t.Errorf("within the gate's grace: held for %s, want at most %s", again, gateGrace)
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err == nil {
 				t.Errorf("the reconcile wrote the deny policy within the gate's grace")
 			}
-			if again := r.holdFence(context.Background(), tt.env, nil, now.Add(gateGrace)); again <= 0 {
+			if again := r.holdFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace)); again <= 0 {
 				t.Errorf("after the gate's grace: not held")
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err != nil {

@@ -118,18 +118,9 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	// it cannot be read, nothing is written. A status written then would say
 	// NotFenced and drop status.isolation, and a restore finishing later
 	// recorded its incident without the ticket it closed.
-	f, err := r.readFence(ctx, s)
+	f, heldBy, err := r.readFenceAndRequest(ctx, s, heldBy)
 	if err != nil {
 		return ctrl.Result{}, err
-	}
-	if f.present && heldBy == nil && env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
-		// About to lift a fence. A request's record of the environments it
-		// holds and the deny policies it wrote next arrive by different
-		// watches, so the cache may show the policy and not the record:
-		// ask the API server before lifting anything.
-		if heldBy, err = r.fenceRequestOf(ctx, env, r.APIReader); err != nil {
-			return ctrl.Result{}, err
-		}
 	}
 	if heldBy != nil {
 		s.fenceRequest = heldBy.Name
@@ -257,6 +248,25 @@ func (r *HealthEnvironmentReconciler) fenceRequestOf(ctx context.Context, env *v
 	}
 	fenceBy(env, fr)
 	return fr, nil
+}
+
+// readFenceAndRequest reads the fence in place and, when the fence is to be
+// lifted (a deny policy, and neither the spec nor the request heldBy found
+// in the cache says Fenced), asks the API server for a FenceRequest holding
+// it before anything is lifted: a request's record of the environments it
+// holds and the deny policies it writes next arrive by different watches, so
+// the cache may show the policy and not yet the record.
+func (r *HealthEnvironmentReconciler) readFenceAndRequest(ctx context.Context, s *scope, heldBy *v1alpha1.FenceRequest) (fence, *v1alpha1.FenceRequest, error) {
+	f, err := r.readFence(ctx, s)
+	if err != nil {
+		return fence{}, nil, err
+	}
+	if f.present && heldBy == nil && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+		if heldBy, err = r.fenceRequestOf(ctx, s.env, r.APIReader); err != nil {
+			return fence{}, nil, err
+		}
+	}
+	return f, heldBy, nil
 }
 
 // reconcileDelete lets the garbage collector remove an environment's

@@ -110,6 +110,11 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "setting up the fence gate: %v\n", err)
 		return 1
 	}
+	requests := &FenceRequestReconciler{Client: gate.Client, Now: time.Now, Parallel: DefaultFenceRequestParallel}
+	if err := requests.SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the FenceRequest controller: %v\n", err)
+		return 1
+	}
 	go func() {
 		if err := mgr.Start(ctx); err != nil {
 			fmt.Fprintf(os.Stderr, "manager: %v\n", err)

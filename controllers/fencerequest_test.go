@@ -1,0 +1,327 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+func getRequest(t *testing.T, ctx context.Context, name string) (*v1alpha1.FenceRequest, error) {
+	t.Helper()
+	fr := &v1alpha1.FenceRequest{}
+	err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, fr)
+	return fr, err
+}
+
+func requestCondition(fr *v1alpha1.FenceRequest, typ string) string {
+	if c := meta.FindStatusCondition(fr.Status.Conditions, typ); c != nil {
+		return string(c.Status) + "/" + c.Reason
+	}
+	return ""
+}
+
+func hasDenyPolicy(t *testing.T, ctx context.Context, env string) bool {
+	t.Helper()
+	err := k8sClient.Get(ctx, client.ObjectKey{Namespace: env + build.PrimarySuffix, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+// TestFenceRequest: a FenceRequest fences what its selector matched, and
+// only that, before any spec says Fenced; it holds those fences through a
+// relabelling and its own deletion, and lets go of each environment only
+// once the environment's spec says Fenced.
+func TestFenceRequest(t *testing.T) {
+	ctx := context.Background()
+	names := []string{"freq-a", "freq-b", "freq-c"}
+	for i, name := range names {
+		env := sampleEnv(name)
+		if name != "freq-c" {
+			env.Labels = map[string]string{"supplier": "freq"}
+		}
+		if err := k8sClient.Create(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = k8sClient.Patch(context.Background(), env, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+			_ = k8sClient.Delete(context.Background(), env)
+		})
+		markDeploymentsReadyWhenPresent(t, ctx, name, name+build.PrimarySuffix, 50+i)
+		waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
+	}
+
+	fr := &v1alpha1.FenceRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "freq-breach"},
+		Spec: v1alpha1.FenceRequestSpec{
+			Selector: v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"supplier": "freq"}},
+			Reason:   "supplier breach", Ticket: "INC-2042",
+		},
+	}
+	if err := k8sClient.Create(ctx, fr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = k8sClient.Patch(context.Background(), fr, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), fr)
+	})
+
+	// Matched once, deny policies for the two it matched, none for the other.
+	eventually(t, 10*time.Second, "the request's deny policies", func(ctx context.Context) (bool, string, error) {
+		got, err := getRequest(t, ctx, fr.Name)
+		if err != nil {
+			return false, "", err
+		}
+		st := got.Status
+		return requestCondition(got, v1alpha1.ConditionDenyPoliciesInPlace) == "True/"+v1alpha1.ReasonDenyPoliciesWritten,
+			fmt.Sprintf("%+v", st), nil
+	})
+	got, _ := getRequest(t, ctx, fr.Name)
+	if want := []string{"freq-a", "freq-b"}; !slices.Equal(got.Status.Environments, want) || !slices.Equal(got.Status.Holding, want) ||
+		got.Status.Matched != 2 || got.Status.HoldingCount != 2 || got.Status.DenyPolicies != 2 {
+		t.Fatalf("request status = %+v, want environments and holding %v", got.Status, want)
+	}
+	if !slices.Contains(got.Finalizers, fenceRequestFinalizer) {
+		t.Fatalf("request finalizers = %v, want %s", got.Finalizers, fenceRequestFinalizer)
+	}
+	for _, name := range []string{"freq-a", "freq-b"} {
+		if !hasDenyPolicy(t, ctx, name) {
+			t.Errorf("%s has no deny policy", name)
+		}
+	}
+	if hasDenyPolicy(t, ctx, "freq-c") {
+		t.Error("freq-c, which the selector does not match, has a deny policy")
+	}
+
+	// Relabelled after the match: still the request's.
+	if err := k8sClient.Patch(ctx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "freq-b"}},
+		client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"supplier":null}}}`))); err != nil {
+		t.Fatal(err)
+	}
+
+	// Fenced in full, from the request: the spec still says None.
+	for _, name := range []string{"freq-a", "freq-b"} {
+		env := waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+		if env.Spec.Isolation.Mode != v1alpha1.IsolationNone {
+			t.Errorf("%s spec.isolation.mode = %q: careplane wrote the spec", name, env.Spec.Isolation.Mode)
+		}
+		iso := env.Status.Isolation
+		if iso == nil || iso.Request != fr.Name || iso.Reason != "supplier breach" || iso.Ticket != "INC-2042" {
+			t.Errorf("%s status.isolation = %+v, want the request's name, reason and ticket", name, iso)
+		}
+		if !slices.Contains(env.Finalizers, fenceFinalizer) {
+			t.Errorf("%s finalizers = %v, want the fence finalizer", name, env.Finalizers)
+		}
+	}
+	if _, reason := condition(getEnv(t, ctx, "freq-c"), v1alpha1.ConditionFenced); reason != v1alpha1.ReasonNotFenced {
+		t.Errorf("freq-c Fenced reason = %s, want NotFenced", reason)
+	}
+
+	// Deleted while it holds both: it stays, and so do the fences.
+	if err := k8sClient.Delete(ctx, fr); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	got, err := getRequest(t, ctx, fr.Name)
+	if err != nil {
+		t.Fatalf("the request holding two fences is gone after its deletion: %v", err)
+	}
+	if got.DeletionTimestamp.IsZero() {
+		t.Fatal("the request was not marked for deletion")
+	}
+	for _, name := range []string{"freq-a", "freq-b"} {
+		env := getEnv(t, ctx, name)
+		if s, reason := condition(env, v1alpha1.ConditionFenced); s != "True" || !hasDenyPolicy(t, ctx, name) {
+			t.Errorf("%s after its request's deletion: Fenced=%s/%s, deny policy %t: the deletion lifted the fence",
+				name, s, reason, hasDenyPolicy(t, ctx, name))
+		}
+		if s, _ := condition(env, v1alpha1.ConditionRestoring); s == "True" {
+			t.Errorf("%s is being restored after its request's deletion", name)
+		}
+	}
+
+	// Handed over one at a time: the request lets go of each as its spec
+	// says Fenced, and goes once it holds none.
+	patchIsolation(t, ctx, "freq-a", `{"mode":"Fenced","reason":"supplier breach","ticket":"INC-2042"}`)
+	eventually(t, 10*time.Second, "freq-a handed over", func(ctx context.Context) (bool, string, error) {
+		got, err := getRequest(t, ctx, fr.Name)
+		if err != nil {
+			return false, "", err
+		}
+		return slices.Equal(got.Status.Holding, []string{"freq-b"}), fmt.Sprintf("holding %v", got.Status.Holding), nil
+	})
+	patchIsolation(t, ctx, "freq-b", `{"mode":"Fenced","reason":"supplier breach","ticket":"INC-2042"}`)
+	eventually(t, 10*time.Second, "the request gone", func(ctx context.Context) (bool, string, error) {
+		_, err := getRequest(t, ctx, fr.Name)
+		return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+	})
+	for _, name := range []string{"freq-a", "freq-b"} {
+		env := waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+		if iso := env.Status.Isolation; iso == nil || iso.Ticket != "INC-2042" {
+			t.Errorf("%s status.isolation after the hand-over = %+v", name, iso)
+		}
+	}
+}
+
+// TestFenceRequestMatchingNothing: a request whose selector matches no
+// environment says so, fences nothing, and keeps no finalizer.
+func TestFenceRequestMatchingNothing(t *testing.T) {
+	ctx := context.Background()
+	fr := &v1alpha1.FenceRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "freq-nothing"},
+		Spec: v1alpha1.FenceRequestSpec{
+			Selector: v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"supplier": "nobody"}},
+			Reason:   "test",
+		},
+	}
+	if err := k8sClient.Create(ctx, fr); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), fr) })
+	eventually(t, 10*time.Second, "Matched=False/NoEnvironments, no finalizer", func(ctx context.Context) (bool, string, error) {
+		got, err := getRequest(t, ctx, fr.Name)
+		if err != nil {
+			return false, "", err
+		}
+		return requestCondition(got, v1alpha1.ConditionMatched) == "False/"+v1alpha1.ReasonNoEnvironments &&
+				requestCondition(got, v1alpha1.ConditionComplete) == "True/"+v1alpha1.ReasonNoEnvironments && len(got.Finalizers) == 0,
+			fmt.Sprintf("conditions %v, finalizers %v", got.Status.Conditions, got.Finalizers), nil
+	})
+}
+
+// TestFenceRequestValidation: the API server refuses a request that would
+// fence everything, says nothing of why, or changes after the fact.
+func TestFenceRequestValidation(t *testing.T) {
+	ctx := context.Background()
+	valid := func(name string) *v1alpha1.FenceRequest {
+		return &v1alpha1.FenceRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: v1alpha1.FenceRequestSpec{
+				Selector: v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"supplier": "nobody"}},
+				Reason:   "test",
+			},
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		mutate func(*v1alpha1.FenceRequest)
+		want   string
+	}{
+		{"empty selector", func(fr *v1alpha1.FenceRequest) { fr.Spec.Selector = v1alpha1.LabelSelector{} }, "an empty selector would fence every environment"},
+		{"blank reason", func(fr *v1alpha1.FenceRequest) { fr.Spec.Reason = "  " }, "reason is required"},
+		{"bad ticket", func(fr *v1alpha1.FenceRequest) { fr.Spec.Ticket = "INC 1" }, "ticket must be letters"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fr := valid("freq-invalid")
+			tc.mutate(fr)
+			err := k8sClient.Create(ctx, fr)
+			if err == nil {
+				_ = k8sClient.Delete(ctx, fr)
+				t.Fatal("created")
+			}
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("create = %v, want Invalid saying %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("spec change", func(t *testing.T) {
+		fr := valid("freq-immutable")
+		if err := k8sClient.Create(ctx, fr); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), fr) })
+		err := k8sClient.Patch(ctx, fr, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"reason":"other"}}`)))
+		if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "cannot change") {
+			t.Fatalf("spec change = %v, want Invalid saying the spec cannot change", err)
+		}
+	})
+}
+
+// TestNoFenceIsLiftedBeforeTheLiveRequests: a deny policy in the cache on an
+// environment whose spec says None is a fence to lift, unless a FenceRequest
+// holds it, and the cache may not have the request's record yet (it comes by
+// another watch than the policy the request wrote after it): the API server
+// is asked first.
+func TestNoFenceIsLiftedBeforeTheLiveRequests(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("live-request")
+	env.Spec.Isolation.Mode = v1alpha1.IsolationNone
+	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
+		Namespace: "live-request-primary", Name: build.FencePolicyName,
+		Annotations: map[string]string{build.AnnotationFenceID: "f1"}}}
+	holding := &v1alpha1.FenceRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "breach"},
+		Spec:       v1alpha1.FenceRequestSpec{Reason: "supplier breach", Ticket: "INC-7"},
+		Status:     v1alpha1.FenceRequestStatus{Environments: []string{"live-request"}, Holding: []string{"live-request"}},
+	}
+	handedOver := holding.DeepCopy()
+	handedOver.Status.Holding = nil
+	objs := func(o ...client.Object) client.Client {
+		return fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(o...).Build()
+	}
+	listFails := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(pol.DeepCopy()).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
+			return apierrors.NewServiceUnavailable("the server is starting")
+		},
+	}).Build()
+
+	for _, tc := range []struct {
+		name        string
+		cache, live client.Client
+		wantRequest string
+		wantErr     bool
+	}{
+		{"record not yet in the cache", objs(pol.DeepCopy()), objs(pol.DeepCopy(), holding.DeepCopy()), "breach", false},
+		{"no request: a restore", objs(pol.DeepCopy()), objs(pol.DeepCopy()), "", false},
+		{"handed over: a restore", objs(pol.DeepCopy(), handedOver.DeepCopy()), objs(pol.DeepCopy(), handedOver.DeepCopy()), "", false},
+		{"requests unreadable: nothing lifted", objs(pol.DeepCopy()), listFails, "", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := env.DeepCopy()
+			r := &HealthEnvironmentReconciler{Client: tc.cache, APIReader: tc.live}
+			f, fr, err := r.readFenceAndRequest(ctx, newScope(e, time.Now()), nil)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("readFenceAndRequest error = %v, want error %t", err, tc.wantErr)
+			}
+			if tc.wantErr {
+				return
+			}
+			if !f.present {
+				t.Fatal("the fence policy was not found")
+			}
+			got := ""
+			if fr != nil {
+				got = fr.Name
+			}
+			if got != tc.wantRequest {
+				t.Fatalf("request holding the fence = %q, want %q", got, tc.wantRequest)
+			}
+			wantMode := v1alpha1.IsolationNone
+			if tc.wantRequest != "" {
+				wantMode = v1alpha1.IsolationFenced
+				if e.Spec.Isolation.Reason != "supplier breach" || e.Spec.Isolation.Ticket != "INC-7" {
+					t.Errorf("isolation = %+v, want the request's reason and ticket", e.Spec.Isolation)
+				}
+			}
+			if e.Spec.Isolation.Mode != wantMode {
+				t.Errorf("isolation.mode = %s, want %s", e.Spec.Isolation.Mode, wantMode)
+			}
+		})
+	}
+}
