@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -153,7 +152,7 @@ func (o *options) statusCmd() *cobra.Command {
 				}
 				envs = list.Items
 			}
-			return WriteStatus(o.streams.Out, envs)
+			return WriteStatus(o.streams.Out, envs, o.fenceRequests(ctx))
 		},
 	}
 }
@@ -166,6 +165,26 @@ func (o *options) fenceCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "fence (ENV | --selector LABELS) --reason REASON [--ticket TICKET] [--stop]",
 		Short: "Fence environments: cut the primary site off, revoke its credentials, keep or stop its pods",
+		Long: `Fence environments: cut the primary site off, revoke its credentials, keep or stop its pods.
+
+fence ENV writes spec.isolation of one HealthEnvironment and waits until careplane reports it
+Fenced.
+
+fence --selector fences a fleet in two steps. It first creates a FenceRequest
+(fence-<ticket>-xxxxx): careplane matches the selector once, records the environments in the
+request's status, and writes the deny-all NetworkPolicy of every one of them at once, before
+anything else. The command waits for that, with --no-wait too (at most 30s, or --timeout if
+shorter; the fences go ahead after it in any case), and prints how many deny policies are in
+place. It then writes spec.isolation of each environment the request recorded, as fence ENV
+does, so that each environment's own spec holds its fence; the request, holding none, then
+completes. Unless --no-wait, it waits until every one is Fenced. Deleting a FenceRequest never
+lifts a fence: restore each environment.
+
+Creating a FenceRequest takes the responders' rights: create, get, list, watch and delete on
+fencerequests.careplane.io, and membership of a responder group of the fence-request guard. On
+a cluster that does not serve FenceRequests (an older careplane), --selector warns and writes
+each environment's spec directly. --dry-run plans each matching environment's fence and
+creates no request.`,
 		Example: `  kubectl careplane fence wales-111 --reason "ransomware indicators on call-handling" --ticket INC-2041
   kubectl careplane fence --selector region=wales --reason "supplier breach" --ticket INC-2042
   kubectl careplane fence wales-111 --reason test --dry-run`,
@@ -178,27 +197,28 @@ func (o *options) fenceCmd() *cobra.Command {
 			if (len(args) == 1) == (selector != "") {
 				return errors.New("name one environment or pass --selector, not both or neither")
 			}
-			names := args
-			if selector != "" {
-				sel, err := labels.Parse(selector)
-				if err != nil {
-					return fmt.Errorf("--selector: %w", err)
-				}
-				var list v1alpha1.HealthEnvironmentList
-				if err := o.client.List(ctx, &list, client.MatchingLabelsSelector{Selector: sel}); err != nil {
-					return fmt.Errorf("listing HealthEnvironments: %w", err)
-				}
-				if len(list.Items) == 0 {
-					return fmt.Errorf("no HealthEnvironment matches selector %q: nothing fenced", selector)
-				}
-				names = nil
-				for _, e := range list.Items {
-					names = append(names, e.Name)
-				}
-			}
 			workloads := v1alpha1.WorkloadsPreserve
 			if stop {
 				workloads = v1alpha1.WorkloadsStop
+			}
+			names := args
+			if selector != "" {
+				sel, err := fenceSelector(selector)
+				if err != nil {
+					return err
+				}
+				if dryRun {
+					names, err = o.matching(ctx, selector, sel)
+				} else {
+					// The request first: its deny policies come before
+					// any spec write. Its environments are the ones
+					// whose specs are written next, whatever their labels
+					// say by then.
+					names, err = o.fenceByRequest(ctx, selector, newFenceRequest(sel, reason, ticket, workloads))
+				}
+				if err != nil {
+					return err
+				}
 			}
 			isolation := map[string]any{
 				"mode": string(v1alpha1.IsolationFenced), "reason": reason, "workloads": string(workloads),
@@ -246,7 +266,7 @@ func (o *options) fenceCmd() *cobra.Command {
 	cmd.Flags().StringVar(&reason, "reason", "", "why the environment is fenced (required)")
 	cmd.Flags().StringVar(&ticket, "ticket", "", "incident reference, e.g. INC-2041; labels the evidence pods")
 	cmd.Flags().BoolVar(&stop, "stop", false, "stop the workloads instead of preserving the pods as evidence")
-	cmd.Flags().StringVarP(&selector, "selector", "l", "", "fence every environment matching this label selector")
+	cmd.Flags().StringVarP(&selector, "selector", "l", "", "fence every environment matching this label selector (=, !=, in, notin, KEY, !KEY), through a FenceRequest")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "send the change as a server-side dry run and print what the fence would write or delete")
 	o.waitFlags(cmd)
 	return cmd

@@ -24,8 +24,10 @@ type StatusRow struct {
 	Name, Tenant, Mode, Active, Services, Ready, KnownGood, LastIncident string
 }
 
-// StatusRowOf summarises env for the status table.
-func StatusRowOf(env *v1alpha1.HealthEnvironment) StatusRow {
+// StatusRowOf summarises env for the status table. heldBy, if not nil, is
+// the FenceRequest that fences env while its own spec does not say Fenced:
+// env is shown fenced, as careplane treats it, rather than as its spec reads.
+func StatusRowOf(env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest) StatusRow {
 	r := StatusRow{
 		Name:      env.Name,
 		Tenant:    orNone(env.Spec.Tenant.DisplayName),
@@ -42,7 +44,33 @@ func StatusRowOf(env *v1alpha1.HealthEnvironment) StatusRow {
 		r.Ready = string(c.Status)
 	}
 	r.LastIncident = lastIncident(env)
+	if heldBy != nil && env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+		r.Mode = string(v1alpha1.IsolationFenced)
+		ticket := heldBy.Spec.Ticket
+		if ticket == "" {
+			ticket = "(no ticket)"
+		}
+		r.LastIncident = ticket + " open"
+		if st := env.Status.Isolation; st != nil && st.FencedAt != nil {
+			r.LastIncident += " since " + timestamp(st.FencedAt)
+		}
+		r.LastIncident += " by FenceRequest " + heldBy.Name
+	}
 	return r
+}
+
+// holder returns the request holding the fence of the environment named
+// name, the oldest if several do (as careplane picks it), or nil.
+func holder(requests []v1alpha1.FenceRequest, name string) *v1alpha1.FenceRequest {
+	var held *v1alpha1.FenceRequest
+	for i := range requests {
+		fr := &requests[i]
+		if fr.Holds(name) && (held == nil || fr.CreationTimestamp.Before(&held.CreationTimestamp) ||
+			(fr.CreationTimestamp.Equal(&held.CreationTimestamp) && fr.Name < held.Name)) {
+			held = fr
+		}
+	}
+	return held
 }
 
 // lastIncident describes the open fence, or else the newest incident.
@@ -87,8 +115,11 @@ func orNone(s string) string {
 }
 
 // WriteStatus writes envs, sorted by name, as a table with the columns NAME
-// TENANT MODE ACTIVE SERVICES READY KNOWN-GOOD LAST-INCIDENT.
-func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment) error {
+// TENANT MODE ACTIVE SERVICES READY KNOWN-GOOD LAST-INCIDENT, and then the
+// FenceRequests that still hold any of them: a fleet fence whose
+// environments' specs do not all say Fenced yet (the plugin was stopped
+// half-way, or is still writing them).
+func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest) error {
 	if len(envs) == 0 {
 		_, err := fmt.Fprintln(w, "No HealthEnvironments found.")
 		return err
@@ -97,11 +128,41 @@ func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment) error {
 	slices.SortFunc(sorted, func(a, b v1alpha1.HealthEnvironment) int { return cmp.Compare(a.Name, b.Name) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tTENANT\tMODE\tACTIVE\tSERVICES\tREADY\tKNOWN-GOOD\tLAST-INCIDENT")
+	holding := map[string]bool{} // requests holding any environment shown
 	for i := range sorted {
-		r := StatusRowOf(&sorted[i])
+		for _, fr := range requests {
+			holding[fr.Name] = holding[fr.Name] || fr.Holds(sorted[i].Name)
+		}
+		r := StatusRowOf(&sorted[i], holder(requests, sorted[i].Name))
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Tenant, r.Mode, r.Active, r.Services, r.Ready, r.KnownGood, r.LastIncident)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, fr := range sortedRequests(requests) {
+		if !holding[fr.Name] {
+			continue
+		}
+		ticket := ""
+		if fr.Spec.Ticket != "" {
+			ticket = " (" + fr.Spec.Ticket + ")"
+		}
+		if _, err := fmt.Fprintf(w, "\nFenceRequest %s%s still holds the fence of %d of its %d environments: "+
+			"their own spec.isolation does not say Fenced yet (kubectl careplane fence --selector writes it)\n",
+			fr.Name, ticket, fr.Status.HoldingCount, fr.Status.Matched); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// sortedRequests is requests, oldest first.
+func sortedRequests(requests []v1alpha1.FenceRequest) []v1alpha1.FenceRequest {
+	sorted := slices.Clone(requests)
+	slices.SortFunc(sorted, func(a, b v1alpha1.FenceRequest) int {
+		return cmp.Or(a.CreationTimestamp.Compare(b.CreationTimestamp.Time), cmp.Compare(a.Name, b.Name))
+	})
+	return sorted
 }
 
 // SortRevisions sorts revisions newest first: by revision number, then by

@@ -42,10 +42,34 @@ func TestWriteStatus(t *testing.T) {
 		e.Spec.Isolation = v1alpha1.Isolation{}
 		e.Status = v1alpha1.HealthEnvironmentStatus{}
 	})
+	// held: fenced by a FenceRequest, its own spec not yet written.
+	held := testEnv(func(e *v1alpha1.HealthEnvironment) {
+		e.Name = "wales-999"
+		e.Spec.Isolation = v1alpha1.Isolation{}
+		e.Status = v1alpha1.HealthEnvironmentStatus{
+			ActiveSite: v1alpha1.SiteStandby, ReadyServices: "0/2",
+			Conditions: []metav1.Condition{cond(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, 1)},
+			Isolation:  &v1alpha1.IsolationStatus{FencedAt: &t0, Request: "fence-inc-2042-x7k2q"},
+		}
+	})
+	request := func(name, ticket string, created time.Time, holding ...string) v1alpha1.FenceRequest {
+		return v1alpha1.FenceRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: name, CreationTimestamp: metav1.NewTime(created)},
+			Spec:       v1alpha1.FenceRequestSpec{Ticket: ticket},
+			Status: v1alpha1.FenceRequestStatus{Matched: 500, Holding: holding, HoldingCount: int32(len(holding)),
+				Environments: []string{"england-111", "wales-999"}},
+		}
+	}
+	requests := []v1alpha1.FenceRequest{
+		request("fence-later", "INC-2043", t0.Add(time.Minute), "wales-999"),
+		request("fence-inc-2042-x7k2q", "INC-2042", t0.Time, "wales-999", "wales-998"),
+		request("fence-done", "", t0.Time),
+	}
 	tests := []struct {
-		name string
-		envs []v1alpha1.HealthEnvironment
-		want string
+		name     string
+		envs     []v1alpha1.HealthEnvironment
+		requests []v1alpha1.FenceRequest
+		want     string
 	}{{
 		name: "none",
 		want: "No HealthEnvironments found.\n",
@@ -57,11 +81,26 @@ england-111   NHS 111 England  Fenced  Standby  1/2       False    <none>       
 scotland-111  NHS 24           None    <none>   <none>    Unknown  <none>                <none>
 wales-111     NHS 111 Wales    None    Primary  2/2       True     wales-111-c750c3f4be  INC-2 restored 2026-11-21T07:00:00Z
 `,
+	}, {
+		// The oldest request holding an environment is the one careplane
+		// fences it by; every request holding one of those shown is listed,
+		// oldest first.
+		name:     "an environment held by a FenceRequest is shown fenced, and the request listed",
+		envs:     []v1alpha1.HealthEnvironment{*held, *fenced},
+		requests: requests,
+		want: `NAME         TENANT           MODE    ACTIVE   SERVICES  READY  KNOWN-GOOD  LAST-INCIDENT
+england-111  NHS 111 England  Fenced  Standby  1/2       False  <none>      INC-2041 open since 2026-11-21T07:00:00Z
+wales-999    NHS 111 Wales    Fenced  Standby  0/2       False  <none>      INC-2042 open since 2026-11-21T07:00:00Z by FenceRequest fence-inc-2042-x7k2q
+
+FenceRequest fence-inc-2042-x7k2q (INC-2042) still holds the fence of 2 of its 500 environments: their own spec.isolation does not say Fenced yet (kubectl careplane fence --selector writes it)
+
+FenceRequest fence-later (INC-2043) still holds the fence of 1 of its 500 environments: their own spec.isolation does not say Fenced yet (kubectl careplane fence --selector writes it)
+`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var b strings.Builder
-			if err := WriteStatus(&b, tt.envs); err != nil {
+			if err := WriteStatus(&b, tt.envs, tt.requests); err != nil {
 				t.Fatal(err)
 			}
 			if b.String() != tt.want {

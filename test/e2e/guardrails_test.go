@@ -18,6 +18,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -41,6 +42,7 @@ import (
 const (
 	guardPolicyIsolation = "careplane-isolation-guard"
 	guardPolicyFreeze    = "careplane-fenced-namespace-freeze"
+	guardPolicyRequest   = "careplane-fence-request-guard"
 	guardParamsNamespace = "careplane-system"
 	guardParamsName      = "careplane-guardrails"
 	guardOtherResponders = "e2e:other-responders"
@@ -53,6 +55,7 @@ const (
 	guardMsgDelete    = "is fenced or being restored, and deleting it would lift the fence and garbage-collect its evidence"
 	guardMsgFenced    = "is fenced by careplane (label careplane.io/fenced=true): only careplane and members of " + v1alpha1.DefaultResponderGroup
 	guardMsgNoParams  = "no params found for policy binding with `Deny` parameterNotFoundAction"
+	guardMsgRequest   = "only members of " + v1alpha1.DefaultResponderGroup + " may " // create|delete a FenceRequest
 )
 
 // guardUser is an identity the tests act as, through impersonation.
@@ -228,6 +231,96 @@ func TestGuardrailIsolationGuard(t *testing.T) {
 			t.Fatalf("lifting the isolation of %s: %v", fenced.Name, err)
 		}
 		guardDeleteEnvironment(t, s.responder.client, fenced.Name)
+	})
+}
+
+// TestGuardrailFenceRequestGuard proves careplane-fence-request-guard: only
+// responders create a FenceRequest (a fence of every environment its
+// selector matches) or delete one; not a cluster-admin GitOps user, not the
+// admin kubeconfig. A denied create leaves nothing behind. The request's
+// selector matches no environment, so that it fences nothing and may be
+// deleted at once.
+func TestGuardrailFenceRequestGuard(t *testing.T) {
+	s := guardSetup(t)
+	ctx := context.Background()
+	request := func() *v1alpha1.FenceRequest {
+		return &v1alpha1.FenceRequest{
+			ObjectMeta: metav1.ObjectMeta{Name: "guard-" + s.run},
+			Spec: v1alpha1.FenceRequestSpec{
+				Selector: v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"e2e.careplane.io/guard": v1alpha1.LabelValue(s.run)}},
+				Reason:   "e2e: supplier breach", Ticket: "INC-E2E",
+			},
+		}
+	}
+	fr := request()
+	t.Cleanup(func() {
+		if err := s.responder.client.Delete(context.Background(), request()); client.IgnoreNotFound(err) != nil {
+			t.Errorf("deleting FenceRequest %s: %v", fr.Name, err)
+		}
+	})
+	guardEventuallyDenied(t, time.Minute, "the fence-request guard denies a GitOps user creating a FenceRequest",
+		guardPolicyRequest, guardMsgRequest+"create a FenceRequest", func(ctx context.Context) error {
+			return s.gitops.client.Create(ctx, request(), client.DryRunAll)
+		})
+
+	t.Run("a GitOps user with cluster-admin RBAC cannot create one, and nothing is left behind", func(t *testing.T) {
+		err := s.gitops.client.Create(ctx, request())
+		guardDenied(t, err, guardPolicyRequest, guardMsgRequest+"create a FenceRequest", s.gitops.name+" is not",
+			"kubectl careplane fence --selector")
+		if err := k8sClient.Get(ctx, clientKey(fr), &v1alpha1.FenceRequest{}); !apierrors.IsNotFound(err) {
+			t.Errorf("FenceRequest %s after the denied create: %v, want NotFound", fr.Name, err)
+		}
+	})
+
+	t.Run("nor can the admin kubeconfig (system:masters)", func(t *testing.T) {
+		err := k8sClient.Create(ctx, request(), client.DryRunAll)
+		guardDenied(t, err, guardPolicyRequest, guardMsgRequest+"create a FenceRequest")
+	})
+
+	t.Run("a responder creates one", func(t *testing.T) {
+		if err := s.responder.client.Create(ctx, fr); err != nil {
+			t.Fatalf("creating FenceRequest %s as a responder: %v", fr.Name, err)
+		}
+		// careplane matches it, and it matched nothing.
+		eventually(t, 30*time.Second, "FenceRequest "+fr.Name+" matched", func(ctx context.Context) (bool, string, error) {
+			got := &v1alpha1.FenceRequest{}
+			if err := k8sClient.Get(ctx, clientKey(fr), got); err != nil {
+				return false, "", err
+			}
+			c := meta.FindStatusCondition(got.Status.Conditions, v1alpha1.ConditionMatched)
+			return c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonNoEnvironments && got.Status.Matched == 0,
+				fmt.Sprintf("Matched %+v", c), nil
+		})
+	})
+
+	t.Run("nobody changes its spec", func(t *testing.T) {
+		// The CRD's own rule, not the guard (which does not match UPDATE).
+		err := s.responder.client.Patch(ctx, request(),
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"reason":"something else"}}`)), client.DryRunAll)
+		if !apierrors.IsInvalid(err) || !strings.Contains(fmt.Sprint(err), "spec of a FenceRequest cannot change: create another") {
+			t.Errorf("changing spec.reason as a responder: %v, want Invalid: spec of a FenceRequest cannot change", err)
+		}
+	})
+
+	t.Run("only a responder deletes one", func(t *testing.T) {
+		if fr.ResourceVersion == "" {
+			t.Skip("the FenceRequest was not created")
+		}
+		err := s.gitops.client.Delete(ctx, request())
+		guardDenied(t, err, guardPolicyRequest, guardMsgRequest+"delete a FenceRequest", s.gitops.name+" is not")
+		err = k8sClient.Delete(ctx, request(), client.DryRunAll)
+		guardDenied(t, err, guardPolicyRequest, guardMsgRequest+"delete a FenceRequest")
+		got := &v1alpha1.FenceRequest{}
+		if err := k8sClient.Get(ctx, clientKey(fr), got); err != nil || !got.DeletionTimestamp.IsZero() {
+			t.Fatalf("FenceRequest %s after the denied deletes: %v, deletionTimestamp %v", fr.Name, err, got.DeletionTimestamp)
+		}
+		if err := s.responder.client.Delete(ctx, request()); err != nil {
+			t.Fatalf("deleting FenceRequest %s as a responder: %v", fr.Name, err)
+		}
+		eventually(t, 30*time.Second, "FenceRequest "+fr.Name+" deleted", func(ctx context.Context) (bool, string, error) {
+			err := k8sClient.Get(ctx, clientKey(fr), &v1alpha1.FenceRequest{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+		})
 	})
 }
 

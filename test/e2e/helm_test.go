@@ -39,8 +39,10 @@ const (
 	helmNamespace = "careplane-helm"
 	helmSA        = helmRelease + "-manager"
 	helmChart     = "../../charts/careplane"
-	crdName       = "healthenvironments.careplane.io"
 )
+
+// crdNames are the chart's CRDs, which the suite installed from config/.
+var crdNames = []string{"healthenvironments.careplane.io", "fencerequests.careplane.io"}
 
 // TestHelm installs the chart, runs the manager binary with the chart's
 // ServiceAccount (pods run no process on kwok), upgrades, shows that the
@@ -54,12 +56,14 @@ func TestHelm(t *testing.T) {
 	start := time.Now()
 	env := helmEnv(t)
 
-	// The suite installed the CRD itself; hand it to the release (Helm
+	// The suite installed the CRDs itself; hand them to the release (Helm
 	// adopts an object carrying its ownership metadata) so that the install,
-	// the upgrade and crds.keep on uninstall are tested on the real CRD.
-	kubectl(t, "label", "crd", crdName, "app.kubernetes.io/managed-by=Helm", "--overwrite")
-	kubectl(t, "annotate", "crd", crdName, "meta.helm.sh/release-name="+helmRelease,
-		"meta.helm.sh/release-namespace="+helmNamespace, "--overwrite")
+	// the upgrade and crds.keep on uninstall are tested on the real CRDs.
+	for _, crd := range crdNames {
+		kubectl(t, "label", "crd", crd, "app.kubernetes.io/managed-by=Helm", "--overwrite")
+		kubectl(t, "annotate", "crd", crd, "meta.helm.sh/release-name="+helmRelease,
+			"meta.helm.sh/release-namespace="+helmNamespace, "--overwrite")
+	}
 
 	var helmOp *operator
 	t.Cleanup(func() {
@@ -69,11 +73,13 @@ func TestHelm(t *testing.T) {
 		if out, err := env.run("uninstall", helmRelease, "-n", helmNamespace, "--ignore-not-found"); err != nil {
 			t.Logf("helm uninstall: %v\n%s", err, out)
 		}
-		// The CRD stays (crds.keep); give it back to the suite.
-		_, _ = kubectlOutput("label", "crd", crdName, "app.kubernetes.io/managed-by-", "helm.sh/chart-",
-			"app.kubernetes.io/instance-", "app.kubernetes.io/version-", "app.kubernetes.io/name-", "app.kubernetes.io/part-of-")
-		_, _ = kubectlOutput("annotate", "crd", crdName, "meta.helm.sh/release-name-",
-			"meta.helm.sh/release-namespace-", "helm.sh/resource-policy-")
+		// The CRDs stay (crds.keep); give them back to the suite.
+		for _, crd := range crdNames {
+			_, _ = kubectlOutput("label", "crd", crd, "app.kubernetes.io/managed-by-", "helm.sh/chart-",
+				"app.kubernetes.io/instance-", "app.kubernetes.io/version-", "app.kubernetes.io/name-", "app.kubernetes.io/part-of-")
+			_, _ = kubectlOutput("annotate", "crd", crd, "meta.helm.sh/release-name-",
+				"meta.helm.sh/release-namespace-", "helm.sh/resource-policy-")
+		}
 		if err := theOperator.start(); err != nil {
 			t.Errorf("restarting the suite's operator: %v", err)
 		}
@@ -109,7 +115,7 @@ func TestHelm(t *testing.T) {
 	}
 	// The guardrails are installed, named after the release, and loaded by
 	// the API server (their CEL compiles).
-	for _, name := range []string{helmRelease + "-isolation-guard", helmRelease + "-fenced-namespace-freeze"} {
+	for _, name := range []string{helmRelease + "-isolation-guard", helmRelease + "-fence-request-guard", helmRelease + "-fenced-namespace-freeze"} {
 		var vap admissionregistrationv1.ValidatingAdmissionPolicy
 		eventually(t, 20*time.Second, "VAP "+name+" type-checked", func(ctx context.Context) (bool, string, error) {
 			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &vap); err != nil {
@@ -124,6 +130,30 @@ func TestHelm(t *testing.T) {
 			return true, "", nil
 		})
 	}
+
+	// The aggregated roles: viewers read FenceRequests, and so do editors
+	// (edit aggregates view), but no editor creates or deletes one: a
+	// request fences a fleet, a responder's power.
+	eventually(t, 20*time.Second, "the edit ClusterRole aggregates the chart's rules", func(ctx context.Context) (bool, string, error) {
+		var view, edit rbacv1.ClusterRole
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "view"}, &view); err != nil {
+			return false, "", err
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "edit"}, &edit); err != nil {
+			return false, "", err
+		}
+		ready := helmGrants(view.Rules, "fencerequests", "list") && helmGrants(edit.Rules, "fencerequests", "watch") &&
+			helmGrants(edit.Rules, "healthenvironments", "create")
+		if !ready {
+			return false, "not aggregated yet", nil
+		}
+		for _, verb := range []string{"create", "delete", "deletecollection", "update", "patch"} {
+			if helmGrants(edit.Rules, "fencerequests", verb) {
+				return false, "", fmt.Errorf("the edit ClusterRole grants %s on fencerequests", verb)
+			}
+		}
+		return true, "", nil
+	})
 
 	// The operator as the chart deploys it: the manager binary, with a token
 	// of the chart's ServiceAccount and the Deployment's leader election.
@@ -207,12 +237,14 @@ func TestHelm(t *testing.T) {
 	helmOp.stop()
 	t.Log("helm uninstall")
 	env.must("uninstall", helmRelease, "-n", helmNamespace)
-	out, err := kubectlOutput("get", "crd", crdName, "-o", "jsonpath={.metadata.deletionTimestamp}")
-	if err != nil {
-		t.Fatalf("the CRD is gone after helm uninstall (crds.keep): %v\n%s", err, out)
-	}
-	if strings.TrimSpace(out) != "" {
-		t.Fatalf("the CRD is being deleted after helm uninstall (crds.keep): deletionTimestamp %s", out)
+	for _, crd := range crdNames {
+		out, err := kubectlOutput("get", "crd", crd, "-o", "jsonpath={.metadata.deletionTimestamp}")
+		if err != nil {
+			t.Fatalf("CRD %s is gone after helm uninstall (crds.keep): %v\n%s", crd, err, out)
+		}
+		if strings.TrimSpace(out) != "" {
+			t.Fatalf("CRD %s is being deleted after helm uninstall (crds.keep): deletionTimestamp %s", crd, out)
+		}
 	}
 	for _, e := range []*v1alpha1.HealthEnvironment{first, second} {
 		if err := k8sClient.Get(ctx, clientKey(e), &v1alpha1.HealthEnvironment{}); err != nil {
@@ -224,6 +256,7 @@ func TestHelm(t *testing.T) {
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
 			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
 			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-isolation-guard"}},
+			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-fence-request-guard"}},
 		} {
 			if err := k8sClient.Get(ctx, clientKey(o), o); !apierrors.IsNotFound(err) {
 				return false, fmt.Sprintf("%T %s: %v", o, o.GetName(), err), nil
@@ -232,6 +265,17 @@ func TestHelm(t *testing.T) {
 		return true, "", nil
 	})
 	t.Logf("install, run, upgrade, RBAC variant and uninstall in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// helmGrants says whether rules grant verb on resource of careplane.io.
+func helmGrants(rules []rbacv1.PolicyRule, resource, verb string) bool {
+	anyOf := func(list []string, v string) bool { return slices.Contains(list, v) || slices.Contains(list, "*") }
+	for _, r := range rules {
+		if anyOf(r.APIGroups, v1alpha1.GroupVersion.Group) && anyOf(r.Resources, resource) && anyOf(r.Verbs, verb) {
+			return true
+		}
+	}
+	return false
 }
 
 // helmEnvironment is a small environment, labelled for the test's cleanup.

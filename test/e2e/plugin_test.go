@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -95,7 +97,9 @@ func mustContain(t *testing.T, what, out string, subs ...string) {
 // TestPlugin drives kubectl-careplane through a responder's incident: status,
 // a dry run that changes nothing, a fence (refused without the responder
 // group, with the guardrail's own message), verify, restore, revisions,
-// purging the evidence, and a fence of several environments by selector.
+// purging the evidence, and a fence of several environments by selector
+// through a FenceRequest (refused without the responder group; handed over
+// to the environments' specs; none left behind when nothing matched).
 func TestPlugin(t *testing.T) {
 	ctx := context.Background()
 	plugin := buildPlugin(t)
@@ -250,21 +254,133 @@ func TestPlugin(t *testing.T) {
 		})
 	})
 
-	t.Run("fence --selector fences every matching environment", func(t *testing.T) {
-		out := plugin.asResponder(t, "fence", "--selector", "careplane-e2e-plugin="+run, "--reason", "supplier breach", "--ticket", "INC-P2", "--stop", "--timeout", "60s")
-		mustContain(t, "fence --selector", out, a+" fenced after", b+" fenced after")
-		for _, n := range []string{a, b} {
+	selector := "careplane-e2e-plugin=" + run
+	t.Run("fence --selector without the responder group is refused with the guard's message, and creates nothing", func(t *testing.T) {
+		out, code := plugin.run(t, "fence", "--selector", selector, "--reason", "not a responder", "--timeout", "10s")
+		if code == 0 {
+			t.Fatalf("fence --selector by a non-responder succeeded:\n%s", out)
+		}
+		// No fallback to spec writes: the guard's denial is the answer.
+		mustContain(t, "non-responder fence --selector", out, "creating the FenceRequest:",
+			"only members of "+v1alpha1.DefaultResponderGroup+" may create a FenceRequest")
+		if got := fenceRequestsOf(t, selector); len(got) != 0 {
+			t.Errorf("FenceRequests %v exist after the refused fence", fenceRequestNames(got))
+		}
+		if mode := guardMode(t, b); mode != v1alpha1.IsolationNone {
+			t.Errorf("%s has mode %s after the refused fence, want None", b, mode)
+		}
+	})
+
+	t.Run("fence --selector fences every matching environment through a FenceRequest", func(t *testing.T) {
+		out := plugin.asResponder(t, "fence", "--selector", selector, "--reason", "supplier breach", "--ticket", "INC-P2", "--stop", "--timeout", "60s")
+		mustContain(t, "fence --selector", out, "FenceRequest fence-inc-p2-", "deny-all policy in place for 2 of 2 environments",
+			a+" fenced after", b+" fenced after")
+		reqs := fenceRequestsOf(t, selector)
+		if len(reqs) != 1 {
+			t.Fatalf("FenceRequests matching %s: %v, want the one the plugin created", selector, fenceRequestNames(reqs))
+		}
+		fr := reqs[0]
+		t.Cleanup(func() { deleteFenceRequest(t, fr.Name) })
+		want := v1alpha1.FenceRequestSpec{
+			Selector: v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"careplane-e2e-plugin": v1alpha1.LabelValue(run)}},
+			Reason:   "supplier breach", Ticket: "INC-P2", Workloads: v1alpha1.WorkloadsStop,
+		}
+		if !strings.HasPrefix(fr.Name, "fence-inc-p2-") || !reflect.DeepEqual(fr.Spec, want) {
+			t.Errorf("FenceRequest %s spec %+v, want fence-inc-p2-* with %+v", fr.Name, fr.Spec, want)
+		}
+		envs := []string{a, b}
+		slices.Sort(envs)
+		if !slices.Equal(fr.Status.Environments, envs) || fr.Status.Matched != 2 || fr.Status.MatchedAt == nil {
+			t.Errorf("FenceRequest %s matched %d %v at %v, want %v", fr.Name, fr.Status.Matched, fr.Status.Environments, fr.Status.MatchedAt, envs)
+		}
+		if !meta.IsStatusConditionTrue(fr.Status.Conditions, v1alpha1.ConditionDenyPoliciesInPlace) || fr.Status.DenyPolicies != 2 {
+			t.Errorf("FenceRequest %s: %d deny policies, conditions %+v", fr.Name, fr.Status.DenyPolicies, fr.Status.Conditions)
+		}
+		// The plugin wrote both specs: the request hands both over, holds
+		// none, and lets go of its finalizer.
+		eventually(t, 30*time.Second, "FenceRequest "+fr.Name+" Complete", func(ctx context.Context) (bool, string, error) {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: fr.Name}, &fr); err != nil {
+				return false, "", err
+			}
+			c := meta.FindStatusCondition(fr.Status.Conditions, v1alpha1.ConditionComplete)
+			done := c != nil && c.Status == metav1.ConditionTrue && c.Reason == v1alpha1.ReasonHandedOver &&
+				len(fr.Status.Holding) == 0 && fr.Status.HoldingCount == 0 && len(fr.Finalizers) == 0
+			return done, fmt.Sprintf("Complete %+v, holding %v, finalizers %v", c, fr.Status.Holding, fr.Finalizers), nil
+		})
+		for _, n := range envs {
 			e := &v1alpha1.HealthEnvironment{}
 			if err := k8sClient.Get(ctx, client.ObjectKey{Name: n}, e); err != nil {
 				t.Fatal(err)
 			}
 			c := meta.FindStatusCondition(e.Status.Conditions, v1alpha1.ConditionFenced)
-			if c == nil || c.Status != metav1.ConditionTrue || e.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop || e.Spec.Isolation.Ticket != "INC-P2" {
+			if c == nil || c.Status != metav1.ConditionTrue || e.Spec.Isolation.Mode != v1alpha1.IsolationFenced ||
+				e.Spec.Isolation.Workloads != v1alpha1.WorkloadsStop || e.Spec.Isolation.Ticket != "INC-P2" || e.Spec.Isolation.Reason != "supplier breach" {
 				t.Errorf("%s after fence --selector: Fenced %+v, isolation %+v", n, c, e.Spec.Isolation)
 			}
+			if st := e.Status.Isolation; st == nil || st.Ticket != "INC-P2" {
+				t.Errorf("%s: status.isolation %+v, want the fence of INC-P2", n, st)
+			} else if st.Request != "" && st.Request != fr.Name {
+				t.Errorf("%s: status.isolation.request %q, want %s (or none, had its spec said Fenced first)", n, st.Request, fr.Name)
+			}
+			if !slices.Contains(policyNames(t, n+"-primary"), "careplane-fence") {
+				t.Errorf("%s has no deny-all policy careplane-fence", n)
+			}
 		}
-		if out, code := plugin.run(t, append([]string{"fence", "--selector", "careplane-e2e-plugin=none-" + run, "--reason", "x"}, responderArgs...)...); code == 0 || !strings.Contains(out, "no HealthEnvironment matches") {
-			t.Errorf("fence of an empty selection: exit %d\n%s", code, out)
+		// status shows the environments fenced, and no request holding them.
+		status := plugin.ok(t, "status")
+		mustContain(t, "status after fence --selector", status, "INC-P2 open")
+		if strings.Contains(status, "FenceRequest "+fr.Name+" (INC-P2) still holds") {
+			t.Errorf("status lists %s as holding fences after it completed:\n%s", fr.Name, status)
 		}
 	})
+
+	t.Run("fence --selector matching nothing fences nothing and leaves no FenceRequest", func(t *testing.T) {
+		none := "careplane-e2e-plugin=none-" + run
+		if out, code := plugin.run(t, append([]string{"fence", "--selector", none, "--reason", "x"}, responderArgs...)...); code == 0 ||
+			!strings.Contains(out, `no HealthEnvironment matches selector "`+none+`": nothing fenced`) {
+			t.Errorf("fence of an empty selection: exit %d\n%s", code, out)
+		}
+		eventually(t, 30*time.Second, "the empty FenceRequest deleted", func(context.Context) (bool, string, error) {
+			left := fenceRequestsOf(t, none)
+			return len(left) == 0, fmt.Sprintf("left: %v", fenceRequestNames(left)), nil
+		})
+	})
+}
+
+// fenceRequestsOf lists the FenceRequests whose selector is exactly the
+// one label selector key=value.
+func fenceRequestsOf(t *testing.T, selector string) []v1alpha1.FenceRequest {
+	t.Helper()
+	key, value, _ := strings.Cut(selector, "=")
+	var list v1alpha1.FenceRequestList
+	if err := k8sClient.List(context.Background(), &list); err != nil {
+		t.Fatal(err)
+	}
+	var out []v1alpha1.FenceRequest
+	for _, fr := range list.Items {
+		sel := fr.Spec.Selector
+		if len(sel.MatchLabels) == 1 && len(sel.MatchExpressions) == 0 && string(sel.MatchLabels[key]) == value {
+			out = append(out, fr)
+		}
+	}
+	return out
+}
+
+func fenceRequestNames(reqs []v1alpha1.FenceRequest) []string {
+	var names []string
+	for _, fr := range reqs {
+		names = append(names, fr.Name)
+	}
+	return names
+}
+
+// deleteFenceRequest deletes FenceRequest name as a responder (the
+// fence-request guard refuses anyone else), and does not wait: a request
+// still holding environments stays until their specs say Fenced.
+func deleteFenceRequest(t *testing.T, name string) {
+	t.Helper()
+	fr := &v1alpha1.FenceRequest{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if err := responderClient(t).Delete(context.Background(), fr); client.IgnoreNotFound(err) != nil {
+		t.Errorf("deleting FenceRequest %s: %v", name, err)
+	}
 }
