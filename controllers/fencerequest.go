@@ -93,7 +93,9 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		}
 	}
 	if written > 0 {
-		log.FromContext(ctx).Info("Deny policies written", "written", written, "inPlace", denied, "environments", st.Matched)
+		// written counts the creates this pass sent that left a policy in
+		// place (one refused as AlreadyExists included).
+		log.FromContext(ctx).Info("Deny policies written", "sent", written, "inPlace", denied, "environments", st.Matched)
 	}
 	if err != nil {
 		return ctrl.Result{}, err
