@@ -24,8 +24,8 @@ import (
 // once and writes every matched environment's deny-all policy at once,
 // without the ~10 ms of API server CPU that each HealthEnvironment write
 // costs ahead of it; at 500 environments on the 2-core bench machine the
-// last deny policy existed 1.37 s after the command started, against 13.84 s
-// through the specs (make bench). The specs are written next,
+// last deny policy existed 1.58 s after the command started, against 13.84 s
+// through the specs (docs/benchmarks.md). The specs are written next,
 // so that each environment's own spec.isolation holds its fence (and the
 // request, holding none, completes): a fence is lifted per environment, by
 // restore, and never by deleting the request.
