@@ -554,6 +554,17 @@ func TestGuardrailParameters(t *testing.T) {
 			absent("e2e-isolation-guard-absent-params", guardPolicyIsolation, admissionregistrationv1.MatchResources{ObjectSelector: sel}),
 			absent("e2e-freeze-absent-params", guardPolicyFreeze, admissionregistrationv1.MatchResources{NamespaceSelector: sel}),
 		}
+		// Labelled first: once the freeze's binding applies, it denies the
+		// label's own write to the namespace (a Namespace update is matched
+		// by its new labels). Labelled after, the test passed only while the
+		// API server was slower to load the binding than the patch.
+		labelPatch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+label+`":"absent"}}}`))
+		if err := s.responder.client.Patch(ctx, env.DeepCopy(), labelPatch); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.responder.client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fenced.name}}, labelPatch); err != nil {
+			t.Fatal(err)
+		}
 		for _, b := range bindings {
 			if err := k8sClient.Create(ctx, b); err != nil {
 				t.Fatal(err)
@@ -573,13 +584,6 @@ func TestGuardrailParameters(t *testing.T) {
 				return s.responder.client.Patch(ctx, env.DeepCopy(), unlabel)
 			})
 		})
-		labelPatch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+label+`":"absent"}}}`))
-		if err := s.responder.client.Patch(ctx, env.DeepCopy(), labelPatch); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.responder.client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fenced.name}}, labelPatch); err != nil {
-			t.Fatal(err)
-		}
 		scale := func(ctx context.Context) error {
 			return s.gitops.client.Patch(ctx, env.DeepCopy(), client.RawPatch(types.JSONPatchType,
 				[]byte(`[{"op":"replace","path":"/spec/services/0/replicas","value":3}]`)), client.DryRunAll)
