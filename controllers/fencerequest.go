@@ -81,7 +81,7 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	before := fr.Status.DeepCopy()
 	st := &fr.Status
-	denied, gone, written, err := r.writeDenyPolicies(ctx, fr)
+	denied, gone, err := r.writeDenyPolicies(ctx, fr)
 	st.DenyPolicies = denied
 	holding := r.stillHeld(ctx, fr)
 	st.Holding, st.HoldingCount = holding, int32(len(holding))
@@ -92,10 +92,8 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("updating the status of FenceRequest %s: %w", fr.Name, uerr))
 		}
 	}
-	if written > 0 {
-		// written counts the creates this pass sent that left a policy in
-		// place (one refused as AlreadyExists included).
-		log.FromContext(ctx).Info("Deny policies written", "sent", written, "inPlace", denied, "environments", st.Matched)
+	if denied > before.DenyPolicies {
+		log.FromContext(ctx).Info("Deny policies in place", "inPlace", denied, "environments", st.Matched)
 	}
 	if err != nil {
 		return ctrl.Result{}, err
@@ -159,23 +157,21 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 
 // writeDenyPolicies writes the deny policy of every environment the request
 // holds, Parallel at a time, and counts the matched environments whose deny
-// policy is in place, those that are gone, and the policies it wrote. It writes as the fence gate
-// does: only a missing policy, only into a namespace careplane made.
-func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace, gone int32, written int, err error) {
+// policy is in place and those deleted since. It writes as the fence gate
+// does (writeDenyPolicy): only a missing policy, only into a namespace
+// careplane made.
+func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace, gone int32, err error) {
 	var (
 		mu   sync.Mutex
 		errs []error
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, max(r.Parallel, 1))
 	)
-	count := func(ok, wrote bool, err error) {
+	count := func(ok bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if ok {
 			inPlace++
-		}
-		if wrote {
-			written++
 		}
 		if err != nil {
 			errs = append(errs, err)
@@ -187,32 +183,25 @@ func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1al
 			if apierrors.IsNotFound(err) {
 				gone++ // deleted since: it needs no deny policy
 			}
-			count(false, false, client.IgnoreNotFound(err))
+			count(false, client.IgnoreNotFound(err))
 			continue
 		}
-		pol := &networkingv1.NetworkPolicy{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, pol)
-		switch {
-		case err == nil:
-			count(true, false, nil)
-			continue
-		case !apierrors.IsNotFound(err):
-			count(false, false, err)
-			continue
-		case !fr.Holds(name):
-			count(false, false, nil) // its own spec's fence: the gate's to write
+		if !fr.Holds(name) {
+			// Its own spec's fence: the gate writes it. Counted if there.
+			err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName},
+				&networkingv1.NetworkPolicy{})
+			count(err == nil, client.IgnoreNotFound(err))
 			continue
 		}
 		fenceBy(env, fr)
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			ok, err := writeDenyPolicy(ctx, r.Client, env, r.Now())
-			count(ok, ok, err)
+			count(writeDenyPolicy(ctx, r.Client, env, r.Now()))
 		})
 	}
 	wg.Wait()
-	return inPlace, gone, written, errors.Join(errs...)
+	return inPlace, gone, errors.Join(errs...)
 }
 
 // stillHeld is the part of status.holding whose environments exist and do
@@ -293,33 +282,22 @@ func fenceBy(env *v1alpha1.HealthEnvironment, fr *v1alpha1.FenceRequest) {
 }
 
 // fenceRequestHolding returns the request that holds the fence of the
-// environment named name, the oldest if several do, or nil.
+// environment named name, the oldest if several do, or nil. It runs on every
+// reconcile of an environment whose spec does not say Fenced, and requests
+// stay after they complete, each with its list of environments: the cache's
+// objects are read in place, not copied, and never changed.
 func fenceRequestHolding(ctx context.Context, c client.Reader, name string) (*v1alpha1.FenceRequest, error) {
 	var list v1alpha1.FenceRequestList
-	if err := c.List(ctx, &list); err != nil {
+	if err := c.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, fmt.Errorf("listing FenceRequests: %w", err)
 	}
-	var held *v1alpha1.FenceRequest
-	for i := range list.Items {
-		fr := &list.Items[i]
-		if fr.Holds(name) && (held == nil || fr.CreationTimestamp.Before(&held.CreationTimestamp) ||
-			(fr.CreationTimestamp.Equal(&held.CreationTimestamp) && fr.Name < held.Name)) {
-			held = fr
-		}
-	}
-	return held, nil
-}
-
-// denyPoliciesInPlace says whether fr reports every deny policy written.
-func denyPoliciesInPlace(fr *v1alpha1.FenceRequest) bool {
-	c := findCondition(fr.Status.Conditions, v1alpha1.ConditionDenyPoliciesInPlace)
-	return c != nil && c.Status == metav1.ConditionTrue
+	return v1alpha1.HoldingRequest(list.Items, name), nil
 }
 
 // requestsHolding maps an environment to the requests that hold it.
 func (r *FenceRequestReconciler) requestsHolding(ctx context.Context, o client.Object) []reconcile.Request {
 	var list v1alpha1.FenceRequestList
-	if err := r.Client.List(ctx, &list); err != nil {
+	if err := r.Client.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "Listing FenceRequests", "environment", klog.KObj(o))
 		return nil
 	}

@@ -8,14 +8,17 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -324,4 +327,49 @@ func TestNoFenceIsLiftedBeforeTheLiveRequests(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFenceRequestCountsDeletedEnvironmentsAsDone: a matched environment
+// deleted before its deny policy needs none. Counted as missing, it kept
+// DenyPoliciesInPlace False for good, and with it the held steps of every
+// other environment of the request (up to MaxHold) and a re-read each second.
+func TestFenceRequestCountsDeletedEnvironmentsAsDone(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("kept")
+	env.UID = "uid-kept"
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}}
+	if err := controllerutil.SetControllerReference(env, ns, NewScheme()); err != nil {
+		t.Fatal(err)
+	}
+	matchedAt := metav1.Now()
+	fr := &v1alpha1.FenceRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "breach", Finalizers: []string{fenceRequestFinalizer}},
+		Spec:       v1alpha1.FenceRequestSpec{Reason: "supplier breach"},
+		Status: v1alpha1.FenceRequestStatus{MatchedAt: &matchedAt, Matched: 2, Environments: []string{"deleted", "kept"},
+			Holding: []string{"deleted", "kept"}, HoldingCount: 2},
+	}
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, ns, fr).WithStatusSubresource(fr).Build()
+	r := &FenceRequestReconciler{Client: c, Now: time.Now, Parallel: 4}
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !hasPolicy(ctx, c, ns.Name) {
+		t.Fatal("the deny policy of the environment that exists was not written")
+	}
+	got := &v1alpha1.FenceRequest{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(fr), got); err != nil {
+		t.Fatal(err)
+	}
+	if !got.DenyPoliciesInPlace() || got.Status.DenyPolicies != 1 || !slices.Equal(got.Status.Holding, []string{"kept"}) {
+		t.Errorf("status = denyPolicies %d, holding %v, %s: want 1, [kept], DenyPoliciesInPlace True",
+			got.Status.DenyPolicies, got.Status.Holding, requestCondition(got, v1alpha1.ConditionDenyPoliciesInPlace))
+	}
+	if res.RequeueAfter != 0 {
+		t.Errorf("requeued after %s: nothing is left to write", res.RequeueAfter)
+	}
+}
+
+func hasPolicy(ctx context.Context, c client.Client, ns string) bool {
+	return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{}) == nil
 }

@@ -155,7 +155,7 @@ func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alph
 		return 0
 	}
 	if heldBy != nil {
-		if denyPoliciesInPlace(heldBy) {
+		if heldBy.DenyPoliciesInPlace() {
 			return 0
 		}
 	} else if !ff.UnderWay(now) {

@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -173,6 +174,27 @@ func (r *FenceRequest) Holds(name string) bool {
 		}
 	}
 	return false
+}
+
+// HoldingRequest returns the request of requests that holds the fence of
+// the environment named name, or nil. When several do, the oldest (by
+// creation, then name) is the one careplane applies, and the one shown.
+func HoldingRequest(requests []FenceRequest, name string) *FenceRequest {
+	var held *FenceRequest
+	for i := range requests {
+		fr := &requests[i]
+		if fr.Holds(name) && (held == nil || fr.CreationTimestamp.Before(&held.CreationTimestamp) ||
+			(fr.CreationTimestamp.Equal(&held.CreationTimestamp) && fr.Name < held.Name)) {
+			held = fr
+		}
+	}
+	return held
+}
+
+// DenyPoliciesInPlace says whether the request reports every matched
+// environment's deny-all policy in place.
+func (r *FenceRequest) DenyPoliciesInPlace() bool {
+	return meta.IsStatusConditionTrue(r.Status.Conditions, ConditionDenyPoliciesInPlace)
 }
 
 // Isolation is the spec.isolation the request stands for.

@@ -169,9 +169,7 @@ func denyProgress(fr *v1alpha1.FenceRequest) denyWait {
 	// matchedAt, the environments and the conditions are one status write.
 	w.matched = fr.Status.MatchedAt != nil
 	w.none = w.matched && fr.Status.Matched == 0
-	if c := meta.FindStatusCondition(fr.Status.Conditions, v1alpha1.ConditionDenyPoliciesInPlace); c != nil {
-		w.inPlace = c.Status == metav1.ConditionTrue
-	}
+	w.inPlace = fr.DenyPoliciesInPlace()
 	return w
 }
 

@@ -59,20 +59,6 @@ func StatusRowOf(env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest)
 	return r
 }
 
-// holder returns the request holding the fence of the environment named
-// name, the oldest if several do (as careplane picks it), or nil.
-func holder(requests []v1alpha1.FenceRequest, name string) *v1alpha1.FenceRequest {
-	var held *v1alpha1.FenceRequest
-	for i := range requests {
-		fr := &requests[i]
-		if fr.Holds(name) && (held == nil || fr.CreationTimestamp.Before(&held.CreationTimestamp) ||
-			(fr.CreationTimestamp.Equal(&held.CreationTimestamp) && fr.Name < held.Name)) {
-			held = fr
-		}
-	}
-	return held
-}
-
 // lastIncident describes the open fence, or else the newest incident.
 func lastIncident(env *v1alpha1.HealthEnvironment) string {
 	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
@@ -133,7 +119,7 @@ func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment, requests []v1al
 		for _, fr := range requests {
 			holding[fr.Name] = holding[fr.Name] || fr.Holds(sorted[i].Name)
 		}
-		r := StatusRowOf(&sorted[i], holder(requests, sorted[i].Name))
+		r := StatusRowOf(&sorted[i], v1alpha1.HoldingRequest(requests, sorted[i].Name))
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Tenant, r.Mode, r.Active, r.Services, r.Ready, r.KnownGood, r.LastIncident)
 	}
 	if err := tw.Flush(); err != nil {
