@@ -5,7 +5,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/utils/ptr"
 
 	"github.com/careplane/careplane/api/v1alpha1"
 )
@@ -109,8 +108,8 @@ func AdminNetworkPolicy(env *v1alpha1.HealthEnvironment, namespace string, denyN
 //     standard channel before v0.1.7 have no networks peer and reject it.
 //
 // Pass and Deny mean the same in both APIs. The policy carries careplane's
-// labels and a controller owner reference to env, so garbage collection
-// removes it with the environment.
+// labels and no owner reference: garbage collection of a deleted
+// environment must not lift its fence. A restore deletes it.
 func AdminFencePolicy(gvk schema.GroupVersionKind, env *v1alpha1.HealthEnvironment, namespace string, denyNetworks bool) *unstructured.Unstructured {
 	var ingress []any
 	if f := env.Spec.Isolation.ForensicsFrom; f != nil {
@@ -148,14 +147,6 @@ func AdminFencePolicy(gvk schema.GroupVersionKind, env *v1alpha1.HealthEnvironme
 	u.SetGroupVersionKind(gvk)
 	u.SetName(AdminFencePolicyName(env))
 	u.SetLabels(Labels(env, siteLabelOfNamespace(env, namespace)))
-	u.SetOwnerReferences([]metav1.OwnerReference{{
-		APIVersion:         v1alpha1.GroupVersion.String(),
-		Kind:               "HealthEnvironment",
-		Name:               env.Name,
-		UID:                env.UID,
-		Controller:         ptr.To(true),
-		BlockOwnerDeletion: ptr.To(true),
-	}})
 	return u
 }
 

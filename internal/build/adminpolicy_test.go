@@ -69,8 +69,9 @@ func TestAdminFencePolicy(t *testing.T) {
 			if u.GetName() != "careplane-fence-wales-111" || u.GetNamespace() != "" {
 				t.Errorf("name = %q/%q, want the cluster-scoped careplane-fence-wales-111", u.GetNamespace(), u.GetName())
 			}
-			if !equalJSON(u.GetOwnerReferences(), wantOwner()) {
-				t.Errorf("ownerReferences = %s, want %s", mustJSON(u.GetOwnerReferences()), mustJSON(wantOwner()))
+			// No owner: deleting the environment must not lift its fence.
+			if refs := u.GetOwnerReferences(); len(refs) != 0 {
+				t.Errorf("ownerReferences = %s, want none", mustJSON(refs))
 			}
 			if !equalJSON(u.GetLabels(), stdLabels(SiteLabelPrimary, "")) {
 				t.Errorf("labels = %v, want %v", u.GetLabels(), stdLabels(SiteLabelPrimary, ""))

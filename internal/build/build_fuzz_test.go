@@ -194,12 +194,12 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 	fencedLabels := with(nsLabels, v1alpha1.LabelFenced, "true")
 	forensics := env.Spec.Isolation.ForensicsFrom.ToMeta()
 	for _, withForensics := range []bool{true, false} {
-		if res := verifyWith(t, ns, fencedLabels, forensics, pods, nil, FencePolicy(env, ns, withForensics, nil)); !res.Isolated {
+		if res := verifyWith(t, ns, fencedLabels, forensics, pods, nil, FencePolicy(env, ns, withForensics)); !res.Isolated {
 			t.Fatalf("%s: the fence (forensics exception %v) does not isolate\nforensicsFrom: %s\n%s",
 				ns, withForensics, mustJSON(env.Spec.Isolation.ForensicsFrom), netpol.Format(res))
 		}
 	}
-	fenced := verifyWith(t, ns, fencedLabels, forensics, pods, policies, FencePolicy(env, ns, true, nil))
+	fenced := verifyWith(t, ns, fencedLabels, forensics, pods, policies, FencePolicy(env, ns, true))
 	for _, fl := range fenced.Flows {
 		if slices.Contains(fl.Policies, FencePolicyName) || len(fl.Policies) == 0 {
 			t.Fatalf("%s: beside the site's policies, the fence is blamed for %+v", ns, fl)
@@ -239,8 +239,14 @@ func checkObjectMeta(t *testing.T, kind string, om metav1.ObjectMeta, namespaced
 	if errs := apivalidation.ValidateObjectMeta(&om, namespaced, name, field.NewPath("metadata")); len(errs) > 0 {
 		t.Fatalf("%s %s/%s: %v", kind, om.Namespace, om.Name, errs.ToAggregate())
 	}
-	if len(om.OwnerReferences) != 1 || om.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
-		t.Fatalf("%s %s/%s: owner references %v, labels %v", kind, om.Namespace, om.Name, om.OwnerReferences, om.Labels)
+	// The fence's objects and the evidence policy have no owner: garbage
+	// collection of a deleted environment must not lift an isolation.
+	owners := 1
+	if om.Name == FencePolicyName || om.Name == EvidencePolicyName || strings.HasPrefix(om.Name, FencePolicyName+"-") {
+		owners = 0
+	}
+	if len(om.OwnerReferences) != owners || om.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
+		t.Fatalf("%s %s/%s: owner references %v (want %d), labels %v", kind, om.Namespace, om.Name, om.OwnerReferences, owners, om.Labels)
 	}
 }
 
@@ -325,7 +331,7 @@ func buildAll(env *v1alpha1.HealthEnvironment, endpoints []Endpoint) []any {
 			continue
 		}
 		out = append(out, Namespace(env, ns, siteLabelOfNamespace(env, ns)), ResourceQuota(env, ns), LimitRange(env, ns),
-			FencePolicy(env, ns, true, nil), FenceQuota(env, ns), EvidencePolicy(env, ns))
+			FencePolicy(env, ns, true), FenceQuota(env, ns), EvidencePolicy(env, ns))
 	}
 	for _, site := range []v1alpha1.Site{v1alpha1.SitePrimary, v1alpha1.SiteStandby} {
 		ns := SiteNamespace(env, site)

@@ -14,9 +14,10 @@ import (
 
 // Names and annotations of the fence.
 const (
-	// FencePolicyName names the deny-all NetworkPolicy a fence writes first
-	// into the primary namespace. Its presence is what marks the site as
-	// fenced: only a completed restore removes it.
+	// FencePolicyName names the deny-all NetworkPolicy a fence writes into
+	// the primary namespace. Its name marks nothing: the fence is recorded
+	// on the namespace (package fence), and a policy of this name is
+	// written whole by every fence.
 	FencePolicyName = "careplane-fence"
 	// FenceQuotaName names the ResourceQuota a fence writes into the
 	// primary namespace with its deny policy: it admits no new pod.
@@ -24,12 +25,6 @@ const (
 	// EvidencePolicyName names the NetworkPolicy that keeps evidence pods
 	// isolated once the fence is lifted, until they are purged.
 	EvidencePolicyName = "careplane-evidence"
-	// AnnotationFenceID on the fence policy records when the fence began
-	// (RFC 3339); the fence's credential revocation is keyed by it.
-	AnnotationFenceID = "careplane.io/fence-id"
-	// AnnotationRestoreID on the fence policy records when the restore began
-	// (RFC 3339); the restore's credential rotation is keyed by it.
-	AnnotationRestoreID = "careplane.io/restore-id"
 	// LabelEvidenceService on an evidence pod names the service it ran.
 	LabelEvidenceService = "careplane.io/evidence-service"
 )
@@ -38,10 +33,8 @@ const (
 // pod of the namespace, for ingress and egress, and allows nothing but
 // ingress from the namespaces spec.isolation.forensicsFrom selects (none when
 // unset, or when withForensics is false), never from namespace itself.
-// annotations carry the fence and restore IDs.
-func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool, annotations map[string]string) *networkingv1ac.NetworkPolicyApplyConfiguration {
-	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics).
-		WithAnnotations(annotations)
+func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool) *networkingv1ac.NetworkPolicyApplyConfiguration {
+	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics)
 }
 
 // FenceQuota returns the ResourceQuota of a fenced namespace: no new pod is
@@ -51,11 +44,11 @@ func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensic
 // detaches as evidence, which the scale-down would only delete again, and
 // anything else starting a pod behind the fence. A namespace's quotas add
 // up: spec.quota's own ResourceQuota is left as it is, and a restore
-// deletes this one before the rebuilt pods are started.
+// deletes this one before the rebuilt pods are started. It has no owner:
+// garbage collection of a deleted environment must not take it.
 func FenceQuota(env *v1alpha1.HealthEnvironment, namespace string) *corev1ac.ResourceQuotaApplyConfiguration {
 	return corev1ac.ResourceQuota(FenceQuotaName, namespace).
 		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).
-		WithOwnerReferences(OwnerReference(env)).
 		WithSpec(corev1ac.ResourceQuotaSpec().WithHard(corev1.ResourceList{corev1.ResourcePods: resource.MustParse("0")}))
 }
 
@@ -81,9 +74,10 @@ func isolationPolicy(env *v1alpha1.HealthEnvironment, namespace, name string, po
 		spec.WithIngress(networkingv1ac.NetworkPolicyIngressRule().
 			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(forensics)))
 	}
+	// No owner: garbage collection of a deleted environment must not lift
+	// the isolation of its fence or its evidence.
 	return networkingv1ac.NetworkPolicy(name, namespace).
 		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).
-		WithOwnerReferences(OwnerReference(env)).
 		WithSpec(spec)
 }
 

@@ -43,10 +43,10 @@ func TestFencePoliciesIsolate(t *testing.T) {
 		pods     []netpol.Pod
 		isolated bool
 	}{
-		{"the fence alone isolates every pod", typed(FencePolicy(env, ns, true, nil)), []netpol.Pod{running, evidence}, true},
-		{"the fence without the forensics exception isolates too", typed(FencePolicy(env, ns, false, nil)), []netpol.Pod{running}, true},
+		{"the fence alone isolates every pod", typed(FencePolicy(env, ns, true)), []netpol.Pod{running, evidence}, true},
+		{"the fence without the forensics exception isolates too", typed(FencePolicy(env, ns, false)), []netpol.Pod{running}, true},
 		{"the normal policies leave running pods reachable (the check has teeth)", typed(normal()...), []netpol.Pod{running}, false},
-		{"the fence plus a leftover allow breaches", typed(append(normal(), FencePolicy(env, ns, true, nil))...), []netpol.Pod{running}, false},
+		{"the fence plus a leftover allow breaches", typed(append(normal(), FencePolicy(env, ns, true))...), []netpol.Pod{running}, false},
 		{"after a restore, evidence stays isolated among the allows", typed(append(normal(), EvidencePolicy(env, ns))...), []netpol.Pod{evidence}, true},
 		{"no allow selects evidence pods, so default-deny alone keeps them isolated", typed(normal()...), []netpol.Pod{evidence}, true},
 	}
@@ -68,8 +68,8 @@ func TestFencePoliciesIsolate(t *testing.T) {
 
 func TestFencePolicyShape(t *testing.T) {
 	env := env111()
-	p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, "wales-111-primary", true, map[string]string{AnnotationFenceID: "2026-11-21T06:00:00Z"}))
-	if p.Name != FencePolicyName || p.Annotations[AnnotationFenceID] != "2026-11-21T06:00:00Z" {
+	p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, "wales-111-primary", true))
+	if p.Name != FencePolicyName || len(p.Annotations) != 0 {
 		t.Errorf("name %s annotations %v", p.Name, p.Annotations)
 	}
 	if len(p.Spec.PodSelector.MatchLabels)+len(p.Spec.PodSelector.MatchExpressions) != 0 {
@@ -78,8 +78,9 @@ func TestFencePolicyShape(t *testing.T) {
 	if len(p.Spec.PolicyTypes) != 2 || len(p.Spec.Egress) != 0 {
 		t.Errorf("policy types %v, egress %v: want Ingress and Egress, no egress rule", p.Spec.PolicyTypes, p.Spec.Egress)
 	}
-	if len(p.OwnerReferences) != 1 || p.Labels[v1alpha1.LabelSite] != SiteLabelPrimary {
-		t.Errorf("owner %v labels %v", p.OwnerReferences, p.Labels)
+	// No owner: deleting the environment must not garbage-collect the fence.
+	if len(p.OwnerReferences) != 0 || p.Labels[v1alpha1.LabelSite] != SiteLabelPrimary {
+		t.Errorf("owner %v labels %v: want no owner", p.OwnerReferences, p.Labels)
 	}
 }
 
@@ -97,7 +98,7 @@ func TestFenceExcludesTheFencedNamespaceFromForensics(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			env := env111()
 			env.Spec.Isolation.ForensicsFrom = forensics
-			p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, ns, true, nil))
+			p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, ns, true))
 			res, err := netpol.VerifyFence(netpol.FenceInput{Namespace: ns, NamespaceLabels: nsLabels, Pods: []netpol.Pod{pod},
 				Policies: []networkingv1.NetworkPolicy{*p}, Forensics: forensics.ToMeta()})
 			if err != nil {

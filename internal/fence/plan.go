@@ -1,0 +1,275 @@
+package fence
+
+import (
+	"cmp"
+	"slices"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// Verb is what an Action does to its object.
+type Verb string
+
+// The verbs of a fence plan.
+const (
+	// VerbRecord writes the fence's record (label and annotations) on the
+	// primary Namespace.
+	VerbRecord Verb = "record"
+	// VerbWriteWhole creates the object or replaces every field of it.
+	VerbWriteWhole Verb = "write-whole"
+	// VerbApplyAdmin writes the admin-tier deny, where the cluster serves it.
+	VerbApplyAdmin Verb = "apply"
+	// VerbDelete deletes the object (on the precondition of its UID).
+	VerbDelete Verb = "delete"
+	// VerbRecreate deletes the object and creates careplane's own anew.
+	VerbRecreate Verb = "recreate"
+	// VerbPreserve labels a pod as evidence and detaches it from its
+	// owners, so that it keeps running, isolated.
+	VerbPreserve Verb = "preserve"
+	// VerbKeep leaves an object as it is (it is evidence already).
+	VerbKeep Verb = "keep"
+	// VerbScale scales careplane's Deployment to zero.
+	VerbScale Verb = "scale-to-0"
+	// VerbDrain empties the front EndpointSlice (or points it at the standby).
+	VerbDrain Verb = "empty"
+)
+
+// Action is one write of a fence.
+type Action struct {
+	// Step is the fence step, 1 to 5 (see the package doc).
+	Step int
+	Verb Verb
+	// Kind of the object, e.g. NetworkPolicy.
+	Kind string
+	// Namespace of the object; empty for cluster-scoped objects.
+	Namespace string
+	Name      string
+	// UID is the object's UID as observed: a delete is made on this
+	// precondition, so an object re-created since is not deleted unseen.
+	UID types.UID
+	// Note says why, or what else happens.
+	Note string
+}
+
+// Plan is every write of one environment's fence, by step.
+type Plan struct {
+	// Environment is the HealthEnvironment's name.
+	Environment string
+	// Record is the record the fence writes on the primary Namespace.
+	Record Record
+	// Actions are the writes, in step order.
+	Actions []Action
+}
+
+// Step returns the actions of step n.
+func (p Plan) Step(n int) []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Step == n {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// Object is what the plan reads of an object of the primary namespace: its
+// metadata (for policies, the name is all that counts).
+type Object = metav1.ObjectMeta
+
+// Observed is what the cluster holds for one environment's fence: every
+// object of the kinds below in the primary namespace, whoever made it, read
+// from the API server rather than a cache of careplane's own objects.
+type Observed struct {
+	// Env is the environment, with the isolation the fence carries out.
+	Env *v1alpha1.HealthEnvironment
+	// Isolation is the isolation in force: the spec's, or the FenceRequest's
+	// before the hand-over.
+	Isolation v1alpha1.Isolation
+	// Record is the record this fence writes: its ID (kept from the record
+	// in place, or new) and source.
+	Record Record
+	// CredentialsRevision keys the ServiceAccounts careplane recreates:
+	// one recreated under it already is left as it is. Empty means the
+	// fence's ID; a restore passes its own.
+	CredentialsRevision string
+	// Policies, ServiceAccounts, Secrets and Pods of the primary namespace.
+	Policies, ServiceAccounts, Secrets, Pods []Object
+	// Deployments are careplane's Deployments of the primary namespace.
+	Deployments []Object
+	// FrontSlices are the EndpointSlices of the front namespace.
+	FrontSlices []Object
+	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
+	AdminPolicyKind string
+}
+
+// PlanFence lists the writes of o's fence in the order they are made. Every
+// step is idempotent: what an earlier pass of the same fence did (a
+// ServiceAccount recreated for this fence ID, a pod already evidence) is
+// not done again.
+func PlanFence(o Observed) Plan {
+	env := o.Env
+	names := build.NamespaceNames(env)
+	ns := names.Primary
+	p := Plan{Environment: env.Name, Record: o.Record}
+	add := func(a Action) { p.Actions = append(p.Actions, a) }
+
+	// (1) Close the window.
+	add(Action{Step: 1, Verb: VerbRecord, Kind: "Namespace", Name: ns,
+		Note: "label " + v1alpha1.LabelFenced + "=true (freezes the namespace) and record fence " + o.Record.ID + " from " + o.Record.Source})
+	note := "deny all ingress and egress of every pod"
+	if o.Isolation.ForensicsFrom != nil {
+		note += ", except ingress from the forensicsFrom namespaces"
+	}
+	add(Action{Step: 1, Verb: VerbWriteWhole, Kind: "NetworkPolicy", Namespace: ns, Name: build.FencePolicyName, Note: note})
+	add(Action{Step: 1, Verb: VerbWriteWhole, Kind: "ResourceQuota", Namespace: ns, Name: build.FenceQuotaName,
+		Note: "pods: 0: no new pod starts behind the fence"})
+	if o.AdminPolicyKind != "" {
+		add(Action{Step: 1, Verb: VerbApplyAdmin, Kind: o.AdminPolicyKind, Name: build.AdminFencePolicyName(env),
+			Note: "admin-tier deny; no namespace policy can widen it"})
+	}
+
+	// (2) Every other policy: allows add up.
+	for _, pol := range sorted(o.Policies) {
+		if pol.Name == build.FencePolicyName || pol.DeletionTimestamp != nil {
+			continue
+		}
+		n := "allows add up: it could breach the fence"
+		if !ours(env, &pol) {
+			n = "not careplane's; " + n
+		}
+		add(Action{Step: 2, Verb: VerbDelete, Kind: "NetworkPolicy", Namespace: ns, Name: pol.Name, UID: pol.UID, Note: n})
+	}
+
+	// (3) Credentials: every ServiceAccount of the namespace.
+	recreate := map[string]bool{"default": true}
+	for _, svc := range env.Spec.Services {
+		recreate[svc.Name] = true
+	}
+	rev := cmp.Or(o.CredentialsRevision, o.Record.ID)
+	seen := map[string]bool{}
+	for _, sa := range sorted(o.ServiceAccounts) {
+		seen[sa.Name] = true
+		switch {
+		case sa.DeletionTimestamp != nil:
+		case recreate[sa.Name] && sa.Annotations[build.AnnotationCredentialsRevision] == rev:
+			// Recreated under this revision already.
+		case recreate[sa.Name]:
+			add(Action{Step: 3, Verb: VerbRecreate, Kind: "ServiceAccount", Namespace: ns, Name: sa.Name, UID: sa.UID,
+				Note: "new UID: tokens bound to the old one stop working"})
+		default:
+			add(Action{Step: 3, Verb: VerbDelete, Kind: "ServiceAccount", Namespace: ns, Name: sa.Name, UID: sa.UID,
+				Note: "not careplane's: deleted, its tokens stop working"})
+		}
+	}
+	for _, name := range slices.Sorted(mapsKeys(recreate)) {
+		if !seen[name] {
+			add(Action{Step: 3, Verb: VerbRecreate, Kind: "ServiceAccount", Namespace: ns, Name: name, Note: "does not exist yet; created"})
+		}
+	}
+	generated := map[string]bool{}
+	for _, svc := range env.Spec.Services {
+		for _, g := range svc.GeneratedSecrets {
+			generated[build.GeneratedSecretName(svc.Name, g)] = true
+		}
+	}
+	for _, sec := range sorted(o.Secrets) {
+		if generated[sec.Name] && sec.DeletionTimestamp == nil {
+			add(Action{Step: 3, Verb: VerbDelete, Kind: "Secret", Namespace: ns, Name: sec.Name, UID: sec.UID, Note: "generated credential invalidated"})
+		}
+	}
+
+	// (4) Workloads. The quota of step 1 admits no new pod, so every pod
+	// not being deleted ran before the fence.
+	preserve := o.Isolation.Workloads != v1alpha1.WorkloadsStop
+	ticket := EvidenceTicket(o.Isolation)
+	for _, pod := range sorted(o.Pods) {
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		careplanes := ours(env, &pod) && pod.Labels[v1alpha1.LabelService] != ""
+		switch {
+		case pod.Labels[v1alpha1.LabelEvidence] != "":
+			add(Action{Step: 4, Verb: VerbKeep, Kind: "Pod", Namespace: ns, Name: pod.Name,
+				Note: "already evidence (" + v1alpha1.LabelEvidence + "=" + pod.Labels[v1alpha1.LabelEvidence] + "); stays isolated"})
+		case preserve:
+			n := "detached from its owners, labelled " + v1alpha1.LabelEvidence + "=" + ticket + ", kept running isolated"
+			if !careplanes {
+				n = "not careplane's; " + n
+			}
+			add(Action{Step: 4, Verb: VerbPreserve, Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID, Note: n})
+		case careplanes:
+			add(Action{Step: 4, Verb: VerbKeep, Kind: "Pod", Namespace: ns, Name: pod.Name, Note: "not preserved (workloads: Stop); deleted by the scale-down"})
+		default:
+			add(Action{Step: 4, Verb: VerbDelete, Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID, Note: "not careplane's; not preserved (workloads: Stop)"})
+		}
+	}
+	deps := map[string]bool{}
+	for _, d := range o.Deployments {
+		deps[d.Name] = true
+	}
+	for _, svc := range sortedServices(env.Spec.Services) {
+		n := "replicas 0"
+		if !deps[svc.Name] {
+			n = "does not exist yet; created with replicas 0"
+		}
+		add(Action{Step: 4, Verb: VerbScale, Kind: "Deployment", Namespace: ns, Name: svc.Name, Note: n})
+	}
+
+	// (5) Traffic.
+	slicesIn := map[string]bool{}
+	for _, es := range o.FrontSlices {
+		slicesIn[es.Name] = true
+	}
+	for _, svc := range sortedServices(env.Spec.Services) {
+		n := "stops sending to the primary"
+		if build.HasStandby(env) && svc.Critical && env.Spec.Failover.Trigger != v1alpha1.TriggerManual {
+			n += "; switches to the standby"
+		}
+		name := build.FrontEndpointSliceName(svc.Name)
+		if o.FrontSlices != nil && !slicesIn[name] {
+			n += " (does not exist yet)"
+		}
+		add(Action{Step: 5, Verb: VerbDrain, Kind: "EndpointSlice", Namespace: names.Front, Name: name, Note: n})
+	}
+	return p
+}
+
+// EvidenceTicket is the value of the evidence label a fence puts on the pods
+// it preserves: the ticket, or "fenced" without one.
+func EvidenceTicket(iso v1alpha1.Isolation) string {
+	if iso.Ticket == "" {
+		return "fenced"
+	}
+	return iso.Ticket
+}
+
+// ours says o carries env's labels. Labels are not proof of anything (a
+// tenant can set them); the plan uses them only to say so in a note, and
+// for careplane's pods, which the scale-down stops.
+func ours(env *v1alpha1.HealthEnvironment, o *Object) bool {
+	return o.Labels[v1alpha1.LabelEnvironment] == env.Name
+}
+
+func sorted(items []Object) []Object {
+	out := slices.Clone(items)
+	slices.SortFunc(out, func(a, b Object) int { return cmp.Compare(a.Name, b.Name) })
+	return out
+}
+
+func sortedServices(services []v1alpha1.Service) []v1alpha1.Service {
+	return slices.SortedFunc(slices.Values(services), func(a, b v1alpha1.Service) int { return cmp.Compare(a.Name, b.Name) })
+}
+
+func mapsKeys(m map[string]bool) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}

@@ -1,0 +1,129 @@
+package fence
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// TestPlanLeavesNothingOpen: over random namespaces (careplane's objects and
+// the tenant's, some already handled by an earlier pass of the same fence),
+// the plan closes the window first, in order, and leaves nothing behind that
+// could reopen it: no policy but the deny policy, no ServiceAccount not
+// recreated under this fence, no running pod that is neither evidence nor
+// stopped.
+func TestPlanLeavesNothingOpen(t *testing.T) {
+	const id = "2030-01-01T00:00:00Z"
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 500 {
+		env := fencedEnv()
+		env.Spec.Services = []v1alpha1.Service{{Name: "call-handling", Replicas: ptr.To[int32](2), GeneratedSecrets: []string{"db"}}, {Name: "referral"}}
+		if r.IntN(2) == 0 {
+			env.Spec.Isolation.Workloads = v1alpha1.WorkloadsStop
+		}
+		o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec}}
+		meta := func(name string, own bool) Object {
+			m := Object{Name: name, UID: types.UID("uid-" + name), Labels: map[string]string{}, Annotations: map[string]string{}}
+			if own {
+				m.Labels[v1alpha1.LabelEnvironment] = env.Name
+			}
+			if r.IntN(5) == 0 {
+				m.DeletionTimestamp = &metav1.Time{}
+			}
+			return m
+		}
+		for j := range r.IntN(5) {
+			o.Policies = append(o.Policies, meta(fmt.Sprintf("pol-%d", j), r.IntN(2) == 0))
+		}
+		if r.IntN(2) == 0 {
+			o.Policies = append(o.Policies, meta(build.FencePolicyName, r.IntN(2) == 0))
+		}
+		for _, name := range []string{"call-handling", "referral", "default", "backdoor", "ci"} {
+			if r.IntN(3) == 0 {
+				continue
+			}
+			sa := meta(name, name != "backdoor" && name != "ci")
+			if r.IntN(3) == 0 {
+				sa.Annotations[build.AnnotationCredentialsRevision] = id
+			}
+			o.ServiceAccounts = append(o.ServiceAccounts, sa)
+		}
+		for j := range r.IntN(6) {
+			p := meta(fmt.Sprintf("pod-%d", j), r.IntN(2) == 0)
+			if p.Labels[v1alpha1.LabelEnvironment] != "" && r.IntN(2) == 0 {
+				p.Labels[v1alpha1.LabelService] = "call-handling"
+			}
+			if r.IntN(4) == 0 {
+				p.Labels[v1alpha1.LabelEvidence] = "INC-0"
+			}
+			o.Pods = append(o.Pods, p)
+		}
+		p := PlanFence(o)
+		t.Run(fmt.Sprint(i), func(t *testing.T) { checkPlan(t, o, p) })
+	}
+}
+
+func checkPlan(t *testing.T, o Observed, p Plan) {
+	t.Helper()
+	if len(p.Actions) < 3 || p.Actions[0].Verb != VerbRecord || p.Actions[1].Name != build.FencePolicyName ||
+		p.Actions[1].Verb != VerbWriteWhole || p.Actions[2].Kind != "ResourceQuota" || p.Actions[2].Verb != VerbWriteWhole {
+		t.Fatalf("the plan does not close the window first: %+v", p.Actions[:min(3, len(p.Actions))])
+	}
+	for i := 1; i < len(p.Actions); i++ {
+		if p.Actions[i].Step < p.Actions[i-1].Step {
+			t.Fatalf("steps out of order: %+v before %+v", p.Actions[i-1], p.Actions[i])
+		}
+	}
+	acted := map[string]Verb{}
+	for _, a := range p.Actions {
+		acted[a.Kind+"/"+a.Name] = a.Verb
+	}
+	for _, pol := range o.Policies {
+		if pol.Name != build.FencePolicyName && pol.DeletionTimestamp == nil && acted["NetworkPolicy/"+pol.Name] != VerbDelete {
+			t.Errorf("policy %s stays beside the fence", pol.Name)
+		}
+	}
+	for _, sa := range o.ServiceAccounts {
+		done := sa.Annotations[build.AnnotationCredentialsRevision] == o.Record.ID &&
+			(sa.Name == "default" || sa.Name == "call-handling" || sa.Name == "referral")
+		v := acted["ServiceAccount/"+sa.Name]
+		if sa.DeletionTimestamp == nil && !done && v != VerbDelete && v != VerbRecreate {
+			t.Errorf("service account %s keeps its tokens", sa.Name)
+		}
+		if done && v != "" {
+			t.Errorf("service account %s, recreated under this fence already, is %s again", sa.Name, v)
+		}
+	}
+	for _, pod := range o.Pods {
+		if pod.DeletionTimestamp != nil {
+			continue
+		}
+		v := acted["Pod/"+pod.Name]
+		switch {
+		case pod.Labels[v1alpha1.LabelEvidence] != "":
+			if v != VerbKeep {
+				t.Errorf("evidence pod %s is %s", pod.Name, v)
+			}
+		case o.Isolation.Workloads != v1alpha1.WorkloadsStop:
+			if v != VerbPreserve {
+				t.Errorf("pod %s is %q, not preserved as evidence", pod.Name, v)
+			}
+		case pod.Labels[v1alpha1.LabelService] == "":
+			if v != VerbDelete {
+				t.Errorf("pod %s careplane does not scale down is %q, not stopped", pod.Name, v)
+			}
+		}
+	}
+	for _, svc := range o.Env.Spec.Services {
+		if acted["Deployment/"+svc.Name] != VerbScale {
+			t.Errorf("deployment %s not scaled to zero", svc.Name)
+		}
+	}
+}
