@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 func testEnv(mutate func(*v1alpha1.HealthEnvironment)) *v1alpha1.HealthEnvironment {
@@ -62,6 +63,7 @@ func clusterState(env *v1alpha1.HealthEnvironment) FenceState {
 		},
 		ServiceAccounts: []corev1.ServiceAccount{
 			{ObjectMeta: objMeta(ns, "call-handling", own...)}, {ObjectMeta: objMeta(ns, "referral", own...)}, {ObjectMeta: objMeta(ns, "default")},
+			{ObjectMeta: objMeta(ns, "tenant-ci")}, {ObjectMeta: objMeta(other, "default")},
 		},
 		Secrets: []corev1.Secret{
 			{ObjectMeta: objMeta(ns, "call-handling.db-password", own...)}, {ObjectMeta: objMeta(ns, "referral.cad-key", own...)},
@@ -71,6 +73,7 @@ func clusterState(env *v1alpha1.HealthEnvironment) FenceState {
 			pod("referral-7d9-x1", "referral"),
 			pod("call-handling-5c-a", "call-handling"),
 			pod("call-handling-5c-b", "call-handling"),
+			{ObjectMeta: objMeta(ns, "tenant-miner")},
 			{ObjectMeta: objMeta(other, "call-handling-zz", v1alpha1.LabelEnvironment, "scotland-111", v1alpha1.LabelService, "call-handling")},
 		},
 		Deployments: []appsv1.Deployment{{ObjectMeta: objMeta(ns, "call-handling")}, {ObjectMeta: objMeta(ns, "referral")}},
@@ -89,7 +92,7 @@ func planLines(p Plan) []string {
 		if a.Namespace != "" {
 			name = a.Namespace + "/" + a.Name
 		}
-		out = append(out, strings.Join([]string{string(rune('0' + a.Step)), a.Verb, a.Kind, name}, " "))
+		out = append(out, strings.Join([]string{string(rune('0' + a.Step)), string(a.Verb), a.Kind, name}, " "))
 	}
 	return out
 }
@@ -104,20 +107,23 @@ func TestPlanFence(t *testing.T) {
 		name:  "a Ready environment, preserving evidence",
 		state: func() FenceState { return clusterState(testEnv(nil)) },
 		want: []string{
-			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
-			"1 apply Namespace wales-111-primary",
+			"1 record Namespace wales-111-primary",
+			"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
+			"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
 			"2 delete NetworkPolicy wales-111-primary/allow-dns",
 			"2 delete NetworkPolicy wales-111-primary/default-deny",
 			"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
 			"2 delete NetworkPolicy wales-111-primary/svc-referral",
 			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/default",
 			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 delete ServiceAccount wales-111-primary/tenant-ci",
 			"3 delete Secret wales-111-primary/call-handling.db-password",
 			"3 delete Secret wales-111-primary/referral.cad-key",
-			"4 apply ResourceQuota wales-111-primary/careplane-fence",
 			"4 preserve Pod wales-111-primary/call-handling-5c-a",
 			"4 preserve Pod wales-111-primary/call-handling-5c-b",
 			"4 preserve Pod wales-111-primary/referral-7d9-x1",
+			"4 preserve Pod wales-111-primary/tenant-miner",
 			"4 scale-to-0 Deployment wales-111-primary/call-handling",
 			"4 scale-to-0 Deployment wales-111-primary/referral",
 			"5 empty EndpointSlice wales-111/call-handling-careplane",
@@ -127,6 +133,8 @@ func TestPlanFence(t *testing.T) {
 			"careplane-fence":    "except ingress from the forensicsFrom namespaces",
 			"legacy-allow-all":   "not careplane's",
 			"call-handling-5c-a": "careplane.io/evidence=INC-2041",
+			"tenant-miner":       "not careplane's",
+			"tenant-ci":          "not careplane's",
 		},
 	}, {
 		name: "--stop, no ticket, no forensics, an admin tier, a standby and a policy already gone",
@@ -145,19 +153,22 @@ func TestPlanFence(t *testing.T) {
 			return s
 		},
 		want: []string{
-			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
-			"1 apply Namespace wales-111-primary",
+			"1 record Namespace wales-111-primary",
+			"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
+			"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
 			"1 apply ClusterNetworkPolicy careplane-fence-wales-111",
 			"2 delete NetworkPolicy wales-111-primary/allow-dns",
 			"2 delete NetworkPolicy wales-111-primary/default-deny",
 			"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
 			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/default",
 			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 delete ServiceAccount wales-111-primary/tenant-ci",
 			"3 delete Secret wales-111-primary/referral.cad-key",
-			"4 apply ResourceQuota wales-111-primary/careplane-fence",
-			"4 delete Pod wales-111-primary/call-handling-5c-a",
-			"4 delete Pod wales-111-primary/call-handling-5c-b",
-			"4 delete Pod wales-111-primary/referral-7d9-x1",
+			"4 keep Pod wales-111-primary/call-handling-5c-a",
+			"4 keep Pod wales-111-primary/call-handling-5c-b",
+			"4 keep Pod wales-111-primary/referral-7d9-x1",
+			"4 delete Pod wales-111-primary/tenant-miner",
 			"4 scale-to-0 Deployment wales-111-primary/call-handling",
 			"4 scale-to-0 Deployment wales-111-primary/referral",
 			"5 empty EndpointSlice wales-111/call-handling-careplane",
@@ -167,6 +178,7 @@ func TestPlanFence(t *testing.T) {
 			"careplane-fence":         "deny all ingress and egress of every pod",
 			"call-handling-careplane": "switches to the standby",
 			"call-handling-5c-a":      "workloads: Stop",
+			"tenant-miner":            "not careplane's; not preserved (workloads: Stop)",
 		},
 	}, {
 		name: "an environment not provisioned yet, with evidence from an earlier fence",
@@ -177,12 +189,13 @@ func TestPlanFence(t *testing.T) {
 			return s
 		},
 		want: []string{
-			"1 apply NetworkPolicy wales-111-primary/careplane-fence",
-			"1 apply Namespace wales-111-primary",
+			"1 record Namespace wales-111-primary",
+			"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
+			"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
 			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/default",
 			"3 recreate ServiceAccount wales-111-primary/referral",
-			"4 apply ResourceQuota wales-111-primary/careplane-fence",
-			"4 preserve Pod wales-111-primary/call-handling-old",
+			"4 keep Pod wales-111-primary/call-handling-old",
 			"4 scale-to-0 Deployment wales-111-primary/call-handling",
 			"4 scale-to-0 Deployment wales-111-primary/referral",
 			"5 empty EndpointSlice wales-111/call-handling-careplane",
@@ -219,18 +232,18 @@ func TestPlanFence(t *testing.T) {
 }
 
 func TestWritePlan(t *testing.T) {
-	p := Plan{Environment: "wales-111", Actions: []Action{
-		{Step: 1, Verb: VerbApply, Kind: "NetworkPolicy", Namespace: "wales-111-primary", Name: "careplane-fence", Note: "deny all"},
-		{Step: 1, Verb: VerbApply, Kind: "ClusterNetworkPolicy", Name: "careplane-fence-wales-111", Note: "admin tier"},
+	p := Plan{Environment: "wales-111", Actions: []fence.Action{
+		{Step: 1, Verb: fence.VerbWriteWhole, Kind: "NetworkPolicy", Namespace: "wales-111-primary", Name: "careplane-fence", Note: "deny all"},
+		{Step: 1, Verb: fence.VerbApplyAdmin, Kind: "ClusterNetworkPolicy", Name: "careplane-fence-wales-111", Note: "admin tier"},
 	}}
 	var b strings.Builder
 	if err := WritePlan(&b, p); err != nil {
 		t.Fatal(err)
 	}
 	want := `Fence plan for HealthEnvironment wales-111 (2 writes; nothing was changed):
-STEP  ACTION  KIND                  NAMESPACE          NAME                       NOTE
-1     apply   NetworkPolicy         wales-111-primary  careplane-fence            deny all
-1     apply   ClusterNetworkPolicy  -                  careplane-fence-wales-111  admin tier
+STEP  ACTION       KIND                  NAMESPACE          NAME                       NOTE
+1     write-whole  NetworkPolicy         wales-111-primary  careplane-fence            deny all
+1     apply        ClusterNetworkPolicy  -                  careplane-fence-wales-111  admin tier
 `
 	if b.String() != want {
 		t.Errorf("WritePlan:\n%s\nwant:\n%s", b.String(), want)
