@@ -142,8 +142,10 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 	if d.Failover {
 		trigger := s.now
 		switch {
-		case fenced && !s.fence.created.IsZero():
-			trigger = s.fence.created
+		case fenced && s.record.Present():
+			if began, ok := s.record.Began(); ok {
+				trigger = began
+			}
 		case d.Reason == failover.ReasonPrimaryUnavailable && st.PrimaryDownSince != nil:
 			trigger = st.PrimaryDownSince.Add(unavailableAfter)
 		}

@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"testing"
 	"time"
 
@@ -22,6 +21,8 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/netpol"
 )
 
 // setDeploymentsReady plays the controller manager for the Deployments of
@@ -131,35 +132,48 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	}
 }
 
-// TestReadFenceDoesNotTrustAStaleCacheDuringARestore: a fence policy the
-// cache still holds after the restore deleted it (the informer has not seen
-// the deletion) must not start the restore again; while the environment is
-// fenced, the cache is trusted.
-func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
+// recordedNamespace is env's primary namespace, made by careplane for env,
+// carrying fence record rec.
+func recordedNamespace(env *v1alpha1.HealthEnvironment, rec fence.Record) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{
+		Name: env.Name + build.PrimarySuffix, Labels: rec.Labels(), Annotations: rec.Annotations(),
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("HealthEnvironment"))},
+	}}
+}
+
+// TestReadRecordDoesNotTrustAStaleCache: a fence record the cache still
+// holds after the restore cleared it (the informer has not seen the change)
+// must not start the restore again; a cache that lost sight of a record in
+// place is not believed either; while the environment is fenced, a record
+// in the cache is trusted. A record on a namespace careplane made for
+// another environment of the same name (deleted and re-created) is none of
+// this one's.
+func TestReadRecordDoesNotTrustAStaleCache(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("stale-fence")
-	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
-		Namespace: "stale-fence-primary", Name: build.FencePolicyName,
-		Annotations: map[string]string{build.AnnotationFenceID: "f1", build.AnnotationRestoreID: "r1"}}}
-	withPolicy := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(pol.DeepCopy()).Build()
-	without := fake.NewClientBuilder().WithScheme(NewScheme()).Build()
+	env.UID = "uid-stale-fence"
+	rec := fence.Record{ID: "2030-01-01T00:00:00Z", Source: fence.SourceSpec, RestoreID: "2030-01-02T00:00:00Z"}
+	withRecord := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(env, rec)).Build()
+	without := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(env, fence.Record{})).Build()
+	older := env.DeepCopy()
+	older.UID = "uid-of-an-earlier-stale-fence"
+	othersRecord := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(older, rec)).Build()
 
 	for _, tc := range []struct {
-		name          string
-		mode          v1alpha1.IsolationMode
-		statusFenced  bool // status.isolation still describes a fence
-		cache, live   client.Client
-		wantPresent   bool
-		wantRestoreID string
+		name         string
+		mode         v1alpha1.IsolationMode
+		statusFenced bool // status.isolation still describes a fence
+		cache, live  client.Client
+		want         fence.Record
 	}{
-		{"restore finished, cache stale", v1alpha1.IsolationNone, true, withPolicy, without, false, ""},
-		{"restore under way", v1alpha1.IsolationNone, true, withPolicy, withPolicy, true, "r1"},
-		{"fenced: the cache is trusted", v1alpha1.IsolationFenced, true, withPolicy, without, true, "r1"},
-		{"never fenced", v1alpha1.IsolationNone, false, without, withPolicy, false, ""},
-		// A cache that lost sight of a fence in place is not believed.
-		{"restore under way, cache lagging", v1alpha1.IsolationNone, true, without, withPolicy, true, "r1"},
-		{"fenced, cache lagging", v1alpha1.IsolationFenced, true, without, withPolicy, true, "r1"},
-		{"restore finished, status written", v1alpha1.IsolationNone, true, without, without, false, ""},
+		{"restore finished, cache stale", v1alpha1.IsolationNone, true, withRecord, without, fence.Record{}},
+		{"restore under way", v1alpha1.IsolationNone, true, withRecord, withRecord, rec},
+		{"fenced: the cache is trusted", v1alpha1.IsolationFenced, true, withRecord, without, rec},
+		{"never fenced", v1alpha1.IsolationNone, false, without, withRecord, fence.Record{}},
+		{"restore under way, cache lagging", v1alpha1.IsolationNone, true, without, withRecord, rec},
+		{"fenced, cache lagging", v1alpha1.IsolationFenced, true, without, withRecord, rec},
+		{"restore finished, status written", v1alpha1.IsolationNone, true, without, without, fence.Record{}},
+		{"re-created environment, the earlier one's fence", v1alpha1.IsolationNone, true, othersRecord, othersRecord, fence.Record{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := env.DeepCopy()
@@ -168,12 +182,12 @@ func TestReadFenceDoesNotTrustAStaleCacheDuringARestore(t *testing.T) {
 				e.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-1"}
 			}
 			r := &HealthEnvironmentReconciler{Client: tc.cache, APIReader: tc.live}
-			f, err := r.readFence(ctx, newScope(e, time.Now()))
+			got, err := r.readRecord(ctx, newScope(e, time.Now()))
 			if err != nil {
 				t.Fatal(err)
 			}
-			if f.present != tc.wantPresent || f.restoreID != tc.wantRestoreID {
-				t.Errorf("readFence = present %t, restore %q; want %t, %q", f.present, f.restoreID, tc.wantPresent, tc.wantRestoreID)
+			if got != tc.want {
+				t.Errorf("readRecord = %+v; want %+v", got, tc.want)
 			}
 		})
 	}
@@ -192,10 +206,9 @@ func TestUnreadableFenceWritesNoStatus(t *testing.T) {
 	env.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-1", Reason: "breach", FencedAt: &fencedAt}
 	env.Status.Conditions = []metav1.Condition{{Type: v1alpha1.ConditionFenced, Status: metav1.ConditionTrue,
 		Reason: v1alpha1.ReasonFenceComplete, Message: "fenced", LastTransitionTime: fencedAt}}
-	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
-		Namespace: "unreadable-fence-primary", Name: build.FencePolicyName,
-		Annotations: map[string]string{build.AnnotationFenceID: "f1", build.AnnotationRestoreID: "r1"}}}
-	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, pol).WithStatusSubresource(env).Build()
+	env.UID = "uid-unreadable-fence"
+	ns := recordedNamespace(env, fence.Record{ID: "2030-01-01T00:00:00Z", Source: fence.SourceSpec, RestoreID: "2030-01-02T00:00:00Z"})
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, ns).WithStatusSubresource(env).Build()
 	unavailable := apierrors.NewServiceUnavailable("the server is starting")
 	live := fake.NewClientBuilder().WithScheme(NewScheme()).WithInterceptorFuncs(interceptor.Funcs{
 		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
@@ -255,65 +268,32 @@ func TestFenceCompleteIsWrittenByTheReconcileThatCompletesIt(t *testing.T) {
 	}
 }
 
-// TestFencePolicyIsAsDesired: the reconciler sends nothing for a fence
-// policy the gate wrote exactly as it would, and re-applies any other.
-func TestFencePolicyIsAsDesired(t *testing.T) {
-	env := sampleEnv("as-desired")
-	env.UID = "uid-as-desired"
-	env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test",
-		ForensicsFrom: &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{"kubernetes.io/metadata.name": "forensics"}}}
-	ns := "as-desired-primary"
-	ann := map[string]string{build.AnnotationFenceID: "2030-01-01T00:00:00Z"}
-	written := func(forensics bool, ann map[string]string) *networkingv1.NetworkPolicy {
-		raw, err := json.Marshal(build.FencePolicy(env, ns, forensics, ann))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := &networkingv1.NetworkPolicy{}
-		if err := json.Unmarshal(raw, p); err != nil {
-			t.Fatal(err)
-		}
-		p.ResourceVersion, p.CreationTimestamp = "42", metav1.Now()
-		return p
-	}
-	tests := []struct {
-		name string
-		cur  func() *networkingv1.NetworkPolicy
-		want bool
+// TestFencedNeedsVerifiedIsolation: Fenced=True reports evidence, not
+// intention: every step done is not enough while the namespace's policies,
+// evaluated, let a flow through or could not be evaluated.
+func TestFencedNeedsVerifiedIsolation(t *testing.T) {
+	leak := netpol.Result{Isolated: false, Flows: []netpol.Flow{{Direction: "Egress", Pod: "call-handling-1"}}}
+	for _, tc := range []struct {
+		name       string
+		verified   *netpol.Result
+		wantStatus metav1.ConditionStatus
+		wantReason string
 	}{
-		{"as the gate wrote it", func() *networkingv1.NetworkPolicy { return written(true, ann) }, true},
-		{"another label besides", func() *networkingv1.NetworkPolicy {
-			p := written(true, ann)
-			p.Labels["team"] = "soc"
-			return p
-		}, true},
-		{"another fence ID", func() *networkingv1.NetworkPolicy {
-			return written(true, map[string]string{build.AnnotationFenceID: "2031-01-01T00:00:00Z"})
-		}, false},
-		{"a cancelled restore's annotation", func() *networkingv1.NetworkPolicy {
-			return written(true, map[string]string{build.AnnotationFenceID: ann[build.AnnotationFenceID], build.AnnotationRestoreID: "2030-01-02T00:00:00Z"})
-		}, false},
-		{"without the forensics exception", func() *networkingv1.NetworkPolicy { return written(false, ann) }, false},
-		{"a rule added by hand", func() *networkingv1.NetworkPolicy {
-			p := written(true, ann)
-			p.Spec.Ingress = append(p.Spec.Ingress, networkingv1.NetworkPolicyIngressRule{})
-			return p
-		}, false},
-		{"not owned by the environment", func() *networkingv1.NetworkPolicy {
-			p := written(true, ann)
-			p.OwnerReferences = nil
-			return p
-		}, false},
-		{"being deleted", func() *networkingv1.NetworkPolicy {
-			p := written(true, ann)
-			p.DeletionTimestamp = &metav1.Time{Time: time.Now()}
-			return p
-		}, false},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if got := fencePolicyIsAsDesired(tt.cur(), build.FencePolicy(env, ns, true, ann)); got != tt.want {
-				t.Errorf("fencePolicyIsAsDesired = %v, want %v", got, tt.want)
+		{"verified isolated", &netpol.Result{Isolated: true}, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete},
+		{"a flow allowed", &leak, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete},
+		{"not evaluated", nil, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := sampleEnv("verified")
+			env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test"}
+			s := newScope(env, time.Now())
+			s.course = fence.CourseFence
+			s.record = fence.Record{ID: fence.NewID(time.Now()), Source: fence.SourceSpec}
+			s.fenceComplete, s.verified = true, tc.verified
+			s.finish(nil)
+			c := meta.FindStatusCondition(s.status.Conditions, v1alpha1.ConditionFenced)
+			if c == nil || c.Status != tc.wantStatus || c.Reason != tc.wantReason {
+				t.Fatalf("Fenced = %+v, want %s/%s", c, tc.wantStatus, tc.wantReason)
 			}
 		})
 	}

@@ -2,31 +2,28 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/klog/v2"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
-	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // FenceGate is the fence's fast path: the first, fail-closed step of a fence
-// (the deny-all policy in the primary namespace) taken on its own queue, by
-// its own workers, with its own client-side rate limit.
+// (closing the window: the record that freezes the primary namespace, the
+// deny-all policy and the fence quota, fenceWriter.closeWindow) taken on its
+// own queue, by its own workers, with its own client-side rate limit.
 //
 // The HealthEnvironment reconciler fences too, and does all of it; but one
 // fence there is a sequence of some twenty writes, queued with every other
@@ -38,13 +35,14 @@ import (
 // every deny policy of the fleet exists before any fence's slower steps
 // finish: fail closed across the fleet first.
 //
-// The gate never changes a policy that exists (it creates, it does not
-// apply): the fence ID of a fence under way is the reconciler's to keep.
-// It writes only into a namespace careplane owns for that environment.
+// The gate keeps the fence ID of a fence on record, and writes only into a
+// namespace careplane made for that environment.
 type FenceGate struct {
 	// Client reads from the manager's cache and writes with the gate's own
 	// rate limit.
 	Client client.Client
+	// Live reads from the API server, with the same rate limit.
+	Live client.Reader
 	// Now is the time source of fence IDs.
 	Now func() time.Time
 	// Workers is how many environments the gate handles at once.
@@ -53,8 +51,8 @@ type FenceGate struct {
 	FleetFence *FleetFence
 }
 
-// Reconcile writes the deny policy of a fenced environment when it is
-// missing, and nothing else.
+// Reconcile closes the window of a fenced environment, and does nothing
+// else.
 func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	env := &v1alpha1.HealthEnvironment{}
 	if err := g.Client.Get(ctx, req.NamespacedName, env); err != nil {
@@ -63,47 +61,11 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 	if env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
 		return ctrl.Result{}, nil
 	}
-	if _, err := writeDenyPolicy(ctx, g.Client, env, g.Now()); err != nil {
+	w := fenceWriter{c: g.Client, live: g.Live}
+	if _, err := w.closeWindow(ctx, env, recordFor(cachedRecord(ctx, g.Client, env), fence.SourceSpec, g.Now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
-}
-
-// writeDenyPolicy creates the deny policy of env's fence when the cache has
-// none, and reports whether the policy exists now. It never changes a policy
-// that exists: the fence ID of a fence under way is the reconciler's to
-// keep. It writes only into a primary namespace careplane made for env, never
-// one that merely has the name (the reconciler reports that conflict), and
-// reports false for such a namespace or a missing one.
-func writeDenyPolicy(ctx context.Context, c client.Client, env *v1alpha1.HealthEnvironment, now time.Time) (bool, error) {
-	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
-	pol := &networkingv1.NetworkPolicy{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, pol)
-	if err == nil {
-		return true, nil // fenced, or being fenced
-	}
-	if !apierrors.IsNotFound(err) {
-		return false, fmt.Errorf("reading the fence policy of %s: %w", klog.KObj(env), err)
-	}
-	if ours, err := primaryIsOurs(ctx, c, env); !ours {
-		return false, err
-	}
-
-	ann := map[string]string{build.AnnotationFenceID: now.UTC().Format(time.RFC3339Nano)}
-	err = createPolicy(ctx, c, build.FencePolicy(env, ns, true, ann))
-	if err != nil && apierrors.IsInvalid(err) && env.Spec.Isolation.ForensicsFrom != nil {
-		// Fail closed: without the forensics exception rather than not at all.
-		log.FromContext(ctx).Error(err, "Fence policy with the forensics exception was rejected; fencing without it")
-		err = createPolicy(ctx, c, build.FencePolicy(env, ns, false, ann))
-	}
-	switch {
-	case apierrors.IsAlreadyExists(err):
-		return true, nil // written by the gate or the reconciler meanwhile
-	case err != nil:
-		return false, fmt.Errorf("writing the fence policy of %s: %w", klog.KObj(env), err)
-	}
-	log.FromContext(ctx).Info("Deny policy written", "namespace", ns)
-	return true, nil
 }
 
 // primaryIsOurs says whether env's primary namespace exists, made by
@@ -115,28 +77,6 @@ func primaryIsOurs(ctx context.Context, c client.Client, env *v1alpha1.HealthEnv
 		return false, client.IgnoreNotFound(err)
 	}
 	return metav1.IsControlledBy(nsObj, env) && nsObj.DeletionTimestamp.IsZero(), nil
-}
-
-// createPolicy creates the policy the apply configuration describes.
-func createPolicy(ctx context.Context, c client.Client, desired any) error {
-	pol, err := policyOf(desired)
-	if err != nil {
-		return err
-	}
-	return c.Create(ctx, pol, client.FieldOwner(fieldOwner))
-}
-
-// policyOf is the NetworkPolicy an apply configuration describes.
-func policyOf(desired any) (*networkingv1.NetworkPolicy, error) {
-	raw, err := json.Marshal(desired)
-	if err != nil {
-		return nil, err
-	}
-	pol := &networkingv1.NetworkPolicy{}
-	if err := json.Unmarshal(raw, pol); err != nil {
-		return nil, err
-	}
-	return pol, nil
 }
 
 // fencedSpec passes environments whose spec asks for a fence.

@@ -14,6 +14,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // TestFenceGateNeverWritesIntoAForeignNamespace: an environment asks for a
@@ -36,7 +37,7 @@ func TestFenceGateNeverWritesIntoAForeignNamespace(t *testing.T) {
 	})
 	waitCondition(t, "gate-foreign", v1alpha1.ConditionReady, "False", v1alpha1.ReasonNamespaceConflict)
 
-	gate := &FenceGate{Client: k8sClient, Now: time.Now}
+	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Now: time.Now}
 	if _, err := gate.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: "gate-foreign"}}); err != nil {
 		t.Fatalf("gate: %v", err)
 	}
@@ -72,8 +73,16 @@ func TestFenceGateLeavesAFenceUnderWayAlone(t *testing.T) {
 	if err := k8sClient.Get(ctx, key, before); err != nil {
 		t.Fatal(err)
 	}
+	recordOf := func() fence.Record {
+		ns := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: "gate-keep-primary"}, ns); err != nil {
+			t.Fatal(err)
+		}
+		return fence.RecordOf(ns)
+	}
+	recBefore := recordOf()
 	// A clock far from the fence's: a rewrite would show a new fence ID.
-	gate := &FenceGate{Client: k8sClient, Now: func() time.Time { return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }}
+	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Now: func() time.Time { return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }}
 	if _, err := gate.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: "gate-keep"}}); err != nil {
 		t.Fatalf("gate: %v", err)
 	}
@@ -81,9 +90,9 @@ func TestFenceGateLeavesAFenceUnderWayAlone(t *testing.T) {
 	if err := k8sClient.Get(ctx, key, after); err != nil {
 		t.Fatal(err)
 	}
-	if after.ResourceVersion != before.ResourceVersion || after.Annotations[build.AnnotationFenceID] != before.Annotations[build.AnnotationFenceID] {
-		t.Errorf("the gate rewrote an existing fence policy: fence ID %q -> %q, resourceVersion %s -> %s",
-			before.Annotations[build.AnnotationFenceID], after.Annotations[build.AnnotationFenceID], before.ResourceVersion, after.ResourceVersion)
+	if recAfter := recordOf(); after.ResourceVersion != before.ResourceVersion || recAfter != recBefore {
+		t.Errorf("the gate rewrote a fence under way: record %+v -> %+v, policy resourceVersion %s -> %s",
+			recBefore, recAfter, before.ResourceVersion, after.ResourceVersion)
 	}
 
 	// With the deny policy gone (by hand, say), the gate alone puts one

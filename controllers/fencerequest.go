@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -24,7 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
-	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // FenceRequestReconciler carries out FenceRequests: the fleet fence as one
@@ -41,9 +40,11 @@ import (
 // can be written; at N=500 on two cores the last deny policy came 13.8 s
 // after the first request. Here the deny policies come first and alone.
 type FenceRequestReconciler struct {
-	// Client reads from the manager's cache; the deny policies are written
+	// Client reads from the manager's cache; the windows are closed
 	// through it (the fence gate's client: its own rate limit).
 	Client client.Client
+	// Live reads from the API server (the fence gate's live reader).
+	Live client.Reader
 	// Now is the time source of match times and fence IDs.
 	Now func() time.Time
 	// Parallel is how many deny policies are written at once.
@@ -187,17 +188,23 @@ func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1al
 			continue
 		}
 		if !fr.Holds(name) {
-			// Its own spec's fence: the gate writes it. Counted if there.
-			err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName},
-				&networkingv1.NetworkPolicy{})
-			count(err == nil, client.IgnoreNotFound(err))
+			// Its own spec's fence: the gate closes its window. Counted
+			// once closed.
+			count(fenceWriter{c: r.Client, live: r.Live}.windowClosed(ctx, env))
 			continue
 		}
 		fenceBy(env, fr)
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			count(writeDenyPolicy(ctx, r.Client, env, r.Now()))
+			w := fenceWriter{c: r.Client, live: r.Live}
+			rec := cachedRecord(ctx, r.Client, env)
+			if rec.Source == fence.SourceSpec {
+				// Handed over, and the reconciler has recorded it.
+				count(w.windowClosed(ctx, env))
+				return
+			}
+			count(w.closeWindow(ctx, env, recordFor(rec, fence.RequestSource(fr.Name), r.Now())))
 		})
 	}
 	wg.Wait()

@@ -22,6 +22,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 func getRequest(t *testing.T, ctx context.Context, name string) (*v1alpha1.FenceRequest, error) {
@@ -256,29 +257,32 @@ func TestFenceRequestValidation(t *testing.T) {
 	})
 }
 
-// TestNoFenceIsLiftedBeforeTheLiveRequests: a deny policy in the cache on an
-// environment whose spec says None is a fence to lift, unless a FenceRequest
-// holds it, and the cache may not have the request's record yet (it comes by
-// another watch than the policy the request wrote after it): the API server
-// is asked first.
+// TestNoFenceIsLiftedBeforeTheLiveRequests: a fence on record whose source
+// is the spec, on an environment whose spec says None, is a fence to lift,
+// unless a FenceRequest that matched after the fence began holds it, and the
+// cache may not have the request's record yet (it comes by another watch):
+// the API server is asked first. A fence on record from a request is never
+// lifted, whatever became of the request.
 func TestNoFenceIsLiftedBeforeTheLiveRequests(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("live-request")
+	env.UID = "uid-live-request"
 	env.Spec.Isolation.Mode = v1alpha1.IsolationNone
-	pol := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
-		Namespace: "live-request-primary", Name: build.FencePolicyName,
-		Annotations: map[string]string{build.AnnotationFenceID: "f1"}}}
+	began := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	bySpec := recordedNamespace(env, fence.Record{ID: fence.NewID(began), Source: fence.SourceSpec})
+	byRequest := recordedNamespace(env, fence.Record{ID: fence.NewID(began), Source: fence.RequestSource("breach")})
+	matchedAt := metav1.NewTime(began.Add(time.Minute))
 	holding := &v1alpha1.FenceRequest{
 		ObjectMeta: metav1.ObjectMeta{Name: "breach"},
 		Spec:       v1alpha1.FenceRequestSpec{Reason: "supplier breach", Ticket: "INC-7"},
-		Status:     v1alpha1.FenceRequestStatus{Environments: []string{"live-request"}, Holding: []string{"live-request"}},
+		Status:     v1alpha1.FenceRequestStatus{MatchedAt: &matchedAt, Environments: []string{"live-request"}, Holding: []string{"live-request"}},
 	}
 	handedOver := holding.DeepCopy()
 	handedOver.Status.Holding = nil
 	objs := func(o ...client.Object) client.Client {
 		return fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(o...).Build()
 	}
-	listFails := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(pol.DeepCopy()).WithInterceptorFuncs(interceptor.Funcs{
+	listFails := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(bySpec.DeepCopy()).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(context.Context, client.WithWatch, client.ObjectList, ...client.ListOption) error {
 			return apierrors.NewServiceUnavailable("the server is starting")
 		},
@@ -287,43 +291,38 @@ func TestNoFenceIsLiftedBeforeTheLiveRequests(t *testing.T) {
 	for _, tc := range []struct {
 		name        string
 		cache, live client.Client
+		want        fence.Decision
 		wantRequest string
 		wantErr     bool
 	}{
-		{"record not yet in the cache", objs(pol.DeepCopy()), objs(pol.DeepCopy(), holding.DeepCopy()), "breach", false},
-		{"no request: a restore", objs(pol.DeepCopy()), objs(pol.DeepCopy()), "", false},
-		{"handed over: a restore", objs(pol.DeepCopy(), handedOver.DeepCopy()), objs(pol.DeepCopy(), handedOver.DeepCopy()), "", false},
-		{"requests unreadable: nothing lifted", objs(pol.DeepCopy()), listFails, "", true},
+		{"request's record not yet in the cache", objs(bySpec.DeepCopy()), objs(bySpec.DeepCopy(), holding.DeepCopy()),
+			fence.Decision{Course: fence.CourseFence, Source: fence.RequestSource("breach")}, "breach", false},
+		{"no request: a restore", objs(bySpec.DeepCopy()), objs(bySpec.DeepCopy()), fence.Decision{Course: fence.CourseRestore}, "", false},
+		{"handed over: a restore", objs(bySpec.DeepCopy(), handedOver.DeepCopy()), objs(bySpec.DeepCopy(), handedOver.DeepCopy()),
+			fence.Decision{Course: fence.CourseRestore}, "", false},
+		{"requests unreadable: nothing lifted", objs(bySpec.DeepCopy()), listFails, fence.Decision{}, "", true},
+		{"the request's fence, request deleted: still fenced", objs(byRequest.DeepCopy()), objs(byRequest.DeepCopy()),
+			fence.Decision{Course: fence.CourseFence, Source: fence.RequestSource("breach")}, "", false},
+		{"the request's fence, its status rewritten to hold nothing: still fenced", objs(byRequest.DeepCopy(), handedOver.DeepCopy()),
+			objs(byRequest.DeepCopy(), handedOver.DeepCopy()), fence.Decision{Course: fence.CourseFence, Source: fence.RequestSource("breach")}, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := env.DeepCopy()
+			e.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-7"}
 			r := &HealthEnvironmentReconciler{Client: tc.cache, APIReader: tc.live}
-			f, fr, err := r.readFenceAndRequest(ctx, newScope(e, time.Now()), nil)
+			d, fr, err := r.gatherFence(ctx, newScope(e, time.Now()), nil)
 			if (err != nil) != tc.wantErr {
-				t.Fatalf("readFenceAndRequest error = %v, want error %t", err, tc.wantErr)
+				t.Fatalf("gatherFence error = %v, want error %t", err, tc.wantErr)
 			}
 			if tc.wantErr {
 				return
-			}
-			if !f.present {
-				t.Fatal("the fence policy was not found")
 			}
 			got := ""
 			if fr != nil {
 				got = fr.Name
 			}
-			if got != tc.wantRequest {
-				t.Fatalf("request holding the fence = %q, want %q", got, tc.wantRequest)
-			}
-			wantMode := v1alpha1.IsolationNone
-			if tc.wantRequest != "" {
-				wantMode = v1alpha1.IsolationFenced
-				if e.Spec.Isolation.Reason != "supplier breach" || e.Spec.Isolation.Ticket != "INC-7" {
-					t.Errorf("isolation = %+v, want the request's reason and ticket", e.Spec.Isolation)
-				}
-			}
-			if e.Spec.Isolation.Mode != wantMode {
-				t.Errorf("isolation.mode = %s, want %s", e.Spec.Isolation.Mode, wantMode)
+			if d != tc.want || got != tc.wantRequest {
+				t.Fatalf("gatherFence = %+v, request %q; want %+v, %q", d, got, tc.want, tc.wantRequest)
 			}
 		})
 	}
@@ -349,7 +348,7 @@ func TestFenceRequestCountsDeletedEnvironmentsAsDone(t *testing.T) {
 			Holding: []string{"deleted", "kept"}, HoldingCount: 2},
 	}
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, ns, fr).WithStatusSubresource(fr).Build()
-	r := &FenceRequestReconciler{Client: c, Now: time.Now, Parallel: 4}
+	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)})
 	if err != nil {
 		t.Fatal(err)

@@ -5,8 +5,8 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
@@ -15,6 +15,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // FleetFence tells when a fleet fence is under way: many environments asking
@@ -135,61 +136,79 @@ func (f *FleetFence) observing() predicate.Predicate {
 	}
 }
 
-// holdFence says whether env's fence waits for the fleet fence under way to
+// delayFence says whether env's fence waits for the fleet fence under way to
 // finish arriving, and for how long to wait before asking again. While one
-// is, a fence's reconcile does what the gate does, the deny policy and only
+// is, a fence's reconcile does what the gate does, close the window and only
 // that, and then waits, up to MaxHold after the deny policy was created. The
-// deny policy it leaves to the gate for gateGrace first (the gate and the
-// reconcile see the request at the same moment), and writes itself if the
-// gate has not by then. A fence whose deny policy cannot be written here
-// (its namespace is not yet careplane's) goes ahead: the reconcile reports
-// why.
+// window it leaves to the gate for gateGrace first (the gate and the
+// reconcile see the request at the same moment), and closes it itself if
+// the gate has not by then. A fence whose window cannot be closed here (its
+// namespace is not yet careplane's) goes ahead: the reconcile reports why.
 //
-// A fence held by a FenceRequest (heldBy) waits only while its request
-// writes the deny policies, whatever else arrives: its spec does not say
-// Fenced yet, so the isolation guard does not keep it from being deleted,
-// and only the fence's finalizer, written with its first steps, does.
-func (r *HealthEnvironmentReconciler) holdFence(ctx context.Context, env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest, now time.Time) time.Duration {
+// A fence a FenceRequest asks for (heldBy) waits only while its request
+// closes the windows, whatever else arrives: its spec does not say Fenced
+// yet, so the isolation guard does not keep it from being deleted, and only
+// the fence's finalizer, written with its first steps, does.
+func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest, now time.Time) time.Duration {
 	ff := r.FleetFence
-	if ff == nil || env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !env.DeletionTimestamp.IsZero() {
+	if ff == nil || !env.DeletionTimestamp.IsZero() {
 		return 0
 	}
-	if heldBy != nil {
+	source := fence.SourceSpec
+	switch {
+	case heldBy != nil:
 		if heldBy.DenyPoliciesInPlace() {
 			return 0
 		}
-	} else if !ff.UnderWay(now) {
+		source = fence.RequestSource(heldBy.Name)
+	case env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !ff.UnderWay(now):
 		return 0
 	}
-	pol := &networkingv1.NetworkPolicy{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, pol)
+	w := r.writer()
+	closed, err := w.windowClosed(ctx, env)
 	switch {
-	case apierrors.IsNotFound(err):
+	case err != nil:
+		return 0
+	case !closed:
 		if ours, _ := primaryIsOurs(ctx, r.Client, env); ours && ff.awaitGate(env.UID, now) {
-			// The gate is writing it: ask again shortly, and write it
-			// here if it is still missing after gateGrace.
-			fenceStepsHeld.Inc()
+			// The gate is closing it: ask again shortly, and close it
+			// here if it is still open after gateGrace.
+			fenceStepsDelayed.Inc()
 			return gateGrace / 2
 		}
 		ff.forgetAwaiting(env.UID)
-		ok, err := writeDenyPolicy(ctx, r.Client, env, now)
+		heldEnv := env.DeepCopy()
+		if heldBy != nil {
+			fenceBy(heldEnv, heldBy)
+		}
+		ok, err := w.closeWindow(ctx, heldEnv, recordFor(cachedRecord(ctx, r.Client, env), source, now))
 		if err != nil {
-			log.FromContext(ctx).Error(err, "Could not write the deny policy during a fleet fence; fencing in full")
+			log.FromContext(ctx).Error(err, "Could not close the window during a fleet fence; fencing in full")
 		}
 		if !ok {
-			// Fail closed: the fence goes ahead, deny policy first, and
+			// Fail closed: the fence goes ahead, window first, and
 			// reports what stops it.
 			return 0
 		}
-	case err != nil:
-		return 0
 	default:
 		ff.forgetAwaiting(env.UID)
-		if now.Sub(pol.CreationTimestamp.Time) >= ff.MaxHold+time.Second {
+		pol := &networkingv1.NetworkPolicy{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName}, pol); err != nil ||
+			now.Sub(pol.CreationTimestamp.Time) >= ff.MaxHold+time.Second {
 			// The creation time has whole seconds: a second's grace.
 			return 0
 		}
 	}
-	fenceStepsHeld.Inc()
+	fenceStepsDelayed.Inc()
 	return ff.Window / 2
+}
+
+// cachedRecord is the fence on record on env's primary namespace, as the
+// cache holds it; none when it cannot be read.
+func cachedRecord(ctx context.Context, c client.Reader, env *v1alpha1.HealthEnvironment) fence.Record {
+	ns := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}, ns); err != nil {
+		return fence.Record{}
+	}
+	return fence.RecordOf(ns)
 }

@@ -18,6 +18,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 func TestFleetFenceUnderWay(t *testing.T) {
@@ -60,25 +61,30 @@ func TestFleetFenceUnderWay(t *testing.T) {
 	}
 }
 
-// TestHoldFence: only a fence whose deny policy is in place, recent, while a
+// TestDelayFence: only a fence whose window is closed, recently, while a
 // fleet fence is arriving, waits; everything else goes ahead at once.
-func TestHoldFence(t *testing.T) {
+func TestDelayFence(t *testing.T) {
 	now := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 	fenced := func(name string) *v1alpha1.HealthEnvironment {
 		env := sampleEnv(name)
 		env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test"}
 		return env
 	}
-	deny := func(env *v1alpha1.HealthEnvironment, created time.Time) *networkingv1.NetworkPolicy {
-		return &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{
-			Namespace: build.SiteNamespace(env, v1alpha1.SitePrimary), Name: build.FencePolicyName,
-			CreationTimestamp: metav1.NewTime(created)}}
-	}
 	primaryOf := func(e *v1alpha1.HealthEnvironment) *corev1.Namespace {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: build.SiteNamespace(e, v1alpha1.SitePrimary)}}
 		e.UID = types.UID("uid-" + e.Name)
 		_ = controllerutil.SetControllerReference(e, ns, NewScheme())
 		return ns
+	}
+	// deny is a closed window: the record on the namespace and the deny
+	// policy, created at created.
+	deny := func(env *v1alpha1.HealthEnvironment, created time.Time) []client.Object {
+		ns := primaryOf(env)
+		rec := fence.Record{ID: fence.NewID(created), Source: fence.SourceSpec}
+		ns.Labels, ns.Annotations = rec.Labels(), rec.Annotations()
+		pol := fence.DenyPolicy(env, true)
+		pol.CreationTimestamp = metav1.NewTime(created)
+		return []client.Object{ns, pol}
 	}
 	arriving := func() *FleetFence {
 		f := &FleetFence{Threshold: 3, Window: time.Second, MaxHold: 10 * time.Second}
@@ -108,19 +114,19 @@ func TestHoldFence(t *testing.T) {
 		// (the responders' spec writes) makes.
 		{"request writing its deny policies, no fleet fence", fenced("request-writing"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
-				return []client.Object{deny(e, now.Add(-time.Second))}
+				return deny(e, now.Add(-time.Second))
 			}, quiet(), true, writing},
 		{"request done with its deny policies, during a fleet fence", fenced("request-written"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
-				return []client.Object{deny(e, now.Add(-time.Second))}
+				return deny(e, now.Add(-time.Second))
 			}, arriving(), false, written},
 		{"request writing for longer than MaxHold", fenced("request-slow"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
-				return []client.Object{deny(e, now.Add(-12*time.Second))}
+				return deny(e, now.Add(-12*time.Second))
 			}, quiet(), false, writing},
 		{"deny policy in place while a fleet fence arrives", fenced("held"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
-				return []client.Object{deny(e, now.Add(-2*time.Second))}
+				return deny(e, now.Add(-2*time.Second))
 			}, arriving(), true, nil},
 		{"no deny policy yet: the reconcile leaves it to the gate, then writes it, and waits", fenced("no-deny"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{primaryOf(e)} }, arriving(), true, nil},
@@ -134,22 +140,22 @@ func TestHoldFence(t *testing.T) {
 			}, arriving(), false, nil},
 		{"held long enough", fenced("old-deny"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
-				return []client.Object{deny(e, now.Add(-12*time.Second))}
+				return deny(e, now.Add(-12*time.Second))
 			}, arriving(), false, nil},
 		{"no fleet fence", fenced("single"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, quiet(), false, nil},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return deny(e, now) }, quiet(), false, nil},
 		{"no FleetFence configured", fenced("unset"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, nil, false, nil},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return deny(e, now) }, nil, false, nil},
 		{"not fenced (a restore)", sampleEnv("restore"),
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false, nil},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return deny(e, now) }, arriving(), false, nil},
 		{"being deleted", deleting,
-			func(e *v1alpha1.HealthEnvironment) []client.Object { return []client.Object{deny(e, now)} }, arriving(), false, nil},
+			func(e *v1alpha1.HealthEnvironment) []client.Object { return deny(e, now) }, arriving(), false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tt.objs(tt.env)...).Build()
-			r := &HealthEnvironmentReconciler{Client: c, Recorder: events.NewFakeRecorder(10), Clock: clock.RealClock{}, FleetFence: tt.fleet}
-			after := r.holdFence(context.Background(), tt.env, tt.heldBy, now)
+			r := &HealthEnvironmentReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(10), Clock: clock.RealClock{}, FleetFence: tt.fleet}
+			after := r.delayFence(context.Background(), tt.env, tt.heldBy, now)
 			if (after > 0) != tt.hold {
 				t.Errorf("held for %s, want hold %v", after, tt.hold)
 			}
@@ -162,13 +168,13 @@ func TestHoldFence(t *testing.T) {
 			if after > gateGrace {
 				t.Errorf("held without a deny policy for %s, longer than the gate's grace %s", after, gateGrace)
 			}
-			if again := r.holdFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
+			if again := r.delayFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace/2)); again <= 0 || again > gateGrace {
 				t.Errorf("within the gate's grace: held for %s, want at most %s", again, gateGrace)
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err == nil {
 				t.Errorf("the reconcile wrote the deny policy within the gate's grace")
 			}
-			if again := r.holdFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace)); again <= 0 {
+			if again := r.delayFence(context.Background(), tt.env, tt.heldBy, now.Add(gateGrace)); again <= 0 {
 				t.Errorf("after the gate's grace: not held")
 			}
 			if err := c.Get(context.Background(), denyKey, &networkingv1.NetworkPolicy{}); err != nil {

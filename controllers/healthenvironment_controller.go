@@ -34,6 +34,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -100,32 +101,39 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	// A FenceRequest may hold the fence of an environment whose spec does
-	// not say Fenced yet: the environment is then fenced as the request
-	// says (fencerequest.go). Only in memory: careplane never writes spec.
+	// not say Fenced yet (fencerequest.go).
+	specMode := env.Spec.Isolation.Mode
 	heldBy, err := r.fenceRequestOf(ctx, env, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
 
-	// Before anything is written (the status included): a fence held for a
-	// fleet fence costs the API server nothing.
-	if after := r.holdFence(ctx, env, heldBy, r.Clock.Now()); after > 0 {
+	// Before anything is written (the status included): a fence held back
+	// for a fleet fence costs the API server nothing.
+	if after := r.delayFence(ctx, env, heldBy, r.Clock.Now()); after > 0 {
 		return ctrl.Result{RequeueAfter: after}, nil
 	}
 
 	s := newScope(env, r.Clock.Now())
-	// Whether a fence is in place is what the status is written from: while
-	// it cannot be read, nothing is written. A status written then would say
+	// The fence on record is what the status is written from: while it
+	// cannot be read, nothing is written. A status written then would say
 	// NotFenced and drop status.isolation, and a restore finishing later
 	// recorded its incident without the ticket it closed.
-	f, heldBy, err := r.readFenceAndRequest(ctx, s, heldBy)
+	d, heldBy, err := r.gatherFence(ctx, s, heldBy)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
+	s.course = d.Course
+	if d.Course == fence.CourseFence && specMode != v1alpha1.IsolationFenced {
+		// A fleet fence before the hand-over: carried out as the request
+		// (or, once it is gone, the last fence of record) says.
+		isolateAs(env, heldBy)
+	}
 	if heldBy != nil {
 		s.fenceRequest = heldBy.Name
+	} else if name := s.record.Request(); name != "" && d.Course == fence.CourseFence {
+		s.fenceRequest = name
 	}
-	s.fence = f
 	before := env.Status.DeepCopy()
 	defer func() {
 		if reterr == nil {
@@ -137,19 +145,37 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 	}()
 
-	if !env.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, s)
+	var revErr error
+	s.primary, s.primaryFrom, revErr = r.primaryServices(ctx, s)
+	var notFound *revisionNotFoundError
+	if revErr != nil && !errors.As(revErr, &notFound) {
+		return ctrl.Result{}, revErr
 	}
-	fencing := env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
-	if f.present && !fencing {
+
+	if !env.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, r.reconcileDelete(ctx, s, d.Source)
+	}
+	if s.record.Present() || d.Course == fence.CourseFence {
 		// Whatever else happens, a fenced environment is not garbage
-		// collected with its evidence (a fence adds the finalizer with
-		// its deny policy, reconcileFence).
+		// collected with its evidence.
 		if err := r.ensureFinalizer(ctx, env); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
 
+	// A fence of a primary site that exists goes first: nothing wrong with
+	// the front or the standby namespace may hold it up.
+	fencedFirst := false
+	if d.Course == fence.CourseFence {
+		if ours, err := primaryIsOurs(ctx, r.Client, env); err != nil {
+			return ctrl.Result{}, err
+		} else if ours {
+			if err := r.reconcileFence(ctx, s, d.Source, false); err != nil {
+				return ctrl.Result{}, err
+			}
+			fencedFirst = true
+		}
+	}
 	if err := r.reconcileNamespaces(ctx, s); err != nil {
 		var conflict *namespaceConflictError
 		if errors.As(err, &conflict) {
@@ -162,27 +188,30 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	var errs []error
 	var verified chan verification
 	switch {
-	case fencing:
-		if err := r.reconcileFence(ctx, s, true); err != nil {
-			return ctrl.Result{}, err
+	case d.Course == fence.CourseFence:
+		if !fencedFirst {
+			if err := r.reconcileFence(ctx, s, d.Source, false); err != nil {
+				return ctrl.Result{}, err
+			}
 		}
 		// The verdict reads only the fenced namespace, which nothing
 		// below changes: it is taken while the front switches.
 		verified = make(chan verification, 1)
 		go func() { verified <- r.verifyIsolation(ctx, s, s.names.Primary) }()
-	case f.present:
-		done, err := r.reconcileRestore(ctx, s, f)
-		var notFound *revisionNotFoundError
-		if errors.As(err, &notFound) {
-			// Bad input: say so and wait for the spec to change; the fence stays.
-			s.restoreErr = err
-			r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", err.Error())
-			return ctrl.Result{}, nil
-		}
+	case d.Course == fence.CourseRestore && revErr != nil:
+		// Bad input: say so and wait for the spec to change; the fence stays.
+		s.restoreErr = revErr
+		r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", revErr.Error())
+		return ctrl.Result{}, nil
+	case d.Course == fence.CourseRestore:
+		done, err := r.reconcileRestore(ctx, s)
 		if err != nil {
 			return ctrl.Result{}, err
 		}
 		s.restored = done
+	case revErr != nil:
+		// Not fenced, and the revision the primary is to stay on is gone.
+		return ctrl.Result{}, reconcile.TerminalError(revErr)
 	default:
 		if err := r.reconcileSite(ctx, s, v1alpha1.SitePrimary); err != nil {
 			errs = append(errs, err)
@@ -214,7 +243,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	switch {
-	case fencing:
+	case d.Course == fence.CourseFence:
 		s.fenceComplete = true
 		v := <-verified
 		if v.err != nil {
@@ -236,37 +265,61 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 }
 
 // fenceRequestOf returns the FenceRequest holding env's fence, read through
-// c, when env's spec does not say Fenced, and makes env's isolation the
-// request's (in memory). Without one it returns nil and leaves env as it is.
+// c, when env's spec does not say Fenced; nil without one.
 func (r *HealthEnvironmentReconciler) fenceRequestOf(ctx context.Context, env *v1alpha1.HealthEnvironment, c client.Reader) (*v1alpha1.FenceRequest, error) {
 	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
 		return nil, nil
 	}
-	fr, err := fenceRequestHolding(ctx, c, env.Name)
-	if err != nil || fr == nil {
-		return nil, err
-	}
-	fenceBy(env, fr)
-	return fr, nil
+	return fenceRequestHolding(ctx, c, env.Name)
 }
 
-// readFenceAndRequest reads the fence in place and, when the fence is to be
-// lifted (a deny policy, and neither the spec nor the request heldBy found
-// in the cache says Fenced), asks the API server for a FenceRequest holding
-// it before anything is lifted: a request's record of the environments it
-// holds and the deny policies it writes next arrive by different watches, so
-// the cache may show the policy and not yet the record.
-func (r *HealthEnvironmentReconciler) readFenceAndRequest(ctx context.Context, s *scope, heldBy *v1alpha1.FenceRequest) (fence, *v1alpha1.FenceRequest, error) {
-	f, err := r.readFence(ctx, s)
+// gatherFence reads the fence on record and decides what to do with it
+// (fence.Decide), given heldBy, the request the cache says holds the
+// environment. Before a fence on record is lifted or kept from a spec that
+// says None, the API server is asked whether a request holds it: a request's
+// record of the environments it holds and the fence it writes next arrive
+// by different watches. It returns the request holding the fence, if any.
+func (r *HealthEnvironmentReconciler) gatherFence(ctx context.Context, s *scope, heldBy *v1alpha1.FenceRequest) (fence.Decision, *v1alpha1.FenceRequest, error) {
+	rec, err := r.readRecord(ctx, s)
 	if err != nil {
-		return fence{}, nil, err
+		return fence.Decision{}, nil, err
 	}
-	if f.present && heldBy == nil && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced {
+	s.record = rec
+	specMode := s.env.Spec.Isolation.Mode
+	if rec.Present() && heldBy == nil && specMode != v1alpha1.IsolationFenced {
 		if heldBy, err = r.fenceRequestOf(ctx, s.env, r.APIReader); err != nil {
-			return fence{}, nil, err
+			return fence.Decision{}, nil, err
 		}
 	}
-	return f, heldBy, nil
+	return decideFence(specMode, heldBy, rec), heldBy, nil
+}
+
+// decideFence gathers fence.Decide's input.
+func decideFence(specMode v1alpha1.IsolationMode, heldBy *v1alpha1.FenceRequest, rec fence.Record) fence.Decision {
+	in := fence.Input{SpecMode: specMode, Record: rec}
+	if heldBy != nil {
+		in.HeldBy = heldBy.Name
+		if heldBy.Status.MatchedAt != nil {
+			in.HeldSince = heldBy.Status.MatchedAt.Time
+		}
+	}
+	return fence.Decide(in)
+}
+
+// isolateAs makes env's isolation, in memory, the fence that holds it before
+// its own spec says Fenced: the request's, or (the request gone) the fence
+// on record, with the reason and ticket the status kept. careplane never
+// writes spec.
+func isolateAs(env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest) {
+	if heldBy != nil {
+		fenceBy(env, heldBy)
+		return
+	}
+	iso := &env.Spec.Isolation
+	iso.Mode = v1alpha1.IsolationFenced
+	if st := env.Status.Isolation; st != nil {
+		iso.Reason, iso.Ticket = st.Reason, st.Ticket
+	}
 }
 
 // reconcileDelete lets the garbage collector remove an environment's
@@ -274,20 +327,24 @@ func (r *HealthEnvironmentReconciler) readFenceAndRequest(ctx context.Context, s
 // evidence stay, and the finalizer holds the deletion, until a responder
 // sets isolation.mode to None (the only restore a deleted environment gets:
 // its namespaces, evidence included, then go with it).
-func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *scope) error {
-	if s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
+func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *scope, source string) error {
+	if s.course == fence.CourseFence {
 		s.deletionBlocked = true
 		// Finish the fence if it was interrupted: deletion never weakens it.
-		if err := r.reconcileFence(ctx, s, false); err != nil {
+		if err := r.reconcileFence(ctx, s, source, false); err != nil {
 			return err
 		}
 		if s.adminFenceErr != nil {
 			return s.adminFenceErr
 		}
 		s.fenceComplete = true
+		v := r.verifyIsolation(ctx, s, s.names.Primary)
+		if v.err == nil {
+			s.verified, s.evidencePods = &v.result, v.evidence
+		}
 		return nil
 	}
-	if iso := s.env.Status.Isolation; s.fence.present && iso != nil {
+	if iso := s.env.Status.Isolation; s.record.Present() && iso != nil {
 		// The spec no longer holds the ticket; the status still does.
 		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
 	}
@@ -297,7 +354,7 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 // recordIncident appends the finished fence to status.incidents, newest
 // last, keeping the last maxIncidents.
 func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *scope) {
-	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.restoredFrom}
+	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.primaryFrom}
 	if iso := s.env.Status.Isolation; iso != nil {
 		inc.Ticket, inc.Reason, inc.FencedAt = iso.Ticket, iso.Reason, iso.FencedAt
 	}

@@ -179,8 +179,13 @@ var (
 	trimService = trimmer(func(s *corev1.Service) {
 		s.Spec, s.Status = corev1.ServiceSpec{}, corev1.ServiceStatus{}
 	})
+	// Of ResourceQuotas the fence's own keeps its spec, which the fence
+	// compares with the desired one (fence.IsQuota).
 	trimResourceQuota = trimmer(func(q *corev1.ResourceQuota) {
-		q.Spec, q.Status = corev1.ResourceQuotaSpec{}, corev1.ResourceQuotaStatus{}
+		if q.Name != build.FenceQuotaName {
+			q.Spec = corev1.ResourceQuotaSpec{}
+		}
+		q.Status = corev1.ResourceQuotaStatus{}
 	})
 	trimLimitRange = trimmer(func(l *corev1.LimitRange) {
 		l.Spec = corev1.LimitRangeSpec{}
@@ -468,5 +473,9 @@ func NewFenceGate(mgr ctrl.Manager, qps float32, burst int) (*FenceGate, error) 
 	if err != nil {
 		return nil, fmt.Errorf("creating the fence gate's client: %w", err)
 	}
-	return &FenceGate{Client: c, Now: time.Now, Workers: DefaultFenceWorkers}, nil
+	live, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme(), Mapper: mgr.GetRESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("creating the fence gate's live reader: %w", err)
+	}
+	return &FenceGate{Client: c, Live: live, Now: time.Now, Workers: DefaultFenceWorkers}, nil
 }

@@ -13,15 +13,15 @@ var fenceDuration = prometheus.NewHistogram(prometheus.HistogramOpts{
 	Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
 })
 
-// fenceStepsHeld counts the times a fence's steps after its deny policy
+// fenceStepsDelayed counts the times a fence's steps after its deny policy
 // waited for a fleet fence to finish arriving (fleetfence.go).
-var fenceStepsHeld = prometheus.NewCounter(prometheus.CounterOpts{
+var fenceStepsDelayed = prometheus.NewCounter(prometheus.CounterOpts{
 	Name: "careplane_fence_steps_held_total",
 	Help: "Times a fence's steps after its deny policy waited while a fleet fence was arriving.",
 })
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(fenceDuration, fenceStepsHeld)
+	ctrlmetrics.Registry.MustRegister(fenceDuration, fenceStepsDelayed)
 }
 
 var (

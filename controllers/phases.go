@@ -20,6 +20,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -65,6 +66,13 @@ func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s
 			return fmt.Errorf("reading namespace %s: %w", name, err)
 		}
 		if ns.Labels[v1alpha1.LabelEnvironment] != s.env.Name || ns.Labels[v1alpha1.LabelManagedBy] != v1alpha1.ManagedByValue {
+			s.conflict = name
+			return &namespaceConflictError{name: name}
+		}
+		if fence.RecordOf(ns).Present() && !metav1.IsControlledBy(ns, s.env) {
+			// The fence of an earlier environment of this name (deleted,
+			// its finalizer stripped): adopting the namespace would let
+			// this object's spec lift that fence.
 			s.conflict = name
 			return &namespaceConflictError{name: name}
 		}

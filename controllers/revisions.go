@@ -88,7 +88,7 @@ func (r *HealthEnvironmentReconciler) reconcileRevisions(ctx context.Context, s 
 // allReady says every service of the spec has all its replicas ready on the
 // primary, which is not fenced.
 func (s *scope) allReady() bool {
-	return !s.fence.present && s.allReadyOf(s.env.Spec.Services)
+	return !s.record.Present() && s.allReadyOf(s.env.Spec.Services)
 }
 
 // allReadyOf says every one of services was observed on the primary with all

@@ -14,6 +14,7 @@ import (
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/failover"
+	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
 	"github.com/careplane/careplane/internal/ssa"
 )
@@ -40,14 +41,19 @@ type scope struct {
 	// stalled names Deployments that report they cannot make progress.
 	stalled []string
 
-	// fence is the fence of the primary site, when there is one.
-	fence fence
+	// record is the fence on record on the primary Namespace.
+	record fence.Record
+	// course is what this reconcile does with the fence (fence.Decide).
+	course fence.Course
+	// primary are the service templates the primary site runs: the spec's,
+	// or a restore revision's while one is set.
+	primary []v1alpha1.Service
+	// primaryFrom names where they come from: "spec" or a revision.
+	primaryFrom string
 	// fenceComplete says every fence step succeeded in this reconcile.
 	fenceComplete bool
 	// restoring says a restore is under way; restored that it completed.
 	restoring, restored bool
-	// restoredFrom names what the restore rebuilt from: "spec" or a revision.
-	restoredFrom string
 	// restoreErr is why a restore cannot proceed.
 	restoreErr error
 	// removedPolicies, credentialsRevoked and evidencePods are what the
@@ -90,7 +96,7 @@ func (s *scope) namespaceOf(site v1alpha1.Site) string { return s.names.ForSite(
 
 // primaryFenced says the primary site is fenced or being fenced.
 func (s *scope) primaryFenced() bool {
-	return s.env.Spec.Isolation.Mode == v1alpha1.IsolationFenced || s.fence.present
+	return s.course == fence.CourseFence || s.course == fence.CourseRestore || s.record.Present()
 }
 
 // namespaces are the desired namespaces, front first.
@@ -107,7 +113,7 @@ func (s *scope) namespaces() []*corev1ac.NamespaceApplyConfiguration {
 // revision, when the failover decision wants the standby running.
 func (s *scope) servicesFor(site v1alpha1.Site) []v1alpha1.Service {
 	if site == v1alpha1.SitePrimary {
-		return s.env.Spec.Services
+		return s.primary
 	}
 	if s.decision != nil && s.decision.RunStandby {
 		return s.standbyTemplates
@@ -123,7 +129,7 @@ func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
 	}
 	// Not decided (the reconcile stopped early): never route to a fenced
 	// primary.
-	return v1alpha1.SitePrimary, !s.fence.present || s.restored
+	return v1alpha1.SitePrimary, !s.record.Present() || s.restored
 }
 
 // credentialsRevision is the revision of credentials a Deployment's pods
@@ -208,7 +214,7 @@ func (s *scope) finish(reconcileErr error) {
 		msg := "The environment is being deleted while fenced; careplane keeps the fence and the evidence until it is restored (set isolation.mode to None), or until a responder removes the careplane.io/fence finalizer"
 		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
 		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	case s.fence.present && !s.restored && s.conflict == "" && !serving:
+	case s.record.Present() && !s.restored && s.conflict == "" && !serving:
 		msg := "The primary site is fenced and no site serves traffic"
 		if s.restoring {
 			msg = "The primary site is fenced while it is rebuilt; no site serves traffic"
@@ -263,18 +269,27 @@ func (s *scope) finishIsolation(reconcileErr error) {
 		setCondition(&st.Conditions, s.env.Generation, t, status, reason, msg)
 	}
 	iso := s.env.Spec.Isolation
+	fencing := s.course == fence.CourseFence
 	switch {
-	case !s.fence.present:
+	case !fencing && !s.record.Present():
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "isolation.mode is None")
 	case s.restored:
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
-	case iso.Mode == v1alpha1.IsolationFenced && s.fenceComplete && reconcileErr == nil:
-		msg := fmt.Sprintf("The primary site is fenced: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods)
+	case fencing && s.fenceComplete && reconcileErr == nil && s.verified != nil && s.verified.Isolated:
+		// Evidence, not intention: every step done, and the policies
+		// evaluated let nothing through.
+		msg := fmt.Sprintf("The primary site is fenced and its isolation verified: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods)
 		if s.adminFence != "" {
 			msg += "; the admin-tier " + s.adminFence + " keeps namespace policies from widening the fence"
 		}
 		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, msg)
-	case iso.Mode == v1alpha1.IsolationFenced:
+	case fencing && s.fenceComplete && reconcileErr == nil:
+		msg := "Every fence step is done but the isolation could not be verified yet; the fence is retried"
+		if s.verified != nil {
+			msg = truncate("Every fence step is done but the isolation is not verified: " + s.verified.Summary())
+		}
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete, msg)
+	case fencing:
 		msg := "The fence is under way"
 		if reconcileErr != nil {
 			msg = truncate("The fence is incomplete and will be retried: " + reconcileErr.Error())
@@ -289,13 +304,13 @@ func (s *scope) finishIsolation(reconcileErr error) {
 		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonRestoreBlocked, truncate("The restore cannot proceed and the fence stays: "+s.restoreErr.Error()))
 	case s.restoring && !s.restored:
 		set(v1alpha1.ConditionRestoring, metav1.ConditionTrue, v1alpha1.ReasonRebuilding,
-			fmt.Sprintf("Rebuilding the primary site from %s with new credentials; the fence stays until its pods are Ready", s.restoredFrom))
+			fmt.Sprintf("Rebuilding the primary site from %s with new credentials; the fence stays until its pods are Ready", s.primaryFrom))
 	default:
 		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonNotRestoring, "No restore is under way")
 	}
 
 	switch {
-	case s.verified == nil && !s.fence.present:
+	case s.verified == nil && !s.record.Present():
 		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionUnknown, v1alpha1.ReasonNotEvaluated, "The environment is not fenced; there is nothing to verify")
 	case s.verified == nil:
 		// Keep the last verdict while verification could not run.
@@ -308,17 +323,17 @@ func (s *scope) finishIsolation(reconcileErr error) {
 
 	// status.isolation describes the fence in place; history goes to
 	// status.incidents.
-	if !s.fence.present || s.restored {
+	if !s.record.Present() || s.restored {
 		st.Isolation = nil
 		return
 	}
 	if st.Isolation == nil {
 		st.Isolation = &v1alpha1.IsolationStatus{}
 	}
-	if t, err := time.Parse(time.RFC3339Nano, s.fence.id); err == nil && st.Isolation.FencedAt == nil {
+	if t, ok := s.record.Began(); ok && st.Isolation.FencedAt == nil {
 		st.Isolation.FencedAt = &metav1.Time{Time: t}
 	}
-	if iso.Mode == v1alpha1.IsolationFenced {
+	if fencing {
 		st.Isolation.Reason, st.Isolation.Ticket = iso.Reason, iso.Ticket
 	}
 	if s.fenceRequest != "" {
