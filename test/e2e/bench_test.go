@@ -558,7 +558,7 @@ func TestBench(t *testing.T) {
 	}
 	denyFile := func(env *v1alpha1.HealthEnvironment) string {
 		ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
-		raw, err := json.Marshal(replicaOf(t, build.FencePolicy(env, ns, true, map[string]string{build.AnnotationFenceID: "runbook"})).Object)
+		raw, err := json.Marshal(replicaOf(t, build.FencePolicy(env, ns, true)).Object)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -871,7 +871,7 @@ func floorFencePlan(t *testing.T, ctx context.Context, c client.Client, env *v1a
 	t.Helper()
 	names := build.NamespaceNames(env)
 	pl := floorPlan{ns: names.Primary, front: names.Front,
-		deny:  replicaOf(t, build.FencePolicy(env, names.Primary, true, map[string]string{build.AnnotationFenceID: "floor"})),
+		deny:  replicaOf(t, build.FencePolicy(env, names.Primary, true)),
 		quota: replicaOf(t, build.FenceQuota(env, names.Primary))}
 	var pols networkingv1.NetworkPolicyList
 	var pods corev1.PodList

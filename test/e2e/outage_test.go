@@ -14,7 +14,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
@@ -23,6 +22,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // outageDuration is how long the apiserver stays down.
@@ -283,22 +283,22 @@ func TestAPIServerOutageDuringRestore(t *testing.T) {
 	saFenced := serviceAccountUIDs(t, ns)
 	operatorWithDefaultResync(t)
 
-	w, err := clientset.NetworkingV1().NetworkPolicies(ns).Watch(ctx, metav1.ListOptions{
-		FieldSelector: fields.OneTermEqualSelector("metadata.name", build.FencePolicyName).String()})
+	w, err := clientset.CoreV1().Namespaces().Watch(ctx, metav1.ListOptions{
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", ns).String()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer w.Stop()
 	back := outage(t, cp, 0, func() {
-		// The restore's first write marks the fence policy with the
-		// restore's id; the apiserver goes down as soon as that is seen,
-		// with the rebuild (new credentials, new pods) still to do.
+		// The restore's first write records the restore's ID on the
+		// fenced namespace; the apiserver goes down as soon as that is
+		// seen, with the rebuild (new credentials, new pods) still to do.
 		responder(t, "patch", "henv", name, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
 		timeout := time.After(30 * time.Second)
 		for {
 			select {
 			case ev := <-w.ResultChan():
-				if p, ok := ev.Object.(*networkingv1.NetworkPolicy); ok && p.Annotations[build.AnnotationRestoreID] != "" {
+				if n, ok := ev.Object.(*corev1.Namespace); ok && n.Annotations[fence.AnnotationRestoreID] != "" {
 					return
 				}
 			case <-timeout:
