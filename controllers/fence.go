@@ -321,7 +321,10 @@ func (r *HealthEnvironmentReconciler) preservePod(ctx context.Context, s *scope,
 	if uid != "" && live.UID != uid {
 		return nil // replaced since: not the pod the plan saw
 	}
-	labels := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.env.Spec.Isolation)}
+	// The environment's label too, on a pod careplane did not start: the
+	// evidence policy that keeps it isolated after the restore is written
+	// for the evidence careplane finds with it.
+	labels := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.env.Spec.Isolation), v1alpha1.LabelEnvironment: s.env.Name}
 	if svc := live.Labels[v1alpha1.LabelService]; svc != "" {
 		labels[v1alpha1.LabelService] = nil
 		labels[build.LabelEvidenceService] = svc

@@ -155,9 +155,10 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if !env.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, s, d.Source)
 	}
-	if s.record.Present() || d.Course == fence.CourseFence {
+	if s.record.Present() && d.Course != fence.CourseFence {
 		// Whatever else happens, a fenced environment is not garbage
-		// collected with its evidence.
+		// collected with its evidence (a fence adds the finalizer with
+		// its first step, reconcileFence).
 		if err := r.ensureFinalizer(ctx, env); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -170,7 +171,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if ours, err := primaryIsOurs(ctx, r.Client, env); err != nil {
 			return ctrl.Result{}, err
 		} else if ours {
-			if err := r.reconcileFence(ctx, s, d.Source, false); err != nil {
+			if err := r.reconcileFence(ctx, s, d.Source, true); err != nil {
 				return ctrl.Result{}, err
 			}
 			fencedFirst = true
@@ -190,7 +191,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	switch {
 	case d.Course == fence.CourseFence:
 		if !fencedFirst {
-			if err := r.reconcileFence(ctx, s, d.Source, false); err != nil {
+			if err := r.reconcileFence(ctx, s, d.Source, true); err != nil {
 				return ctrl.Result{}, err
 			}
 		}

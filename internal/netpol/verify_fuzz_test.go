@@ -200,7 +200,7 @@ func careplaneFence(t *testing.T, namespace string, forensics *metav1.LabelSelec
 			env.Spec.Isolation.ForensicsFrom.MatchExpressions = append(env.Spec.Isolation.ForensicsFrom.MatchExpressions, r)
 		}
 	}
-	raw, err := json.Marshal(build.FencePolicy(env, namespace, true, nil))
+	raw, err := json.Marshal(build.FencePolicy(env, namespace, true))
 	if err != nil {
 		t.Fatal(err)
 	}
