@@ -556,3 +556,33 @@ func TestProbeAndInfo(t *testing.T) {
 		t.Errorf("NodeGetInfo = %v, %v", node, err)
 	}
 }
+
+// TestListenReplacesOnlyASocket: a stale socket from an earlier run is
+// replaced, but an endpoint that names some other file leaves it alone.
+func TestListenReplacesOnlyASocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "csi.sock")
+	lis, err := Listen("unix://" + sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A listener that is closed without unlinking leaves the file, as a killed process does.
+	lis.(interface{ SetUnlinkOnClose(bool) }).SetUnlinkOnClose(false)
+	lis.Close() //nolint:errcheck,gosec // only the file left behind matters
+	lis, err = Listen(sock)
+	if err != nil {
+		t.Fatalf("listening again on a stale socket: %v", err)
+	}
+	lis.Close() //nolint:errcheck,gosec // test teardown
+
+	file := filepath.Join(dir, "records.db")
+	if err := os.WriteFile(file, []byte("records"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Listen("unix:" + file); err == nil {
+		t.Error("Listen on a regular file succeeded, want an error")
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "records" {
+		t.Errorf("the file an endpoint named is now %q, %v; want it untouched", b, err)
+	}
+}
