@@ -71,8 +71,9 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint.
+lint: golangci-lint ## Run golangci-lint on the operator's module and the test CSI driver's (hack/csi-driver).
 	$(GOLANGCI_LINT) run ./...
+	cd hack/csi-driver && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
 verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, chart, API reference) and fail if the tree changed.
