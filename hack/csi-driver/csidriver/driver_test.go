@@ -586,3 +586,40 @@ func TestListenReplacesOnlyASocket(t *testing.T) {
 		t.Errorf("the file an endpoint named is now %q, %v; want it untouched", b, err)
 	}
 }
+
+// TestConcurrentCreatesMakeOneVolume: the sidecars retry and may run calls
+// for one name at once; all of them get the same volume, and only one
+// volume's capacity is claimed.
+func TestConcurrentCreatesMakeOneVolume(t *testing.T) {
+	c := serve(t, testConfig(t.TempDir()))
+	const n = 10
+	ids := make(chan string, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			resp, err := c.CreateVolume(t.Context(), &csi.CreateVolumeRequest{
+				Name: "pvc-raced", CapacityRange: &csi.CapacityRange{RequiredBytes: gi}, VolumeCapabilities: mountRWO(),
+			})
+			errs <- err
+			ids <- resp.GetVolume().GetVolumeId()
+		}()
+	}
+	seen := map[string]bool{}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+		seen[<-ids] = true
+	}
+	if len(seen) != 1 {
+		t.Errorf("%d concurrent creates of one name made volumes %v, want one", n, seen)
+	}
+	list, err := c.ListVolumes(t.Context(), &csi.ListVolumesRequest{})
+	if err != nil || len(list.GetEntries()) != 1 {
+		t.Errorf("ListVolumes = %v, %v; want one volume", list, err)
+	}
+	capacity, err := c.GetCapacity(t.Context(), &csi.GetCapacityRequest{})
+	if err != nil || capacity.GetAvailableCapacity() != 99*gi {
+		t.Errorf("free capacity = %v, %v; want 99Gi", capacity, err)
+	}
+}
