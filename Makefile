@@ -71,8 +71,9 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint.
+lint: golangci-lint ## Run golangci-lint on the operator's module and the test CSI driver's (hack/csi-driver).
 	$(GOLANGCI_LINT) run ./...
+	cd hack/csi-driver && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
 verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, chart, API reference) and fail if the tree changed.
@@ -80,15 +81,22 @@ verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, c
 		echo "Generated files are out of date; run 'make generate manifests api-docs' and commit:"; \
 		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
 	go mod tidy -diff
+	cd hack/csi-driver && go mod tidy -diff
 
 ##@ Test
 
 .PHONY: test
-test: test-unit test-chart test-fuzz test-integration test-e2e ## Run every test: units, chart, fuzzing, envtest integration, and e2e on a fresh kwok cluster.
+test: test-unit test-csi test-chart test-fuzz test-integration test-e2e ## Run every test: units, the test CSI driver, chart, fuzzing, envtest integration, and e2e on a fresh kwok cluster.
 
 .PHONY: test-unit
 test-unit: ## Unit tests: pure packages, no cluster.
 	go test $(GOTESTFLAGS) $$(go list ./... | grep -v -e /test/e2e -e /controllers)
+
+# The driver is its own module (hack/csi-driver), so ./... of the root
+# module does not reach it.
+.PHONY: test-csi
+test-csi: ## Test the test cluster's CSI driver (hack/csi-driver): unit tests and the CSI conformance suite, csi-sanity.
+	cd hack/csi-driver && go test $(GOTESTFLAGS) ./...
 
 # go test -fuzz takes one target of one package per run, so the targets are
 # listed and run in turn. A short -fuzzminimizetime keeps a short run
