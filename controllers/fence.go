@@ -130,10 +130,48 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		// none of the other steps: Reconcile returns it after the front is
 		// switched, so Fenced stays False and the fence is retried.
 		func() error { adminErr = r.applyAdminFence(ctx, s); return nil },
+		func() error { return r.carryOutSteps(ctx, s, plan, d) },
+	)
+	// A tenant's write sent as the freeze came in may have been admitted
+	// after this pass looked (admission sees the label a moment after it
+	// is written), and not every kind it could write wakes this reconcile:
+	// look again until a pass finds nothing left to do.
+	for pass := 1; err == nil && len(plan.Changes()) > 0; pass++ {
+		if pass == maxFencePasses {
+			err = fmt.Errorf("the fenced namespace %s still changed after %d passes: %d writes left", ns, pass, len(plan.Changes()))
+			break
+		}
+		if obs, err = r.observeFence(ctx, s); err != nil {
+			break
+		}
+		plan = fence.PlanFence(obs)
+		err = r.carryOutSteps(ctx, s, plan, d)
+	}
+	s.adminFenceErr = adminErr
+	d.report(ctx, r, s, ns)
+	if err != nil {
+		return err
+	}
+	for _, svc := range s.env.Spec.Services {
+		// Nothing of the fenced site serves: none of its replicas counts.
+		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
+	}
+	return nil
+}
+
+// maxFencePasses bounds the passes of one reconcile over a fenced namespace
+// that keeps changing; the fence is then retried.
+const maxFencePasses = 3
+
+// carryOutSteps carries out steps 2 to 4 of plan: every write of a step at
+// once, the steps side by side (the deny policy already isolates the
+// namespace and the freeze keeps others out, so their order cannot open
+// it), but within step 4 the evidence before the scale-down.
+func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scope, plan fence.Plan, d *done) error {
+	return all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d) },
 		func() error { return r.carryOut(ctx, s, plan.Step(3), d) },
 		func() error {
-			// (4) Evidence first, then the scale-down.
 			var preserve, scale []fence.Action
 			for _, a := range plan.Step(4) {
 				if a.Verb == fence.VerbScale {
@@ -148,16 +186,6 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 			return r.carryOut(ctx, s, scale, d)
 		},
 	)
-	s.adminFenceErr = adminErr
-	d.report(ctx, r, s, ns)
-	if err != nil {
-		return err
-	}
-	for _, svc := range s.env.Spec.Services {
-		// Nothing of the fenced site serves: none of its replicas counts.
-		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
-	}
-	return nil
 }
 
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,

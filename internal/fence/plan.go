@@ -76,6 +76,20 @@ func (p Plan) Step(n int) []Action {
 	return out
 }
 
+// Changes are the actions of steps 2 to 4 that change the namespace:
+// deletions, recreations and pods preserved. A pass that finds none has
+// nothing left to do; scaling careplane's Deployments to zero is written
+// whole every pass and skipped by the applier when unchanged.
+func (p Plan) Changes() []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 // Object is what the plan reads of an object of the primary namespace: its
 // metadata (for policies, the name is all that counts).
 type Object = metav1.ObjectMeta

@@ -127,3 +127,25 @@ func checkPlan(t *testing.T, o Observed, p Plan) {
 		}
 	}
 }
+
+// TestChangesOfAFencedNamespace: a namespace a pass has fenced already has
+// nothing left to change; one object the tenant slipped in is one change.
+func TestChangesOfAFencedNamespace(t *testing.T) {
+	const id = "2030-01-01T00:00:00Z"
+	env := fencedEnv()
+	env.Spec.Services = []v1alpha1.Service{{Name: "call-handling"}}
+	rev := map[string]string{build.AnnotationCredentialsRevision: id}
+	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec},
+		Policies:        []Object{{Name: build.FencePolicyName}},
+		ServiceAccounts: []Object{{Name: "call-handling", Annotations: rev}, {Name: "default", Annotations: rev}},
+		Pods:            []Object{{Name: "call-handling-1", Labels: map[string]string{v1alpha1.LabelEvidence: "INC-1"}}},
+		Deployments:     []Object{{Name: "call-handling"}},
+	}
+	if c := PlanFence(o).Changes(); len(c) != 0 {
+		t.Fatalf("a fenced namespace: changes %+v, want none", c)
+	}
+	o.ServiceAccounts = append(o.ServiceAccounts, Object{Name: "slipped-in", UID: "u1"})
+	if c := PlanFence(o).Changes(); len(c) != 1 || c[0].Verb != VerbDelete || c[0].Name != "slipped-in" {
+		t.Fatalf("one tenant ServiceAccount slipped in: changes %+v, want its deletion", c)
+	}
+}

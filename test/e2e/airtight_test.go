@@ -449,3 +449,100 @@ func TestDeletingAFencedEnvironmentKeepsItIsolated(t *testing.T) {
 		return err == nil, fmt.Sprint(err), nil
 	})
 }
+
+// TestTenantRacingTheFence (hole 1): the tenant's pipeline writes in its
+// namespace as fast as it can for the whole fence — an allow policy, a
+// field added to the deny policy, a ServiceAccount of its own, a pod
+// deleted — from before the responder's fence until Fenced=True. Whatever
+// it managed before the freeze, nothing of it survives the fence: one
+// policy, exactly the deny policy; no ServiceAccount but those recreated
+// under the fence; every pod left is evidence; the isolation verified.
+func TestTenantRacingTheFence(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("race")
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	ns := name + "-primary"
+	tenant := tenantPipeline(t, ns)
+
+	stop := make(chan struct{})
+	done := make(chan [2]int)
+	go func() {
+		var tried, admitted int
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				done <- [2]int{tried, admitted}
+				return
+			default:
+			}
+			var err error
+			switch i % 4 {
+			case 0:
+				err = tenant.Create(ctx, allowEverything(ns, fmt.Sprintf("race-allow-%d", i)))
+			case 1:
+				err = tenant.Patch(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "careplane-fence"}},
+					client.RawPatch(types.MergePatchType, []byte(`{"spec":{"egress":[{}],"ingress":[{}]}}`)))
+			case 2:
+				err = tenant.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("race-sa-%d", i)}})
+			case 3:
+				var pods corev1.PodList
+				if err = tenant.List(ctx, &pods, client.InNamespace(ns)); err == nil && len(pods.Items) > 0 {
+					err = tenant.Delete(ctx, &pods.Items[i%len(pods.Items)])
+				}
+			}
+			tried++
+			if err == nil {
+				admitted++
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond) // the race is on before the fence
+	fenceCommand(t, name, "INC-RACE")
+	env := waitFencedTrue(t, name)
+	close(stop)
+	counts := <-done
+	t.Logf("the tenant tried %d writes during the fence; %d were admitted (before the freeze)", counts[0], counts[1])
+
+	if got := policyNames(t, ns); strings.Join(got, ",") != "careplane-fence" {
+		t.Errorf("policies in the fenced namespace: %v, want only careplane-fence", got)
+	}
+	pol := &networkingv1.NetworkPolicy{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "careplane-fence"}, pol); err != nil {
+		t.Fatal(err)
+	}
+	if len(pol.Spec.Egress) != 0 || len(pol.Spec.Ingress) != 1 || len(pol.Spec.Ingress[0].From) != 1 {
+		t.Errorf("the deny policy is not deny-all but forensics: %+v", pol.Spec)
+	}
+	fenceID := ""
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	fenceID = nsObj.Annotations["careplane.io/fence-id"]
+	var sas corev1.ServiceAccountList
+	if err := k8sClient.List(ctx, &sas, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, sa := range sas.Items {
+		if sa.Annotations["careplane.io/credentials-revision"] != fenceID || fenceID == "" {
+			t.Errorf("service account %s survived the fence (credentials revision %q, fence %q)", sa.Name,
+				sa.Annotations["careplane.io/credentials-revision"], fenceID)
+		}
+	}
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Labels[v1alpha1.LabelEvidence] == "" {
+			t.Errorf("pod %s runs behind the fence and is not evidence", p.Name)
+		}
+	}
+	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionIsolationVerified); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("IsolationVerified = %+v", c)
+	}
+	if res := verifyLive(t, ns, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}); !res.Isolated {
+		t.Errorf("not isolated: %s", res.Summary())
+	}
+}
