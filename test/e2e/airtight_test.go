@@ -74,8 +74,7 @@ func tenantPipeline(t *testing.T, ns string) client.Client {
 // allow-all in and out.
 func squattedFence(ns string) *networkingv1.NetworkPolicy {
 	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "careplane-fence",
-			Labels: map[string]string{v1alpha1.LabelEnvironment: strings.TrimSuffix(ns, "-primary")}},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "careplane-fence"},
 		Spec: networkingv1.NetworkPolicySpec{
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
 			Ingress:     []networkingv1.NetworkPolicyIngressRule{{}},
@@ -235,12 +234,14 @@ func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 	if err := tenant.Create(ctx, cron); err != nil {
 		t.Fatal(err)
 	}
+	// edit grants no RBAC writes; a tenant's namespace admin (or its
+	// pipeline with admin) does. Created as such here.
 	rb := &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "backdoor-edit"},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "backdoor"}},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
 	}
-	if err := tenant.Create(ctx, rb); err != nil {
+	if err := k8sClient.Create(ctx, rb); err != nil {
 		t.Fatal(err)
 	}
 	// A sidecar, injected with another field manager.
