@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -13,6 +12,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/conditions"
 	"github.com/careplane/careplane/internal/failover"
 	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
@@ -179,148 +179,42 @@ func deploymentCurrent(dep *appsv1.Deployment) bool {
 		dep.Status.UpdatedReplicas == want && dep.Status.Replicas == want
 }
 
-// finish turns what the reconcile gathered into the status conditions.
+// finish turns what the reconcile gathered into the status: the conditions
+// (package conditions decides them), the services and status.isolation.
 func (s *scope) finish(reconcileErr error) {
 	st := s.status
-	gen := s.env.Generation
-	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
-		meta.SetStatusCondition(&st.Conditions, metav1.Condition{
-			Type: t, Status: status, Reason: reason, Message: msg, ObservedGeneration: gen,
-		})
-	}
-
-	ready, total := 0, 0
-	var unready []string
 	active, serving := s.activeSite()
-	for _, svc := range s.services {
-		if svc.Site != active {
-			continue
-		}
-		total++
-		if svc.ReadyReplicas >= svc.Replicas {
-			ready++
-		} else {
-			unready = append(unready, fmt.Sprintf("%s (%d/%d ready)", svc.Name, svc.ReadyReplicas, svc.Replicas))
-		}
+	err := s.applyFailed
+	if err == nil {
+		err = reconcileErr
 	}
+	in := conditions.Input{
+		Generation: s.env.Generation, Services: s.services, ActiveSite: active, Serving: serving,
+		DeletionBlocked: s.deletionBlocked, Conflict: s.conflict, Err: err, Stalled: s.stalled,
+		Fence: conditions.Fence{
+			Fencing: s.course == fence.CourseFence, Recorded: s.record.Present(),
+			Restoring: s.restoring, Restored: s.restored, RestoreErr: s.restoreErr,
+			Complete: s.fenceComplete, Verified: s.verified, AdminFence: s.adminFence,
+			CredentialsRevoked: s.credentialsRevokedTotal(), EvidencePods: s.evidencePods, From: s.primaryFrom,
+		},
+	}
+	if s.decision != nil {
+		in.Traffic = &conditions.Traffic{FromStandby: s.decision.ServingFromStandby(), Reason: s.decision.Reason, Message: s.servingMessage()}
+	}
+	ready, total := conditions.Set(&st.Conditions, in)
 	if s.services != nil || reconcileErr == nil {
 		st.Services = s.services
 		st.ReadyServices = fmt.Sprintf("%d/%d", ready, total)
 	}
-
-	s.finishIsolation(reconcileErr)
-	switch {
-	case s.deletionBlocked:
-		msg := "The environment is being deleted while fenced; careplane keeps the fence and the evidence until it is restored (set isolation.mode to None), or until a responder removes the careplane.io/fence finalizer"
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	case s.record.Present() && !s.restored && s.conflict == "" && !serving:
-		msg := "The primary site is fenced and no site serves traffic"
-		if s.restoring {
-			msg = "The primary site is fenced while it is rebuilt; no site serves traffic"
-		}
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	case s.conflict != "":
-		msg := fmt.Sprintf("Namespace %s already exists and was not created by careplane for this environment; careplane never adopts a namespace. Delete or rename it, or rename this environment", s.conflict)
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonNamespaceConflict, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonNamespaceConflict, msg)
-	case s.applyFailed != nil || reconcileErr != nil:
-		err := s.applyFailed
-		if err == nil {
-			err = reconcileErr
-		}
-		msg := truncate("Writing the environment's objects failed: " + err.Error())
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonApplyFailed, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonApplyFailed, msg)
-	case len(s.stalled) > 0:
-		msg := truncate("Deployments cannot make progress: " + strings.Join(s.stalled, "; "))
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonServicesUnavailable, msg)
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonServicesUnavailable, msg)
-	case len(unready) > 0:
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonProvisioning,
-			truncate("Waiting for services to become ready: "+strings.Join(unready, ", ")))
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Services are rolling out")
-	case !serving:
-		set(v1alpha1.ConditionReady, metav1.ConditionFalse, v1alpha1.ReasonFenced, "No site serves traffic")
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	default:
-		set(v1alpha1.ConditionReady, metav1.ConditionTrue, v1alpha1.ReasonAvailable,
-			fmt.Sprintf("All %d services are ready on the %s site", total, strings.ToLower(string(active))))
-		set(v1alpha1.ConditionDegraded, metav1.ConditionFalse, v1alpha1.ReasonAsExpected, "Nothing is degraded")
-	}
-
-	switch {
-	case s.decision != nil && s.decision.ServingFromStandby():
-		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionTrue, s.decision.Reason, truncate(s.servingMessage()))
-		set(v1alpha1.ConditionDegraded, metav1.ConditionTrue, v1alpha1.ReasonServingFromStandby, truncate("Critical services are served from the standby: "+s.servingMessage()))
-	case s.decision != nil:
-		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, s.decision.Reason, truncate(s.servingMessage()))
-	case meta.FindStatusCondition(st.Conditions, v1alpha1.ConditionServingFromStandby) == nil:
-		set(v1alpha1.ConditionServingFromStandby, metav1.ConditionFalse, v1alpha1.ReasonServingFromPrimary, "Traffic goes to the primary site")
-	}
+	s.finishIsolation()
 }
 
-// finishIsolation sets the Fenced, IsolationVerified and Restoring
-// conditions and status.isolation from what the fence or restore did.
-func (s *scope) finishIsolation(reconcileErr error) {
+// finishIsolation writes status.isolation from what the fence or restore
+// did.
+func (s *scope) finishIsolation() {
 	st := s.status
-	set := func(t string, status metav1.ConditionStatus, reason, msg string) {
-		setCondition(&st.Conditions, s.env.Generation, t, status, reason, msg)
-	}
 	iso := s.env.Spec.Isolation
 	fencing := s.course == fence.CourseFence
-	switch {
-	case !fencing && !s.record.Present():
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "isolation.mode is None")
-	case s.restored:
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
-	case fencing && s.fenceComplete && reconcileErr == nil && s.verified != nil && s.verified.Isolated:
-		// Evidence, not intention: every step done, and the policies
-		// evaluated let nothing through.
-		msg := fmt.Sprintf("The primary site is fenced and its isolation verified: all traffic denied, %d credentials revoked, %d evidence pods preserved", s.credentialsRevokedTotal(), s.evidencePods)
-		if s.adminFence != "" {
-			msg += "; the admin-tier " + s.adminFence + " keeps namespace policies from widening the fence"
-		}
-		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, msg)
-	case fencing && s.fenceComplete && reconcileErr == nil:
-		msg := "Every fence step is done but the isolation could not be verified yet; the fence is retried"
-		if s.verified != nil {
-			msg = truncate("Every fence step is done but the isolation is not verified: " + s.verified.Summary())
-		}
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete, msg)
-	case fencing:
-		msg := "The fence is under way"
-		if reconcileErr != nil {
-			msg = truncate("The fence is incomplete and will be retried: " + reconcileErr.Error())
-		}
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete, msg)
-	default:
-		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonRestoring, "The fence stays until the rebuilt primary site is Ready")
-	}
-
-	switch {
-	case s.restoreErr != nil:
-		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonRestoreBlocked, truncate("The restore cannot proceed and the fence stays: "+s.restoreErr.Error()))
-	case s.restoring && !s.restored:
-		set(v1alpha1.ConditionRestoring, metav1.ConditionTrue, v1alpha1.ReasonRebuilding,
-			fmt.Sprintf("Rebuilding the primary site from %s with new credentials; the fence stays until its pods are Ready", s.primaryFrom))
-	default:
-		set(v1alpha1.ConditionRestoring, metav1.ConditionFalse, v1alpha1.ReasonNotRestoring, "No restore is under way")
-	}
-
-	switch {
-	case s.verified == nil && !s.record.Present():
-		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionUnknown, v1alpha1.ReasonNotEvaluated, "The environment is not fenced; there is nothing to verify")
-	case s.verified == nil:
-		// Keep the last verdict while verification could not run.
-	case s.verified.Isolated:
-		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionTrue, v1alpha1.ReasonNoAllowedFlows,
-			"No NetworkPolicy of the fenced namespace allows a flow into or out of a fenced pod, except ingress from the forensics namespaces")
-	default:
-		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionFalse, v1alpha1.ReasonFlowAllowed, truncate(s.verified.Summary()))
-	}
-
 	// status.isolation describes the fence in place; history goes to
 	// status.incidents.
 	if !s.record.Present() || s.restored {
@@ -448,13 +342,3 @@ func alarming(t string, c *metav1.Condition) bool {
 	return false
 }
 
-// maxMessage bounds condition messages.
-const maxMessage = 1024
-
-// truncate shortens s to maxMessage bytes.
-func truncate(s string) string {
-	if len(s) <= maxMessage {
-		return s
-	}
-	return s[:maxMessage-3] + "..."
-}
