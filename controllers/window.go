@@ -20,6 +20,10 @@ import (
 	"github.com/careplane/careplane/internal/fence"
 )
 
+// The fence's deny policy and quota are written whole: an update.
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=update
+// +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=update
+
 // fenceWriter makes the fence's first step, the one that closes the window:
 // the record on the primary Namespace (the freeze), then the deny policy and
 // the fence quota, each written whole. The fence gate, the FenceRequest
