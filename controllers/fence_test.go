@@ -42,6 +42,17 @@ func setDeploymentsReady(t *testing.T, ctx context.Context, ns string) {
 	}
 }
 
+// annotateIsolationBy sets who changes the isolation next, as the plugin does.
+func annotateIsolationBy(t *testing.T, ctx context.Context, name, user string) {
+	t.Helper()
+	env := &v1alpha1.HealthEnvironment{}
+	env.Name = name
+	patch := `{"metadata":{"annotations":{"` + v1alpha1.AnnotationIsolationBy + `":"` + user + `"}}}`
+	if err := k8sClient.Patch(ctx, env, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func patchIsolation(t *testing.T, ctx context.Context, name, isolation string) {
 	t.Helper()
 	env := &v1alpha1.HealthEnvironment{}
@@ -70,11 +81,15 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	markDeploymentsReadyWhenPresent(t, ctx, "restore-order", ns, 4)
 	waitCondition(t, "restore-order", v1alpha1.ConditionReady, "True", "")
 
+	// Who: the annotation the isolation guard checks against the
+	// requester (not installed here: the operator's side is tested).
+	annotateIsolationBy(t, ctx, "restore-order", "alice@responders")
 	patchIsolation(t, ctx, "restore-order", `{"mode":"Fenced","reason":"test","ticket":"INC-9"}`)
 	waitCondition(t, "restore-order", v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
 	fenced := getEnv(t, ctx, "restore-order")
-	if fenced.Status.Isolation == nil || fenced.Status.Isolation.Ticket != "INC-9" || fenced.Status.Isolation.FencedAt == nil {
-		t.Fatalf("status.isolation = %+v", fenced.Status.Isolation)
+	if fenced.Status.Isolation == nil || fenced.Status.Isolation.Ticket != "INC-9" || fenced.Status.Isolation.FencedAt == nil ||
+		fenced.Status.Isolation.FencedBy != "alice@responders" {
+		t.Fatalf("status.isolation = %+v, want ticket INC-9, fencedAt and fencedBy alice@responders", fenced.Status.Isolation)
 	}
 	if len(fenced.Finalizers) != 1 || fenced.Finalizers[0] != fenceFinalizer {
 		t.Errorf("finalizers of a fenced environment = %v, want [%s]", fenced.Finalizers, fenceFinalizer)
@@ -88,6 +103,7 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 		t.Errorf("the fence's quota is %v, want pods: 0", q.Spec.Hard)
 	}
 
+	annotateIsolationBy(t, ctx, "restore-order", "bob@responders")
 	patchIsolation(t, ctx, "restore-order", `{"mode":"None"}`)
 	waitCondition(t, "restore-order", v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
 	// Nobody marks the rebuilt Deployments ready: the fence must stay.
@@ -121,8 +137,9 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 		return apierrors.IsNotFound(err), "", nil
 	})
 	restored := getEnv(t, ctx, "restore-order")
-	if n := len(restored.Status.Incidents); n != 1 || restored.Status.Incidents[0].Ticket != "INC-9" {
-		t.Errorf("incidents = %+v", restored.Status.Incidents)
+	if n := len(restored.Status.Incidents); n != 1 || restored.Status.Incidents[0].Ticket != "INC-9" ||
+		restored.Status.Incidents[0].FencedBy != "alice@responders" || restored.Status.Incidents[0].RestoredBy != "bob@responders" {
+		t.Errorf("incidents = %+v, want INC-9 fenced by alice@responders and restored by bob@responders", restored.Status.Incidents)
 	}
 	if len(restored.Finalizers) != 0 {
 		t.Errorf("finalizers after restore = %v, want none", restored.Finalizers)

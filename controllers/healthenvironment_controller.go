@@ -131,8 +131,12 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	if heldBy != nil {
 		s.fenceRequest = heldBy.Name
+		s.fencedBy = heldBy.Annotations[v1alpha1.AnnotationRequestedBy]
 	} else if name := s.record.Request(); name != "" && d.Course == fence.CourseFence {
 		s.fenceRequest = name
+	}
+	if s.fencedBy == "" && d.Course == fence.CourseFence {
+		s.fencedBy = env.Annotations[v1alpha1.AnnotationIsolationBy]
 	}
 	before := env.Status.DeepCopy()
 	defer func() {
@@ -355,15 +359,17 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 // recordIncident appends the finished fence to status.incidents, newest
 // last, keeping the last maxIncidents.
 func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *scope) {
-	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.primaryFrom}
+	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.primaryFrom,
+		RestoredBy: s.env.Annotations[v1alpha1.AnnotationIsolationBy]}
 	if iso := s.env.Status.Isolation; iso != nil {
-		inc.Ticket, inc.Reason, inc.FencedAt = iso.Ticket, iso.Reason, iso.FencedAt
+		inc.Ticket, inc.Reason, inc.FencedAt, inc.FencedBy = iso.Ticket, iso.Reason, iso.FencedAt, iso.FencedBy
 	}
 	s.status.Incidents = append(s.status.Incidents, inc)
 	if n := len(s.status.Incidents); n > maxIncidents {
 		s.status.Incidents = s.status.Incidents[n-maxIncidents:]
 	}
-	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom)
+	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
+		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy)
 }
 
 // maxIncidents bounds status.incidents.

@@ -32,6 +32,9 @@ type scope struct {
 	// fenceRequest names the FenceRequest that holds the fence, while the
 	// environment's own spec does not say Fenced.
 	fenceRequest string
+	// fencedBy is who asked for the fence in force, as the guardrails
+	// checked it (v1alpha1.AnnotationIsolationBy or AnnotationRequestedBy).
+	fencedBy string
 	// conflict names a namespace careplane needs but does not own.
 	conflict string
 	// applyFailed is the error of writing children, if any.
@@ -196,6 +199,7 @@ func (s *scope) finish(reconcileErr error) {
 			Restoring: s.restoring, Restored: s.restored, RestoreErr: s.restoreErr,
 			Complete: s.fenceComplete, Verified: s.verified, AdminFence: s.adminFence,
 			CredentialsRevoked: s.credentialsRevokedTotal(), EvidencePods: s.evidencePods, From: s.primaryFrom,
+			By: s.fencedByOnRecord(),
 		},
 	}
 	if s.decision != nil {
@@ -233,6 +237,10 @@ func (s *scope) finishIsolation() {
 	if s.fenceRequest != "" {
 		st.Isolation.Request = s.fenceRequest
 	}
+	if st.Isolation.FencedBy == "" {
+		// Who asked first: the request's creator, or the spec's writer.
+		st.Isolation.FencedBy = s.fencedBy
+	}
 	st.Isolation.CredentialsRevoked = s.credentialsRevokedTotal()
 	if s.verified != nil {
 		st.Isolation.EvidencePods = s.evidencePods
@@ -250,6 +258,15 @@ func (s *scope) finishIsolation() {
 			st.Isolation.VerifiedAt = &metav1.Time{Time: s.now}
 		}
 	}
+}
+
+// fencedByOnRecord is who asked for the fence in force: as the status
+// recorded it first, or as this reconcile found it.
+func (s *scope) fencedByOnRecord() string {
+	if iso := s.env.Status.Isolation; iso != nil && iso.FencedBy != "" {
+		return iso.FencedBy
+	}
+	return s.fencedBy
 }
 
 // credentialsRevokedTotal counts the credentials this fence revoked: what
@@ -317,8 +334,11 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	}
 	if len(after.Incidents) > 0 && len(after.Incidents) != len(before.Incidents) {
 		inc := after.Incidents[len(after.Incidents)-1]
-		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "Restored", action: "Restore",
-			note: fmt.Sprintf("Restored from %s with new credentials; incident %s recorded", inc.RestoredFrom, inc.Ticket)})
+		note := fmt.Sprintf("Restored from %s with new credentials; incident %s recorded", inc.RestoredFrom, inc.Ticket)
+		if inc.RestoredBy != "" {
+			note += "; restore asked for by " + inc.RestoredBy
+		}
+		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "Restored", action: "Restore", note: note})
 	}
 	return out
 }

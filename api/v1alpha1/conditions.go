@@ -99,6 +99,15 @@ const (
 	// only careplane, incident responders and the control plane may write
 	// in the namespace.
 	LabelFenced = "careplane.io/fenced"
+	// AnnotationIsolationBy on a HealthEnvironment names who last changed
+	// its spec.isolation, as the API server authenticated them: the
+	// isolation guard admits a change of spec.isolation only when this
+	// annotation is the requester's own username, and refuses any other
+	// change of it. careplane records it as who fenced and who restored.
+	AnnotationIsolationBy = "careplane.io/isolation-by"
+	// AnnotationRequestedBy on a FenceRequest names who created it, checked
+	// the same way by the FenceRequest guard.
+	AnnotationRequestedBy = "careplane.io/requested-by"
 	// DefaultResponderGroup is the group allowed to change spec.isolation
 	// when the guardrail policies are installed with their defaults.
 	DefaultResponderGroup = "careplane:incident-responders"

@@ -601,6 +601,13 @@ type IsolationStatus struct {
 	// its own spec.isolation said Fenced (a fleet fence).
 	// +optional
 	Request string `json:"request,omitempty"`
+	// fencedBy is who asked for the fence, as the API server authenticated
+	// them (the careplane.io/isolation-by annotation of the environment, or
+	// careplane.io/requested-by of the FenceRequest, which the guardrails
+	// admit only as the requester's own username).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	FencedBy string `json:"fencedBy,omitempty"`
 	// credentialsRevoked counts ServiceAccounts and Secrets revoked.
 	// +optional
 	CredentialsRevoked int32 `json:"credentialsRevoked,omitempty"`
@@ -663,6 +670,16 @@ type Incident struct {
 	// restoredFrom is the revision the primary was rebuilt from.
 	// +optional
 	RestoredFrom string `json:"restoredFrom,omitempty"`
+	// fencedBy is who asked for the fence (see status.isolation.fencedBy).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	FencedBy string `json:"fencedBy,omitempty"`
+	// restoredBy is who asked for the restore, as the API server
+	// authenticated them (the careplane.io/isolation-by annotation the
+	// isolation guard checked).
+	// +optional
+	// +kubebuilder:validation:MaxLength=512
+	RestoredBy string `json:"restoredBy,omitempty"`
 }
 
 // ReplicaCount is the number of replicas the service asks for: replicas, or

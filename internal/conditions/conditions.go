@@ -85,6 +85,8 @@ type Fence struct {
 	CredentialsRevoked, EvidencePods int32
 	// From names what the primary is rebuilt from: "spec" or a revision.
 	From string
+	// By is who asked for the fence, when known.
+	By string
 }
 
 // MaxMessage bounds condition messages.
@@ -179,6 +181,9 @@ func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg 
 		msg := fmt.Sprintf("The primary site is fenced and its isolation verified: all traffic denied, %d credentials revoked, %d evidence pods preserved", f.CredentialsRevoked, f.EvidencePods)
 		if f.AdminFence != "" {
 			msg += "; the admin-tier " + f.AdminFence + " keeps namespace policies from widening the fence"
+		}
+		if f.By != "" {
+			msg += "; asked for by " + f.By
 		}
 		set(v1alpha1.ConditionFenced, metav1.ConditionTrue, v1alpha1.ReasonFenceComplete, msg)
 	case f.Fencing && f.Complete && in.Err == nil:
