@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -314,4 +315,58 @@ func TestFencedNeedsVerifiedIsolation(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAFenceIsNotHeldUpByAnotherNamespace (hole 10): a problem with the
+// standby's namespace (its name taken by a namespace careplane did not
+// make) stops provisioning, but not the fence of the primary: the window
+// is closed and the record written although the reconcile reports the
+// conflict.
+func TestAFenceIsNotHeldUpByAnotherNamespace(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("stuck-standby")
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{}
+		e.Name = "stuck-standby"
+		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), e)
+	})
+	ns := "stuck-standby-primary"
+	markDeploymentsReadyWhenPresent(t, ctx, "stuck-standby", ns, 60)
+	waitCondition(t, "stuck-standby", v1alpha1.ConditionReady, "True", "")
+
+	foreign := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stuck-standby-standby"}}
+	if err := k8sClient.Create(ctx, foreign); err != nil {
+		t.Fatal(err)
+	}
+	updateEnv(t, ctx, "stuck-standby", func(e *v1alpha1.HealthEnvironment) { e.Spec.Failover.Standby = v1alpha1.StandbyWarm })
+	waitCondition(t, "stuck-standby", v1alpha1.ConditionReady, "False", v1alpha1.ReasonNamespaceConflict)
+
+	patchIsolation(t, ctx, "stuck-standby", `{"mode":"Fenced","reason":"test"}`)
+	eventually(t, 15*time.Second, "the primary fenced despite the standby's conflict", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		if !fence.RecordOf(nsObj).Present() {
+			return false, fmt.Sprintf("no fence record on %s: %v %v", ns, nsObj.Labels, nsObj.Annotations), nil
+		}
+		pol := &networkingv1.NetworkPolicy{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, pol); err != nil {
+			return false, err.Error(), nil
+		}
+		var sas corev1.ServiceAccountList
+		if err := k8sClient.List(ctx, &sas, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		for _, sa := range sas.Items {
+			if sa.Annotations[build.AnnotationCredentialsRevision] != fence.RecordOf(nsObj).ID {
+				return false, "service account " + sa.Name + " not yet revoked", nil
+			}
+		}
+		return true, "", nil
+	})
 }
