@@ -1,9 +1,12 @@
 package v1alpha1
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // HealthEnvironment is one customer's health-software environment (for example
@@ -495,9 +498,19 @@ type Isolation struct {
 	// +kubebuilder:default=Preserve
 	Workloads WorkloadAction `json:"workloads,omitempty"`
 
-	// forensicsFrom selects the namespaces whose pods may still connect to
-	// fenced pods, for investigation. Nothing else may.
+	// forensicsFrom names the namespaces whose pods may still connect to
+	// fenced pods, for investigation; nothing else may. Name them by
+	// kubernetes.io/metadata.name, the label the API server sets to each
+	// namespace's name: {matchLabels: {kubernetes.io/metadata.name: forensics}},
+	// or one matchExpressions requirement {key: kubernetes.io/metadata.name,
+	// operator: In, values: [forensics, soc]} with 1 to 16 names. Anything
+	// else is rejected: {}, other labels (a tenant can label its own
+	// namespaces) and other operators would let in namespaces nobody named.
+	// The fenced namespace itself is never let in. A value stored before this
+	// rule is kept while it is left unchanged (validation ratcheting), and
+	// lets no namespace in until it is corrected.
 	// +optional
+	// +kubebuilder:validation:XValidation:rule="has(self.matchLabels) && size(self.matchLabels) > 0 ? (!has(self.matchExpressions) || size(self.matchExpressions) == 0) && size(self.matchLabels) == 1 && 'kubernetes.io/metadata.name' in self.matchLabels && !format.dns1123Label().validate(self.matchLabels['kubernetes.io/metadata.name']).hasValue() : has(self.matchExpressions) && size(self.matchExpressions) == 1 && self.matchExpressions[0].key == 'kubernetes.io/metadata.name' && self.matchExpressions[0].operator == 'In' && has(self.matchExpressions[0].values) && size(self.matchExpressions[0].values) >= 1 && size(self.matchExpressions[0].values) <= 16 && self.matchExpressions[0].values.all(v, !format.dns1123Label().validate(v).hasValue())",message="isolation.forensicsFrom must name the forensics namespaces by kubernetes.io/metadata.name, the one label no tenant can set: matchLabels: {kubernetes.io/metadata.name: forensics} for one, or matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [forensics, soc]}] for up to 16; {}, other labels and other operators would let in namespaces nobody named"
 	ForensicsFrom *LabelSelector `json:"forensicsFrom,omitempty"`
 
 	// restoreRevision names a known-good revision (see status.knownGoodRevision
@@ -506,6 +519,50 @@ type Isolation struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RestoreRevision string `json:"restoreRevision,omitempty"`
+}
+
+// MaxForensicsNamespaces bounds the names isolation.forensicsFrom may list
+// (the CRD's rule on it says 16 too).
+const MaxForensicsNamespaces = 16
+
+// ForensicsNamespaces returns the namespaces forensicsFrom names, sorted and
+// without duplicates: a fence admits ingress from pods in these (other than
+// the fenced namespace) and from nothing else. It reads forensicsFrom as the
+// CRD's rule on it accepts it. Any other form names no namespace, so that a
+// value stored before the rule, which ratcheting keeps while it is left
+// unchanged, fails closed.
+func (in Isolation) ForensicsNamespaces() []string {
+	f := in.ForensicsFrom
+	if f == nil {
+		return nil
+	}
+	var names []string
+	switch {
+	case len(f.MatchLabels) > 0:
+		name, ok := f.MatchLabels[corev1.LabelMetadataName]
+		if !ok || len(f.MatchLabels) != 1 || len(f.MatchExpressions) != 0 {
+			return nil
+		}
+		names = []string{string(name)}
+	case len(f.MatchExpressions) == 1:
+		r := f.MatchExpressions[0]
+		if r.Key != corev1.LabelMetadataName || r.Operator != metav1.LabelSelectorOpIn ||
+			len(r.Values) == 0 || len(r.Values) > MaxForensicsNamespaces {
+			return nil
+		}
+		for _, v := range r.Values {
+			names = append(names, string(v))
+		}
+	default:
+		return nil
+	}
+	for _, n := range names {
+		if len(validation.IsDNS1123Label(n)) > 0 {
+			return nil
+		}
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }
 
 // HealthEnvironmentStatus is what careplane observed and did.

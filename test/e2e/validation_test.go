@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,14 +12,20 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 )
 
 // validBase is a realistic NHS 111 environment that passes validation: every
@@ -99,6 +106,7 @@ const (
 	msgMatchLabelsKey  = "matchLabels keys must be label keys: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit, optionally after a DNS subdomain prefix and '/', e.g. kubernetes.io/metadata.name"
 	msgSelectorKey     = "matchExpressions[].key must be a label key: its prefix, before '/', is a DNS subdomain of at most 253 characters"
 	msgEnvName         = "env[].name must be a C identifier: letters, digits and '_', not starting with a digit"
+	msgForensics       = "isolation.forensicsFrom must name the forensics namespaces by kubernetes.io/metadata.name, the one label no tenant can set: matchLabels: {kubernetes.io/metadata.name: forensics} for one, or matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [forensics, soc]}] for up to 16; {}, other labels and other operators would let in namespaces nobody named"
 
 	// The API server names no field for rules on the object's root (the
 	// metadata.name rules): their causes' field is "<nil>", as kubectl shows.
@@ -304,6 +312,78 @@ var validationCases = []validationCase{
 				map[string]any{"key": strings.Repeat("a", 254) + "/k", "operator": "Exists"}}}
 		},
 		field: "spec.isolation.forensicsFrom.matchExpressions[0].key", msg: msgSelectorKey,
+	},
+
+	// forensicsFrom names namespaces, by the label only the API server sets.
+	{
+		name:   "forensicsFrom {} (every namespace)",
+		mutate: func(o henv) { o.isolation()["forensicsFrom"] = map[string]any{} },
+		field:  "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name:   "forensicsFrom by a label anyone can set",
+		mutate: func(o henv) { o.isolation()["forensicsFrom"] = validationMatchLabels("team", "forensics") },
+		field:  "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom by name and another label",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchLabels": map[string]any{
+				"kubernetes.io/metadata.name": "forensics", "team": "dfir"}}
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom naming something that is not a namespace name",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = validationMatchLabels("kubernetes.io/metadata.name", "Forensics")
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom NotIn",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = validationNameExpression("NotIn", "wales-111-primary")
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name:   "forensicsFrom Exists (every namespace has a name)",
+		mutate: func(o henv) { o.isolation()["forensicsFrom"] = validationNameExpression("Exists") },
+		field:  "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom In on another label",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = map[string]any{"matchExpressions": []any{
+				map[string]any{"key": "team", "operator": "In", "values": []any{"forensics"}}}}
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom In with 17 names",
+		mutate: func(o henv) {
+			o.isolation()["forensicsFrom"] = validationNameExpression("In", validationForensicsNames(17)...)
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom with two requirements",
+		mutate: func(o henv) {
+			two := validationNameExpression("In", "forensics")
+			two["matchExpressions"] = append(two["matchExpressions"].([]any), validationNameExpression("In", "soc")["matchExpressions"].([]any)...)
+			o.isolation()["forensicsFrom"] = two
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
+	},
+	{
+		name: "forensicsFrom with both forms at once",
+		mutate: func(o henv) {
+			both := validationNameExpression("In", "soc")
+			both["matchLabels"] = map[string]any{"kubernetes.io/metadata.name": "forensics"}
+			o.isolation()["forensicsFrom"] = both
+		},
+		field: "spec.isolation.forensicsFrom", msg: msgForensics,
 	},
 	{
 		name: "allowFrom with a matchLabels key that is not a label key",
@@ -719,4 +799,189 @@ func validationExtraServices(n int) []any {
 		}
 	}
 	return out
+}
+
+// validationNameExpression is a selector with one requirement on
+// kubernetes.io/metadata.name.
+func validationNameExpression(op string, values ...string) map[string]any {
+	r := map[string]any{"key": "kubernetes.io/metadata.name", "operator": op}
+	if len(values) > 0 {
+		vs := make([]any, len(values))
+		for i, v := range values {
+			vs[i] = v
+		}
+		r["values"] = vs
+	}
+	return map[string]any{"matchExpressions": []any{r}}
+}
+
+// validationForensicsNames returns n distinct namespace names.
+func validationForensicsNames(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("forensics-%02d", i+1)
+	}
+	return out
+}
+
+// TestForensicsFromAccepted checks that the two forms of forensicsFrom the
+// CRD documents are admitted: the server-side dry run runs every validation
+// a create does and stores nothing.
+func TestForensicsFromAccepted(t *testing.T) {
+	run := rand.String(5)
+	for i, tc := range []struct {
+		name          string
+		forensicsFrom map[string]any
+	}{
+		{"matchLabels by name", validationMatchLabels("kubernetes.io/metadata.name", "forensics")},
+		{"In by name", validationNameExpression("In", "forensics", "soc")},
+		{"In with 16 names", validationNameExpression("In", validationForensicsNames(16)...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obj := newValidBase(t, fmt.Sprintf("forensics-%d-%s", i+1, run))
+			henv(obj.Object).isolation()["forensicsFrom"] = tc.forensicsFrom
+			if err := k8sClient.Create(context.Background(), obj, client.DryRunAll); err != nil {
+				t.Fatalf("forensicsFrom %v was rejected: %v", tc.forensicsFrom, err)
+			}
+		})
+	}
+}
+
+// TestForensicsFromStoredBeforeTheRule: an environment stored with
+// forensicsFrom {} before the CRD had its rule (the rule is taken out of the
+// served CRD while it is created) must not become un-updatable for a
+// responder. While forensicsFrom is left as it is, the API server ratchets
+// the rule: the responder can fence it, the operator can write its status
+// and finalizer, and the fence it writes admits no namespace, verified.
+// Changing forensicsFrom to another value the rule rejects is refused;
+// correcting it is accepted, and the fence then admits the named namespace.
+func TestForensicsFromStoredBeforeTheRule(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("forensics-old")
+	everyNamespace := map[string]any{}
+	probe := func() error {
+		obj := newValidBase(t, name+"-probe")
+		henv(obj.Object).isolation()["forensicsFrom"] = everyNamespace
+		return k8sClient.Create(ctx, obj, client.DryRunAll)
+	}
+
+	restoreRule := setForensicsRule(t, nil)
+	t.Cleanup(func() { restoreRule() })
+	eventually(t, 30*time.Second, "the served CRD accepts forensicsFrom {}", func(context.Context) (bool, string, error) {
+		err := probe()
+		return err == nil, fmt.Sprint(err), nil
+	})
+	yamlText := strings.Replace(fenceEnvYAML(name), "forensicsFrom: {matchLabels: {kubernetes.io/metadata.name: forensics}}", "forensicsFrom: {}", 1)
+	if !strings.Contains(yamlText, "forensicsFrom: {}") {
+		t.Fatal("the fence test's environment no longer sets forensicsFrom")
+	}
+	t.Cleanup(func() { deleteFencedEnvironment(name) })
+	kubectlStdinOrFail(t, yamlText, "apply", "-f", "-")
+
+	restoreRule()
+	eventually(t, 30*time.Second, "the served CRD rejects forensicsFrom {} again", func(context.Context) (bool, string, error) {
+		err := probe()
+		return apierrors.IsInvalid(err) && strings.Contains(err.Error(), msgForensics), fmt.Sprint(err), nil
+	})
+
+	// Fenced by a responder, with forensicsFrom untouched.
+	responder(t, "patch", "henv", name, "--type=merge", "-p", fencePatch("INC-6"))
+	env := waitFencedTrue(t, name)
+	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionIsolationVerified); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("IsolationVerified is %+v, want True", c)
+	}
+	ns := name + build.PrimarySuffix
+	fence := &networkingv1.NetworkPolicy{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, fence); err != nil {
+		t.Fatal(err)
+	}
+	if len(fence.Spec.Ingress) != 0 {
+		t.Fatalf("the fence admits ingress through forensicsFrom {}: %+v", fence.Spec.Ingress)
+	}
+
+	// Another value the rule rejects is refused; a corrected one is not.
+	rc := responderClient(t)
+	patch := func(forensicsFrom string) error {
+		return rc.Patch(ctx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"isolation":{"forensicsFrom":`+forensicsFrom+`}}}`)))
+	}
+	err := patch(`{"matchLabels":{"team":"forensics"}}`)
+	if err == nil {
+		t.Fatal("forensicsFrom changed to a selector on a forgeable label was accepted")
+	}
+	assertInvalidCause(t, err, "spec.isolation.forensicsFrom", msgForensics)
+	if err := patch(`{"matchLabels":{"kubernetes.io/metadata.name":"forensics"}}`); err != nil {
+		t.Fatalf("correcting forensicsFrom was rejected: %v", err)
+	}
+	want := `[{"from":[{"namespaceSelector":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"In","values":["forensics"]}]}}]}]`
+	eventually(t, 30*time.Second, "the fence admits the forensics namespace by name", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, fence); err != nil {
+			return false, err.Error(), nil
+		}
+		got, err := json.Marshal(fence.Spec.Ingress)
+		return string(got) == want, string(got), err
+	})
+}
+
+// setForensicsRule replaces the CEL rules of the served HealthEnvironment
+// CRD's spec.isolation.forensicsFrom with rules (nil: none) and returns a
+// function, safe to call twice, that puts the original ones back.
+func setForensicsRule(t *testing.T, rules []any) func() {
+	t.Helper()
+	ctx := context.Background()
+	path := []string{"schema", "openAPIV3Schema", "properties", "spec", "properties", "isolation", "properties", "forensicsFrom", "x-kubernetes-validations"}
+	var original []any
+	update := func(set func(version map[string]any) error) error {
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			crd := &unstructured.Unstructured{}
+			crd.SetGroupVersionKind(schema.GroupVersionKind{Group: "apiextensions.k8s.io", Version: "v1", Kind: "CustomResourceDefinition"})
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "healthenvironments.careplane.io"}, crd); err != nil {
+				return err
+			}
+			versions, _, _ := unstructured.NestedSlice(crd.Object, "spec", "versions")
+			if len(versions) != 1 {
+				return fmt.Errorf("want one served version, the CRD has %d", len(versions))
+			}
+			if err := set(versions[0].(map[string]any)); err != nil {
+				return err
+			}
+			if err := unstructured.SetNestedSlice(crd.Object, versions, "spec", "versions"); err != nil {
+				return err
+			}
+			return k8sClient.Update(ctx, crd)
+		})
+	}
+	err := update(func(v map[string]any) error {
+		cur, found, err := unstructured.NestedSlice(v, path...)
+		if err != nil || !found {
+			return fmt.Errorf("the CRD has no rule on forensicsFrom (%v)", err)
+		}
+		original = cur
+		if rules == nil {
+			unstructured.RemoveNestedField(v, path...)
+			return nil
+		}
+		return unstructured.SetNestedSlice(v, rules, path...)
+	})
+	if err != nil {
+		t.Fatalf("changing the CRD's forensicsFrom rule: %v", err)
+	}
+	restored := false
+	return func() {
+		if restored {
+			return
+		}
+		restored = true
+		if err := update(func(v map[string]any) error { return unstructured.SetNestedSlice(v, original, path...) }); err != nil {
+			t.Errorf("restoring the CRD's forensicsFrom rule: %v", err)
+		}
+	}
+}
+
+// kubectlStdinOrFail runs kubectl with stdin and fails the test if it fails.
+func kubectlStdinOrFail(t *testing.T, stdin string, args ...string) {
+	t.Helper()
+	if out, err := kubectlStdin(stdin, args...); err != nil {
+		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
+	}
 }
