@@ -422,6 +422,6 @@ func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *sc
 			v.evidence++
 		}
 	}
-	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsFrom.ToMeta()))
+	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsNamespaces()))
 	return v
 }

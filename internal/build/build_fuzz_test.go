@@ -192,7 +192,7 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 	nsLabels := toTyped[corev1.Namespace](t, Namespace(env, ns, SiteLabel(site))).Labels
 	nsLabels = with(nsLabels, corev1.LabelMetadataName, ns)
 	fencedLabels := with(nsLabels, v1alpha1.LabelFenced, "true")
-	forensics := env.Spec.Isolation.ForensicsFrom.ToMeta()
+	forensics := env.Spec.Isolation.ForensicsNamespaces()
 	for _, withForensics := range []bool{true, false} {
 		if res := verifyWith(t, ns, fencedLabels, forensics, pods, nil, FencePolicy(env, ns, withForensics)); !res.Isolated {
 			t.Fatalf("%s: the fence (forensics exception %v) does not isolate\nforensicsFrom: %s\n%s",
@@ -212,7 +212,7 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 
 // verifyWith judges the fence of namespace ns holding policies and the
 // extra policies careplane builds, each checked against API validation.
-func verifyWith(t *testing.T, ns string, nsLabels map[string]string, forensics *metav1.LabelSelector, pods []netpol.Pod,
+func verifyWith(t *testing.T, ns string, nsLabels map[string]string, forensics []string, pods []netpol.Pod,
 	policies []networkingv1.NetworkPolicy, extra ...any) netpol.Result {
 	t.Helper()
 	all := slices.Clone(policies)
@@ -223,7 +223,7 @@ func verifyWith(t *testing.T, ns string, nsLabels map[string]string, forensics *
 		}
 		all = append(all, *np)
 	}
-	res, err := netpol.VerifyFence(netpol.FenceInput{Namespace: ns, NamespaceLabels: nsLabels, Pods: pods, Policies: all, Forensics: forensics})
+	res, err := netpol.VerifyFence(netpol.FenceInput{Namespace: ns, NamespaceLabels: nsLabels, Pods: pods, Policies: all, ForensicsNamespaces: forensics})
 	if err != nil {
 		t.Fatalf("VerifyFence: %v", err)
 	}
@@ -428,7 +428,7 @@ func (g envGen) env() *v1alpha1.HealthEnvironment {
 	iso.Ticket = oneOf(g, "", "INC-2041", "a", strings.Repeat("T", 63))
 	iso.Workloads = oneOf(g, v1alpha1.WorkloadsPreserve, v1alpha1.WorkloadsStop)
 	if g.chance(0.7) {
-		iso.ForensicsFrom = g.selector(known)
+		iso.ForensicsFrom = g.forensicsFrom(known)
 	}
 	return env
 }
@@ -511,6 +511,27 @@ func (g envGen) selector(known []string) *v1alpha1.LabelSelector {
 		}
 	}
 	return s
+}
+
+// forensicsFrom returns a forensicsFrom in one of the two forms the CRD
+// accepts, naming namespaces among known (careplane's own included, which
+// the fence must not admit) and two others; or, now and then, any selector,
+// as an object stored before the CRD's rule may still hold (validation
+// ratcheting keeps an unchanged value), which must open nothing.
+func (g envGen) forensicsFrom(known []string) *v1alpha1.LabelSelector {
+	names := append([]string{"forensics", "soc"}, known...)
+	switch {
+	case g.chance(0.1):
+		return g.selector(known)
+	case g.chance(0.5):
+		return &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{
+			corev1.LabelMetadataName: v1alpha1.LabelValue(names[g.pick(len(names))])}}
+	}
+	r := v1alpha1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn}
+	for range 1 + g.pick(v1alpha1.MaxForensicsNamespaces) {
+		r.Values = append(r.Values, v1alpha1.LabelValue(names[g.pick(len(names))]))
+	}
+	return &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{r}}
 }
 
 func (g envGen) integration(name string, services []string) v1alpha1.Integration {

@@ -1,6 +1,8 @@
 package build
 
 import (
+	"slices"
+
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -31,8 +33,9 @@ const (
 
 // FencePolicy returns the fence's deny-all NetworkPolicy: it selects every
 // pod of the namespace, for ingress and egress, and allows nothing but
-// ingress from the namespaces spec.isolation.forensicsFrom selects (none when
-// unset, or when withForensics is false), never from namespace itself.
+// ingress from the namespaces spec.isolation.forensicsFrom names, by their
+// kubernetes.io/metadata.name (none when unset, when it is not in a form the
+// CRD accepts, or when withForensics is false), never from namespace itself.
 func FencePolicy(env *v1alpha1.HealthEnvironment, namespace string, withForensics bool) *networkingv1ac.NetworkPolicyApplyConfiguration {
 	return isolationPolicy(env, namespace, FencePolicyName, metav1ac.LabelSelector(), withForensics)
 }
@@ -65,20 +68,26 @@ func isolationPolicy(env *v1alpha1.HealthEnvironment, namespace, name string, po
 	spec := networkingv1ac.NetworkPolicySpec().
 		WithPodSelector(pods).
 		WithPolicyTypes(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress)
-	if f := env.Spec.Isolation.ForensicsFrom; f != nil && withForensics {
-		// forensicsFrom may match the isolated namespace itself: {} does,
-		// and so does a selector on any label it carries. The exception is
-		// for investigators, not for the isolated pods to reach each other.
-		forensics := labelSelectorApply(f.ToMeta()).WithMatchExpressions(metav1ac.LabelSelectorRequirement().
-			WithKey(corev1.LabelMetadataName).WithOperator(metav1.LabelSelectorOpNotIn).WithValues(namespace))
+	if names := forensicsNamespaces(env, namespace); withForensics && len(names) > 0 {
+		// By name, the label only the API server sets: never a selector
+		// from the spec, which could match namespaces a tenant labels.
 		spec.WithIngress(networkingv1ac.NetworkPolicyIngressRule().
-			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(forensics)))
+			WithFrom(networkingv1ac.NetworkPolicyPeer().WithNamespaceSelector(metav1ac.LabelSelector().
+				WithMatchExpressions(metav1ac.LabelSelectorRequirement().
+					WithKey(corev1.LabelMetadataName).WithOperator(metav1.LabelSelectorOpIn).WithValues(names...)))))
 	}
 	// No owner: garbage collection of a deleted environment must not lift
 	// the isolation of its fence or its evidence.
 	return networkingv1ac.NetworkPolicy(name, namespace).
 		WithLabels(Labels(env, siteLabelOfNamespace(env, namespace))).
 		WithSpec(spec)
+}
+
+// forensicsNamespaces are the namespaces spec.isolation.forensicsFrom names,
+// without namespace itself: the exception is for investigators, not for the
+// isolated pods to reach each other.
+func forensicsNamespaces(env *v1alpha1.HealthEnvironment, namespace string) []string {
+	return slices.DeleteFunc(env.Spec.Isolation.ForensicsNamespaces(), func(n string) bool { return n == namespace })
 }
 
 // notEvidence selects every pod that is not evidence.

@@ -1,6 +1,7 @@
 package build
 
 import (
+	"fmt"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +17,7 @@ import (
 func TestFencePoliciesIsolate(t *testing.T) {
 	env := env111()
 	ns := "wales-111-primary"
-	forensics := &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}
+	env.Spec.Isolation.ForensicsFrom = &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{corev1.LabelMetadataName: "forensics"}}
 	typed := func(acs ...any) []networkingv1.NetworkPolicy {
 		var out []networkingv1.NetworkPolicy
 		for _, ac := range acs {
@@ -54,7 +55,7 @@ func TestFencePoliciesIsolate(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			res, err := netpol.VerifyFence(netpol.FenceInput{
 				Namespace: ns, NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns},
-				Pods: tt.pods, Policies: tt.policies, Forensics: forensics,
+				Pods: tt.pods, Policies: tt.policies, ForensicsNamespaces: env.Spec.Isolation.ForensicsNamespaces(),
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -84,33 +85,94 @@ func TestFencePolicyShape(t *testing.T) {
 	}
 }
 
-// A forensicsFrom that matches the fenced namespace itself ({} matches every
-// namespace; the primary carries careplane.io/environment) must not let the
-// fenced pods reach each other, while the forensics namespaces still may.
-func TestFenceExcludesTheFencedNamespaceFromForensics(t *testing.T) {
-	ns := "wales-111-primary"
+// The forensics exception names namespaces, never a selector: whatever
+// forensicsFrom says, the fence's only ingress peer is "kubernetes.io/
+// metadata.name In (names)", the label only the API server sets. A
+// forensicsFrom the CRD would reject today (stored before the rule, kept by
+// validation ratcheting) opens nothing.
+func TestFenceForensicsIngressNamesNamespaces(t *testing.T) {
+	const ns = "wales-111-primary"
+	byName := func(names ...string) *v1alpha1.LabelSelector {
+		r := v1alpha1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn}
+		for _, n := range names {
+			r.Values = append(r.Values, v1alpha1.LabelValue(n))
+		}
+		return &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{r}}
+	}
+	labels := func(kv ...string) *v1alpha1.LabelSelector {
+		s := &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			s.MatchLabels[kv[i]] = v1alpha1.LabelValue(kv[i+1])
+		}
+		return s
+	}
+	expr := func(key string, op metav1.LabelSelectorOperator, values ...v1alpha1.LabelValue) *v1alpha1.LabelSelector {
+		return &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{{Key: key, Operator: op, Values: values}}}
+	}
+	seventeen := make([]string, 17)
+	for i := range seventeen {
+		seventeen[i] = fmt.Sprintf("forensics-%02d", i)
+	}
+	peer := func(names ...string) string {
+		return mustJSON([]networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+			NamespaceSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+				{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: names}}},
+		}}}})
+	}
+	const none = "null"
 	nsLabels := map[string]string{corev1.LabelMetadataName: ns, v1alpha1.LabelEnvironment: "wales-111"}
 	pod := netpol.Pod{Name: "call-handling-1", Labels: ServiceLabels(env111(), SiteLabelPrimary, "call-handling")}
-	for name, forensics := range map[string]*v1alpha1.LabelSelector{
-		"every namespace": {},
-		"the environment": {MatchLabels: map[string]v1alpha1.LabelValue{v1alpha1.LabelEnvironment: "wales-111"}},
-	} {
-		t.Run(name, func(t *testing.T) {
+
+	tests := []struct {
+		name          string
+		forensicsFrom *v1alpha1.LabelSelector
+		withForensics bool
+		wantIngress   string
+	}{
+		{"unset: no ingress", nil, true, none},
+		{"matchLabels by name", labels(corev1.LabelMetadataName, "forensics"), true, peer("forensics")},
+		{"In by name, sorted and without duplicates", byName("soc", "forensics", "soc"), true, peer("forensics", "soc")},
+		{"the fenced namespace itself is never a forensics namespace", byName("forensics", ns), true, peer("forensics")},
+		{"only the fenced namespace: no ingress", labels(corev1.LabelMetadataName, ns), true, none},
+		{"exception dropped (withForensics false)", labels(corev1.LabelMetadataName, "forensics"), false, none},
+		{"16 names", byName(seventeen[:16]...), true, peer(seventeen[:16]...)},
+
+		// Forms the CRD rejects: each would let in namespaces nobody named.
+		{"{} (every namespace)", &v1alpha1.LabelSelector{}, true, none},
+		{"a label anyone can set", labels("team", "forensics"), true, none},
+		{"the name label beside another label", labels(corev1.LabelMetadataName, "forensics", "team", "dfir"), true, none},
+		{"In on another label", expr("team", metav1.LabelSelectorOpIn, "dfir"), true, none},
+		{"NotIn the name", expr(corev1.LabelMetadataName, metav1.LabelSelectorOpNotIn, "tenant"), true, none},
+		{"Exists", expr(corev1.LabelMetadataName, metav1.LabelSelectorOpExists), true, none},
+		{"DoesNotExist", expr("quarantined", metav1.LabelSelectorOpDoesNotExist), true, none},
+		{"17 names, over the bound", byName(seventeen...), true, none},
+		{"an empty name", labels(corev1.LabelMetadataName, ""), true, none},
+		{"both forms at once", &v1alpha1.LabelSelector{
+			MatchLabels:      map[string]v1alpha1.LabelValue{corev1.LabelMetadataName: "forensics"},
+			MatchExpressions: byName("soc").MatchExpressions,
+		}, true, none},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
 			env := env111()
-			env.Spec.Isolation.ForensicsFrom = forensics
-			p := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, ns, true))
+			env.Spec.Isolation.ForensicsFrom = tt.forensicsFrom
+			fence := toTyped[networkingv1.NetworkPolicy](t, FencePolicy(env, ns, tt.withForensics))
+			if got := mustJSON(fence.Spec.Ingress); got != tt.wantIngress {
+				t.Errorf("fence ingress:\n got %s\nwant %s", got, tt.wantIngress)
+			}
+			// And as the operator verifies it: the fenced namespace carries
+			// careplane's labels, which a selector could have matched.
 			res, err := netpol.VerifyFence(netpol.FenceInput{Namespace: ns, NamespaceLabels: nsLabels, Pods: []netpol.Pod{pod},
-				Policies: []networkingv1.NetworkPolicy{*p}, Forensics: forensics.ToMeta()})
-			if err != nil {
-				t.Fatal(err)
+				Policies: []networkingv1.NetworkPolicy{*fence}, ForensicsNamespaces: env.Spec.Isolation.ForensicsNamespaces()})
+			if err != nil || !res.Isolated {
+				t.Errorf("the fence does not isolate (error %v):\n%s", err, netpol.Format(res))
 			}
-			if !res.Isolated {
-				t.Errorf("the fence lets the fenced namespace in:\n%s", netpol.Format(res))
+			if !tt.withForensics {
+				return
 			}
-			from := p.Spec.Ingress[0].From[0].NamespaceSelector
-			want := metav1.LabelSelectorRequirement{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpNotIn, Values: []string{ns}}
-			if !equalJSON(from.MatchExpressions[len(from.MatchExpressions)-1], want) {
-				t.Errorf("forensics peer %v does not exclude %s", from, ns)
+			evidence := toTyped[networkingv1.NetworkPolicy](t, EvidencePolicy(env, ns))
+			if got := mustJSON(evidence.Spec.Ingress); got != tt.wantIngress {
+				t.Errorf("evidence ingress:\n got %s\nwant %s", got, tt.wantIngress)
 			}
 		})
 	}

@@ -11,7 +11,7 @@ import (
 // left behind: default deny, DNS, talksTo, allowFrom and integrations for 10
 // services of 3 pods each, plus the fence.
 func BenchmarkVerifyFence(b *testing.B) {
-	in := FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, Forensics: forensicsSel}
+	in := FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, ForensicsNamespaces: forensicsNames}
 	in.Policies = append(in.Policies, fence(forensicsSel), np("default-deny", func(s *networkingv1.NetworkPolicySpec) {
 		s.PolicyTypes = allTypes
 	}), allowOut("dns", peers(networkingv1.NetworkPolicyPeer{

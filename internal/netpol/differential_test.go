@@ -193,15 +193,10 @@ func (g gen) policy(name string) networkingv1.NetworkPolicy {
 func (g gen) input() FenceInput {
 	in := FenceInput{Namespace: diffNS, NamespaceLabels: g.labels(nsAlphabet)}
 	in.NamespaceLabels[nameLabel] = diffNS
-	switch g.pick(5) {
-	case 0:
-	case 1:
-		in.Forensics = &metav1.LabelSelector{}
-	case 2:
-		in.Forensics = forensicsSel
-	default:
-		in.Forensics = g.selector(nsAlphabet)
-	}
+	// Forensics namespaces among the alphabet's names (the fenced one
+	// included, which is never permitted), so that the universe's "other"
+	// stays a namespace nobody named.
+	in.ForensicsNamespaces = [][]string{nil, {"forensics"}, {diffNS}, {"forensics", diffNS}, {"forensics", "forensics"}}[g.pick(5)]
 	for i := range 1 + g.pick(2) {
 		pod := Pod{Name: fmt.Sprintf("pod-%d", i), Labels: g.labels(podAlphabet)}
 		for range g.pick(3) {
@@ -212,7 +207,17 @@ func (g gen) input() FenceInput {
 		in.Pods = append(in.Pods, pod)
 	}
 	if g.chance(0.6) {
-		in.Policies = append(in.Policies, fence(in.Forensics))
+		// The fence's forensics peer by name, as careplane writes it, or by
+		// any selector, as a fence written from an unchecked forensicsFrom
+		// or forged by the tenant would.
+		var from *metav1.LabelSelector
+		switch {
+		case g.chance(0.5) && len(in.ForensicsNamespaces) > 0:
+			from = expr(nameLabel, metav1.LabelSelectorOpIn, in.ForensicsNamespaces...)
+		case g.chance(0.5):
+			from = g.selector(nsAlphabet)
+		}
+		in.Policies = append(in.Policies, fence(from))
 		in.Policies[0].Namespace = diffNS
 	}
 	for i := range 1 + g.pick(3) {
@@ -407,7 +412,7 @@ func TestProbesFindWhatBruteForceFinds(t *testing.T) {
 }
 
 func describe(in FenceInput) string {
-	return fmt.Sprintf("namespace labels %v, forensics %v, pods %+v, policies %+v", in.NamespaceLabels, in.Forensics, in.Pods, in.Policies)
+	return fmt.Sprintf("namespace labels %v, forensics namespaces %q, pods %+v, policies %+v", in.NamespaceLabels, in.ForensicsNamespaces, in.Pods, in.Policies)
 }
 
 // TestEngineAgreesWithCyclonus compares this package's engine with

@@ -4,7 +4,7 @@
 // It backs the IsolationVerified condition of a fenced HealthEnvironment and
 // the `kubectl careplane verify` table. It is pure: the caller gathers the
 // namespace, its pods, every NetworkPolicy in it (whoever created them) and
-// spec.isolation.forensicsFrom, and calls [VerifyFence].
+// the namespaces spec.isolation.forensicsFrom names, and calls [VerifyFence].
 //
 // # Semantics
 //
@@ -35,11 +35,15 @@
 //   - Label selectors follow k8s.io/apimachinery. NotIn and DoesNotExist match
 //     objects that lack the key. matchLabels {k: ""} requires k to be present.
 //
-// Ingress is permitted from pods in namespaces that the forensics selector
-// matches, and only from those pods. It is never permitted from the fenced
-// namespace itself, even if the selector matches it, and never from an IP
-// block. A nil selector permits nothing. Every other allowed flow breaches
-// the fence.
+// Ingress is permitted from pods in the forensics namespaces, which the
+// caller names (spec.isolation.forensicsFrom names them by
+// kubernetes.io/metadata.name), and only from those pods. It is never
+// permitted from the fenced namespace itself, even if it is named, and never
+// from an IP block. No names permit nothing. The verifier takes names, not a
+// selector, because every other label of a namespace can be set by whoever
+// writes the namespace, a tenant included: a policy that admits namespaces by
+// such a label (or by namespaceSelector {}) admits namespaces nobody named,
+// and breaches. Every other allowed flow breaches the fence.
 //
 // Each direction is judged on the fenced pod's side only. A flow counts as
 // allowed when this namespace's policies allow it for the fenced pod, whatever
@@ -88,17 +92,16 @@
 //     that works. A pod peer (namespaceSelector S, podSelector P) breaches
 //     ingress in one of two ways. Either the peer is in the fenced namespace
 //     (S nil, or S matches its labels) and P is satisfiable. Or some other
-//     namespace satisfies S and not F, and P is satisfiable. "Not F" is the
-//     disjunction of the negated requirements of F (NotIn for In, In for NotIn,
-//     DoesNotExist for Exists, and the reverse), so we solve S with each
-//     negated requirement in turn, for example with a namespace whose labels
-//     avoid the values of a NotIn or that has a key that DoesNotExist forbids.
+//     namespace satisfies S and not F, and P is satisfiable, where F is
+//     "kubernetes.io/metadata.name In (the forensics namespaces)". "Not F" is
+//     its negation, NotIn those names, so we solve S with it: a namespace
+//     with the labels S asks for and a name nobody listed, which is how a
+//     selector on a forgeable label such as team=forensics is caught.
 //     The namespace name is the value of its kubernetes.io/metadata.name label,
 //     which is therefore always present, a DNS label (so mentioned values
 //     that are not, such as "", are no options for it) and never equal to
 //     the fenced name.
-//     If F is nil, or the direction is egress, S alone is solved. If F is {},
-//     only the fenced namespace can breach.
+//     With no forensics namespaces, or on egress, S alone is solved.
 //
 // The tests check this argument by brute force. Over random policy sets they
 // compare VerifyFence with an exhaustive search of a larger probe universe

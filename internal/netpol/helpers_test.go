@@ -12,7 +12,10 @@ const testNS = "wales-111-primary"
 
 var (
 	testNSLabels = map[string]string{"careplane.io/environment": "wales-111", nameLabel: testNS}
-	forensicsSel = &metav1.LabelSelector{MatchLabels: map[string]string{nameLabel: "forensics"}}
+	// forensicsNames is what spec.isolation.forensicsFrom names, and
+	// forensicsSel how a policy admits exactly that namespace.
+	forensicsNames = []string{"forensics"}
+	forensicsSel   = &metav1.LabelSelector{MatchLabels: map[string]string{nameLabel: "forensics"}}
 	webPod       = Pod{
 		Name:   "web-0",
 		Labels: map[string]string{"app": "web"},

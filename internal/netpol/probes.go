@@ -122,8 +122,8 @@ func (d domain) solve(reqs []requirement, otherNamespace string) (map[string]str
 
 // nonForensics returns extra requirements, one alternative per element, that
 // make a namespace a non-permitted peer for dir. One empty alternative means
-// any namespace will do; none means no namespace other than the fenced one is
-// non-permitted (a forensics selector of {}).
+// any namespace will do; on ingress with forensics namespaces, the one
+// alternative is a name outside them.
 func (v *verifier) nonForensics(dir networkingv1.PolicyType) [][]requirement {
 	if dir != ingress || v.forensics == nil {
 		return [][]requirement{nil}

@@ -8,7 +8,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // FenceInput is everything VerifyFence looks at. The caller gathers it from
@@ -27,9 +26,13 @@ type FenceInput struct {
 	// Namespace; a policy in another namespace cannot select a fenced pod and
 	// is ignored.
 	Policies []networkingv1.NetworkPolicy
-	// Forensics is spec.isolation.forensicsFrom: ingress from pods in the
-	// namespaces it selects is the one permitted flow. Nil permits nothing.
-	Forensics *metav1.LabelSelector
+	// ForensicsNamespaces name the namespaces that spec.isolation.forensicsFrom
+	// names (v1alpha1.Isolation.ForensicsNamespaces): ingress from pods in
+	// them, other than the fenced namespace, is the one permitted flow.
+	// Empty permits nothing. They are names, not a selector, because every
+	// other namespace label can be set by whoever writes the namespace: a
+	// policy admitting namespaces by any other label breaches the fence.
+	ForensicsNamespaces []string
 }
 
 // Pod is a fenced pod as the verifier needs it.
@@ -59,7 +62,7 @@ func PodFromObject(pod *corev1.Pod) Pod {
 // Result is the verdict of VerifyFence.
 type Result struct {
 	// Isolated is true when no NetworkPolicy allows a flow into or out of any
-	// fenced pod other than ingress from the forensics namespaces.
+	// fenced pod other than ingress from the named forensics namespaces.
 	Isolated bool
 	// Flows are the allowed flows that breach the fence, sorted by pod,
 	// direction (Ingress first), peer and port.
@@ -128,9 +131,9 @@ const AnyPod = "(any pod)"
 
 // NamespaceInput is the FenceInput for a namespace as it is: its labels,
 // all its NetworkPolicies and every pod that is not terminating — or, with
-// none, AnyPod. The operator's IsolationVerified and `kubectl careplane
-// verify` both judge a fence with it.
-func NamespaceInput(ns *corev1.Namespace, policies []networkingv1.NetworkPolicy, pods []corev1.Pod, forensics *metav1.LabelSelector) FenceInput {
+// none, AnyPod — and the forensics namespaces, by name. The operator's
+// IsolationVerified and `kubectl careplane verify` both judge a fence with it.
+func NamespaceInput(ns *corev1.Namespace, policies []networkingv1.NetworkPolicy, pods []corev1.Pod, forensics []string) FenceInput {
 	labels := ns.Labels
 	if labels[corev1.LabelMetadataName] == "" {
 		labels = map[string]string{corev1.LabelMetadataName: ns.Name}
@@ -138,7 +141,7 @@ func NamespaceInput(ns *corev1.Namespace, policies []networkingv1.NetworkPolicy,
 			labels[k] = v
 		}
 	}
-	in := FenceInput{Namespace: ns.Name, NamespaceLabels: labels, Policies: policies, Forensics: forensics}
+	in := FenceInput{Namespace: ns.Name, NamespaceLabels: labels, Policies: policies, ForensicsNamespaces: forensics}
 	for i := range pods {
 		if pods[i].DeletionTimestamp == nil {
 			in.Pods = append(in.Pods, PodFromObject(&pods[i]))

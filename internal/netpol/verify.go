@@ -7,13 +7,14 @@ import (
 	"slices"
 
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // verifier is one VerifyFence call's compiled input.
 type verifier struct {
 	namespace   string
 	nsLabels    map[string]string
-	forensics   *selector // nil: nothing is permitted
+	forensics   *selector // kubernetes.io/metadata.name In (the forensics namespaces); nil: nothing is permitted
 	policies    []*policy
 	domain      domain
 	unmentioned int32
@@ -28,11 +29,17 @@ func newVerifier(in FenceInput) (*verifier, error) {
 		v.nsLabels = map[string]string{}
 	}
 	v.nsLabels[nameLabel] = in.Namespace // the API server keeps it so
-	forensics, err := compileSelector(in.Forensics)
-	if err != nil {
-		return nil, fmt.Errorf("forensics namespace selector: %w", err)
+	if len(in.ForensicsNamespaces) > 0 {
+		// By name only: the one label of a namespace nobody but the API
+		// server sets.
+		forensics, err := compileSelector(&metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: nameLabel, Operator: metav1.LabelSelectorOpIn, Values: slices.Sorted(slices.Values(in.ForensicsNamespaces)),
+		}}})
+		if err != nil {
+			return nil, fmt.Errorf("forensics namespaces: %w", err)
+		}
+		v.forensics = forensics
 	}
-	v.forensics = forensics
 	for i := range in.Policies {
 		np := &in.Policies[i]
 		if np.Namespace != "" && np.Namespace != in.Namespace {
@@ -64,8 +71,7 @@ func newVerifier(in FenceInput) (*verifier, error) {
 }
 
 // permitted reports whether traffic with p is the fence's one allowed flow:
-// ingress from a pod in a namespace, other than the fenced one, that the
-// forensics selector matches.
+// ingress from a pod in a named forensics namespace other than the fenced one.
 func (v *verifier) permitted(dir networkingv1.PolicyType, p peer) bool {
 	return dir == ingress && p.internal && p.namespace != v.namespace &&
 		v.forensics != nil && v.forensics.matches(p.nsLabels)
@@ -94,10 +100,14 @@ func (v *verifier) breaches(dir networkingv1.PolicyType, f fragment, peers []pee
 }
 
 // VerifyFence decides whether the NetworkPolicies of a fenced namespace allow
-// any flow into or out of a fenced pod, other than ingress from the forensics
-// namespaces, and lists the allowed flows. It returns an error only for input
-// the API server would reject (an invalid selector, CIDR, port or peer),
-// which it cannot evaluate faithfully; treat that as not verified.
+// any flow into or out of a fenced pod, other than ingress from the named
+// forensics namespaces, and lists the allowed flows. Ingress from any other
+// namespace breaches, however a policy admits it: an empty
+// namespaceSelector, a selector on labels a namespace's owner can set, an
+// ipBlock. It returns an error only for input the API server would reject
+// (an invalid selector, CIDR, port or peer, a forensics name that is no
+// label value), which it cannot evaluate faithfully; treat that as not
+// verified.
 func VerifyFence(in FenceInput) (Result, error) {
 	v, err := newVerifier(in)
 	if err != nil {

@@ -17,7 +17,7 @@ import (
 )
 
 // FuzzVerifyFence decodes the fuzzer's bytes with the differential tests'
-// generator (policies, pods, namespace labels and forensics selector over a
+// generator (policies, pods, namespace labels and forensics namespaces over a
 // small alphabet, so that brute force stays exhaustive), then a direction,
 // a pod and a peer, and checks:
 //
@@ -130,7 +130,7 @@ func checkIrrelevantChanges(t *testing.T, g gen, in FenceInput, want Result) {
 	terminating := podObject(g, Pod{Name: "terminating", Labels: g.labels(podAlphabet), Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 1}}})
 	terminating.DeletionTimestamp = &metav1.Time{}
 	pods = slices.Insert(pods, g.pick(len(pods)+1), terminating)
-	if got, err := VerifyFence(NamespaceInput(ns, in.Policies, pods, in.Forensics)); err != nil || !sameResult(got, want) {
+	if got, err := VerifyFence(NamespaceInput(ns, in.Policies, pods, in.ForensicsNamespaces)); err != nil || !sameResult(got, want) {
 		t.Fatalf("NamespaceInput with a terminating pod changed the verdict (error %v)\ninput: %s\ngot:\n%s\nwant:\n%s",
 			err, describe(in), Format(got), Format(want))
 	}
@@ -154,7 +154,7 @@ func podObject(g gen, p Pod) corev1.Pod {
 // policies every breach must name one of them, never the fence.
 func checkFence(t *testing.T, in FenceInput) {
 	t.Helper()
-	fence := careplaneFence(t, in.Namespace, in.Forensics)
+	fence := careplaneFence(t, in.Namespace, in.ForensicsNamespaces)
 	alone := in
 	alone.Policies = []networkingv1.NetworkPolicy{fence}
 	res, err := VerifyFence(alone)
@@ -180,24 +180,19 @@ func checkFence(t *testing.T, in FenceInput) {
 }
 
 // careplaneFence is build.FencePolicy for namespace with the forensics
-// exception, as a typed object.
-func careplaneFence(t *testing.T, namespace string, forensics *metav1.LabelSelector) networkingv1.NetworkPolicy {
+// exception, forensicsFrom naming the forensics namespaces as the CRD
+// accepts it, as a typed object.
+func careplaneFence(t *testing.T, namespace string, forensics []string) networkingv1.NetworkPolicy {
 	t.Helper()
 	env := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "fuzz", UID: "fuzz"}}
-	if forensics != nil {
-		env.Spec.Isolation.ForensicsFrom = &v1alpha1.LabelSelector{}
-		for k, v := range forensics.MatchLabels {
-			if env.Spec.Isolation.ForensicsFrom.MatchLabels == nil {
-				env.Spec.Isolation.ForensicsFrom.MatchLabels = map[string]v1alpha1.LabelValue{}
-			}
-			env.Spec.Isolation.ForensicsFrom.MatchLabels[k] = v1alpha1.LabelValue(v)
+	if len(forensics) > 0 {
+		r := v1alpha1.LabelSelectorRequirement{Key: nameLabel, Operator: metav1.LabelSelectorOpIn}
+		for _, n := range forensics {
+			r.Values = append(r.Values, v1alpha1.LabelValue(n))
 		}
-		for _, e := range forensics.MatchExpressions {
-			r := v1alpha1.LabelSelectorRequirement{Key: e.Key, Operator: e.Operator}
-			for _, v := range e.Values {
-				r.Values = append(r.Values, v1alpha1.LabelValue(v))
-			}
-			env.Spec.Isolation.ForensicsFrom.MatchExpressions = append(env.Spec.Isolation.ForensicsFrom.MatchExpressions, r)
+		env.Spec.Isolation.ForensicsFrom = &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{r}}
+		if got := env.Spec.Isolation.ForensicsNamespaces(); len(got) == 0 {
+			t.Fatalf("forensicsFrom %v names no namespace", env.Spec.Isolation.ForensicsFrom)
 		}
 	}
 	raw, err := json.Marshal(build.FencePolicy(env, namespace, true))

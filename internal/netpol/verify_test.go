@@ -24,7 +24,7 @@ func TestVerifyFence(t *testing.T) {
 		name        string
 		policies    []networkingv1.NetworkPolicy
 		pods        []Pod                 // default: webPod
-		forensics   *metav1.LabelSelector // default: forensicsSel, unless noForensics
+		forensics   []string // default: forensicsNames, unless noForensics
 		noForensics bool
 		want        []Flow // nil: isolated
 	}{
@@ -97,12 +97,11 @@ func TestVerifyFence(t *testing.T) {
 			},
 		},
 		{
-			name: "NotIn matches namespaces lacking the key, which the forensics selector does not",
+			name: "NotIn matches namespaces lacking the key: unnamed ones breach",
 			policies: []networkingv1.NetworkPolicy{
 				allowIn("not-red", peers(nsPeer(expr("team", metav1.LabelSelectorOpNotIn, "red")))),
 				allowOut("none", nil, tcp(1)),
 			},
-			forensics: expr("team", metav1.LabelSelectorOpExists),
 			want: []Flow{
 				{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {team notin (red)}", Port: "any", Policies: []string{"not-red"}},
 				{Direction: out, Pod: "web-0", Peer: "any", Port: "TCP/1", Policies: []string{"none"}},
@@ -129,12 +128,11 @@ func TestVerifyFence(t *testing.T) {
 		{
 			// NotIn also matches the fenced namespace, which has no team
 			// label: the fence's own forensics rule then lets it in.
-			name: "a forensics selector excluding values: escaped by those values, and matching the fenced namespace",
+			name: "a fence admitting namespaces outside some values breaches, through the fenced namespace too",
 			policies: []networkingv1.NetworkPolicy{
 				fence(expr("team", metav1.LabelSelectorOpNotIn, "red", "blue")),
 				allowIn("teams", peers(nsPeer(expr("team", metav1.LabelSelectorOpExists)))),
 			},
-			forensics: expr("team", metav1.LabelSelectorOpNotIn, "red", "blue"),
 			want: []Flow{
 				{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {team notin (blue,red)}", Port: "any", Policies: []string{"careplane-fence"}},
 				{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {team}", Port: "any", Policies: []string{"teams"}},
@@ -287,17 +285,64 @@ func TestVerifyFence(t *testing.T) {
 			noForensics: true,
 		},
 		{
-			name:      "a forensics selector matching the fenced namespace does not permit it",
-			policies:  []networkingv1.NetworkPolicy{fence(sel("careplane.io/environment", "wales-111"))},
-			forensics: sel("careplane.io/environment", "wales-111"),
+			name:      "naming the fenced namespace does not permit it",
+			policies:  []networkingv1.NetworkPolicy{fence(sel(nameLabel, testNS))},
+			forensics: []string{testNS},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {kubernetes.io/metadata.name=wales-111-primary}", Port: "any",
+				Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:      "two named forensics namespaces are both permitted",
+			policies:  []networkingv1.NetworkPolicy{fence(expr(nameLabel, metav1.LabelSelectorOpIn, "forensics", "soc"))},
+			forensics: []string{"soc", "forensics"},
+		},
+
+		// A fence whose forensics rule admits namespaces nobody named, as
+		// one written from forensicsFrom {} or from a forgeable label
+		// would: every such rule breaches, and is named.
+		{
+			name:     "a fence admitting every namespace ({}) breaches",
+			policies: []networkingv1.NetworkPolicy{fence(sel())},
+			want:     []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in any namespace", Port: "any", Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:     "a fence admitting every other namespace breaches",
+			policies: []networkingv1.NetworkPolicy{fence(expr(nameLabel, metav1.LabelSelectorOpNotIn, testNS))},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {kubernetes.io/metadata.name notin (wales-111-primary)}", Port: "any",
+				Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:     "a fence admitting by a label a tenant can set breaches, even named forensics",
+			policies: []networkingv1.NetworkPolicy{fence(sel("team", "forensics"))},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {team=forensics}", Port: "any",
+				Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:     "a fence admitting by careplane's environment label breaches, through the fenced namespace too",
+			policies: []networkingv1.NetworkPolicy{fence(sel("careplane.io/environment", "wales-111"))},
 			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {careplane.io/environment=wales-111}", Port: "any",
 				Policies: []string{"careplane-fence"}}},
 		},
 		{
-			name:      "forensics {} permits every other namespace but not the fenced one",
-			policies:  []networkingv1.NetworkPolicy{fence(sel()), allowIn("elsewhere", peers(nsPeer(expr(nameLabel, metav1.LabelSelectorOpNotIn, testNS))))},
-			forensics: sel(),
-			want:      []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in any namespace", Port: "any", Policies: []string{"careplane-fence"}}},
+			name:     "a fence admitting every namespace with a name (Exists) breaches",
+			policies: []networkingv1.NetworkPolicy{fence(expr(nameLabel, metav1.LabelSelectorOpExists))},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {kubernetes.io/metadata.name}", Port: "any",
+				Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:     "a fence admitting one name more than forensicsFrom breaches",
+			policies: []networkingv1.NetworkPolicy{fence(expr(nameLabel, metav1.LabelSelectorOpIn, "forensics", "soc"))},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "any pod in namespaces {kubernetes.io/metadata.name in (forensics,soc)}", Port: "any",
+				Policies: []string{"careplane-fence"}}},
+		},
+		{
+			name:     "ingress from an address block breaches beside the named forensics namespace",
+			policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowIn("investigators-vpn", peers(ipPeer("10.8.0.0/16")), tcp(22))},
+			want: []Flow{{Direction: in, Pod: "web-0", Peer: "10.8.0.0/16", Port: "TCP/22", Policies: []string{"investigators-vpn"}}},
+		},
+		{
+			name:     "a forensics namespace narrowed by another label is permitted",
+			policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowIn("dfir", peers(nsPeer(sel(nameLabel, "forensics", "team", "dfir"))), tcp(22))},
 		},
 		{
 			name: "policies allowing the same flow are merged and sorted, pods and directions sorted",
@@ -334,9 +379,9 @@ func TestVerifyFence(t *testing.T) {
 			}
 			forensics := tt.forensics
 			if forensics == nil && !tt.noForensics {
-				forensics = forensicsSel
+				forensics = forensicsNames
 			}
-			got, err := VerifyFence(FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, Pods: pods, Policies: tt.policies, Forensics: forensics})
+			got, err := VerifyFence(FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, Pods: pods, Policies: tt.policies, ForensicsNamespaces: forensics})
 			if err != nil {
 				t.Fatalf("VerifyFence: %v", err)
 			}
@@ -394,16 +439,16 @@ func TestVerifyFenceRejectsWhatTheAPIServerRejects(t *testing.T) {
 			wantErr: "spec.ingress[0].from[0]: podSelector:",
 		},
 		{
-			name:    "invalid forensics selector",
+			name:    "a forensics name that is no label value",
 			policy:  fence(forensicsSel),
-			input:   func(in *FenceInput) { in.Forensics = expr("team", metav1.LabelSelectorOpIn) },
-			wantErr: "forensics namespace selector:",
+			input:   func(in *FenceInput) { in.ForensicsNamespaces = []string{"forensics", "not a name!"} },
+			wantErr: "forensics namespaces:",
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, Pods: []Pod{webPod},
-				Policies: []networkingv1.NetworkPolicy{fence(forensicsSel), tt.policy}, Forensics: forensicsSel}
+				Policies: []networkingv1.NetworkPolicy{fence(forensicsSel), tt.policy}, ForensicsNamespaces: forensicsNames}
 			if tt.input != nil {
 				tt.input(&in)
 			}
@@ -457,7 +502,7 @@ func TestResultSummaryAndPolicies(t *testing.T) {
 
 func TestFormat(t *testing.T) {
 	res, err := VerifyFence(FenceInput{
-		Namespace: testNS, NamespaceLabels: testNSLabels, Pods: []Pod{webPod}, Forensics: forensicsSel,
+		Namespace: testNS, NamespaceLabels: testNSLabels, Pods: []Pod{webPod}, ForensicsNamespaces: forensicsNames,
 		Policies: []networkingv1.NetworkPolicy{
 			np("deny-ingress", func(s *networkingv1.NetworkPolicySpec) {}),
 			allowIn("legacy-lb", peers(ipPeer("10.0.0.0/8", "10.1.0.0/16")), tcp(8080)),
@@ -493,12 +538,27 @@ func TestPodFromObject(t *testing.T) {
 		t.Errorf("PodFromObject = %+v, want %+v", got, want)
 	}
 	// A sidecar's named port counts for ingress rules.
-	res, err := VerifyFence(FenceInput{Namespace: testNS, Pods: []Pod{got}, Forensics: forensicsSel,
+	res, err := VerifyFence(FenceInput{Namespace: testNS, Pods: []Pod{got}, ForensicsNamespaces: forensicsNames,
 		Policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowIn("admin", nil, named(corev1.ProtocolTCP, "admin"))}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.Isolated {
 		t.Errorf("ingress to the sidecar's named port should breach")
+	}
+}
+
+// What a responder reads in IsolationVerified when the fence's own forensics
+// rule admits namespaces by a label a tenant can set: the verdict is not
+// isolated, and the summary names the policy and the flow.
+func TestForgeableForensicsPeerSummary(t *testing.T) {
+	res, err := VerifyFence(FenceInput{Namespace: testNS, NamespaceLabels: testNSLabels, Pods: []Pod{webPod},
+		Policies: []networkingv1.NetworkPolicy{fence(sel("team", "forensics"))}, ForensicsNamespaces: forensicsNames})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "NetworkPolicy careplane-fence allows Ingress into pod web-0 from any pod in namespaces {team=forensics} on port any"
+	if res.Isolated || res.Summary() != want {
+		t.Errorf("Isolated = %t, Summary() = %q; want not isolated and %q", res.Isolated, res.Summary(), want)
 	}
 }

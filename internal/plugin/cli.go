@@ -571,7 +571,7 @@ func (o *options) gatherVerifyInput(ctx context.Context, env *v1alpha1.HealthEnv
 	if err := o.client.List(ctx, &pods, client.InNamespace(ns)); err != nil {
 		return netpol.FenceInput{}, fmt.Errorf("listing pods in %s: %w", ns, err)
 	}
-	return netpol.NamespaceInput(nsObj, pols.Items, pods.Items, env.Spec.Isolation.ForensicsFrom.ToMeta()), nil
+	return netpol.NamespaceInput(nsObj, pols.Items, pods.Items, env.Spec.Isolation.ForensicsNamespaces()), nil
 }
 
 // --- purge-evidence ---------------------------------------------------------

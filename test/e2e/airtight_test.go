@@ -117,7 +117,7 @@ func stays(t *testing.T, d time.Duration, what string, cond func(ctx context.Con
 }
 
 // verifyLive evaluates every policy of ns against every pod in it.
-func verifyLive(t *testing.T, ns string, forensics *metav1.LabelSelector) netpol.Result {
+func verifyLive(t *testing.T, ns string, forensics []string) netpol.Result {
 	t.Helper()
 	ctx := context.Background()
 	nsObj := &corev1.Namespace{}
@@ -194,7 +194,7 @@ func TestTenantCannotFakeOrWidenTheFence(t *testing.T) {
 	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionIsolationVerified); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Fenced=True with IsolationVerified %+v", c)
 	}
-	if res := verifyLive(t, ns, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}); !res.Isolated {
+	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
 		t.Errorf("the fenced namespace is not isolated: %s", res.Summary())
 	}
 	// Frozen: the pipeline can neither add an allow nor change the fence.
@@ -423,7 +423,7 @@ func TestDeletingAFencedEnvironmentKeepsItIsolated(t *testing.T) {
 	if len(evidencePods(t, ns)) == 0 {
 		t.Error("the evidence pods went with the environment")
 	}
-	if res := verifyLive(t, ns, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}); !res.Isolated {
+	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
 		t.Errorf("the fenced namespace of a deleted environment is not isolated: %s", res.Summary())
 	}
 
@@ -543,7 +543,7 @@ func TestTenantRacingTheFence(t *testing.T) {
 	if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionIsolationVerified); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("IsolationVerified = %+v", c)
 	}
-	if res := verifyLive(t, ns, &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}); !res.Isolated {
+	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
 		t.Errorf("not isolated: %s", res.Summary())
 	}
 }

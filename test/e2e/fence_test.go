@@ -462,7 +462,7 @@ func TestFenceAndRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 		in := netpol.FenceInput{Namespace: ns, NamespaceLabels: map[string]string{corev1.LabelMetadataName: ns}, Policies: pols.Items,
-			Forensics: &metav1.LabelSelector{MatchLabels: map[string]string{corev1.LabelMetadataName: "forensics"}}}
+			ForensicsNamespaces: []string{"forensics"}}
 		for i := range evidence {
 			in.Pods = append(in.Pods, netpol.PodFromObject(&evidence[i]))
 		}
