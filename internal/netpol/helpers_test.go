@@ -16,7 +16,7 @@ var (
 	// forensicsSel how a policy admits exactly that namespace.
 	forensicsNames = []string{"forensics"}
 	forensicsSel   = &metav1.LabelSelector{MatchLabels: map[string]string{nameLabel: "forensics"}}
-	webPod       = Pod{
+	webPod         = Pod{
 		Name:   "web-0",
 		Labels: map[string]string{"app": "web"},
 		Ports:  []corev1.ContainerPort{{Name: "http", ContainerPort: 8080}, {Name: "dns", ContainerPort: 53, Protocol: corev1.ProtocolUDP}},

@@ -26,7 +26,7 @@ type FenceInput struct {
 	// Namespace; a policy in another namespace cannot select a fenced pod and
 	// is ignored.
 	Policies []networkingv1.NetworkPolicy
-	// ForensicsNamespaces name the namespaces that spec.isolation.forensicsFrom
+	// ForensicsNamespaces are the namespaces spec.isolation.forensicsFrom
 	// names (v1alpha1.Isolation.ForensicsNamespaces): ingress from pods in
 	// them, other than the fenced namespace, is the one permitted flow.
 	// Empty permits nothing. They are names, not a selector, because every

@@ -105,8 +105,8 @@ func (v *verifier) breaches(dir networkingv1.PolicyType, f fragment, peers []pee
 // namespace breaches, however a policy admits it: an empty
 // namespaceSelector, a selector on labels a namespace's owner can set, an
 // ipBlock. It returns an error only for input the API server would reject
-// (an invalid selector, CIDR, port or peer, a forensics name that is no
-// label value), which it cannot evaluate faithfully; treat that as not
+// (an invalid selector, CIDR, port or peer, a forensics name that is not
+// a label value), which it cannot evaluate faithfully; treat that as not
 // verified.
 func VerifyFence(in FenceInput) (Result, error) {
 	v, err := newVerifier(in)

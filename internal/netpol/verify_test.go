@@ -23,7 +23,7 @@ func TestVerifyFence(t *testing.T) {
 	tests := []struct {
 		name        string
 		policies    []networkingv1.NetworkPolicy
-		pods        []Pod                 // default: webPod
+		pods        []Pod    // default: webPod
 		forensics   []string // default: forensicsNames, unless noForensics
 		noForensics bool
 		want        []Flow // nil: isolated
@@ -338,7 +338,7 @@ func TestVerifyFence(t *testing.T) {
 		{
 			name:     "ingress from an address block breaches beside the named forensics namespace",
 			policies: []networkingv1.NetworkPolicy{fence(forensicsSel), allowIn("investigators-vpn", peers(ipPeer("10.8.0.0/16")), tcp(22))},
-			want: []Flow{{Direction: in, Pod: "web-0", Peer: "10.8.0.0/16", Port: "TCP/22", Policies: []string{"investigators-vpn"}}},
+			want:     []Flow{{Direction: in, Pod: "web-0", Peer: "10.8.0.0/16", Port: "TCP/22", Policies: []string{"investigators-vpn"}}},
 		},
 		{
 			name:     "a forensics namespace narrowed by another label is permitted",
