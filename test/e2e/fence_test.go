@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
 	"strings"
 	"testing"
@@ -247,9 +248,11 @@ func TestFenceAndRestore(t *testing.T) {
 		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "careplane-fence"}, pol); err != nil {
 			t.Fatal(err)
 		}
+		byName := []metav1.LabelSelectorRequirement{{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []string{"forensics"}}}
 		if len(pol.Spec.PodSelector.MatchLabels)+len(pol.Spec.PodSelector.MatchExpressions) != 0 || len(pol.Spec.PolicyTypes) != 2 ||
 			len(pol.Spec.Egress) != 0 || len(pol.Spec.Ingress) != 1 || len(pol.Spec.Ingress[0].From) != 1 ||
-			pol.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels[corev1.LabelMetadataName] != "forensics" {
+			len(pol.Spec.Ingress[0].From[0].NamespaceSelector.MatchLabels) != 0 ||
+			!reflect.DeepEqual(pol.Spec.Ingress[0].From[0].NamespaceSelector.MatchExpressions, byName) {
 			t.Errorf("fence policy is not deny-all except forensics ingress: %+v", pol.Spec)
 		}
 		if !containsPrefix(env.Status.Isolation.RemovedPolicies, "legacy-allow-all") {
