@@ -953,8 +953,11 @@ func setForensicsRule(t *testing.T, rules []any) func() {
 	}
 	err := update(func(v map[string]any) error {
 		cur, found, err := unstructured.NestedSlice(v, path...)
-		if err != nil || !found {
-			return fmt.Errorf("the CRD has no rule on forensicsFrom (%v)", err)
+		if err != nil {
+			return fmt.Errorf("reading the CRD's rules on forensicsFrom: %w", err)
+		}
+		if !found {
+			return errors.New("the CRD has no rule on forensicsFrom")
 		}
 		original = cur
 		if rules == nil {
