@@ -227,10 +227,9 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 
 // done is what carrying out a fence's steps did, for the status.
 type done struct {
-	mu       sync.Mutex
-	removed  []string // NetworkPolicies deleted, with a note when not careplane's
-	revoked  int32    // ServiceAccounts and Secrets revoked
-	preserve int32    // pods preserved as evidence in this pass
+	mu      sync.Mutex
+	removed []string // NetworkPolicies deleted, with a note when not careplane's
+	revoked int32    // ServiceAccounts and Secrets revoked
 }
 
 func (d *done) add(f func(d *done)) {

@@ -361,4 +361,3 @@ func alarming(t string, c *metav1.Condition) bool {
 	}
 	return false
 }
-

@@ -2,7 +2,6 @@ package build
 
 import (
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -112,11 +111,17 @@ func AdminNetworkPolicy(env *v1alpha1.HealthEnvironment, namespace string, denyN
 // environment must not lift its fence. A restore deletes it.
 func AdminFencePolicy(gvk schema.GroupVersionKind, env *v1alpha1.HealthEnvironment, namespace string, denyNetworks bool) *unstructured.Unstructured {
 	var ingress []any
-	if f := env.Spec.Isolation.ForensicsFrom; f != nil {
+	if names := forensicsNamespaces(env, namespace); len(names) > 0 {
+		// By name, as the namespaced fence admits them: one rule for both.
+		values := make([]any, len(names))
+		for i, n := range names {
+			values[i] = n
+		}
 		ingress = append(ingress, map[string]any{
 			"name":   AdminRuleForensics,
 			"action": "Pass",
-			"from":   []any{map[string]any{"namespaces": selectorObject(f.ToMeta())}},
+			"from": []any{map[string]any{"namespaces": map[string]any{"matchExpressions": []any{map[string]any{
+				"key": corev1.LabelMetadataName, "operator": "In", "values": values}}}}},
 		})
 	}
 	ingress = append(ingress, map[string]any{
@@ -148,33 +153,4 @@ func AdminFencePolicy(gvk schema.GroupVersionKind, env *v1alpha1.HealthEnvironme
 	u.SetName(AdminFencePolicyName(env))
 	u.SetLabels(Labels(env, siteLabelOfNamespace(env, namespace)))
 	return u
-}
-
-// selectorObject is a label selector as unstructured content, with only the
-// fields that are set.
-func selectorObject(s *metav1.LabelSelector) map[string]any {
-	out := map[string]any{}
-	if len(s.MatchLabels) > 0 {
-		labels := make(map[string]any, len(s.MatchLabels))
-		for k, v := range s.MatchLabels {
-			labels[k] = v
-		}
-		out["matchLabels"] = labels
-	}
-	var exprs []any
-	for _, e := range s.MatchExpressions {
-		r := map[string]any{"key": e.Key, "operator": string(e.Operator)}
-		if len(e.Values) > 0 {
-			values := make([]any, len(e.Values))
-			for i, v := range e.Values {
-				values[i] = v
-			}
-			r["values"] = values
-		}
-		exprs = append(exprs, r)
-	}
-	if len(exprs) > 0 {
-		out["matchExpressions"] = exprs
-	}
-	return out
 }

@@ -32,6 +32,12 @@ func TestAdminFencePolicy(t *testing.T) {
 	}
 	byName := &v1alpha1.LabelSelector{MatchLabels: map[string]v1alpha1.LabelValue{corev1.LabelMetadataName: "forensics"}}
 	byExpr := &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{
+		{Key: corev1.LabelMetadataName, Operator: metav1.LabelSelectorOpIn, Values: []v1alpha1.LabelValue{"soc", "dfir"}},
+	}}
+	// A selector stored before the API's rule (a forgeable label): the
+	// admin tier passes nothing down, as the namespaced fence admits
+	// nothing.
+	forgeable := &v1alpha1.LabelSelector{MatchExpressions: []v1alpha1.LabelSelectorRequirement{
 		{Key: "team", Operator: metav1.LabelSelectorOpIn, Values: []v1alpha1.LabelValue{"dfir", "soc"}},
 	}}
 	denyPods := `{"action":"Deny","from":[{"namespaces":{}}],"name":"careplane-deny-all"}`
@@ -46,7 +52,7 @@ func TestAdminFencePolicy(t *testing.T) {
 		name: "ClusterNetworkPolicy in tier Admin, forensics passed to the NetworkPolicy tier",
 		kind: AdminFenceKinds[0], env: forensics(byName), denyNetworks: true,
 		wantSpec: `{"egress":[{"action":"Deny","name":"careplane-deny-all","to":[{"namespaces":{}},{"networks":["0.0.0.0/0","::/0"]}]}],` +
-			`"ingress":[{"action":"Pass","from":[{"namespaces":{"matchLabels":{"kubernetes.io/metadata.name":"forensics"}}}],"name":"careplane-forensics"},` + denyPods + `],` +
+			`"ingress":[{"action":"Pass","from":[{"namespaces":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"In","values":["forensics"]}]}}],"name":"careplane-forensics"},` + denyPods + `],` +
 			`"priority":0,` + subject + `,"tier":"Admin"}`,
 	}, {
 		name: "AdminNetworkPolicy without forensics denies every ingress",
@@ -54,11 +60,16 @@ func TestAdminFencePolicy(t *testing.T) {
 		wantSpec: `{"egress":[{"action":"Deny","name":"careplane-deny-all","to":[{"namespaces":{}},{"networks":["0.0.0.0/0","::/0"]}]}],` +
 			`"ingress":[` + denyPods + `],"priority":0,` + subject + `}`,
 	}, {
-		name: "AdminNetworkPolicy without networks, forensics by expression",
+		name: "AdminNetworkPolicy without networks, forensics by expression, by name, sorted",
 		kind: AdminFenceKinds[1], env: forensics(byExpr), denyNetworks: false,
 		wantSpec: `{"egress":[{"action":"Deny","name":"careplane-deny-all","to":[{"namespaces":{}}]}],` +
-			`"ingress":[{"action":"Pass","from":[{"namespaces":{"matchExpressions":[{"key":"team","operator":"In","values":["dfir","soc"]}]}}],"name":"careplane-forensics"},` + denyPods + `],` +
+			`"ingress":[{"action":"Pass","from":[{"namespaces":{"matchExpressions":[{"key":"kubernetes.io/metadata.name","operator":"In","values":["dfir","soc"]}]}}],"name":"careplane-forensics"},` + denyPods + `],` +
 			`"priority":0,` + subject + `}`,
+	}, {
+		name: "a forgeable selector stored before the rule passes nothing down",
+		kind: AdminFenceKinds[1], env: forensics(forgeable), denyNetworks: false,
+		wantSpec: `{"egress":[{"action":"Deny","name":"careplane-deny-all","to":[{"namespaces":{}}]}],` +
+			`"ingress":[` + denyPods + `],"priority":0,` + subject + `}`,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -119,7 +119,7 @@ func Set(conds *[]metav1.Condition, in Input) (ready, total int) {
 		}
 	}
 
-	setIsolation(set, conds, in)
+	setIsolation(set, in)
 	f := in.Fence
 	switch {
 	case in.DeletionBlocked:
@@ -170,7 +170,7 @@ func Set(conds *[]metav1.Condition, in Input) (ready, total int) {
 }
 
 // setIsolation sets Fenced, Restoring and IsolationVerified.
-func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg string), conds *[]metav1.Condition, in Input) {
+func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg string), in Input) {
 	f := in.Fence
 	switch {
 	case !f.Fencing && !f.Recorded:

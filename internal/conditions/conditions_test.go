@@ -109,7 +109,8 @@ func TestNoFencedWithoutEvidence(t *testing.T) {
 						conds := []metav1.Condition{prev}
 						Set(&conds, in)
 						c := meta.FindStatusCondition(conds, v1alpha1.ConditionFenced)
-						if c.Reason == v1alpha1.ReasonFenceComplete && !(fencing && complete && !failed && v != nil && v.Isolated) {
+						evidence := fencing && complete && !failed && v != nil && v.Isolated
+						if c.Reason == v1alpha1.ReasonFenceComplete && !evidence {
 							t.Errorf("%+v: Fenced=True/FenceComplete without the evidence", in.Fence)
 						}
 						if iv := meta.FindStatusCondition(conds, v1alpha1.ConditionIsolationVerified); v == nil && (fencing || recorded) && iv.Reason != "Earlier" {

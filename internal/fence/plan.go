@@ -135,7 +135,7 @@ func PlanFence(o Observed) Plan {
 	add(Action{Step: 1, Verb: VerbRecord, Kind: "Namespace", Name: ns,
 		Note: "label " + v1alpha1.LabelFenced + "=true (freezes the namespace) and record fence " + o.Record.ID + " from " + o.Record.Source})
 	note := "deny all ingress and egress of every pod"
-	if o.Isolation.ForensicsFrom != nil {
+	if len(o.Isolation.ForensicsNamespaces()) > 0 {
 		note += ", except ingress from the forensicsFrom namespaces"
 	}
 	add(Action{Step: 1, Verb: VerbWriteWhole, Kind: "NetworkPolicy", Namespace: ns, Name: build.FencePolicyName, Note: note})

@@ -144,7 +144,7 @@ func TestPlugin(t *testing.T) {
 				t.Errorf("the plan does not list policy %s for deletion:\n%s", p, out)
 			}
 		}
-		if !planLists(out, "apply", "NetworkPolicy", nsA, "careplane-fence") {
+		if !planLists(out, "write-whole", "NetworkPolicy", nsA, "careplane-fence") {
 			t.Errorf("the plan does not list the deny policy careplane-fence:\n%s", out)
 		}
 		if len(policiesBefore) < 3 {
