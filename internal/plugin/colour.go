@@ -54,22 +54,24 @@ func (p palette) paint(c colour, s string) string {
 // it is as a responder wants it, red when not, yellow while it is unknown
 // or in passing (serving from the standby, restoring). expectFenced says
 // the environment should be fenced: then Fenced and IsolationVerified must
-// be True, and otherwise they say nothing alarming.
+// be True, and otherwise they say nothing alarming (IsolationVerified is
+// Unknown on an environment with nothing to verify).
 func conditionColour(typ string, status metav1.ConditionStatus, expectFenced bool) colour {
-	if status == metav1.ConditionUnknown {
+	isTrue := status == metav1.ConditionTrue
+	switch {
+	case typ == v1alpha1.ConditionFenced || typ == v1alpha1.ConditionIsolationVerified:
+		if expectFenced {
+			return pick(isTrue, green, red)
+		}
+		return plain
+	case status == metav1.ConditionUnknown:
 		return yellow
 	}
-	isTrue := status == metav1.ConditionTrue
 	switch typ {
 	case v1alpha1.ConditionReady:
 		return pick(isTrue, green, red)
 	case v1alpha1.ConditionDegraded:
 		return pick(isTrue, red, plain)
-	case v1alpha1.ConditionFenced, v1alpha1.ConditionIsolationVerified:
-		if expectFenced {
-			return pick(isTrue, green, red)
-		}
-		return plain
 	case v1alpha1.ConditionServingFromStandby, v1alpha1.ConditionRestoring:
 		return pick(isTrue, yellow, plain)
 	}
