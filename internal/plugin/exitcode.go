@@ -93,8 +93,12 @@ func ExitCode(err error) int {
 	return classify(err)
 }
 
+// classify walks err's chain itself, link by link, rather than with
+// errors.Is and errors.As: those stop at the first match in a joined
+// error, and ExitCode must see every one.
 func classify(err error) int {
-	if multi, ok := err.(interface{ Unwrap() []error }); ok {
+	if multi, ok := err.(interface{ Unwrap() []error }); ok { //nolint:errorlint // walking the chain link by link
+
 		code := -1
 		for _, e := range multi.Unwrap() {
 			if e == nil {
@@ -123,7 +127,7 @@ func classify(err error) int {
 
 // direct is the code of err itself, not of what it wraps.
 func direct(err error) int {
-	switch err {
+	switch err { //nolint:errorlint // this link only; classify unwraps
 	case ErrNotIsolated:
 		return ExitNotIsolated
 	case ErrRestoreBlocked:
@@ -131,7 +135,7 @@ func direct(err error) int {
 	case context.DeadlineExceeded:
 		return ExitTimeout
 	}
-	if _, ok := err.(apierrors.APIStatus); ok {
+	if _, ok := err.(apierrors.APIStatus); ok { //nolint:errorlint // this link only; classify unwraps
 		switch {
 		case apierrors.IsNotFound(err):
 			return ExitNotFound

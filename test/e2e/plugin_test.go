@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -181,6 +183,30 @@ func TestPlugin(t *testing.T) {
 		mustContain(t, "status", all, a, b)
 		if strings.Contains(out+all, "\x1b[") {
 			t.Errorf("status piped to a file is coloured:\n%q", out+all)
+		}
+	})
+
+	t.Run("colour on a terminal, not with NO_COLOR", func(t *testing.T) {
+		onTTY := func(env ...string) string {
+			cmd := exec.Command(plugin.bin, "status", a)
+			cmd.Env = append(os.Environ(), append([]string{"TERM=xterm"}, env...)...)
+			f, err := pty.Start(cmd)
+			if err != nil {
+				t.Fatalf("starting the plugin on a pseudo-terminal: %v", err)
+			}
+			out, _ := io.ReadAll(f) // EIO once the plugin exits
+			_ = f.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("status %s on a terminal: %v\n%s", a, err, out)
+			}
+			return string(out)
+		}
+		// Ready True is green; every condition word is painted.
+		if out := onTTY("NO_COLOR="); !strings.Contains(out, "\x1b[32mTrue\x1b[0m") {
+			t.Errorf("status on a terminal is not coloured:\n%q", out)
+		}
+		if out := onTTY("NO_COLOR=1"); strings.Contains(out, "\x1b[") || !strings.Contains(out, "Conditions:") {
+			t.Errorf("status on a terminal with NO_COLOR=1 is coloured (or empty):\n%q", out)
 		}
 	})
 
