@@ -587,20 +587,36 @@ func statusOfAll(t *testing.T, plugin pluginRunner, mine ...string) string {
 }
 
 // getHenvColumns parses the one row of kubectl get henv NAME into its
-// columns by header.
+// columns by header. Cells are cut at the headers' positions, as kubectl
+// aligns them: a cell may be empty (ACTIVE when no site serves) or hold
+// spaces (TENANT).
 func getHenvColumns(out string) map[string]string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
 	if len(lines) != 2 {
 		return nil
 	}
-	header, row := strings.Fields(lines[0]), strings.Fields(lines[1])
-	// TENANT may have spaces: take the columns after it from the right.
-	cols := map[string]string{}
-	for i := 0; i < len(header) && header[i] != "TENANT"; i++ {
-		cols[header[i]] = row[i]
+	header, row := lines[0], lines[1]
+	var starts []int
+	for i := range header {
+		if header[i] != ' ' && (i == 0 || header[i-1] == ' ') {
+			starts = append(starts, i)
+		}
 	}
-	for i := 1; i <= len(header) && header[len(header)-i] != "TENANT"; i++ {
-		cols[header[len(header)-i]] = row[len(row)-i]
+	cols := map[string]string{}
+	for k, st := range starts {
+		end := len(header)
+		if k+1 < len(starts) {
+			end = starts[k+1]
+		}
+		name := strings.TrimSpace(header[st:end])
+		if k+1 == len(starts) {
+			end = len(row)
+		}
+		if st < len(row) {
+			cols[name] = strings.TrimSpace(row[st:min(end, len(row))])
+		} else {
+			cols[name] = ""
+		}
 	}
 	return cols
 }
