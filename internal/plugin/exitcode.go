@@ -59,7 +59,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 // usagef is a usage error (ExitUsage) with a message for the user.
 func usagef(format string, args ...any) error {
-	return usageError{errors.New(fmt.Sprintf(format, args...))}
+	return usageError{fmt.Errorf(format, args...)}
 }
 
 // causeError shows msg to the user and keeps cause for ExitCode: an API
@@ -125,15 +125,24 @@ func classify(err error) int {
 	return ExitError
 }
 
+// sentinels are the errors that have a code of their own.
+var sentinels = []struct {
+	err  error
+	code int
+}{
+	{ErrNotIsolated, ExitNotIsolated},
+	{ErrRestoreBlocked, ExitRestoreBlocked},
+	{context.DeadlineExceeded, ExitTimeout},
+}
+
 // direct is the code of err itself, not of what it wraps.
 func direct(err error) int {
-	switch err { //nolint:errorlint // this link only; classify unwraps
-	case ErrNotIsolated:
-		return ExitNotIsolated
-	case ErrRestoreBlocked:
-		return ExitRestoreBlocked
-	case context.DeadlineExceeded:
-		return ExitTimeout
+	for _, s := range sentinels {
+		// Not a map lookup: an error of a slice type (an aggregate)
+		// cannot be a map key.
+		if err == s.err { //nolint:errorlint // this link only; classify unwraps
+			return s.code
+		}
 	}
 	if _, ok := err.(apierrors.APIStatus); ok { //nolint:errorlint // this link only; classify unwraps
 		switch {

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
@@ -52,6 +53,7 @@ func TestExitCode(t *testing.T) {
 		{"the API server's request timeout", apierrors.NewServerTimeout(henvs, "get", 1), ExitTimeout},
 		{"verify found a flow", fmt.Errorf("%w: the NetworkPolicies allow the flows above", ErrNotIsolated), ExitNotIsolated},
 		{"restore blocked", withCause(ErrRestoreBlocked, "restore of x is blocked"), ExitRestoreBlocked},
+		{"an aggregate (a slice type) does not panic", utilerrors.NewAggregate([]error{errors.New("a"), errors.New("b")}), ExitError},
 		{"Ctrl-C is no timeout", fmt.Errorf("waiting: %w", context.Canceled), ExitError},
 		{"a fleet: every failure forbidden", withCause(errors.Join(nil, guardrailDenial(), nil, forbidden), "fence failed for 2 of 4"), ExitForbidden},
 		{"a fleet: failures of two kinds", withCause(errors.Join(guardrailDenial(), notFound), "fence failed for 2 of 2"), ExitError},

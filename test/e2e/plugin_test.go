@@ -363,7 +363,7 @@ func TestPlugin(t *testing.T) {
 		eventually(t, 30*time.Second, "kubectl get henv "+a+" Fenced and Verified True", func(context.Context) (bool, string, error) {
 			out, err := kubectlOutput("get", "henv", a)
 			if err != nil {
-				return false, "", fmt.Errorf("kubectl get henv %s: %v\n%s", a, err, out)
+				return false, "", fmt.Errorf("kubectl get henv %s: %w\n%s", a, err, out)
 			}
 			return getHenvColumns(out)["VERIFIED"] == "True", out, nil
 		})
