@@ -18,7 +18,9 @@ import (
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:scope=Cluster,shortName=henv,categories=careplane
 // +kubebuilder:printcolumn:name="Tenant",type=string,JSONPath=`.spec.tenant.displayName`
-// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.isolation.mode`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.isolation.mode`,description="What spec.isolation asks for; a FenceRequest may fence an environment whose mode still says None"
+// +kubebuilder:printcolumn:name="Fenced",type=string,JSONPath=`.status.conditions[?(@.type=="Fenced")].status`,description="The Fenced condition: True only when every step of the fence is done"
+// +kubebuilder:printcolumn:name="Verified",type=string,JSONPath=`.status.conditions[?(@.type=="IsolationVerified")].status`,description="The IsolationVerified condition: True when evaluating the fenced namespace's NetworkPolicies shows no allowed flow"
 // +kubebuilder:printcolumn:name="Active",type=string,JSONPath=`.status.activeSite`
 // +kubebuilder:printcolumn:name="Services",type=string,JSONPath=`.status.readyServices`,description="Services with all replicas ready, of those that should run"
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`

@@ -1,23 +1,31 @@
 package plugin
 
 import (
+	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/term"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
+	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
@@ -36,9 +44,6 @@ import (
 // spec.isolation.
 const FieldManager = "kubectl-careplane"
 
-// ErrNotIsolated is returned by verify when a flow breaches the fence.
-var ErrNotIsolated = errors.New("not isolated: the NetworkPolicies allow the flows above")
-
 // options are the flags every command shares.
 type options struct {
 	config  *genericclioptions.ConfigFlags
@@ -49,21 +54,51 @@ type options struct {
 	client  client.Client
 	dynamic dynamic.Interface
 	disc    discovery.DiscoveryInterface
+
+	// started is set once a command runs (after cobra parsed the flags
+	// and checked the arguments): an error before it is a usage error.
+	started bool
+	// colour paints the words of human output.
+	colour palette
 }
 
 // NewCommand returns the kubectl-careplane root command.
 func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
-	o := &options{config: genericclioptions.NewConfigFlags(true), streams: streams}
+	cmd, _ := newCommand(streams)
+	return cmd
+}
+
+func newCommand(streams genericiooptions.IOStreams) (*cobra.Command, *options) {
+	o := &options{config: genericclioptions.NewConfigFlags(true), streams: streams, colour: paletteFor(streams.Out, os.Getenv)}
 	root := &cobra.Command{
-		Use:           "kubectl-careplane",
-		Short:         "Fence, verify and restore careplane HealthEnvironments",
-		Long:          "kubectl careplane shows careplane HealthEnvironments and lets incident responders fence, verify and restore them.",
+		Use:   "kubectl-careplane",
+		Short: "Fence, verify and restore careplane HealthEnvironments",
+		Long: `kubectl careplane shows careplane HealthEnvironments and lets incident responders fence, verify and restore them.
+
+Exit status, for scripts (docs/runbook.md):
+  0  success; every environment checked is as it should be
+  1  any other failure, or failures of different kinds at once
+  2  usage: unknown command or flag, missing argument or --reason, purge-evidence without confirmation
+  3  not found: the environment, or any environment matching --selector
+  4  forbidden: RBAC or a careplane guardrail refused the caller (e.g. not an incident responder)
+  5  timeout: the change is written but the operator did not report it within --timeout
+  6  not isolated: verify found an allowed flow, or status shows an environment that should be
+     fenced without Fenced=True and IsolationVerified=True
+  7  restore blocked: the operator refuses the restore (e.g. an unknown revision); the fence stays
+
+Shell completion (environment names, -o formats, restore's --revision):
+  source <(kubectl-careplane completion bash)    # or zsh, fish, powershell
+Colour: on a terminal only, and never when NO_COLOR is set or with -o.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version.Version,
 		Annotations:   map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl careplane"},
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			if cmd.Name() == "completion" || (cmd.Parent() != nil && cmd.Parent().Name() == "completion") {
+			o.started = true
+			// Completion connects itself, once cobra has parsed
+			// --kubeconfig and the like for the command completed.
+			if cmd.Name() == "completion" || (cmd.Parent() != nil && cmd.Parent().Name() == "completion") ||
+				cmd.Name() == cobra.ShellCompRequestCmd || cmd.Name() == cobra.ShellCompNoDescRequestCmd {
 				return nil
 			}
 			return o.connect()
@@ -73,18 +108,38 @@ func NewCommand(streams genericiooptions.IOStreams) *cobra.Command {
 	root.SetErr(streams.ErrOut)
 	o.config.AddFlags(root.PersistentFlags())
 	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd())
-	return root
+	return root, o
 }
 
-// Main runs the plugin and returns the process exit code.
+// Main runs the plugin and returns the process exit code (see ExitCode).
 func Main() int {
-	streams := genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}
-	if err := NewCommand(streams).Execute(); err != nil {
-		fmt.Fprintln(streams.ErrOut, "Error:", err)
-		return 1
-	}
-	return 0
+	return Run(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr}, os.Args[1:])
 }
+
+// Run runs the plugin with args and returns the process exit code.
+func Run(streams genericiooptions.IOStreams, args []string) int {
+	cmd, o := newCommand(streams)
+	cmd.SetArgs(args)
+	err := cmd.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(streams.ErrOut, "Error:", err)
+	if !o.started {
+		// cobra refused the command line: an unknown command or flag, or
+		// the wrong number of arguments.
+		return ExitUsage
+	}
+	return ExitCode(err)
+}
+
+// scheme holds the kinds the plugin reads and prints.
+var scheme = func() *runtime.Scheme {
+	s := runtime.NewScheme()
+	utilruntime.Must(clientgoscheme.AddToScheme(s))
+	utilruntime.Must(v1alpha1.AddToScheme(s))
+	return s
+}()
 
 func (o *options) connect() error {
 	cfg, err := o.config.ToRESTConfig()
@@ -94,13 +149,6 @@ func (o *options) connect() error {
 	// client-go's default (5 requests per second) would take minutes to
 	// fence a fleet; the API server's priority and fairness still applies.
 	cfg.QPS, cfg.Burst = 200, 500
-	scheme := runtime.NewScheme()
-	if err := clientgoscheme.AddToScheme(scheme); err != nil {
-		return err
-	}
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
 	if o.client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		return fmt.Errorf("creating a client: %w", err)
 	}
@@ -122,7 +170,7 @@ func (o *options) getEnv(ctx context.Context, name string) (*v1alpha1.HealthEnvi
 	env := &v1alpha1.HealthEnvironment{}
 	if err := o.client.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("HealthEnvironment %q not found", name)
+			return nil, withCause(err, "HealthEnvironment %q not found", name)
 		}
 		return nil, fmt.Errorf("reading HealthEnvironment %s: %w", name, err)
 	}
@@ -132,29 +180,118 @@ func (o *options) getEnv(ctx context.Context, name string) (*v1alpha1.HealthEnvi
 // --- status ---------------------------------------------------------------
 
 func (o *options) statusCmd() *cobra.Command {
-	return &cobra.Command{
+	var out *outputFlags
+	cmd := &cobra.Command{
 		Use:   "status [ENV]",
-		Short: "Show one or all environments: tenant, mode, active site, services, readiness, known-good revision, last incident",
-		Args:  cobra.MaximumNArgs(1),
+		Short: "Show one or all environments; with ENV, the whole story: conditions, the fence, sites, incidents, events",
+		Long: `Show one or all environments: tenant, mode, active site, services, readiness, known-good
+revision, last incident. With ENV it also tells the whole story of that environment: every
+condition with its message, what holds the fence (its spec or a FenceRequest) and what the fence
+did, the last verification, the active site and services, the incidents, and the newest events.
+
+-o json|yaml|name|jsonpath=...|go-template=... prints the HealthEnvironment (with ENV) or a
+HealthEnvironmentList as the API server holds it.
+
+Exit status 6 (not isolated) when an environment shown should be fenced (its spec says Fenced,
+or a FenceRequest holds it) but its Fenced or IsolationVerified condition is not True; 3 when ENV
+does not exist. See "kubectl careplane --help" for every exit status.`,
+		Example: `  kubectl careplane status
+  kubectl careplane status wales-111
+  kubectl careplane status wales-111 -o json | jq '.status.conditions'`,
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			printer, err := out.printer()
+			if err != nil {
+				return err
+			}
 			var envs []v1alpha1.HealthEnvironment
+			var obj runtime.Object
 			if len(args) == 1 {
 				env, err := o.getEnv(ctx, args[0])
 				if err != nil {
 					return err
 				}
-				envs = append(envs, *env)
+				envs, obj = append(envs, *env), env
 			} else {
-				var list v1alpha1.HealthEnvironmentList
-				if err := o.client.List(ctx, &list); err != nil {
+				list := &v1alpha1.HealthEnvironmentList{}
+				if err := o.client.List(ctx, list); err != nil {
 					return fmt.Errorf("listing HealthEnvironments: %w", err)
 				}
-				envs = list.Items
+				envs, obj = list.Items, list
 			}
-			return WriteStatus(o.streams.Out, envs, o.fenceRequests(ctx))
+			requests := o.fenceRequests(ctx)
+			if printer != nil {
+				if err := printObj(printer, obj, o.streams.Out); err != nil {
+					return err
+				}
+			} else {
+				if err := writeStatus(o.streams.Out, envs, requests, o.colour); err != nil {
+					return err
+				}
+				if len(args) == 1 {
+					if err := writeStory(o.streams.Out, o.story(ctx, &envs[0], requests), o.colour); err != nil {
+						return err
+					}
+				}
+			}
+			return notIsolated(envs, requests)
 		},
 	}
+	out = addOutputFlags(cmd)
+	return cmd
+}
+
+// notIsolated is the error of status when an environment that should be
+// fenced is not isolated (ExitNotIsolated), or nil.
+func notIsolated(envs []v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest) error {
+	var problems []string
+	for i := range envs {
+		if p := IsolationProblem(&envs[i], v1alpha1.HoldingRequest(requests, envs[i].Name)); p != "" {
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrNotIsolated, strings.Join(problems, "; "))
+}
+
+// story gathers what status ENV tells beyond the status row. The events
+// are best effort: a responder who may not read them still sees the rest.
+func (o *options) story(ctx context.Context, env *v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest) Story {
+	s := Story{Env: env, HeldBy: v1alpha1.HoldingRequest(requests, env.Name), Now: time.Now()}
+	evs, err := o.envEvents(ctx, env)
+	if err != nil {
+		s.EventsErr = err.Error()
+	}
+	s.Events = evs
+	return s
+}
+
+// envEvents lists the events (events.k8s.io) about env. An event about a
+// cluster-scoped object is recorded in namespace default; it is looked for
+// in every namespace first, in case a recorder puts it elsewhere, and in
+// default alone for a caller who may not list events cluster-wide.
+func (o *options) envEvents(ctx context.Context, env *v1alpha1.HealthEnvironment) ([]eventsv1.Event, error) {
+	sel := fields.Set{"regarding.kind": "HealthEnvironment", "regarding.name": env.Name}.AsSelector()
+	var list eventsv1.EventList
+	err := o.client.List(ctx, &list, client.MatchingFieldsSelector{Selector: sel})
+	if apierrors.IsForbidden(err) {
+		err = o.client.List(ctx, &list, client.MatchingFieldsSelector{Selector: sel}, client.InNamespace(metav1.NamespaceDefault))
+	}
+	if err != nil {
+		return nil, err
+	}
+	var evs []eventsv1.Event
+	for _, e := range list.Items {
+		// Not those of an earlier environment of the same name.
+		if e.Regarding.UID == "" || e.Regarding.UID == env.UID {
+			evs = append(evs, e)
+		}
+	}
+	return evs, nil
 }
 
 // --- fence ----------------------------------------------------------------
@@ -188,14 +325,15 @@ creates no request.`,
 		Example: `  kubectl careplane fence wales-111 --reason "ransomware indicators on call-handling" --ticket INC-2041
   kubectl careplane fence --selector region=wales --reason "supplier breach" --ticket INC-2042
   kubectl careplane fence wales-111 --reason test --dry-run`,
-		Args: cobra.MaximumNArgs(1),
+		Args:              cobra.MaximumNArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if strings.TrimSpace(reason) == "" {
-				return errors.New("--reason is required: say why the environment is fenced")
+				return usagef("--reason is required: say why the environment is fenced")
 			}
 			if (len(args) == 1) == (selector != "") {
-				return errors.New("name one environment or pass --selector, not both or neither")
+				return usagef("name one environment or pass --selector, not both or neither")
 			}
 			workloads := v1alpha1.WorkloadsPreserve
 			if stop {
@@ -205,7 +343,7 @@ creates no request.`,
 			if selector != "" {
 				sel, err := fenceSelector(selector)
 				if err != nil {
-					return err
+					return usageError{err}
 				}
 				if dryRun {
 					names, err = o.matching(ctx, selector, sel)
@@ -303,7 +441,8 @@ func (o *options) forEach(ctx context.Context, names []string, parallel int, fn 
 		}
 	}
 	if len(failed) > 0 {
-		return fmt.Errorf("fence failed for %d of %d environments: %s", len(failed), len(names), strings.Join(failed, ", "))
+		// The failures stay the cause, for ExitCode.
+		return withCause(errors.Join(errs...), "fence failed for %d of %d environments: %s", len(failed), len(names), strings.Join(failed, ", "))
 	}
 	return nil
 }
@@ -420,7 +559,7 @@ func (o *options) applyIsolation(ctx context.Context, name string, isolation map
 		if errors.As(err, &status) {
 			// The API server's message verbatim: a guardrail denial says
 			// who may do what, and why.
-			return 0, errors.New(status.Status().Message)
+			return 0, withCause(err, "%s", status.Status().Message)
 		}
 		return 0, fmt.Errorf("applying spec.isolation of %s: %w", name, err)
 	}
@@ -457,8 +596,8 @@ func (o *options) wait(ctx context.Context, name, what string, done func(*v1alph
 		return ok, err
 	})
 	if err != nil {
-		if wait.Interrupted(err) {
-			return fmt.Errorf("HealthEnvironment %s not %s within %s (last: %s)", name, what, o.timeout, last)
+		if wait.Interrupted(err) && ctx.Err() == context.DeadlineExceeded {
+			return withCause(context.DeadlineExceeded, "HealthEnvironment %s not %s within %s (last: %s)", name, what, o.timeout, last)
 		}
 		return err
 	}
@@ -471,9 +610,10 @@ func (o *options) wait(ctx context.Context, name, what string, done func(*v1alph
 func (o *options) restoreCmd() *cobra.Command {
 	var revision string
 	cmd := &cobra.Command{
-		Use:   "restore ENV [--revision REVISION]",
-		Short: "Restore a fenced environment: rebuild the primary clean, then lift the fence",
-		Args:  cobra.ExactArgs(1),
+		Use:               "restore ENV [--revision REVISION]",
+		Short:             "Restore a fenced environment: rebuild the primary clean, then lift the fence",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			name := args[0]
@@ -488,7 +628,7 @@ func (o *options) restoreCmd() *cobra.Command {
 			fmt.Fprintf(o.streams.Out, "HealthEnvironment %s: restore requested (generation %d)\n", name, gen)
 			return o.wait(ctx, name, "restored", func(env *v1alpha1.HealthEnvironment) (bool, string, error) {
 				if msg, blocked := RestoreBlocked(env, gen); blocked {
-					return false, msg, fmt.Errorf("restore of %s is blocked, the fence stays: %s", name, msg)
+					return false, msg, withCause(ErrRestoreBlocked, "restore of %s is blocked, the fence stays: %s", name, msg)
 				}
 				done, msg := RestoreDone(env, gen)
 				return done, msg, nil
@@ -496,6 +636,7 @@ func (o *options) restoreCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&revision, "revision", "", "known-good revision to rebuild from (see `kubectl careplane revisions`)")
+	_ = cmd.RegisterFlagCompletionFunc("revision", o.completeRevisions)
 	o.waitFlags(cmd)
 	return cmd
 }
@@ -503,33 +644,57 @@ func (o *options) restoreCmd() *cobra.Command {
 // --- revisions ------------------------------------------------------------
 
 func (o *options) revisionsCmd() *cobra.Command {
-	return &cobra.Command{
+	var out *outputFlags
+	cmd := &cobra.Command{
 		Use:   "revisions ENV",
 		Short: "List the known-good revisions of an environment, newest first",
-		Args:  cobra.ExactArgs(1),
+		Long: `List the known-good revisions of an environment, newest first, marking the one
+status.knownGoodRevision names. -o json|yaml|... prints them as a ControllerRevisionList
+(apps/v1), newest first.`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			printer, err := out.printer()
+			if err != nil {
+				return err
+			}
 			env, err := o.getEnv(ctx, args[0])
 			if err != nil {
 				return err
 			}
-			var revs appsv1.ControllerRevisionList
-			if err := o.client.List(ctx, &revs, client.InNamespace(build.FrontNamespace(env)),
-				client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
-				return fmt.Errorf("listing revisions of %s: %w", env.Name, err)
+			revs, err := o.revisions(ctx, env)
+			if err != nil {
+				return err
+			}
+			if printer != nil {
+				SortRevisions(revs.Items)
+				return printObj(printer, revs, o.streams.Out)
 			}
 			return WriteRevisions(o.streams.Out, revs.Items, env.Status.KnownGoodRevision)
 		},
 	}
+	out = addOutputFlags(cmd)
+	return cmd
+}
+
+func (o *options) revisions(ctx context.Context, env *v1alpha1.HealthEnvironment) (*appsv1.ControllerRevisionList, error) {
+	revs := &appsv1.ControllerRevisionList{}
+	if err := o.client.List(ctx, revs, client.InNamespace(build.FrontNamespace(env)),
+		client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+		return nil, fmt.Errorf("listing revisions of %s: %w", env.Name, err)
+	}
+	return revs, nil
 }
 
 // --- verify ---------------------------------------------------------------
 
 func (o *options) verifyCmd() *cobra.Command {
 	return &cobra.Command{
-		Use:   "verify ENV",
-		Short: "Evaluate the primary site's live NetworkPolicies: exit 1 unless no flow reaches or leaves a fenced pod",
-		Args:  cobra.ExactArgs(1),
+		Use:               "verify ENV",
+		Short:             "Evaluate the primary site's live NetworkPolicies: exit 6 unless no flow reaches or leaves a fenced pod",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			env, err := o.getEnv(ctx, args[0])
@@ -549,7 +714,7 @@ func (o *options) verifyCmd() *cobra.Command {
 				return err
 			}
 			if !res.Isolated {
-				return ErrNotIsolated
+				return fmt.Errorf("%w: the NetworkPolicies allow the flows above", ErrNotIsolated)
 			}
 			fmt.Fprintln(o.streams.Out, "Isolated.")
 			return nil
@@ -577,12 +742,28 @@ func (o *options) gatherVerifyInput(ctx context.Context, env *v1alpha1.HealthEnv
 // --- purge-evidence ---------------------------------------------------------
 
 func (o *options) purgeCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "purge-evidence ENV",
-		Short: "Delete the evidence pods of a restored environment",
-		Args:  cobra.ExactArgs(1),
+	var dryRun, yes bool
+	cmd := &cobra.Command{
+		Use:   "purge-evidence ENV (--dry-run | --yes)",
+		Short: "Delete the evidence pods of a restored environment, irreversibly",
+		Long: `Delete the evidence pods of a restored environment: the pods a fence preserved, labelled
+careplane.io/evidence. This destroys evidence irreversibly, so it is refused while the environment
+is fenced or being restored, and it asks first.
+
+--dry-run lists exactly the pods it would delete and sends each delete as a server-side dry run
+(so RBAC and the guardrails answer too), deleting nothing. Without --dry-run it lists them and
+asks for the environment's name on a terminal; --yes confirms without asking. Without a terminal
+and without --yes it deletes nothing and exits 2.`,
+		Example: `  kubectl careplane purge-evidence wales-111 --dry-run
+  kubectl careplane purge-evidence wales-111
+  kubectl careplane purge-evidence wales-111 --yes`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: o.completeEnvs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
+			if dryRun && yes {
+				return usagef("--dry-run deletes nothing: pass --dry-run or --yes, not both")
+			}
 			env, err := o.getEnv(ctx, args[0])
 			if err != nil {
 				return err
@@ -599,22 +780,70 @@ func (o *options) purgeCmd() *cobra.Command {
 				fmt.Fprintf(o.streams.Out, "No evidence pods in %s.\n", ns)
 				return nil
 			}
+			slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return cmp.Compare(a.Name, b.Name) })
+			var opts []client.DeleteOption
+			if dryRun {
+				opts = append(opts, client.DryRunAll)
+			} else {
+				fmt.Fprintf(o.streams.Out, "%d evidence pods of %s in %s:\n", len(pods.Items), env.Name, ns)
+				for _, p := range pods.Items {
+					fmt.Fprintf(o.streams.Out, "  pod/%s (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
+				}
+				if !yes {
+					if err := confirm(o.streams.In, isTerminal(o.streams.In), o.streams.ErrOut, env.Name, len(pods.Items)); err != nil {
+						return err
+					}
+				}
+			}
 			var failed []string
 			for i := range pods.Items {
 				p := &pods.Items[i]
-				if err := o.client.Delete(ctx, p); err != nil && !apierrors.IsNotFound(err) {
+				if err := o.client.Delete(ctx, p, opts...); err != nil && !apierrors.IsNotFound(err) {
 					fmt.Fprintf(o.streams.ErrOut, "Error: deleting pod %s/%s: %v\n", ns, p.Name, err)
 					failed = append(failed, p.Name)
 					continue
 				}
-				fmt.Fprintf(o.streams.Out, "pod/%s deleted (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
+				if dryRun {
+					fmt.Fprintf(o.streams.Out, "pod/%s would be deleted (evidence %s; server-side dry run)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
+				} else {
+					fmt.Fprintf(o.streams.Out, "pod/%s deleted (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
+				}
 			}
 			if len(failed) > 0 {
 				return fmt.Errorf("%d of %d evidence pods not deleted: %s", len(failed), len(pods.Items), strings.Join(failed, ", "))
 			}
+			if dryRun {
+				fmt.Fprintf(o.streams.Out, "Dry run: nothing deleted. Delete these %d pods with: kubectl careplane purge-evidence %s --yes\n", len(pods.Items), env.Name)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list the pods that would be deleted, and send the deletes as a server-side dry run; delete nothing")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking for confirmation (needed without a terminal)")
+	return cmd
+}
+
+// confirm asks on a terminal for the environment's name before n evidence
+// pods are deleted. Without a terminal it refuses: a script must say --yes.
+func confirm(in io.Reader, terminal bool, prompt io.Writer, env string, n int) error {
+	if !terminal {
+		return usagef("purge-evidence deletes %d evidence pods irreversibly: pass --yes to confirm (or run it on a terminal to be asked); nothing deleted", n)
+	}
+	fmt.Fprintf(prompt, "This deletes the %d evidence pods above irreversibly. Type the environment's name (%s) to confirm: ", n, env)
+	line, err := bufio.NewReader(in).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("reading the confirmation: %w", err)
+	}
+	if strings.TrimSpace(line) != env {
+		return errors.New("not confirmed: nothing deleted")
+	}
+	return nil
+}
+
+// isTerminal says whether r is a terminal a person can answer on.
+func isTerminal(r io.Reader) bool {
+	f, ok := r.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // purgeRefusal says why evidence of env must not be purged now, or "".

@@ -209,7 +209,7 @@ func (o *options) fenceByRequest(ctx context.Context, selector string, fr *v1alp
 		if errors.As(err, &status) {
 			// The API server's message verbatim: the fence-request
 			// guard's denial says who may fence, RBAC's what is missing.
-			return nil, fmt.Errorf("creating the FenceRequest: %s", status.Status().Message)
+			return nil, withCause(err, "creating the FenceRequest: %s", status.Status().Message)
 		}
 		return nil, fmt.Errorf("creating the FenceRequest: %w", err)
 	}
@@ -230,7 +230,7 @@ func (o *options) fenceByRequest(ctx context.Context, selector string, fr *v1alp
 		if derr := o.client.Delete(ctx, fr); client.IgnoreNotFound(derr) != nil {
 			fmt.Fprintf(o.streams.ErrOut, "Warning: deleting FenceRequest %s, which fences nothing: %v\n", fr.Name, derr)
 		}
-		return nil, fmt.Errorf("no HealthEnvironment matches selector %q: nothing fenced", selector)
+		return nil, noMatch(selector)
 	case !w.matched:
 		// The operator is down or far behind. Withdraw the request, so
 		// that it does not match the selector later, when the labels may
@@ -296,13 +296,20 @@ func (o *options) matching(ctx context.Context, selector string, sel v1alpha1.La
 		return nil, fmt.Errorf("listing HealthEnvironments: %w", err)
 	}
 	if len(list.Items) == 0 {
-		return nil, fmt.Errorf("no HealthEnvironment matches selector %q: nothing fenced", selector)
+		return nil, noMatch(selector)
 	}
 	names := make([]string, 0, len(list.Items))
 	for _, e := range list.Items {
 		names = append(names, e.Name)
 	}
 	return names, nil
+}
+
+// noMatch is the error of a fleet fence whose selector matches no
+// environment: not found, for ExitCode.
+func noMatch(selector string) error {
+	gr := v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource()
+	return withCause(apierrors.NewNotFound(gr, selector), "no HealthEnvironment matches selector %q: nothing fenced", selector)
 }
 
 // fenceRequests lists the FenceRequests, for status to show the fences they

@@ -106,6 +106,10 @@ func orNone(s string) string {
 // environments' specs do not all say Fenced yet (the plugin was stopped
 // half-way, or is still writing them).
 func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest) error {
+	return writeStatus(w, envs, requests, palette{})
+}
+
+func writeStatus(w io.Writer, envs []v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest, p palette) error {
 	if len(envs) == 0 {
 		_, err := fmt.Fprintln(w, "No HealthEnvironments found.")
 		return err
@@ -113,14 +117,22 @@ func WriteStatus(w io.Writer, envs []v1alpha1.HealthEnvironment, requests []v1al
 	sorted := slices.Clone(envs)
 	slices.SortFunc(sorted, func(a, b v1alpha1.HealthEnvironment) int { return cmp.Compare(a.Name, b.Name) })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tTENANT\tMODE\tACTIVE\tSERVICES\tREADY\tKNOWN-GOOD\tLAST-INCIDENT")
+	// Headers of painted columns are painted too, to keep them aligned.
+	fmt.Fprintf(tw, "NAME\tTENANT\t%s\tACTIVE\tSERVICES\t%s\tKNOWN-GOOD\tLAST-INCIDENT\n", p.paint(plain, "MODE"), p.paint(plain, "READY"))
 	holding := map[string]bool{} // requests holding any environment shown
 	for i := range sorted {
 		for _, fr := range requests {
 			holding[fr.Name] = holding[fr.Name] || fr.Holds(sorted[i].Name)
 		}
-		r := StatusRowOf(&sorted[i], v1alpha1.HoldingRequest(requests, sorted[i].Name))
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Tenant, r.Mode, r.Active, r.Services, r.Ready, r.KnownGood, r.LastIncident)
+		heldBy := v1alpha1.HoldingRequest(requests, sorted[i].Name)
+		r := StatusRowOf(&sorted[i], heldBy)
+		mode := plain
+		if ExpectFenced(&sorted[i], heldBy) {
+			mode = pick(IsolationProblem(&sorted[i], heldBy) == "", green, red)
+		}
+		ready := conditionColour(v1alpha1.ConditionReady, metav1.ConditionStatus(r.Ready), false)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Name, r.Tenant, p.paint(mode, r.Mode), r.Active, r.Services,
+			p.paint(ready, r.Ready), r.KnownGood, r.LastIncident)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -4,8 +4,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,8 +17,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -55,6 +61,53 @@ func (p pluginRunner) run(t *testing.T, args ...string) (string, int) {
 		return "", -1
 	}
 }
+
+// runSplit runs the plugin with --kubeconfig and returns its standard
+// output and standard error apart, and its exit code.
+func (p pluginRunner) runSplit(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(p.bin, append(args, "--kubeconfig", os.Getenv("KUBECONFIG"))...)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	t.Logf("kubectl careplane %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), stdout.String(), stderr.String())
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return stdout.String(), stderr.String(), 0
+	case errors.As(err, &exit):
+		return stdout.String(), stderr.String(), exit.ExitCode()
+	default:
+		t.Fatalf("running kubectl-careplane %v: %v", args, err)
+		return "", "", -1
+	}
+}
+
+// exits runs the plugin and fails the test unless it exits with code and
+// its output contains subs.
+func (p pluginRunner) exits(t *testing.T, code int, args []string, subs ...string) string {
+	t.Helper()
+	out, got := p.run(t, args...)
+	if got != code {
+		t.Errorf("kubectl careplane %s: exit %d, want %d\n%s", strings.Join(args, " "), got, code, out)
+	}
+	mustContain(t, "kubectl careplane "+strings.Join(args, " "), out, subs...)
+	return out
+}
+
+// nobodyArgs impersonate an authenticated user with no RBAC rights and no
+// responder group.
+var nobodyArgs = []string{"--as=e2e-nobody", "--as-group=system:authenticated"}
+
+// Exit codes of kubectl careplane (internal/plugin/exitcode.go), spelled
+// out: they are an interface scripts rely on.
+const (
+	exitNotFound    = 3
+	exitForbidden   = 4
+	exitTimeout     = 5
+	exitNotIsolated = 6
+	exitUsage       = 2
+)
 
 // ok runs the plugin and fails the test unless it succeeds.
 func (p pluginRunner) ok(t *testing.T, args ...string) string {
@@ -123,10 +176,126 @@ func TestPlugin(t *testing.T) {
 		out := plugin.ok(t, "status", a)
 		mustContain(t, "status "+a, out, "NAME", "TENANT", "MODE", "ACTIVE", "SERVICES", "READY", "KNOWN-GOOD", "LAST-INCIDENT",
 			a, "Fence test "+a, "None", "Primary", "2/2", "True", envA.Status.KnownGoodRevision)
-		all := plugin.ok(t, "status")
+		// The whole story of one environment.
+		mustContain(t, "status "+a, out, "Conditions:", "Ready   ", "Available", "Fence:", "Held by:", "nothing: not fenced",
+			"Last verification:", "Sites:", "Active:", "Primary", "Services:", "call-handling", "Incidents:", "Events (newest")
+		all := statusOfAll(t, plugin, a, b)
 		mustContain(t, "status", all, a, b)
-		if out, code := plugin.run(t, "status", "no-such-env"); code == 0 || !strings.Contains(out, `HealthEnvironment "no-such-env" not found`) {
-			t.Errorf("status of a missing environment: exit %d\n%s", code, out)
+		if strings.Contains(out+all, "\x1b[") {
+			t.Errorf("status piped to a file is coloured:\n%q", out+all)
+		}
+	})
+
+	t.Run("colour on a terminal, not with NO_COLOR", func(t *testing.T) {
+		onTTY := func(env ...string) string {
+			cmd := exec.Command(plugin.bin, "status", a)
+			cmd.Env = append(os.Environ(), append([]string{"TERM=xterm"}, env...)...)
+			f, err := pty.Start(cmd)
+			if err != nil {
+				t.Fatalf("starting the plugin on a pseudo-terminal: %v", err)
+			}
+			out, _ := io.ReadAll(f) // EIO once the plugin exits
+			_ = f.Close()
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("status %s on a terminal: %v\n%s", a, err, out)
+			}
+			return string(out)
+		}
+		// Ready True is green; every condition word is painted.
+		if out := onTTY("NO_COLOR="); !strings.Contains(out, "\x1b[32mTrue\x1b[0m") {
+			t.Errorf("status on a terminal is not coloured:\n%q", out)
+		}
+		if out := onTTY("NO_COLOR=1"); strings.Contains(out, "\x1b[") || !strings.Contains(out, "Conditions:") {
+			t.Errorf("status on a terminal with NO_COLOR=1 is coloured (or empty):\n%q", out)
+		}
+	})
+
+	t.Run("exit codes: not found, forbidden, usage", func(t *testing.T) {
+		plugin.exits(t, exitNotFound, []string{"status", "no-such-env"}, `HealthEnvironment "no-such-env" not found`)
+		plugin.exits(t, exitNotFound, []string{"verify", "no-such-env"}, `HealthEnvironment "no-such-env" not found`)
+		plugin.exits(t, exitNotFound, append([]string{"fence", "no-such-env", "--reason", "x"}, responderArgs...), `HealthEnvironment "no-such-env" not found`)
+		// RBAC: an authenticated user with no rights.
+		plugin.exits(t, exitForbidden, append([]string{"status", a}, nobodyArgs...), `User "e2e-nobody" cannot get resource "healthenvironments"`)
+		plugin.exits(t, exitForbidden, append([]string{"status"}, nobodyArgs...), `cannot list resource "healthenvironments"`)
+		plugin.exits(t, exitUsage, []string{"status", a, b}, "accepts at most 1 arg(s)")
+		plugin.exits(t, exitUsage, []string{"fence", a}, "--reason is required")
+		plugin.exits(t, exitUsage, []string{"status", "-o", "xml"}, "xml")
+	})
+
+	t.Run("-o json and yaml round-trip through the API types", func(t *testing.T) {
+		// The operator may write the status between the two reads: read
+		// again until both saw the same resourceVersion.
+		eventually(t, 30*time.Second, "status -o json equal to the object read", func(ctx context.Context) (bool, string, error) {
+			stdout, _, code := plugin.runSplit(t, "status", a, "-o", "json")
+			if code != 0 {
+				return false, "", fmt.Errorf("status -o json: exit %d", code)
+			}
+			var got v1alpha1.HealthEnvironment
+			if err := strictJSON(stdout, &got); err != nil {
+				return false, "", err
+			}
+			want := &v1alpha1.HealthEnvironment{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: a}, want); err != nil {
+				return false, "", err
+			}
+			if got.ResourceVersion != want.ResourceVersion {
+				return false, "resourceVersion " + got.ResourceVersion + " != " + want.ResourceVersion, nil
+			}
+			if got.APIVersion != v1alpha1.GroupVersion.String() || got.Kind != "HealthEnvironment" || len(got.ManagedFields) != 0 {
+				return false, "", fmt.Errorf("status -o json: apiVersion %q, kind %q, %d managedFields; want careplane.io/v1alpha1 HealthEnvironment without them",
+					got.APIVersion, got.Kind, len(got.ManagedFields))
+			}
+			want.ManagedFields, want.TypeMeta = nil, got.TypeMeta
+			if !equality.Semantic.DeepEqual(&got, want) {
+				return false, "", fmt.Errorf("status -o json decodes to\n%+v\nthe API server holds\n%+v", got, want)
+			}
+			return true, "", nil
+		})
+
+		stdout, _, code := plugin.runSplit(t, "status", "-o", "yaml")
+		var list v1alpha1.HealthEnvironmentList
+		if err := strictYAML(stdout, &list); code != 0 || err != nil {
+			t.Fatalf("status -o yaml: exit %d, %v", code, err)
+		}
+		names := map[string]v1alpha1.HealthEnvironment{}
+		for _, e := range list.Items {
+			names[e.Name] = e
+		}
+		if list.Kind != "HealthEnvironmentList" || names[a].Kind != "HealthEnvironment" || names[b].Spec.Tenant.DisplayName != "Fence test "+b {
+			t.Errorf("status -o yaml: kind %q, items %v", list.Kind, names)
+		}
+
+		stdout, _, code = plugin.runSplit(t, "revisions", a, "-o", "json")
+		var revs appsv1.ControllerRevisionList
+		if err := strictJSON(stdout, &revs); code != 0 || err != nil {
+			t.Fatalf("revisions -o json: exit %d, %v", code, err)
+		}
+		if len(revs.Items) == 0 || revs.Items[0].Namespace != a || revs.Items[0].Kind != "ControllerRevision" ||
+			!slices.ContainsFunc(revs.Items, func(r appsv1.ControllerRevision) bool { return r.Name == envA.Status.KnownGoodRevision }) {
+			t.Errorf("revisions -o json: %d items, want the known-good %s among them", len(revs.Items), envA.Status.KnownGoodRevision)
+		}
+		if name := strings.TrimSpace(plugin.ok(t, "status", a, "-o", "name")); name != "healthenvironment.careplane.io/"+a {
+			t.Errorf("status -o name = %q", name)
+		}
+	})
+
+	t.Run("completion lists the environments", func(t *testing.T) {
+		// The word completed comes last: the cluster is the one
+		// KUBECONFIG names.
+		complete := func(args ...string) string {
+			out, err := exec.Command(plugin.bin, append([]string{"__complete"}, args...)...).Output()
+			if err != nil {
+				t.Fatalf("kubectl-careplane __complete %v: %v", args, err)
+			}
+			return string(out)
+		}
+		out := complete("status", "plug-")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if !slices.Contains(lines, a) || !slices.Contains(lines, b) || lines[len(lines)-1] != ":4" {
+			t.Errorf("completion of status plug-: %q, want %s and %s, then :4 (no file completion)", lines, a, b)
+		}
+		if out := complete("verify", a, ""); strings.Contains(out, b) {
+			t.Errorf("completion of a second argument of verify offers %s:\n%s", b, out)
 		}
 	})
 
@@ -164,8 +333,8 @@ func TestPlugin(t *testing.T) {
 
 	t.Run("fence without the responder group is refused with the guardrail's message", func(t *testing.T) {
 		out, code := plugin.run(t, "fence", a, "--reason", "not a responder", "--timeout", "10s")
-		if code == 0 {
-			t.Fatalf("fence by a non-responder succeeded:\n%s", out)
+		if code != exitForbidden {
+			t.Fatalf("fence by a non-responder: exit %d, want %d (forbidden)\n%s", code, exitForbidden, out)
 		}
 		mustContain(t, "non-responder fence", out, "only members of "+v1alpha1.DefaultResponderGroup+" may change spec.isolation of HealthEnvironment "+a)
 	})
@@ -190,14 +359,34 @@ func TestPlugin(t *testing.T) {
 		if !managed {
 			t.Errorf("no server-side apply by field manager kubectl-careplane in %+v", e.ManagedFields)
 		}
+		// kubectl get henv shows the outcome, not only the spec.
+		eventually(t, 30*time.Second, "kubectl get henv "+a+" Fenced and Verified True", func(context.Context) (bool, string, error) {
+			out, err := kubectlOutput("get", "henv", a)
+			if err != nil {
+				return false, "", fmt.Errorf("kubectl get henv %s: %w\n%s", a, err, out)
+			}
+			return getHenvColumns(out)["VERIFIED"] == "True", out, nil
+		})
+		cols := getHenvColumns(kubectl(t, "get", "henv", a))
+		if cols["MODE"] != "Fenced" || cols["FENCED"] != "True" || cols["VERIFIED"] != "True" || cols["NAME"] != a {
+			t.Errorf("kubectl get henv %s: %v, want MODE Fenced, FENCED True, VERIFIED True", a, cols)
+		}
+		cols = getHenvColumns(kubectl(t, "get", "henv", b))
+		if cols["MODE"] != "None" || cols["FENCED"] != "False" || cols["VERIFIED"] != "Unknown" {
+			t.Errorf("kubectl get henv %s: %v, want MODE None, FENCED False, VERIFIED Unknown (nothing to verify)", b, cols)
+		}
+		// status tells the fence's story, and exits 0: it is isolated.
+		out = plugin.ok(t, "status", a)
+		mustContain(t, "status of fenced "+a, out, `Held by:              spec.isolation (ticket INC-P1, reason "ransomware indicators", workloads Preserve)`,
+			"Fenced at:", "Credentials revoked:", "Evidence pods:", "IsolationVerified=True (NoAllowedFlows)", "INC-P1", "FenceComplete")
 	})
 
 	t.Run("verify", func(t *testing.T) {
 		out := plugin.ok(t, "verify", a)
 		mustContain(t, "verify "+a, out, "No NetworkPolicy allows a flow into or out of a fenced pod.", "Isolated.")
 		out, code := plugin.run(t, "verify", b)
-		if code != 1 {
-			t.Errorf("verify of unfenced %s: exit %d, want 1\n%s", b, code, out)
+		if code != exitNotIsolated {
+			t.Errorf("verify of unfenced %s: exit %d, want %d (not isolated)\n%s", b, code, exitNotIsolated, out)
 		}
 		mustContain(t, "verify "+b, out, "DIRECTION", "not isolated")
 	})
@@ -227,6 +416,10 @@ func TestPlugin(t *testing.T) {
 	})
 
 	t.Run("restore waits for Ready and the fence lifted", func(t *testing.T) {
+		// A wait shorter than the restore: the change is written, and the
+		// plugin says it timed out.
+		plugin.exits(t, exitTimeout, append([]string{"restore", a, "--revision", envA.Status.KnownGoodRevision, "--timeout", "100ms"}, responderArgs...),
+			"restore requested", "not restored within 100ms")
 		out := plugin.asResponder(t, "restore", a, "--revision", envA.Status.KnownGoodRevision, "--timeout", "90s")
 		mustContain(t, "restore", out, "restore requested", a+" restored after")
 		e := &v1alpha1.HealthEnvironment{}
@@ -242,9 +435,35 @@ func TestPlugin(t *testing.T) {
 		mustContain(t, "status after restore", plugin.ok(t, "status", a), "INC-P1 restored")
 	})
 
+	t.Run("purge-evidence --dry-run lists exactly the evidence pods and deletes nothing", func(t *testing.T) {
+		pods := evidencePods(t, nsA)
+		if len(pods) == 0 {
+			t.Fatalf("no evidence pods in %s", nsA)
+		}
+		out := plugin.asResponder(t, "purge-evidence", a, "--dry-run")
+		if got := strings.Count(out, " would be deleted (evidence INC-P1; server-side dry run)"); got != len(pods) {
+			t.Errorf("the dry run lists %d pods, want the %d evidence pods:\n%s", got, len(pods), out)
+		}
+		for _, p := range pods {
+			mustContain(t, "dry run", out, "pod/"+p.Name+" would be deleted")
+		}
+		mustContain(t, "dry run", out, "Dry run: nothing deleted.")
+		if left := evidencePods(t, nsA); len(left) != len(pods) {
+			t.Errorf("the dry run deleted evidence: %d pods left of %d", len(left), len(pods))
+		}
+	})
+
+	t.Run("purge-evidence without a terminal and without --yes deletes nothing", func(t *testing.T) {
+		n := len(evidencePods(t, nsA))
+		plugin.exits(t, exitUsage, append([]string{"purge-evidence", a}, responderArgs...), "pass --yes to confirm", "nothing deleted")
+		if left := len(evidencePods(t, nsA)); left != n {
+			t.Errorf("evidence deleted without confirmation: %d pods left of %d", left, n)
+		}
+	})
+
 	t.Run("purge-evidence", func(t *testing.T) {
 		n := len(evidencePods(t, nsA))
-		out := plugin.asResponder(t, "purge-evidence", a)
+		out := plugin.asResponder(t, "purge-evidence", a, "--yes")
 		if got := strings.Count(out, " deleted (evidence INC-P1)"); got != n || n == 0 {
 			t.Errorf("purge-evidence deleted %d pods, want the %d evidence pods:\n%s", got, n, out)
 		}
@@ -327,7 +546,7 @@ func TestPlugin(t *testing.T) {
 			}
 		}
 		// status shows the environments fenced, and no request holding them.
-		status := plugin.ok(t, "status")
+		status := statusOfAll(t, plugin, a, b)
 		mustContain(t, "status after fence --selector", status, "INC-P2 open")
 		if strings.Contains(status, "FenceRequest "+fr.Name+" (INC-P2) still holds") {
 			t.Errorf("status lists %s as holding fences after it completed:\n%s", fr.Name, status)
@@ -336,7 +555,7 @@ func TestPlugin(t *testing.T) {
 
 	t.Run("fence --selector matching nothing fences nothing and leaves no FenceRequest", func(t *testing.T) {
 		none := "careplane-e2e-plugin=none-" + run
-		if out, code := plugin.run(t, append([]string{"fence", "--selector", none, "--reason", "x"}, responderArgs...)...); code == 0 ||
+		if out, code := plugin.run(t, append([]string{"fence", "--selector", none, "--reason", "x"}, responderArgs...)...); code != exitNotFound ||
 			!strings.Contains(out, `no HealthEnvironment matches selector "`+none+`": nothing fenced`) {
 			t.Errorf("fence of an empty selection: exit %d\n%s", code, out)
 		}
@@ -345,6 +564,77 @@ func TestPlugin(t *testing.T) {
 			return len(left) == 0, fmt.Sprintf("left: %v", fenceRequestNames(left)), nil
 		})
 	})
+}
+
+// statusOfAll runs status of every environment and fails the test unless
+// it succeeds, or exits 6 (not isolated) for environments other than
+// mine: leftovers of other tests may be under way.
+func statusOfAll(t *testing.T, plugin pluginRunner, mine ...string) string {
+	t.Helper()
+	stdout, stderr, code := plugin.runSplit(t, "status")
+	switch code {
+	case 0:
+	case exitNotIsolated:
+		for _, n := range mine {
+			if strings.Contains(stderr, "HealthEnvironment "+n+" ") {
+				t.Errorf("status: %s not isolated:\n%s", n, stderr)
+			}
+		}
+	default:
+		t.Errorf("status: exit %d\n%s", code, stderr)
+	}
+	return stdout
+}
+
+// getHenvColumns parses the one row of kubectl get henv NAME into its
+// columns by header. Cells are cut at the headers' positions, as kubectl
+// aligns them: a cell may be empty (ACTIVE when no site serves) or hold
+// spaces (TENANT).
+func getHenvColumns(out string) map[string]string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	if len(lines) != 2 {
+		return nil
+	}
+	header, row := lines[0], lines[1]
+	var starts []int
+	for i := range header {
+		if header[i] != ' ' && (i == 0 || header[i-1] == ' ') {
+			starts = append(starts, i)
+		}
+	}
+	cols := map[string]string{}
+	for k, st := range starts {
+		end := len(header)
+		if k+1 < len(starts) {
+			end = starts[k+1]
+		}
+		name := strings.TrimSpace(header[st:end])
+		if k+1 == len(starts) {
+			end = len(row)
+		}
+		if st < len(row) {
+			cols[name] = strings.TrimSpace(row[st:min(end, len(row))])
+		} else {
+			cols[name] = ""
+		}
+	}
+	return cols
+}
+
+// strictJSON decodes s into obj, refusing fields the API types lack.
+func strictJSON(s string, obj any) error {
+	dec := json.NewDecoder(strings.NewReader(s))
+	dec.DisallowUnknownFields()
+	return dec.Decode(obj)
+}
+
+// strictYAML decodes YAML s into obj as strictJSON does.
+func strictYAML(s string, obj any) error {
+	j, err := yaml.ToJSON([]byte(s))
+	if err != nil {
+		return err
+	}
+	return strictJSON(string(j), obj)
 }
 
 // fenceRequestsOf lists the FenceRequests whose selector is exactly the
