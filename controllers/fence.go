@@ -93,6 +93,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	// (1) Close the window. The finalizer goes out at the same time, on a
 	// copy (the answer is decoded into the object the builders read).
 	var finalizers []string
+	var version string
 	finalizerErr := make(chan error, 1)
 	go func() {
 		if !addFinalizer {
@@ -101,7 +102,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		}
 		env := s.env.DeepCopy()
 		err := r.ensureFinalizer(ctx, env)
-		finalizers = env.Finalizers
+		finalizers, version = env.Finalizers, env.ResourceVersion
 		finalizerErr <- err
 	}()
 	closed, err := r.writer().closeWindow(ctx, s.env, rec)
@@ -113,7 +114,9 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	}
 	s.record = rec
 	if addFinalizer {
-		s.env.Finalizers = finalizers
+		// The status write carries the version of careplane's own last
+		// write (writeStatus).
+		s.env.Finalizers, s.env.ResourceVersion = finalizers, version
 	}
 
 	obs, err := r.observeFence(ctx, s)
@@ -383,7 +386,7 @@ func (r *HealthEnvironmentReconciler) markFenceStarted(ctx context.Context, s *s
 	if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
 		return fmt.Errorf("recording the fence start of %s: %w", klog.KObj(s.env), err)
 	}
-	s.env.Status.Conditions = env.Status.Conditions
+	s.env.Status.Conditions, s.env.ResourceVersion = env.Status.Conditions, env.ResourceVersion
 	// A copy: sharing the slice would make the final status write
 	// compare the conditions with themselves and send nothing.
 	s.status.Conditions = append([]metav1.Condition(nil), env.Status.Conditions...)

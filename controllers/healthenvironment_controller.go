@@ -409,7 +409,12 @@ func (r *HealthEnvironmentReconciler) writeStatus(ctx context.Context, env *v1al
 	if equality.Semantic.DeepEqual(before, s.status) {
 		return nil
 	}
-	patch := client.MergeFrom(env.DeepCopy())
+	// With the resourceVersion this reconcile read (and its own writes
+	// since): a status computed from a cache behind the last status write
+	// would overwrite it, a newer incident or count included, and record
+	// its transitions twice. Such a write fails, and the reconcile runs
+	// again on fresh state.
+	patch := client.MergeFromWithOptions(env.DeepCopy(), client.MergeFromWithOptimisticLock{})
 	env.Status = *s.status
 	if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
 		if apierrors.IsNotFound(err) {
