@@ -7,9 +7,11 @@
 #   config/rbac/role.yaml rules  -> charts/careplane/files/manager-rules.yaml
 #                                   (included by templates/manager-rbac.yaml)
 #   config/guardrails/*.yaml     -> charts/careplane/templates/guardrails/*.yaml
-#                                   (behind guardrails.enabled; the manager identity,
-#                                   the parameter ConfigMap and the object names come
-#                                   from the release; params.yaml is templates/guardrails-params.yaml)
+#                                   (behind guardrails.enabled; kept on uninstall and on
+#                                   an upgrade that drops them when guardrails.keep; the
+#                                   manager identity, the parameter ConfigMap and the
+#                                   object names come from the release; params.yaml is
+#                                   templates/guardrails-params.yaml)
 #
 # Run by `make manifests` (and so checked by `make verify`). Never edit the
 # generated chart files by hand.
@@ -73,7 +75,7 @@ for src in "$root"/config/guardrails/*.yaml; do
 			-e 's#^(\s*)namespace: careplane-system$#\1namespace: {{ .Release.Namespace }}#' \
 			-e 's#^(\s*)(name|policyName): careplane-([a-z-]+)$#\1\2: {{ include "careplane.fullname" . }}-\3#' \
 			"$src" | awk '
-			/^metadata:$/ { print; print "  labels:"; print "    {{- include \"careplane.labels\" . | nindent 4 }}"; print "    app.kubernetes.io/component: guardrails"; next }
+			/^metadata:$/ { print; print "  labels:"; print "    {{- include \"careplane.labels\" . | nindent 4 }}"; print "    app.kubernetes.io/component: guardrails"; print "  {{- if .Values.guardrails.keep }}"; print "  annotations:"; print "    helm.sh/resource-policy: keep"; print "  {{- end }}"; next }
 			{ print }'
 		echo '{{- end }}'
 	} >"$dst"

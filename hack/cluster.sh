@@ -20,6 +20,11 @@
 #                  (for benchmarks)
 #   SERVICE_CIDR   the Service address range (default kwokctl's, 254
 #                  addresses; the benchmark uses 10.0.0.0/16)
+#   CONTROLLER_SA_CREDENTIALS=false  run kube-controller-manager's
+#                  controllers as kwok-admin instead of each as its own
+#                  ServiceAccount (kube-system/<controller>)
+#   KUBE_AUDIT_POLICY  an audit policy file for kube-apiserver; the log is
+#                  $KWOK_WORKDIR/clusters/NAME/logs/audit.log
 #
 # Works as root and as a normal user: everything lives under KWOK_WORKDIR and
 # every port is picked free by kwokctl, so clusters with different names run
@@ -103,6 +108,13 @@ up() {
 	# of Services need more (a superset, so the kubernetes Service keeps
 	# its address).
 	[ -n "${SERVICE_CIDR:-}" ] && extra+=(--extra-args "kube-apiserver=service-cluster-ip-range=$SERVICE_CIDR")
+	# Each of kube-controller-manager's controllers acts as its own
+	# ServiceAccount, as on kubeadm and managed clusters: the guardrails'
+	# fenced-namespace freeze names exactly the controllers a fenced site
+	# needs, and the e2e tests prove that list with the real identities.
+	[ "${CONTROLLER_SA_CREDENTIALS:-true}" = true ] &&
+		extra+=(--extra-args "kube-controller-manager=use-service-account-credentials=true")
+	[ -n "${KUBE_AUDIT_POLICY:-}" ] && extra+=(--kube-audit-policy "$KUBE_AUDIT_POLICY")
 	log "creating with the binaries in $bin"
 	"$bin/kwokctl" create cluster --name "$name" --runtime binary \
 		--kubeconfig "$kubeconfig" \

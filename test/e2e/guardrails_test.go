@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -56,6 +57,11 @@ const (
 	guardMsgFenced    = "is fenced by careplane (label careplane.io/fenced=true): only careplane and members of " + v1alpha1.DefaultResponderGroup
 	guardMsgNoParams  = "no params found for policy binding with `Deny` parameterNotFoundAction"
 	guardMsgRequest   = "only members of " + v1alpha1.DefaultResponderGroup + " may " // create|delete a FenceRequest
+	guardMsgFinalizer = "only careplane and members of " + v1alpha1.DefaultResponderGroup + " may remove the careplane.io/fence finalizer from "
+	guardMsgStatus    = "only the careplane manager (" + guardManagerSA + ") writes the status of "
+
+	guardPolicyStatus   = "careplane-status-guard"
+	guardFenceFinalizer = "careplane.io/fence"
 )
 
 // guardUser is an identity the tests act as, through impersonation.
@@ -147,12 +153,20 @@ func TestGuardrailIsolationGuard(t *testing.T) {
 		}
 	})
 
-	t.Run("status writes are not guarded", func(t *testing.T) {
-		err := s.gitops.client.Status().Patch(ctx, env.DeepCopy(),
-			client.RawPatch(types.MergePatchType, []byte(`{"status":{"readyServices":"0/9"}}`)), client.DryRunAll)
-		if err != nil {
-			t.Errorf("patching status as the GitOps user: %v", err)
-		}
+	t.Run("only the manager writes status", func(t *testing.T) {
+		// Rewriting the incident history, as anyone with status patch could.
+		history := client.RawPatch(types.MergePatchType,
+			[]byte(`{"status":{"incidents":[{"ticket":"INC-FORGED","reason":"nothing happened"}]}}`))
+		err := s.gitops.client.Status().Patch(ctx, env.DeepCopy(), history, client.DryRunAll)
+		guardDenied(t, err, guardPolicyStatus, guardMsgStatus+"HealthEnvironment "+env.Name, s.gitops.name+" is not")
+		err = k8sClient.Status().Patch(ctx, env.DeepCopy(), history, client.DryRunAll)
+		guardDenied(t, err, guardPolicyStatus, guardMsgStatus)
+		err = s.responder.client.Status().Patch(ctx, env.DeepCopy(), history, client.DryRunAll)
+		guardDenied(t, err, guardPolicyStatus, guardMsgStatus, s.responder.name+" is not")
+		manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
+		guardAllowed(t, manager.client.Status().Patch(ctx, env.DeepCopy(),
+			client.RawPatch(types.MergePatchType, []byte(`{"status":{"readyServices":"0/9"}}`)), client.DryRunAll),
+			"the manager patching status")
 	})
 
 	t.Run("a responder fences", func(t *testing.T) {
@@ -199,6 +213,44 @@ func TestGuardrailIsolationGuard(t *testing.T) {
 		if err := s.responder.client.Create(ctx, fenced); err != nil {
 			t.Fatalf("creating %s fenced as a responder: %v", fenced.Name, err)
 		}
+	})
+
+	t.Run("only careplane and a responder remove the fence finalizer", func(t *testing.T) {
+		if fenced.ResourceVersion == "" {
+			t.Skip("the fenced environment was not created")
+		}
+		e := &v1alpha1.HealthEnvironment{}
+		eventually(t, time.Minute, "the fence finalizer on "+fenced.Name, func(ctx context.Context) (bool, string, error) {
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(fenced), e); err != nil {
+				return false, "", err
+			}
+			return slices.Contains(e.Finalizers, guardFenceFinalizer), fmt.Sprintf("finalizers %v", e.Finalizers), nil
+		})
+		// The "stuck object" reflex of a platform engineer or a GitOps
+		// tool with cluster-admin: strip the finalizers.
+		strip := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+		err := s.gitops.client.Patch(ctx, e.DeepCopy(), strip)
+		guardDenied(t, err, guardPolicyIsolation, guardMsgFinalizer+"HealthEnvironment "+fenced.Name, s.gitops.name+" is not")
+		err = k8sClient.Patch(ctx, e.DeepCopy(), strip, client.DryRunAll)
+		guardDenied(t, err, guardPolicyIsolation, guardMsgFinalizer)
+		// A JSON patch that removes just this finalizer is the same change.
+		err = s.gitops.client.Patch(ctx, e.DeepCopy(), client.RawPatch(types.JSONPatchType,
+			[]byte(`[{"op":"test","path":"/metadata/finalizers/0","value":"`+guardFenceFinalizer+`"},`+
+				`{"op":"remove","path":"/metadata/finalizers/0"}]`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyIsolation, guardMsgFinalizer)
+		got := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(fenced), got); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(got.Finalizers, guardFenceFinalizer) {
+			t.Fatalf("finalizers of %s after the denied patches: %v, want %s", fenced.Name, got.Finalizers, guardFenceFinalizer)
+		}
+		// Anything else about the metadata stays open.
+		guardAllowed(t, s.gitops.client.Patch(ctx, got.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"e2e.careplane.io/team":"platform"}}}`)), client.DryRunAll), "labelling as the GitOps user")
+		guardAllowed(t, s.responder.client.Patch(ctx, got.DeepCopy(), strip, client.DryRunAll), "a responder stripping the finalizer")
+		manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
+		guardAllowed(t, manager.client.Patch(ctx, got.DeepCopy(), strip, client.DryRunAll), "the manager removing its finalizer")
 	})
 
 	t.Run("only a responder deletes a fenced environment", func(t *testing.T) {
@@ -453,6 +505,16 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		}
 	})
 
+	t.Run("a kube-system add-on cannot", func(t *testing.T) {
+		// ServiceAccounts in kube-system that are not kube-controller-
+		// manager's controllers: CoreDNS, and any add-on installed there.
+		for _, sa := range guardAddOns() {
+			addOn := guardImpersonate(t, sa.name, sa.groups...)
+			err := addOn.client.Create(ctx, guardAllowAll(fenced.name), client.DryRunAll)
+			guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, sa.name+" may not CREATE networkpolicies allow-all")
+		}
+	})
+
 	t.Run("only careplane and responders touch the Namespace itself", func(t *testing.T) {
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fenced.name}}
 		// The garbage collector, with its own RBAC: a fenced namespace
@@ -598,12 +660,13 @@ func TestGuardrailParameters(t *testing.T) {
 		kcm := guardImpersonate(t, "system:kube-controller-manager")
 		guardDenied(t, writeIn(kcm, fenced.name)(ctx), guardPolicyFreeze, guardMsgNoParams)
 
-		// The isolation guard does not match the status subresource, so
-		// even now status writes go through; and unfenced namespaces are
-		// not the freeze's business.
-		guardAllowed(t, s.gitops.client.Status().Patch(ctx, env.DeepCopy(),
+		// The status guard reads no parameter, so even now the manager
+		// writes status; and unfenced namespaces are not the freeze's
+		// business.
+		manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
+		guardAllowed(t, manager.client.Status().Patch(ctx, env.DeepCopy(),
 			client.RawPatch(types.MergePatchType, []byte(`{"status":{"readyServices":"0/9"}}`)), client.DryRunAll),
-			"patching status")
+			"the manager patching status")
 		guardAllowed(t, writeIn(s.gitops, open)(ctx), "writing in an unfenced namespace")
 	})
 }
@@ -649,7 +712,7 @@ func guardRBAC(t *testing.T) {
 		return rbacv1.Subject{Kind: rbacv1.GroupKind, APIGroup: rbacv1.GroupName, Name: name}
 	}
 	var probeUsers []rbacv1.Subject
-	for _, u := range append(guardControlPlane(), guardLookAlikes()...) {
+	for _, u := range append(append(guardControlPlane(), guardLookAlikes()...), guardAddOns()...) {
 		probeUsers = append(probeUsers, rbacv1.Subject{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: u.name})
 	}
 	for _, obj := range []client.Object{
@@ -662,6 +725,7 @@ func guardRBAC(t *testing.T) {
 			ObjectMeta: metav1.ObjectMeta{Name: "careplane-e2e-guardrails-probe"},
 			Rules: []rbacv1.PolicyRule{
 				{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}},
+				{APIGroups: []string{"networking.k8s.io"}, Resources: []string{"networkpolicies"}, Verbs: []string{"create"}},
 				{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"patch"}},
 			},
 		},
@@ -691,6 +755,17 @@ func guardControlPlane() []guardUser {
 		{name: "system:node:kwok-primary-0", groups: []string{"system:nodes"}},
 		{name: "system:serviceaccount:kube-system:replicaset-controller",
 			groups: []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}},
+	}
+}
+
+// guardAddOns are kube-system ServiceAccounts that are not the control
+// plane: CoreDNS, and an add-on of the kind clusters install into
+// kube-system.
+func guardAddOns() []guardUser {
+	groups := []string{"system:serviceaccounts", "system:serviceaccounts:kube-system"}
+	return []guardUser{
+		{name: "system:serviceaccount:kube-system:coredns", groups: groups},
+		{name: "system:serviceaccount:kube-system:e2e-cni-agent", groups: groups},
 	}
 }
 
@@ -775,13 +850,18 @@ func guardFencedNamespace(t *testing.T, s *guardSession, name, envName string) g
 	return guardFenced{name: name, tenant: tenant}
 }
 
-// guardNamespace creates namespace name, labelled as belonging to envName,
+// guardNamespace creates namespace name, labelled as careplane labels its
+// own (managed by careplane, environment envName, Pod Security restricted),
 // and deletes it when the test ends (lifting a fence first, as a responder
-// would, so that the control plane may empty it).
+// would, so that the control plane may empty it). envName names no existing
+// environment: the suite's operator leaves the namespace alone.
 func guardNamespace(t *testing.T, name, envName string) string {
 	t.Helper()
-	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name,
-		Labels: map[string]string{v1alpha1.LabelEnvironment: envName}}}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{
+		v1alpha1.LabelManagedBy:              v1alpha1.ManagedByValue,
+		v1alpha1.LabelEnvironment:            envName,
+		"pod-security.kubernetes.io/enforce": "restricted",
+	}}}
 	if err := k8sClient.Create(context.Background(), ns); err != nil {
 		t.Fatal(err)
 	}
@@ -791,12 +871,20 @@ func guardNamespace(t *testing.T, name, envName string) string {
 	return name
 }
 
-// guardPod runs a pod named name in ns and waits until it is ready.
+// guardPod runs a pod named name in ns, one that Pod Security restricted
+// admits, and waits until it is ready.
 func guardPod(t *testing.T, ns, name string) {
 	t.Helper()
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
-		Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: guardImage}}},
+		Spec: corev1.PodSpec{
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
+				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "app", Image: guardImage, SecurityContext: &corev1.SecurityContext{
+				AllowPrivilegeEscalation: ptr.To(false),
+				Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			}}},
+		},
 	}
 	if err := k8sClient.Create(context.Background(), pod); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/utils/ptr"
@@ -73,6 +74,13 @@ func TestHelm(t *testing.T) {
 		if out, err := env.run("uninstall", helmRelease, "-n", helmNamespace, "--ignore-not-found"); err != nil {
 			t.Logf("helm uninstall: %v\n%s", err, out)
 		}
+		// The release's guardrails outlive it (guardrails.keep): remove them
+		// deliberately, as docs/guardrails.md says, and give the suite its
+		// own status guard back.
+		helmRemoveGuardrails(t)
+		if out, err := kubectlOutput("apply", "-k", guardrailsKustomization); err != nil {
+			t.Errorf("re-applying the suite's guardrails: %v\n%s", err, out)
+		}
 		// The CRDs stay (crds.keep); give them back to the suite.
 		for _, crd := range crdNames {
 			_, _ = kubectlOutput("label", "crd", crd, "app.kubernetes.io/managed-by-", "helm.sh/chart-",
@@ -80,8 +88,12 @@ func TestHelm(t *testing.T) {
 			_, _ = kubectlOutput("annotate", "crd", crd, "meta.helm.sh/release-name-",
 				"meta.helm.sh/release-namespace-", "helm.sh/resource-policy-")
 		}
-		if err := theOperator.start(); err != nil {
-			t.Errorf("restarting the suite's operator: %v", err)
+		// Only if the test got as far as stopping it: a second start would
+		// leave the running one behind, reconciling beside the next tests.
+		if theOperator.pid() == 0 {
+			if err := theOperator.start(); err != nil {
+				t.Errorf("restarting the suite's operator: %v", err)
+			}
 		}
 		// The suite's operator finalizes the environments.
 		_, _ = kubectlOutput("delete", "henv", "-l", "careplane.io/e2e=helm", "--wait=false")
@@ -115,7 +127,7 @@ func TestHelm(t *testing.T) {
 	}
 	// The guardrails are installed, named after the release, and loaded by
 	// the API server (their CEL compiles).
-	for _, name := range []string{helmRelease + "-isolation-guard", helmRelease + "-fence-request-guard", helmRelease + "-fenced-namespace-freeze"} {
+	for _, name := range helmPolicies {
 		var vap admissionregistrationv1.ValidatingAdmissionPolicy
 		eventually(t, 20*time.Second, "VAP "+name+" type-checked", func(ctx context.Context) (bool, string, error) {
 			if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &vap); err != nil {
@@ -158,6 +170,11 @@ func TestHelm(t *testing.T) {
 	// The operator as the chart deploys it: the manager binary, with a token
 	// of the chart's ServiceAccount and the Deployment's leader election.
 	theOperator.stop()
+	// One careplane per cluster: the suite's status guard lets only the
+	// suite's manager write status, so it stands aside while the release's
+	// manager is the cluster's careplane (the release's own guard lets only
+	// that one write). The cleanup puts it back.
+	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, "--ignore-not-found")
 	helmOp, err = operatorAs(theOperator.bin, t.TempDir(), helmNamespace, helmSA)
 	if err != nil {
 		t.Fatal(err)
@@ -233,10 +250,19 @@ func TestHelm(t *testing.T) {
 	startHelmOp()
 	waitReady(t, second.Name, 45*time.Second)
 
-	// Uninstall: the CRD (crds.keep) and every environment stay; the rest goes.
+	// Turning the guardrails off in an upgrade leaves them in force
+	// (guardrails.keep): an environment may be fenced.
+	t.Log("helm upgrade --set guardrails.enabled=false")
+	env.must("upgrade", helmRelease, helmChart, "-n", helmNamespace, "--reuse-values", "--wait=hookOnly", "--set", "guardrails.enabled=false")
+	helmGuardrailsInForce(t, "after helm upgrade --set guardrails.enabled=false")
+	env.must("upgrade", helmRelease, helmChart, "-n", helmNamespace, "--reuse-values", "--wait=hookOnly", "--set", "guardrails.enabled=true")
+
+	// Uninstall: the CRD (crds.keep), every environment and the guardrails
+	// (guardrails.keep) stay; the rest goes.
 	helmOp.stop()
 	t.Log("helm uninstall")
 	env.must("uninstall", helmRelease, "-n", helmNamespace)
+	helmGuardrailsInForce(t, "after helm uninstall")
 	for _, crd := range crdNames {
 		out, err := kubectlOutput("get", "crd", crd, "-o", "jsonpath={.metadata.deletionTimestamp}")
 		if err != nil {
@@ -255,8 +281,6 @@ func TestHelm(t *testing.T) {
 		for _, o := range []client.Object{
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
 			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
-			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-isolation-guard"}},
-			&admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-fence-request-guard"}},
 		} {
 			if err := k8sClient.Get(ctx, clientKey(o), o); !apierrors.IsNotFound(err) {
 				return false, fmt.Sprintf("%T %s: %v", o, o.GetName(), err), nil
@@ -265,6 +289,89 @@ func TestHelm(t *testing.T) {
 		return true, "", nil
 	})
 	t.Logf("install, run, upgrade, RBAC variant and uninstall in %s", time.Since(start).Round(time.Millisecond))
+}
+
+// helmPolicies are the release's guardrail policies; each has a binding of
+// the same name (the freeze a second one, helmFreezeLabelBinding).
+var helmPolicies = []string{helmRelease + "-isolation-guard", helmRelease + "-fence-request-guard",
+	helmRelease + "-fenced-namespace-freeze", helmRelease + "-status-guard", helmRelease + "-manager-bounds"}
+
+const helmFreezeLabelBinding = helmRelease + "-fenced-namespace-freeze-label"
+
+// helmGuardrailsInForce checks that the release's guardrail policies, their
+// bindings and their parameter ConfigMap exist, and that the API server
+// still enforces them: the release's manager may not mint a token in
+// kube-system (its manager bounds), and the admin kubeconfig may not write
+// an environment's status (its status guard; the suite's stands aside
+// during TestHelm).
+func helmGuardrailsInForce(t *testing.T, when string) {
+	t.Helper()
+	ctx := context.Background()
+	objs := []client.Object{
+		&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: helmNamespace, Name: helmRelease + "-guardrails"}},
+		&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: helmFreezeLabelBinding}},
+	}
+	for _, name := range helmPolicies {
+		objs = append(objs, &admissionregistrationv1.ValidatingAdmissionPolicy{ObjectMeta: metav1.ObjectMeta{Name: name}},
+			&admissionregistrationv1.ValidatingAdmissionPolicyBinding{ObjectMeta: metav1.ObjectMeta{Name: name}})
+	}
+	for _, o := range objs {
+		if err := k8sClient.Get(ctx, clientKey(o), o); err != nil {
+			t.Errorf("%T %s %s: %v", o, o.GetName(), when, err)
+		} else if !o.GetDeletionTimestamp().IsZero() {
+			t.Errorf("%T %s is being deleted %s", o, o.GetName(), when)
+		}
+	}
+	// The release's manager, with RBAC of its own for the probe (after the
+	// uninstall the release's ClusterRole is gone, and RBAC would refuse
+	// before admission).
+	managerName := "system:serviceaccount:" + helmNamespace + ":" + helmSA
+	probe := []client.Object{
+		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "careplane-e2e-helm-probe"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}}}},
+		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "careplane-e2e-helm-probe"},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "careplane-e2e-helm-probe"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: managerName}}},
+	}
+	for _, o := range probe {
+		guardUpsert(t, o)
+		t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), o) })
+	}
+	manager := guardImpersonate(t, managerName, "system:serviceaccounts", "system:serviceaccounts:"+helmNamespace)
+	token := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "kube-system", Name: "helm-token",
+			Annotations: map[string]string{corev1.ServiceAccountNameKey: "clusterrole-aggregation-controller"}},
+		Type: corev1.SecretTypeServiceAccountToken,
+	}
+	guardEventuallyDenied(t, 20*time.Second, "the release's manager bounds deny a token Secret in kube-system "+when,
+		helmRelease+"-manager-bounds", "may not CREATE secrets", func(ctx context.Context) error {
+			return manager.client.Create(ctx, token, client.DryRunAll)
+		})
+
+	// The admin kubeconfig, not the release's manager, writing status.
+	var envs v1alpha1.HealthEnvironmentList
+	if err := k8sClient.List(ctx, &envs, client.MatchingLabels{"careplane.io/e2e": "helm"}); err != nil || len(envs.Items) == 0 {
+		t.Fatalf("listing the test's environments: %v (%d)", err, len(envs.Items))
+	}
+	err := k8sClient.Status().Patch(ctx, &envs.Items[0], client.RawPatch(types.MergePatchType,
+		[]byte(`{"status":{"incidents":[{"ticket":"INC-FORGED"}]}}`)), client.DryRunAll)
+	guardDenied(t, err, helmRelease+"-status-guard", "only the careplane manager ("+managerName+")")
+}
+
+// helmRemoveGuardrails deletes the release's guardrails as docs/guardrails.md
+// says to once no environment is fenced: bindings first, then the policies,
+// then the parameter ConfigMap.
+func helmRemoveGuardrails(t *testing.T) {
+	t.Helper()
+	sel := "app.kubernetes.io/instance=" + helmRelease + ",app.kubernetes.io/component=guardrails"
+	for _, kind := range []string{"validatingadmissionpolicybinding", "validatingadmissionpolicy"} {
+		if out, err := kubectlOutput("delete", kind, "-l", sel, "--ignore-not-found"); err != nil {
+			t.Errorf("deleting the release's %s: %v\n%s", kind, err, out)
+		}
+	}
+	if out, err := kubectlOutput("delete", "configmap", "-n", helmNamespace, "-l", sel, "--ignore-not-found"); err != nil {
+		t.Errorf("deleting the release's guardrails ConfigMap: %v\n%s", err, out)
+	}
 }
 
 // helmGrants says whether rules grant verb on resource of careplane.io.
