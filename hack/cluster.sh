@@ -4,9 +4,10 @@
 # ValidatingAdmissionPolicy enforced), kube-controller-manager and
 # kube-scheduler, with simulated nodes on which pods are scheduled and become
 # Ready without running a process; and beside it the real storage control
-# plane (csi-provisioner, csi-snapshotter and snapshot-controller as
-# processes, the VolumeSnapshot CRDs) serving the test CSI driver
-# careplane-csi, whose volumes are directories under the cluster's workdir.
+# plane (csi-provisioner, csi-resizer, csi-snapshotter and
+# snapshot-controller as processes, the VolumeSnapshot CRDs) serving the
+# test CSI driver careplane-csi, whose volumes are directories under the
+# cluster's workdir.
 #
 # Usage:
 #   hack/cluster.sh up NAME     start NAME (reuse it when it is already healthy)
@@ -48,7 +49,7 @@ nodes=${NODES:-3}
 # volumes live beside kwokctl's components, so deleting the cluster deletes
 # them.
 storage_dir=$KWOK_WORKDIR/clusters/$name/storage
-storage_procs=(careplane-csi csi-provisioner csi-snapshotter snapshot-controller)
+storage_procs=(careplane-csi csi-provisioner csi-resizer csi-snapshotter snapshot-controller)
 
 log() { printf '%s cluster %s: %s\n' "$(date +%H:%M:%S)" "$name" "$*" >&2; }
 
@@ -79,18 +80,17 @@ down() {
 	rm -f "$kubeconfig"
 }
 
-# pid_of NAME prints the pid of the storage process NAME when it is running
-# the binary we started (a recycled pid is not ours).
+# pid_of NAME prints the pid of the storage process NAME when it is still
+# the binary we started (a recycled pid is not ours). Its pid file holds the
+# pid and the binary, as /proc names it: every symbolic link resolved, and
+# "(deleted)" once the file was rebuilt.
 pid_of() {
-	local pidfile=$storage_dir/$1.pid pid
-	[ -f "$pidfile" ] || return 1
-	pid=$(cat "$pidfile")
+	local pid exe
+	[ -f "$storage_dir/$1.pid" ] && read -r pid exe <"$storage_dir/$1.pid" || return 1
 	case "$(readlink "/proc/$pid/exe" 2>/dev/null)" in
-	# A rebuilt binary leaves the running one "(deleted)".
-	"$storage_bin/$1" | "$storage_bin/$1 (deleted)") ;;
+	"$exe" | "$exe (deleted)") echo "$pid" ;;
 	*) return 1 ;;
 	esac
-	echo "$pid"
 }
 
 storage_running() {
@@ -128,9 +128,10 @@ stop_storage() {
 start_proc() {
 	local p=$1
 	shift
+	echo "--- $(date -u +%FT%TZ) starting $storage_bin/$p $*" >>"$storage_dir/$p.log"
 	setsid "$storage_bin/$p" "$@" >>"$storage_dir/$p.log" 2>&1 </dev/null &
 	local pid=$!
-	echo "$pid" >"$storage_dir/$p.pid"
+	echo "$pid $(readlink -f "$storage_bin/$p")" >"$storage_dir/$p.pid"
 	# Until its exec, the pid is a shell's, which pid_of does not own.
 	for _ in $(seq 50); do
 		pid_of "$p" >/dev/null && return 0
@@ -145,8 +146,9 @@ storage_fail() {
 	log "storage control plane: $1"
 	for p in "${storage_procs[@]}"; do
 		if [ -f "$storage_dir/$p.pid" ] && ! pid_of "$p" >/dev/null; then
-			log "$p exited; the end of $storage_dir/$p.log:"
-			tail -n 15 "$storage_dir/$p.log" >&2 2>/dev/null || true
+			log "$p exited; the end of its last run in $storage_dir/$p.log:"
+			awk '/^--- .* starting /{n=0} {line[n++]=$0} END{for (i=(n>15?n-15:0); i<n; i++) print line[i]}' \
+				"$storage_dir/$p.log" >&2 2>/dev/null || true
 		fi
 	done
 	log "logs: $storage_dir/*.log (CLUSTER_STORAGE=0 starts the cluster without storage)"
@@ -191,6 +193,7 @@ start_storage() {
 	# driver has none, and with the gate on each waits 30s for their CRDs
 	# before going on without them.
 	start_proc csi-provisioner --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false --timeout 30s
+	start_proc csi-resizer --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false
 	start_proc csi-snapshotter --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false \
 		--feature-gates=CSIVolumeGroupSnapshot=false --timeout 30s
 	start_proc snapshot-controller --kubeconfig "$kubeconfig" --leader-election=false \
@@ -198,16 +201,17 @@ start_storage() {
 	storage_check
 }
 
-# storage_wait OBJECT JSONPATH=VALUE waits up to 60s for an object of the
-# check namespace, and gives up as soon as a storage process has exited.
+# storage_wait OBJECT JSONPATH=VALUE WHAT waits up to 60s for an object of
+# the check namespace (check_ns), and fails as soon as a storage process has
+# exited.
 storage_wait() {
 	local i
 	for i in $(seq 60); do
-		"$bin/kubectl" --kubeconfig "$kubeconfig" -n careplane-storage-check wait "$1" \
+		"$bin/kubectl" --kubeconfig "$kubeconfig" -n "$check_ns" wait "$1" \
 			--for=jsonpath="$2" --timeout=1s >/dev/null 2>&1 && return 0
-		storage_running || return 1
+		storage_running || storage_fail "a process exited while waiting for $3"
 	done
-	return 1
+	storage_fail "$3 did not happen within 60s (see namespace $check_ns)"
 }
 
 # storage_check proves the storage control plane serves the classes: a
@@ -215,8 +219,10 @@ storage_wait() {
 # csi-provisioner, the PV controller) and a snapshot of it becomes ready
 # (snapshot-controller, csi-snapshotter), in a namespace deleted after.
 storage_check() {
-	local k=("$bin/kubectl" --kubeconfig "$kubeconfig") ns=careplane-storage-check
-	"${k[@]}" delete namespace "$ns" --ignore-not-found --wait=true --timeout=60s >&2
+	# A namespace of its own: an earlier check's may still be terminating.
+	local k=("$bin/kubectl" --kubeconfig "$kubeconfig") ns
+	ns=careplane-storage-check-$(date +%s)
+	check_ns=$ns
 	"${k[@]}" apply -f - >&2 <<EOF
 apiVersion: v1
 kind: Namespace
@@ -242,8 +248,7 @@ spec:
   containers: [{name: check, image: check, volumeMounts: [{name: data, mountPath: /data}]}]
   volumes: [{name: data, persistentVolumeClaim: {claimName: check}}]
 EOF
-	storage_wait pvc/check '{.status.phase}'=Bound ||
-		storage_fail "a claim of StorageClass careplane-csi did not bind within 60s"
+	storage_wait pvc/check '{.status.phase}'=Bound "a claim of StorageClass careplane-csi to bind"
 	"${k[@]}" apply -f - >&2 <<EOF
 apiVersion: snapshot.storage.k8s.io/v1
 kind: VolumeSnapshot
@@ -254,8 +259,7 @@ spec:
   volumeSnapshotClassName: careplane-csi
   source: {persistentVolumeClaimName: check}
 EOF
-	storage_wait volumesnapshot/check '{.status.readyToUse}'=true ||
-		storage_fail "a VolumeSnapshot of class careplane-csi was not ready within 60s"
+	storage_wait volumesnapshot/check '{.status.readyToUse}'=true "a VolumeSnapshot of class careplane-csi to be ready"
 	"${k[@]}" delete namespace "$ns" --wait=false >&2
 	log "storage control plane ready: StorageClass and VolumeSnapshotClass careplane-csi (driver csi.careplane.io)"
 }

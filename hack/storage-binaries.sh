@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the local cluster's storage control plane from the Go module proxy:
-# snapshot-controller and csi-snapshotter (external-snapshotter), and
-# csi-provisioner (external-provisioner), pinned in hack/tools/storage/go.mod;
+# snapshot-controller and csi-snapshotter (external-snapshotter),
+# csi-provisioner (external-provisioner) and csi-resizer (external-resizer),
+# pinned in hack/tools/storage/go.mod;
 # the test CSI driver careplane-csi (hack/csi-driver); and copies the
 # VolumeSnapshot CRDs (snapshot.storage.k8s.io/v1) out of the pinned
 # external-snapshotter client module into OUTDIR/crds.
@@ -32,7 +33,7 @@ want=$( {
 	cat "$0" "$tools/go.mod" "$tools/go.sum"
 	driver_sources | while read -r f; do echo "$f"; cat "$driver/$f"; done
 } | sha256sum | cut -d' ' -f1)
-bins=(snapshot-controller csi-snapshotter csi-provisioner careplane-csi)
+bins=(snapshot-controller csi-snapshotter csi-provisioner csi-resizer careplane-csi)
 crds=(volumesnapshotclasses volumesnapshotcontents volumesnapshots)
 
 have_all() {
@@ -61,13 +62,14 @@ pin() { awk -v m="$1" '$1==m {print $2} $1=="require" && $2==m {print $3}' "$too
 
 snapver=$(pin github.com/kubernetes-csi/external-snapshotter/v8)
 provver=$(pin github.com/kubernetes-csi/external-provisioner/v6)
+resizever=$(pin github.com/kubernetes-csi/external-resizer/v2)
 clientver=$(pin github.com/kubernetes-csi/external-snapshotter/client/v8)
-for v in snapver provver clientver; do
-	[ -n "${!v}" ] || { echo "cannot read the external-snapshotter/external-provisioner pins from $tools/go.mod" >&2; exit 1; }
+for v in snapver provver resizever clientver; do
+	[ -n "${!v}" ] || { echo "cannot read the pin $v from $tools/go.mod" >&2; exit 1; }
 done
 
 started=$(date +%s)
-log "building the storage control plane into $out (external-snapshotter $snapver, external-provisioner $provver; a cold build takes several minutes on 2 cores)"
+log "building the storage control plane into $out (external-snapshotter $snapver, external-provisioner $provver, external-resizer $resizever; a cold build takes several minutes on 2 cores)"
 for cmd in snapshot-controller csi-snapshotter; do
 	log "go build $cmd $snapver"
 	(cd "$tools" && go build -trimpath -ldflags "-s -w -X main.version=$snapver" -o "$out/$cmd" \
@@ -76,6 +78,9 @@ done
 log "go build csi-provisioner $provver"
 (cd "$tools" && go build -trimpath -ldflags "-s -w -X main.version=$provver" -o "$out/csi-provisioner" \
 	"github.com/kubernetes-csi/external-provisioner/v6/cmd/csi-provisioner")
+log "go build csi-resizer $resizever"
+(cd "$tools" && go build -trimpath -ldflags "-s -w -X main.version=$resizever" -o "$out/csi-resizer" \
+	"github.com/kubernetes-csi/external-resizer/v2/cmd/csi-resizer")
 log "go build careplane-csi"
 (cd "$driver" && go build -trimpath -ldflags "-s -w" -o "$out/careplane-csi" ./cmd/careplane-csi)
 

@@ -43,8 +43,9 @@ var volumeSnapshotGVK = schema.GroupVersionKind{Group: "snapshot.storage.k8s.io"
 // volume binding, csi-provisioner, the PV controller), records written into
 // the volume are snapshotted (snapshot-controller, csi-snapshotter), then
 // "encrypted"; a claim restored from the snapshot holds the records as they
-// were; the compromised volume, retained, outlives its claim with its data,
-// while a volume with the Delete policy goes with its claim.
+// were, and grows (csi-resizer) but does not shrink; the compromised volume,
+// retained, outlives its claim with its data, while a volume with the
+// Delete policy goes with its claim.
 func TestRecordsComeBackFromVolumeSnapshot(t *testing.T) {
 	ctx := context.Background()
 	requireStorage(t, ctx)
@@ -142,6 +143,25 @@ func TestRecordsComeBackFromVolumeSnapshot(t *testing.T) {
 	}
 	if got := readFiles(t, dir); !maps.Equal(got, encrypted) {
 		t.Errorf("the compromised volume holds %q, want it untouched by the restore, %q", got, encrypted)
+	}
+
+	// The class allows expansion: csi-resizer grows the volume, and the
+	// API server refuses to shrink it.
+	if err := k8sClient.Patch(ctx, restored, client.RawPatch(client.Merge.Type(),
+		[]byte(`{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}`))); err != nil {
+		t.Fatalf("growing claim %s: %v", restored.Name, err)
+	}
+	eventually(t, time.Minute, "claim "+restored.Name+" grown to 128Mi", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, clientKey(restored), restored); err != nil {
+			return false, "", err
+		}
+		got := restored.Status.Capacity[corev1.ResourceStorage]
+		return got.Cmp(resource.MustParse("128Mi")) == 0, fmt.Sprintf("capacity %s, conditions %+v", got.String(), restored.Status.Conditions), nil
+	})
+	err := k8sClient.Patch(ctx, restored, client.RawPatch(client.Merge.Type(),
+		[]byte(`{"spec":{"resources":{"requests":{"storage":"32Mi"}}}}`)))
+	if !apierrors.IsInvalid(err) {
+		t.Errorf("shrinking claim %s to 32Mi: %v, want it refused as invalid", restored.Name, err)
 	}
 
 	// Evidence: the compromised volume is retained, so deleting its claim

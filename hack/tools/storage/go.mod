@@ -1,7 +1,8 @@
 // Module that pins the Kubernetes storage control plane the local cluster
 // runs beside kwok: snapshot-controller and csi-snapshotter
-// (external-snapshotter) and csi-provisioner (external-provisioner), built
-// against the same Kubernetes libraries as the cluster (v0.37.1).
+// (external-snapshotter), csi-provisioner (external-provisioner) and
+// csi-resizer (external-resizer), built against the same Kubernetes
+// libraries as the cluster (v0.37.1).
 // hack/storage-binaries.sh builds the commands from here and copies the
 // VolumeSnapshot CRDs out of the client module.
 module github.com/careplane/careplane/hack/tools/storage
@@ -10,6 +11,7 @@ go 1.26.0
 
 require (
 	github.com/kubernetes-csi/external-provisioner/v6 v6.4.0
+	github.com/kubernetes-csi/external-resizer/v2 v2.3.0
 	github.com/kubernetes-csi/external-snapshotter/v8 v8.7.0
 )
 
