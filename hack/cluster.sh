@@ -107,7 +107,8 @@ stop_storage() {
 		fi
 		rm -f "$storage_dir/$p.pid"
 	done
-	# Each exits on SIGTERM within a second; whatever does not is killed.
+	# Each exits on SIGTERM, usually within a second or two; whatever is
+	# still there after 5s is killed.
 	for _ in $(seq 50); do
 		[ "${#pids[@]}" -eq 0 ] && break
 		local alive=()
