@@ -22,8 +22,8 @@
 #                  kubeconfig is written to $KWOK_WORKDIR/NAME.kubeconfig
 #   NODES          simulated worker nodes in the "primary" pool (default 3);
 #                  one more node is always added in the "standby" pool
-#   DISABLE_QPS_LIMITS=true  lift the control plane's client rate limits
-#                  (for benchmarks)
+#   DISABLE_QPS_LIMITS=true  lift the control plane's client rate limits,
+#                  and the storage processes' (for benchmarks)
 #   SERVICE_CIDR   the Service address range (default kwokctl's, 254
 #                  addresses; the benchmark uses 10.0.0.0/16)
 #   CLUSTER_STORAGE=0  start no storage control plane (no StorageClass, no
@@ -193,12 +193,15 @@ start_storage() {
 	# Group snapshots are off in the snapshotter and its controller: the
 	# driver has none, and with the gate on each waits 30s for their CRDs
 	# before going on without them.
-	start_proc csi-provisioner --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false --timeout 30s
-	start_proc csi-resizer --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false
-	start_proc csi-snapshotter --kubeconfig "$kubeconfig" --csi-address "$sock" --leader-election=false \
+	# Their client rate limits (5 QPS by default) are lifted with the
+	# control plane's, for benchmarks.
+	local common=(--kubeconfig "$kubeconfig" --leader-election=false)
+	[ "${DISABLE_QPS_LIMITS:-false}" = true ] && common+=(--kube-api-qps=1000 --kube-api-burst=2000)
+	start_proc csi-provisioner "${common[@]}" --csi-address "$sock" --timeout 30s
+	start_proc csi-resizer "${common[@]}" --csi-address "$sock"
+	start_proc csi-snapshotter "${common[@]}" --csi-address "$sock" \
 		--feature-gates=CSIVolumeGroupSnapshot=false --timeout 30s
-	start_proc snapshot-controller --kubeconfig "$kubeconfig" --leader-election=false \
-		--feature-gates=CSIVolumeGroupSnapshot=false
+	start_proc snapshot-controller "${common[@]}" --feature-gates=CSIVolumeGroupSnapshot=false
 	storage_check
 }
 
