@@ -9,9 +9,12 @@ export GOTOOLCHAIN := local
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 LOCALBIN ?= $(ROOT)/bin
 K8S_BIN ?= $(LOCALBIN)/k8s
+STORAGE_BIN ?= $(LOCALBIN)/storage
+export STORAGE_BIN
 export PATH := $(LOCALBIN):$(K8S_BIN):$(PATH)
 
-## Tool pins. Kubernetes, etcd and kwok are pinned in hack/tools/*/go.mod.
+## Tool pins. Kubernetes, etcd, kwok and the storage sidecars are pinned in
+## hack/tools/*/go.mod.
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 KUSTOMIZE_VERSION ?= v5.8.2
 HELM_VERSION ?= v4.3.1
@@ -118,7 +121,7 @@ test-integration: cluster-binaries manifests ## Integration tests of the reconci
 	KUBEBUILDER_ASSETS=$(K8S_BIN) go test $(GOTESTFLAGS) ./controllers/...
 
 .PHONY: test-e2e
-test-e2e: cluster-binaries manifests ## End-to-end tests on a fresh kwok cluster, started and deleted by this target.
+test-e2e: cluster-binaries storage-binaries manifests ## End-to-end tests on a fresh kwok cluster, started and deleted by this target.
 	hack/e2e.sh $(E2E_CLUSTER_NAME) go test -tags e2e -count=1 -timeout 30m $(GOTESTFLAGS) ./test/e2e/...
 
 ##@ Benchmark
@@ -129,12 +132,12 @@ BENCH_N ?= 500
 BENCH_NODES ?= $(shell echo $$(( $(BENCH_N) / 25 + 4 )))
 
 .PHONY: bench
-bench: cluster-binaries manifests ## Benchmark careplane with BENCH_N environments (default 500) beside kubectl and a minimal client; writes docs/benchmarks.md.
+bench: cluster-binaries storage-binaries manifests ## Benchmark careplane with BENCH_N environments (default 500) beside kubectl and a minimal client; writes docs/benchmarks.md.
 	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench \
 		go test -tags 'e2e bench' -count=1 -timeout 180m -run '^TestBench$$' -v ./test/e2e/
 
 .PHONY: bench-memory
-bench-memory: cluster-binaries manifests ## Only the operator's memory per environment with BENCH_N environments, and a heap profile (pprof top).
+bench-memory: cluster-binaries storage-binaries manifests ## Only the operator's memory per environment with BENCH_N environments, and a heap profile (pprof top).
 	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench-memory \
 		go test -tags 'e2e bench' -count=1 -timeout 60m -run '^TestBenchMemory$$' -v ./test/e2e/
 
@@ -144,8 +147,12 @@ bench-memory: cluster-binaries manifests ## Only the operator's memory per envir
 cluster-binaries: ## Build kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok and kwokctl from the Go module proxy into bin/k8s (no-op when up to date).
 	hack/cluster-binaries.sh $(K8S_BIN)
 
+.PHONY: storage-binaries
+storage-binaries: ## Build the storage control plane (snapshot-controller, csi-snapshotter, csi-provisioner), the test CSI driver and the VolumeSnapshot CRDs into bin/storage (no-op when up to date).
+	hack/storage-binaries.sh $(STORAGE_BIN)
+
 .PHONY: cluster-up
-cluster-up: cluster-binaries ## Start the local kwok cluster CLUSTER_NAME and write its kubeconfig to .kwok/CLUSTER_NAME.kubeconfig.
+cluster-up: cluster-binaries storage-binaries ## Start the local kwok cluster CLUSTER_NAME with its storage control plane, and write its kubeconfig to .kwok/CLUSTER_NAME.kubeconfig.
 	hack/cluster.sh up $(CLUSTER_NAME)
 
 .PHONY: cluster-down

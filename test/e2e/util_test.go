@@ -29,7 +29,10 @@ func eventually(t *testing.T, timeout time.Duration, what string, cond func(ctx 
 	last := ""
 	err := wait.PollUntilContextCancel(ctx, 250*time.Millisecond, true, func(ctx context.Context) (bool, error) {
 		ok, why, err := cond(ctx)
-		last = why
+		// A call cut short by the deadline says less than the one before.
+		if why != "" || err == nil {
+			last = why
+		}
 		return ok, err
 	})
 	if err != nil {
