@@ -219,6 +219,7 @@ storage_wait() {
 		"$bin/kubectl" --kubeconfig "$kubeconfig" -n "$check_ns" wait "$1" \
 			--for=jsonpath="$2" --timeout=1s >/dev/null 2>&1 && return 0
 		storage_running || storage_fail "a process exited while waiting for $3"
+		sleep 0.2 # a missing object makes kubectl wait fail at once
 	done
 	storage_fail "$3 did not happen within 60s (see namespace $check_ns)"
 }
@@ -247,7 +248,11 @@ spec:
   storageClassName: careplane-csi
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 1Mi}}
----
+EOF
+	# A pod needs its namespace's default ServiceAccount, which the
+	# control plane creates a moment after the namespace.
+	storage_wait serviceaccount/default '{.metadata.name}'=default "the default ServiceAccount of $ns"
+	"${k[@]}" apply -f - >&2 <<EOF
 apiVersion: v1
 kind: Pod
 metadata:

@@ -73,14 +73,9 @@ func tenantPipeline(t *testing.T, ns string) client.Client {
 // squattedFence is the deny policy's name taken by the tenant first, as an
 // allow-all in and out.
 func squattedFence(ns string) *networkingv1.NetworkPolicy {
-	return &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "careplane-fence"},
-		Spec: networkingv1.NetworkPolicySpec{
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress},
-			Ingress:     []networkingv1.NetworkPolicyIngressRule{{}},
-			Egress:      []networkingv1.NetworkPolicyEgressRule{{}},
-		},
-	}
+	pol := guardAllowAll(ns)
+	pol.Name = "careplane-fence"
+	return pol
 }
 
 // incidents is the number of incidents env records.

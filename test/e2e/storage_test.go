@@ -56,6 +56,12 @@ func TestRecordsComeBackFromVolumeSnapshot(t *testing.T) {
 	t.Cleanup(func() {
 		_ = k8sClient.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
 	})
+	// A pod needs the namespace's default ServiceAccount, which the control
+	// plane creates a moment after the namespace.
+	eventually(t, 30*time.Second, "the default ServiceAccount of "+ns, func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "default"}, &corev1.ServiceAccount{})
+		return err == nil, fmt.Sprint(err), nil
+	})
 
 	// A claim that names no class gets the default one, and waits for the
 	// first pod that uses it.
