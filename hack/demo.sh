@@ -93,7 +93,7 @@ k patch henv wales-111 --type=merge -p '{"spec":{"isolation":{"mode":"None"}}}' 
 say "Restoring wales-111: rebuilt behind the fence with new credentials, then the fence goes"
 run kubectl-careplane "${responder[@]}" restore wales-111
 run kubectl-careplane status
-k get henv wales-111 -o jsonpath='{range .status.incidents[*]}incident {.ticket}: fenced {.fencedAt}, restored {.restoredAt} from {.restoredFrom}{"\n"}{end}'
+k get henv wales-111 -o jsonpath='{range .status.incidents[*]}incident {.ticket}: fenced {.fencedAt}, restored {.restoredAt} from {.restoredFrom}; fenced by {.fencedBy}, restored by {.restoredBy}{"\n"}{end}'
 run kubectl-careplane revisions wales-111
 k get henv wales-111 -o jsonpath='ServingFromStandby: {.status.conditions[?(@.type=="ServingFromStandby")].message}{"\n"}'
 echo "(traffic returns to the rebuilt primary once it has been Ready for the hold; evidence pods stay isolated until purged)"
