@@ -64,7 +64,16 @@ kill -0 "$(cat "$KWOK_WORKDIR/$name-manager.pid")" 2>/dev/null || {
 }
 
 say "Applying four customer environments: 111 for Wales, the North East and the South West, and Yorkshire care records"
-run k apply -k "$root/config/samples"
+# The admission policies learn a new CRD's kind some seconds after it is
+# Established, and refuse its objects until then (ServiceUnavailable,
+# "There can be a delay..."): try again for up to a minute.
+printf '$ k apply -k %s\n' "$root/config/samples"
+for i in $(seq 30); do
+	out=$(k apply -k "$root/config/samples" 2>&1) && { echo "$out"; break; }
+	case $out in *"There can be a delay"*) [ "$i" -lt 30 ] && { sleep 2; continue; } ;; esac
+	echo "$out" >&2
+	exit 1
+done
 run k wait --for=condition=Ready henv --all --timeout=180s
 run kubectl-careplane status
 
