@@ -172,8 +172,8 @@ const maxFencePasses = 3
 // it), but within step 4 the evidence before the scale-down.
 func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scope, plan fence.Plan, d *done) error {
 	return all(
-		func() error { return r.carryOut(ctx, s, plan.Step(2), d) },
-		func() error { return r.carryOut(ctx, s, plan.Step(3), d) },
+		func() error { return r.carryOut(ctx, s, plan.Step(2), d, s.record.ID) },
+		func() error { return r.carryOut(ctx, s, plan.Step(3), d, s.record.ID) },
 		func() error {
 			var preserve, scale []fence.Action
 			for _, a := range plan.Step(4) {
@@ -183,10 +183,10 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 					preserve = append(preserve, a)
 				}
 			}
-			if err := r.carryOut(ctx, s, preserve, d); err != nil {
+			if err := r.carryOut(ctx, s, preserve, d, s.record.ID); err != nil {
 				return err
 			}
-			return r.carryOut(ctx, s, scale, d)
+			return r.carryOut(ctx, s, scale, d, s.record.ID)
 		},
 	)
 }
@@ -258,14 +258,16 @@ func (d *done) report(ctx context.Context, r *HealthEnvironmentReconciler, s *sc
 // carryOut makes the writes of actions, in parallel. The verbs of step 1
 // and 5 are made elsewhere (closeWindow, applyAdminFence, reconcileFront),
 // and keep writes nothing.
-func (r *HealthEnvironmentReconciler) carryOut(ctx context.Context, s *scope, actions []fence.Action, d *done) error {
+// rev is the credentials revision the ServiceAccounts it recreates belong
+// to: the fence's ID, or the restore's.
+func (r *HealthEnvironmentReconciler) carryOut(ctx context.Context, s *scope, actions []fence.Action, d *done, rev string) error {
 	if len(actions) == 0 {
 		return nil
 	}
-	return inParallel(actions, func(a fence.Action) error { return r.carryOutOne(ctx, s, a, d) })
+	return inParallel(actions, func(a fence.Action) error { return r.carryOutOne(ctx, s, a, d, rev) })
 }
 
-func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope, a fence.Action, d *done) error {
+func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope, a fence.Action, d *done, rev string) error {
 	meta := metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}
 	switch {
 	case a.Verb == fence.VerbDelete && a.Kind == "NetworkPolicy":
@@ -296,7 +298,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 			}
 			d.add(func(d *done) { d.revoked++ })
 		}
-		return r.createServiceAccount(ctx, s, a.Namespace, a.Name, s.record.ID)
+		return r.createServiceAccount(ctx, s, a.Namespace, a.Name, rev)
 	case a.Verb == fence.VerbPreserve && a.Kind == "Pod":
 		return r.preservePod(ctx, s, meta, a.UID)
 	case a.Verb == fence.VerbScale && a.Kind == "Deployment":

@@ -102,8 +102,8 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}
 	d := &done{}
 	err = all(
-		func() error { return r.carryOut(ctx, s, plan.Step(2), d) },
-		func() error { return r.carryOutAs(ctx, s, accounts, d, rec.RestoreID) },
+		func() error { return r.carryOut(ctx, s, plan.Step(2), d, rec.RestoreID) },
+		func() error { return r.carryOut(ctx, s, accounts, d, rec.RestoreID) },
 		func() error { return r.removeTenantWorkloads(ctx, s, ns) },
 	)
 	d.report(ctx, r, s, ns)
@@ -156,23 +156,6 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		return false, err
 	}
 	return true, nil
-}
-
-// carryOutAs carries out actions keyed by credentials revision rev.
-func (r *HealthEnvironmentReconciler) carryOutAs(ctx context.Context, s *scope, actions []fence.Action, d *done, rev string) error {
-	return inParallel(append([]fence.Action(nil), actions...), func(a fence.Action) error {
-		if a.Verb == fence.VerbRecreate && a.Kind == "ServiceAccount" {
-			meta := metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}
-			if a.UID != "" {
-				if err := r.deleteObserved(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, a.UID); err != nil {
-					return err
-				}
-				d.add(func(d *done) { d.revoked++ })
-			}
-			return r.createServiceAccount(ctx, s, a.Namespace, a.Name, rev)
-		}
-		return r.carryOutOne(ctx, s, a, d)
-	})
 }
 
 // rebuildDeployment recreates a service's Deployment for credentials
