@@ -62,6 +62,12 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 		return ctrl.Result{}, nil
 	}
 	w := fenceWriter{c: g.Client, live: g.Live}
+	if closed, err := w.windowClosed(ctx, env); err == nil && closed {
+		// Closed already (a FenceRequest closed it, or this is a second
+		// look): the record's hand-over to the spec is the reconciler's,
+		// and two writers of it only race.
+		return ctrl.Result{}, nil
+	}
 	if _, err := w.closeWindow(ctx, env, recordFor(cachedRecord(ctx, g.Client, env), fence.SourceSpec, g.Now())); err != nil {
 		return ctrl.Result{}, err
 	}

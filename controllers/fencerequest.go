@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -82,19 +83,19 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 
 	before := fr.Status.DeepCopy()
 	st := &fr.Status
-	denied, gone, err := r.writeDenyPolicies(ctx, fr)
-	st.DenyPolicies = denied
+	got, err := r.closeWindows(ctx, fr)
+	st.DenyPolicies = got.closed
 	holding := r.stillHeld(ctx, fr)
 	st.Holding, st.HoldingCount = holding, int32(len(holding))
 	st.ObservedGeneration = fr.Generation
-	setRequestConditions(fr, gone)
+	setRequestConditions(fr, got)
 	if !equality.Semantic.DeepEqual(before, st) {
 		if uerr := r.Client.Status().Update(ctx, fr); uerr != nil {
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("updating the status of FenceRequest %s: %w", fr.Name, uerr))
 		}
 	}
-	if denied > before.DenyPolicies {
-		log.FromContext(ctx).Info("Deny policies in place", "inPlace", denied, "environments", st.Matched)
+	if got.closed > before.DenyPolicies {
+		log.FromContext(ctx).Info("Deny policies in place", "inPlace", got.closed, "environments", st.Matched)
 	}
 	if err != nil {
 		return ctrl.Result{}, err
@@ -102,7 +103,7 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if len(holding) == 0 {
 		return ctrl.Result{}, r.removeFinalizer(ctx, fr)
 	}
-	if denied+gone < st.Matched {
+	if got.closed+got.gone < st.Matched {
 		// An environment not yet built has no namespace to write into:
 		// its own reconcile fences it as it builds it. Look again soon.
 		return ctrl.Result{RequeueAfter: time.Second}, nil
@@ -145,7 +146,7 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 	slices.Sort(st.Holding)
 	st.Matched, st.HoldingCount = int32(len(st.Environments)), int32(len(st.Holding))
 	st.ObservedGeneration = fr.Generation
-	setRequestConditions(fr, 0)
+	setRequestConditions(fr, windows{})
 	// An update, not a patch: with the resourceVersion, two workers (or an
 	// old leader) cannot both match.
 	if err := r.Client.Status().Update(ctx, fr); err != nil {
@@ -156,59 +157,96 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 	return nil
 }
 
-// writeDenyPolicies writes the deny policy of every environment the request
-// holds, Parallel at a time, and counts the matched environments whose deny
-// policy is in place and those deleted since. It writes as the fence gate
-// does (writeDenyPolicy): only a missing policy, only into a namespace
-// careplane made.
-func (r *FenceRequestReconciler) writeDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest) (inPlace, gone int32, err error) {
+// windows is what closeWindows found: matched environments whose window is
+// closed, deleted since, and not yet built (no namespace of careplane's to
+// write into: each is fenced as it is built).
+type windows struct {
+	closed, gone, unbuilt int32
+}
+
+// closeWindows closes the window of every environment the request holds,
+// Parallel at a time, in two sweeps: first every deny policy (the traffic
+// cut, fleet-wide before anything else), then every record and quota. It
+// writes as the fence gate does (fenceWriter), only into a namespace
+// careplane made. An environment whose own spec holds its fence is the
+// gate's, and is counted once its window is closed.
+func (r *FenceRequestReconciler) closeWindows(ctx context.Context, fr *v1alpha1.FenceRequest) (windows, error) {
 	var (
+		got  windows
 		mu   sync.Mutex
 		errs []error
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, max(r.Parallel, 1))
 	)
-	count := func(ok bool, err error) {
-		mu.Lock()
-		defer mu.Unlock()
-		if ok {
-			inPlace++
-		}
-		if err != nil {
-			errs = append(errs, err)
-		}
+	w := fenceWriter{c: r.Client, live: r.Live}
+	type held struct {
+		env *v1alpha1.HealthEnvironment
+		ns  *corev1.Namespace
+		rec fence.Record
 	}
+	var todo []held
 	for _, name := range fr.Status.Environments {
 		env := &v1alpha1.HealthEnvironment{}
 		if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
 			if apierrors.IsNotFound(err) {
-				gone++ // deleted since: it needs no deny policy
+				got.gone++ // deleted since: it needs no deny policy
+				continue
 			}
-			count(false, client.IgnoreNotFound(err))
+			errs = append(errs, err)
 			continue
 		}
 		if !fr.Holds(name) {
-			// Its own spec's fence: the gate closes its window. Counted
-			// once closed.
-			count(fenceWriter{c: r.Client, live: r.Live}.windowClosed(ctx, env))
+			// Its own spec's fence: the gate closes its window.
+			ok, err := w.windowClosed(ctx, env)
+			got.closed += count(ok)
+			errs = append(errs, err)
+			continue
+		}
+		ns, err := w.primary(ctx, env)
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+			continue
+		case ns == nil:
+			got.unbuilt++
+			continue
+		}
+		rec := fence.RecordOf(ns)
+		if rec.Source == fence.SourceSpec {
+			// Handed over, and the reconciler has recorded it.
+			ok, err := w.windowClosed(ctx, env)
+			got.closed += count(ok)
+			errs = append(errs, err)
 			continue
 		}
 		fenceBy(env, fr)
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			w := fenceWriter{c: r.Client, live: r.Live}
-			rec := cachedRecord(ctx, r.Client, env)
-			if rec.Source == fence.SourceSpec {
-				// Handed over, and the reconciler has recorded it.
-				count(w.windowClosed(ctx, env))
+		todo = append(todo, held{env: env, ns: ns, rec: recordFor(rec, fence.RequestSource(fr.Name), r.Now())})
+	}
+	failed := make([]bool, len(todo))
+	sweep := func(write func(h held) error) {
+		parallel(len(todo), max(r.Parallel, 1), func(i int) {
+			if failed[i] {
 				return
 			}
-			count(w.closeWindow(ctx, env, recordFor(rec, fence.RequestSource(fr.Name), r.Now())))
+			if err := write(todo[i]); err != nil {
+				mu.Lock()
+				defer mu.Unlock()
+				failed[i] = true
+				errs = append(errs, err)
+			}
 		})
 	}
-	wg.Wait()
-	return inPlace, gone, errors.Join(errs...)
+	sweep(func(h held) error { return w.cut(ctx, h.env) })
+	sweep(func(h held) error { return w.freeze(ctx, h.env, h.ns, h.rec) })
+	for _, f := range failed {
+		got.closed += count(!f)
+	}
+	return got, errors.Join(errs...)
+}
+
+func count(ok bool) int32 {
+	if ok {
+		return 1
+	}
+	return 0
 }
 
 // stillHeld is the part of status.holding whose environments exist and do
@@ -226,9 +264,9 @@ func (r *FenceRequestReconciler) stillHeld(ctx context.Context, fr *v1alpha1.Fen
 	return held
 }
 
-// setRequestConditions sets the conditions status says; gone counts matched
-// environments deleted since, which need no deny policy.
-func setRequestConditions(fr *v1alpha1.FenceRequest, gone int32) {
+// setRequestConditions sets the conditions status says, with got what the
+// last closeWindows found.
+func setRequestConditions(fr *v1alpha1.FenceRequest, got windows) {
 	st, gen := &fr.Status, fr.Generation
 	if st.Matched == 0 {
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionFalse, v1alpha1.ReasonNoEnvironments,
@@ -242,13 +280,17 @@ func setRequestConditions(fr *v1alpha1.FenceRequest, gone int32) {
 	setCondition(&st.Conditions, gen, v1alpha1.ConditionMatched, metav1.ConditionTrue, v1alpha1.ReasonSelectorMatched,
 		fmt.Sprintf("The selector matched %d environments at %s; they are this request's whatever their labels become",
 			st.Matched, st.MatchedAt.UTC().Format(time.RFC3339)))
-	if st.DenyPolicies+gone >= st.Matched {
+	switch {
+	case st.DenyPolicies+got.gone >= st.Matched:
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionTrue, v1alpha1.ReasonDenyPoliciesWritten,
-			fmt.Sprintf("Every one of the %d environments has its deny-all policy%s", st.Matched, deletedSince(gone)))
-	} else {
+			fmt.Sprintf("Every one of the %d environments has its deny-all policy%s", st.Matched, deletedSince(got.gone)))
+	case st.MatchedAt != nil && got.unbuilt > 0 && st.DenyPolicies+got.gone+got.unbuilt >= st.Matched:
+		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionFalse, v1alpha1.ReasonAwaitingEnvironments,
+			fmt.Sprintf("%d of %d environments have their deny-all policy; the other %d are not built yet, and each is fenced as it is built",
+				st.DenyPolicies, st.Matched, got.unbuilt))
+	default:
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionDenyPoliciesInPlace, metav1.ConditionFalse, v1alpha1.ReasonWritingDenyPolicies,
-			fmt.Sprintf("%d of %d environments have their deny-all policy; an environment not yet built is fenced as it is built",
-				st.DenyPolicies, st.Matched))
+			fmt.Sprintf("%d of %d environments have their deny-all policy", st.DenyPolicies, st.Matched))
 	}
 	if st.HoldingCount == 0 {
 		setCondition(&st.Conditions, gen, v1alpha1.ConditionComplete, metav1.ConditionTrue, v1alpha1.ReasonHandedOver,

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -371,4 +372,108 @@ func TestFenceRequestCountsDeletedEnvironmentsAsDone(t *testing.T) {
 
 func hasPolicy(ctx context.Context, c client.Client, ns string) bool {
 	return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{}) == nil
+}
+
+// requestFixture is a matched FenceRequest holding the environments named,
+// of which those in built have a primary namespace careplane made.
+func requestFixture(t *testing.T, names, built []string) (*v1alpha1.FenceRequest, []client.Object) {
+	t.Helper()
+	matchedAt := metav1.Now()
+	fr := &v1alpha1.FenceRequest{
+		ObjectMeta: metav1.ObjectMeta{Name: "breach", Finalizers: []string{fenceRequestFinalizer}},
+		Spec:       v1alpha1.FenceRequestSpec{Reason: "supplier breach"},
+		Status: v1alpha1.FenceRequestStatus{MatchedAt: &matchedAt, Matched: int32(len(names)), Environments: names,
+			Holding: names, HoldingCount: int32(len(names))},
+	}
+	objs := []client.Object{fr}
+	for _, name := range names {
+		env := sampleEnv(name)
+		env.UID = types.UID("uid-" + name)
+		objs = append(objs, env)
+		if !slices.Contains(built, name) {
+			continue
+		}
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}}
+		if err := controllerutil.SetControllerReference(env, ns, NewScheme()); err != nil {
+			t.Fatal(err)
+		}
+		objs = append(objs, ns)
+	}
+	return fr, objs
+}
+
+// TestFenceRequestSaysWhichEnvironmentsAreNotBuilt: once every window that
+// can be closed is, the request says the rest await their build, which is
+// what the plugin's wait ends on (not a count that stopped growing).
+func TestFenceRequestSaysWhichEnvironmentsAreNotBuilt(t *testing.T) {
+	ctx := context.Background()
+	fr, objs := requestFixture(t, []string{"built", "unbuilt"}, []string{"built"})
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).WithStatusSubresource(fr).Build()
+	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := &v1alpha1.FenceRequest{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(fr), got); err != nil {
+		t.Fatal(err)
+	}
+	if cond := requestCondition(got, v1alpha1.ConditionDenyPoliciesInPlace); cond != "False/"+v1alpha1.ReasonAwaitingEnvironments ||
+		!got.DenyPoliciesSettled() || got.DenyPoliciesInPlace() || got.Status.DenyPolicies != 1 {
+		t.Errorf("status = denyPolicies %d, DenyPoliciesInPlace %s: want 1, False/%s (settled)",
+			got.Status.DenyPolicies, cond, v1alpha1.ReasonAwaitingEnvironments)
+	}
+	if res.RequeueAfter == 0 {
+		t.Error("not requeued: the environment not yet built is looked at again")
+	}
+}
+
+// TestFleetRequestCutsEveryEnvironmentBeforeFreezingAny: a fleet fence
+// sends every deny policy before any record or quota, so that the last
+// environment's traffic is cut after one write each, not three.
+func TestFleetRequestCutsEveryEnvironmentBeforeFreezingAny(t *testing.T) {
+	ctx := context.Background()
+	var names []string
+	for i := range 12 {
+		names = append(names, fmt.Sprintf("fleet-%02d", i))
+	}
+	fr, objs := requestFixture(t, names, names)
+	var (
+		mu     sync.Mutex
+		writes []string
+	)
+	note := func(kind string) {
+		mu.Lock()
+		defer mu.Unlock()
+		writes = append(writes, kind)
+	}
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).WithStatusSubresource(fr).
+		WithInterceptorFuncs(interceptor.Funcs{
+			Create: func(ctx context.Context, c client.WithWatch, o client.Object, opts ...client.CreateOption) error {
+				note(fmt.Sprintf("%T", o))
+				return c.Create(ctx, o, opts...)
+			},
+			Patch: func(ctx context.Context, c client.WithWatch, o client.Object, p client.Patch, opts ...client.PatchOption) error {
+				note(fmt.Sprintf("%T", o))
+				return c.Patch(ctx, o, p, opts...)
+			},
+		}).Build()
+	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
+	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)}); err != nil {
+		t.Fatal(err)
+	}
+	lastCut, firstFreeze := -1, len(writes)
+	var policies int
+	for i, w := range writes {
+		switch w {
+		case "*v1.NetworkPolicy":
+			lastCut = i
+			policies++
+		case "*v1.Namespace", "*v1.ResourceQuota":
+			firstFreeze = min(firstFreeze, i)
+		}
+	}
+	if policies != len(names) || lastCut > firstFreeze {
+		t.Errorf("writes in order: %v; want all %d deny policies before the first record or quota", writes, len(names))
+	}
 }

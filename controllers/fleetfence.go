@@ -157,7 +157,7 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 	source := fence.SourceSpec
 	switch {
 	case heldBy != nil:
-		if heldBy.DenyPoliciesInPlace() {
+		if heldBy.DenyPoliciesSettled() {
 			return 0
 		}
 		source = fence.RequestSource(heldBy.Name)
@@ -170,9 +170,9 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 	case err != nil:
 		return 0
 	case !closed:
-		if ours, _ := primaryIsOurs(ctx, r.Client, env); ours && ff.awaitGate(env.UID, now) {
-			// The gate is closing it: ask again shortly, and close it
-			// here if it is still open after gateGrace.
+		if ours, _ := primaryIsOurs(ctx, r.Client, env); ours && r.leavesWindow(env, heldBy, now) {
+			// The gate or the request is closing it: ask again shortly,
+			// and close it here if it is still open after that.
 			fenceStepsDelayed.Inc()
 			return gateGrace / 2
 		}
@@ -201,6 +201,22 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 	}
 	fenceStepsDelayed.Inc()
 	return ff.Window / 2
+}
+
+// leavesWindow says whether a delayed fence still leaves the closing of its
+// window to the writer that has it in hand: the gate, for gateGrace after
+// the fence was first found with it open; the request that holds it, until
+// MaxHold after the request matched. A request closes its windows in two
+// fleet-wide sweeps (every deny policy, then every record and quota), and a
+// reconcile closing one of them meanwhile only makes the two race on the
+// namespace's record.
+func (r *HealthEnvironmentReconciler) leavesWindow(env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest, now time.Time) bool {
+	ff := r.FleetFence
+	if heldBy == nil {
+		return ff.awaitGate(env.UID, now)
+	}
+	at := heldBy.Status.MatchedAt
+	return at != nil && now.Sub(at.Time) < ff.MaxHold
 }
 
 // cachedRecord is the fence on record on env's primary namespace, as the

@@ -27,3 +27,17 @@ func inParallel[T any](items []T, fn func(T) error) error {
 func all(fns ...func() error) error {
 	return inParallel(fns, func(fn func() error) error { return fn() })
 }
+
+// parallel runs fn(0) to fn(n-1), at most limit at a time.
+func parallel(n, limit int, fn func(i int)) {
+	sem := make(chan struct{}, max(limit, 1))
+	var wg sync.WaitGroup
+	for i := range n {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			fn(i)
+		})
+	}
+	wg.Wait()
+}

@@ -25,10 +25,18 @@ import (
 // +kubebuilder:rbac:groups="",resources=resourcequotas,verbs=update
 
 // fenceWriter makes the fence's first step, the one that closes the window:
-// the record on the primary Namespace (the freeze), then the deny policy and
-// the fence quota, each written whole. The fence gate, the FenceRequest
-// controller and the reconciler all close the window through it, so there
-// is one way to write each of these objects.
+// the deny policy (the traffic cut), the record on the primary Namespace
+// (the freeze) and the fence quota, each policy and quota written whole. The
+// fence gate, the FenceRequest controller and the reconciler all close the
+// window through it, so there is one way to write each of these objects.
+//
+// The three writes go out together: one round trip closes the window. A
+// tenant's write to the deny policy admitted before the freeze takes effect
+// (admission sees the label a moment after it is written) is an event on a
+// careplane-labelled policy, which wakes the reconciler, and its closeWindow
+// writes the policy whole again; a tenant who strips the label makes it a
+// deletion, which wakes the gate. The isolation verdict, read live, is the
+// last word either way.
 type fenceWriter struct {
 	// c reads from the manager's cache and writes.
 	c client.Client
@@ -38,26 +46,49 @@ type fenceWriter struct {
 	live client.Reader
 }
 
-// closeWindow writes env's fence record rec and then, with the namespace
-// frozen, its deny policy and quota. It reports whether the window is
-// closed: false, with no error, when env's primary namespace is not
-// careplane's (the reconciler reports that conflict) or is missing.
+// closeWindow writes env's deny policy, its fence record rec and its quota.
+// It reports whether the window is closed: false, with no error, when env's
+// primary namespace is not careplane's (the reconciler reports that
+// conflict) or is missing.
 func (w fenceWriter) closeWindow(ctx context.Context, env *v1alpha1.HealthEnvironment, rec fence.Record) (bool, error) {
-	ns := &corev1.Namespace{}
-	if err := w.c.Get(ctx, client.ObjectKey{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}, ns); err != nil {
-		return false, client.IgnoreNotFound(err)
-	}
-	if !metav1.IsControlledBy(ns, env) || !ns.DeletionTimestamp.IsZero() {
-		return false, nil
-	}
-	if err := w.writeRecord(ctx, ns, rec); err != nil {
+	ns, err := w.primary(ctx, env)
+	if ns == nil || err != nil {
 		return false, err
 	}
-	err := all(
-		func() error { return w.writeDenyPolicy(ctx, env) },
-		func() error { return w.writeWhole(ctx, fence.Quota(env), &corev1.ResourceQuota{}) },
+	err = all(
+		func() error { return w.cut(ctx, env) },
+		func() error { return w.freeze(ctx, env, ns, rec) },
 	)
 	return err == nil, err
+}
+
+// primary is env's primary namespace from the cache, or nil when it is
+// missing, not careplane's for env, or going.
+func (w fenceWriter) primary(ctx context.Context, env *v1alpha1.HealthEnvironment) (*corev1.Namespace, error) {
+	ns := &corev1.Namespace{}
+	if err := w.c.Get(ctx, client.ObjectKey{Name: build.SiteNamespace(env, v1alpha1.SitePrimary)}, ns); err != nil {
+		return nil, client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(ns, env) || !ns.DeletionTimestamp.IsZero() {
+		return nil, nil
+	}
+	return ns, nil
+}
+
+// cut writes env's deny policy whole: the part of the window that stops
+// traffic. A fleet fence cuts every environment before it freezes any
+// (FenceRequestReconciler.closeWindows).
+func (w fenceWriter) cut(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
+	return w.writeDenyPolicy(ctx, env)
+}
+
+// freeze writes the record rec on ns, env's primary namespace, and the
+// fence quota: the part of the window that stops change.
+func (w fenceWriter) freeze(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, rec fence.Record) error {
+	return all(
+		func() error { return w.writeRecord(ctx, ns, rec) },
+		func() error { return w.writeWhole(ctx, fence.Quota(env), &corev1.ResourceQuota{}) },
+	)
 }
 
 // recordFor is the record a fence from source writes over the record in
@@ -117,21 +148,25 @@ func (w fenceWriter) writeDenyPolicy(ctx context.Context, env *v1alpha1.HealthEn
 // writeWhole makes the object at want's key exactly want: created when
 // missing, every field replaced (an update, not a patch) when it differs.
 // cur is an empty object of want's kind.
+//
+// It creates first when the cache holds no such object: in a fence the
+// object is nearly always missing, and a live read before every create
+// doubled the requests of a fleet fence. An object of that name the cache
+// does not hold (a tenant's carries no careplane label) makes the create
+// fail with AlreadyExists; it is then read live and written whole.
 func (w fenceWriter) writeWhole(ctx context.Context, want, cur client.Object) error {
 	key := client.ObjectKeyFromObject(want)
 	err := w.c.Get(ctx, key, cur)
 	if apierrors.IsNotFound(err) {
-		// Not in the cache: a tenant's object of that name has no
-		// careplane label. Ask the API server.
+		err = w.c.Create(ctx, want.DeepCopyObject().(client.Object), client.FieldOwner(fieldOwner))
+		if !apierrors.IsAlreadyExists(err) {
+			return err
+		}
 		err = w.live.Get(ctx, key, cur)
 	}
 	switch {
 	case apierrors.IsNotFound(err):
-		err = w.c.Create(ctx, want.DeepCopyObject().(client.Object), client.FieldOwner(fieldOwner))
-		if apierrors.IsAlreadyExists(err) {
-			return fmt.Errorf("creating %T %s: created meanwhile, will write it whole on the next pass: %w", want, key, err)
-		}
-		return err
+		return fmt.Errorf("%T %s exists and is gone again: will write it on the next pass: %w", want, key, err)
 	case err != nil:
 		return fmt.Errorf("reading %T %s: %w", want, key, err)
 	case asDesired(cur, want):

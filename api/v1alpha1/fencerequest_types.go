@@ -157,6 +157,10 @@ const (
 	ReasonNoEnvironments = "NoEnvironments"
 	// ReasonWritingDenyPolicies: deny policies are still being written.
 	ReasonWritingDenyPolicies = "WritingDenyPolicies"
+	// ReasonAwaitingEnvironments: every deny policy that can be written
+	// exists; the environments without one are not built yet, and each is
+	// fenced as it is built.
+	ReasonAwaitingEnvironments = "AwaitingEnvironments"
 	// ReasonDenyPoliciesWritten: every deny policy exists.
 	ReasonDenyPoliciesWritten = "DenyPoliciesWritten"
 	// ReasonHolding: some environments are fenced by this request only.
@@ -189,6 +193,14 @@ func HoldingRequest(requests []FenceRequest, name string) *FenceRequest {
 		}
 	}
 	return held
+}
+
+// DenyPoliciesSettled says whether the request reports every deny policy
+// it can write now in place: all of them, or all but those of environments
+// not built yet (each fenced as it is built).
+func (r *FenceRequest) DenyPoliciesSettled() bool {
+	c := meta.FindStatusCondition(r.Status.Conditions, ConditionDenyPoliciesInPlace)
+	return c != nil && (c.Status == metav1.ConditionTrue || c.Reason == ReasonAwaitingEnvironments)
 }
 
 // DenyPoliciesInPlace says whether the request reports every matched

@@ -38,11 +38,6 @@ const (
 	// denyWaitPoll is how often the request is read while waiting: a
 	// Get of one object, cheap next to the fleet's writes.
 	denyWaitPoll = 100 * time.Millisecond
-	// denyWaitStall ends the wait early once the operator has reported
-	// deny policies and the count has not grown for this long: it has
-	// written every one it can, and an environment not yet built is fenced
-	// as it is built, which may take minutes.
-	denyWaitStall = 3 * time.Second
 )
 
 // fenceSelector converts --selector, in kubectl's syntax, into the selector
@@ -159,6 +154,10 @@ type denyWait struct {
 	none bool
 	// inPlace: every matched environment's deny-all policy exists.
 	inPlace bool
+	// settled: every deny-all policy careplane can write now exists; the
+	// environments without one are not built yet, and are fenced as they
+	// are built, which may take minutes.
+	settled bool
 	// count and of: deny policies in place, of so many environments.
 	count, of int32
 }
@@ -170,14 +169,15 @@ func denyProgress(fr *v1alpha1.FenceRequest) denyWait {
 	w.matched = fr.Status.MatchedAt != nil
 	w.none = w.matched && fr.Status.Matched == 0
 	w.inPlace = fr.DenyPoliciesInPlace()
+	w.settled = fr.DenyPoliciesSettled()
 	return w
 }
 
-// done says whether to stop waiting: the selector matched nothing, every
-// deny policy is in place, or the operator reported some and the count has
-// not grown for denyWaitStall (unchanged is how long it has not).
-func (w denyWait) done(unchanged time.Duration) bool {
-	return w.none || (w.matched && (w.inPlace || (w.count > 0 && unchanged >= denyWaitStall)))
+// done says whether to stop waiting: the selector matched nothing, or every
+// deny policy careplane can write now is in place, as the request's
+// DenyPoliciesInPlace condition says.
+func (w denyWait) done() bool {
+	return w.none || (w.matched && (w.inPlace || w.settled))
 }
 
 func (w denyWait) String() string {
@@ -186,6 +186,8 @@ func (w denyWait) String() string {
 		return "waiting for careplane to match the selector"
 	case w.none:
 		return "the selector matched no HealthEnvironment"
+	case w.settled && !w.inPlace:
+		return fmt.Sprintf("deny-all policy in place for %d of %d environments; the others are fenced as they are built", w.count, w.of)
 	default:
 		return fmt.Sprintf("deny-all policy in place for %d of %d environments", w.count, w.of)
 	}
@@ -244,7 +246,7 @@ func (o *options) fenceByRequest(ctx context.Context, selector string, fr *v1alp
 				"what its selector matches when it next runs\n", fr.Name, derr)
 		}
 		return o.matching(ctx, selector, fr.Spec.Selector)
-	case !w.inPlace:
+	case !w.settled && !w.inPlace:
 		fmt.Fprintf(o.streams.ErrOut, "Warning: FenceRequest %s: %s after %s; writing the fences anyway "+
 			"(an environment not yet built is fenced as it is built)\n", fr.Name, w, took)
 	default:
@@ -259,7 +261,7 @@ func (o *options) fenceByRequest(ctx context.Context, selector string, fr *v1alp
 func (o *options) waitDenyPolicies(ctx context.Context, fr *v1alpha1.FenceRequest, bound time.Duration) (denyWait, error) {
 	ctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
-	start, changed := time.Now(), time.Now()
+	start := time.Now()
 	var w denyWait
 	last := ""
 	err := wait.PollUntilContextCancel(ctx, denyWaitPoll, true, func(ctx context.Context) (bool, error) {
@@ -271,16 +273,12 @@ func (o *options) waitDenyPolicies(ctx context.Context, fr *v1alpha1.FenceReques
 			return false, nil // retried until the bound: the request is written
 		}
 		*fr = *got
-		now := denyProgress(fr)
-		if now.count != w.count {
-			changed = time.Now()
-		}
-		w = now
+		w = denyProgress(fr)
 		if msg := w.String(); msg != last {
 			fmt.Fprintf(o.streams.ErrOut, "  FenceRequest %s [%s]: %s\n", fr.Name, time.Since(start).Round(100*time.Millisecond), msg)
 			last = msg
 		}
-		return w.done(time.Since(changed)), nil
+		return w.done(), nil
 	})
 	return w, err
 }

@@ -123,32 +123,33 @@ func TestRequestsNotServed(t *testing.T) {
 
 func TestDenyWaitDone(t *testing.T) {
 	at := metav1.NewTime(time.Date(2026, 11, 21, 7, 0, 0, 0, time.UTC))
-	fr := func(matched, deny int32, inPlace bool) *v1alpha1.FenceRequest {
+	fr := func(matched, deny int32, inPlace bool, reason string) *v1alpha1.FenceRequest {
 		fr := &v1alpha1.FenceRequest{Status: v1alpha1.FenceRequestStatus{MatchedAt: &at, Matched: matched, DenyPolicies: deny}}
 		st := metav1.ConditionFalse
 		if inPlace {
 			st = metav1.ConditionTrue
 		}
-		meta.SetStatusCondition(&fr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionDenyPoliciesInPlace, Status: st, Reason: "R"})
+		meta.SetStatusCondition(&fr.Status.Conditions, metav1.Condition{Type: v1alpha1.ConditionDenyPoliciesInPlace, Status: st, Reason: reason})
 		return fr
 	}
 	for _, tt := range []struct {
-		name      string
-		fr        *v1alpha1.FenceRequest
-		unchanged time.Duration
-		want      bool
-		wantMsg   string
+		name    string
+		fr      *v1alpha1.FenceRequest
+		want    bool
+		wantMsg string
 	}{
-		{"not matched yet", &v1alpha1.FenceRequest{}, time.Minute, false, "waiting for careplane to match the selector"},
-		{"matched, writing", fr(500, 0, false), time.Minute, false, "deny-all policy in place for 0 of 500 environments"},
-		{"every one in place", fr(500, 500, true), 0, true, "deny-all policy in place for 500 of 500 environments"},
-		{"some, still growing", fr(500, 499, false), time.Second, false, "deny-all policy in place for 499 of 500 environments"},
-		{"some, stalled: the rest are not built", fr(500, 499, false), denyWaitStall, true, "deny-all policy in place for 499 of 500 environments"},
-		{"matched nothing", fr(0, 0, true), 0, true, "the selector matched no HealthEnvironment"},
+		{"not matched yet", &v1alpha1.FenceRequest{}, false, "waiting for careplane to match the selector"},
+		{"matched, writing", fr(500, 0, false, v1alpha1.ReasonWritingDenyPolicies), false, "deny-all policy in place for 0 of 500 environments"},
+		{"every one in place", fr(500, 500, true, v1alpha1.ReasonDenyPoliciesWritten), true, "deny-all policy in place for 500 of 500 environments"},
+		// However long the count stays: the operator says it is still writing.
+		{"some, still writing", fr(500, 499, false, v1alpha1.ReasonWritingDenyPolicies), false, "deny-all policy in place for 499 of 500 environments"},
+		{"the rest are not built", fr(500, 499, false, v1alpha1.ReasonAwaitingEnvironments), true,
+			"deny-all policy in place for 499 of 500 environments; the others are fenced as they are built"},
+		{"matched nothing", fr(0, 0, true, v1alpha1.ReasonNoEnvironments), true, "the selector matched no HealthEnvironment"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			w := denyProgress(tt.fr)
-			if got := w.done(tt.unchanged); got != tt.want {
+			if got := w.done(); got != tt.want {
 				t.Errorf("done = %v, want %v (%+v)", got, tt.want, w)
 			}
 			if w.String() != tt.wantMsg {
