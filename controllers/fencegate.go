@@ -2,11 +2,11 @@ package controllers
 
 import (
 	"context"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -43,8 +43,8 @@ type FenceGate struct {
 	Client client.Client
 	// Live reads from the API server, with the same rate limit.
 	Live client.Reader
-	// Now is the time source of fence IDs.
-	Now func() time.Time
+	// Clock is the time source of fence IDs; the reconciler's.
+	Clock clock.PassiveClock
 	// Workers is how many environments the gate handles at once.
 	Workers int
 	// FleetFence, when set, is told of every fence request the gate sees.
@@ -68,7 +68,7 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 		// and two writers of it only race.
 		return ctrl.Result{}, nil
 	}
-	if _, err := w.closeWindow(ctx, env, recordFor(cachedRecord(ctx, g.Client, env), fence.SourceSpec, g.Now())); err != nil {
+	if _, err := w.closeWindow(ctx, env, recordFor(cachedRecord(ctx, g.Client, env), fence.SourceSpec, g.Clock.Now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil

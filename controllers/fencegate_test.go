@@ -9,6 +9,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	clocktesting "k8s.io/utils/clock/testing"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -37,7 +39,7 @@ func TestFenceGateNeverWritesIntoAForeignNamespace(t *testing.T) {
 	})
 	waitCondition(t, "gate-foreign", v1alpha1.ConditionReady, "False", v1alpha1.ReasonNamespaceConflict)
 
-	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Now: time.Now}
+	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Clock: clock.RealClock{}}
 	if _, err := gate.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: "gate-foreign"}}); err != nil {
 		t.Fatalf("gate: %v", err)
 	}
@@ -82,7 +84,7 @@ func TestFenceGateLeavesAFenceUnderWayAlone(t *testing.T) {
 	}
 	recBefore := recordOf()
 	// A clock far from the fence's: a rewrite would show a new fence ID.
-	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Now: func() time.Time { return time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC) }}
+	gate := &FenceGate{Client: k8sClient, Live: k8sClient, Clock: clocktesting.NewFakePassiveClock(time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC))}
 	if _, err := gate.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: "gate-keep"}}); err != nil {
 		t.Fatalf("gate: %v", err)
 	}

@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -46,8 +47,9 @@ type FenceRequestReconciler struct {
 	Client client.Client
 	// Live reads from the API server (the fence gate's live reader).
 	Live client.Reader
-	// Now is the time source of match times and fence IDs.
-	Now func() time.Time
+	// Clock is the time source of match times and fence IDs; the
+	// reconciler's.
+	Clock clock.PassiveClock
 	// Parallel is how many deny policies are written at once.
 	Parallel int
 }
@@ -133,7 +135,7 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 		return fmt.Errorf("listing the HealthEnvironments of FenceRequest %s: %w", fr.Name, err)
 	}
 	st := &fr.Status
-	st.MatchedAt = &metav1.Time{Time: r.Now()}
+	st.MatchedAt = &metav1.Time{Time: r.Clock.Now()}
 	st.Environments, st.Holding = nil, nil
 	for i := range list.Items {
 		env := &list.Items[i]
@@ -218,7 +220,7 @@ func (r *FenceRequestReconciler) closeWindows(ctx context.Context, fr *v1alpha1.
 			continue
 		}
 		fenceBy(env, fr)
-		todo = append(todo, held{env: env, ns: ns, rec: recordFor(rec, fence.RequestSource(fr.Name), r.Now())})
+		todo = append(todo, held{env: env, ns: ns, rec: recordFor(rec, fence.RequestSource(fr.Name), r.Clock.Now())})
 	}
 	failed := make([]bool, len(todo))
 	sweep := func(write func(h held) error) {

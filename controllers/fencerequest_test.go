@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -349,7 +350,7 @@ func TestFenceRequestCountsDeletedEnvironmentsAsDone(t *testing.T) {
 			Holding: []string{"deleted", "kept"}, HoldingCount: 2},
 	}
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env, ns, fr).WithStatusSubresource(fr).Build()
-	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
+	r := &FenceRequestReconciler{Client: c, Live: c, Clock: clock.RealClock{}, Parallel: 4}
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)})
 	if err != nil {
 		t.Fatal(err)
@@ -409,7 +410,7 @@ func TestFenceRequestSaysWhichEnvironmentsAreNotBuilt(t *testing.T) {
 	ctx := context.Background()
 	fr, objs := requestFixture(t, []string{"built", "unbuilt"}, []string{"built"})
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).WithStatusSubresource(fr).Build()
-	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
+	r := &FenceRequestReconciler{Client: c, Live: c, Clock: clock.RealClock{}, Parallel: 4}
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)})
 	if err != nil {
 		t.Fatal(err)
@@ -458,7 +459,7 @@ func TestFleetRequestCutsEveryEnvironmentBeforeFreezingAny(t *testing.T) {
 				return c.Patch(ctx, o, p, opts...)
 			},
 		}).Build()
-	r := &FenceRequestReconciler{Client: c, Live: c, Now: time.Now, Parallel: 4}
+	r := &FenceRequestReconciler{Client: c, Live: c, Clock: clock.RealClock{}, Parallel: 4}
 	if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)}); err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	crevent "sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -40,6 +41,8 @@ type FleetFence struct {
 	// MaxHold bounds how long after its deny policy was created a fence's
 	// later steps may be held, however long the requests keep coming.
 	MaxHold time.Duration
+	// Clock is the time source of arrivals; nil is the real clock.
+	Clock clock.PassiveClock
 
 	mu sync.Mutex
 	// last holds the arrival times of the last Threshold requests, a ring
@@ -92,6 +95,13 @@ func NewFleetFence() *FleetFence {
 	return &FleetFence{Threshold: 10, Window: time.Second, MaxHold: 30 * time.Second}
 }
 
+func (f *FleetFence) now() time.Time {
+	if f == nil || f.Clock == nil {
+		return time.Now()
+	}
+	return f.Clock.Now()
+}
+
 // Observe records a fence request arriving at now.
 func (f *FleetFence) Observe(now time.Time) {
 	if f == nil || f.Threshold < 1 {
@@ -132,7 +142,7 @@ func (f *FleetFence) UnderWay(now time.Time) bool {
 // environment again, which is no fleet fence arriving.
 func (f *FleetFence) observing() predicate.Predicate {
 	return predicate.Funcs{
-		UpdateFunc: func(crevent.UpdateEvent) bool { f.Observe(time.Now()); return true },
+		UpdateFunc: func(crevent.UpdateEvent) bool { f.Observe(f.now()); return true },
 	}
 }
 

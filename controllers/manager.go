@@ -477,5 +477,5 @@ func NewFenceGate(mgr ctrl.Manager, qps float32, burst int) (*FenceGate, error) 
 	if err != nil {
 		return nil, fmt.Errorf("creating the fence gate's live reader: %w", err)
 	}
-	return &FenceGate{Client: c, Live: live, Now: time.Now, Workers: DefaultFenceWorkers}, nil
+	return &FenceGate{Client: c, Live: live, Clock: clock.RealClock{}, Workers: DefaultFenceWorkers}, nil
 }

@@ -110,7 +110,7 @@ func run(m *testing.M) int {
 		fmt.Fprintf(os.Stderr, "setting up the fence gate: %v\n", err)
 		return 1
 	}
-	requests := &FenceRequestReconciler{Client: gate.Client, Live: gate.Live, Now: time.Now, Parallel: DefaultFenceRequestParallel}
+	requests := &FenceRequestReconciler{Client: gate.Client, Live: gate.Live, Clock: gate.Clock, Parallel: DefaultFenceRequestParallel}
 	if err := requests.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up the FenceRequest controller: %v\n", err)
 		return 1

@@ -133,7 +133,7 @@ func main() {
 		os.Exit(1)
 	}
 	// Fleet fences as one object: deny policies through the gate's client.
-	requests := &controllers.FenceRequestReconciler{Client: gate.Client, Live: gate.Live, Now: time.Now, Parallel: controllers.DefaultFenceRequestParallel}
+	requests := &controllers.FenceRequestReconciler{Client: gate.Client, Live: gate.Live, Clock: gate.Clock, Parallel: controllers.DefaultFenceRequestParallel}
 	if err := requests.SetupWithManager(mgr); err != nil {
 		setupLog.Error(err, "Unable to set up the FenceRequest controller")
 		os.Exit(1)
