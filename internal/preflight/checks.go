@@ -10,9 +10,9 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -210,7 +210,7 @@ func checkParameters(ctx context.Context, c Clients, o Options) Result {
 var parameterKeys = []string{"responderGroups", "controlPlaneUsers"}
 
 // splitList parses a parameter as the policies do:
-// split(',').map(g, g.trim()).filter(g, g != '').
+// split(',').map(g, g.trim()).filter(g, g != ”).
 func splitList(s string) []string {
 	var out []string
 	for _, p := range strings.Split(s, ",") {
