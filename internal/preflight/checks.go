@@ -264,6 +264,10 @@ func JudgeParameters(o Options, cm *corev1.ConfigMap) Result {
 // --- leader ---------------------------------------------------------------
 
 func checkLeader(ctx context.Context, c Clients, o Options) Result {
+	if o.NoLeaderElection {
+		return Result{Status: Warn, Message: "not checked: the manager runs without leader election, so no Lease records a leader; one replica only, or two would both reconcile",
+			Remediation: remedy("leader", "enable leader election (the chart's leaderElection=true) to run more than one replica")}
+	}
 	lease := &coordinationv1.Lease{}
 	err := c.Client.Get(ctx, client.ObjectKey{Namespace: o.Namespace, Name: LeaseName}, lease)
 	switch {

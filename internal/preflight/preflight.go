@@ -90,6 +90,10 @@ type Options struct {
 	// name (the release name, with -careplane appended unless it says
 	// careplane), careplane for config/.
 	Name string
+	// NoLeaderElection says the install runs its manager without leader
+	// election (the chart's leaderElection=false): there is no Lease to
+	// check, and the leader check warns instead.
+	NoLeaderElection bool
 	// Now is the clock the leader's Lease is judged by.
 	Now func() time.Time
 }
