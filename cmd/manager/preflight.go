@@ -68,7 +68,7 @@ func runPreflight(args []string, stdout, stderr io.Writer) int {
 		b, _ := json.MarshalIndent(report, "", "  ")
 		_, err = fmt.Fprintf(stdout, "%s\n", b)
 	} else {
-		err = preflight.WriteText(stdout, report)
+		err = preflight.WriteText(stdout, report, nil)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "Error:", err)

@@ -87,7 +87,17 @@ func (o *options) writeReport(r preflight.Report, output string) error {
 		_, err = o.streams.Out.Write(b)
 		return err
 	}
-	return preflight.WriteText(o.streams.Out, r)
+	return preflight.WriteText(o.streams.Out, r, o.paintStatus)
+}
+
+// paintStatus colours a check's status word: green passed, yellow warned,
+// red failed (only on a terminal without NO_COLOR; see palette).
+func (o *options) paintStatus(s preflight.Status, word string) string {
+	c := map[preflight.Status]colour{preflight.Pass: green, preflight.Warn: yellow, preflight.Fail: red}[s]
+	if c == "" {
+		c = plain
+	}
+	return o.colour.paint(c, word)
 }
 
 // doctorError is the error of a report: ErrPreflightFailed when a check

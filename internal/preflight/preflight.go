@@ -176,9 +176,14 @@ func refused(check, what string, err error) *Result {
 	}
 }
 
+// Painter colours a check's status word on a terminal; nil leaves it plain.
+type Painter func(s Status, word string) string
+
 // WriteText writes the report for a person: one line per check, and the
-// message and remediation of each one that did not pass.
-func WriteText(w io.Writer, r Report) error {
+// message and remediation of each one that did not pass. paint, when not
+// nil, colours the status words (all four letters wide, so the columns
+// stay aligned).
+func WriteText(w io.Writer, r Report, paint Painter) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "careplane preflight of %s/%s\n", r.Namespace, r.Name)
 	width := 0
@@ -186,7 +191,11 @@ func WriteText(w io.Writer, r Report) error {
 		width = max(width, len(c.Check))
 	}
 	for _, c := range r.Results {
-		fmt.Fprintf(&b, "%-4s  %-*s  %s\n", strings.ToUpper(string(c.Status)), width, c.Check, c.Message)
+		word := fmt.Sprintf("%-4s", strings.ToUpper(string(c.Status)))
+		if paint != nil {
+			word = paint(c.Status, word)
+		}
+		fmt.Fprintf(&b, "%s  %-*s  %s\n", word, width, c.Check, c.Message)
 		if c.Status != Pass && c.Remediation != "" {
 			fmt.Fprintf(&b, "      %-*s  -> %s\n", width, "", c.Remediation)
 		}

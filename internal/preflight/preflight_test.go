@@ -193,7 +193,7 @@ func TestReport(t *testing.T) {
 		t.Errorf("Failed() = %v, OnlyForbidden() = %v; want true, false", r.Failed(), r.OnlyForbidden())
 	}
 	var b bytes.Buffer
-	if err := WriteText(&b, r); err != nil {
+	if err := WriteText(&b, r, nil); err != nil {
 		t.Fatal(err)
 	}
 	want := `careplane preflight of ns/careplane
