@@ -116,6 +116,10 @@ type seenGuardrail struct {
 	// spec.policyName, spec.paramRef and spec.validationActions.
 	PolicyName, ParamName, ParamNamespace string
 	Actions                               []string
+	// TypeWarnings are a ValidatingAdmissionPolicy's
+	// status.typeChecking.expressionWarnings: an expression that does not
+	// type-check against the CRD's schema.
+	TypeWarnings []string
 }
 
 func checkGuardrails(ctx context.Context, c Clients, o Options) Result {
@@ -135,6 +139,12 @@ func checkGuardrails(ctx context.Context, c Clients, o Options) Result {
 			s.ParamName, _, _ = unstructured.NestedString(u.Object, "spec", "paramRef", "name")
 			s.ParamNamespace, _, _ = unstructured.NestedString(u.Object, "spec", "paramRef", "namespace")
 			s.Actions, _, _ = unstructured.NestedStringSlice(u.Object, "spec", "validationActions")
+			warnings, _, _ := unstructured.NestedSlice(u.Object, "status", "typeChecking", "expressionWarnings")
+			for _, w := range warnings {
+				if m, ok := w.(map[string]any); ok {
+					s.TypeWarnings = append(s.TypeWarnings, fmt.Sprintf("%v: %v", m["fieldRef"], m["warning"]))
+				}
+			}
 		case apierrors.IsNotFound(err):
 			s.Missing = true
 		case meta.IsNoMatchError(err):
@@ -153,7 +163,7 @@ func checkGuardrails(ctx context.Context, c Clients, o Options) Result {
 // JudgeGuardrails is the guardrails check over what the cluster holds,
 // keyed Kind/name.
 func JudgeGuardrails(o Options, seen map[string]seenGuardrail) Result {
-	var problems []string
+	var problems, warnings []string
 	n := 0
 	for _, g := range guardrailObjects {
 		if g.Kind == "ConfigMap" {
@@ -170,6 +180,9 @@ func JudgeGuardrails(o Options, seen map[string]seenGuardrail) Result {
 			problems = append(problems, fmt.Sprintf("%s %s is missing", g.Kind, name))
 			continue
 		case !g.binding():
+			for _, w := range s.TypeWarnings {
+				warnings = append(warnings, fmt.Sprintf("%s %s does not type-check: %s", g.Kind, name, w))
+			}
 			continue
 		}
 		if want := o.Name + "-" + g.Policy; s.PolicyName != want {
@@ -185,6 +198,10 @@ func JudgeGuardrails(o Options, seen map[string]seenGuardrail) Result {
 	if len(problems) > 0 {
 		return Result{Status: Fail, Message: strings.Join(problems, "; "),
 			Remediation: remedy("guardrails", "reinstall the guardrails: helm upgrade with guardrails.enabled=true, or kubectl apply -k config/guardrails; until then a GitOps tool or a tenant can undo a fence")}
+	}
+	if len(warnings) > 0 {
+		return Result{Status: Warn, Message: strings.Join(warnings, "; "),
+			Remediation: remedy("guardrails", "install the guardrails of the same careplane version as the CRDs (helm upgrade installs both)")}
 	}
 	return Result{Status: Pass, Message: fmt.Sprintf("%d admission policies and bindings of %s present and bound", n, o.Name)}
 }

@@ -17,7 +17,8 @@
 //   - guardrails: every admission policy and binding of config/guardrails
 //     (the chart copies them; expected_generated.go is derived from them
 //     by a test) exists under the install's name, each binding names its
-//     policy, and a binding with parameters reads the install's ConfigMap.
+//     policy, a binding with parameters reads the install's ConfigMap, and
+//     a policy whose expressions do not type-check warns.
 //   - guardrail-parameters: the ConfigMap exists and parses as the policies
 //     parse it; no responder group is a Fail (nobody could fence).
 //   - leader: the Lease careplane.careplane.io in the install's namespace

@@ -69,6 +69,9 @@ func TestJudgeGuardrails(t *testing.T) {
 			b.Actions = []string{"Audit"}
 			s["ValidatingAdmissionPolicyBinding/careplane-helm-status-guard"] = b
 		}, "careplane-helm-status-guard does not deny"},
+		{"a policy that does not type-check is a warning", func(s map[string]seenGuardrail) {
+			s["ValidatingAdmissionPolicy/careplane-helm-isolation-guard"] = seenGuardrail{TypeWarnings: []string{"spec.validations[0].expression: undefined field 'isolation'"}}
+		}, "WARN ValidatingAdmissionPolicy careplane-helm-isolation-guard does not type-check: spec.validations[0].expression: undefined field 'isolation'"},
 		{"parameters elsewhere", func(s map[string]seenGuardrail) {
 			b := s["ValidatingAdmissionPolicyBinding/careplane-helm-isolation-guard"]
 			b.ParamName = "mine"
@@ -79,8 +82,12 @@ func TestJudgeGuardrails(t *testing.T) {
 			seen := allGuardrails(o)
 			c.change(seen)
 			r := JudgeGuardrails(o, seen)
-			if r.Status != Fail || !strings.Contains(r.Message, c.want) {
-				t.Fatalf("got %+v; want Fail with %q", r, c.want)
+			want, status := c.want, Fail
+			if w, ok := strings.CutPrefix(want, "WARN "); ok {
+				want, status = w, Warn
+			}
+			if r.Status != status || !strings.Contains(r.Message, want) {
+				t.Fatalf("got %+v; want %s with %q", r, status, want)
 			}
 		})
 	}
