@@ -21,6 +21,10 @@ import (
 )
 
 func main() {
+	// `manager preflight`: the install's checks, for helm test (preflight.go).
+	if len(os.Args) > 1 && os.Args[1] == "preflight" {
+		os.Exit(runPreflight(os.Args[2:], os.Stdout, os.Stderr))
+	}
 	var (
 		metricsAddr   string
 		probeAddr     string

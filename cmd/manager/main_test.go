@@ -1,6 +1,9 @@
 package main
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestMemoryLimit(t *testing.T) {
 	for _, c := range []struct {
@@ -23,5 +26,15 @@ func TestMemoryLimit(t *testing.T) {
 				t.Errorf("memoryLimit(%d, %v) = %d, %v; want %d, %v", c.limit, c.ratio, got, set, c.want, c.wantSet)
 			}
 		})
+	}
+}
+
+// TestPreflightUsage: a wrong command line exits 2 before connecting.
+func TestPreflightUsage(t *testing.T) {
+	for _, args := range [][]string{{"extra"}, {"--output", "xml"}, {"--no-such-flag"}} {
+		var out, errOut strings.Builder
+		if got := runPreflight(args, &out, &errOut); got != 2 {
+			t.Errorf("runPreflight(%q) = %d, want 2; stderr %q", args, got, errOut.String())
+		}
 	}
 }

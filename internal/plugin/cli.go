@@ -80,11 +80,13 @@ Exit status, for scripts (docs/runbook.md):
   1  any other failure, or failures of different kinds at once
   2  usage: unknown command or flag, missing argument or --reason, purge-evidence without confirmation
   3  not found: the environment, or any environment matching --selector
-  4  forbidden: RBAC or a careplane guardrail refused the caller (e.g. not an incident responder)
+  4  forbidden: RBAC or a careplane guardrail refused the caller (e.g. not an incident responder), or
+     doctor was refused the reads its checks need
   5  timeout: the change is written but the operator did not report it within --timeout
   6  not isolated: verify found an allowed flow, or status shows an environment that should be
      fenced without Fenced=True and IsolationVerified=True
   7  restore blocked: the operator refuses the restore (e.g. an unknown revision); the fence stays
+  8  preflight failed: doctor found careplane not installed or not working as it must
 
 Shell completion (environment names, -o formats, restore's --revision):
   source <(kubectl-careplane completion bash)    # or zsh, fish, powershell
@@ -107,7 +109,7 @@ Colour: on a terminal only, and never when NO_COLOR is set or with -o.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.config.AddFlags(root.PersistentFlags())
-	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd())
+	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd(), o.doctorCmd())
 	return root, o
 }
 

@@ -40,6 +40,9 @@ const (
 	// ExitRestoreBlocked: the operator refuses the restore (for example an
 	// unknown revision); the fence stays.
 	ExitRestoreBlocked = 7
+	// ExitPreflightFailed: doctor found careplane not installed or not
+	// working as it must (a check failed on what it saw).
+	ExitPreflightFailed = 8
 )
 
 var (
@@ -49,6 +52,12 @@ var (
 	// ErrRestoreBlocked is the cause of a blocked restore
 	// (ExitRestoreBlocked).
 	ErrRestoreBlocked = errors.New("restore blocked")
+	// ErrPreflightFailed is the cause of a failed doctor
+	// (ExitPreflightFailed).
+	ErrPreflightFailed = errors.New("preflight failed")
+	// ErrCannotCheck is the cause of a doctor whose only failures are
+	// checks the API server refused the caller (ExitForbidden).
+	ErrCannotCheck = errors.New("cannot check")
 )
 
 // usageError marks a wrong command line (ExitUsage).
@@ -132,6 +141,8 @@ var sentinels = []struct {
 }{
 	{ErrNotIsolated, ExitNotIsolated},
 	{ErrRestoreBlocked, ExitRestoreBlocked},
+	{ErrPreflightFailed, ExitPreflightFailed},
+	{ErrCannotCheck, ExitForbidden},
 	{context.DeadlineExceeded, ExitTimeout},
 }
 

@@ -15,6 +15,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
+
+	"github.com/careplane/careplane/internal/preflight"
 )
 
 var henvs = schema.GroupResource{Group: "careplane.io", Resource: "healthenvironments"}
@@ -53,6 +55,9 @@ func TestExitCode(t *testing.T) {
 		{"the API server's request timeout", apierrors.NewServerTimeout(henvs, "get", 1), ExitTimeout},
 		{"verify found a flow", fmt.Errorf("%w: the NetworkPolicies allow the flows above", ErrNotIsolated), ExitNotIsolated},
 		{"restore blocked", withCause(ErrRestoreBlocked, "restore of x is blocked"), ExitRestoreBlocked},
+		{"doctor: a check failed", doctorError(preflight.Report{Results: []preflight.Result{{Check: "leader", Status: preflight.Fail}, {Check: "crds", Status: preflight.Fail, Forbidden: true}}}), ExitPreflightFailed},
+		{"doctor: only forbidden checks", doctorError(preflight.Report{Results: []preflight.Result{{Check: "leader", Status: preflight.Fail, Forbidden: true}, {Check: "network-policy", Status: preflight.Warn}}}), ExitForbidden},
+		{"doctor: warnings only", doctorError(preflight.Report{Results: []preflight.Result{{Check: "network-policy", Status: preflight.Warn}}}), ExitOK},
 		{"an aggregate (a slice type) does not panic", utilerrors.NewAggregate([]error{errors.New("a"), errors.New("b")}), ExitError},
 		{"Ctrl-C is no timeout", fmt.Errorf("waiting: %w", context.Canceled), ExitError},
 		{"a fleet: every failure forbidden", withCause(errors.Join(nil, guardrailDenial(), nil, forbidden), "fence failed for 2 of 4"), ExitForbidden},
@@ -114,6 +119,8 @@ current-context: c
 		{[]string{"status", "-o", "xml"}, ExitUsage, `unable to match a printer suitable for the output format "xml"`},
 		{[]string{"purge-evidence", "wales-111", "--dry-run", "--yes"}, ExitUsage, "pass --dry-run or --yes, not both"},
 		{[]string{"status", "wales-111"}, ExitError, "connection refused"},
+		{[]string{"doctor", "-o", "xml"}, ExitUsage, `-o "xml": doctor prints json or yaml`},
+		{[]string{"doctor", "extra"}, ExitUsage, `unknown command "extra"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
