@@ -240,18 +240,7 @@ func TestHelmTestPreflight(t *testing.T) {
 	run := func() (string, int) {
 		t.Helper()
 		args := append(append([]string{}, pod.Spec.Containers[0].Args...), "--kubeconfig="+as.kubeconfig)
-		cmd := exec.Command(theOperator.bin, args...)
-		out, err := cmd.CombinedOutput()
-		t.Logf("manager %s\n%s", strings.Join(args, " "), out)
-		var exit *exec.ExitError
-		switch {
-		case err == nil:
-			return string(out), 0
-		case errors.As(err, &exit):
-			return string(out), exit.ExitCode()
-		}
-		t.Fatalf("running the manager: %v", err)
-		return "", -1
+		return runForExit(t, exec.Command(theOperator.bin, args...), "manager "+strings.Join(args, " "))
 	}
 	// RBAC changes reach the authorizer's cache within a moment.
 	var report string

@@ -47,19 +47,7 @@ func buildPlugin(t *testing.T) pluginRunner {
 // exit code.
 func (p pluginRunner) run(t *testing.T, args ...string) (string, int) {
 	t.Helper()
-	cmd := exec.Command(p.bin, append(args, "--kubeconfig", os.Getenv("KUBECONFIG"))...)
-	out, err := cmd.CombinedOutput()
-	t.Logf("kubectl careplane %s\n%s", strings.Join(args, " "), out)
-	var exit *exec.ExitError
-	switch {
-	case err == nil:
-		return string(out), 0
-	case errors.As(err, &exit):
-		return string(out), exit.ExitCode()
-	default:
-		t.Fatalf("running kubectl-careplane %v: %v", args, err)
-		return "", -1
-	}
+	return runForExit(t, exec.Command(p.bin, append(args, "--kubeconfig", os.Getenv("KUBECONFIG"))...), "kubectl careplane "+strings.Join(args, " "))
 }
 
 // runSplit runs the plugin with --kubeconfig and returns its standard

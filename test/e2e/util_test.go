@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -112,4 +113,21 @@ func kubectl(t *testing.T, args ...string) string {
 // long-lived development cluster do not meet each other's leftovers.
 func uniqueName(prefix string) string {
 	return prefix + "-" + rand.String(4)
+}
+
+// runForExit runs cmd, logs its output under what, and returns the output
+// and the exit code; a command that cannot run fails the test.
+func runForExit(t *testing.T, cmd *exec.Cmd, what string) (string, int) {
+	t.Helper()
+	out, err := cmd.CombinedOutput()
+	t.Logf("%s\n%s", what, out)
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("running %s: %v", what, err)
+	return "", -1
 }
