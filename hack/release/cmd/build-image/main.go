@@ -349,8 +349,11 @@ func attachSBOM(p layout.Path, subject v1.Descriptor, file string) error {
 	var spdx struct {
 		SPDXVersion string `json:"spdxVersion"`
 	}
-	if err := json.Unmarshal(doc, &spdx); err != nil || spdx.SPDXVersion == "" {
-		return fmt.Errorf("%s is not an SPDX JSON document (%v)", file, err)
+	if err := json.Unmarshal(doc, &spdx); err != nil {
+		return fmt.Errorf("%s is not an SPDX JSON document: %w", file, err)
+	}
+	if spdx.SPDXVersion == "" {
+		return fmt.Errorf("%s is not an SPDX JSON document: no spdxVersion", file)
 	}
 	emptyConfig := []byte("{}")
 	cfgDesc, err := writeBlob(p, emptyConfigType, emptyConfig)
