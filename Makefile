@@ -74,9 +74,10 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint on the operator's module and the test CSI driver's (hack/csi-driver).
+lint: golangci-lint ## Run golangci-lint on the operator's module, the test CSI driver's (hack/csi-driver) and the release tooling's (hack/release).
 	$(GOLANGCI_LINT) run ./...
 	cd hack/csi-driver && $(GOLANGCI_LINT) run ./...
+	cd hack/release && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
 verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, chart, API reference) and fail if the tree changed.
@@ -85,6 +86,7 @@ verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, c
 		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
 	go mod tidy -diff
 	cd hack/csi-driver && go mod tidy -diff
+	cd hack/release && go mod tidy -diff
 
 ##@ Test
 
@@ -262,3 +264,65 @@ crd-ref-docs: $(CRD_REF_DOCS) ## Build crd-ref-docs.
 $(CRD_REF_DOCS): Makefile
 	$(call go-install,$@,github.com/elastic/crd-ref-docs,$(CRD_REF_DOCS_VERSION))
 # <<< API reference docs (docs/api-reference.md) — end
+
+# >>> Release artefacts (make release-snapshot) — begin
+##@ Release
+
+# Tools only a release needs: built on first use by release-snapshot and
+# test-release, never by `make test` or `make tools`.
+KO_VERSION ?= v0.19.1
+GORELEASER_VERSION ?= v2.17.0
+KREW_VERSION ?= v0.4.3
+KO ?= $(LOCALBIN)/ko
+GORELEASER ?= $(LOCALBIN)/goreleaser
+KREW ?= $(LOCALBIN)/krew
+VALIDATE_KREW_MANIFEST ?= $(LOCALBIN)/validate-krew-manifest
+
+DIST ?= $(ROOT)/dist
+# One version on every artefact (the binaries' stamp, the image tag, the
+# chart's version and appVersion, the plugin archives and krew manifest):
+# VERSION when it is a tag vX.Y.Z[-pre], else v0.0.0-snapshot.g<VERSION>
+# (hack/release/version.sh). Helm and OCI need SemVer.
+RELEASE_VERSION := $(shell hack/release/version.sh $(VERSION))
+# Files in the archives and the image are dated by the commit, not the build.
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+release-snapshot release-artefacts test-release: VERSION = $(RELEASE_VERSION)
+
+.PHONY: release-snapshot
+release-snapshot: release-artefacts test-release ## Build the release artefacts into dist/ without Docker or publishing (manager image as a multi-arch OCI layout with SBOMs, plugin archives with checksums and a krew manifest, chart package), then check them.
+
+.PHONY: release-artefacts
+release-artefacts: ko goreleaser helm build-image-binary ## Only build the release artefacts into dist/ (see release-snapshot).
+	rm -rf $(DIST)
+	LDFLAGS="$(LDFLAGS)" go -C hack/release run ./cmd/build-image -ko $(KO) -root $(ROOT) -out $(DIST) \
+		-version $(VERSION) -source-date-epoch $(SOURCE_DATE_EPOCH)
+	VERSION=$(VERSION) LDFLAGS="$(LDFLAGS)" $(GORELEASER) release --snapshot --clean --skip=publish
+	$(HELM) package charts/careplane --version $(VERSION) --app-version $(VERSION) -d $(DIST)/chart
+	@du -sh $(DIST)/image $(DIST)/*.oci.tar $(DIST)/plugin/*.tar.gz $(DIST)/chart/*.tgz
+
+.PHONY: test-release
+test-release: helm krew validate-krew-manifest ## Check the artefacts in dist/: the image layout's platforms, user, entrypoint, binary and SBOMs; the plugin archives, checksums and krew manifest (krew installs each); the chart's stamped version.
+	cd hack/release && DIST=$(DIST) VERSION=$(VERSION) IMAGE_BINARY=$(LOCALBIN)/linux/manager \
+		HELM=$(HELM) KREW=$(KREW) VALIDATE_KREW_MANIFEST=$(VALIDATE_KREW_MANIFEST) \
+		go test -count=1 $(GOTESTFLAGS) ./...
+
+.PHONY: ko
+ko: $(KO) ## Build ko (release only).
+$(KO): Makefile
+	$(call go-install,$@,github.com/google/ko,$(KO_VERSION))
+
+.PHONY: goreleaser
+goreleaser: $(GORELEASER) ## Build goreleaser (release only).
+$(GORELEASER): Makefile
+	$(call go-install,$@,github.com/goreleaser/goreleaser/v2,$(GORELEASER_VERSION))
+
+.PHONY: krew
+krew: $(KREW) ## Build krew (test-release only).
+$(KREW): Makefile
+	$(call go-install,$@,sigs.k8s.io/krew/cmd/krew,$(KREW_VERSION))
+
+.PHONY: validate-krew-manifest
+validate-krew-manifest: $(VALIDATE_KREW_MANIFEST) ## Build krew's manifest validator (test-release only).
+$(VALIDATE_KREW_MANIFEST): Makefile
+	$(call go-install,$@,sigs.k8s.io/krew/cmd/validate-krew-manifest,$(KREW_VERSION))
+# <<< Release artefacts (make release-snapshot) — end
