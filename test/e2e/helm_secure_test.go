@@ -237,3 +237,40 @@ func helmResponderRole(t *testing.T, env *v1alpha1.HealthEnvironment) {
 		}
 	}
 }
+
+// helmResponderRunbook runs the runbook with kubectl careplane as a member of
+// a responder group whose only RBAC is careplane-responder, against the
+// release's manager: status, a fence the manager carries out, verify,
+// revisions, the restore, and purging the evidence. The role is enough for
+// every step.
+func helmResponderRunbook(t *testing.T, env string) {
+	t.Helper()
+	// One careplane per cluster, as for the status guard: the suite's
+	// freeze lets only the suite's manager write in a fenced namespace, and
+	// the release's freeze stands for it. TestHelm's cleanup re-applies it.
+	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyFreeze, guardPolicyFreeze+"-label", "--ignore-not-found")
+	// A failure between the fence and the restore leaves no fenced
+	// environment behind for the tests that follow.
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: env}}
+		_ = responderClient(t).Patch(context.Background(), e, client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"isolation":{"mode":"None"}}}`)))
+	})
+	plugin := buildPlugin(t)
+	as := []string{"--as=e2e-helm-responder", "--as-group=" + helmResponderGroup, "--as-group=system:authenticated"}
+	run := func(args ...string) string {
+		t.Helper()
+		out, code := plugin.run(t, append(args, as...)...)
+		if code != 0 {
+			t.Fatalf("kubectl careplane %s as a careplane-responder member: exit %d\n%s", strings.Join(args, " "), code, out)
+		}
+		return out
+	}
+	run("status", env)
+	mustContain(t, "fence", run("fence", env, "--reason", "e2e responder role", "--ticket", "INC-HELM", "--timeout", "90s"),
+		env+" fenced after")
+	run("verify", env)
+	run("revisions", env)
+	mustContain(t, "restore", run("restore", env, "--timeout", "120s"), env+" restored after")
+	mustContain(t, "purge-evidence", run("purge-evidence", env, "--yes"), "deleted (evidence INC-HELM)")
+}

@@ -201,6 +201,7 @@ func TestHelm(t *testing.T) {
 	helmSecureMetrics(t, helmOp)
 	// The chart's responder role, with a real identity.
 	helmResponderRole(t, first)
+	helmResponderRunbook(t, first.Name)
 
 	// Upgrade with a changed value.
 	t.Log("helm upgrade --set replicas=3")
