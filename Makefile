@@ -80,7 +80,7 @@ lint: golangci-lint ## Run golangci-lint on the operator's module, the test CSI 
 	cd hack/release && $(GOLANGCI_LINT) run ./...
 
 .PHONY: verify
-verify: generate manifests api-docs ## Regenerate everything (code, CRD, RBAC, chart, API reference) and fail if the tree changed.
+verify: generate manifests api-docs chart-docs ## Regenerate everything (code, CRD, RBAC, chart and its values table, API reference) and fail if the tree changed.
 	@if [ -n "$$(git status --porcelain -- api config charts docs)" ]; then \
 		echo "Generated files are out of date; run 'make generate manifests api-docs' and commit:"; \
 		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
@@ -95,7 +95,7 @@ test: test-unit test-csi test-chart test-fuzz test-integration test-e2e ## Run e
 
 .PHONY: test-unit
 test-unit: ## Unit tests: pure packages, no cluster.
-	go test $(GOTESTFLAGS) $$(go list ./... | grep -v -e /test/e2e -e /controllers)
+	go test $(GOTESTFLAGS) $$(go list ./... | grep -v -e /test/e2e -e /controllers -e /hack/charttest)
 
 # The driver is its own module (hack/csi-driver), so ./... of the root
 # module does not reach it.
@@ -238,13 +238,18 @@ endef
 chart-sync: ## Copy the generated CRD, manager RBAC rules and guardrail policies from config/ into charts/careplane (also run by manifests).
 	hack/chart-sync.sh
 
+# The chart's tests are Go (hack/charttest) and need only bin/helm.
 .PHONY: test-chart
-test-chart: helm ## Chart tests: helm lint --strict, golden renders, every value used and documented, schema rejects typos, chart in sync.
-	hack/chart-test.sh $(HELM)
+test-chart: helm ## Chart tests: helm lint --strict, golden renders, every value used and documented, schema strict and rejecting typos, chart in sync, production defaults.
+	HELM=$(HELM) go test -count=1 $(GOTESTFLAGS) ./hack/charttest/
 
 .PHONY: chart-golden
 chart-golden: helm ## Rewrite the chart's golden files (charts/careplane/testdata/*.golden.yaml) after an intended change.
-	UPDATE=1 hack/chart-golden.sh $(HELM)
+	UPDATE=1 HELM=$(HELM) go test -count=1 -run '^TestGolden$$' ./hack/charttest/
+
+.PHONY: chart-docs
+chart-docs: ## Write the values table of charts/careplane/README.md from the '# --' comments of values.yaml (make verify fails on drift).
+	go run ./hack/chart-docs charts/careplane
 # test/e2e/helm_test.go installs the chart with bin/helm.
 test-e2e: helm
 # <<< Helm chart (charts/careplane) — end

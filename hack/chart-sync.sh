@@ -6,6 +6,9 @@
 #                                   (behind crds.enabled, kept on uninstall when crds.keep)
 #   config/rbac/role.yaml rules  -> charts/careplane/files/manager-rules.yaml
 #                                   (included by templates/manager-rbac.yaml)
+#   config/rbac/responder_role.yaml rules
+#                                -> charts/careplane/files/responder-rules.yaml
+#                                   (included by templates/responder-rbac.yaml)
 #   config/guardrails/*.yaml     -> charts/careplane/templates/guardrails/*.yaml
 #                                   (behind guardrails.enabled; kept on uninstall and on
 #                                   an upgrade that drops them when guardrails.keep; the
@@ -54,6 +57,17 @@ done
 } >"$chart/files/manager-rules.yaml"
 if [ "$(grep -c '^- apiGroups:' "$chart/files/manager-rules.yaml")" -eq 0 ]; then
 	echo "no rules found in config/rbac/role.yaml" >&2
+	exit 1
+fi
+
+# The careplane-responder ClusterRole's rules (hand-written in config/rbac,
+# comments and all).
+{
+	printf "$header\n" "config/rbac/responder_role.yaml (its rules)"
+	sed -n '/^rules:$/,$p' "$root/config/rbac/responder_role.yaml" | tail -n +2
+} >"$chart/files/responder-rules.yaml"
+if [ "$(grep -c '^- apiGroups:' "$chart/files/responder-rules.yaml")" -eq 0 ]; then
+	echo "no rules found in config/rbac/responder_role.yaml" >&2
 	exit 1
 fi
 

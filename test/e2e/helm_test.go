@@ -45,8 +45,10 @@ const (
 // crdNames are the chart's CRDs, which the suite installed from config/.
 var crdNames = []string{"healthenvironments.careplane.io", "fencerequests.careplane.io"}
 
-// TestHelm installs the chart, runs the manager binary with the chart's
-// ServiceAccount (pods run no process on kwok), upgrades, shows that the
+// TestHelm installs the chart with its HA and secure-metrics values, runs
+// the manager binary with the chart's ServiceAccount (pods run no process
+// on kwok), checks that its metrics answer only an authorized reader and
+// that the chart's responder role can fence and nothing more, upgrades, shows that the
 // chart's ClusterRole is exactly enough (one verb less and the operator
 // cannot provision), and uninstalls: the CRD and the environments stay.
 //
@@ -103,10 +105,9 @@ func TestHelm(t *testing.T) {
 	// Install, as a hosting provider would (but not waiting for the
 	// Deployment: kwok's pods run nothing; --wait=hookOnly is Helm 4's --wait=false).
 	t.Log("helm install")
-	env.must("install", helmRelease, helmChart, "-n", helmNamespace, "--create-namespace", "--wait=hookOnly",
-		"--set", "image.repository=registry.example/careplane/manager", "--set", "image.tag=e2e",
-		// kwok's control plane authenticates as kwok-admin (see testdata/guardrails).
-		"--set", "guardrails.controlPlaneUsers={kwok-admin}")
+	env.must(append([]string{"install", helmRelease, helmChart, "-n", helmNamespace, "--create-namespace", "--wait=hookOnly",
+		"--set", "image.repository=registry.example/careplane/manager", "--set", "image.tag=e2e"}, helmInstallArgs()...)...)
+	helmHAInstalled(t)
 
 	// The chart's ClusterRole carries exactly the rules generated from the
 	// code's markers.
@@ -181,7 +182,9 @@ func TestHelm(t *testing.T) {
 	}
 	startHelmOp := func() {
 		t.Helper()
-		if err := helmOp.start("--leader-elect", "--leader-election-namespace="+helmNamespace); err != nil {
+		// The Deployment's metrics flags too: HTTPS, authenticated and
+		// authorized through the chart's RBAC.
+		if err := helmOp.start("--leader-elect", "--leader-election-namespace="+helmNamespace, "--metrics-secure"); err != nil {
 			t.Fatalf("starting the manager as %s/%s: %v\n%s", helmNamespace, helmSA, err, helmOp.logTail(40))
 		}
 	}
@@ -194,15 +197,21 @@ func TestHelm(t *testing.T) {
 	waitReady(t, first.Name, 45*time.Second)
 	t.Logf("%s Ready under the chart's RBAC after %s", first.Name, time.Since(start).Round(time.Millisecond))
 
+	// Metrics only for those the chart's metrics-reader role admits.
+	helmSecureMetrics(t, helmOp)
+	// The chart's responder role, with a real identity.
+	helmResponderRole(t, first)
+	helmResponderRunbook(t, first.Name)
+
 	// Upgrade with a changed value.
-	t.Log("helm upgrade --set replicas=2")
-	env.must("upgrade", helmRelease, helmChart, "-n", helmNamespace, "--reuse-values", "--wait=hookOnly", "--set", "replicas=2")
+	t.Log("helm upgrade --set replicas=3")
+	env.must("upgrade", helmRelease, helmChart, "-n", helmNamespace, "--reuse-values", "--wait=hookOnly", "--set", "replicas=3")
 	var dep appsv1.Deployment
 	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: helmNamespace, Name: helmRelease + "-manager"}, &dep); err != nil {
 		t.Fatal(err)
 	}
-	if got := ptr.Deref(dep.Spec.Replicas, 0); got != 2 {
-		t.Fatalf("after the upgrade the Deployment has %d replicas, want 2", got)
+	if got := ptr.Deref(dep.Spec.Replicas, 0); got != 3 {
+		t.Fatalf("after the upgrade the Deployment has %d replicas, want 3", got)
 	}
 
 	// Exactly enough: the chart rendered with one verb less (create on
@@ -281,6 +290,10 @@ func TestHelm(t *testing.T) {
 		for _, o := range []client.Object{
 			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
 			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: helmSA}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-metrics-auth"}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-metrics-reader"}},
+			&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-responder"}},
+			&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: helmRelease + "-responder"}},
 		} {
 			if err := k8sClient.Get(ctx, clientKey(o), o); !apierrors.IsNotFound(err) {
 				return false, fmt.Sprintf("%T %s: %v", o, o.GetName(), err), nil

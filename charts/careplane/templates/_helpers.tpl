@@ -1,9 +1,19 @@
-{{/* The base name of every object: the release name, with "-careplane" appended unless it already says careplane. */}}
+{{/* The chart's name, or nameOverride. */}}
+{{- define "careplane.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The base name of every object: fullnameOverride, or the release name with "-<name>" appended unless it already contains the name. At most 40 characters, so that every suffix fits. */}}
 {{- define "careplane.fullname" -}}
-{{- if contains "careplane" .Release.Name -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "careplane.name" . -}}
+{{- if contains $name .Release.Name -}}
 {{- .Release.Name | trunc 40 | trimSuffix "-" -}}
 {{- else -}}
-{{- printf "%s-careplane" .Release.Name | trunc 40 | trimSuffix "-" -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -13,7 +23,7 @@
 
 {{- define "careplane.labels" -}}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/name: careplane
+app.kubernetes.io/name: {{ include "careplane.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -21,7 +31,7 @@ app.kubernetes.io/part-of: careplane
 {{- end -}}
 
 {{- define "careplane.selectorLabels" -}}
-app.kubernetes.io/name: careplane
+app.kubernetes.io/name: {{ include "careplane.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/component: manager
 {{- end -}}
