@@ -262,3 +262,21 @@ crd-ref-docs: $(CRD_REF_DOCS) ## Build crd-ref-docs.
 $(CRD_REF_DOCS): Makefile
 	$(call go-install,$@,github.com/elastic/crd-ref-docs,$(CRD_REF_DOCS_VERSION))
 # <<< API reference docs (docs/api-reference.md) — end
+
+# >>> Alert rules (charts/careplane/files/prometheus-rules.yaml) — begin
+##@ Alerts
+
+# promtool from the Prometheus module on the Go module proxy, pinned.
+PROMETHEUS_VERSION ?= v0.316.0
+PROMTOOL ?= $(LOCALBIN)/promtool
+
+.PHONY: test-rules
+test-rules: promtool ## Check careplane's alert rules and run their promtool tests (test/prometheus).
+	$(PROMTOOL) check rules charts/careplane/files/prometheus-rules.yaml
+	$(PROMTOOL) test rules test/prometheus/*.yaml
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build promtool.
+$(PROMTOOL): Makefile
+	$(call go-install,$@,github.com/prometheus/prometheus/cmd/promtool,$(PROMETHEUS_VERSION))
+# <<< Alert rules — end

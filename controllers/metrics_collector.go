@@ -9,7 +9,6 @@ import (
 	admissionv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -32,33 +31,6 @@ import (
 //
 // The metric names and their labels are listed once, in internal/metrics,
 // which the tests of the alert rules and of the dashboard check against.
-
-var (
-	descCondition = prometheus.NewDesc(metrics.EnvironmentCondition,
-		"The current status and reason of each condition of an environment (1); one series per environment and condition type.",
-		metrics.Exported[metrics.EnvironmentCondition].Labels, nil)
-	descActiveSite = prometheus.NewDesc(metrics.EnvironmentActiveSite,
-		"1 for the site (Primary or Standby) the environment's front Services send traffic to, 0 for the other.",
-		metrics.Exported[metrics.EnvironmentActiveSite].Labels, nil)
-	descFenceRequested = prometheus.NewDesc(metrics.EnvironmentFenceRequested,
-		"1 while the environment should be fenced: its spec.isolation.mode is Fenced, or a FenceRequest holds it.",
-		metrics.Exported[metrics.EnvironmentFenceRequested].Labels, nil)
-	descFenced = prometheus.NewDesc(metrics.EnvironmentFenced,
-		"1 while the environment's Fenced condition is True: every step of the fence done and isolation verified.",
-		metrics.Exported[metrics.EnvironmentFenced].Labels, nil)
-	descIsolationVerified = prometheus.NewDesc(metrics.EnvironmentIsolationVerified,
-		"1 while the environment's IsolationVerified condition is True: no NetworkPolicy lets traffic into or out of a fenced pod.",
-		metrics.Exported[metrics.EnvironmentIsolationVerified].Labels, nil)
-	descFencedSince = prometheus.NewDesc(metrics.EnvironmentFencedTimestamp,
-		"When the environment's current fence began (status.isolation.fencedAt), in seconds since the epoch; absent when it has none.",
-		metrics.Exported[metrics.EnvironmentFencedTimestamp].Labels, nil)
-	descGuardrailParams = prometheus.NewDesc(metrics.GuardrailParametersPresent,
-		"1 when the parameter ConfigMap a careplane guardrail binding names exists, 0 when it is missing (the policy then denies every request it guards).",
-		metrics.Exported[metrics.GuardrailParametersPresent].Labels, nil)
-	descGuardrailChecked = prometheus.NewDesc(metrics.GuardrailCheckTimestamp,
-		"When the guardrail bindings and their parameters were last read successfully, in seconds since the epoch.",
-		metrics.Exported[metrics.GuardrailCheckTimestamp].Labels, nil)
-)
 
 // Counters incremented where their event happens.
 var (
@@ -105,12 +77,7 @@ type stateCollector struct {
 // guardrailCheck is the outcome of one read of the guardrail bindings.
 type guardrailCheck struct {
 	at       time.Time
-	bindings []guardrailBinding
-}
-
-type guardrailBinding struct {
-	name, namespace, configMap string
-	present                    bool
+	bindings []metrics.GuardrailBinding
 }
 
 // registerStateMetrics points the collector at mgr and starts the leader's
@@ -128,10 +95,7 @@ const guardrailCheckPeriod = 30 * time.Second
 
 // Describe sends every descriptor of the collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descCondition, descActiveSite, descFenceRequested, descFenced,
-		descIsolationVerified, descFencedSince, descGuardrailParams, descGuardrailChecked} {
-		ch <- d
-	}
+	metrics.DescribeState(ch)
 }
 
 // Collect reads every environment and FenceRequest from the cache and sends
@@ -155,11 +119,13 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		log.FromContext(ctx).Error(err, "Listing FenceRequests for metrics")
 		return
 	}
-	for _, m := range environmentMetrics(envs.Items, requests.Items) {
+	for _, m := range metrics.EnvironmentSeries(envs.Items, requests.Items) {
 		ch <- m
 	}
-	for _, m := range guardrailMetrics(guardrails) {
-		ch <- m
+	if guardrails != nil {
+		for _, m := range metrics.GuardrailSeries(guardrails.at, guardrails.bindings) {
+			ch <- m
+		}
 	}
 }
 
@@ -173,57 +139,6 @@ func closed(ch <-chan struct{}) bool {
 	default:
 		return false
 	}
-}
-
-// environmentMetrics are the series of envs, given the FenceRequests that
-// may hold them.
-func environmentMetrics(envs []v1alpha1.HealthEnvironment, requests []v1alpha1.FenceRequest) []prometheus.Metric {
-	out := make([]prometheus.Metric, 0, len(envs)*12)
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		out = append(out, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...))
-	}
-	for i := range envs {
-		env := &envs[i]
-		name := env.Name
-		for _, c := range env.Status.Conditions {
-			gauge(descCondition, 1, name, c.Type, string(c.Status), c.Reason)
-		}
-		for _, site := range []v1alpha1.Site{v1alpha1.SitePrimary, v1alpha1.SiteStandby} {
-			gauge(descActiveSite, boolValue(env.Status.ActiveSite == site), name, string(site))
-		}
-		requested := env.Spec.Isolation.Mode == v1alpha1.IsolationFenced || v1alpha1.HoldingRequest(requests, name) != nil
-		gauge(descFenceRequested, boolValue(requested), name)
-		gauge(descFenced, boolValue(conditionTrue(env.Status.Conditions, v1alpha1.ConditionFenced)), name)
-		gauge(descIsolationVerified, boolValue(conditionTrue(env.Status.Conditions, v1alpha1.ConditionIsolationVerified)), name)
-		if iso := env.Status.Isolation; iso != nil && iso.FencedAt != nil {
-			gauge(descFencedSince, float64(iso.FencedAt.Unix()), name)
-		}
-	}
-	return out
-}
-
-func guardrailMetrics(g *guardrailCheck) []prometheus.Metric {
-	if g == nil {
-		return nil
-	}
-	out := []prometheus.Metric{prometheus.MustNewConstMetric(descGuardrailChecked, prometheus.GaugeValue, float64(g.at.Unix()))}
-	for _, b := range g.bindings {
-		out = append(out, prometheus.MustNewConstMetric(descGuardrailParams, prometheus.GaugeValue, boolValue(b.present),
-			b.name, b.namespace, b.configMap))
-	}
-	return out
-}
-
-func conditionTrue(cs []metav1.Condition, t string) bool {
-	c := findCondition(cs, t)
-	return c != nil && c.Status == metav1.ConditionTrue
-}
-
-func boolValue(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }
 
 // countFenceOutcome counts a reconcile that leaves a fence incomplete.
@@ -313,7 +228,7 @@ func readGuardrails(ctx context.Context, c client.Reader) (*guardrailCheck, erro
 			present = err == nil
 			exists[key] = present
 		}
-		g.bindings = append(g.bindings, guardrailBinding{name: b.Name, namespace: key.Namespace, configMap: key.Name, present: present})
+		g.bindings = append(g.bindings, metrics.GuardrailBinding{Name: b.Name, Namespace: key.Namespace, ConfigMap: key.Name, Present: present})
 	}
 	return g, nil
 }
