@@ -275,6 +275,13 @@ test-rules: promtool ## Check careplane's alert rules and run their promtool tes
 	$(PROMTOOL) check rules charts/careplane/files/prometheus-rules.yaml
 	$(PROMTOOL) test rules test/prometheus/*.yaml
 
+# The alert scenarios of the e2e suite, with the rules evaluated over what
+# the manager exported (make test-e2e runs them too, evaluating the rules
+# only when bin/promtool exists: its cold build is long).
+.PHONY: test-alerts
+test-alerts: promtool cluster-binaries storage-binaries manifests ## Cause each alert on a fresh kwok cluster and evaluate the rules (promtool) over the manager's series.
+	REQUIRE_PROMTOOL=1 PROMTOOL=$(PROMTOOL) hack/e2e.sh $(E2E_CLUSTER_NAME) go test -tags e2e -count=1 -timeout 30m -run '^TestAlertSeries$$' -v ./test/e2e/...
+
 .PHONY: promtool
 promtool: $(PROMTOOL) ## Build promtool.
 $(PROMTOOL): Makefile
