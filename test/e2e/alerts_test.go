@@ -208,6 +208,11 @@ func TestAlertSeries(t *testing.T) {
 		}
 		return out
 	}
+	// Run first on a fresh cluster, the test may meet the CRD not served yet.
+	eventually(t, 30*time.Second, "HealthEnvironments served", func(ctx context.Context) (bool, string, error) {
+		_, err := kubectlOutput("get", "henv")
+		return err == nil, fmt.Sprint(err), nil
+	})
 	applyFailoverEnv(t, name, "{standby: Warm, trigger: Automatic, unavailableAfter: 5s, placement: {nodeSelector: {careplane.io/pool: standby}}}")
 	waitReady(t, name, 2*time.Minute)
 	waitStandbyRunning(t, ctx, name)
