@@ -331,3 +331,28 @@ validate-krew-manifest: $(VALIDATE_KREW_MANIFEST) ## Build krew's manifest valid
 $(VALIDATE_KREW_MANIFEST): Makefile
 	$(call go-install,$@,sigs.k8s.io/krew/cmd/validate-krew-manifest,$(KREW_VERSION))
 # <<< Release artefacts (make release-snapshot) — end
+
+# >>> Alert rules (charts/careplane/files/prometheus-rules.yaml) — begin
+##@ Alerts
+
+# promtool from the Prometheus module on the Go module proxy, pinned.
+PROMETHEUS_VERSION ?= v0.316.0
+PROMTOOL ?= $(LOCALBIN)/promtool
+
+.PHONY: test-rules
+test-rules: promtool ## Check careplane's alert rules and run their promtool tests (test/prometheus).
+	$(PROMTOOL) check rules charts/careplane/files/prometheus-rules.yaml
+	$(PROMTOOL) test rules test/prometheus/*.yaml
+
+# The alert scenarios of the e2e suite, with the rules evaluated over what
+# the manager exported (make test-e2e runs them too, evaluating the rules
+# only when bin/promtool exists: its cold build is long).
+.PHONY: test-alerts
+test-alerts: promtool cluster-binaries storage-binaries manifests ## Cause each alert on a fresh kwok cluster and evaluate the rules (promtool) over the manager's series.
+	REQUIRE_PROMTOOL=1 PROMTOOL=$(PROMTOOL) hack/e2e.sh $(E2E_CLUSTER_NAME) go test -tags e2e -count=1 -timeout 30m -run '^TestAlertSeries$$' -v ./test/e2e/...
+
+.PHONY: promtool
+promtool: $(PROMTOOL) ## Build promtool.
+$(PROMTOOL): Makefile
+	$(call go-install,$@,github.com/prometheus/prometheus/cmd/promtool,$(PROMETHEUS_VERSION))
+# <<< Alert rules — end

@@ -144,6 +144,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			s.status.ObservedGeneration = env.Generation
 		}
 		s.finish(reterr)
+		countFenceOutcome(s.status)
 		if err := r.writeStatus(ctx, env, before, s); err != nil {
 			reterr = kerrors.NewAggregate([]error{reterr, err})
 		}
@@ -431,6 +432,7 @@ func (r *HealthEnvironmentReconciler) writeStatus(ctx context.Context, env *v1al
 	for _, e := range transitions(before, s.status) {
 		r.Recorder.Eventf(env, nil, e.eventType, e.reason, e.action, "%s", e.note)
 	}
+	countTransitions(before, s.status)
 	return nil
 }
 
@@ -438,6 +440,10 @@ func (r *HealthEnvironmentReconciler) writeStatus(ctx context.Context, env *v1al
 // environments, every child they own, and their pods (for readiness and the
 // front EndpointSlices).
 func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	// The environments' state as metrics, read from this manager's cache.
+	if err := registerStateMetrics(mgr); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not change the generation; they need no
 		// reconcile. The periodic resync does (see resynced).
