@@ -208,6 +208,7 @@ type Service struct {
 	// +optional
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:XValidation:rule="self.all(f, self.exists_one(g, g.service == f.service && g.secret == f.secret))",message="services[].secretsFrom must not name the same secret of the same service twice"
 	SecretsFrom []SecretFrom `json:"secretsFrom,omitempty"`
 
 	// volumes are durable volumes: with any, the service runs as a
