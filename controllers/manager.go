@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	"hash/maphash"
 	"maps"
 	"reflect"
@@ -42,6 +43,9 @@ func NewScheme() *runtime.Scheme {
 		panic(err)
 	}
 	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := snapshotv1.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	return s
@@ -93,6 +97,8 @@ func CacheOptions() cache.Options {
 		// The claims of careplane's StatefulSets (labelled from their claim
 		// templates): their size, for growing them, and their phase.
 		&corev1.PersistentVolumeClaim{}: {Label: owned, Transform: trimClaim, SyncPeriod: never},
+		// Recovery points' snapshots (read only where the API is served).
+		&snapshotv1.VolumeSnapshot{}: {Label: owned, Transform: trimMeta, SyncPeriod: never},
 		// NetworkPolicies are cached whoever created them: a fence removes
 		// every policy of the fenced namespace, and one a tenant adds
 		// during the fence must wake the operator. What the fence verifies

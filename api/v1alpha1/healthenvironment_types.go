@@ -540,7 +540,7 @@ type Recovery struct {
 	// +optional
 	// +kubebuilder:default=8
 	// +kubebuilder:validation:Minimum=1
-	// +kubebuilder:validation:Maximum=48
+	// +kubebuilder:validation:Maximum=30
 	Keep int32 `json:"keep,omitempty"`
 }
 
@@ -967,8 +967,8 @@ type RecoveryPoint struct {
 	Ready bool `json:"ready,omitempty"`
 
 	// clean is true when the environment was Ready and not fenced when the
-	// point was taken, and every snapshot is ready: only clean points are
-	// restored from by default.
+	// point was taken. A restore uses, by default, the newest point that is
+	// clean and ready.
 	// +optional
 	Clean bool `json:"clean,omitempty"`
 
