@@ -97,6 +97,13 @@ var dataValidationCases = []validationCase{
 		field: "spec.services", msg: msgSecretsFrom,
 	},
 	{
+		name: "secretsFrom the same secret twice",
+		mutate: func(o henv) {
+			o.service(0)["secretsFrom"] = append(o.service(0)["secretsFrom"].([]any), map[string]any{"service": "booking", "secret": "db-password"})
+		},
+		field: "spec.services[0].secretsFrom", msg: "services[].secretsFrom must not name the same secret of the same service twice",
+	},
+	{
 		name: "secretsFrom envVar not an identifier",
 		mutate: func(o henv) {
 			o.service(0)["secretsFrom"].([]any)[0].(map[string]any)["envVar"] = "DB-PASSWORD"
