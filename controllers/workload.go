@@ -42,14 +42,6 @@ func (w *workload) current() bool {
 	return w.observedGeneration >= w.generation && w.updated == w.wanted && w.replicas == w.wanted
 }
 
-// workloadKind is the kind of svc's workload.
-func workloadKind(svc v1alpha1.Service) string {
-	if svc.Stateful() {
-		return "StatefulSet"
-	}
-	return "Deployment"
-}
-
 // readWorkload reads svc's workload in ns from the cache: its Deployment or
 // its StatefulSet, as svc asks; nil when there is none.
 func (r *HealthEnvironmentReconciler) readWorkload(ctx context.Context, ns string, svc v1alpha1.Service) (*workload, error) {

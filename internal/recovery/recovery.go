@@ -89,9 +89,8 @@ func Decide(in Input) Decision {
 	points := in.Points
 	if due {
 		name := PointName(in.Now)
-		if slices.ContainsFunc(in.Points, func(p v1alpha1.RecoveryPoint) bool { return p.Name == name }) {
-			due = false // taken this very second already
-		} else {
+		// Not again when taken this very second already.
+		if !slices.ContainsFunc(in.Points, func(p v1alpha1.RecoveryPoint) bool { return p.Name == name }) {
 			d.Take, d.Name, d.Clean = true, name, in.Ready && !in.Fenced
 			newest = in.Now
 		}

@@ -123,7 +123,7 @@ func TestCareRecordsTakeRecoveryPoints(t *testing.T) {
 		// fencedAt has whole seconds: a point of the same second may have
 		// been taken just before the fence, clean.
 		for _, p := range env.Status.Recovery.Points {
-			if p.TakenAt.Time.After(fencedAt.Add(time.Second)) && p.Ready {
+			if p.TakenAt.After(fencedAt.Add(time.Second)) && p.Ready {
 				during = p
 				return true, "", nil
 			}
