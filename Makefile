@@ -119,7 +119,7 @@ test-fuzz: ## Run each fuzz target of ./internal/... for FUZZTIME; a failing inp
 		done
 
 .PHONY: test-integration
-test-integration: cluster-binaries manifests ## Integration tests of the reconcilers against a real kube-apiserver and etcd (envtest).
+test-integration: cluster-binaries storage-binaries manifests ## Integration tests of the reconcilers against a real kube-apiserver and etcd (envtest).
 	KUBEBUILDER_ASSETS=$(K8S_BIN) go test $(GOTESTFLAGS) ./controllers/...
 
 .PHONY: test-e2e

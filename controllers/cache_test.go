@@ -80,8 +80,31 @@ func TestCacheTrims(t *testing.T) {
 		*dep.Spec.Replicas != 2 || dep.Spec.Template.Annotations["rev"] != "1" || dep.Annotations != nil || dep.ManagedFields != nil {
 		t.Errorf("trimmed deployment spec = %+v", dep.Spec)
 	}
-	if !deploymentCurrent(dep) || dep.Status.ReadyReplicas != 2 || len(dep.Status.Conditions) != 1 || dep.Status.Conditions[0] != stuck {
+	if !deploymentWorkload(dep).current() || dep.Status.ReadyReplicas != 2 || len(dep.Status.Conditions) != 1 || dep.Status.Conditions[0] != stuck {
 		t.Errorf("trimmed deployment status = %+v, want the counts and only the stuck condition", dep.Status)
+	}
+
+	// A StatefulSet keeps what a Deployment does, and its claim templates'
+	// names and sizes, which tell when a volume grew.
+	ss := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "store", Generation: 2, ManagedFields: mf, Annotations: map[string]string{"x": "y"}},
+		Spec: appsv1.StatefulSetSpec{Replicas: new(int32(1)), ServiceName: "store",
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{"rev": "1"}},
+				Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app"}}}},
+			VolumeClaimTemplates: []corev1.PersistentVolumeClaim{{ObjectMeta: metav1.ObjectMeta{Name: "records", Labels: map[string]string{"a": "b"}},
+				Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+					Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}}},
+		Status: appsv1.StatefulSetStatus{ObservedGeneration: 2, Replicas: 1, UpdatedReplicas: 1, ReadyReplicas: 1, CurrentRevision: "store-1"}}
+	if _, err := trimStatefulSet(ss); err != nil {
+		t.Fatal(err)
+	}
+	if ss.Spec.Template.Spec.Containers != nil || ss.Spec.ServiceName != "" || ss.Annotations != nil || ss.ManagedFields != nil ||
+		ss.Spec.Template.Annotations["rev"] != "1" || len(ss.Spec.VolumeClaimTemplates) != 1 || ss.Spec.VolumeClaimTemplates[0].Labels != nil ||
+		!sameClaimTemplates(ss, v1alpha1.Service{Volumes: []v1alpha1.Volume{{Name: "records", Size: "1024Mi"}}}) ||
+		sameClaimTemplates(ss, v1alpha1.Service{Volumes: []v1alpha1.Volume{{Name: "records", Size: "2Gi"}}}) {
+		t.Errorf("trimmed statefulset spec = %+v", ss.Spec)
+	}
+	if w := statefulSetWorkload(ss); !w.current() || w.ready != 1 || w.credentialsRevision != "" || ss.Status.CurrentRevision != "" {
+		t.Errorf("trimmed statefulset status = %+v", ss.Status)
 	}
 
 	// The fence's own policy keeps its spec, to be compared with the

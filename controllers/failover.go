@@ -95,16 +95,11 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 	// revision running with all replicas ready.
 	standbyReady := len(s.standbyTemplates) > 0
 	for _, svc := range s.standbyTemplates {
-		dep := &appsv1.Deployment{}
-		err := r.Client.Get(ctx, client.ObjectKey{Namespace: s.names.Standby, Name: svc.Name}, dep)
-		if apierrors.IsNotFound(err) {
-			standbyReady = false
-			continue
-		}
+		w, err := r.readWorkload(ctx, s.names.Standby, svc)
 		if err != nil {
-			return fmt.Errorf("reading deployment %s/%s: %w", s.names.Standby, svc.Name, err)
+			return err
 		}
-		if !deploymentCurrent(dep) || dep.Status.ReadyReplicas < svc.ReplicaCount() || svc.ReplicaCount() == 0 {
+		if w == nil || !w.current() || w.ready < svc.ReplicaCount() || svc.ReplicaCount() == 0 {
 			standbyReady = false
 		}
 	}

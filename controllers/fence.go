@@ -225,6 +225,13 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 	for i := range deps.Items {
 		obs.Deployments = append(obs.Deployments, deps.Items[i].ObjectMeta)
 	}
+	var sts appsv1.StatefulSetList
+	if err := r.Client.List(ctx, &sts, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}, readOnly); err != nil {
+		return obs, fmt.Errorf("listing statefulsets in %s: %w", ns, err)
+	}
+	for i := range sts.Items {
+		obs.StatefulSets = append(obs.StatefulSets, sts.Items[i].ObjectMeta)
+	}
 	return obs, nil
 }
 
@@ -307,6 +314,12 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 				dep := build.Deployment(s.env, v1alpha1.SitePrimary, a.Namespace, svc, s.record.ID)
 				dep.Spec.WithReplicas(0)
 				return r.apply(ctx, dep, &appsv1.Deployment{})
+			}
+		}
+	case a.Verb == fence.VerbScale && a.Kind == "StatefulSet":
+		for _, svc := range s.env.Spec.Services {
+			if svc.Name == a.Name {
+				return r.stopStatefulSet(ctx, s, a.Namespace, svc)
 			}
 		}
 	}

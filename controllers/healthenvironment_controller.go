@@ -191,6 +191,9 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 
+	if revErr == nil && d.Course == fence.CourseRestore {
+		revErr = volumesNotRestorable(s.primary)
+	}
 	var errs []error
 	var verified chan verification
 	switch {
@@ -455,11 +458,13 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&corev1.ResourceQuota{}).
 		Owns(&corev1.LimitRange{}).
 		Owns(&appsv1.Deployment{}).
+		Owns(&appsv1.StatefulSet{}).
 		Owns(&appsv1.ControllerRevision{}).
 		Watches(&networkingv1.NetworkPolicy{}, handler.EnqueueRequestsFromMapFunc(r.environmentOfNamespace)).
 		Owns(&policyv1.PodDisruptionBudget{}).
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
+		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
 		Watches(&v1alpha1.FenceRequest{}, handler.EnqueueRequestsFromMapFunc(environmentsHeld)).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("healthenvironment").

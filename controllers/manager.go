@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -42,6 +43,9 @@ func NewScheme() *runtime.Scheme {
 		panic(err)
 	}
 	if err := v1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := snapshotv1.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	return s
@@ -89,6 +93,12 @@ func CacheOptions() cache.Options {
 		&corev1.Secret{}:                {Label: owned, Transform: trimSecret, SyncPeriod: never},
 		&corev1.Pod{}:                   {Label: owned, Transform: trimPod, SyncPeriod: never},
 		&appsv1.Deployment{}:            {Label: owned, Transform: trimDeployment, SyncPeriod: never},
+		&appsv1.StatefulSet{}:           {Label: owned, Transform: trimStatefulSet, SyncPeriod: never},
+		// The claims of careplane's StatefulSets (labelled from their claim
+		// templates): their size, for growing them, and their phase.
+		&corev1.PersistentVolumeClaim{}: {Label: owned, Transform: trimClaim, SyncPeriod: never},
+		// Recovery points' snapshots (read only where the API is served).
+		&snapshotv1.VolumeSnapshot{}: {Label: owned, Transform: trimMeta, SyncPeriod: never},
 		// NetworkPolicies are cached whoever created them: a fence removes
 		// every policy of the fenced namespace, and one a tenant adds
 		// during the fence must wake the operator. What the fence verifies
@@ -248,6 +258,37 @@ var (
 			AvailableReplicas: d.Status.AvailableReplicas, Conditions: stuck}
 	})
 )
+
+// trimStatefulSet keeps of a cached StatefulSet what readiness, the
+// credentials revision and growing volumes read: metadata but the
+// annotations, replicas, the template's annotations, the claim templates'
+// names and storage requests, and the status counts.
+var trimStatefulSet = trimmer(func(ss *appsv1.StatefulSet) {
+	ss.Annotations = nil
+	var template map[string]string
+	if a := ss.Spec.Template.Annotations; a != nil {
+		template = interned.stringMap(a)
+	}
+	var claims []corev1.PersistentVolumeClaim
+	for _, c := range ss.Spec.VolumeClaimTemplates {
+		claims = append(claims, corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: c.Name},
+			Spec: corev1.PersistentVolumeClaimSpec{Resources: corev1.VolumeResourceRequirements{Requests: c.Spec.Resources.Requests}}})
+	}
+	ss.Spec = appsv1.StatefulSetSpec{Replicas: ss.Spec.Replicas, VolumeClaimTemplates: claims,
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Annotations: template}}}
+	ss.Status = appsv1.StatefulSetStatus{ObservedGeneration: ss.Status.ObservedGeneration, Replicas: ss.Status.Replicas,
+		UpdatedReplicas: ss.Status.UpdatedReplicas, ReadyReplicas: ss.Status.ReadyReplicas}
+})
+
+// trimClaim keeps of a cached PersistentVolumeClaim its metadata but the
+// annotations, its storage class, volume name and storage request, and its
+// phase and capacity.
+var trimClaim = trimmer(func(c *corev1.PersistentVolumeClaim) {
+	c.Annotations = nil
+	c.Spec = corev1.PersistentVolumeClaimSpec{StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName,
+		Resources: corev1.VolumeResourceRequirements{Requests: c.Spec.Resources.Requests}}
+	c.Status = corev1.PersistentVolumeClaimStatus{Phase: c.Status.Phase, Capacity: c.Status.Capacity}
+})
 
 func portsOnly(cs []corev1.Container) []corev1.Container {
 	if cs == nil {

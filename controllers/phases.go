@@ -190,13 +190,11 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 			return err
 		}
 	}
-	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep, readOnly); apierrors.IsNotFound(err) {
-		dep = nil
-	} else if err != nil {
-		return fmt.Errorf("reading deployment %s/%s: %w", ns, svc.Name, err)
+	w, err := r.readWorkload(ctx, ns, svc)
+	if err != nil {
+		return err
 	}
-	if err := r.apply(ctx, build.Deployment(env, site, ns, svc, credentialsRevision(dep)), &appsv1.Deployment{}); err != nil {
+	if err := r.applyWorkload(ctx, s, site, ns, svc, credentialsRevision(w), nil); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {
@@ -209,7 +207,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	} else if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, &policyv1.PodDisruptionBudget{}); err != nil {
 		return err
 	}
-	s.observeDeployment(site, svc, dep)
+	s.observeWorkload(site, svc, w)
 	return nil
 }
 
@@ -248,11 +246,12 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	var stale []client.Object
 
 	var deps appsv1.DeploymentList
+	var statefulSets appsv1.StatefulSetList
 	var sas corev1.ServiceAccountList
 	var secrets corev1.SecretList
 	var pdbs policyv1.PodDisruptionBudgetList
 	var pols networkingv1.NetworkPolicyList
-	for _, l := range []client.ObjectList{&deps, &sas, &secrets, &pdbs, &pols} {
+	for _, l := range []client.ObjectList{&deps, &statefulSets, &sas, &secrets, &pdbs, &pols} {
 		if err := r.Client.List(ctx, l, inNs, sel, readOnly); err != nil {
 			return fmt.Errorf("listing in %s: %w", ns, err)
 		}
@@ -268,6 +267,10 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	}
 	for i := range deps.Items {
 		byService(&deps.Items[i])
+	}
+	for i := range statefulSets.Items {
+		// Its claims stay (retained): careplane never deletes data.
+		byService(&statefulSets.Items[i])
 	}
 	for _, svc := range svcs {
 		byService(svc)

@@ -49,6 +49,34 @@ func (r *HealthEnvironmentReconciler) primaryServices(ctx context.Context, s *sc
 	return services, name, nil
 }
 
+// volumesNotRestorableError reports a restore of services with volumes,
+// which careplane cannot do yet: rebuilding them on the volumes the fence
+// kept would bring back the data as the compromise left it, and their
+// evidence pods hold the names the rebuilt StatefulSet's pods need. The
+// fence stays (RestoreBlocked) until data restore from a recovery point
+// exists; docs/fence-and-restore.md says what to do meanwhile.
+type volumesNotRestorableError struct{ services []string }
+
+func (e *volumesNotRestorableError) Error() string {
+	return fmt.Sprintf("services %v have volumes, and restoring volumes from a recovery point is not built yet: "+
+		"rebuilding them on the fenced volumes would bring back the compromised data; the fence stays", e.services)
+}
+
+// volumesNotRestorable says why the restore of services cannot proceed, or
+// nil.
+func volumesNotRestorable(services []v1alpha1.Service) error {
+	var stateful []string
+	for _, svc := range services {
+		if svc.Stateful() {
+			stateful = append(stateful, svc.Name)
+		}
+	}
+	if len(stateful) == 0 {
+		return nil
+	}
+	return &volumesNotRestorableError{services: stateful}
+}
+
 // revisionNotFoundError reports a restoreRevision that names no known-good
 // revision of this environment.
 type revisionNotFoundError struct{ name string }

@@ -135,14 +135,12 @@ func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
 	return v1alpha1.SitePrimary, !s.record.Present() || s.restored
 }
 
-// credentialsRevision is the revision of credentials a Deployment's pods
+// credentialsRevision is the revision of credentials a workload's pods
 // run with: what its template records (a restore sets it), or "initial".
 // Keeping it rolls nothing; a restore changes it, which rolls the pods.
-func credentialsRevision(dep *appsv1.Deployment) string {
-	if dep != nil {
-		if rev := dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision]; rev != "" {
-			return rev
-		}
+func credentialsRevision(w *workload) string {
+	if w != nil && w.credentialsRevision != "" {
+		return w.credentialsRevision
 	}
 	return "initial"
 }
@@ -150,15 +148,23 @@ func credentialsRevision(dep *appsv1.Deployment) string {
 // observeDeployment records a service's readiness from its Deployment (nil
 // when the cache does not hold it yet).
 func (s *scope) observeDeployment(site v1alpha1.Site, svc v1alpha1.Service, dep *appsv1.Deployment) {
-	st := v1alpha1.ServiceStatus{Name: svc.Name, Site: site, Replicas: svc.ReplicaCount(), Image: svc.Image}
-	if dep != nil && deploymentCurrent(dep) {
-		st.ReadyReplicas = dep.Status.ReadyReplicas
-	}
+	var w *workload
 	if dep != nil {
-		for _, c := range dep.Status.Conditions {
-			if deploymentStuck(c) {
-				s.stalled = append(s.stalled, fmt.Sprintf("%s/%s: %s", dep.Namespace, dep.Name, c.Message))
-			}
+		w = deploymentWorkload(dep)
+	}
+	s.observeWorkload(site, svc, w)
+}
+
+// observeWorkload records a service's readiness from its Deployment or
+// StatefulSet (nil when the cache does not hold it yet).
+func (s *scope) observeWorkload(site v1alpha1.Site, svc v1alpha1.Service, w *workload) {
+	st := v1alpha1.ServiceStatus{Name: svc.Name, Site: site, Replicas: svc.ReplicaCount(), Image: svc.Image}
+	if w != nil && w.current() {
+		st.ReadyReplicas = w.ready
+	}
+	if w != nil {
+		for _, msg := range w.stuck {
+			s.stalled = append(s.stalled, fmt.Sprintf("%s/%s: %s", w.namespace, w.name, msg))
 		}
 	}
 	s.services = append(s.services, st)
@@ -169,17 +175,6 @@ func (s *scope) observeDeployment(site v1alpha1.Site, svc v1alpha1.Service, dep 
 func deploymentStuck(c appsv1.DeploymentCondition) bool {
 	return (c.Type == appsv1.DeploymentProgressing && c.Status == corev1.ConditionFalse) ||
 		(c.Type == appsv1.DeploymentReplicaFailure && c.Status == corev1.ConditionTrue)
-}
-
-// deploymentCurrent says the Deployment's status describes its current spec
-// and every replica runs the current template.
-func deploymentCurrent(dep *appsv1.Deployment) bool {
-	want := int32(1)
-	if dep.Spec.Replicas != nil {
-		want = *dep.Spec.Replicas
-	}
-	return dep.Status.ObservedGeneration >= dep.Generation &&
-		dep.Status.UpdatedReplicas == want && dep.Status.Replicas == want
 }
 
 // finish turns what the reconcile gathered into the status: the conditions

@@ -58,7 +58,9 @@ func run(m *testing.M) int {
 	}
 	ctrl.SetLogger(zap.New(zap.UseDevMode(true), zap.WriteTo(os.Stderr)))
 	testEnv := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		// careplane's CRDs, and the CSI snapshot API's (from the storage
+		// binaries, make storage-binaries) for the recovery points.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "bin", "storage", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error
@@ -99,6 +101,15 @@ func run(m *testing.M) int {
 	rec.FleetFence = suiteFleetFence
 	if err := rec.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up reconciler: %v\n", err)
+		return 1
+	}
+	points := NewRecoveryReconciler(mgr)
+	if !points.Served {
+		fmt.Fprintln(os.Stderr, "the VolumeSnapshot CRDs are not served: run `make storage-binaries`")
+		return 1
+	}
+	if err := points.SetupWithManager(mgr); err != nil {
+		fmt.Fprintf(os.Stderr, "setting up the recovery point controller: %v\n", err)
 		return 1
 	}
 	gate, err := NewFenceGate(mgr, 100, 200)

@@ -21,6 +21,10 @@ const (
 	ConditionIsolationVerified = "IsolationVerified"
 	// ConditionRestoring is True while a fenced environment is being rebuilt.
 	ConditionRestoring = "Restoring"
+	// ConditionRecoveryPoints is True while recovery points are taken as
+	// spec.recovery asks; set only when spec.recovery is (not one of
+	// ConditionTypes, which every environment carries).
+	ConditionRecoveryPoints = "RecoveryPoints"
 )
 
 // ConditionTypes lists every condition type, in the order status shows them.
@@ -75,6 +79,22 @@ const (
 	// ReasonRestoreBlocked: the restore cannot proceed (for example an
 	// unknown restoreRevision); the fence stays.
 	ReasonRestoreBlocked = "RestoreBlocked"
+	// ReasonPointsTaken: recovery points are taken on schedule.
+	ReasonPointsTaken = "PointsTaken"
+	// ReasonWaitingForVolumes: no volume of the primary site is bound yet.
+	ReasonWaitingForVolumes = "WaitingForVolumes"
+	// ReasonSnapshotClassNotFound: recovery.volumeSnapshotClassName names
+	// no VolumeSnapshotClass (or the cluster serves no snapshot API).
+	ReasonSnapshotClassNotFound = "SnapshotClassNotFound"
+	// ReasonSnapshotClassMismatch: the VolumeSnapshotClass's driver is not
+	// the CSI driver of the environment's volumes.
+	ReasonSnapshotClassMismatch = "SnapshotClassMismatch"
+	// ReasonSnapshotFailed: a snapshot of a recovery point reports an error.
+	ReasonSnapshotFailed = "SnapshotFailed"
+	// ReasonPausedWhileFenced: while fenced, points are taken (unclean, as
+	// evidence of what changed) until keep of them exist, and none is
+	// deleted.
+	ReasonPausedWhileFenced = "PausedWhileFenced"
 )
 
 // Labels and annotations careplane sets on what it owns. Users may select on
@@ -94,6 +114,18 @@ const (
 	// LabelEvidence marks a pod preserved as evidence; its value is the ticket
 	// (or "fenced" when the fence has no ticket).
 	LabelEvidence = "careplane.io/evidence"
+	// LabelRecoveryPoint on a VolumeSnapshot names the recovery point it
+	// belongs to.
+	LabelRecoveryPoint = "careplane.io/recovery-point"
+	// LabelClean on a recovery point's VolumeSnapshot is "true" when the
+	// point is clean (see RecoveryPoint.clean), "false" otherwise.
+	LabelClean = "careplane.io/clean"
+	// AnnotationTakenAt on a recovery point's VolumeSnapshot is when the
+	// point was taken (RFC 3339).
+	AnnotationTakenAt = "careplane.io/taken-at"
+	// AnnotationRevision on a recovery point's VolumeSnapshot is the
+	// known-good revision the environment ran when it was taken.
+	AnnotationRevision = "careplane.io/revision"
 	// LabelFenced is set to "true" on the namespaces of a fenced site. The
 	// freeze admission policy selects namespaces by it: while it is there,
 	// only careplane, incident responders and the control plane may write

@@ -54,6 +54,8 @@ type HealthEnvironmentList struct {
 // +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.talksTo) || s.talksTo.all(t, self.services.exists(o, o.name == t)))",message="services[].talksTo may only name services declared in spec.services",fieldPath=".services"
 // +kubebuilder:validation:XValidation:rule="!has(self.integrations) || self.integrations.all(i, i.services.all(t, self.services.exists(o, o.name == t)))",message="integrations[].services may only name services declared in spec.services",fieldPath=".integrations"
 // +kubebuilder:validation:XValidation:rule="!has(self.failover) || !has(self.failover.standby) || self.failover.standby == 'None' || self.services.exists(s, has(s.critical) && s.critical)",message="failover.standby Warm or Cold needs at least one service with critical: true, because only critical services run in the standby"
+// +kubebuilder:validation:XValidation:rule="self.services.all(s, !has(s.secretsFrom) || s.secretsFrom.all(f, has(s.talksTo) && f.service in s.talksTo && self.services.exists(o, o.name == f.service && has(o.generatedSecrets) && f.secret in o.generatedSecrets)))",message="services[].secretsFrom may only name a secret in the generatedSecrets of a service this service talksTo",fieldPath=".services"
+// +kubebuilder:validation:XValidation:rule="!has(self.recovery) || self.services.exists(s, has(s.volumes) && size(s.volumes) > 0)",message="recovery needs at least one service with volumes: a recovery point snapshots the environment's volumes",fieldPath=".recovery"
 type HealthEnvironmentSpec struct {
 	// tenant identifies the customer this environment serves.
 	// +required
@@ -89,6 +91,13 @@ type HealthEnvironmentSpec struct {
 	// +kubebuilder:default={}
 	Failover Failover `json:"failover,omitempty"`
 
+	// recovery takes recovery points: every interval, a VolumeSnapshot of
+	// every volume of the primary site, taken together and recorded with the
+	// time and the known-good revision. A restore brings the data back from
+	// one of them. Without recovery, no recovery point is taken.
+	// +optional
+	Recovery *Recovery `json:"recovery,omitempty"`
+
 	// isolation is the field incident responders flip: mode Fenced cuts the
 	// environment off, None (after a fence) rebuilds it clean.
 	// +optional
@@ -113,6 +122,9 @@ type Tenant struct {
 }
 
 // Service is one component of the environment.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.port) != (has(self.ports) && size(self.ports) > 0)",message="services[] must set either port (one TCP port) or ports (named TCP and UDP ports), not both"
+// +kubebuilder:validation:XValidation:rule="!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.mountPath == v.mountPath))",message="services[].volumes must not share a mountPath"
 type Service struct {
 	// name identifies the service within the environment; it names its
 	// Deployment, Service and ServiceAccount.
@@ -138,12 +150,23 @@ type Service struct {
 	// +kubebuilder:validation:Maximum=50
 	Replicas *int32 `json:"replicas,omitempty"`
 
-	// port is the TCP port the service listens on; the Service and the
-	// NetworkPolicies use it.
-	// +required
+	// port is the one TCP port the service listens on, named "http"; the
+	// Service and the NetworkPolicies use it. Set either port or ports.
+	// +optional
 	// +kubebuilder:validation:Minimum=1
 	// +kubebuilder:validation:Maximum=65535
-	Port int32 `json:"port"`
+	Port int32 `json:"port,omitempty"`
+
+	// ports are the named ports the service listens on, TCP or UDP (NHS 111
+	// telephony: SIP and RTP), for services with more than one port or a UDP
+	// one. The Services, the NetworkPolicies and the front EndpointSlices
+	// carry every one. Set either port or ports.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:XValidation:rule="self.all(p, self.exists_one(q, q.port == p.port && q.protocol == p.protocol))",message="services[].ports must not list the same port and protocol twice"
+	Ports []ServicePort `json:"ports,omitempty"`
 
 	// critical services keep serving from the standby site while the
 	// primary is fenced or unavailable.
@@ -177,6 +200,27 @@ type Service struct {
 	// +kubebuilder:validation:items:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",message="generatedSecrets entries must be DNS labels: lower-case letters, digits and '-'"
 	GeneratedSecrets []string `json:"generatedSecrets,omitempty"`
 
+	// secretsFrom are credentials another service of this environment
+	// generates (its generatedSecrets) that this service reads, such as a
+	// records API reading the document store's database password. The
+	// service must talk to that service (talksTo). Rotated together: a
+	// restore rotates the credential and rolls the pods of both.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=10
+	// +kubebuilder:validation:XValidation:rule="self.all(f, self.exists_one(g, g.service == f.service && g.secret == f.secret))",message="services[].secretsFrom must not name the same secret of the same service twice"
+	SecretsFrom []SecretFrom `json:"secretsFrom,omitempty"`
+
+	// volumes are durable volumes: with any, the service runs as a
+	// StatefulSet with one PersistentVolumeClaim per replica and volume,
+	// which careplane never deletes (a restore keeps the compromised ones as
+	// evidence). Without, it runs as a Deployment with no durable storage.
+	// +optional
+	// +listType=map
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=5
+	Volumes []Volume `json:"volumes,omitempty"`
+
 	// env sets plain environment variables in the service's container.
 	// Credentials belong in generatedSecrets, not here.
 	// +optional
@@ -198,6 +242,117 @@ type Service struct {
 	// livenessProbe tells Kubernetes when to restart the container.
 	// +optional
 	LivenessProbe *corev1.Probe `json:"livenessProbe,omitempty"`
+}
+
+// ServicePort is one named port of a service.
+type ServicePort struct {
+	// name names the port in the Service, the container and the front
+	// EndpointSlice, e.g. sip or rtp: up to 15 lower-case letters, digits and
+	// '-' (an IANA service name).
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=15
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && !self.contains('--')",message="ports[].name must be an IANA service name: up to 15 lower-case letters, digits and '-', starting with a letter, no '--'"
+	Name string `json:"name"`
+
+	// port is the port number.
+	// +required
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=65535
+	Port int32 `json:"port"`
+
+	// protocol is TCP or UDP.
+	// +optional
+	// +kubebuilder:default=TCP
+	// +kubebuilder:validation:Enum=TCP;UDP
+	Protocol corev1.Protocol `json:"protocol,omitempty"`
+}
+
+// SecretFrom is a credential generated for another service, read by this
+// one.
+type SecretFrom struct {
+	// service is the service that generates the credential; it must be in
+	// this service's talksTo.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	Service string `json:"service"`
+
+	// secret is the name in that service's generatedSecrets.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	Secret string `json:"secret"`
+
+	// envVar, when set, exposes the credential as this environment variable.
+	// The credential is always also mounted read-only at
+	// /var/run/careplane/secrets/<service>.<secret>/value (a file is the
+	// safer choice: environment variables leak into crash dumps and child
+	// processes).
+	// +optional
+	// +kubebuilder:validation:MaxLength=128
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[A-Za-z_][A-Za-z0-9_]*$')",message="secretsFrom[].envVar must be a C identifier: letters, digits and '_', not starting with a digit"
+	EnvVar string `json:"envVar,omitempty"`
+}
+
+// Volume is a durable volume of a service: one PersistentVolumeClaim per
+// replica, named <name>-<service>-<ordinal> in the site namespace.
+//
+// +kubebuilder:validation:XValidation:rule="!isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0",message="volumes[].size cannot shrink: a PersistentVolumeClaim can only grow (where its StorageClass allows expansion); restore into a new environment to move to a smaller volume"
+// +kubebuilder:validation:XValidation:rule="has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)",message="volumes[].storageClassName cannot change: the volumes already exist in the old class"
+// +kubebuilder:validation:XValidation:rule="self.accessMode == oldSelf.accessMode",message="volumes[].accessMode cannot change: the volumes already exist with the old mode"
+type Volume struct {
+	// name identifies the volume within the service and names its claims.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=40
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && self != 'tmp' && !self.startsWith('secret-')",message="volumes[].name must be a DNS label (lower-case letters, digits and '-', starting with a letter) other than tmp and not starting with secret- (careplane's own volumes)"
+	Name string `json:"name"`
+
+	// mountPath is where the volume is mounted in the container, an
+	// absolute path outside /tmp and /var/run/careplane.
+	// +required
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="self.startsWith('/') && !self.contains('..') && !self.contains(':') && self != '/tmp' && !self.startsWith('/tmp/') && !self.startsWith('/var/run/careplane')",message="volumes[].mountPath must be an absolute path without '..' or ':', outside /tmp and /var/run/careplane, e.g. /var/lib/records"
+	MountPath string `json:"mountPath"`
+
+	// size is the capacity of each claim, e.g. 10Gi. It may grow (where
+	// the StorageClass allows expansion) but never shrink.
+	// +required
+	Size VolumeSize `json:"size"`
+
+	// storageClassName is the StorageClass of the claims; the cluster's
+	// default class when unset. It cannot change once set.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	StorageClassName *string `json:"storageClassName,omitempty"`
+
+	// accessMode is ReadWriteOnce (the default), ReadWriteOncePod or
+	// ReadWriteMany. It cannot change.
+	// +optional
+	// +kubebuilder:default=ReadWriteOnce
+	// +kubebuilder:validation:Enum=ReadWriteOnce;ReadWriteOncePod;ReadWriteMany
+	AccessMode corev1.PersistentVolumeAccessMode `json:"accessMode,omitempty"`
+}
+
+// VolumeSize is a volume's capacity as a Kubernetes quantity string, e.g.
+// 10Gi. A string (not resource.Quantity) so that the schema can bound its
+// length, which the CEL cost budget needs.
+//
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=20
+// +kubebuilder:validation:XValidation:rule="isQuantity(self) && quantity(self).compareTo(quantity('1Mi')) >= 0 && quantity(self).compareTo(quantity('64Ti')) <= 0",message="volumes[].size must be a quantity between 1Mi and 64Ti, e.g. 10Gi"
+type VolumeSize string
+
+// Quantity returns the size as a quantity, zero when it does not parse (the
+// schema admits only sizes that do).
+func (v VolumeSize) Quantity() resource.Quantity {
+	q, err := resource.ParseQuantity(string(v))
+	if err != nil {
+		return resource.Quantity{}
+	}
+	return q
 }
 
 // EnvVar is a plain environment variable.
@@ -361,6 +516,51 @@ type Quota struct {
 	Pods *int32 `json:"pods,omitempty"`
 }
 
+// Recovery configures recovery points.
+type Recovery struct {
+	// volumeSnapshotClassName is the VolumeSnapshotClass
+	// (snapshot.storage.k8s.io/v1) of the recovery points; its driver must
+	// be the CSI driver of the volumes. Any CSI driver with snapshots works.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	VolumeSnapshotClassName string `json:"volumeSnapshotClassName"`
+
+	// interval is how often a recovery point is taken, e.g. 15m: the most
+	// data time a restore from the newest clean point loses.
+	// +optional
+	// +kubebuilder:default="15m"
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	// +kubebuilder:validation:XValidation:rule="duration(self) >= duration('10s') && duration(self) <= duration('168h')",message="recovery.interval must be between 10s and 168h (a week)"
+	Interval *metav1.Duration `json:"interval,omitempty"`
+
+	// keep is how many clean recovery points are kept; older ones are
+	// deleted, except while the environment is fenced, when nothing is.
+	// +optional
+	// +kubebuilder:default=8
+	// +kubebuilder:validation:Minimum=1
+	// +kubebuilder:validation:Maximum=30
+	Keep int32 `json:"keep,omitempty"`
+}
+
+// RestoreFrom chooses the recovery point a restore brings the data back
+// from. Unset, it is the newest clean point taken before the fence.
+//
+// +kubebuilder:validation:XValidation:rule="!(has(self.recoveryPoint) && has(self.before))",message="isolation.restoreFrom takes either recoveryPoint or before, not both"
+type RestoreFrom struct {
+	// recoveryPoint names one recovery point (see status.recovery and
+	// `kubectl careplane recovery-points`).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	RecoveryPoint string `json:"recoveryPoint,omitempty"`
+
+	// before picks the newest clean recovery point taken before this time,
+	// for when the compromise is known to have started before the fence.
+	// +optional
+	Before *metav1.Time `json:"before,omitempty"`
+}
+
 // StandbyMode says whether and how a standby site runs.
 // +kubebuilder:validation:Enum=None;Warm;Cold
 type StandbyMode string
@@ -521,6 +721,12 @@ type Isolation struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
 	RestoreRevision string `json:"restoreRevision,omitempty"`
+
+	// restoreFrom chooses the recovery point the restore brings the volumes'
+	// data back from: by default the newest clean point taken before the
+	// fence; or a named point; or the newest clean point before a time.
+	// +optional
+	RestoreFrom *RestoreFrom `json:"restoreFrom,omitempty"`
 }
 
 // MaxForensicsNamespaces bounds the names isolation.forensicsFrom may list
@@ -612,6 +818,14 @@ type HealthEnvironmentStatus struct {
 	// failover is what the failover decision remembers between reconciles.
 	// +optional
 	Failover *FailoverStatus `json:"failover,omitempty"`
+
+	// recovery lists the environment's recovery points, newest last. It is
+	// the record a restore chooses from: a VolumeSnapshot counts only when
+	// its UID is listed here, since anyone who may create snapshots in the
+	// namespace can forge one's labels, and only careplane writes the
+	// status.
+	// +optional
+	Recovery *RecoveryStatus `json:"recovery,omitempty"`
 
 	// incidents is the history of fences, newest last, bounded to 20.
 	// +optional
@@ -712,6 +926,77 @@ type FailoverStatus struct {
 	NotServedOnStandby []string `json:"notServedOnStandby,omitempty"`
 }
 
+// RecoveryStatus reports the recovery points.
+type RecoveryStatus struct {
+	// points are the recovery points kept, oldest first.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	Points []RecoveryPoint `json:"points,omitempty"`
+
+	// nextPointAt is when the next recovery point is due.
+	// +optional
+	NextPointAt *metav1.Time `json:"nextPointAt,omitempty"`
+
+	// newestCleanPointAt is when the newest clean recovery point was taken:
+	// a restore now would lose the data written since.
+	// +optional
+	NewestCleanPointAt *metav1.Time `json:"newestCleanPointAt,omitempty"`
+}
+
+// RecoveryPoint is one consistent set of VolumeSnapshots of all the
+// environment's volumes.
+type RecoveryPoint struct {
+	// name names the point; its snapshots are labelled
+	// careplane.io/recovery-point=<name>.
+	// +required
+	// +kubebuilder:validation:MaxLength=63
+	Name string `json:"name"`
+
+	// takenAt is when the snapshots were requested.
+	// +required
+	TakenAt metav1.Time `json:"takenAt"`
+
+	// revision is the known-good revision the environment ran then.
+	// +optional
+	// +kubebuilder:validation:MaxLength=253
+	Revision string `json:"revision,omitempty"`
+
+	// ready is true once every snapshot of the point is ready to use.
+	// +optional
+	Ready bool `json:"ready,omitempty"`
+
+	// clean is true when the environment was Ready and not fenced when the
+	// point was taken. A restore uses, by default, the newest point that is
+	// clean and ready.
+	// +optional
+	Clean bool `json:"clean,omitempty"`
+
+	// snapshots are the VolumeSnapshots of the point, in the primary
+	// namespace.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=250
+	Snapshots []PointSnapshot `json:"snapshots,omitempty"`
+}
+
+// PointSnapshot is one VolumeSnapshot of a recovery point.
+type PointSnapshot struct {
+	// name of the VolumeSnapshot.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// uid of the VolumeSnapshot careplane created: a snapshot of the same
+	// name with another UID is not this point's.
+	// +required
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
+	// claim is the PersistentVolumeClaim it was taken of.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Claim string `json:"claim"`
+}
+
 // Incident is one fence, from fencing to restore.
 type Incident struct {
 	// ticket is the incident reference.
@@ -740,6 +1025,28 @@ type Incident struct {
 	// +kubebuilder:validation:MaxLength=512
 	RestoredBy string `json:"restoredBy,omitempty"`
 }
+
+// ServicePorts returns the service's ports: ports, or the one TCP port
+// named "http" that port declares.
+func (s *Service) ServicePorts() []ServicePort {
+	if len(s.Ports) > 0 {
+		out := slices.Clone(s.Ports)
+		for i := range out {
+			if out[i].Protocol == "" {
+				out[i].Protocol = corev1.ProtocolTCP
+			}
+		}
+		return out
+	}
+	return []ServicePort{{Name: DefaultPortName, Port: s.Port, Protocol: corev1.ProtocolTCP}}
+}
+
+// DefaultPortName names the one port a service's port field declares.
+const DefaultPortName = "http"
+
+// Stateful says the service has durable volumes and so runs as a
+// StatefulSet.
+func (s *Service) Stateful() bool { return len(s.Volumes) > 0 }
 
 // ReplicaCount is the number of replicas the service asks for: replicas, or
 // 1 when unset (the schema's default, for objects not yet defaulted).

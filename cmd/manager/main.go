@@ -145,6 +145,14 @@ func main() {
 		setupLog.Error(err, "Unable to set up the HealthEnvironment controller")
 		os.Exit(1)
 	}
+	points := controllers.NewRecoveryReconciler(mgr)
+	if !points.Served {
+		setupLog.Info("The cluster serves no VolumeSnapshot API: environments with spec.recovery report RecoveryPoints=False until it does and careplane restarts")
+	}
+	if err := points.SetupWithManager(mgr); err != nil {
+		setupLog.Error(err, "Unable to set up the recovery point controller")
+		os.Exit(1)
+	}
 	gate, err := controllers.NewFenceGate(mgr, float32(f.fenceQPS), f.fenceBurst)
 	if err == nil {
 		gate.Workers = f.fenceWorkers

@@ -175,10 +175,25 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 			sec := toTyped[corev1.Secret](t, GeneratedSecret(env, ns, svc, g, []byte("fuzz")))
 			checkObjectMeta(t, "Secret", sec.ObjectMeta, true, apivalidation.NameIsDNSSubdomain)
 		}
-		d := toTyped[appsv1.Deployment](t, Deployment(env, site, ns, svc, "1"))
-		checkDeployment(t, d)
+		var tmpl corev1.PodTemplateSpec
+		if svc.Stateful() {
+			ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, site, ns, svc, "1"))
+			checkWorkload(t, "StatefulSet", ss.ObjectMeta, ss.Spec.Selector, *ss.Spec.Replicas, ss.Spec.Template)
+			for _, c := range ss.Spec.VolumeClaimTemplates {
+				if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 || c.Labels[v1alpha1.LabelEnvironment] != env.Name {
+					t.Fatalf("StatefulSet %s: claim template %q: %v, labels %v", ss.Name, c.Name, errs, c.Labels)
+				}
+				if errs := validation.IsDNS1123Subdomain(ClaimName(c.Name, svc.Name, 49)); len(errs) > 0 {
+					t.Fatalf("StatefulSet %s: claim name: %v", ss.Name, errs)
+				}
+			}
+			tmpl = ss.Spec.Template
+		} else {
+			d := toTyped[appsv1.Deployment](t, Deployment(env, site, ns, svc, "1"))
+			checkDeployment(t, d)
+			tmpl = d.Spec.Template
+		}
 
-		tmpl := d.Spec.Template
 		pod := netpol.PodFromObject(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: svc.Name, Labels: tmpl.Labels}, Spec: tmpl.Spec})
 		pods = append(pods, pod)
 		// What a fence does to a pod it preserves as evidence.
@@ -255,45 +270,67 @@ func checkObjectMeta(t *testing.T, kind string, om metav1.ObjectMeta, namespaced
 // tell without k8s.io/kubernetes.
 func checkDeployment(t *testing.T, d *appsv1.Deployment) {
 	t.Helper()
-	checkObjectMeta(t, "Deployment", d.ObjectMeta, true, apivalidation.NameIsDNSSubdomain)
-	tmpl := d.Spec.Template
+	checkWorkload(t, "Deployment", d.ObjectMeta, d.Spec.Selector, *d.Spec.Replicas, d.Spec.Template)
+}
+
+// checkWorkload checks a Deployment or StatefulSet (kind) as checkDeployment
+// says.
+func checkWorkload(t *testing.T, kind string, om metav1.ObjectMeta, selector *metav1.LabelSelector, replicas int32, tmpl corev1.PodTemplateSpec) {
+	t.Helper()
+	d := struct{ Name string }{om.Name}
+	checkObjectMeta(t, kind, om, true, apivalidation.NameIsDNSSubdomain)
 	if errs := metav1validation.ValidateLabels(tmpl.Labels, field.NewPath("template")); len(errs) > 0 {
-		t.Fatalf("Deployment %s: pod labels: %v", d.Name, errs.ToAggregate())
+		t.Fatalf("%s %s: pod labels: %v", kind, d.Name, errs.ToAggregate())
 	}
-	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
+	sel, err := metav1.LabelSelectorAsSelector(selector)
 	if err != nil || sel.Empty() || !sel.Matches(labels.Set(tmpl.Labels)) {
-		t.Fatalf("Deployment %s: selector %v does not select its pods %v (%v)", d.Name, d.Spec.Selector, tmpl.Labels, err)
+		t.Fatalf("%s %s: selector %v does not select its pods %v (%v)", kind, d.Name, selector, tmpl.Labels, err)
 	}
-	if r := *d.Spec.Replicas; r < 0 || r > 50 {
-		t.Fatalf("Deployment %s: %d replicas", d.Name, r)
+	if r := replicas; r < 0 || r > 50 {
+		t.Fatalf("%s %s: %d replicas", kind, d.Name, r)
+	}
+	stateful := map[string]bool{}
+	if kind == "StatefulSet" {
+		// The claim templates' volumes, added to each pod by the
+		// StatefulSet controller.
+		for _, c := range tmpl.Spec.Containers {
+			for _, m := range c.VolumeMounts {
+				if !slices.ContainsFunc(tmpl.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == m.Name }) {
+					stateful[m.Name] = true
+				}
+			}
+		}
 	}
 	checkRestricted(t, &tmpl.Spec)
 	volumes := map[string]bool{}
 	for _, v := range tmpl.Spec.Volumes {
 		if errs := validation.IsDNS1123Label(v.Name); len(errs) > 0 || volumes[v.Name] {
-			t.Fatalf("Deployment %s: volume name %q: %v (repeated: %v)", d.Name, v.Name, errs, volumes[v.Name])
+			t.Fatalf("%s %s: volume name %q: %v (repeated: %v)", kind, d.Name, v.Name, errs, volumes[v.Name])
 		}
 		volumes[v.Name] = true
 	}
+	for v := range stateful {
+		volumes[v] = true
+	}
 	for _, c := range tmpl.Spec.Containers {
 		if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 {
-			t.Fatalf("Deployment %s: container name %q: %v", d.Name, c.Name, errs)
+			t.Fatalf("%s %s: container name %q: %v", kind, d.Name, c.Name, errs)
 		}
 		for _, p := range c.Ports {
 			if errs := append(validation.IsValidPortName(p.Name), validation.IsValidPortNum(int(p.ContainerPort))...); len(errs) > 0 {
-				t.Fatalf("Deployment %s: port %+v: %v", d.Name, p, errs)
+				t.Fatalf("%s %s: port %+v: %v", kind, d.Name, p, errs)
 			}
 		}
 		paths := map[string]bool{}
 		for _, m := range c.VolumeMounts {
 			if !volumes[m.Name] || paths[m.MountPath] {
-				t.Fatalf("Deployment %s: mount %+v of no volume, or at a path mounted twice", d.Name, m)
+				t.Fatalf("%s %s: mount %+v of no volume, or at a path mounted twice", kind, d.Name, m)
 			}
 			paths[m.MountPath] = true
 		}
 		for _, e := range c.Env {
 			if errs := validation.IsEnvVarName(e.Name); len(errs) > 0 {
-				t.Fatalf("Deployment %s: env %q: %v", d.Name, e.Name, errs)
+				t.Fatalf("%s %s: env %q: %v", kind, d.Name, e.Name, errs)
 			}
 		}
 	}
@@ -400,6 +437,21 @@ func (g envGen) env() *v1alpha1.HealthEnvironment {
 	for _, n := range names {
 		spec.Services = append(spec.Services, g.service(n, names, known))
 	}
+	// Credentials read from a service talked to, as the CRD admits them.
+	for i := range spec.Services {
+		s := &spec.Services[i]
+		for _, t := range s.TalksTo {
+			for _, o := range spec.Services {
+				if o.Name == t && len(o.GeneratedSecrets) > 0 && g.chance(0.5) {
+					f := v1alpha1.SecretFrom{Service: t, Secret: o.GeneratedSecrets[g.pick(len(o.GeneratedSecrets))]}
+					if g.chance(0.5) {
+						f.EnvVar = oneOf(g, "DB_PASSWORD", "_x", "A9")
+					}
+					s.SecretsFrom = append(s.SecretsFrom, f)
+				}
+			}
+		}
+	}
 	for _, n := range g.uniqueLabels(g.pick(3), 40, true) {
 		spec.Integrations = append(spec.Integrations, g.integration(n, names))
 	}
@@ -442,6 +494,31 @@ func (g envGen) service(name string, names, known []string) v1alpha1.Service {
 	}
 	if g.chance(0.8) {
 		s.Replicas = ptr.To(int32(g.pick(51)))
+	}
+	if g.chance(0.3) {
+		// Named ports, TCP and UDP, as the CRD admits them: distinct names,
+		// no port and protocol twice.
+		s.Port = 0
+		for i, n := range g.uniqueLabels(1+g.pick(3), 15, true) {
+			if strings.Contains(n, "--") { // the CRD refuses it in a port name
+				n = fmt.Sprintf("p%d", i)
+			}
+			s.Ports = append(s.Ports, v1alpha1.ServicePort{Name: n, Port: oneOf(g, 5060, 5061, int32(10000+i)),
+				Protocol: oneOf(g, corev1.ProtocolTCP, corev1.ProtocolUDP, "")})
+		}
+		s.Ports = slices.CompactFunc(s.Ports, func(a, b v1alpha1.ServicePort) bool {
+			return a.Port == b.Port && cmp.Or(a.Protocol, corev1.ProtocolTCP) == cmp.Or(b.Protocol, corev1.ProtocolTCP)
+		})
+	}
+	if g.chance(0.3) {
+		for i := range 1 + g.pick(2) {
+			v := v1alpha1.Volume{Name: fmt.Sprintf("data-%d", i), MountPath: fmt.Sprintf("/var/lib/data-%d", i), Size: oneOf[v1alpha1.VolumeSize](g, "1Mi", "10Gi", "64Ti"),
+				AccessMode: oneOf(g, corev1.ReadWriteOnce, corev1.ReadWriteOncePod, "")}
+			if g.chance(0.5) {
+				v.StorageClassName = ptr.To("careplane-csi")
+			}
+			s.Volumes = append(s.Volumes, v)
+		}
 	}
 	for _, n := range names {
 		if g.chance(0.3) {
@@ -585,6 +662,7 @@ func (g envGen) reorderSets(env *v1alpha1.HealthEnvironment) *v1alpha1.HealthEnv
 	for _, s := range out.Spec.Services {
 		shuffle(g, s.TalksTo)
 		shuffle(g, s.GeneratedSecrets)
+		shuffle(g, s.SecretsFrom)
 	}
 	shuffle(g, out.Spec.Integrations)
 	for _, in := range out.Spec.Integrations {

@@ -26,20 +26,22 @@ type Endpoint struct {
 }
 
 // FrontService returns the stable Service clients call for svc, in the front
-// namespace: a selector-less ClusterIP Service whose port "http" svc.Port
-// forwards to svc.Port on the endpoints careplane writes (see
-// FrontEndpointSlice).
+// namespace: a selector-less ClusterIP Service whose ports (svc's, each with
+// its name and protocol) forward to the same port numbers on the endpoints
+// careplane writes (see FrontEndpointSlice).
 func FrontService(env *v1alpha1.HealthEnvironment, svc v1alpha1.Service) *corev1ac.ServiceApplyConfiguration {
+	spec := corev1ac.ServiceSpec().WithType(corev1.ServiceTypeClusterIP)
+	for _, p := range svc.ServicePorts() {
+		spec.WithPorts(corev1ac.ServicePort().
+			WithName(p.Name).
+			WithProtocol(p.Protocol).
+			WithPort(p.Port).
+			WithTargetPort(intstr.FromInt32(p.Port)))
+	}
 	return corev1ac.Service(svc.Name, FrontNamespace(env)).
 		WithLabels(ServiceLabels(env, SiteLabelFront, svc.Name)).
 		WithOwnerReferences(OwnerReference(env)).
-		WithSpec(corev1ac.ServiceSpec().
-			WithType(corev1.ServiceTypeClusterIP).
-			WithPorts(corev1ac.ServicePort().
-				WithName(PortName).
-				WithProtocol(tcp).
-				WithPort(svc.Port).
-				WithTargetPort(intstr.FromInt32(svc.Port))))
+		WithSpec(spec)
 }
 
 // FrontEndpointSlice returns the EndpointSlice of the front Service of svc,
@@ -79,11 +81,13 @@ func FrontEndpointSlice(env *v1alpha1.HealthEnvironment, svc v1alpha1.Service, s
 	slice := discoveryv1ac.EndpointSlice(FrontEndpointSliceName(svc.Name), FrontNamespace(env)).
 		WithLabels(labels).
 		WithOwnerReferences(OwnerReference(env)).
-		WithAddressType(discoveryv1.AddressTypeIPv4).
-		WithPorts(discoveryv1ac.EndpointPort().
-			WithName(PortName).
-			WithProtocol(tcp).
-			WithPort(svc.Port))
+		WithAddressType(discoveryv1.AddressTypeIPv4)
+	for _, p := range svc.ServicePorts() {
+		slice.WithPorts(discoveryv1ac.EndpointPort().
+			WithName(p.Name).
+			WithProtocol(p.Protocol).
+			WithPort(p.Port))
+	}
 	for _, p := range eps {
 		ep := discoveryv1ac.Endpoint().
 			WithAddresses(p.addr.String()).

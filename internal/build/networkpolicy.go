@@ -116,7 +116,7 @@ func NetworkPoliciesFor(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, nam
 		if from := ingressPeers(svc, running); len(from) > 0 {
 			spec.WithIngress(networkingv1ac.NetworkPolicyIngressRule().
 				WithFrom(from...).
-				WithPorts(policyPort(tcp, svc.Port)))
+				WithPorts(policyPorts(svc)...))
 		}
 
 		for _, t := range sortedUnique(svc.TalksTo) {
@@ -126,7 +126,7 @@ func NetworkPoliciesFor(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, nam
 			}
 			spec.WithEgress(networkingv1ac.NetworkPolicyEgressRule().
 				WithTo(servicePeer(t)).
-				WithPorts(policyPort(tcp, target.Port)))
+				WithPorts(policyPorts(target)...))
 		}
 		for _, in := range integrationsOf(env.Spec.Integrations, svc.Name) {
 			rule := networkingv1ac.NetworkPolicyEgressRule()
@@ -205,6 +205,15 @@ func integrationsOf(integrations []v1alpha1.Integration, svc string) []v1alpha1.
 }
 
 // policyPort is a numbered port of protocol proto.
+// policyPorts are the ports of svc, each with its protocol, in spec order.
+func policyPorts(svc v1alpha1.Service) []*networkingv1ac.NetworkPolicyPortApplyConfiguration {
+	var out []*networkingv1ac.NetworkPolicyPortApplyConfiguration
+	for _, p := range svc.ServicePorts() {
+		out = append(out, policyPort(p.Protocol, p.Port))
+	}
+	return out
+}
+
 func policyPort(proto corev1.Protocol, port int32) *networkingv1ac.NetworkPolicyPortApplyConfiguration {
 	return networkingv1ac.NetworkPolicyPort().WithProtocol(proto).WithPort(intstr.FromInt32(port))
 }

@@ -33,7 +33,8 @@ type revisionData struct {
 // Identical templates give identical bytes, and any change to a template's
 // fields gives different bytes. Differences that change nothing are
 // canonicalised away: the order of the services (a map keyed by name), the
-// order and repeats of talksTo and generatedSecrets (sets), and the spelling
+// order and repeats of talksTo and generatedSecrets (sets), the order of
+// secretsFrom (which the builders sort), and the spelling
 // of quantities ("1000m" and "1" are one CPU). The order of env, which
 // matters to $(VAR) references, and of allowFrom is kept. Object keys are
 // sorted at every level, as the API server writes them back, so the hash of
@@ -43,7 +44,8 @@ func RevisionData(services []v1alpha1.Service) ([]byte, error) {
 	for i, s := range services {
 		s.TalksTo = nilIfEmpty(sortedUnique(s.TalksTo))
 		s.GeneratedSecrets = nilIfEmpty(sortedUnique(s.GeneratedSecrets))
-		canon[i] = s // a shallow copy: only the two fresh slices differ
+		s.SecretsFrom = nilIfEmpty(sortedSecretsFrom(s.SecretsFrom))
+		canon[i] = s // a shallow copy: only the fresh slices differ
 	}
 	slices.SortStableFunc(canon, func(a, b v1alpha1.Service) int { return cmp.Compare(a.Name, b.Name) })
 
@@ -114,7 +116,7 @@ func ServicesFromRevision(data []byte) ([]v1alpha1.Service, error) {
 
 // nilIfEmpty returns nil for an empty slice, so that an empty and an absent
 // list encode alike.
-func nilIfEmpty(s []string) []string {
+func nilIfEmpty[T any](s []T) []T {
 	if len(s) == 0 {
 		return nil
 	}

@@ -1,6 +1,8 @@
 package build
 
 import (
+	"cmp"
+	"fmt"
 	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -45,17 +47,8 @@ func ServiceAccount(env *v1alpha1.HealthEnvironment, namespace string, svc v1alp
 		WithAutomountServiceAccountToken(false)
 }
 
-// Deployment returns the Deployment of svc on site, in namespace.
-//
-// Its pods run as ServiceAccount svc.Name without a token, without service
-// links, under a security context Pod Security "restricted" admits (non-root
-// UID/GID RunAsUser/RunAsGroup, RuntimeDefault seccomp, no privilege
-// escalation, all capabilities dropped, read-only root filesystem, with a
-// writable emptyDir at /tmp). Each generated secret G of svc is mounted
-// read-only at SecretsPath/G. The pod template is annotated with
-// credentialsRevision (when not empty), so rotating credentials rolls the
-// pods. On the standby site the pods get spec.failover.placement's node
-// selector and tolerations.
+// Deployment returns the Deployment of a service without volumes, svc on
+// site, in namespace, running PodTemplate's pods.
 //
 // With more than one replica the rollout surges one pod and never drops
 // below the wanted count; with one replica or none the API defaults (which
@@ -63,21 +56,115 @@ func ServiceAccount(env *v1alpha1.HealthEnvironment, namespace string, svc v1alp
 // (for example to zero for a fence or a Cold standby) with
 // Spec.WithReplicas on the result.
 func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.DeploymentApplyConfiguration {
-	siteLabel := SiteLabel(site)
+	spec := appsv1ac.DeploymentSpec().
+		WithReplicas(svc.ReplicaCount()).
+		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
+		WithRevisionHistoryLimit(RevisionHistoryLimit).
+		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
+	if svc.ReplicaCount() > 1 {
+		spec.WithStrategy(appsv1ac.DeploymentStrategy().
+			WithType(appsv1.RollingUpdateDeploymentStrategyType).
+			WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
+				WithMaxUnavailable(intstr.FromInt32(0)).
+				WithMaxSurge(intstr.FromInt32(1))))
+	}
 
+	return appsv1ac.Deployment(svc.Name, namespace).
+		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
+		WithOwnerReferences(OwnerReference(env)).
+		WithSpec(spec)
+}
+
+// StatefulSet returns the StatefulSet of a service with volumes, svc on
+// site, in namespace: PodTemplate's pods, each with one
+// PersistentVolumeClaim per volume, <volume>-<service>-<ordinal>, labelled
+// like the service's other objects so that careplane (recovery points, the
+// fence) finds them.
+//
+// The claims are retained when the StatefulSet is deleted or scaled down
+// (persistentVolumeClaimRetentionPolicy Retain): careplane never deletes
+// data, and a fence scales the StatefulSet to zero. Pods start and stop in
+// parallel, as a Deployment's do; the service's own replication, if any, is
+// its business. The claim templates of a StatefulSet cannot change: the
+// caller replaces the StatefulSet (orphaning its pods and claims) when they
+// must.
+func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.StatefulSetApplyConfiguration {
+	spec := appsv1ac.StatefulSetSpec().
+		WithReplicas(svc.ReplicaCount()).
+		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
+		WithServiceName(svc.Name).
+		WithPodManagementPolicy(appsv1.ParallelPodManagement).
+		WithRevisionHistoryLimit(RevisionHistoryLimit).
+		WithUpdateStrategy(appsv1ac.StatefulSetUpdateStrategy().WithType(appsv1.RollingUpdateStatefulSetStrategyType)).
+		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
+			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
+			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
+		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
+	for _, v := range svc.Volumes {
+		spec.WithVolumeClaimTemplates(ClaimTemplate(env, site, svc, v))
+	}
+	return appsv1ac.StatefulSet(svc.Name, namespace).
+		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
+		WithOwnerReferences(OwnerReference(env)).
+		WithSpec(spec)
+}
+
+// ClaimTemplate returns the claim template of volume v of svc: its size,
+// access mode and class (the cluster's default when unset), labelled as
+// svc's.
+func ClaimTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, v v1alpha1.Volume) *corev1ac.PersistentVolumeClaimApplyConfiguration {
+	mode := v.AccessMode
+	if mode == "" {
+		mode = corev1.ReadWriteOnce
+	}
+	spec := corev1ac.PersistentVolumeClaimSpec().
+		WithAccessModes(mode).
+		WithVolumeMode(corev1.PersistentVolumeFilesystem).
+		WithResources(corev1ac.VolumeResourceRequirements().
+			WithRequests(corev1.ResourceList{corev1.ResourceStorage: v.Size.Quantity()}))
+	if v.StorageClassName != nil {
+		spec.WithStorageClassName(*v.StorageClassName)
+	}
+	return corev1ac.PersistentVolumeClaim(v.Name, "").
+		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
+		WithSpec(spec)
+}
+
+// ClaimName is the name of the claim of volume of service svc's replica
+// ordinal, as the StatefulSet controller names it.
+func ClaimName(volume, svc string, ordinal int32) string {
+	return fmt.Sprintf("%s-%s-%d", volume, svc, ordinal)
+}
+
+// PodTemplate returns the pod template of svc on site.
+//
+// Its pods run as ServiceAccount svc.Name without a token, without service
+// links, under a security context Pod Security "restricted" admits (non-root
+// UID/GID RunAsUser/RunAsGroup, RuntimeDefault seccomp, no privilege
+// escalation, all capabilities dropped, read-only root filesystem, with a
+// writable emptyDir at /tmp). Each generated secret G of svc is mounted
+// read-only at SecretsPath/G; each secret S that svc reads from service O
+// (secretsFrom) at SecretsPath/O.S, and as an environment variable when
+// asked. Each volume is mounted at its mount path. The template is
+// annotated with credentialsRevision (when not empty), so rotating
+// credentials rolls the pods. On the standby site the pods get
+// spec.failover.placement's node selector and tolerations.
+func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, credentialsRevision string) *corev1ac.PodTemplateSpecApplyConfiguration {
 	container := corev1ac.Container().
 		WithName(svc.Name).
 		WithImage(svc.Image).
-		WithPorts(corev1ac.ContainerPort().
-			WithName(PortName).
-			WithContainerPort(svc.Port).
-			WithProtocol(tcp)).
 		WithSecurityContext(corev1ac.SecurityContext().
 			WithAllowPrivilegeEscalation(false).
 			WithCapabilities(corev1ac.Capabilities().WithDrop("ALL")).
 			WithReadOnlyRootFilesystem(true).
 			WithRunAsNonRoot(true)).
 		WithVolumeMounts(corev1ac.VolumeMount().WithName(TmpVolumeName).WithMountPath(TmpPath))
+	for _, p := range svc.ServicePorts() {
+		container.WithPorts(corev1ac.ContainerPort().
+			WithName(p.Name).
+			WithContainerPort(p.Port).
+			WithProtocol(p.Protocol))
+	}
 	for _, e := range svc.Env {
 		container.WithEnv(corev1ac.EnvVar().WithName(e.Name).WithValue(e.Value))
 	}
@@ -107,16 +194,22 @@ func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace s
 
 	// Sorted so that reordering generatedSecrets (a set) changes nothing.
 	for _, g := range sortedUnique(svc.GeneratedSecrets) {
-		vol := SecretVolumePrefix + g
-		pod.WithVolumes(corev1ac.Volume().
-			WithName(vol).
-			WithSecret(corev1ac.SecretVolumeSource().
-				WithSecretName(GeneratedSecretName(svc.Name, g)).
-				WithDefaultMode(SecretFileMode)))
-		container.WithVolumeMounts(corev1ac.VolumeMount().
-			WithName(vol).
-			WithMountPath(SecretsPath + "/" + g).
-			WithReadOnly(true))
+		mountSecret(pod, container, SecretVolumePrefix+g, GeneratedSecretName(svc.Name, g), SecretsPath+"/"+g)
+	}
+	for i, f := range sortedSecretsFrom(svc.SecretsFrom) {
+		// Numbered: <service>-<secret> could be longer than a volume
+		// name may be, or equal one of the service's own.
+		name := GeneratedSecretName(f.Service, f.Secret)
+		mountSecret(pod, container, fmt.Sprintf("%sfrom-%d", SecretVolumePrefix, i), name, SecretsPath+"/"+name)
+		if f.EnvVar != "" {
+			container.WithEnv(corev1ac.EnvVar().WithName(f.EnvVar).
+				WithValueFrom(corev1ac.EnvVarSource().
+					WithSecretKeyRef(corev1ac.SecretKeySelector().WithName(name).WithKey(GeneratedSecretKey))))
+		}
+	}
+	for _, v := range svc.Volumes {
+		// The claim template's volume: the StatefulSet adds it per pod.
+		container.WithVolumeMounts(corev1ac.VolumeMount().WithName(v.Name).WithMountPath(v.MountPath))
 	}
 	pod.WithContainers(container)
 
@@ -131,46 +224,57 @@ func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace s
 	}
 
 	template := corev1ac.PodTemplateSpec().
-		WithLabels(ServiceLabels(env, siteLabel, svc.Name)).
+		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
 		WithSpec(pod)
 	if credentialsRevision != "" {
 		template.WithAnnotations(map[string]string{AnnotationCredentialsRevision: credentialsRevision})
 	}
+	return template
+}
 
-	spec := appsv1ac.DeploymentSpec().
-		WithReplicas(svc.ReplicaCount()).
-		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
-		WithRevisionHistoryLimit(RevisionHistoryLimit).
-		WithTemplate(template)
-	if svc.ReplicaCount() > 1 {
-		spec.WithStrategy(appsv1ac.DeploymentStrategy().
-			WithType(appsv1.RollingUpdateDeploymentStrategyType).
-			WithRollingUpdate(appsv1ac.RollingUpdateDeployment().
-				WithMaxUnavailable(intstr.FromInt32(0)).
-				WithMaxSurge(intstr.FromInt32(1))))
-	}
+// mountSecret adds Secret secret as volume vol of pod, mounted read-only at
+// path in container.
+func mountSecret(pod *corev1ac.PodSpecApplyConfiguration, container *corev1ac.ContainerApplyConfiguration, vol, secret, path string) {
+	pod.WithVolumes(corev1ac.Volume().
+		WithName(vol).
+		WithSecret(corev1ac.SecretVolumeSource().
+			WithSecretName(secret).
+			WithDefaultMode(SecretFileMode)))
+	container.WithVolumeMounts(corev1ac.VolumeMount().
+		WithName(vol).
+		WithMountPath(path).
+		WithReadOnly(true))
+}
 
-	return appsv1ac.Deployment(svc.Name, namespace).
-		WithLabels(ServiceLabels(env, siteLabel, svc.Name)).
-		WithOwnerReferences(OwnerReference(env)).
-		WithSpec(spec)
+// sortedSecretsFrom returns secretsFrom sorted by service and secret,
+// without repeats (the first of a repeated pair wins), so that reordering
+// the list changes nothing.
+func sortedSecretsFrom(in []v1alpha1.SecretFrom) []v1alpha1.SecretFrom {
+	out := slices.Clone(in)
+	slices.SortStableFunc(out, func(a, b v1alpha1.SecretFrom) int {
+		return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Secret, b.Secret))
+	})
+	return slices.CompactFunc(out, func(a, b v1alpha1.SecretFrom) bool { return a.Service == b.Service && a.Secret == b.Secret })
 }
 
 // Service returns the ClusterIP Service of svc in site namespace namespace:
-// port "http" svc.Port to the pods' "http" port, selecting the pods of the
-// Deployment.
+// each of svc's ports to the pods' port of the same name, selecting the
+// pods of the service's Deployment or StatefulSet.
 func Service(env *v1alpha1.HealthEnvironment, namespace string, svc v1alpha1.Service) *corev1ac.ServiceApplyConfiguration {
+	spec := corev1ac.ServiceSpec().
+		WithType(corev1.ServiceTypeClusterIP).
+		WithSelector(SelectorLabels(env, svc.Name))
+	for _, p := range svc.ServicePorts() {
+		spec.WithPorts(corev1ac.ServicePort().
+			WithName(p.Name).
+			WithProtocol(p.Protocol).
+			WithPort(p.Port).
+			WithTargetPort(intstr.FromString(p.Name)))
+	}
 	return corev1ac.Service(svc.Name, namespace).
 		WithLabels(ServiceLabels(env, siteLabelOfNamespace(env, namespace), svc.Name)).
 		WithOwnerReferences(OwnerReference(env)).
-		WithSpec(corev1ac.ServiceSpec().
-			WithType(corev1.ServiceTypeClusterIP).
-			WithSelector(SelectorLabels(env, svc.Name)).
-			WithPorts(corev1ac.ServicePort().
-				WithName(PortName).
-				WithProtocol(tcp).
-				WithPort(svc.Port).
-				WithTargetPort(intstr.FromString(PortName))))
+		WithSpec(spec)
 }
 
 // PodDisruptionBudget returns the PodDisruptionBudget of svc in namespace,

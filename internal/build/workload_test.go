@@ -380,8 +380,8 @@ func ptrIntStr(v intstr.IntOrString) *intstr.IntOrString { return &v }
 // tests) what to do with it.
 func TestBuildersKnowEveryServiceField(t *testing.T) {
 	known := []string{
-		"Name", "Image", "Replicas", "Port", "Critical", "TalksTo", "AllowFrom",
-		"GeneratedSecrets", "Env", "Resources", "ReadinessProbe", "LivenessProbe",
+		"Name", "Image", "Replicas", "Port", "Ports", "Critical", "TalksTo", "AllowFrom",
+		"GeneratedSecrets", "SecretsFrom", "Volumes", "Env", "Resources", "ReadinessProbe", "LivenessProbe",
 	}
 	var got []string
 	for f := range reflect.TypeFor[v1alpha1.Service]().Fields() {

@@ -32,7 +32,8 @@ const (
 	VerbPreserve Verb = "preserve"
 	// VerbKeep leaves an object as it is (it is evidence already).
 	VerbKeep Verb = "keep"
-	// VerbScale scales careplane's Deployment to zero.
+	// VerbScale scales careplane's Deployment or StatefulSet to zero (a
+	// StatefulSet's claims stay).
 	VerbScale Verb = "scale-to-0"
 	// VerbDrain empties the front EndpointSlice (or points it at the standby).
 	VerbDrain Verb = "empty"
@@ -112,8 +113,8 @@ type Observed struct {
 	CredentialsRevision string
 	// Policies, ServiceAccounts, Secrets and Pods of the primary namespace.
 	Policies, ServiceAccounts, Secrets, Pods []Object
-	// Deployments are careplane's Deployments of the primary namespace.
-	Deployments []Object
+	// Deployments and StatefulSets are careplane's of the primary namespace.
+	Deployments, StatefulSets []Object
 	// FrontSlices are the EndpointSlices of the front namespace.
 	FrontSlices []Object
 	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
@@ -221,16 +222,23 @@ func PlanFence(o Observed) Plan {
 			add(Action{Step: 4, Verb: VerbDelete, Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID, Note: "not careplane's; not preserved (workloads: Stop)"})
 		}
 	}
-	deps := map[string]bool{}
+	exists := map[string]map[string]bool{"Deployment": {}, "StatefulSet": {}}
 	for _, d := range o.Deployments {
-		deps[d.Name] = true
+		exists["Deployment"][d.Name] = true
+	}
+	for _, d := range o.StatefulSets {
+		exists["StatefulSet"][d.Name] = true
 	}
 	for _, svc := range sortedServices(env.Spec.Services) {
-		n := "replicas 0"
-		if !deps[svc.Name] {
+		kind, n := "Deployment", "replicas 0"
+		if svc.Stateful() {
+			// Its claims stay: the StatefulSet retains them.
+			kind, n = "StatefulSet", "replicas 0; its volumes are kept"
+		}
+		if !exists[kind][svc.Name] {
 			n = "does not exist yet; created with replicas 0"
 		}
-		add(Action{Step: 4, Verb: VerbScale, Kind: "Deployment", Namespace: ns, Name: svc.Name, Note: n})
+		add(Action{Step: 4, Verb: VerbScale, Kind: kind, Namespace: ns, Name: svc.Name, Note: n})
 	}
 
 	// (5) Traffic.

@@ -149,3 +149,33 @@ func TestChangesOfAFencedNamespace(t *testing.T) {
 		t.Fatalf("one tenant ServiceAccount slipped in: changes %+v, want its deletion", c)
 	}
 }
+
+// TestPlanStopsStatefulSetsAndKeepsTheirVolumes: a service with volumes
+// runs as a StatefulSet, which the fence scales to zero like a Deployment;
+// nothing in the plan touches its claims.
+func TestPlanStopsStatefulSetsAndKeepsTheirVolumes(t *testing.T) {
+	env := fencedEnv()
+	env.Spec.Services = []v1alpha1.Service{
+		{Name: "document-store", Volumes: []v1alpha1.Volume{{Name: "records", MountPath: "/var/lib/records", Size: "1Gi"}}},
+		{Name: "records-api"},
+	}
+	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: "x", Source: SourceSpec},
+		StatefulSets: []Object{{Name: "document-store"}}}
+	got := map[string]Action{}
+	for _, a := range PlanFence(o).Step(4) {
+		if a.Verb == VerbScale {
+			got[a.Name] = a
+		}
+	}
+	if a := got["document-store"]; a.Kind != "StatefulSet" || a.Note != "replicas 0; its volumes are kept" {
+		t.Errorf("document-store: %+v, want the StatefulSet scaled to 0, its volumes kept", a)
+	}
+	if a := got["records-api"]; a.Kind != "Deployment" || a.Note != "does not exist yet; created with replicas 0" {
+		t.Errorf("records-api: %+v, want its Deployment", a)
+	}
+	for _, a := range PlanFence(o).Actions {
+		if a.Kind == "PersistentVolumeClaim" && a.Verb == VerbDelete {
+			t.Errorf("the fence deletes a claim: %+v", a)
+		}
+	}
+}
