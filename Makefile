@@ -64,6 +64,8 @@ manifests: controller-gen ## Generate the CRD (config/crd/bases) and the manager
 	$(CONTROLLER_GEN) rbac:roleName=careplane-manager crd paths="./api/...;./controllers/..." \
 		output:crd:artifacts:config=config/crd/bases output:rbac:artifacts:config=config/rbac
 	hack/chart-sync.sh
+	@# The preflight's copy of what it checks (internal/preflight/expected_generated.go) follows the RBAC and guardrails.
+	UPDATE=1 go test -count=1 -run '^TestExpectedIsGenerated$$' ./internal/preflight/ >/dev/null
 
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
