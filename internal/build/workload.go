@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strconv"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -130,10 +132,31 @@ func ClaimTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1al
 		WithSpec(spec)
 }
 
-// ClaimName is the name of the claim of volume of service svc's replica
-// ordinal, as the StatefulSet controller names it.
-func ClaimName(volume, svc string, ordinal int32) string {
-	return fmt.Sprintf("%s-%s-%d", volume, svc, ordinal)
+// ClaimName is the name of the claim of volume of replica ordinal of
+// StatefulSet sts, as the StatefulSet controller names it.
+func ClaimName(volume, sts string, ordinal int32) string {
+	return fmt.Sprintf("%s-%s-%d", volume, sts, ordinal)
+}
+
+// DataGeneration names the data generation of the primary site's
+// StatefulSets that a restore from a recovery point begun at started
+// rebuilds: "r" and the start's Unix time in base 36, short enough that a
+// service name of 40 characters, the generation and an ordinal still make a
+// pod name and a controller-revision-hash label value.
+func DataGeneration(started time.Time) string {
+	return "r" + strconv.FormatInt(started.Unix(), 36)
+}
+
+// StatefulSetName names service svc's StatefulSet in data generation gen:
+// the service's name before any restore from a recovery point (gen ""),
+// <service>-<gen> after one. A new name per restore keeps the rebuilt pods
+// and claims clear of the names the evidence pods and the compromised
+// claims keep (docs/fence-and-restore.md, "Data").
+func StatefulSetName(svc, gen string) string {
+	if gen == "" {
+		return svc
+	}
+	return svc + "-" + gen
 }
 
 // PodTemplate returns the pod template of svc on site.
