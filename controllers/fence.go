@@ -65,6 +65,9 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 		}
 		rec = fence.RecordOf(ns)
 	}
+	if metav1.IsControlledBy(ns, s.env) {
+		s.dataGen = ns.Annotations[v1alpha1.AnnotationDataGeneration]
+	}
 	if rec.Present() && !metav1.IsControlledBy(ns, s.env) {
 		return fence.Record{}, nil
 	}
@@ -197,7 +200,7 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 // metadata; careplane's Deployments from the cache.
 func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope) (fence.Observed, error) {
 	ns := s.names.Primary
-	obs := fence.Observed{Env: s.env, Isolation: s.env.Spec.Isolation, Record: s.record, AdminPolicyKind: ""}
+	obs := fence.Observed{Env: s.env, Isolation: s.env.Spec.Isolation, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
 	for _, l := range []struct {
 		kind string
 		into *[]fence.Object
@@ -318,7 +321,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		}
 	case a.Verb == fence.VerbScale && a.Kind == "StatefulSet":
 		for _, svc := range s.env.Spec.Services {
-			if svc.Name == a.Name {
+			if build.StatefulSetName(svc.Name, s.dataGen) == a.Name {
 				return r.stopStatefulSet(ctx, s, a.Namespace, svc)
 			}
 		}

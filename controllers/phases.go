@@ -190,7 +190,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 			return err
 		}
 	}
-	w, err := r.readWorkload(ctx, ns, svc)
+	w, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(site, svc))
 	if err != nil {
 		return err
 	}

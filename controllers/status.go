@@ -16,6 +16,7 @@ import (
 	"github.com/careplane/careplane/internal/failover"
 	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
+	"github.com/careplane/careplane/internal/recovery"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -59,6 +60,14 @@ type scope struct {
 	restoring, restored bool
 	// restoreErr is why a restore cannot proceed.
 	restoreErr error
+	// dataGen is the data generation the primary's StatefulSets run as
+	// (the primary Namespace's careplane.io/data-generation); a restore
+	// from a recovery point moves it to its own.
+	dataGen string
+	// restorePoint is the recovery point a restore of services with
+	// volumes uses, and restoreClaims the claims it creates from it.
+	restorePoint  *recovery.Choice
+	restoreClaims []recovery.RestoredClaim
 	// removedPolicies, credentialsRevoked and evidencePods are what the
 	// fence did and found in this reconcile.
 	removedPolicies    []string
@@ -85,6 +94,21 @@ func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
 	names := build.NamespaceNames(env)
 	st.Namespaces = &v1alpha1.Namespaces{Front: names.Front, Primary: names.Primary, Standby: names.Standby}
 	return &scope{env: env, now: now, names: names, status: st}
+}
+
+// statefulSetName names svc's StatefulSet on site: in the primary, that of
+// its data generation.
+func (s *scope) statefulSetName(site v1alpha1.Site, svc v1alpha1.Service) string {
+	return build.StatefulSetName(svc.Name, s.dataGenOf(site))
+}
+
+// dataGenOf is the data generation of site's StatefulSets: the primary's,
+// or "" (the standby's are named after their services).
+func (s *scope) dataGenOf(site v1alpha1.Site) string {
+	if site != v1alpha1.SitePrimary {
+		return ""
+	}
+	return s.dataGen
 }
 
 // sites are the site namespaces this environment has.

@@ -45,8 +45,15 @@ func (w *workload) current() bool {
 // readWorkload reads svc's workload in ns from the cache: its Deployment or
 // its StatefulSet, as svc asks; nil when there is none.
 func (r *HealthEnvironmentReconciler) readWorkload(ctx context.Context, ns string, svc v1alpha1.Service) (*workload, error) {
+	return r.readWorkloadAs(ctx, ns, svc, svc.Name)
+}
+
+// readWorkloadAs is readWorkload of a StatefulSet named sts (see
+// scope.statefulSetName).
+func (r *HealthEnvironmentReconciler) readWorkloadAs(ctx context.Context, ns string, svc v1alpha1.Service, sts string) (*workload, error) {
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	if svc.Stateful() {
+		key.Name = sts
 		ss := &appsv1.StatefulSet{}
 		if err := r.Client.Get(ctx, key, ss, readOnly); apierrors.IsNotFound(err) {
 			return nil, nil
@@ -100,7 +107,7 @@ func statefulSetWorkload(ss *appsv1.StatefulSet) *workload {
 func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, rev string, replicas *int32) error {
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	if !svc.Stateful() {
-		if err := r.deleteCached(ctx, key, &appsv1.StatefulSet{}); err != nil {
+		if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(site, svc)}, &appsv1.StatefulSet{}); err != nil {
 			return err
 		}
 		dep := build.Deployment(s.env, site, ns, svc, rev)
@@ -112,11 +119,12 @@ func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scop
 	if err := r.deleteCached(ctx, key, &appsv1.Deployment{}); err != nil {
 		return err
 	}
-	want := build.StatefulSet(s.env, site, ns, svc, rev)
+	key.Name = s.statefulSetName(site, svc)
+	want := build.StatefulSetOfGeneration(s.env, site, ns, svc, rev, s.dataGenOf(site))
 	if replicas != nil {
 		want.Spec.WithReplicas(*replicas)
 	}
-	if err := r.growClaims(ctx, ns, svc); err != nil {
+	if err := r.growClaims(ctx, ns, svc, key.Name); err != nil {
 		return err
 	}
 	cached := &appsv1.StatefulSet{}
@@ -164,15 +172,16 @@ func sameClaimTemplates(live *appsv1.StatefulSet, svc v1alpha1.Service) bool {
 	return true
 }
 
-// growClaims asks for the new size of each existing claim of svc in ns that
+// growClaims asks for the new size of each existing claim of svc's
+// StatefulSet sts in ns that
 // is smaller than its volume now says (the schema refuses a smaller size).
 // The StorageClass must allow expansion; if it does not, the API server
 // refuses and the reconcile reports it.
-func (r *HealthEnvironmentReconciler) growClaims(ctx context.Context, ns string, svc v1alpha1.Service) error {
+func (r *HealthEnvironmentReconciler) growClaims(ctx context.Context, ns string, svc v1alpha1.Service, sts string) error {
 	for _, v := range svc.Volumes {
 		want := v.Size.Quantity()
 		for i := range svc.ReplicaCount() {
-			name := build.ClaimName(v.Name, svc.Name, i)
+			name := build.ClaimName(v.Name, sts, i)
 			pvc := &corev1.PersistentVolumeClaim{}
 			if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pvc, readOnly); apierrors.IsNotFound(err) {
 				continue
@@ -208,10 +217,10 @@ func (r *HealthEnvironmentReconciler) growClaims(ctx context.Context, ns string,
 // happened), a whole write would be refused: only replicas is patched then,
 // for a fence must not wait on a resize. Its claims stay.
 func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *scope, ns string, svc v1alpha1.Service) error {
-	want := build.StatefulSet(s.env, v1alpha1.SitePrimary, ns, svc, s.record.ID)
+	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, s.record.ID, s.dataGen)
 	want.Spec.WithReplicas(0)
 	live := &appsv1.StatefulSet{}
-	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, live, readOnly)
+	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(v1alpha1.SitePrimary, svc)}, live, readOnly)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:

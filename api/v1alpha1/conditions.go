@@ -111,9 +111,20 @@ const (
 	LabelSite = "careplane.io/site"
 	// LabelService names the service of an object.
 	LabelService = "careplane.io/service"
-	// LabelEvidence marks a pod preserved as evidence; its value is the ticket
-	// (or "fenced" when the fence has no ticket).
+	// LabelEvidence marks a pod preserved as evidence, or a claim a restore
+	// kept as evidence; its value is the ticket (or "fenced" when the fence
+	// has no ticket).
 	LabelEvidence = "careplane.io/evidence"
+	// AnnotationDataGeneration on the primary Namespace names the data
+	// generation its StatefulSets run as: absent before any restore from a
+	// recovery point, then the generation the last one rebuilt (their
+	// names are <service>-<generation>, so that neither the evidence pods
+	// nor the claims kept as evidence hold a name they need).
+	AnnotationDataGeneration = "careplane.io/data-generation"
+	// AnnotationRestoredFrom on a claim a restore created names the
+	// recovery point and VolumeSnapshot its data came from
+	// (<point>/<snapshot>).
+	AnnotationRestoredFrom = "careplane.io/restored-from"
 	// LabelRecoveryPoint on a VolumeSnapshot names the recovery point it
 	// belongs to.
 	LabelRecoveryPoint = "careplane.io/recovery-point"

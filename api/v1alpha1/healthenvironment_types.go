@@ -1024,6 +1024,23 @@ type Incident struct {
 	// +optional
 	// +kubebuilder:validation:MaxLength=512
 	RestoredBy string `json:"restoredBy,omitempty"`
+	// recoveryPoint names the recovery point the volumes' data was restored
+	// from (see isolation.restoreFrom); empty when the environment has no
+	// volumes.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	RecoveryPoint string `json:"recoveryPoint,omitempty"`
+	// recoveryPointTakenAt is when that recovery point was taken: the data
+	// written after it is not in the restored volumes (it stays in the
+	// claims kept as evidence).
+	// +optional
+	RecoveryPointTakenAt *metav1.Time `json:"recoveryPointTakenAt,omitempty"`
+	// dataLost is the data time the restore lost: from the recovery point
+	// to the start of the fence (fencedAt - recoveryPointTakenAt).
+	// +optional
+	// +kubebuilder:validation:Type=string
+	// +kubebuilder:validation:Format=duration
+	DataLost *metav1.Duration `json:"dataLost,omitempty"`
 }
 
 // ServicePorts returns the service's ports: ports, or the one TCP port

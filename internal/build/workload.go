@@ -91,6 +91,15 @@ func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace s
 // caller replaces the StatefulSet (orphaning its pods and claims) when they
 // must.
 func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.StatefulSetApplyConfiguration {
+	return StatefulSetOfGeneration(env, site, namespace, svc, credentialsRevision, "")
+}
+
+// StatefulSetOfGeneration is StatefulSet in data generation gen: named
+// StatefulSetName(svc.Name, gen), so that its pods are <name>-<ordinal> and
+// its claims <volume>-<name>-<ordinal>. Its selector and headless Service
+// name stay the service's: Services select its pods by label, and evidence
+// pods no longer carry the service label.
+func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision, gen string) *appsv1ac.StatefulSetApplyConfiguration {
 	spec := appsv1ac.StatefulSetSpec().
 		WithReplicas(svc.ReplicaCount()).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
@@ -105,7 +114,7 @@ func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace 
 	for _, v := range svc.Volumes {
 		spec.WithVolumeClaimTemplates(ClaimTemplate(env, site, svc, v))
 	}
-	return appsv1ac.StatefulSet(svc.Name, namespace).
+	return appsv1ac.StatefulSet(StatefulSetName(svc.Name, gen), namespace).
 		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
 		WithOwnerReferences(OwnerReference(env)).
 		WithSpec(spec)
@@ -130,6 +139,20 @@ func ClaimTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1al
 	return corev1ac.PersistentVolumeClaim(v.Name, "").
 		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
 		WithSpec(spec)
+}
+
+// RestoredClaim returns claim name of volume v of svc in namespace, restored
+// from VolumeSnapshot snapshot of recovery point point: the claim template's
+// spec with the snapshot as its dataSource (the CSI driver fills the new
+// volume from it), annotated with where its data came from. The restored
+// StatefulSet adopts it, as it is named as its claim template names claims.
+func RestoredClaim(env *v1alpha1.HealthEnvironment, namespace string, svc v1alpha1.Service, v v1alpha1.Volume, name, point, snapshot string) *corev1ac.PersistentVolumeClaimApplyConfiguration {
+	c := ClaimTemplate(env, v1alpha1.SitePrimary, svc, v)
+	c.WithName(name).WithNamespace(namespace).
+		WithAnnotations(map[string]string{v1alpha1.AnnotationRestoredFrom: point + "/" + snapshot})
+	c.Spec.WithDataSource(corev1ac.TypedLocalObjectReference().
+		WithAPIGroup("snapshot.storage.k8s.io").WithKind("VolumeSnapshot").WithName(snapshot))
+	return c
 }
 
 // ClaimName is the name of the claim of volume of replica ordinal of

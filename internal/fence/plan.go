@@ -115,6 +115,10 @@ type Observed struct {
 	Policies, ServiceAccounts, Secrets, Pods []Object
 	// Deployments and StatefulSets are careplane's of the primary namespace.
 	Deployments, StatefulSets []Object
+	// DataGeneration is the data generation the primary's StatefulSets run
+	// as (the primary Namespace's careplane.io/data-generation; "" before
+	// any restore from a recovery point): it names them.
+	DataGeneration string
 	// FrontSlices are the EndpointSlices of the front namespace.
 	FrontSlices []Object
 	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
@@ -230,15 +234,15 @@ func PlanFence(o Observed) Plan {
 		exists["StatefulSet"][d.Name] = true
 	}
 	for _, svc := range sortedServices(env.Spec.Services) {
-		kind, n := "Deployment", "replicas 0"
+		kind, name, n := "Deployment", svc.Name, "replicas 0"
 		if svc.Stateful() {
 			// Its claims stay: the StatefulSet retains them.
-			kind, n = "StatefulSet", "replicas 0; its volumes are kept"
+			kind, name, n = "StatefulSet", build.StatefulSetName(svc.Name, o.DataGeneration), "replicas 0; its volumes are kept"
 		}
-		if !exists[kind][svc.Name] {
+		if !exists[kind][name] {
 			n = "does not exist yet; created with replicas 0"
 		}
-		add(Action{Step: 4, Verb: VerbScale, Kind: kind, Namespace: ns, Name: svc.Name, Note: n})
+		add(Action{Step: 4, Verb: VerbScale, Kind: kind, Namespace: ns, Name: name, Note: n})
 	}
 
 	// (5) Traffic.

@@ -37,7 +37,10 @@ func TestChoose(t *testing.T) {
 	at := func(m int) time.Time { return t0.Add(time.Duration(m) * time.Minute) }
 	p0, p15, p30, p45 := spt(0, true), spt(15, true), spt(30, false), spt(45, true)
 	all := []v1alpha1.RecoveryPoint{p0, p15, p30, p45}
-	before := func(m int) *v1alpha1.RestoreFrom { t := metav1.NewTime(at(m)); return &v1alpha1.RestoreFrom{Before: &t} }
+	before := func(m int) *v1alpha1.RestoreFrom {
+		t := metav1.NewTime(at(m))
+		return &v1alpha1.RestoreFrom{Before: &t}
+	}
 	named := func(n string) *v1alpha1.RestoreFrom { return &v1alpha1.RestoreFrom{RecoveryPoint: n} }
 	for _, tc := range []struct {
 		name     string
