@@ -35,6 +35,7 @@ import (
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/recovery"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
@@ -192,7 +193,15 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	if revErr == nil && d.Course == fence.CourseRestore {
-		revErr = volumesNotRestorable(s.primary)
+		// Services with volumes come back from a recovery point; none
+		// usable blocks the restore.
+		if err := r.chooseRecoveryPoint(ctx, s); err != nil {
+			var noPoint *recovery.NoPointError
+			if !errors.As(err, &noPoint) {
+				return ctrl.Result{}, err
+			}
+			revErr = err
+		}
 	}
 	var errs []error
 	var verified chan verification
@@ -214,6 +223,12 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, nil
 	case d.Course == fence.CourseRestore:
 		done, err := r.reconcileRestore(ctx, s)
+		var blocked *recovery.NoPointError
+		if errors.As(err, &blocked) {
+			s.restoreErr = err
+			r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", err.Error())
+			return ctrl.Result{}, nil
+		}
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -368,12 +383,16 @@ func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *sco
 	if iso := s.env.Status.Isolation; iso != nil {
 		inc.Ticket, inc.Reason, inc.FencedAt, inc.FencedBy = iso.Ticket, iso.Reason, iso.FencedAt, iso.FencedBy
 	}
+	if c := s.restorePoint; c != nil {
+		inc.RecoveryPoint, inc.RecoveryPointTakenAt = c.Point.Name, c.Point.TakenAt.DeepCopy()
+		inc.DataLost = &metav1.Duration{Duration: c.DataLost}
+	}
 	s.status.Incidents = append(s.status.Incidents, inc)
 	if n := len(s.status.Incidents); n > maxIncidents {
 		s.status.Incidents = s.status.Incidents[n-maxIncidents:]
 	}
 	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
-		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy)
+		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", inc.DataLost)
 }
 
 // maxIncidents bounds status.incidents.

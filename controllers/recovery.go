@@ -226,17 +226,23 @@ func (r *RecoveryReconciler) reconcilePoints(ctx context.Context, env *v1alpha1.
 	return res, &recoveryCondition{status: metav1.ConditionTrue, reason: v1alpha1.ReasonPointsTaken, message: msg, points: st}, nil
 }
 
-// claims returns the claims of the primary site's StatefulSets, as their
-// claim templates name them, read from the cache; and the ones not bound
+// claims returns the claims of the primary site's StatefulSets (of the
+// data generation on record: after a restore from a recovery point, the
+// restored claims, not the ones kept as evidence), as their claim templates
+// name them, read from the cache; and the ones not bound
 // yet. The claims are found by name, not by label: a label is anyone's to
 // set.
 func (r *RecoveryReconciler) claims(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string) ([]corev1.PersistentVolumeClaim, []string, error) {
 	var out []corev1.PersistentVolumeClaim
 	var waiting []string
+	gen, err := dataGeneration(ctx, r.Client, env, ns)
+	if err != nil {
+		return nil, nil, err
+	}
 	for _, svc := range env.Spec.Services {
 		for i := range svc.ReplicaCount() {
 			for _, v := range svc.Volumes {
-				name := build.ClaimName(v.Name, svc.Name, i)
+				name := build.ClaimName(v.Name, build.StatefulSetName(svc.Name, gen), i)
 				pvc := &corev1.PersistentVolumeClaim{}
 				if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, pvc); apierrors.IsNotFound(err) {
 					waiting = append(waiting, name+" (not created yet)")

@@ -2,8 +2,13 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -11,8 +16,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -20,11 +27,14 @@ import (
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/recovery"
 )
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete
 // +kubebuilder:rbac:groups=apps,resources=statefulsets;daemonsets;replicasets,verbs=list;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=list;delete
+// +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=create
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=list
 
 // primaryServices are the service templates the primary runs: those of the
 // known-good revision spec.isolation.restoreRevision names, for as long as it
@@ -47,34 +57,6 @@ func (r *HealthEnvironmentReconciler) primaryServices(ctx context.Context, s *sc
 		return nil, name, fmt.Errorf("decoding revision %s: %w", name, err)
 	}
 	return services, name, nil
-}
-
-// volumesNotRestorableError reports a restore of services with volumes,
-// which careplane cannot do yet: rebuilding them on the volumes the fence
-// kept would bring back the data as the compromise left it, and their
-// evidence pods hold the names the rebuilt StatefulSet's pods need. The
-// fence stays (RestoreBlocked) until data restore from a recovery point
-// exists; docs/fence-and-restore.md says what to do meanwhile.
-type volumesNotRestorableError struct{ services []string }
-
-func (e *volumesNotRestorableError) Error() string {
-	return fmt.Sprintf("services %v have volumes, and restoring volumes from a recovery point is not built yet: "+
-		"rebuilding them on the fenced volumes would bring back the compromised data; the fence stays", e.services)
-}
-
-// volumesNotRestorable says why the restore of services cannot proceed, or
-// nil.
-func volumesNotRestorable(services []v1alpha1.Service) error {
-	var stateful []string
-	for _, svc := range services {
-		if svc.Stateful() {
-			stateful = append(stateful, svc.Name)
-		}
-	}
-	if len(stateful) == 0 {
-		return nil
-	}
-	return &volumesNotRestorableError{services: stateful}
 }
 
 // revisionNotFoundError reports a restoreRevision that names no known-good
@@ -112,6 +94,14 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		return false, err
 	}
 	s.record = rec
+	if s.restorePoint != nil {
+		// The data generation first: from here on careplane builds, fences
+		// and snapshots the restored StatefulSets, whatever else happens.
+		if err := r.writeDataGeneration(ctx, nsObj, s.restoreGen); err != nil {
+			return false, err
+		}
+		s.dataGen = s.restoreGen
+	}
 	if err := w.writeDenyPolicy(ctx, s.env); err != nil {
 		return false, fmt.Errorf("keeping the fence policy: %w", err)
 	}
@@ -143,22 +133,46 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if err := r.deleteObserved(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.FenceQuotaName}}, ""); err != nil {
 		return false, err
 	}
+	bound := true
+	if s.restorePoint != nil {
+		if bound, err = r.restoreVolumes(ctx, s); err != nil {
+			return false, err
+		}
+	}
 	for _, svc := range services {
 		for _, g := range svc.GeneratedSecrets {
 			if err := r.rotateSecret(ctx, s, ns, svc, g, rec.RestoreID); err != nil {
 				return false, err
 			}
 		}
-		dep, err := r.rebuildDeployment(ctx, s, ns, svc, rec.RestoreID)
-		if err != nil {
-			return false, err
+		if svc.Stateful() {
+			// A new StatefulSet of the restore's generation, on the
+			// restored claims it adopts.
+			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, rec.RestoreID, nil); err != nil {
+				return false, err
+			}
+			wl, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(v1alpha1.SitePrimary, svc))
+			if err != nil {
+				return false, err
+			}
+			if wl != nil && wl.credentialsRevision != rec.RestoreID {
+				wl = nil
+			}
+			s.observeWorkload(v1alpha1.SitePrimary, svc, wl)
+		} else {
+			dep, err := r.rebuildDeployment(ctx, s, ns, svc, rec.RestoreID)
+			if err != nil {
+				return false, err
+			}
+			s.observeDeployment(v1alpha1.SitePrimary, svc, dep)
 		}
 		if err := r.apply(ctx, build.Service(s.env, ns, svc), &corev1.Service{}); err != nil {
 			return false, err
 		}
-		s.observeDeployment(v1alpha1.SitePrimary, svc, dep)
 	}
-	if !s.allReadyOf(services) {
+	// The fence stays until every restored claim is bound and every
+	// rebuilt pod Ready.
+	if !bound || !s.allReadyOf(services) {
 		return false, nil
 	}
 
@@ -236,11 +250,16 @@ var tenantKinds = []schema.GroupVersionKind{
 
 // removeTenantWorkloads deletes, from the primary namespace, every object of
 // tenantKinds but the ReplicaSets of careplane's Deployments (which go with
-// their Deployment when it is rebuilt). careplane makes none of the others.
+// their Deployment when it is rebuilt) and the StatefulSets the restore
+// builds in its data generation. careplane makes none of the others.
 func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context, s *scope, ns string) error {
 	ours := map[string]bool{}
+	statefulSets := map[string]bool{}
 	for _, svc := range s.primary {
 		ours[svc.Name] = true
+		if svc.Stateful() && s.restorePoint != nil {
+			statefulSets[s.statefulSetName(v1alpha1.SitePrimary, svc)] = true
+		}
 	}
 	var errs []error
 	var removed []string
@@ -257,6 +276,12 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 				continue
 			}
 			if c := metav1.GetControllerOf(o); gvk.Kind == "ReplicaSetList" && c != nil && c.Kind == "Deployment" && ours[c.Name] {
+				continue
+			}
+			// The restore's own StatefulSets (of its data generation, which
+			// no earlier one had); every other one goes, careplane's of an
+			// earlier generation too (its claims stay: retained).
+			if gvk.Kind == "StatefulSetList" && statefulSets[o.Name] && metav1.IsControlledBy(o, s.env) {
 				continue
 			}
 			o.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind[:len(gvk.Kind)-len("List")]))
@@ -301,4 +326,205 @@ func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope
 		return fmt.Errorf("writing secret %s: %w", klog.KRef(key.Namespace, key.Name), err)
 	}
 	return nil
+}
+
+// dataGeneration reads the data generation on record on env's primary
+// Namespace ns (v1alpha1.AnnotationDataGeneration): "" before any restore
+// from a recovery point, or when the namespace is not env's.
+func dataGeneration(ctx context.Context, c client.Reader, env *v1alpha1.HealthEnvironment, ns string) (string, error) {
+	nsObj := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: ns}, nsObj); apierrors.IsNotFound(err) {
+		return "", nil
+	} else if err != nil {
+		return "", fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
+	if !metav1.IsControlledBy(nsObj, env) {
+		return "", nil
+	}
+	return nsObj.Annotations[v1alpha1.AnnotationDataGeneration], nil
+}
+
+// writeDataGeneration records gen as the data generation of the primary
+// Namespace ns. The namespace is the one object of the environment a tenant
+// cannot write (the fence's record lives there too), so the name of the
+// StatefulSets careplane builds cannot be pointed back at the claims kept as
+// evidence.
+func (r *HealthEnvironmentReconciler) writeDataGeneration(ctx context.Context, ns *corev1.Namespace, gen string) error {
+	if ns.Annotations[v1alpha1.AnnotationDataGeneration] == gen {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]any{v1alpha1.AnnotationDataGeneration: gen}}})
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("recording data generation %s on namespace %s: %w", gen, ns.Name, err)
+	}
+	return nil
+}
+
+// chooseRecoveryPoint chooses, for a restore of services with volumes, the
+// recovery point their data comes back from (recovery.Choose, the rule the
+// plugin's dry run applies too) and the claims the restore creates from it
+// (recovery.RestoreClaims), into s. A restore that cannot proceed returns a
+// *recovery.NoPointError: the restore is blocked and the fence stays.
+func (r *HealthEnvironmentReconciler) chooseRecoveryPoint(ctx context.Context, s *scope) error {
+	if !slices.ContainsFunc(s.primary, func(svc v1alpha1.Service) bool { return svc.Stateful() }) {
+		return nil
+	}
+	if s.record.RestoreID == "" {
+		s.record.RestoreID = fence.NewID(s.now)
+	}
+	in := recovery.ChooseInput{From: s.env.Spec.Isolation.RestoreFrom}
+	if began, ok := s.record.Began(); ok {
+		in.FencedAt = began
+	}
+	if st := s.env.Status.Recovery; st != nil {
+		in.Points = st.Points
+	}
+	snaps, err := r.snapshotStates(ctx, s.names.Primary)
+	if err != nil {
+		return err
+	}
+	in.Snapshots = snaps
+	choice, err := recovery.Choose(in)
+	if err != nil {
+		return err
+	}
+	started, err := time.Parse(time.RFC3339Nano, s.record.RestoreID)
+	if err != nil {
+		return fmt.Errorf("restore ID %q on namespace %s: %w", s.record.RestoreID, s.names.Primary, err)
+	}
+	gen := build.DataGeneration(started)
+	claims, err := recovery.RestoreClaims(s.primary, gen, choice.Point)
+	if err != nil {
+		return err
+	}
+	s.restorePoint, s.restoreClaims, s.restoreGen = &choice, claims, gen
+	return nil
+}
+
+// snapshotStates reads every VolumeSnapshot of namespace ns from the API
+// server, whoever made it: the choice counts one only by the UID on record.
+func (r *HealthEnvironmentReconciler) snapshotStates(ctx context.Context, ns string) (map[string]recovery.SnapshotState, error) {
+	list := &snapshotv1.VolumeSnapshotList{}
+	if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); meta.IsNoMatchError(err) {
+		return nil, &recovery.NoPointError{Reason: "the cluster serves no snapshot.storage.k8s.io/v1 VolumeSnapshot API, so no recovery point can be restored"}
+	} else if err != nil {
+		return nil, fmt.Errorf("listing VolumeSnapshots in %s: %w", ns, err)
+	}
+	out := make(map[string]recovery.SnapshotState, len(list.Items))
+	for _, vs := range list.Items {
+		st := recovery.SnapshotState{UID: string(vs.UID)}
+		if vs.DeletionTimestamp == nil && vs.Status != nil && vs.Status.ReadyToUse != nil {
+			st.ReadyToUse = *vs.Status.ReadyToUse
+		}
+		out[vs.Name] = st
+	}
+	return out, nil
+}
+
+// restoreVolumes is the restore's data step, in the data generation already
+// on record: every claim of the primary namespace but the restore's own is
+// kept as evidence (labelled careplane.io/evidence=<ticket>; careplane never
+// deletes a claim), and each claim s.restoreClaims lists is created from its
+// snapshot, for the restored StatefulSet to adopt. It reports whether every
+// restored claim is bound. A claim of that name that holds other data stops
+// the restore (RestoreBlocked).
+func (r *HealthEnvironmentReconciler) restoreVolumes(ctx context.Context, s *scope) (bool, error) {
+	ns := s.names.Primary
+	point := s.restorePoint.Point.Name
+	restored := map[string]recovery.RestoredClaim{}
+	for _, c := range s.restoreClaims {
+		restored[c.Claim] = c
+	}
+
+	ticket := "fenced"
+	if iso := s.env.Status.Isolation; iso != nil && iso.Ticket != "" {
+		ticket = iso.Ticket
+	}
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaimList"))
+	if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+		return false, fmt.Errorf("listing claims in %s: %w", ns, err)
+	}
+	var kept []string
+	for i := range list.Items {
+		c := &list.Items[i]
+		if _, ok := restored[c.Name]; ok || c.Labels[v1alpha1.LabelEvidence] != "" {
+			continue
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": map[string]any{v1alpha1.LabelEvidence: ticket}}})
+		if err != nil {
+			return false, err
+		}
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: c.Name}}
+		if err := r.Client.Patch(ctx, pvc, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+			return false, fmt.Errorf("keeping claim %s as evidence: %w", klog.KObj(pvc), err)
+		}
+		kept = append(kept, c.Name)
+	}
+	if len(kept) > 0 {
+		log.FromContext(ctx).Info("Kept the claims of the fenced site as evidence", "namespace", ns, "claims", kept, "ticket", ticket)
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeNormal, "ClaimsKeptAsEvidence", "Restore",
+			"Kept claims %v of %s as evidence (label %s=%s); careplane never deletes them", kept, ns, v1alpha1.LabelEvidence, ticket)
+	}
+
+	bound := true
+	var created []string
+	for _, rc := range s.restoreClaims {
+		svc, v, ok := serviceVolume(s.primary, rc.Service, rc.Volume)
+		if !ok {
+			continue
+		}
+		from := point + "/" + rc.Snapshot
+		live := &corev1.PersistentVolumeClaim{}
+		err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: rc.Claim}, live)
+		switch {
+		case apierrors.IsNotFound(err):
+			want := build.RestoredClaim(s.env, ns, svc, v, rc.Claim, point, rc.Snapshot)
+			if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
+				return false, fmt.Errorf("creating claim %s/%s from snapshot %s: %w", ns, rc.Claim, rc.Snapshot, err)
+			}
+			created = append(created, fmt.Sprintf("%s from %s", rc.Claim, rc.Snapshot))
+			bound = false
+			continue
+		case err != nil:
+			return false, fmt.Errorf("reading claim %s/%s: %w", ns, rc.Claim, err)
+		}
+		ds := live.Spec.DataSource
+		if live.Annotations[v1alpha1.AnnotationRestoredFrom] != from || ds == nil || ds.Kind != "VolumeSnapshot" || ds.Name != rc.Snapshot {
+			return false, &recovery.NoPointError{Reason: fmt.Sprintf(
+				"claim %s/%s exists but does not hold the data of snapshot %s of recovery point %s (restored from %q): "+
+					"the recovery point changed during the restore; set isolation.restoreFrom back, or fence and restore again",
+				ns, rc.Claim, rc.Snapshot, point, live.Annotations[v1alpha1.AnnotationRestoredFrom])}
+		}
+		if live.Status.Phase != corev1.ClaimBound {
+			bound = false
+		}
+	}
+	if len(created) > 0 {
+		c := s.restorePoint
+		log.FromContext(ctx).Info("Restoring volumes from a recovery point", "point", point, "takenAt", c.Point.TakenAt.UTC().Format(time.RFC3339),
+			"dataLost", c.DataLost.String(), "claims", created)
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeNormal, "VolumesRestoring", "Restore",
+			"Restoring volumes from recovery point %s (%s, taken %s; %s of data lost): %v", point, c.By,
+			c.Point.TakenAt.UTC().Format(time.RFC3339), c.DataLost.Round(time.Second), created)
+	}
+	return bound, nil
+}
+
+// serviceVolume finds volume volume of service name.
+func serviceVolume(services []v1alpha1.Service, name, volume string) (v1alpha1.Service, v1alpha1.Volume, bool) {
+	for _, svc := range services {
+		if svc.Name != name {
+			continue
+		}
+		for _, v := range svc.Volumes {
+			if v.Name == volume {
+				return svc, v, true
+			}
+		}
+	}
+	return v1alpha1.Service{}, v1alpha1.Volume{}, false
 }

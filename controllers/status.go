@@ -68,6 +68,7 @@ type scope struct {
 	// volumes uses, and restoreClaims the claims it creates from it.
 	restorePoint  *recovery.Choice
 	restoreClaims []recovery.RestoredClaim
+	restoreGen    string
 	// removedPolicies, credentialsRevoked and evidencePods are what the
 	// fence did and found in this reconcile.
 	removedPolicies    []string
