@@ -1,0 +1,266 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
+)
+
+// readySnapshot creates a VolumeSnapshot of claim in ns and reports it ready
+// to use, as the snapshot controller would.
+func readySnapshot(t *testing.T, ctx context.Context, ns, name, claim string) *snapshotv1.VolumeSnapshot {
+	t.Helper()
+	vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claim)}}}
+	if err := k8sClient.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	vs.Status = &snapshotv1.VolumeSnapshotStatus{ReadyToUse: ptr.To(true), RestoreSize: ptr.To(resource.MustParse("1Gi"))}
+	if err := k8sClient.Status().Update(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	return vs
+}
+
+// TestRestoreFromARecoveryPoint: restoring a fenced care-records
+// environment brings the document store's volumes back from the newest
+// clean point taken before the fence whose snapshots are the ones on
+// record (a snapshot replaced under the same name does not count), into new
+// claims a new StatefulSet of the restore's data generation adopts; the
+// fenced claims stay, labelled as evidence; the fence stays until the
+// restored claims are bound and the pods Ready; the incident names the point
+// and the data time lost. A point named that does not exist blocks the
+// restore and keeps the fence, creating nothing.
+func TestRestoreFromARecoveryPoint(t *testing.T) {
+	ctx := context.Background()
+	const name = "restorept"
+	ns := name + "-primary"
+	env := careRecordsEnv(name)
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{}
+		e.Name = name
+		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), e)
+	})
+	ss := &appsv1.StatefulSet{}
+	eventually(t, 20*time.Second, "the document store's StatefulSet", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, ss)
+		return err == nil, "", client.IgnoreNotFound(err)
+	})
+	// The claims, bound, as the StatefulSet controller and the binder
+	// would leave them.
+	vct := ss.Spec.VolumeClaimTemplates[0]
+	for i := range 2 {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: fmt.Sprintf("records-document-store-%d", i), Labels: vct.Labels},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: vct.Spec.AccessModes, Resources: vct.Spec.Resources}}
+		if err := k8sClient.Create(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+		pvc.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound}
+		if err := k8sClient.Status().Update(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","ticket":"INC-77","workloads":"Stop"}`)
+	nsObj := &corev1.Namespace{}
+	eventually(t, 20*time.Second, "the fence on record", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		return fence.RecordOf(nsObj).Present(), "", nil
+	})
+	fencedAt, ok := fence.RecordOf(nsObj).Began()
+	if !ok {
+		t.Fatalf("fence ID %q", nsObj.Annotations[fence.AnnotationID])
+	}
+
+	// Three points on record: old (clean, its snapshots as recorded), newer
+	// (clean, but a snapshot of it replaced since: another UID), one since
+	// the fence (unclean). The recovery point controller is not enabled
+	// for this environment (no spec.recovery): the status is the test's.
+	point := func(name string, at time.Time, clean bool, snaps ...*snapshotv1.VolumeSnapshot) v1alpha1.RecoveryPoint {
+		p := v1alpha1.RecoveryPoint{Name: name, TakenAt: metav1.NewTime(at), Clean: clean, Ready: true}
+		for _, s := range snaps {
+			p.Snapshots = append(p.Snapshots, v1alpha1.PointSnapshot{Name: s.Name, UID: string(s.UID), Claim: *s.Spec.Source.PersistentVolumeClaimName})
+		}
+		return p
+	}
+	old0 := readySnapshot(t, ctx, ns, "old-0", "records-document-store-0")
+	old1 := readySnapshot(t, ctx, ns, "old-1", "records-document-store-1")
+	new0 := readySnapshot(t, ctx, ns, "new-0", "records-document-store-0")
+	new1 := readySnapshot(t, ctx, ns, "new-1", "records-document-store-1")
+	after0 := readySnapshot(t, ctx, ns, "after-0", "records-document-store-0")
+	after1 := readySnapshot(t, ctx, ns, "after-1", "records-document-store-1")
+	pOld := point("p-old", fencedAt.Add(-20*time.Minute).Truncate(time.Second), true, old0, old1)
+	pNew := point("p-new", fencedAt.Add(-5*time.Minute).Truncate(time.Second), true, new0, new1)
+	pAfter := point("p-after", fencedAt.Add(time.Minute).Truncate(time.Second), false, after0, after1)
+	// new-1 replaced: deleted and created again under its name, with
+	// labels anyone can set.
+	if err := k8sClient.Delete(ctx, new1); err != nil {
+		t.Fatal(err)
+	}
+	readySnapshot(t, ctx, ns, "new-1", "records-document-store-1")
+	eventually(t, 10*time.Second, "status.recovery written", func(ctx context.Context) (bool, string, error) {
+		e := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, e); err != nil {
+			return false, "", err
+		}
+		e.Status.Recovery = &v1alpha1.RecoveryStatus{Points: []v1alpha1.RecoveryPoint{pOld, pNew, pAfter}}
+		err := k8sClient.Status().Update(ctx, e)
+		return err == nil, fmt.Sprint(err), nil
+	})
+
+	// An unknown point: blocked, the fence stays, nothing is created.
+	patchIsolation(t, ctx, name, `{"mode":"None","reason":"","restoreFrom":{"recoveryPoint":"p-nope"}}`)
+	got := waitCondition(t, name, v1alpha1.ConditionRestoring, "False", v1alpha1.ReasonRestoreBlocked)
+	if c := findCondition(got.Status.Conditions, v1alpha1.ConditionRestoring); !strings.Contains(c.Message, `recoveryPoint "p-nope" is not a recovery point of this environment`) {
+		t.Errorf("Restoring message = %q", c.Message)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if !fence.RecordOf(nsObj).Present() || nsObj.Annotations[v1alpha1.AnnotationDataGeneration] != "" {
+		t.Errorf("blocked restore: namespace labels %v annotations %v, want the fence and no data generation", nsObj.Labels, nsObj.Annotations)
+	}
+	var pvcs corev1.PersistentVolumeClaimList
+	if err := k8sClient.List(ctx, &pvcs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(pvcs.Items) != 2 {
+		t.Errorf("%d claims after a blocked restore, want the 2 fenced ones only", len(pvcs.Items))
+	}
+
+	// The default: the newest clean point before the fence whose snapshots
+	// are the ones on record, p-old.
+	patchIsolation(t, ctx, name, `{"restoreFrom":null}`)
+	var gen string
+	eventually(t, 20*time.Second, "the data generation on record", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		gen = nsObj.Annotations[v1alpha1.AnnotationDataGeneration]
+		return gen != "", "", nil
+	})
+	restoreStarted, err := time.Parse(time.RFC3339Nano, nsObj.Annotations[fence.AnnotationRestoreID])
+	if err != nil || gen != build.DataGeneration(restoreStarted) {
+		t.Fatalf("data generation %q, restore ID %q (%v)", gen, nsObj.Annotations[fence.AnnotationRestoreID], err)
+	}
+	sts := "document-store-" + gen
+	eventually(t, 20*time.Second, "restored claims and the new StatefulSet", func(ctx context.Context) (bool, string, error) {
+		for i, snap := range []string{"old-0", "old-1"} {
+			c := &corev1.PersistentVolumeClaim{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("records-%s-%d", sts, i)}, c); err != nil {
+				return false, "", client.IgnoreNotFound(err)
+			}
+			if ds := c.Spec.DataSource; ds == nil || ds.Kind != "VolumeSnapshot" || ds.Name != snap || ptr.Deref(ds.APIGroup, "") != "snapshot.storage.k8s.io" {
+				return false, "", fmt.Errorf("claim %s dataSource %+v, want VolumeSnapshot %s", c.Name, ds, snap)
+			}
+			if c.Annotations[v1alpha1.AnnotationRestoredFrom] != "p-old/"+snap || c.Labels[v1alpha1.LabelEvidence] != "" {
+				return false, "", fmt.Errorf("claim %s annotations %v labels %v", c.Name, c.Annotations, c.Labels)
+			}
+		}
+		cur := &appsv1.StatefulSet{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: sts}, cur); err != nil {
+			return false, "StatefulSet " + sts, client.IgnoreNotFound(err)
+		}
+		return ptr.Deref(cur.Spec.Replicas, 0) == 2, "", nil
+	})
+	// The fenced claims: kept, labelled as evidence; the old StatefulSet
+	// gone (its claims retained).
+	for i := range 2 {
+		c := &corev1.PersistentVolumeClaim{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("records-document-store-%d", i)}, c); err != nil {
+			t.Fatalf("fenced claim %d: %v", i, err)
+		}
+		if c.Labels[v1alpha1.LabelEvidence] != "INC-77" || c.DeletionTimestamp != nil {
+			t.Errorf("fenced claim %s labels %v deleting %v, want evidence=INC-77 and kept", c.Name, c.Labels, c.DeletionTimestamp)
+		}
+	}
+	eventually(t, 10*time.Second, "the fenced StatefulSet removed", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, &appsv1.StatefulSet{})
+		return apierrors.IsNotFound(err), "", client.IgnoreNotFound(err)
+	})
+
+	// Pods Ready but the claims not bound yet: the fence stays.
+	setDeploymentsReady(t, ctx, ns)
+	setStatefulSetReady(t, ctx, ns, sts)
+	time.Sleep(2 * time.Second)
+	fencePolicy := client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}
+	if err := k8sClient.Get(ctx, fencePolicy, &networkingv1.NetworkPolicy{}); err != nil {
+		t.Fatalf("the fence went before the restored claims were bound: %v", err)
+	}
+	if s, r := condition(getEnv(t, ctx, name), v1alpha1.ConditionFenced); s != "True" || r != v1alpha1.ReasonRestoring {
+		t.Errorf("Fenced = %s/%s with the claims pending, want True/%s", s, r, v1alpha1.ReasonRestoring)
+	}
+
+	for i := range 2 {
+		c := &corev1.PersistentVolumeClaim{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("records-%s-%d", sts, i)}, c); err != nil {
+			t.Fatal(err)
+		}
+		c.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound}
+		if err := k8sClient.Status().Update(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	restored := getEnv(t, ctx, name)
+	if n := len(restored.Status.Incidents); n != 1 {
+		t.Fatalf("incidents = %+v, want 1", restored.Status.Incidents)
+	}
+	inc := restored.Status.Incidents[0]
+	wantLost := fencedAt.Sub(pOld.TakenAt.Time)
+	if inc.RecoveryPoint != "p-old" || inc.RecoveryPointTakenAt == nil || !inc.RecoveryPointTakenAt.Equal(&pOld.TakenAt) ||
+		inc.DataLost == nil || inc.DataLost.Duration != wantLost || inc.Ticket != "INC-77" {
+		t.Errorf("incident = %+v (dataLost %v), want point p-old taken %s, %s lost", inc, inc.DataLost, pOld.TakenAt, wantLost)
+	}
+	// After the restore the operator keeps to the restored StatefulSet and
+	// its claims: nothing of the fenced generation comes back.
+	time.Sleep(time.Second)
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, &appsv1.StatefulSet{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a StatefulSet of the fenced generation is back (err %v)", err)
+	}
+	if err := k8sClient.List(ctx, &pvcs, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(pvcs.Items) != 4 {
+		t.Errorf("%d claims after the restore, want 4 (2 kept as evidence, 2 restored)", len(pvcs.Items))
+	}
+}
+
+// setStatefulSetReady plays the StatefulSet controller: all replicas ready
+// at the current generation.
+func setStatefulSetReady(t *testing.T, ctx context.Context, ns, name string) {
+	t.Helper()
+	ss := &appsv1.StatefulSet{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, ss); err != nil {
+		t.Fatal(err)
+	}
+	n := ptr.Deref(ss.Spec.Replicas, 1)
+	ss.Status = appsv1.StatefulSetStatus{ObservedGeneration: ss.Generation, Replicas: n, ReadyReplicas: n, UpdatedReplicas: n,
+		CurrentReplicas: n, AvailableReplicas: n}
+	if err := k8sClient.Status().Update(ctx, ss); err != nil {
+		t.Fatal(err)
+	}
+}
