@@ -609,40 +609,6 @@ func (o *options) wait(ctx context.Context, name, what string, done func(*v1alph
 
 // --- restore --------------------------------------------------------------
 
-func (o *options) restoreCmd() *cobra.Command {
-	var revision string
-	cmd := &cobra.Command{
-		Use:               "restore ENV [--revision REVISION]",
-		Short:             "Restore a fenced environment: rebuild the primary clean, then lift the fence",
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: o.completeEnvs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			name := args[0]
-			isolation := map[string]any{"mode": string(v1alpha1.IsolationNone)}
-			if revision != "" {
-				isolation["restoreRevision"] = revision
-			}
-			gen, err := o.applyIsolation(ctx, name, isolation, false, false)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintf(o.streams.Out, "HealthEnvironment %s: restore requested (generation %d)\n", name, gen)
-			return o.wait(ctx, name, "restored", func(env *v1alpha1.HealthEnvironment) (bool, string, error) {
-				if msg, blocked := RestoreBlocked(env, gen); blocked {
-					return false, msg, withCause(ErrRestoreBlocked, "restore of %s is blocked, the fence stays: %s", name, msg)
-				}
-				done, msg := RestoreDone(env, gen)
-				return done, msg, nil
-			})
-		},
-	}
-	cmd.Flags().StringVar(&revision, "revision", "", "known-good revision to rebuild from (see `kubectl careplane revisions`)")
-	_ = cmd.RegisterFlagCompletionFunc("revision", o.completeRevisions)
-	o.waitFlags(cmd)
-	return cmd
-}
-
 // --- revisions ------------------------------------------------------------
 
 func (o *options) revisionsCmd() *cobra.Command {
