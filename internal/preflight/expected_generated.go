@@ -28,8 +28,7 @@ var guardrailObjects = []guardrailObject{
 // managerClusterRules are the rules of config/rbac/role.yaml, generated from the code's RBAC markers.
 var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"limitranges", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"}, Verbs: []string{"get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 	{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingadmissionpolicybindings"}, Verbs: []string{"list"}},
