@@ -392,7 +392,15 @@ func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *sco
 		s.status.Incidents = s.status.Incidents[n-maxIncidents:]
 	}
 	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
-		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", inc.DataLost)
+		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", dataLostOf(inc))
+}
+
+// dataLostOf is an incident's data time lost for a log line, or "".
+func dataLostOf(inc v1alpha1.Incident) string {
+	if inc.DataLost == nil {
+		return ""
+	}
+	return inc.DataLost.Duration.String()
 }
 
 // maxIncidents bounds status.incidents.

@@ -439,7 +439,8 @@ func (r *HealthEnvironmentReconciler) restoreVolumes(ctx context.Context, s *sco
 		restored[c.Claim] = c
 	}
 
-	ticket := "fenced"
+	// The fence's ticket, as the evidence pods carry it.
+	ticket := fence.EvidenceTicket(s.env.Spec.Isolation)
 	if iso := s.env.Status.Isolation; iso != nil && iso.Ticket != "" {
 		ticket = iso.Ticket
 	}

@@ -90,6 +90,10 @@ func TestRestoreFromARecoveryPoint(t *testing.T) {
 		}
 		return fence.RecordOf(nsObj).Present(), "", nil
 	})
+	eventually(t, 20*time.Second, "the fence's ticket in the status", func(ctx context.Context) (bool, string, error) {
+		e := getEnv(t, ctx, name)
+		return e.Status.Isolation != nil && e.Status.Isolation.Ticket == "INC-77", fmt.Sprintf("%+v", e.Status.Isolation), nil
+	})
 	fencedAt, ok := fence.RecordOf(nsObj).Began()
 	if !ok {
 		t.Fatalf("fence ID %q", nsObj.Annotations[fence.AnnotationID])
