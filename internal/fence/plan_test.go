@@ -179,3 +179,25 @@ func TestPlanStopsStatefulSetsAndKeepsTheirVolumes(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanStopsTheRestoredGeneration: after a restore from a recovery point
+// the service's StatefulSet is named by the data generation on record; a
+// fence scales that one, not one of the service's bare name (which would be
+// created anew, on the claims kept as evidence).
+func TestPlanStopsTheRestoredGeneration(t *testing.T) {
+	env := fencedEnv()
+	env.Spec.Services = []v1alpha1.Service{
+		{Name: "document-store", Volumes: []v1alpha1.Volume{{Name: "records", MountPath: "/var/lib/records", Size: "1Gi"}}},
+	}
+	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: "x", Source: SourceSpec},
+		DataGeneration: "rtpg000", StatefulSets: []Object{{Name: "document-store-rtpg000"}}}
+	var scaled []string
+	for _, a := range PlanFence(o).Step(4) {
+		if a.Verb == VerbScale {
+			scaled = append(scaled, a.Kind+" "+a.Name+": "+a.Note)
+		}
+	}
+	if len(scaled) != 1 || scaled[0] != "StatefulSet document-store-rtpg000: replicas 0; its volumes are kept" {
+		t.Errorf("scaled %v, want only the StatefulSet of generation rtpg000", scaled)
+	}
+}

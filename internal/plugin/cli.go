@@ -480,6 +480,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	var secrets metav1.PartialObjectMetadataList
 	var pods corev1.PodList
 	var deps appsv1.DeploymentList
+	var sts appsv1.StatefulSetList
 	var es discoveryv1.EndpointSliceList
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	for _, l := range []struct {
@@ -493,6 +494,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		{"secrets", &secrets, []client.ListOption{in}},
 		{"pods", &pods, []client.ListOption{in}},
 		{"deployments", &deps, []client.ListOption{in}},
+		{"statefulsets", &sts, []client.ListOption{in}},
 		{"endpoint slices", &es, []client.ListOption{client.InNamespace(names.Front)}},
 	} {
 		if err := o.client.List(ctx, l.list, l.opts...); err != nil {
@@ -500,6 +502,12 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		}
 	}
 	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
+	st.StatefulSets = sts.Items
+	nsObj := &corev1.Namespace{}
+	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Primary}, nsObj); client.IgnoreNotFound(err) != nil {
+		return st, fmt.Errorf("reading namespace %s: %w", names.Primary, err)
+	}
+	st.DataGeneration = nsObj.Annotations[v1alpha1.AnnotationDataGeneration]
 	for _, s := range secrets.Items {
 		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
 	}

@@ -39,6 +39,11 @@ type FenceState struct {
 	Pods []corev1.Pod
 	// Deployments are the Deployments of the primary namespace.
 	Deployments []appsv1.Deployment
+	// StatefulSets are the StatefulSets of the primary namespace.
+	StatefulSets []appsv1.StatefulSet
+	// DataGeneration is the primary Namespace's careplane.io/data-generation:
+	// it names the StatefulSets after a restore from a recovery point.
+	DataGeneration string
 	// FrontSlices are the EndpointSlices of the front namespace.
 	FrontSlices []discoveryv1.EndpointSlice
 	// AdminPolicyKind is the kind of the admin-tier policy the cluster serves
@@ -53,7 +58,7 @@ func PlanFence(s FenceState) Plan {
 	o := fence.Observed{
 		Env: s.Env, Isolation: s.Env.Spec.Isolation, AdminPolicyKind: s.AdminPolicyKind,
 		Record:      fence.Record{ID: "<now>", Source: fence.SourceSpec},
-		FrontSlices: []fence.Object{},
+		FrontSlices: []fence.Object{}, DataGeneration: s.DataGeneration,
 	}
 	for _, p := range s.Policies {
 		if p.Namespace == ns.Primary {
@@ -78,6 +83,11 @@ func PlanFence(s FenceState) Plan {
 	for _, d := range s.Deployments {
 		if d.Namespace == ns.Primary && d.Labels[v1alpha1.LabelEnvironment] == s.Env.Name {
 			o.Deployments = append(o.Deployments, d.ObjectMeta)
+		}
+	}
+	for _, d := range s.StatefulSets {
+		if d.Namespace == ns.Primary && d.Labels[v1alpha1.LabelEnvironment] == s.Env.Name {
+			o.StatefulSets = append(o.StatefulSets, d.ObjectMeta)
 		}
 	}
 	for _, es := range s.FrontSlices {
