@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/rand"
@@ -120,8 +121,28 @@ func TestGuardrailManagerBounds(t *testing.T) {
 		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE namespaces "+ns, "Pod Security enforce restricted")
 	})
 
+	claim := func(source *corev1.TypedLocalObjectReference) *corev1.PersistentVolumeClaim {
+		return &corev1.PersistentVolumeClaim{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "guard-claim-" + rand.String(5)},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}},
+				DataSource:  source,
+			},
+		}
+	}
+	t.Run("nor clone a claim (an evidence claim, say), nor create an empty one", func(t *testing.T) {
+		err := manager.client.Create(ctx, claim(&corev1.TypedLocalObjectReference{Kind: "PersistentVolumeClaim", Name: "records-document-store-0"}), client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"CREATE persistentvolumeclaims", "only to restore a recovery point")
+		err = manager.client.Create(ctx, claim(nil), client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"CREATE persistentvolumeclaims", "only to restore a recovery point")
+	})
+
 	// What the manager does write, in the shapes it writes them.
 	t.Run("the manager's own writes pass", func(t *testing.T) {
+		restored := claim(&corev1.TypedLocalObjectReference{APIGroup: ptr.To("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "p-20261203-053000-records-document-store-0"})
+		guardAllowed(t, manager.client.Create(ctx, restored, client.DryRunAll), "a restore's claim from a VolumeSnapshot")
+
 		opaque := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "web-db-password"},
 			StringData: map[string]string{"value": "x"}}
 		guardAllowed(t, manager.client.Create(ctx, opaque, client.DryRunAll), "a generated Secret in its namespace")
