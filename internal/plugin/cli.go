@@ -85,7 +85,8 @@ Exit status, for scripts (docs/runbook.md):
   5  timeout: the change is written but the operator did not report it within --timeout
   6  not isolated: verify found an allowed flow, or status shows an environment that should be
      fenced without Fenced=True and IsolationVerified=True
-  7  restore blocked: the operator refuses the restore (e.g. an unknown revision); the fence stays
+  7  restore blocked: the operator refuses the restore (e.g. an unknown revision, or no recovery point
+     fits); the fence stays
   8  preflight failed: doctor found careplane not installed or not working as it must
 
 Shell completion (environment names, -o formats, restore's --revision):
