@@ -123,7 +123,7 @@ type Tenant struct {
 
 // Service is one component of the environment.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.port) != (has(self.ports) && size(self.ports) > 0)",message="services[] must set either port (one TCP port) or ports (named TCP and UDP ports), not both"
+// +kubebuilder:validation:XValidation:rule="has(self.port) != (has(self.ports) && size(self.ports) > 0)",message="services[] must set exactly one of port (one TCP port) and ports (named TCP and UDP ports)"
 // +kubebuilder:validation:XValidation:rule="!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.mountPath == v.mountPath))",message="services[].volumes must not share a mountPath"
 type Service struct {
 	// name identifies the service within the environment; it names its

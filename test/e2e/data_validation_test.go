@@ -14,7 +14,7 @@ import (
 
 // Messages of the data fields' rules (api/v1alpha1).
 const (
-	msgPortOrPorts    = "services[] must set either port (one TCP port) or ports (named TCP and UDP ports), not both"
+	msgPortOrPorts    = "services[] must set exactly one of port (one TCP port) and ports (named TCP and UDP ports)"
 	msgPortsDuplicate = "services[].ports must not list the same port and protocol twice"
 	msgPortName       = "ports[].name must be an IANA service name"
 	msgSecretsFrom    = "services[].secretsFrom may only name a secret in the generatedSecrets of a service this service talksTo"
