@@ -87,7 +87,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 // addFinalizer says to hold the environment's deletion with the fence
 // finalizer; that write goes out with the first step.
 func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *scope, source string, addFinalizer bool) error {
-	rec := recordFor(s.record, source, s.now)
+	rec := s.record.Over(source, s.now)
 	ns := s.names.Primary
 
 	// (1) Close the window. The finalizer goes out at the same time, on a

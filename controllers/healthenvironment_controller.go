@@ -308,9 +308,6 @@ func decideFence(specMode v1alpha1.IsolationMode, heldBy *v1alpha1.FenceRequest,
 	in := fence.Input{SpecMode: specMode, Record: rec}
 	if heldBy != nil {
 		in.HeldBy = heldBy.Name
-		if heldBy.Status.MatchedAt != nil {
-			in.HeldSince = heldBy.Status.MatchedAt.Time
-		}
 	}
 	return fence.Decide(in)
 }
@@ -465,7 +462,7 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
-		Watches(&v1alpha1.FenceRequest{}, handler.EnqueueRequestsFromMapFunc(environmentsHeld)).
+		Watches(&v1alpha1.FenceRequest{}, environmentsHeld).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("healthenvironment").
 		Complete(r)
