@@ -74,7 +74,7 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 		onRecord[c.Name] = c.UID
 	}
 	found := map[string]*corev1.PersistentVolumeClaim{}
-	in := recovery.StandbyInput{Points: pointsOf(env), SeededFrom: rec.DataFrom, Served: serving || rec.ServedSince != nil}
+	in := recovery.StandbyInput{Points: pointsOf(env), SeededFrom: rec.DataFrom}
 	for _, svc := range services {
 		for i := range svc.ReplicaCount() {
 			for _, v := range svc.Volumes {
@@ -98,6 +98,25 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 		pvc, ok := found[c.Name]
 		return !ok || string(pvc.UID) != c.UID
 	})
+	if serving {
+		// Every claim that serves traffic is data from now on, seeded or
+		// not: on record, so that it is kept.
+		for i := range in.Claims {
+			c := &in.Claims[i]
+			if c.Exists && !c.OnRecord {
+				rec.Claims = append(rec.Claims, v1alpha1.SeededClaim{Name: c.Name, UID: string(found[c.Name].UID)})
+				c.OnRecord = true
+			}
+		}
+		if rec.ServedSince == nil && len(rec.Claims) > 0 {
+			rec.ServedSince = &now
+		}
+	} else if len(rec.Claims) == 0 {
+		// The claims that served are gone (deleted by someone after the
+		// incident): a fresh copy may be seeded.
+		rec.ServedSince = nil
+	}
+	in.Served = serving || rec.ServedSince != nil
 
 	d := recovery.DecideStandby(in)
 	s.standbyHold = d.Hold
@@ -141,7 +160,7 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 	case recovery.StandbyCurrent:
 		rec.RefreshingTo = ""
 	}
-	if serving && rec.ServedSince == nil {
+	if serving && rec.ServedSince == nil && len(rec.Claims) > 0 {
 		rec.ServedSince = &now
 	}
 	return r.pruneStandbyCopies(ctx, s, ns, found)

@@ -19,11 +19,13 @@ import (
 //     status.recovery.
 //   - Without a source, nothing is seeded or deleted: the standby's claims
 //     are made empty by its StatefulSets, as without spec.recovery.
-//   - A standby that serves traffic, or has served it since its claims were
-//     seeded, keeps every claim it has: they hold writes made there, which
+//   - A standby that serves traffic, or has served it with claims still on
+//     record, keeps every claim it has: they hold writes made there, which
 //     are data, not a copy. Only when it has none of its claims (a Cold
-//     standby failing over for the first time, or after someone deleted
-//     them) are they seeded, from the source.
+//     standby failing over for the first time) are they seeded, from the
+//     source. (The gatherer puts every claim that serves on record, and
+//     counts a standby whose served claims are all gone — deleted by a
+//     person after the incident — as not served.)
 //   - Otherwise the standby's claims must be exactly the source's copies:
 //     each claim that exists and is not on record as seeded from the source
 //     (another point's, or one careplane did not create) is deleted, the
@@ -44,8 +46,8 @@ type StandbyInput struct {
 	// Claims are the claims the standby's StatefulSets use, each as found
 	// in the standby namespace.
 	Claims []StandbyClaim
-	// Served: the standby serves traffic now, or has since its claims were
-	// seeded.
+	// Served: the standby serves traffic now, or has served it with claims
+	// that are still on record.
 	Served bool
 }
 
