@@ -197,8 +197,12 @@ func TestStandbyDataSeedsFromTheCleanPointOnRecord(t *testing.T) {
 	if err := k8sClient.Delete(ctx, seeded); err != nil {
 		t.Fatal(err)
 	}
-	seeded.Finalizers = nil
-	_ = k8sClient.Update(ctx, seeded)
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seeded), seeded); err == nil {
+		seeded.Finalizers = nil // play the PVC protection controller
+		if err := k8sClient.Update(ctx, seeded); client.IgnoreNotFound(err) != nil {
+			t.Fatal(err)
+		}
+	}
 	forged := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: primary, Name: "p-2-" + claimName,
 		Labels: map[string]string{v1alpha1.LabelClean: "true", v1alpha1.LabelRecoveryPoint: "p-2"}},
 		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claimName)}}}
