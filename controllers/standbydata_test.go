@@ -224,3 +224,17 @@ func TestStandbyDataSeedsFromTheCleanPointOnRecord(t *testing.T) {
 		t.Errorf("a copy of the replaced snapshot was made (err %v)", err)
 	}
 }
+
+// TestCachedClaimKeepsItsUID: the standby's claims are known by the UIDs on
+// record and deleted on the precondition of their UID, read from the cache.
+func TestCachedClaimKeepsItsUID(t *testing.T) {
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "n", UID: "u-1",
+		Annotations: map[string]string{"a": "b"}},
+		Spec: corev1.PersistentVolumeClaimSpec{DataSourceRef: &corev1.TypedObjectReference{Kind: "VolumeSnapshot", Name: "s"}}}
+	if _, err := trimClaim(pvc); err != nil {
+		t.Fatal(err)
+	}
+	if pvc.UID != "u-1" || pvc.Annotations != nil || pvc.Spec.DataSourceRef != nil {
+		t.Errorf("trimmed claim = %+v", pvc)
+	}
+}
