@@ -934,9 +934,10 @@ type FailoverStatus struct {
 
 // StandbyData says which recovery point the standby's volumes hold.
 type StandbyData struct {
-	// dataFrom names the clean recovery point (in status.recovery.points)
-	// the standby's volumes were seeded from; empty while none was (no
-	// clean point was ready yet: the volumes start empty).
+	// dataFrom names the clean recovery point (of status.recovery.points;
+	// retention may have retired it since) the standby's volumes were
+	// seeded from; empty while none was (no clean point was ready yet: the
+	// volumes start empty).
 	// +optional
 	// +kubebuilder:validation:MaxLength=63
 	DataFrom string `json:"dataFrom,omitempty"`
