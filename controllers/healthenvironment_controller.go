@@ -270,7 +270,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	// A failover or failback threshold that only time will cross.
-	return ctrl.Result{RequeueAfter: s.decision.RequeueAfter}, nil
+	after := s.decision.RequeueAfter
+	if s.requeueAfter > 0 && (after == 0 || s.requeueAfter < after) {
+		after = s.requeueAfter
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // fenceRequestOf returns the FenceRequest holding env's fence, read through
@@ -446,8 +450,9 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not change the generation; they need no
-		// reconcile. The periodic resync does (see resynced).
-		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resynced))).
+		// reconcile. The periodic resync does (see resynced), and so does a
+		// newer clean recovery point for a standby to be seeded from.
+		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resynced, newCleanPoint))).
 		Owns(&corev1.Namespace{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}, builder.OnlyMetadata). // read as metadata only: see servicesMetadata

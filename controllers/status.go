@@ -78,6 +78,12 @@ type scope struct {
 	decision *failover.Decision
 	// standbyTemplates are the critical services of the known-good revision.
 	standbyTemplates []v1alpha1.Service
+	// standbyHold: the standby's StatefulSets stay at zero replicas while
+	// their claims are replaced (reconcileStandbyData).
+	standbyHold bool
+	// requeueAfter asks for a reconcile within this time (0: none), for
+	// what no watch reports.
+	requeueAfter time.Duration
 }
 
 func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {

@@ -924,6 +924,62 @@ type FailoverStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	NotServedOnStandby []string `json:"notServedOnStandby,omitempty"`
+	// standbyData is the standby's recovery point objective: the clean
+	// recovery point its volumes were seeded from, and so the data a
+	// failover serves. Set when the standby runs services with volumes and
+	// spec.recovery is set.
+	// +optional
+	StandbyData *StandbyData `json:"standbyData,omitempty"`
+}
+
+// StandbyData says which recovery point the standby's volumes hold.
+type StandbyData struct {
+	// dataFrom names the clean recovery point (of status.recovery.points;
+	// retention may have retired it since) the standby's volumes were
+	// seeded from; empty while none was (no clean point was ready yet: the
+	// volumes start empty).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	DataFrom string `json:"dataFrom,omitempty"`
+	// dataTakenAt is when that point was taken: a failover serves the data
+	// as it was then, and now − dataTakenAt is how much data it would lose
+	// (at most spec.recovery.interval plus the time a refresh takes, while
+	// the primary takes clean points).
+	// +optional
+	DataTakenAt *metav1.Time `json:"dataTakenAt,omitempty"`
+	// seededAt is when careplane last created the standby's claims from
+	// dataFrom.
+	// +optional
+	SeededAt *metav1.Time `json:"seededAt,omitempty"`
+	// servedSince is since when the standby's volumes have served traffic.
+	// They then hold writes made on the standby, and careplane no longer
+	// replaces them with newer points: after the primary is back, copy what
+	// is needed and delete the standby's claims; careplane seeds them again.
+	// +optional
+	ServedSince *metav1.Time `json:"servedSince,omitempty"`
+	// refreshingTo names the newer clean point the standby's volumes are
+	// being replaced with (the standby is scaled to zero meanwhile).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	RefreshingTo string `json:"refreshingTo,omitempty"`
+	// claims are the standby's claims careplane created from dataFrom, by
+	// name and UID: a claim of the same name with another UID is not one.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	Claims []SeededClaim `json:"claims,omitempty"`
+}
+
+// SeededClaim is a standby claim careplane created from a recovery point.
+type SeededClaim struct {
+	// name of the PersistentVolumeClaim in the standby namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// uid of the claim careplane created.
+	// +required
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
 }
 
 // RecoveryStatus reports the recovery points.

@@ -27,9 +27,8 @@ var guardrailObjects = []guardrailObject{
 
 // managerClusterRules are the rules of config/rbac/role.yaml, generated from the code's RBAC markers.
 var managerClusterRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"limitranges", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"limitranges", "persistentvolumeclaims", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"persistentvolumeclaims"}, Verbs: []string{"get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 	{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingadmissionpolicybindings"}, Verbs: []string{"list"}},
@@ -47,6 +46,7 @@ var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"adminnetworkpolicies", "clusternetworkpolicies"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"rolebindings", "roles"}, Verbs: []string{"delete", "list"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotclasses"}, Verbs: []string{"get"}},
+	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents"}, Verbs: []string{"create", "delete", "get"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get"}},
 }
