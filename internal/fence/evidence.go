@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/careplane/careplane/api/v1alpha1"
 )
 
@@ -118,4 +120,30 @@ func planEvidence(p *Plan, o Observed, ns string) {
 		}
 		p.Actions = append(p.Actions, a)
 	}
+}
+
+// EvidenceCondition is the EvidenceSnapshots condition: the problem ev
+// reports, if any; else whether every evidence snapshot on record of fence
+// id (every one on record when id is empty) is ready to use. claims is how
+// many the fence planned, or -1 when not known.
+func EvidenceCondition(id string, claims int, snaps []v1alpha1.EvidenceSnapshot, ev Evidence) (metav1.ConditionStatus, string, string) {
+	if ev.Reason != "" {
+		return metav1.ConditionFalse, ev.Reason, ev.Message
+	}
+	n, ready := 0, 0
+	for _, s := range snaps {
+		if id != "" && s.FenceID != id {
+			continue
+		}
+		n++
+		if s.Ready {
+			ready++
+		}
+	}
+	if n > 0 && ready == n && (claims < 0 || n >= claims) {
+		return metav1.ConditionTrue, v1alpha1.ReasonEvidenceTaken, fmt.Sprintf(
+			"%d evidence snapshots of the fenced volumes are ready; they are kept until a responder purges them", n)
+	}
+	return metav1.ConditionFalse, v1alpha1.ReasonEvidencePending, fmt.Sprintf(
+		"%d of %d evidence snapshots of the fenced volumes are ready", ready, max(n, claims))
 }
