@@ -3,13 +3,16 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -186,5 +189,70 @@ func TestFenceWithoutSnapshotClassStillFences(t *testing.T) {
 	}
 	if len(pvcs.Items) != 1 {
 		t.Errorf("%d claims after the fence, want 1", len(pvcs.Items))
+	}
+}
+
+// TestDeletingAnEnvironmentRetainsItsData: an environment with volumes
+// carries the data finalizer; deleting it (dataDeletionPolicy Retain, the
+// default) leaves the primary namespace out of the garbage collector's
+// reach (no owner reference), labelled retained and closed by a deny-all
+// policy and a pods: 0 quota of its own, its claims and snapshots in it.
+// With Delete, the namespace keeps its owner and goes with it.
+func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
+	for _, policy := range []v1alpha1.DataDeletionPolicy{v1alpha1.DataRetain, v1alpha1.DataDelete} {
+		t.Run(string(policy), func(t *testing.T) {
+			ctx := context.Background()
+			name := "retain-" + strings.ToLower(string(policy))
+			ns := name + "-primary"
+			env := careRecordsEnv(name)
+			env.Spec.DataDeletionPolicy = policy
+			if err := k8sClient.Create(ctx, env); err != nil {
+				t.Fatal(err)
+			}
+			boundClaim(t, ctx, ns, "records-document-store-0", "standard", map[string]string{v1alpha1.LabelEnvironment: name})
+			if policy == v1alpha1.DataRetain {
+				eventually(t, 20*time.Second, "the data finalizer", func(ctx context.Context) (bool, string, error) {
+					e := getEnv(t, ctx, name)
+					return slices.Contains(e.Finalizers, dataFinalizer), fmt.Sprint(e.Finalizers), nil
+				})
+			}
+			if err := k8sClient.Delete(ctx, env); err != nil {
+				t.Fatal(err)
+			}
+			eventually(t, 20*time.Second, "the environment gone", func(ctx context.Context) (bool, string, error) {
+				err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.HealthEnvironment{})
+				return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+			})
+			nsObj := &corev1.Namespace{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+				t.Fatal(err)
+			}
+			if policy == v1alpha1.DataDelete {
+				if len(nsObj.OwnerReferences) != 1 || nsObj.Labels[v1alpha1.LabelRetained] != "" {
+					t.Errorf("Delete: namespace owners %v labels %v, want it left to the garbage collector", nsObj.OwnerReferences, nsObj.Labels)
+				}
+				return
+			}
+			if len(nsObj.OwnerReferences) != 0 || nsObj.Labels[v1alpha1.LabelRetained] != "true" {
+				t.Errorf("Retain: namespace owners %v labels %v, want no owner and %s=true", nsObj.OwnerReferences, nsObj.Labels, v1alpha1.LabelRetained)
+			}
+			pol := &networkingv1.NetworkPolicy{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: RetainedPolicyName}, pol); err != nil {
+				t.Fatal(err)
+			}
+			if len(pol.OwnerReferences) != 0 || len(pol.Spec.Ingress) != 0 || len(pol.Spec.Egress) != 0 || len(pol.Spec.PolicyTypes) != 2 || len(pol.Spec.PodSelector.MatchLabels) != 0 {
+				t.Errorf("retained policy %+v, want deny-all of every pod without owner", pol)
+			}
+			q := &corev1.ResourceQuota{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: RetainedQuotaName}, q); err != nil {
+				t.Fatal(err)
+			}
+			if p := q.Spec.Hard[corev1.ResourcePods]; !p.IsZero() || len(q.OwnerReferences) != 0 {
+				t.Errorf("retained quota %+v", q.Spec.Hard)
+			}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{}); err != nil {
+				t.Errorf("the claim: %v", err)
+			}
+		})
 	}
 }
