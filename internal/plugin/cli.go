@@ -107,7 +107,7 @@ Colour: on a terminal only, and never when NO_COLOR is set or with -o.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.config.AddFlags(root.PersistentFlags())
-	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd(), o.doctorCmd())
+	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd(), o.recoveryPointsCmd(), o.doctorCmd())
 	return root, o
 }
 
