@@ -18,7 +18,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -34,6 +36,7 @@ import (
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
 	"github.com/careplane/careplane/internal/version"
 )
@@ -502,7 +505,60 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
 	}
 	st.AdminPolicyKind = o.adminPolicyKind()
+	if err := o.gatherEvidenceState(ctx, env, &st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// gatherEvidenceState reads what the fence's evidence step plans from: the
+// claims and snapshots of the primary namespace, the snapshot class and the
+// claims' drivers.
+func (o *options) gatherEvidenceState(ctx context.Context, env *v1alpha1.HealthEnvironment, st *FenceState) error {
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	var claims corev1.PersistentVolumeClaimList
+	if err := o.client.List(ctx, &claims, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing claims of %s: %w", env.Name, err)
+	}
+	st.Claims = claims.Items
+	if len(claims.Items) == 0 {
+		return nil
+	}
+	st.Drivers = map[string]string{}
+	for _, c := range claims.Items {
+		sc := ""
+		if c.Spec.StorageClassName != nil {
+			sc = *c.Spec.StorageClassName
+		}
+		if _, ok := st.Drivers[sc]; sc == "" || ok {
+			continue
+		}
+		cls := &storagev1.StorageClass{}
+		if err := o.client.Get(ctx, client.ObjectKey{Name: sc}, cls); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading StorageClass %s: %w", sc, err)
+		}
+		st.Drivers[sc] = cls.Provisioner
+	}
+	snaps := &metav1.PartialObjectMetadataList{}
+	snaps.SetGroupVersionKind(volumeSnapshotList)
+	if err := o.client.List(ctx, snaps, client.InNamespace(ns)); err != nil && !meta.IsNoMatchError(err) {
+		return fmt.Errorf("listing VolumeSnapshots of %s: %w", env.Name, err)
+	}
+	st.Snapshots = snaps.Items
+	if rec := env.Spec.Recovery; rec != nil && rec.VolumeSnapshotClassName != "" {
+		st.SnapshotClass = &fence.SnapshotClass{Name: rec.VolumeSnapshotClassName}
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(volumeSnapshotList.GroupVersion().WithKind("VolumeSnapshotClass"))
+		switch err := o.client.Get(ctx, client.ObjectKey{Name: rec.VolumeSnapshotClassName}, u); {
+		case err == nil:
+			st.SnapshotClass.Found = true
+			st.SnapshotClass.Driver, _, _ = unstructured.NestedString(u.Object, "driver")
+		case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		default:
+			return fmt.Errorf("reading VolumeSnapshotClass %s: %w", rec.VolumeSnapshotClassName, err)
+		}
+	}
+	return nil
 }
 
 // adminPolicyKind returns the admin-tier policy kind the cluster serves, as

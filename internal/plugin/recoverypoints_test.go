@@ -6,9 +6,11 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // TestWriteRecoveryPoints: each point with its time, revision, clean, ready
@@ -52,4 +54,47 @@ func TestWriteRecoveryPoints(t *testing.T) {
 	if !strings.Contains(b.String(), "sets no spec.recovery") {
 		t.Errorf("without spec.recovery: %q", b.String())
 	}
+}
+
+// TestDryRunPlanShowsTheEvidenceStep: the plugin's plan (the operator's)
+// lists a snapshot of every claim of the primary namespace in step 1, and
+// with no snapshot class, a skip saying why.
+func TestDryRunPlanShowsTheEvidenceStep(t *testing.T) {
+	env := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "records"}}
+	env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "x", Ticket: "INC-1"}
+	class := "csi"
+	claims := []corev1.PersistentVolumeClaim{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "records-primary", Name: "records-document-store-0"}, Spec: corev1.PersistentVolumeClaimSpec{StorageClassName: &class}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "elsewhere", Name: "not-this-one"}},
+	}
+	st := FenceState{Env: env, Claims: claims, Drivers: map[string]string{"csi": "csi.example"},
+		SnapshotClass: &fence.SnapshotClass{Name: "csi-snap", Found: true, Driver: "csi.example"}}
+	env.Spec.Recovery = &v1alpha1.Recovery{VolumeSnapshotClassName: "csi-snap"}
+	var b bytes.Buffer
+	if err := WritePlan(&b, PlanFence(st)); err != nil {
+		t.Fatal(err)
+	}
+	if !planLists(b.String(), "snapshot", "VolumeSnapshot", "records-primary", fence.EvidenceSnapshotName("<now>", "records-document-store-0")) ||
+		strings.Contains(b.String(), "not-this-one") {
+		t.Errorf("plan:\n%s", b.String())
+	}
+	env.Spec.Recovery = nil
+	st.SnapshotClass = nil
+	b.Reset()
+	_ = WritePlan(&b, PlanFence(st))
+	if !strings.Contains(b.String(), "skip") || !strings.Contains(b.String(), v1alpha1.ReasonNoSnapshotClass) {
+		t.Errorf("plan without a class:\n%s", b.String())
+	}
+}
+
+// planLists reports whether the plan table in out has a row with these
+// ACTION, KIND, NAMESPACE and NAME cells.
+func planLists(out, verb, kind, namespace, name string) bool {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 5 && f[1] == verb && f[2] == kind && f[3] == namespace && f[4] == name {
+			return true
+		}
+	}
+	return false
 }
