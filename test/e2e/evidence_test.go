@@ -57,6 +57,9 @@ func TestFenceTakesEvidenceOfTheOverwrittenRecords(t *testing.T) {
 		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
 			return false, "", err
 		}
+		if env.Status.Recovery == nil {
+			return false, recoveryCondition(env), nil
+		}
 		for _, p := range env.Status.Recovery.Points {
 			// takenAt has whole seconds.
 			if p.Clean && p.Ready && p.TakenAt.After(written.Add(time.Second)) {
