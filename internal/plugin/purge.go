@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -42,7 +43,7 @@ type PurgeTarget struct {
 
 // PurgeTargets chooses what purge-evidence deletes from the objects of a
 // primary namespace, by resource: in a retained namespace (its environment
-// deleted, its data kept), every pod, claim and snapshot; otherwise the
+// deleted, its data kept), every claim and snapshot; in any, the
 // objects labelled careplane.io/evidence (the evidence pods, the fence's
 // evidence snapshots, the claims a restore kept as evidence). Recovery
 // points and the claims in use are never chosen in a live environment.
@@ -56,7 +57,8 @@ func PurgeTargets(retained bool, objects map[string][]metav1.PartialObjectMetada
 				continue
 			}
 			why := o.Labels[v1alpha1.LabelEvidence]
-			if retained && why == "" {
+			if retained && why == "" && k.resource != "pod" {
+				// The data, not whatever else was left running.
 				why = "retained"
 			}
 			if why != "" {
@@ -142,18 +144,40 @@ and without --yes it deletes nothing and exits 2.`,
 					}
 				}
 			}
+			// Every delete as a server-side dry run first: RBAC or a
+			// guardrail refusing one refuses the purge before anything
+			// is deleted.
+			del := func(t PurgeTarget, opts ...client.DeleteOption) error {
+				obj := &unstructured.Unstructured{}
+				obj.SetGroupVersionKind(purgeGVK(t.Resource))
+				obj.SetNamespace(ns)
+				obj.SetName(t.Object.Name)
+				uid := t.Object.UID
+				opts = append(opts, client.Preconditions{UID: &uid})
+				if err := o.client.Delete(ctx, obj, opts...); err != nil && !apierrors.IsNotFound(err) {
+					fmt.Fprintf(o.streams.ErrOut, "Error: deleting %s %s/%s: %v\n", t.Resource, ns, t.Object.Name, err)
+					return err
+				}
+				return nil
+			}
 			var failed []string
 			var errs []error
+			if !dryRun {
+				for _, t := range targets {
+					if err := del(t, client.DryRunAll); err != nil {
+						failed, errs = append(failed, t.Resource+"/"+t.Object.Name), append(errs, err)
+					}
+				}
+				if len(failed) > 0 {
+					return fmt.Errorf("nothing deleted: %d of %d deletes refused: %s: %w", len(failed), len(targets), strings.Join(failed, ", "), errors.Join(errs...))
+				}
+			}
 			for _, t := range targets {
-				obj := t.Object.DeepCopy()
-				gvk := purgeGVK(t.Resource)
-				obj.SetGroupVersionKind(gvk)
-				if err := o.client.Delete(ctx, obj, opts...); err != nil && !apierrors.IsNotFound(err) {
-					fmt.Fprintf(o.streams.ErrOut, "Error: deleting %s %s/%s: %v\n", t.Resource, ns, obj.Name, err)
-					failed = append(failed, t.Resource+"/"+obj.Name)
-					errs = append(errs, err)
+				if err := del(t, opts...); err != nil {
+					failed, errs = append(failed, t.Resource+"/"+t.Object.Name), append(errs, err)
 					continue
 				}
+				obj := t.Object
 				if dryRun {
 					fmt.Fprintf(o.streams.Out, "%s/%s would be deleted (%s; server-side dry run)\n", t.Resource, obj.Name, t.Why)
 				} else {

@@ -169,7 +169,7 @@ func TestDeletingKeepsDataAndOnlyAResponderPurgesIt(t *testing.T) {
 	}
 
 	// The cluster admin is no responder: refused, nothing deleted.
-	out := plugin.exits(t, exitForbidden, []string{"purge-evidence", name, "--yes"}, "careplane-retained-data-guard")
+	out := plugin.exits(t, exitForbidden, []string{"purge-evidence", name, "--yes"}, "careplane-retained-data-guard", "nothing deleted")
 	if strings.Contains(out, " deleted (") {
 		t.Errorf("a refused purge says it deleted something:\n%s", out)
 	}
