@@ -37,7 +37,7 @@ type PurgeTarget struct {
 	// Resource is pod, volumesnapshot or persistentvolumeclaim.
 	Resource string
 	Object   metav1.PartialObjectMetadata
-	// Why it is evidence: the evidence label's value, or "retained".
+	// Why it is chosen: "evidence <ticket>", or "retained".
 	Why string
 }
 
@@ -56,7 +56,10 @@ func PurgeTargets(retained bool, objects map[string][]metav1.PartialObjectMetada
 			if o.DeletionTimestamp != nil {
 				continue
 			}
-			why := o.Labels[v1alpha1.LabelEvidence]
+			why := ""
+			if t := o.Labels[v1alpha1.LabelEvidence]; t != "" {
+				why = "evidence " + t
+			}
 			if retained && why == "" && k.resource != "pod" {
 				// The data, not whatever else was left running.
 				why = "retained"

@@ -23,16 +23,16 @@ func TestPurgeTargets(t *testing.T) {
 	objects := map[string][]metav1.PartialObjectMetadata{
 		"persistentvolumeclaim": {obj("records-document-store-0", nil), obj("kept-0", ev)},
 		"volumesnapshot":        {obj("p1-records", point), obj("evidence-x-records", ev), going},
-		"pod":                   {obj("document-store-0", ev)},
+		"pod":                   {obj("document-store-0", ev), obj("left-running", nil)},
 	}
 	for _, tt := range []struct {
 		name     string
 		retained bool
 		want     []string
 	}{
-		{"live environment: evidence only", false, []string{"pod/document-store-0 INC-9", "volumesnapshot/evidence-x-records INC-9", "persistentvolumeclaim/kept-0 INC-9"}},
-		{"retained namespace: all its data", true, []string{"pod/document-store-0 INC-9", "volumesnapshot/evidence-x-records INC-9",
-			"volumesnapshot/p1-records retained", "persistentvolumeclaim/kept-0 INC-9", "persistentvolumeclaim/records-document-store-0 retained"}},
+		{"live environment: evidence only", false, []string{"pod/document-store-0 evidence INC-9", "volumesnapshot/evidence-x-records evidence INC-9", "persistentvolumeclaim/kept-0 evidence INC-9"}},
+		{"retained namespace: all its data", true, []string{"pod/document-store-0 evidence INC-9", "volumesnapshot/evidence-x-records evidence INC-9",
+			"volumesnapshot/p1-records retained", "persistentvolumeclaim/kept-0 evidence INC-9", "persistentvolumeclaim/records-document-store-0 retained"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
