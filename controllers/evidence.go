@@ -146,7 +146,7 @@ func (r *HealthEnvironmentReconciler) evidenceSnapshot(ctx context.Context, s *s
 	ticket := fence.EvidenceTicket(s.env.Spec.Isolation)
 	labels := build.Labels(s.env, build.SiteLabelPrimary)
 	labels[v1alpha1.LabelEvidence] = ticket
-	labels[v1alpha1.LabelFenceID] = fence.FenceIDLabel(s.record.ID)
+	labels[v1alpha1.LabelFenceID] = fence.IDLabel(s.record.ID)
 	vs := &snapshotv1.VolumeSnapshot{
 		ObjectMeta: metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name, Labels: labels,
 			Annotations: map[string]string{v1alpha1.AnnotationFenceID: s.record.ID, v1alpha1.AnnotationTakenAt: s.now.UTC().Format(time.RFC3339)}},

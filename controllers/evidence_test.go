@@ -109,7 +109,7 @@ func TestFenceTakesEvidenceSnapshotsOnce(t *testing.T) {
 				t.Errorf("snapshot %s (uid %s of claim %s) is on record as %+v", vs.Name, vs.UID, ptr.Deref(vs.Spec.Source.PersistentVolumeClaimName, ""), e)
 			}
 			if vs.Labels[v1alpha1.LabelEvidence] != "INC-9" || vs.Labels[v1alpha1.LabelEnvironment] != name ||
-				vs.Labels[v1alpha1.LabelFenceID] != fence.FenceIDLabel(rec.ID) || vs.Annotations[v1alpha1.AnnotationFenceID] != rec.ID {
+				vs.Labels[v1alpha1.LabelFenceID] != fence.IDLabel(rec.ID) || vs.Annotations[v1alpha1.AnnotationFenceID] != rec.ID {
 				t.Errorf("snapshot %s labels %v annotations %v", vs.Name, vs.Labels, vs.Annotations)
 			}
 			if len(vs.OwnerReferences) != 0 {

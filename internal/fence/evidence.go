@@ -46,8 +46,8 @@ func EvidenceSnapshotName(id, claim string) string {
 	return strings.TrimRight(name, "-.")
 }
 
-// FenceIDLabel is the fence's ID as a label value can hold it (no colons).
-func FenceIDLabel(id string) string {
+// IDLabel is the fence's ID as a label value can hold it (no colons).
+func IDLabel(id string) string {
 	return strings.Trim(strings.NewReplacer(":", "", "+", "").Replace(id), "-._")
 }
 

@@ -114,8 +114,8 @@ func TestEvidenceNames(t *testing.T) {
 		if errs := validation.IsDNS1123Subdomain(a); len(errs) > 0 {
 			t.Errorf("%s: %v", a, errs)
 		}
-		if errs := validation.IsValidLabelValue(FenceIDLabel(id)); id != "<now>" && len(errs) > 0 {
-			t.Errorf("label %s: %v", FenceIDLabel(id), errs)
+		if errs := validation.IsValidLabelValue(IDLabel(id)); id != "<now>" && len(errs) > 0 {
+			t.Errorf("label %s: %v", IDLabel(id), errs)
 		}
 	}
 	long := EvidenceSnapshotName("2030-01-01T00:00:00Z", strings.Repeat("a", 260))
