@@ -123,3 +123,35 @@ func TestEvidenceNames(t *testing.T) {
 		t.Errorf("name of %d characters", len(long))
 	}
 }
+
+// TestEvidenceCondition: a problem wins; otherwise True only when every
+// snapshot of this fence on record is ready and every planned claim has one.
+func TestEvidenceCondition(t *testing.T) {
+	const id = "2030-01-01T00:00:00Z"
+	ready := v1alpha1.EvidenceSnapshot{Name: "a", FenceID: id, Ready: true}
+	pending := v1alpha1.EvidenceSnapshot{Name: "b", FenceID: id}
+	older := v1alpha1.EvidenceSnapshot{Name: "c", FenceID: "2029-01-01T00:00:00Z"}
+	for _, tt := range []struct {
+		name       string
+		id         string
+		claims     int
+		snaps      []v1alpha1.EvidenceSnapshot
+		ev         Evidence
+		wantStatus string
+		wantReason string
+	}{
+		{"all ready", id, 1, []v1alpha1.EvidenceSnapshot{ready, older}, Evidence{}, "True", v1alpha1.ReasonEvidenceTaken},
+		{"one pending", id, 2, []v1alpha1.EvidenceSnapshot{ready, pending}, Evidence{}, "False", v1alpha1.ReasonEvidencePending},
+		{"a claim without one yet", id, 2, []v1alpha1.EvidenceSnapshot{ready}, Evidence{}, "False", v1alpha1.ReasonEvidencePending},
+		{"another fence's do not count", id, 1, []v1alpha1.EvidenceSnapshot{older}, Evidence{}, "False", v1alpha1.ReasonEvidencePending},
+		{"a problem wins", id, 1, []v1alpha1.EvidenceSnapshot{ready}, Evidence{Reason: v1alpha1.ReasonSnapshotFailed, Message: "m"}, "False", v1alpha1.ReasonSnapshotFailed},
+		{"after the restore: all on record", "", -1, []v1alpha1.EvidenceSnapshot{ready, older}, Evidence{}, "False", v1alpha1.ReasonEvidencePending},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			status, reason, _ := EvidenceCondition(tt.id, tt.claims, tt.snaps, tt.ev)
+			if string(status) != tt.wantStatus || reason != tt.wantReason {
+				t.Errorf("%s/%s, want %s/%s", status, reason, tt.wantStatus, tt.wantReason)
+			}
+		})
+	}
+}
