@@ -8,6 +8,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/careplane/careplane/api/v1alpha1"
@@ -139,6 +141,15 @@ func TestDeletingKeepsDataAndOnlyAResponderPurgesIt(t *testing.T) {
 		}
 		return cleanReady(env) >= 1, recoveryCondition(env), nil
 	})
+	// The cluster admin's "stuck object" reflex would let the garbage
+	// collector take the data: refused.
+	if !slices.Contains(env.Finalizers, "careplane.io/data") {
+		t.Fatalf("finalizers %v, want careplane.io/data", env.Finalizers)
+	}
+	err := k8sClient.Patch(ctx, env.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "may remove the careplane.io/data finalizer") {
+		t.Errorf("the admin strips the data finalizer: %v, want it refused by the isolation guard", err)
+	}
 	var snaps []string
 	for _, p := range env.Status.Recovery.Points {
 		for _, s := range p.Snapshots {
@@ -168,7 +179,12 @@ func TestDeletingKeepsDataAndOnlyAResponderPurgesIt(t *testing.T) {
 		snapshotOf(t, ns, s)
 	}
 
-	// The cluster admin is no responder: refused, nothing deleted.
+	// The cluster admin is no responder: deleting the namespace (its
+	// claims with it) is refused, and so is the purge; nothing is deleted.
+	err = k8sClient.Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "careplane-retained-namespace-guard") {
+		t.Errorf("the admin deletes the retained namespace: %v, want it refused", err)
+	}
 	out := plugin.exits(t, exitForbidden, []string{"purge-evidence", name, "--yes"}, "careplane-retained-data-guard", "nothing deleted")
 	if strings.Contains(out, " deleted (") {
 		t.Errorf("a refused purge says it deleted something:\n%s", out)
@@ -198,6 +214,10 @@ func TestDeletingKeepsDataAndOnlyAResponderPurgesIt(t *testing.T) {
 		}
 		return len(left) == 0, strings.Join(left, "; "), nil
 	})
+	// Emptied, the namespace is a responder's to delete.
+	if err := responderClient(t).Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Errorf("a responder deletes the emptied retained namespace: %v", err)
+	}
 }
 
 // snapshotCopy is the directory where the test CSI driver keeps the bytes
