@@ -240,7 +240,9 @@ func (o *options) purgeNamespace(ctx context.Context, name string) (ns string, r
 		return "", false, withCause(err, "HealthEnvironment %q not found, and no data of it is retained (no namespace %s labelled %s=true)", name, ns, v1alpha1.LabelRetained)
 	}
 	if nsObj.Labels[v1alpha1.LabelFenced] == "true" {
-		return "", false, fmt.Errorf("namespace %s is fenced: its data is under investigation and cannot be purged", ns)
+		// Deleted while fenced, then released by a responder: the freeze
+		// stays on the retained namespace, and only a responder lifts it.
+		return "", false, fmt.Errorf("namespace %s, the retained data of deleted HealthEnvironment %s, is still fenced (%s=true): its data is under investigation and cannot be purged; when the investigation is over, a responder removes the label (kubectl label namespace %s %s-) and purges", ns, name, v1alpha1.LabelFenced, ns, v1alpha1.LabelFenced)
 	}
 	return ns, true, nil
 }
