@@ -98,3 +98,17 @@ func planLists(out, verb, kind, namespace, name string) bool {
 	}
 	return false
 }
+
+// TestStoryCountsEvidenceSnapshots: status ENV says how many evidence
+// snapshots are kept, after the restore too.
+func TestStoryCountsEvidenceSnapshots(t *testing.T) {
+	env := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "records"}}
+	env.Status.EvidenceSnapshots = []v1alpha1.EvidenceSnapshot{{Name: "a", Ready: true}, {Name: "b"}}
+	var b bytes.Buffer
+	if err := WriteStory(&b, Story{Env: env, Now: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "Evidence snapshots:") || !strings.Contains(b.String(), "2 (1 ready; kubectl careplane recovery-points records)") {
+		t.Errorf("story:\n%s", b.String())
+	}
+}
