@@ -131,6 +131,21 @@ func TestFenceTakesEvidenceSnapshotsOnce(t *testing.T) {
 	})
 	check(getEnv(t, ctx, name))
 
+	// A pass that took the snapshots and stopped before its status write
+	// (the operator killed in between): the record is gone, the snapshots
+	// are there. The next pass records those, by UID, and takes no more.
+	cur := getEnv(t, ctx, name)
+	cur.Status.EvidenceSnapshots = nil
+	if err := k8sClient.Status().Update(ctx, cur); err != nil {
+		t.Fatal(err)
+	}
+	updateEnv(t, ctx, name, func(e *v1alpha1.HealthEnvironment) { e.Spec.Isolation.Reason = "ransomware, confirmed twice" })
+	eventually(t, 20*time.Second, "the evidence on record again", func(ctx context.Context) (bool, string, error) {
+		e := getEnv(t, ctx, name)
+		return len(e.Status.EvidenceSnapshots) == 3, fmt.Sprintf("%d on record", len(e.Status.EvidenceSnapshots)), nil
+	})
+	check(getEnv(t, ctx, name))
+
 	// The snapshot controller (not running here) reports them ready.
 	var snaps snapshotv1.VolumeSnapshotList
 	if err := k8sClient.List(ctx, &snaps, client.InNamespace(ns), client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
