@@ -160,6 +160,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if !env.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, s, d.Source)
 	}
+	// Deleting the environment keeps its data unless its spec says
+	// otherwise: the data finalizer gives careplane the time to (retain.go).
+	if err := r.ensureDataFinalizer(ctx, env); err != nil {
+		return ctrl.Result{}, err
+	}
 	if s.record.Present() && d.Course != fence.CourseFence {
 		// Whatever else happens, a fenced environment is not garbage
 		// collected with its evidence (a fence adds the finalizer with
@@ -357,6 +362,11 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 	if iso := s.env.Status.Isolation; s.record.Present() && iso != nil {
 		// The spec no longer holds the ticket; the status still does.
 		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
+	}
+	// Its data first: once the finalizers are gone, the garbage collector
+	// takes the namespaces.
+	if err := r.retainData(ctx, s); err != nil {
+		return err
 	}
 	return r.removeFinalizer(ctx, s.env)
 }

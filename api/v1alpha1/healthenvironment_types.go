@@ -98,6 +98,17 @@ type HealthEnvironmentSpec struct {
 	// +optional
 	Recovery *Recovery `json:"recovery,omitempty"`
 
+	// dataDeletionPolicy says what deleting the environment does with its
+	// data: Retain (the default) keeps the primary namespace's claims and
+	// snapshots, recovery points and evidence alike, in the primary
+	// namespace, isolated, until a responder purges them (`kubectl
+	// careplane purge-evidence`); Delete lets them go with the
+	// environment's namespaces. A fenced environment's data is never
+	// deleted, whatever this says.
+	// +optional
+	// +kubebuilder:default=Retain
+	DataDeletionPolicy DataDeletionPolicy `json:"dataDeletionPolicy,omitempty"`
+
 	// isolation is the field incident responders flip: mode Fenced cuts the
 	// environment off, None (after a fence) rebuilds it clean.
 	// +optional
@@ -561,6 +572,18 @@ type RestoreFrom struct {
 	Before *metav1.Time `json:"before,omitempty"`
 }
 
+// DataDeletionPolicy says what deleting an environment does with its
+// volumes and snapshots.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DataDeletionPolicy string
+
+const (
+	// DataRetain keeps the claims and snapshots of a deleted environment.
+	DataRetain DataDeletionPolicy = "Retain"
+	// DataDelete deletes them with the environment.
+	DataDelete DataDeletionPolicy = "Delete"
+)
+
 // StandbyMode says whether and how a standby site runs.
 // +kubebuilder:validation:Enum=None;Warm;Cold
 type StandbyMode string
@@ -827,6 +850,16 @@ type HealthEnvironmentStatus struct {
 	// +optional
 	Recovery *RecoveryStatus `json:"recovery,omitempty"`
 
+	// evidenceSnapshots are the VolumeSnapshots a fence took of every
+	// claim of the primary namespace once the window was closed, kept until
+	// a responder purges them (also after the restore). Like
+	// status.recovery, it is the record: a snapshot counts as evidence only
+	// when its UID is listed here.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=250
+	EvidenceSnapshots []EvidenceSnapshot `json:"evidenceSnapshots,omitempty"`
+
 	// incidents is the history of fences, newest last, bounded to 20.
 	// +optional
 	// +listType=atomic
@@ -1051,6 +1084,36 @@ type PointSnapshot struct {
 	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Claim string `json:"claim"`
+}
+
+// EvidenceSnapshot is one VolumeSnapshot a fence took as evidence.
+type EvidenceSnapshot struct {
+	// name of the VolumeSnapshot, in the primary namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// uid of the VolumeSnapshot careplane created.
+	// +required
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
+	// claim is the PersistentVolumeClaim it was taken of.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Claim string `json:"claim"`
+	// fenceID is the fence that took it (when the fence began, RFC 3339).
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	FenceID string `json:"fenceID"`
+	// ticket is the fence's incident reference.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Ticket string `json:"ticket,omitempty"`
+	// takenAt is when the snapshot was requested.
+	// +optional
+	TakenAt *metav1.Time `json:"takenAt,omitempty"`
+	// ready is true once the snapshot is ready to use.
+	// +optional
+	Ready bool `json:"ready,omitempty"`
 }
 
 // Incident is one fence, from fencing to restore.

@@ -58,6 +58,11 @@
 //     every tenant write from then on), then the deny-all policy and the
 //     pods: 0 quota, each written whole: a field another writer added
 //     before the freeze does not survive.
+//     Then, in step 1, once the window is closed and before anything else
+//     may change the data, the evidence: a VolumeSnapshot of every claim of
+//     the namespace, careplane's or the tenant's, one set per fence ID
+//     (evidence.go); skipped, with the reason, when no snapshot class fits.
+//     It never holds up the network fence.
 //  2. Every other NetworkPolicy of the namespace deleted, whoever made it:
 //     allows add up.
 //  3. Every ServiceAccount of the namespace revoked: careplane's are

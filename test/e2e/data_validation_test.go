@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
@@ -233,14 +234,18 @@ func TestVolumeChanges(t *testing.T) {
 	}
 	t.Cleanup(func() { deleteEnvironmentAndWait(t, obj.GetName()) })
 
+	// On the version just read: the operator writes the environment too
+	// (its status, its data finalizer), so a conflict is read again.
 	update := func(mutate func(v map[string]any)) error {
-		cur := &unstructured.Unstructured{}
-		cur.SetGroupVersionKind(obj.GroupVersionKind())
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
-			t.Fatal(err)
-		}
-		mutate(bookingVolume(henv(cur.Object)))
-		return k8sClient.Update(ctx, cur, client.DryRunAll)
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := &unstructured.Unstructured{}
+			cur.SetGroupVersionKind(obj.GroupVersionKind())
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+				t.Fatal(err)
+			}
+			mutate(bookingVolume(henv(cur.Object)))
+			return k8sClient.Update(ctx, cur, client.DryRunAll)
+		})
 	}
 	if err := update(func(v map[string]any) { v["size"] = "2Gi" }); err != nil {
 		t.Errorf("growing 1Gi to 2Gi is refused: %v", err)
