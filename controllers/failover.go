@@ -38,7 +38,7 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 		}
 		s.standbyTemplates, st.StandbyRevision = services, rev
 	} else {
-		st.StandbyRevision = ""
+		st.StandbyRevision, st.StandbyData = "", nil
 	}
 
 	critical := map[string]bool{}
@@ -189,6 +189,11 @@ func (s *scope) servingMessage() string {
 	msg := s.decision.Message
 	if s.decision.ServingFromStandby() && s.status.Failover != nil && len(s.status.Failover.NotServedOnStandby) > 0 {
 		msg += fmt.Sprintf("; not critical, so not served while on the standby: %s", strings.Join(s.status.Failover.NotServedOnStandby, ", "))
+	}
+	if s.decision.ServingFromStandby() && s.status.Failover != nil && s.status.Failover.StandbyData != nil {
+		if sd := s.status.Failover.StandbyData; sd.DataFrom != "" && sd.DataTakenAt != nil {
+			msg += fmt.Sprintf("; the standby's volumes hold the data of recovery point %s, taken at %s", sd.DataFrom, sd.DataTakenAt.UTC().Format(time.RFC3339))
+		}
 	}
 	return msg
 }

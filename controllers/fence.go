@@ -90,7 +90,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 // addFinalizer says to hold the environment's deletion with the fence
 // finalizer; that write goes out with the first step.
 func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *scope, source string, addFinalizer bool) error {
-	rec := recordFor(s.record, source, s.now)
+	rec := s.record.Over(source, s.now)
 	ns := s.names.Primary
 
 	// (1) Close the window. The finalizer goes out at the same time, on a
@@ -126,7 +126,17 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	if err != nil {
 		return err
 	}
+	// The evidence snapshots, once the window is closed and before the
+	// steps below may change the data. They never hold the network fence:
+	// what stands in their way is the EvidenceSnapshots condition's.
+	if eerr := r.observeEvidence(ctx, s, &obs); eerr != nil {
+		log.FromContext(ctx).Error(eerr, "Could not read the fenced namespace's claims for the evidence snapshots")
+		s.evidence = &metav1.Condition{Type: v1alpha1.ConditionEvidenceSnapshots, Status: metav1.ConditionFalse, ObservedGeneration: s.env.Generation,
+			Reason: v1alpha1.ReasonSnapshotFailed, Message: "Could not read the claims to snapshot as evidence (retried; the network fence stands regardless): " + eerr.Error()}
+		obs.Claims = nil
+	}
 	plan := fence.PlanFence(obs)
+	r.takeEvidence(ctx, s, plan)
 	var adminErr error
 	d := &done{}
 	err = all(

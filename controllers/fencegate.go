@@ -68,7 +68,7 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 		// and two writers of it only race.
 		return ctrl.Result{}, nil
 	}
-	if _, err := w.closeWindow(ctx, env, recordFor(cachedRecord(ctx, g.Client, env), fence.SourceSpec, g.Clock.Now())); err != nil {
+	if _, err := w.closeWindow(ctx, env, cachedRecord(ctx, g.Client, env).Over(fence.SourceSpec, g.Clock.Now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil
@@ -96,9 +96,15 @@ var isFencePolicy = predicate.NewPredicateFuncs(func(o client.Object) bool {
 	return o.GetName() == build.FencePolicyName && o.GetLabels()[v1alpha1.LabelEnvironment] != ""
 })
 
+// isFenceQuota passes careplane's fence quotas.
+var isFenceQuota = predicate.NewPredicateFuncs(func(o client.Object) bool {
+	return o.GetName() == build.FenceQuotaName && o.GetLabels()[v1alpha1.LabelEnvironment] != ""
+})
+
 // SetupWithManager registers the gate: environments that ask for a fence,
-// and deleted fence policies (a deny policy removed by hand comes back at
-// once, not after the reconciler's queue).
+// deleted fence policies (a deny policy removed by hand comes back at once,
+// not after the reconciler's queue), and changed or deleted fence quotas
+// (they have no owner, so nothing else is told of them).
 func (g *FenceGate) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewControllerManagedBy(mgr).
 		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(fencedSpec, predicate.GenerationChangedPredicate{}, g.FleetFence.observing())).
@@ -106,6 +112,10 @@ func (g *FenceGate) SetupWithManager(mgr ctrl.Manager) error {
 			builder.WithPredicates(isFencePolicy, predicate.Funcs{
 				CreateFunc: func(crevent.CreateEvent) bool { return false },
 				UpdateFunc: func(crevent.UpdateEvent) bool { return false },
+			})).
+		Watches(&corev1.ResourceQuota{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels),
+			builder.WithPredicates(isFenceQuota, predicate.Funcs{
+				CreateFunc: func(crevent.CreateEvent) bool { return false },
 			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(g.Workers, 1)}).
 		Named("fencegate").

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 )
 
@@ -87,7 +89,7 @@ func (r *FenceRequestReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	st := &fr.Status
 	got, err := r.closeWindows(ctx, fr)
 	st.DenyPolicies = got.closed
-	holding := r.stillHeld(ctx, fr)
+	holding := r.stillHeld(ctx, fr, got.handedOver)
 	st.Holding, st.HoldingCount = holding, int32(len(holding))
 	st.ObservedGeneration = fr.Generation
 	setRequestConditions(fr, got)
@@ -164,6 +166,9 @@ func (r *FenceRequestReconciler) match(ctx context.Context, fr *v1alpha1.FenceRe
 // write into: each is fenced as it is built).
 type windows struct {
 	closed, gone, unbuilt int32
+	// handedOver are the held environments whose record says the request
+	// handed their fence over to the spec.
+	handedOver []string
 }
 
 // closeWindows closes the window of every environment the request holds,
@@ -212,15 +217,20 @@ func (r *FenceRequestReconciler) closeWindows(ctx context.Context, fr *v1alpha1.
 			continue
 		}
 		rec := fence.RecordOf(ns)
-		if rec.Source == fence.SourceSpec {
-			// Handed over, and the reconciler has recorded it.
+		if rec.HandedOverBy(fr.Name) {
+			// Handed over, and the reconciler has recorded it: the
+			// request lets go (stillHeld), and only then may a
+			// responder's None lift the fence (fence.Decide).
+			got.handedOver = append(got.handedOver, name)
 			ok, err := w.windowClosed(ctx, env)
 			got.closed += count(ok)
 			errs = append(errs, err)
 			continue
 		}
+		// Otherwise the request writes its own record: over none, over
+		// its own, or over the spec's (a restore under way is cancelled).
 		fenceBy(env, fr)
-		todo = append(todo, held{env: env, ns: ns, rec: recordFor(rec, fence.RequestSource(fr.Name), r.Clock.Now())})
+		todo = append(todo, held{env: env, ns: ns, rec: rec.Over(fence.RequestSource(fr.Name), r.Clock.Now())})
 	}
 	failed := make([]bool, len(todo))
 	sweep := func(write func(h held) error) {
@@ -251,11 +261,16 @@ func count(ok bool) int32 {
 	return 0
 }
 
-// stillHeld is the part of status.holding whose environments exist and do
-// not yet say Fenced in their own spec.
-func (r *FenceRequestReconciler) stillHeld(ctx context.Context, fr *v1alpha1.FenceRequest) []string {
+// stillHeld is the part of status.holding whose environments exist, do not
+// yet say Fenced in their own spec, and whose fence was not handed over to
+// the spec. The hand-over on record is what counts: a responder may restore
+// an environment before this request ever reads its spec saying Fenced.
+func (r *FenceRequestReconciler) stillHeld(ctx context.Context, fr *v1alpha1.FenceRequest, handedOver []string) []string {
 	var held []string
 	for _, name := range fr.Status.Holding {
+		if slices.Contains(handedOver, name) {
+			continue
+		}
 		env := &v1alpha1.HealthEnvironment{}
 		err := r.Client.Get(ctx, client.ObjectKey{Name: name}, env)
 		if apierrors.IsNotFound(err) || (err == nil && env.Spec.Isolation.Mode == v1alpha1.IsolationFenced) {
@@ -361,9 +376,29 @@ func (r *FenceRequestReconciler) requestsHolding(ctx context.Context, o client.O
 	return reqs
 }
 
-// SetupWithManager registers the reconciler: the requests, and the
-// environments they hold whose spec now says Fenced or that are gone.
+// requestsHoldingNamespace maps a primary Namespace to the requests that
+// hold its environment.
+func (r *FenceRequestReconciler) requestsHoldingNamespace(ctx context.Context, o client.Object) []reconcile.Request {
+	env := o.GetLabels()[v1alpha1.LabelEnvironment]
+	if env == "" || o.GetName() != env+build.PrimarySuffix {
+		return nil
+	}
+	return r.requestsHolding(ctx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: env}})
+}
+
+// SetupWithManager registers the reconciler: the requests, the environments
+// they hold whose spec now says Fenced, and the primary Namespaces whose
+// record now says a fence was handed over.
 func (r *FenceRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	recordHandedOver := predicate.Funcs{
+		CreateFunc: func(crevent.CreateEvent) bool { return false },
+		UpdateFunc: func(e crevent.UpdateEvent) bool {
+			after := fence.RecordOf(e.ObjectNew)
+			return after.HandedOverFrom != "" && after != fence.RecordOf(e.ObjectOld)
+		},
+		DeleteFunc:  func(crevent.DeleteEvent) bool { return false },
+		GenericFunc: func(crevent.GenericEvent) bool { return false },
+	}
 	handedOver := predicate.Funcs{
 		CreateFunc: func(crevent.CreateEvent) bool { return false },
 		UpdateFunc: func(e crevent.UpdateEvent) bool {
@@ -376,19 +411,35 @@ func (r *FenceRequestReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.FenceRequest{}).
 		Watches(&v1alpha1.HealthEnvironment{}, handler.EnqueueRequestsFromMapFunc(r.requestsHolding),
 			builder.WithPredicates(handedOver, predicate.GenerationChangedPredicate{})).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.requestsHoldingNamespace),
+			builder.WithPredicates(recordHandedOver)).
 		Named("fencerequest").
 		Complete(r)
 }
 
-// environmentsHeld maps a FenceRequest to the environments it holds.
-func environmentsHeld(_ context.Context, o client.Object) []reconcile.Request {
-	fr, ok := o.(*v1alpha1.FenceRequest)
-	if !ok {
-		return nil
+// environmentsHeld enqueues the environments a FenceRequest holds, and on an
+// update those it held before: one it let go of may now lift its fence.
+var environmentsHeld = handler.TypedFuncs[client.Object, reconcile.Request]{
+	CreateFunc: func(_ context.Context, e crevent.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueHeld(q, e.Object)
+	},
+	UpdateFunc: func(_ context.Context, e crevent.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueHeld(q, e.ObjectOld, e.ObjectNew)
+	},
+	DeleteFunc: func(_ context.Context, e crevent.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueHeld(q, e.Object)
+	},
+	GenericFunc: func(_ context.Context, e crevent.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		enqueueHeld(q, e.Object)
+	},
+}
+
+func enqueueHeld(q workqueue.TypedRateLimitingInterface[reconcile.Request], objs ...client.Object) {
+	for _, o := range objs {
+		if fr, ok := o.(*v1alpha1.FenceRequest); ok {
+			for _, name := range fr.Status.Holding {
+				q.Add(reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
+			}
+		}
 	}
-	reqs := make([]reconcile.Request, 0, len(fr.Status.Holding))
-	for _, name := range fr.Status.Holding {
-		reqs = append(reqs, reconcile.Request{NamespacedName: client.ObjectKey{Name: name}})
-	}
-	return reqs
 }

@@ -478,3 +478,94 @@ func TestFleetRequestCutsEveryEnvironmentBeforeFreezingAny(t *testing.T) {
 		t.Errorf("writes in order: %v; want all %d deny policies before the first record or quota", writes, len(names))
 	}
 }
+
+// TestFleetRestoreIsNotUndoneByTheRequest: the responder restores an
+// environment a FenceRequest fenced, right after the hand-over and before
+// the request has looked again (at a fleet of 500 the one request worker is
+// that far behind). The restore must stay done: the request lets go of an
+// environment whose fence it handed over, and the environment waits for
+// that before it lifts the fence, so the request never fences it again.
+func TestFleetRestoreIsNotUndoneByTheRequest(t *testing.T) {
+	ctx := context.Background()
+	fr, objs := requestFixture(t, []string{"a"}, []string{"a"})
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).WithStatusSubresource(fr).Build()
+	r := &FenceRequestReconciler{Client: c, Live: c, Clock: clock.RealClock{}, Parallel: 4}
+	w := fenceWriter{c: c, live: c}
+	reconcileRequest := func() {
+		t.Helper()
+		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(fr)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nsKey := client.ObjectKey{Name: "a" + build.PrimarySuffix}
+	record := func() (*corev1.Namespace, fence.Record) {
+		t.Helper()
+		ns := &corev1.Namespace{}
+		if err := c.Get(ctx, nsKey, ns); err != nil {
+			t.Fatal(err)
+		}
+		return ns, fence.RecordOf(ns)
+	}
+	// What the environment's reconcile decides now, with what it reads.
+	decide := func() fence.Decision {
+		t.Helper()
+		var list v1alpha1.FenceRequestList
+		if err := c.List(ctx, &list); err != nil {
+			t.Fatal(err)
+		}
+		env := &v1alpha1.HealthEnvironment{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "a"}, env); err != nil {
+			t.Fatal(err)
+		}
+		_, rec := record()
+		return decideFence(env.Spec.Isolation.Mode, v1alpha1.HoldingRequest(list.Items, "a"), rec)
+	}
+	setMode := func(mode v1alpha1.IsolationMode) {
+		t.Helper()
+		env := &v1alpha1.HealthEnvironment{}
+		if err := c.Get(ctx, client.ObjectKey{Name: "a"}, env); err != nil {
+			t.Fatal(err)
+		}
+		env.Spec.Isolation.Mode = mode
+		if err := c.Update(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	reconcileRequest() // the request's fence
+	if _, rec := record(); rec.Source != fence.RequestSource(fr.Name) {
+		t.Fatalf("record after the request's fence = %+v, want source %s", rec, fence.RequestSource(fr.Name))
+	}
+	// The hand-over: the plugin writes Fenced, the environment's reconcile
+	// records the spec as the source. The request has not looked since.
+	setMode(v1alpha1.IsolationFenced)
+	if d := decide(); d.Course != fence.CourseFence || d.Source != fence.SourceSpec {
+		t.Fatalf("decision with the spec saying Fenced = %+v, want Fence from the spec", d)
+	}
+	ns, rec := record()
+	if err := w.writeRecord(ctx, ns, rec.Over(fence.SourceSpec, time.Now())); err != nil {
+		t.Fatal(err)
+	}
+	// The responder restores at once.
+	setMode(v1alpha1.IsolationNone)
+
+	// Whatever order the two reconcilers run in from here, the restore
+	// must end with no fence, and the request holding nothing.
+	for round := range 3 {
+		if d := decide(); d.Course == fence.CourseRestore {
+			ns, _ := record()
+			if err := w.writeRecord(ctx, ns, fence.Record{}); err != nil { // the restore done
+				t.Fatal(err)
+			}
+		}
+		reconcileRequest()
+		t.Logf("round %d: record %+v", round, func() fence.Record { _, r := record(); return r }())
+	}
+	got := &v1alpha1.FenceRequest{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(fr), got); err != nil {
+		t.Fatal(err)
+	}
+	if _, rec := record(); rec.Present() || got.Status.HoldingCount != 0 {
+		t.Errorf("after the restore: record %+v, request holding %v; want no fence and nothing held", rec, got.Status.Holding)
+	}
+}

@@ -191,7 +191,7 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 		if heldBy != nil {
 			fenceBy(heldEnv, heldBy)
 		}
-		ok, err := w.closeWindow(ctx, heldEnv, recordFor(cachedRecord(ctx, r.Client, env), source, now))
+		ok, err := w.closeWindow(ctx, heldEnv, cachedRecord(ctx, r.Client, env).Over(source, now))
 		if err != nil {
 			log.FromContext(ctx).Error(err, "Could not close the window during a fleet fence; fencing in full")
 		}

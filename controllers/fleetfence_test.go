@@ -76,15 +76,15 @@ func TestDelayFence(t *testing.T) {
 		_ = controllerutil.SetControllerReference(e, ns, NewScheme())
 		return ns
 	}
-	// deny is a closed window: the record on the namespace and the deny
-	// policy, created at created.
+	// deny is a closed window: the record on the namespace, the deny
+	// policy, created at created, and the quota.
 	deny := func(env *v1alpha1.HealthEnvironment, created time.Time) []client.Object {
 		ns := primaryOf(env)
 		rec := fence.Record{ID: fence.NewID(created), Source: fence.SourceSpec}
 		ns.Labels, ns.Annotations = rec.Labels(), rec.Annotations()
 		pol := fence.DenyPolicy(env, true)
 		pol.CreationTimestamp = metav1.NewTime(created)
-		return []client.Object{ns, pol}
+		return []client.Object{ns, pol, fence.Quota(env)}
 	}
 	arriving := func() *FleetFence {
 		f := &FleetFence{Threshold: 3, Window: time.Second, MaxHold: 10 * time.Second}

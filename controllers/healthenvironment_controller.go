@@ -161,6 +161,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if !env.DeletionTimestamp.IsZero() {
 		return ctrl.Result{}, r.reconcileDelete(ctx, s, d.Source)
 	}
+	// Deleting the environment keeps its data unless its spec says
+	// otherwise: the data finalizer gives careplane the time to (retain.go).
+	if err := r.ensureDataFinalizer(ctx, env); err != nil {
+		return ctrl.Result{}, err
+	}
 	if s.record.Present() && d.Course != fence.CourseFence {
 		// Whatever else happens, a fenced environment is not garbage
 		// collected with its evidence (a fence adds the finalizer with
@@ -285,7 +290,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	// A failover or failback threshold that only time will cross.
-	return ctrl.Result{RequeueAfter: s.decision.RequeueAfter}, nil
+	after := s.decision.RequeueAfter
+	if s.requeueAfter > 0 && (after == 0 || s.requeueAfter < after) {
+		after = s.requeueAfter
+	}
+	return ctrl.Result{RequeueAfter: after}, nil
 }
 
 // fenceRequestOf returns the FenceRequest holding env's fence, read through
@@ -323,9 +332,6 @@ func decideFence(specMode v1alpha1.IsolationMode, heldBy *v1alpha1.FenceRequest,
 	in := fence.Input{SpecMode: specMode, Record: rec}
 	if heldBy != nil {
 		in.HeldBy = heldBy.Name
-		if heldBy.Status.MatchedAt != nil {
-			in.HeldSince = heldBy.Status.MatchedAt.Time
-		}
 	}
 	return fence.Decide(in)
 }
@@ -371,6 +377,11 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 	if iso := s.env.Status.Isolation; s.record.Present() && iso != nil {
 		// The spec no longer holds the ticket; the status still does.
 		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
+	}
+	// Its data first: once the finalizers are gone, the garbage collector
+	// takes the namespaces.
+	if err := r.retainData(ctx, s); err != nil {
+		return err
 	}
 	return r.removeFinalizer(ctx, s.env)
 }
@@ -476,8 +487,9 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		// Our own status writes do not change the generation; they need no
-		// reconcile. The periodic resync does (see resynced).
-		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resynced))).
+		// reconcile. The periodic resync does (see resynced), and so does a
+		// newer clean recovery point for a standby to be seeded from.
+		For(&v1alpha1.HealthEnvironment{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, resynced, newCleanPoint))).
 		Owns(&corev1.Namespace{}).
 		Owns(&corev1.ServiceAccount{}).
 		Owns(&corev1.Service{}, builder.OnlyMetadata). // read as metadata only: see servicesMetadata
@@ -492,7 +504,7 @@ func (r *HealthEnvironmentReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Owns(&discoveryv1.EndpointSlice{}).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
 		Watches(&corev1.PersistentVolumeClaim{}, handler.EnqueueRequestsFromMapFunc(environmentOfLabels)).
-		Watches(&v1alpha1.FenceRequest{}, handler.EnqueueRequestsFromMapFunc(environmentsHeld)).
+		Watches(&v1alpha1.FenceRequest{}, environmentsHeld).
 		WithOptions(controller.Options{MaxConcurrentReconciles: max(r.Workers, 1)}).
 		Named("healthenvironment").
 		Complete(r)

@@ -282,13 +282,17 @@ var trimStatefulSet = trimmer(func(ss *appsv1.StatefulSet) {
 
 // trimClaim keeps of a cached PersistentVolumeClaim its metadata but the
 // annotations, its storage class, volume name and storage request, and its
-// phase and capacity.
-var trimClaim = trimmer(func(c *corev1.PersistentVolumeClaim) {
-	c.Annotations = nil
-	c.Spec = corev1.PersistentVolumeClaimSpec{StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName,
-		Resources: corev1.VolumeResourceRequirements{Requests: c.Spec.Resources.Requests}}
-	c.Status = corev1.PersistentVolumeClaimStatus{Phase: c.Status.Phase, Capacity: c.Status.Capacity}
-})
+// phase and capacity. It keeps the UID, unlike trimmer: a standby's claims
+// are known by the UIDs on record (standbydata.go).
+func trimClaim(obj any) (any, error) {
+	if c, ok := obj.(*corev1.PersistentVolumeClaim); ok {
+		c.Annotations = nil
+		c.Spec = corev1.PersistentVolumeClaimSpec{StorageClassName: c.Spec.StorageClassName, VolumeName: c.Spec.VolumeName,
+			Resources: corev1.VolumeResourceRequirements{Requests: c.Spec.Resources.Requests}}
+		c.Status = corev1.PersistentVolumeClaimStatus{Phase: c.Status.Phase, Capacity: c.Status.Capacity}
+	}
+	return trimMeta(obj)
+}
 
 func portsOnly(cs []corev1.Container) []corev1.Container {
 	if cs == nil {

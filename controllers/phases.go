@@ -154,6 +154,11 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 		}
 	}
 
+	if site == v1alpha1.SiteStandby {
+		if err := r.reconcileStandbyData(ctx, s); err != nil {
+			return err
+		}
+	}
 	services := s.servicesFor(site)
 	keep := sets.New[string]()
 	var errs []error
@@ -194,7 +199,11 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	if err != nil {
 		return err
 	}
-	if err := r.applyWorkload(ctx, s, site, ns, svc, credentialsRevision(w), nil); err != nil {
+	var replicas *int32
+	if site == v1alpha1.SiteStandby && svc.Stateful() && s.standbyHold {
+		replicas = ptrTo(int32(0)) // its claims are being replaced
+	}
+	if err := r.applyWorkload(ctx, s, site, ns, svc, credentialsRevision(w), replicas); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {

@@ -71,17 +71,21 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if env.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
 	}
+	// The evidence snapshots a fence took (evidence.go): woken by the same
+	// snapshot events, written with the same status write.
+	evidence, err := r.refreshEvidence(ctx, env)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
 	if env.Spec.Recovery == nil {
-		if meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionRecoveryPoints) == nil {
-			return ctrl.Result{}, nil
-		}
 		return ctrl.Result{}, r.writeStatus(ctx, env, func(st *v1alpha1.HealthEnvironmentStatus) {
+			evidence(st)
 			meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionRecoveryPoints)
 		})
 	}
 	res, cond, err := r.reconcilePoints(ctx, env)
 	if cond == nil {
-		return res, err
+		return res, errors.Join(err, r.writeStatus(ctx, env, evidence))
 	}
 	before := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionRecoveryPoints)
 	if before == nil || before.Status != cond.status || before.Reason != cond.reason {
@@ -92,6 +96,7 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		r.Recorder.Eventf(env, nil, typ, cond.reason, "RecoveryPoints", "%s", cond.message)
 	}
 	werr := r.writeStatus(ctx, env, func(st *v1alpha1.HealthEnvironmentStatus) {
+		evidence(st)
 		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionRecoveryPoints, Status: cond.status,
 			Reason: cond.reason, Message: cond.message, ObservedGeneration: env.Generation})
 		if cond.points != nil {

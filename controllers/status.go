@@ -84,10 +84,20 @@ type scope struct {
 	adminFence    string
 	adminFenceErr error
 
+	// evidence is the EvidenceSnapshots condition the fence's evidence
+	// step found (nil: it did not run), set when the status is finished.
+	evidence *metav1.Condition
+
 	// decision is where traffic goes (nil until decided in this reconcile).
 	decision *failover.Decision
 	// standbyTemplates are the critical services of the known-good revision.
 	standbyTemplates []v1alpha1.Service
+	// standbyHold: the standby's StatefulSets stay at zero replicas while
+	// their claims are replaced (reconcileStandbyData).
+	standbyHold bool
+	// requeueAfter asks for a reconcile within this time (0: none), for
+	// what no watch reports.
+	requeueAfter time.Duration
 }
 
 func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
@@ -226,6 +236,9 @@ func (s *scope) finish(reconcileErr error) {
 		in.Traffic = &conditions.Traffic{FromStandby: s.decision.ServingFromStandby(), Reason: s.decision.Reason, Message: s.servingMessage()}
 	}
 	ready, total := conditions.Set(&st.Conditions, in)
+	if s.evidence != nil {
+		meta.SetStatusCondition(&st.Conditions, *s.evidence)
+	}
 	if s.services != nil || reconcileErr == nil {
 		st.Services = s.services
 		st.ReadyServices = fmt.Sprintf("%d/%d", ready, total)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -91,16 +90,6 @@ func (w fenceWriter) freeze(ctx context.Context, env *v1alpha1.HealthEnvironment
 	)
 }
 
-// recordFor is the record a fence from source writes over the record in
-// place: that one's ID is kept (credentials were revoked under it), and a
-// restore under way is cancelled.
-func recordFor(inPlace fence.Record, source string, now time.Time) fence.Record {
-	if inPlace.Present() {
-		return fence.Record{ID: inPlace.ID, Source: source}
-	}
-	return fence.Record{ID: fence.NewID(now), Source: source}
-}
-
 // writeRecord makes ns carry rec (an absent rec clears the record). The
 // patch carries ns's resourceVersion: of two writers racing to start a
 // fence, one wins and the other reads the winner's ID on its next pass.
@@ -109,7 +98,8 @@ func (w fenceWriter) writeRecord(ctx context.Context, ns *corev1.Namespace, rec 
 		return nil
 	}
 	labels := map[string]any{v1alpha1.LabelFenced: nil}
-	annotations := map[string]any{fence.AnnotationID: nil, fence.AnnotationSource: nil, fence.AnnotationRestoreID: nil}
+	annotations := map[string]any{fence.AnnotationID: nil, fence.AnnotationSource: nil, fence.AnnotationRestoreID: nil,
+		fence.AnnotationHandedOverFrom: nil}
 	for k, v := range rec.Labels() {
 		labels[k] = v
 	}
@@ -192,8 +182,8 @@ func asDesired(cur, want client.Object) bool {
 	return false
 }
 
-// windowClosed says, from the cache, whether env's window is closed under
-// record rec: the record in place and the deny policy as desired. It sends
+// windowClosed says, from the cache, whether env's window is closed: the
+// record in place, and the deny policy and the quota as desired. It sends
 // nothing.
 func (w fenceWriter) windowClosed(ctx context.Context, env *v1alpha1.HealthEnvironment) (bool, error) {
 	ns := &corev1.Namespace{}
@@ -211,5 +201,14 @@ func (w fenceWriter) windowClosed(ctx context.Context, env *v1alpha1.HealthEnvir
 	if err != nil {
 		return false, err
 	}
-	return fence.IsDenyPolicy(pol, fence.DenyPolicy(env, true)) || fence.IsDenyPolicy(pol, fence.DenyPolicy(env, false)), nil
+	if !fence.IsDenyPolicy(pol, fence.DenyPolicy(env, true)) && !fence.IsDenyPolicy(pol, fence.DenyPolicy(env, false)) {
+		return false, nil
+	}
+	want := fence.Quota(env)
+	q := &corev1.ResourceQuota{}
+	err = w.c.Get(ctx, client.ObjectKeyFromObject(want), q)
+	if apierrors.IsNotFound(err) {
+		return false, nil
+	}
+	return err == nil && fence.IsQuota(q, want), err
 }

@@ -5,7 +5,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -61,4 +63,40 @@ func TestClosingAWindowSendsThreeWrites(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(fence.DenyPolicy(he, true)), pol); err != nil || !fence.IsDenyPolicy(pol, fence.DenyPolicy(he, true)) {
 		t.Errorf("deny policy = %+v, %v", pol.Spec, err)
 	}
+}
+
+// TestAWindowWithoutItsQuotaIsOpen: the window is closed only with all three
+// of its writes in place. A fence quota deleted (or loosened) by hand lets
+// replacement pods start in the fenced namespace, so the gate and the
+// FenceRequest must see the window open and close it again.
+func TestAWindowWithoutItsQuotaIsOpen(t *testing.T) {
+	ctx := context.Background()
+	_, objs := requestFixture(t, []string{"quota"}, []string{"quota"})
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs[1:]...).Build()
+	w := fenceWriter{c: c, live: c}
+	he := objs[1].(*v1alpha1.HealthEnvironment)
+	if closed, err := w.closeWindow(ctx, he, fence.Record{ID: "f-1", Source: fence.SourceSpec}); err != nil || !closed {
+		t.Fatalf("closeWindow = %t, %v", closed, err)
+	}
+	isClosed := func(what string, want bool) {
+		t.Helper()
+		if closed, err := w.windowClosed(ctx, he); err != nil || closed != want {
+			t.Errorf("%s: windowClosed = %t, %v; want %t", what, closed, err, want)
+		}
+	}
+	isClosed("all three in place", true)
+
+	q := &corev1.ResourceQuota{}
+	if err := c.Get(ctx, client.ObjectKeyFromObject(fence.Quota(he)), q); err != nil {
+		t.Fatal(err)
+	}
+	q.Spec.Hard[corev1.ResourcePods] = resource.MustParse("10")
+	if err := c.Update(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	isClosed("quota loosened", false)
+	if err := c.Delete(ctx, q); err != nil {
+		t.Fatal(err)
+	}
+	isClosed("quota deleted", false)
 }

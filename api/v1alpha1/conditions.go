@@ -25,6 +25,11 @@ const (
 	// spec.recovery asks; set only when spec.recovery is (not one of
 	// ConditionTypes, which every environment carries).
 	ConditionRecoveryPoints = "RecoveryPoints"
+	// ConditionEvidenceSnapshots is True once every claim of a fenced
+	// primary namespace has a ready evidence snapshot of the fence; set
+	// only for a fence of a namespace that holds claims (not one of
+	// ConditionTypes).
+	ConditionEvidenceSnapshots = "EvidenceSnapshots"
 )
 
 // ConditionTypes lists every condition type, in the order status shows them.
@@ -95,6 +100,16 @@ const (
 	// evidence of what changed) until keep of them exist, and none is
 	// deleted.
 	ReasonPausedWhileFenced = "PausedWhileFenced"
+	// ReasonEvidenceTaken: every claim of the fenced namespace has a ready
+	// evidence snapshot.
+	ReasonEvidenceTaken = "EvidenceTaken"
+	// ReasonEvidencePending: the evidence snapshots are requested and not
+	// all ready yet.
+	ReasonEvidencePending = "EvidencePending"
+	// ReasonNoSnapshotClass: the environment sets no
+	// recovery.volumeSnapshotClassName, so the fence cannot snapshot its
+	// volumes (the network fence stands regardless).
+	ReasonNoSnapshotClass = "NoSnapshotClass"
 )
 
 // Labels and annotations careplane sets on what it owns. Users may select on
@@ -111,9 +126,9 @@ const (
 	LabelSite = "careplane.io/site"
 	// LabelService names the service of an object.
 	LabelService = "careplane.io/service"
-	// LabelEvidence marks a pod preserved as evidence, or a claim a restore
-	// kept as evidence; its value is the ticket (or "fenced" when the fence
-	// has no ticket).
+	// LabelEvidence marks a pod preserved as evidence, a fence's evidence
+	// VolumeSnapshot, and a claim a restore kept as evidence; its value is
+	// the ticket (or "fenced" when the fence has no ticket).
 	LabelEvidence = "careplane.io/evidence"
 	// AnnotationDataGeneration on the primary Namespace names the data
 	// generation its StatefulSets run as: absent before any restore from a
@@ -137,6 +152,15 @@ const (
 	// AnnotationRevision on a recovery point's VolumeSnapshot is the
 	// known-good revision the environment ran when it was taken.
 	AnnotationRevision = "careplane.io/revision"
+	// LabelFenceID on an evidence VolumeSnapshot is the fence that took it:
+	// its ID without the colons a label value cannot hold.
+	LabelFenceID = "careplane.io/fence-id"
+	// AnnotationFenceID on an evidence VolumeSnapshot is the fence's ID as
+	// the namespace records it (RFC 3339).
+	AnnotationFenceID = "careplane.io/fence-id"
+	// LabelRetained is "true" on the primary namespace of a deleted
+	// environment whose data careplane kept (dataDeletionPolicy Retain).
+	LabelRetained = "careplane.io/retained"
 	// LabelFenced is set to "true" on the namespaces of a fenced site. The
 	// freeze admission policy selects namespaces by it: while it is there,
 	// only careplane, incident responders and the control plane may write

@@ -98,6 +98,17 @@ type HealthEnvironmentSpec struct {
 	// +optional
 	Recovery *Recovery `json:"recovery,omitempty"`
 
+	// dataDeletionPolicy says what deleting the environment does with its
+	// data: Retain (the default) keeps the primary namespace's claims and
+	// snapshots, recovery points and evidence alike, in the primary
+	// namespace, isolated, until a responder purges them (`kubectl
+	// careplane purge-evidence`); Delete lets them go with the
+	// environment's namespaces. A fenced environment's data is never
+	// deleted, whatever this says.
+	// +optional
+	// +kubebuilder:default=Retain
+	DataDeletionPolicy DataDeletionPolicy `json:"dataDeletionPolicy,omitempty"`
+
 	// isolation is the field incident responders flip: mode Fenced cuts the
 	// environment off, None (after a fence) rebuilds it clean.
 	// +optional
@@ -123,7 +134,7 @@ type Tenant struct {
 
 // Service is one component of the environment.
 //
-// +kubebuilder:validation:XValidation:rule="has(self.port) != (has(self.ports) && size(self.ports) > 0)",message="services[] must set either port (one TCP port) or ports (named TCP and UDP ports), not both"
+// +kubebuilder:validation:XValidation:rule="has(self.port) != (has(self.ports) && size(self.ports) > 0)",message="services[] must set exactly one of port (one TCP port) and ports (named TCP and UDP ports)"
 // +kubebuilder:validation:XValidation:rule="!has(self.volumes) || self.volumes.all(v, self.volumes.exists_one(w, w.mountPath == v.mountPath))",message="services[].volumes must not share a mountPath"
 type Service struct {
 	// name identifies the service within the environment; it names its
@@ -561,6 +572,18 @@ type RestoreFrom struct {
 	Before *metav1.Time `json:"before,omitempty"`
 }
 
+// DataDeletionPolicy says what deleting an environment does with its
+// volumes and snapshots.
+// +kubebuilder:validation:Enum=Retain;Delete
+type DataDeletionPolicy string
+
+const (
+	// DataRetain keeps the claims and snapshots of a deleted environment.
+	DataRetain DataDeletionPolicy = "Retain"
+	// DataDelete deletes them with the environment.
+	DataDelete DataDeletionPolicy = "Delete"
+)
+
 // StandbyMode says whether and how a standby site runs.
 // +kubebuilder:validation:Enum=None;Warm;Cold
 type StandbyMode string
@@ -827,6 +850,16 @@ type HealthEnvironmentStatus struct {
 	// +optional
 	Recovery *RecoveryStatus `json:"recovery,omitempty"`
 
+	// evidenceSnapshots are the VolumeSnapshots a fence took of every
+	// claim of the primary namespace once the window was closed, kept until
+	// a responder purges them (also after the restore). Like
+	// status.recovery, it is the record: a snapshot counts as evidence only
+	// when its UID is listed here.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=250
+	EvidenceSnapshots []EvidenceSnapshot `json:"evidenceSnapshots,omitempty"`
+
 	// incidents is the history of fences, newest last, bounded to 20.
 	// +optional
 	// +listType=atomic
@@ -924,6 +957,62 @@ type FailoverStatus struct {
 	// +listType=atomic
 	// +kubebuilder:validation:MaxItems=20
 	NotServedOnStandby []string `json:"notServedOnStandby,omitempty"`
+	// standbyData is the standby's recovery point objective: the clean
+	// recovery point its volumes were seeded from, and so the data a
+	// failover serves. Set when the standby runs services with volumes and
+	// spec.recovery is set.
+	// +optional
+	StandbyData *StandbyData `json:"standbyData,omitempty"`
+}
+
+// StandbyData says which recovery point the standby's volumes hold.
+type StandbyData struct {
+	// dataFrom names the clean recovery point (of status.recovery.points;
+	// retention may have retired it since) the standby's volumes were
+	// seeded from; empty while none was (no clean point was ready yet: the
+	// volumes start empty).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	DataFrom string `json:"dataFrom,omitempty"`
+	// dataTakenAt is when that point was taken: a failover serves the data
+	// as it was then, and now − dataTakenAt is how much data it would lose
+	// (at most spec.recovery.interval plus the time a refresh takes, while
+	// the primary takes clean points).
+	// +optional
+	DataTakenAt *metav1.Time `json:"dataTakenAt,omitempty"`
+	// seededAt is when careplane last created the standby's claims from
+	// dataFrom.
+	// +optional
+	SeededAt *metav1.Time `json:"seededAt,omitempty"`
+	// servedSince is since when the standby's volumes have served traffic.
+	// They then hold writes made on the standby, and careplane no longer
+	// replaces them with newer points: after the primary is back, copy what
+	// is needed and delete the standby's claims; careplane seeds them again.
+	// +optional
+	ServedSince *metav1.Time `json:"servedSince,omitempty"`
+	// refreshingTo names the newer clean point the standby's volumes are
+	// being replaced with (the standby is scaled to zero meanwhile).
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	RefreshingTo string `json:"refreshingTo,omitempty"`
+	// claims are the standby's claims careplane created from dataFrom, by
+	// name and UID: a claim of the same name with another UID is not one.
+	// +optional
+	// +listType=atomic
+	// +kubebuilder:validation:MaxItems=100
+	Claims []SeededClaim `json:"claims,omitempty"`
+}
+
+// SeededClaim is a standby claim careplane created from a recovery point.
+type SeededClaim struct {
+	// name of the PersistentVolumeClaim in the standby namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// uid of the claim careplane created.
+	// +required
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
 }
 
 // RecoveryStatus reports the recovery points.
@@ -995,6 +1084,36 @@ type PointSnapshot struct {
 	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Claim string `json:"claim"`
+}
+
+// EvidenceSnapshot is one VolumeSnapshot a fence took as evidence.
+type EvidenceSnapshot struct {
+	// name of the VolumeSnapshot, in the primary namespace.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+	// uid of the VolumeSnapshot careplane created.
+	// +required
+	// +kubebuilder:validation:MaxLength=36
+	UID string `json:"uid"`
+	// claim is the PersistentVolumeClaim it was taken of.
+	// +required
+	// +kubebuilder:validation:MaxLength=253
+	Claim string `json:"claim"`
+	// fenceID is the fence that took it (when the fence began, RFC 3339).
+	// +required
+	// +kubebuilder:validation:MaxLength=64
+	FenceID string `json:"fenceID"`
+	// ticket is the fence's incident reference.
+	// +optional
+	// +kubebuilder:validation:MaxLength=63
+	Ticket string `json:"ticket,omitempty"`
+	// takenAt is when the snapshot was requested.
+	// +optional
+	TakenAt *metav1.Time `json:"takenAt,omitempty"`
+	// ready is true once the snapshot is ready to use.
+	// +optional
+	Ready bool `json:"ready,omitempty"`
 }
 
 // Incident is one fence, from fencing to restore.

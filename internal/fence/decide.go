@@ -1,8 +1,6 @@
 package fence
 
 import (
-	"time"
-
 	"github.com/careplane/careplane/api/v1alpha1"
 )
 
@@ -26,8 +24,6 @@ type Input struct {
 	// HeldBy names the FenceRequest whose status holds the environment,
 	// or "".
 	HeldBy string
-	// HeldSince is when that request matched the environment.
-	HeldSince time.Time
 	// Record is the fence on record.
 	Record Record
 }
@@ -40,12 +36,23 @@ type Decision struct {
 }
 
 // Decide applies the package's rules (see doc.go). Only a record whose
-// source is the spec, with the spec saying None, lifts a fence.
+// source is the spec, with the spec saying None and no request holding the
+// environment, lifts a fence.
 func Decide(in Input) Decision {
 	switch {
 	case in.SpecMode == v1alpha1.IsolationFenced:
 		return Decision{Course: CourseFence, Source: SourceSpec}
-	case in.HeldBy != "" && heldAfter(in):
+	case in.HeldBy != "" && in.Record.HandedOverBy(in.HeldBy):
+		// Handed over, and the request has not let go yet: lifting now
+		// would leave a request that holds an unfenced environment, and
+		// it would fence it again.
+		return Decision{Course: CourseFence, Source: SourceSpec}
+	case in.HeldBy != "" && in.Record.Present() && in.Record.Source != SourceSpec:
+		// Another request's fence stays that request's.
+		return Decision{Course: CourseFence, Source: in.Record.Source}
+	case in.HeldBy != "":
+		// No fence yet, or the spec's fence (a restore under way is
+		// cancelled): the request's.
 		return Decision{Course: CourseFence, Source: RequestSource(in.HeldBy)}
 	case in.Record.Present() && in.Record.Source != SourceSpec:
 		return Decision{Course: CourseFence, Source: in.Record.Source}
@@ -53,20 +60,4 @@ func Decide(in Input) Decision {
 		return Decision{Course: CourseRestore}
 	}
 	return Decision{Course: CourseNone}
-}
-
-// heldAfter says the request holding the environment asks for a fence: there
-// is no fence on record, the record is the request's own, or the request
-// matched after the fence on record began (a new fleet fence during a
-// restore). A request that matched before, when the record's source is the
-// spec, is one the responder already handed over and then restored from.
-func heldAfter(in Input) bool {
-	if !in.Record.Present() || in.Record.Source == RequestSource(in.HeldBy) {
-		return true
-	}
-	began, ok := in.Record.Began()
-	if !ok {
-		return true // fail closed: an unreadable record cannot end a hold
-	}
-	return in.HeldSince.After(began)
 }

@@ -20,7 +20,10 @@
 //     "spec" (the environment's own spec.isolation said Fenced) or
 //     "FenceRequest/<name>" (a fleet fence, before the hand-over);
 //   - annotation careplane.io/restore-id: when a restore began, while one
-//     is under way.
+//     is under way;
+//   - annotation careplane.io/fence-handed-over-from: on a fence whose source
+//     is the spec, the "FenceRequest/<name>" it was handed over from. The
+//     request lets go of the environment when it reads it.
 //
 // Nothing else marks a fence: not a NetworkPolicy's name (a tenant can
 // create a policy of any name), not the environment's status (a status
@@ -32,14 +35,21 @@
 // Decide says what the reconcile does with the fence:
 //
 //   - The environment's spec says Fenced: fence, source "spec" (this is the
-//     hand-over of a fleet fence, too).
-//   - A FenceRequest holds the environment, and matched it after the fence
-//     on record began (or there is no record): fence, source that request.
+//     hand-over of a fleet fence, too, and the record says from which
+//     request).
+//   - A FenceRequest holds the environment: fence. The source stays "spec"
+//     when the record says the fence was handed over from that request
+//     (the request has not let go yet), stays another request's when it is
+//     that request's, and is otherwise this request's (a fleet fence during
+//     a restore cancels the restore).
 //   - The record's source is a FenceRequest: fence, whatever became of the
 //     request. A fleet fence lifts only after the hand-over.
-//   - The record's source is "spec" and the spec says None: restore. This
-//     is the only way a fence lifts, and it needs both a record careplane
-//     wrote and a responder's explicit change of the spec.
+//   - The record's source is "spec", the spec says None and no request
+//     holds the environment: restore. This is the only way a fence lifts,
+//     and it needs a record careplane wrote, a responder's explicit change
+//     of the spec, and no request's hold; a request lets go only once it
+//     reads the spec saying Fenced or the hand-over on record, so it never
+//     holds an environment whose fence has lifted.
 //   - No record, nothing asks for a fence: no fence.
 //
 // PlanFence lists the writes of a fence in the order they must be made:
@@ -48,6 +58,11 @@
 //     every tenant write from then on), then the deny-all policy and the
 //     pods: 0 quota, each written whole: a field another writer added
 //     before the freeze does not survive.
+//     Then, in step 1, once the window is closed and before anything else
+//     may change the data, the evidence: a VolumeSnapshot of every claim of
+//     the namespace, careplane's or the tenant's, one set per fence ID
+//     (evidence.go); skipped, with the reason, when no snapshot class fits.
+//     It never holds up the network fence.
 //  2. Every other NetworkPolicy of the namespace deleted, whoever made it:
 //     allows add up.
 //  3. Every ServiceAccount of the namespace revoked: careplane's are

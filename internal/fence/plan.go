@@ -52,6 +52,9 @@ type Action struct {
 	// UID is the object's UID as observed: a delete is made on this
 	// precondition, so an object re-created since is not deleted unseen.
 	UID types.UID
+	// From is what the object is made from: the claim an evidence
+	// snapshot is taken of.
+	From string
 	// Note says why, or what else happens.
 	Note string
 }
@@ -64,6 +67,21 @@ type Plan struct {
 	Record Record
 	// Actions are the writes, in step order.
 	Actions []Action
+	// Evidence says how the evidence snapshots are taken, or why they
+	// cannot be (zero when the namespace holds no claim).
+	Evidence Evidence
+}
+
+// Snapshots are the evidence actions of the plan: the claims to snapshot,
+// those taken already, and those that cannot be.
+func (p Plan) Snapshots() []Action {
+	var out []Action
+	for _, a := range p.Actions {
+		if a.Kind == "VolumeSnapshot" {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Step returns the actions of step n.
@@ -123,6 +141,15 @@ type Observed struct {
 	FrontSlices []Object
 	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
 	AdminPolicyKind string
+	// Claims are every PersistentVolumeClaim of the primary namespace,
+	// careplane's and the tenant's; Snapshots every VolumeSnapshot there.
+	Claims, Snapshots []Object
+	// SnapshotClass is the class of spec.recovery as found (nil when the
+	// spec names none or it was not read).
+	SnapshotClass *SnapshotClass
+	// ClaimDrivers is the CSI driver of each claim's StorageClass, by claim
+	// name; a claim not listed is not checked.
+	ClaimDrivers map[string]string
 }
 
 // PlanFence lists the writes of o's fence in the order they are made. Every
@@ -150,6 +177,9 @@ func PlanFence(o Observed) Plan {
 		add(Action{Step: 1, Verb: VerbApplyAdmin, Kind: o.AdminPolicyKind, Name: build.AdminFencePolicyName(env),
 			Note: "admin-tier deny; no namespace policy can widen it"})
 	}
+	// Evidence: once the window is closed, before anything else may
+	// change the data.
+	planEvidence(&p, o, ns)
 
 	// (2) Every other policy: allows add up.
 	for _, pol := range sorted(o.Policies) {

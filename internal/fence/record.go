@@ -18,6 +18,10 @@ const (
 	AnnotationSource = "careplane.io/fence-source"
 	// AnnotationRestoreID records when the restore under way began.
 	AnnotationRestoreID = "careplane.io/restore-id"
+	// AnnotationHandedOverFrom records, on a fence whose source is the spec,
+	// the FenceRequest source it was handed over from: the request lets go
+	// of the environment when it reads it.
+	AnnotationHandedOverFrom = "careplane.io/fence-handed-over-from"
 
 	// SourceSpec is the source of a fence the environment's own
 	// spec.isolation asked for.
@@ -36,6 +40,9 @@ type Record struct {
 	Source string
 	// RestoreID is when the restore under way began; empty before.
 	RestoreID string
+	// HandedOverFrom is the FenceRequest source a fence whose source is
+	// the spec was handed over from; empty for a fence the spec began.
+	HandedOverFrom string
 }
 
 // Present says the record describes a fence.
@@ -56,6 +63,30 @@ func (r Record) Request() string {
 	return name
 }
 
+// HandedOverBy says the fence was handed over from FenceRequest name to the
+// spec: that request holds it no longer.
+func (r Record) HandedOverBy(name string) bool {
+	return r.Present() && r.Source == SourceSpec && r.HandedOverFrom == RequestSource(name)
+}
+
+// Over is the record a fence from source writes over r: r's ID is kept
+// (credentials were revoked under it), a restore under way is cancelled, and
+// a hand-over from a request to the spec is recorded. now is when a fence
+// that is not on record yet begins.
+func (r Record) Over(source string, now time.Time) Record {
+	if !r.Present() {
+		return Record{ID: NewID(now), Source: source}
+	}
+	next := Record{ID: r.ID, Source: source}
+	if source == SourceSpec {
+		next.HandedOverFrom = r.HandedOverFrom
+		if r.Source != SourceSpec {
+			next.HandedOverFrom = r.Source
+		}
+	}
+	return next
+}
+
 // RequestSource is the source of a fence FenceRequest name asked for.
 func RequestSource(name string) string { return SourceRequestPrefix + name }
 
@@ -70,7 +101,8 @@ func RecordOf(ns metav1.Object) Record {
 		return Record{}
 	}
 	a := ns.GetAnnotations()
-	r := Record{ID: a[AnnotationID], Source: a[AnnotationSource], RestoreID: a[AnnotationRestoreID]}
+	r := Record{ID: a[AnnotationID], Source: a[AnnotationSource], RestoreID: a[AnnotationRestoreID],
+		HandedOverFrom: a[AnnotationHandedOverFrom]}
 	if r.ID == "" {
 		return Record{}
 	}
@@ -96,6 +128,9 @@ func (r Record) Annotations() map[string]string {
 	a := map[string]string{AnnotationID: r.ID, AnnotationSource: r.Source}
 	if r.RestoreID != "" {
 		a[AnnotationRestoreID] = r.RestoreID
+	}
+	if r.HandedOverFrom != "" {
+		a[AnnotationHandedOverFrom] = r.HandedOverFrom
 	}
 	return a
 }

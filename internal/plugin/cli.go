@@ -2,13 +2,11 @@ package plugin
 
 import (
 	"bufio"
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,7 +18,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
@@ -36,6 +36,7 @@ import (
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
 	"github.com/careplane/careplane/internal/version"
 )
@@ -110,7 +111,7 @@ Colour: on a terminal only, and never when NO_COLOR is set or with -o.`,
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
 	o.config.AddFlags(root.PersistentFlags())
-	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd(), o.doctorCmd())
+	root.AddCommand(o.statusCmd(), o.fenceCmd(), o.restoreCmd(), o.revisionsCmd(), o.verifyCmd(), o.purgeCmd(), o.recoveryPointsCmd(), o.doctorCmd())
 	return root, o
 }
 
@@ -513,7 +514,60 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
 	}
 	st.AdminPolicyKind = o.adminPolicyKind()
+	if err := o.gatherEvidenceState(ctx, env, &st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// gatherEvidenceState reads what the fence's evidence step plans from: the
+// claims and snapshots of the primary namespace, the snapshot class and the
+// claims' drivers.
+func (o *options) gatherEvidenceState(ctx context.Context, env *v1alpha1.HealthEnvironment, st *FenceState) error {
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	var claims corev1.PersistentVolumeClaimList
+	if err := o.client.List(ctx, &claims, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing claims of %s: %w", env.Name, err)
+	}
+	st.Claims = claims.Items
+	if len(claims.Items) == 0 {
+		return nil
+	}
+	st.Drivers = map[string]string{}
+	for _, c := range claims.Items {
+		sc := ""
+		if c.Spec.StorageClassName != nil {
+			sc = *c.Spec.StorageClassName
+		}
+		if _, ok := st.Drivers[sc]; sc == "" || ok {
+			continue
+		}
+		cls := &storagev1.StorageClass{}
+		if err := o.client.Get(ctx, client.ObjectKey{Name: sc}, cls); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("reading StorageClass %s: %w", sc, err)
+		}
+		st.Drivers[sc] = cls.Provisioner
+	}
+	snaps := &metav1.PartialObjectMetadataList{}
+	snaps.SetGroupVersionKind(volumeSnapshotList)
+	if err := o.client.List(ctx, snaps, client.InNamespace(ns)); err != nil && !meta.IsNoMatchError(err) {
+		return fmt.Errorf("listing VolumeSnapshots of %s: %w", env.Name, err)
+	}
+	st.Snapshots = snaps.Items
+	if rec := env.Spec.Recovery; rec != nil && rec.VolumeSnapshotClassName != "" {
+		st.SnapshotClass = &fence.SnapshotClass{Name: rec.VolumeSnapshotClassName}
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(volumeSnapshotList.GroupVersion().WithKind("VolumeSnapshotClass"))
+		switch err := o.client.Get(ctx, client.ObjectKey{Name: rec.VolumeSnapshotClassName}, u); {
+		case err == nil:
+			st.SnapshotClass.Found = true
+			st.SnapshotClass.Driver, _, _ = unstructured.NestedString(u.Object, "driver")
+		case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		default:
+			return fmt.Errorf("reading VolumeSnapshotClass %s: %w", rec.VolumeSnapshotClassName, err)
+		}
+	}
+	return nil
 }
 
 // adminPolicyKind returns the admin-tier policy kind the cluster serves, as
@@ -714,90 +768,6 @@ func (o *options) gatherVerifyInput(ctx context.Context, env *v1alpha1.HealthEnv
 		return netpol.FenceInput{}, fmt.Errorf("listing pods in %s: %w", ns, err)
 	}
 	return netpol.NamespaceInput(nsObj, pols.Items, pods.Items, env.Spec.Isolation.ForensicsNamespaces()), nil
-}
-
-// --- purge-evidence ---------------------------------------------------------
-
-func (o *options) purgeCmd() *cobra.Command {
-	var dryRun, yes bool
-	cmd := &cobra.Command{
-		Use:   "purge-evidence ENV (--dry-run | --yes)",
-		Short: "Delete the evidence pods of a restored environment, irreversibly",
-		Long: `Delete the evidence pods of a restored environment: the pods a fence preserved, labelled
-careplane.io/evidence. This destroys evidence irreversibly, so it is refused while the environment
-is fenced or being restored, and it asks first.
-
---dry-run lists exactly the pods it would delete and sends each delete as a server-side dry run
-(so RBAC and the guardrails answer too), deleting nothing. Without --dry-run it lists them and
-asks for the environment's name on a terminal; --yes confirms without asking. Without a terminal
-and without --yes it deletes nothing and exits 2.`,
-		Example: `  kubectl careplane purge-evidence wales-111 --dry-run
-  kubectl careplane purge-evidence wales-111
-  kubectl careplane purge-evidence wales-111 --yes`,
-		Args:              cobra.ExactArgs(1),
-		ValidArgsFunction: o.completeEnvs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
-			if dryRun && yes {
-				return usagef("--dry-run deletes nothing: pass --dry-run or --yes, not both")
-			}
-			env, err := o.getEnv(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			if why := purgeRefusal(env); why != "" {
-				return errors.New(why)
-			}
-			ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
-			var pods corev1.PodList
-			if err := o.client.List(ctx, &pods, client.InNamespace(ns), client.HasLabels{v1alpha1.LabelEvidence}); err != nil {
-				return fmt.Errorf("listing evidence pods in %s: %w", ns, err)
-			}
-			if len(pods.Items) == 0 {
-				fmt.Fprintf(o.streams.Out, "No evidence pods in %s.\n", ns)
-				return nil
-			}
-			slices.SortFunc(pods.Items, func(a, b corev1.Pod) int { return cmp.Compare(a.Name, b.Name) })
-			var opts []client.DeleteOption
-			if dryRun {
-				opts = append(opts, client.DryRunAll)
-			} else {
-				fmt.Fprintf(o.streams.Out, "%d evidence pods of %s in %s:\n", len(pods.Items), env.Name, ns)
-				for _, p := range pods.Items {
-					fmt.Fprintf(o.streams.Out, "  pod/%s (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
-				}
-				if !yes {
-					if err := confirm(o.streams.In, isTerminal(o.streams.In), o.streams.ErrOut, env.Name, len(pods.Items)); err != nil {
-						return err
-					}
-				}
-			}
-			var failed []string
-			for i := range pods.Items {
-				p := &pods.Items[i]
-				if err := o.client.Delete(ctx, p, opts...); err != nil && !apierrors.IsNotFound(err) {
-					fmt.Fprintf(o.streams.ErrOut, "Error: deleting pod %s/%s: %v\n", ns, p.Name, err)
-					failed = append(failed, p.Name)
-					continue
-				}
-				if dryRun {
-					fmt.Fprintf(o.streams.Out, "pod/%s would be deleted (evidence %s; server-side dry run)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
-				} else {
-					fmt.Fprintf(o.streams.Out, "pod/%s deleted (evidence %s)\n", p.Name, p.Labels[v1alpha1.LabelEvidence])
-				}
-			}
-			if len(failed) > 0 {
-				return fmt.Errorf("%d of %d evidence pods not deleted: %s", len(failed), len(pods.Items), strings.Join(failed, ", "))
-			}
-			if dryRun {
-				fmt.Fprintf(o.streams.Out, "Dry run: nothing deleted. Delete these %d pods with: kubectl careplane purge-evidence %s --yes\n", len(pods.Items), env.Name)
-			}
-			return nil
-		},
-	}
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "list the pods that would be deleted, and send the deletes as a server-side dry run; delete nothing")
-	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "delete without asking for confirmation (needed without a terminal)")
-	return cmd
 }
 
 // confirm asks on a terminal for the environment's name before n evidence

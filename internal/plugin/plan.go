@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -49,6 +50,14 @@ type FenceState struct {
 	// AdminPolicyKind is the kind of the admin-tier policy the cluster serves
 	// (ClusterNetworkPolicy or AdminNetworkPolicy), or "" for none.
 	AdminPolicyKind string
+	// Claims are the PersistentVolumeClaims of the primary namespace, and
+	// Snapshots its VolumeSnapshots (metadata): the evidence step's.
+	Claims    []corev1.PersistentVolumeClaim
+	Snapshots []metav1.PartialObjectMetadata
+	// SnapshotClass is spec.recovery's class as found (nil without one).
+	SnapshotClass *fence.SnapshotClass
+	// Drivers is the provisioner of each StorageClass the claims name.
+	Drivers map[string]string
 }
 
 // PlanFence lists what a fence of s.Env would write or delete: the plan the
@@ -95,6 +104,24 @@ func PlanFence(s FenceState) Plan {
 			o.FrontSlices = append(o.FrontSlices, es.ObjectMeta)
 		}
 	}
+	for _, c := range s.Claims {
+		if c.Namespace != ns.Primary {
+			continue
+		}
+		o.Claims = append(o.Claims, c.ObjectMeta)
+		if sc := c.Spec.StorageClassName; sc != nil && *sc != "" {
+			if o.ClaimDrivers == nil {
+				o.ClaimDrivers = map[string]string{}
+			}
+			o.ClaimDrivers[c.Name] = s.Drivers[*sc]
+		}
+	}
+	for _, v := range s.Snapshots {
+		if v.Namespace == ns.Primary {
+			o.Snapshots = append(o.Snapshots, v.ObjectMeta)
+		}
+	}
+	o.SnapshotClass = s.SnapshotClass
 	return fence.PlanFence(o)
 }
 

@@ -122,6 +122,16 @@ func writeStory(w io.Writer, s Story, p palette) error {
 			fmt.Fprintf(tw, "  Removed policies:\t%s\n", strings.Join(iso.RemovedPolicies, ", "))
 		}
 	}
+	if ev := env.Status.EvidenceSnapshots; len(ev) > 0 {
+		// Kept after the restore too, until a responder purges them.
+		ready := 0
+		for _, e := range ev {
+			if e.Ready {
+				ready++
+			}
+		}
+		fmt.Fprintf(tw, "  Evidence snapshots:\t%d (%d ready; kubectl careplane recovery-points %s)\n", len(ev), ready, env.Name)
+	}
 	verified := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionIsolationVerified)
 	switch {
 	case iso != nil && iso.VerifiedAt != nil:

@@ -19,6 +19,12 @@ var guardrailObjects = []guardrailObject{
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "fenced-namespace-freeze", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "fenced-namespace-freeze", Policy: "fenced-namespace-freeze", Params: true},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "fenced-namespace-freeze-label", Policy: "fenced-namespace-freeze", Params: true},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "evidence-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "evidence-guard", Policy: "evidence-guard", Params: true},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-namespace-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-namespace-guard", Policy: "retained-namespace-guard", Params: true},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "retained-data-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "status-guard", Params: false},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "manager-bounds", Policy: "", Params: false},
@@ -27,8 +33,8 @@ var guardrailObjects = []guardrailObject{
 
 // managerClusterRules are the rules of config/rbac/role.yaml, generated from the code's RBAC markers.
 var managerClusterRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"limitranges", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"namespaces", "persistentvolumeclaims"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"limitranges", "persistentvolumeclaims", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 	{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingadmissionpolicybindings"}, Verbs: []string{"list"}},
@@ -46,6 +52,7 @@ var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"adminnetworkpolicies", "clusternetworkpolicies"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"rolebindings", "roles"}, Verbs: []string{"delete", "list"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotclasses"}, Verbs: []string{"get"}},
+	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents"}, Verbs: []string{"create", "delete", "get"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get"}},
 }

@@ -288,9 +288,12 @@ func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 }
 
 // TestFleetFenceOutlivesItsRequest (hole 5): a FenceRequest fences an
-// environment whose spec still says None. A responder then deletes the
-// request, its finalizer stripped: the fence stays, and nothing is restored.
-// Only the hand-over (the spec says Fenced) and then a restore lift it.
+// environment whose spec still says None. Its finalizer cannot be stripped
+// while it holds the environment, by a responder or the admin kubeconfig
+// (careplane-fence-request-guard). Without the guardrails the request is
+// deleted, its finalizer stripped: the fence stays, and nothing is
+// restored. Only the hand-over (the spec says Fenced) and then a restore
+// lift it.
 func TestFleetFenceOutlivesItsRequest(t *testing.T) {
 	ctx := context.Background()
 	name := uniqueName("orphan-fence")
@@ -310,7 +313,22 @@ func TestFleetFenceOutlivesItsRequest(t *testing.T) {
 	}
 	waitFencedTrue(t, name)
 
-	responder(t, "patch", "fencerequest", name, "--type=merge", "-p", `{"metadata":{"finalizers":null}}`)
+	strip := []string{"patch", "fencerequest", name, "--type=merge", "-p", `{"metadata":{"finalizers":null}}`}
+	for who, as := range map[string][]string{"a responder": responderArgs, "the admin kubeconfig": nil} {
+		out, err := kubectlOutput(append(append([]string{}, as...), strip...)...)
+		if err == nil || !strings.Contains(out, "careplane-fence-request-guard") || !strings.Contains(out, "still holds 1 environment(s)") {
+			t.Errorf("%s stripping the finalizer of a request that holds %s: %v\n%s; want refused by careplane-fence-request-guard", who, name, err, out)
+		}
+	}
+
+	// The guardrails gone (uninstalled, or taken away by an admin): the
+	// request can vanish, and its fence stays.
+	t.Cleanup(func() { kubectl(t, "apply", "-k", guardrailsKustomization) })
+	kubectl(t, "delete", "validatingadmissionpolicybinding", "careplane-fence-request-guard")
+	eventually(t, 30*time.Second, "the finalizer stripped without the guard", func(context.Context) (bool, string, error) {
+		out, err := kubectlOutput(append(append([]string{}, responderArgs...), strip...)...)
+		return err == nil, out, nil
+	})
 	responder(t, "delete", "fencerequest", name, "--wait=true")
 	touch(t, name)
 	stays(t, 6*time.Second, "the fence of a deleted request", func(ctx context.Context) (bool, string, error) {

@@ -9,12 +9,13 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
 
 // Messages of the data fields' rules (api/v1alpha1).
 const (
-	msgPortOrPorts    = "services[] must set either port (one TCP port) or ports (named TCP and UDP ports), not both"
+	msgPortOrPorts    = "services[] must set exactly one of port (one TCP port) and ports (named TCP and UDP ports)"
 	msgPortsDuplicate = "services[].ports must not list the same port and protocol twice"
 	msgPortName       = "ports[].name must be an IANA service name"
 	msgSecretsFrom    = "services[].secretsFrom may only name a secret in the generatedSecrets of a service this service talksTo"
@@ -233,14 +234,18 @@ func TestVolumeChanges(t *testing.T) {
 	}
 	t.Cleanup(func() { deleteEnvironmentAndWait(t, obj.GetName()) })
 
+	// On the version just read: the operator writes the environment too
+	// (its status, its data finalizer), so a conflict is read again.
 	update := func(mutate func(v map[string]any)) error {
-		cur := &unstructured.Unstructured{}
-		cur.SetGroupVersionKind(obj.GroupVersionKind())
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
-			t.Fatal(err)
-		}
-		mutate(bookingVolume(henv(cur.Object)))
-		return k8sClient.Update(ctx, cur, client.DryRunAll)
+		return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			cur := &unstructured.Unstructured{}
+			cur.SetGroupVersionKind(obj.GroupVersionKind())
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(obj), cur); err != nil {
+				t.Fatal(err)
+			}
+			mutate(bookingVolume(henv(cur.Object)))
+			return k8sClient.Update(ctx, cur, client.DryRunAll)
+		})
 	}
 	if err := update(func(v map[string]any) { v["size"] = "2Gi" }); err != nil {
 		t.Errorf("growing 1Gi to 2Gi is refused: %v", err)

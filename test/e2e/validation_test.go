@@ -250,11 +250,6 @@ var validationCases = []validationCase{
 		field:  "spec.services[0].port", msg: "should be less than or equal to 65535",
 	},
 	{
-		name:   "port missing",
-		mutate: func(o henv) { delete(o.service(2), "port") },
-		field:  "spec.services[2].port", msg: msgRequired,
-	},
-	{
 		name: "allowFrom peer without namespaceSelector",
 		mutate: func(o henv) {
 			o.service(0)["allowFrom"] = []any{map[string]any{"podSelector": validationMatchLabels("app", "gateway")}}

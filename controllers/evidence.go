@@ -1,0 +1,258 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
+)
+
+// +kubebuilder:rbac:groups=core,resources=persistentvolumeclaims,verbs=get;list;watch
+
+// observeEvidence adds to obs what the fence's evidence step reads: every
+// claim of the primary namespace, careplane's or the tenant's, and every
+// VolumeSnapshot there, from the API server; the snapshot class and each
+// claim's driver. A cluster that serves no snapshot API has no class.
+func (r *HealthEnvironmentReconciler) observeEvidence(ctx context.Context, s *scope, obs *fence.Observed) error {
+	ns := s.names.Primary
+	var claims corev1.PersistentVolumeClaimList
+	if err := r.APIReader.List(ctx, &claims, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing claims in %s: %w", ns, err)
+	}
+	if len(claims.Items) == 0 {
+		return nil
+	}
+	obs.ClaimDrivers = map[string]string{}
+	drivers := map[string]string{}
+	for i := range claims.Items {
+		c := &claims.Items[i]
+		obs.Claims = append(obs.Claims, c.ObjectMeta)
+		sc := ptrOr(c.Spec.StorageClassName)
+		if sc == "" {
+			continue // the cluster's default class: not checked here
+		}
+		if _, ok := drivers[sc]; !ok {
+			cls := &storagev1.StorageClass{}
+			if err := r.APIReader.Get(ctx, client.ObjectKey{Name: sc}, cls); err != nil && !apierrors.IsNotFound(err) {
+				return fmt.Errorf("reading StorageClass %s of claim %s: %w", sc, klog.KObj(c), err)
+			}
+			drivers[sc] = cls.Provisioner
+		}
+		obs.ClaimDrivers[c.Name] = drivers[sc]
+	}
+	if rec := s.env.Spec.Recovery; rec != nil && rec.VolumeSnapshotClassName != "" {
+		obs.SnapshotClass = &fence.SnapshotClass{Name: rec.VolumeSnapshotClassName}
+		class := &snapshotv1.VolumeSnapshotClass{}
+		switch err := r.APIReader.Get(ctx, client.ObjectKey{Name: rec.VolumeSnapshotClassName}, class); {
+		case err == nil:
+			obs.SnapshotClass.Found, obs.SnapshotClass.Driver = true, class.Driver
+		case apierrors.IsNotFound(err) || meta.IsNoMatchError(err):
+		default:
+			return fmt.Errorf("reading VolumeSnapshotClass %s: %w", rec.VolumeSnapshotClassName, err)
+		}
+	}
+	snaps := &metav1.PartialObjectMetadataList{}
+	snaps.SetGroupVersionKind(snapshotv1.SchemeGroupVersion.WithKind("VolumeSnapshotList"))
+	if err := r.APIReader.List(ctx, snaps, client.InNamespace(ns)); err != nil && !meta.IsNoMatchError(err) && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("listing VolumeSnapshots in %s: %w", ns, err)
+	}
+	for i := range snaps.Items {
+		obs.Snapshots = append(obs.Snapshots, snaps.Items[i].ObjectMeta)
+	}
+	return nil
+}
+
+// takeEvidence carries out the evidence actions of plan: a VolumeSnapshot
+// of each claim, labelled with the environment, the ticket and the fence,
+// without an owner reference (deleting the environment never deletes one),
+// recorded in status.evidenceSnapshots by UID. It never fails the fence: a
+// snapshot that cannot be taken is reported in the EvidenceSnapshots
+// condition, and the network fence goes on.
+func (r *HealthEnvironmentReconciler) takeEvidence(ctx context.Context, s *scope, plan fence.Plan) {
+	actions := plan.Snapshots()
+	if len(actions) == 0 {
+		return
+	}
+	ev := plan.Evidence
+	var mu sync.Mutex
+	var failed []string
+	taken := map[string]v1alpha1.EvidenceSnapshot{}
+	_ = inParallel(actions, func(a fence.Action) error {
+		if a.Verb != fence.VerbSnapshot && a.Verb != fence.VerbKeep {
+			return nil
+		}
+		snap, err := r.evidenceSnapshot(ctx, s, a)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil {
+			failed = append(failed, err.Error())
+			return nil
+		}
+		taken[snap.Name] = snap
+		return nil
+	})
+	if len(failed) > 0 && ev.Reason == "" {
+		slices.Sort(failed)
+		ev.Reason, ev.Message = v1alpha1.ReasonSnapshotFailed, "Evidence snapshots could not be taken (the network fence stands regardless): "+strings.Join(failed, "; ")
+	}
+	st := s.status
+	for _, have := range st.EvidenceSnapshots {
+		delete(taken, have.Name) // on record already
+	}
+	for _, name := range slices.Sorted(mapKeys(taken)) {
+		st.EvidenceSnapshots = append(st.EvidenceSnapshots, taken[name])
+	}
+	if n := len(st.EvidenceSnapshots); n > maxEvidenceSnapshots {
+		st.EvidenceSnapshots = st.EvidenceSnapshots[n-maxEvidenceSnapshots:]
+	}
+	if len(taken) > 0 {
+		log.FromContext(ctx).Info("Took evidence snapshots of the fenced namespace", "namespace", s.names.Primary, "snapshots", len(taken))
+	}
+	status, reason, msg := fence.EvidenceCondition(s.record.ID, len(plan.Snapshots()), st.EvidenceSnapshots, ev)
+	prev := meta.FindStatusCondition(s.env.Status.Conditions, v1alpha1.ConditionEvidenceSnapshots)
+	s.evidence = &metav1.Condition{Type: v1alpha1.ConditionEvidenceSnapshots, Status: status, Reason: reason, Message: msg, ObservedGeneration: s.env.Generation}
+	if prev == nil || prev.Reason != reason {
+		typ := corev1.EventTypeNormal
+		if status != metav1.ConditionTrue && reason != v1alpha1.ReasonEvidencePending {
+			typ = corev1.EventTypeWarning
+		}
+		r.Recorder.Eventf(s.env, nil, typ, reason, "Fence", "%s", msg)
+	}
+}
+
+// maxEvidenceSnapshots bounds status.evidenceSnapshots (the API's MaxItems).
+const maxEvidenceSnapshots = 250
+
+// evidenceSnapshot creates the evidence snapshot of action a, or reads the
+// one this fence created before (a pass that stopped before its status
+// write), and returns its record.
+func (r *HealthEnvironmentReconciler) evidenceSnapshot(ctx context.Context, s *scope, a fence.Action) (v1alpha1.EvidenceSnapshot, error) {
+	ticket := fence.EvidenceTicket(s.env.Spec.Isolation)
+	labels := build.Labels(s.env, build.SiteLabelPrimary)
+	labels[v1alpha1.LabelEvidence] = ticket
+	labels[v1alpha1.LabelFenceID] = fence.IDLabel(s.record.ID)
+	vs := &snapshotv1.VolumeSnapshot{
+		ObjectMeta: metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name, Labels: labels,
+			Annotations: map[string]string{v1alpha1.AnnotationFenceID: s.record.ID, v1alpha1.AnnotationTakenAt: s.now.UTC().Format(time.RFC3339)}},
+		Spec: snapshotv1.VolumeSnapshotSpec{
+			Source:                  snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptrTo(a.From)},
+			VolumeSnapshotClassName: ptrTo(s.env.Spec.Recovery.VolumeSnapshotClassName),
+		},
+	}
+	rec := v1alpha1.EvidenceSnapshot{Name: a.Name, Claim: a.From, FenceID: s.record.ID, Ticket: s.env.Spec.Isolation.Ticket,
+		TakenAt: &metav1.Time{Time: s.now}}
+	if a.Verb == fence.VerbSnapshot {
+		err := r.Client.Create(ctx, vs, client.FieldOwner(fieldOwner))
+		if err == nil {
+			rec.UID = string(vs.UID)
+			return rec, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return rec, fmt.Errorf("creating VolumeSnapshot %s of claim %s: %w", klog.KObj(vs), a.From, err)
+		}
+	}
+	live := &snapshotv1.VolumeSnapshot{}
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(vs), live); err != nil {
+		return rec, fmt.Errorf("reading VolumeSnapshot %s: %w", klog.KObj(vs), err)
+	}
+	if live.Annotations[v1alpha1.AnnotationFenceID] != s.record.ID || ptrOr(live.Spec.Source.PersistentVolumeClaimName) != a.From {
+		return rec, fmt.Errorf("VolumeSnapshot %s exists and is not this fence's evidence of claim %s", klog.KObj(vs), a.From)
+	}
+	rec.UID = string(live.UID)
+	if t, err := time.Parse(time.RFC3339, live.Annotations[v1alpha1.AnnotationTakenAt]); err == nil {
+		rec.TakenAt = &metav1.Time{Time: t}
+	}
+	if live.Status != nil && live.Status.ReadyToUse != nil {
+		rec.Ready = *live.Status.ReadyToUse
+	}
+	return rec, nil
+}
+
+// refreshEvidence brings status.evidenceSnapshots up to date with the
+// snapshots on record (matched by name and UID): their readiness, and the
+// EvidenceSnapshots condition. A recorded snapshot that is gone is dropped
+// from the record once the environment is no longer fenced (a responder
+// purged it); while fenced, it stays on record and the condition says so.
+// It returns the change to make to the status (the recovery controller
+// writes it with its own, in one write).
+func (r *RecoveryReconciler) refreshEvidence(ctx context.Context, env *v1alpha1.HealthEnvironment) (func(*v1alpha1.HealthEnvironmentStatus), error) {
+	if len(env.Status.EvidenceSnapshots) == 0 {
+		return func(*v1alpha1.HealthEnvironmentStatus) {}, nil
+	}
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	nsObj := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); client.IgnoreNotFound(err) != nil {
+		return nil, fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
+	rec := fence.RecordOf(nsObj)
+	fenced := rec.Present() || env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
+	var kept []v1alpha1.EvidenceSnapshot
+	var failed []string
+	for _, e := range env.Status.EvidenceSnapshots {
+		vs := &snapshotv1.VolumeSnapshot{}
+		err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: e.Name}, vs)
+		switch {
+		case (apierrors.IsNotFound(err) || (err == nil && string(vs.UID) != e.UID)) && !fenced:
+			continue // purged
+		case apierrors.IsNotFound(err):
+			failed = append(failed, e.Name+" is gone")
+			e.Ready = false
+		case err != nil:
+			return nil, fmt.Errorf("reading VolumeSnapshot %s/%s: %w", ns, e.Name, err)
+		case string(vs.UID) != e.UID:
+			failed = append(failed, e.Name+" was replaced (another UID)")
+			e.Ready = false
+		default:
+			e.Ready = vs.Status != nil && vs.Status.ReadyToUse != nil && *vs.Status.ReadyToUse
+			if vs.Status != nil && vs.Status.Error != nil && vs.Status.Error.Message != nil {
+				failed = append(failed, e.Name+": "+*vs.Status.Error.Message)
+			}
+		}
+		kept = append(kept, e)
+	}
+	c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionEvidenceSnapshots)
+	return func(st *v1alpha1.HealthEnvironmentStatus) {
+		st.EvidenceSnapshots = kept
+		if len(kept) == 0 && !fenced {
+			meta.RemoveStatusCondition(&st.Conditions, v1alpha1.ConditionEvidenceSnapshots)
+			return
+		}
+		// A class problem the fence reported stays until the next fence.
+		if c != nil && c.Reason != v1alpha1.ReasonEvidenceTaken && c.Reason != v1alpha1.ReasonEvidencePending && c.Reason != v1alpha1.ReasonSnapshotFailed {
+			return
+		}
+		ev := fence.Evidence{}
+		if len(failed) > 0 {
+			ev.Reason, ev.Message = v1alpha1.ReasonSnapshotFailed, "Evidence snapshots failed: "+strings.Join(failed, "; ")
+		}
+		status, reason, msg := fence.EvidenceCondition(rec.ID, -1, kept, ev)
+		meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: v1alpha1.ConditionEvidenceSnapshots, Status: status,
+			Reason: reason, Message: msg, ObservedGeneration: env.Generation})
+	}, nil
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}

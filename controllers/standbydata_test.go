@@ -1,0 +1,240 @@
+package controllers
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/failover"
+)
+
+// TestStandbyDataSeedsFromTheCleanPointOnRecord drives the standby's
+// seeding against the API server, playing the storage controllers (none
+// run in envtest): a claim the StatefulSet made empty in the standby is
+// replaced, never the primary's; the copy of the point's snapshot is a
+// content with the source content's handle, Retain, bound into the standby;
+// the claim is created from it once it is ready, and recorded by UID; the
+// copies go once the claim is bound; a standby that serves keeps its claim
+// when a newer clean point comes; and a point whose snapshot on record was
+// replaced (another UID) seeds nothing.
+func TestStandbyDataSeedsFromTheCleanPointOnRecord(t *testing.T) {
+	ctx := context.Background()
+	const name = "sdseed"
+	primary, standby := name+"-primary", name+"-standby"
+	for _, ns := range []string{primary, standby} {
+		if err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimName := "records-document-store-0"
+	newClaim := func(ns string) *corev1.PersistentVolumeClaim {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: claimName,
+			Labels: map[string]string{v1alpha1.LabelEnvironment: name}},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}}}
+		if err := k8sClient.Create(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+		return pvc
+	}
+	primaryClaim := newClaim(primary)
+	newClaim(standby) // as the standby's StatefulSet made it: empty
+
+	// The point's snapshot and its content, as snapshot-controller and the
+	// CSI sidecar leave them.
+	vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: primary, Name: "p-1-" + claimName},
+		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claimName)},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots")}}
+	if err := k8sClient.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	content := &snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: "snapcontent-sdseed-1"},
+		Spec: snapshotv1.VolumeSnapshotContentSpec{DeletionPolicy: snapshotv1.VolumeSnapshotContentDelete, Driver: "csi.careplane.io",
+			Source:                  snapshotv1.VolumeSnapshotContentSource{VolumeHandle: ptr.To("vol-1")},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots"),
+			VolumeSnapshotRef:       corev1.ObjectReference{Namespace: primary, Name: vs.Name, UID: vs.UID}}}
+	if err := k8sClient.Create(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), content) })
+	content.Status = &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: ptr.To("snap-of-vol-1"), ReadyToUse: ptr.To(true)}
+	if err := k8sClient.Status().Update(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	size := resource.MustParse("64Mi")
+	vs.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content.Name), ReadyToUse: ptr.To(true), RestoreSize: &size}
+	if err := k8sClient.Status().Update(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+
+	taken := metav1.NewTime(time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC))
+	env := careRecordsEnv(name)
+	env.UID = types.UID("5d1a5e0c-0000-4000-8000-000000000001")
+	env.Spec.Services[0].Critical = true
+	env.Spec.Services[0].Replicas = ptr.To(int32(1))
+	env.Spec.Failover.Standby = v1alpha1.StandbyWarm
+	env.Spec.Recovery = &v1alpha1.Recovery{VolumeSnapshotClassName: "sd-snapshots"}
+	env.Status.Recovery = &v1alpha1.RecoveryStatus{Points: []v1alpha1.RecoveryPoint{{Name: "p-1", TakenAt: taken, Clean: true, Ready: true,
+		Snapshots: []v1alpha1.PointSnapshot{{Name: vs.Name, UID: string(vs.UID), Claim: claimName}}}}}
+	r := &HealthEnvironmentReconciler{Client: k8sClient, APIReader: k8sClient}
+	var s *scope
+	pass := func() {
+		t.Helper()
+		s = newScope(env, time.Now())
+		s.decision = &failover.Decision{RunStandby: true, Serving: env.Status.ActiveSite != "", Site: env.Status.ActiveSite}
+		s.standbyTemplates = env.Spec.Services[:1]
+		if err := r.reconcileStandbyData(ctx, s); err != nil {
+			t.Fatalf("reconcileStandbyData: %v", err)
+		}
+		env.Status = *s.status
+	}
+	getClaim := func(ns string) (*corev1.PersistentVolumeClaim, error) {
+		pvc := &corev1.PersistentVolumeClaim{}
+		return pvc, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: claimName}, pvc)
+	}
+
+	// The empty claim is replaced; the primary's is not touched.
+	pass()
+	sd := env.Status.Failover.StandbyData
+	if !s.standbyHold || sd.RefreshingTo != "p-1" {
+		t.Fatalf("first pass: hold %v, standbyData %+v; want held, refreshing to p-1", s.standbyHold, sd)
+	}
+	old, err := getClaim(standby)
+	if err != nil || old.DeletionTimestamp == nil {
+		t.Fatalf("the standby's empty claim is not being deleted: %v %+v", err, old.ObjectMeta)
+	}
+	if got, err := getClaim(primary); err != nil || got.DeletionTimestamp != nil || got.UID != primaryClaim.UID {
+		t.Fatalf("the primary's claim: %v, deleting %v", err, got.DeletionTimestamp)
+	}
+	old.Finalizers = nil // play the PVC protection controller
+	if err := k8sClient.Update(ctx, old); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
+
+	// The copy, then the claim from it once it is ready.
+	pass()
+	copyContent := &snapshotv1.VolumeSnapshotContent{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: "careplane-" + standby + "-" + vs.Name}, copyContent); err != nil {
+		t.Fatalf("the copy's content: %v", err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), copyContent) })
+	if h := copyContent.Spec.Source.SnapshotHandle; h == nil || *h != "snap-of-vol-1" || copyContent.Spec.Source.VolumeHandle != nil ||
+		copyContent.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentRetain || copyContent.Spec.VolumeSnapshotRef.Namespace != standby ||
+		copyContent.Spec.VolumeSnapshotRef.Name != vs.Name || copyContent.Labels[v1alpha1.LabelSite] != "standby" {
+		t.Errorf("the copy's content = %+v %+v", copyContent.Labels, copyContent.Spec)
+	}
+	copyVS := &snapshotv1.VolumeSnapshot{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: vs.Name}, copyVS); err != nil {
+		t.Fatalf("the copy: %v", err)
+	}
+	if src := copyVS.Spec.Source.VolumeSnapshotContentName; src == nil || *src != copyContent.Name {
+		t.Errorf("the copy's source = %+v", copyVS.Spec.Source)
+	}
+	if _, err := getClaim(standby); !apierrors.IsNotFound(err) || !s.standbyHold {
+		t.Fatalf("a claim before the copy is ready (err %v), hold %v", err, s.standbyHold)
+	}
+	copyVS.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(copyContent.Name), ReadyToUse: ptr.To(true), RestoreSize: &size}
+	if err := k8sClient.Status().Update(ctx, copyVS); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	seeded, err := getClaim(standby)
+	if err != nil {
+		t.Fatalf("the seeded claim: %v", err)
+	}
+	if ref := seeded.Spec.DataSourceRef; ref == nil || ref.Kind != "VolumeSnapshot" || ref.Name != vs.Name || s.standbyHold {
+		t.Errorf("seeded claim dataSourceRef %+v, hold %v", ref, s.standbyHold)
+	}
+	sd = env.Status.Failover.StandbyData
+	if sd.DataFrom != "p-1" || !sd.DataTakenAt.Equal(&taken) || sd.SeededAt == nil || sd.RefreshingTo != "" ||
+		len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) {
+		t.Errorf("standbyData = %+v", sd)
+	}
+
+	// Bound: the copies go.
+	seeded.Status = corev1.PersistentVolumeClaimStatus{Phase: corev1.ClaimBound}
+	if err := k8sClient.Status().Update(ctx, seeded); err != nil {
+		t.Fatal(err)
+	}
+	pass()
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(copyVS), copyVS); !apierrors.IsNotFound(err) && copyVS.DeletionTimestamp == nil {
+		t.Errorf("the copy is still there once the claim is bound (err %v)", err)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(copyContent), copyContent); !apierrors.IsNotFound(err) && copyContent.DeletionTimestamp == nil {
+		t.Errorf("the copy's content is still there once the claim is bound (err %v)", err)
+	}
+
+	// Serving: a newer clean point does not replace the claim.
+	env.Status.ActiveSite = v1alpha1.SiteStandby
+	env.Status.Recovery.Points = append(env.Status.Recovery.Points, v1alpha1.RecoveryPoint{Name: "p-2", TakenAt: metav1.NewTime(taken.Add(time.Minute)),
+		Clean: true, Ready: true, Snapshots: []v1alpha1.PointSnapshot{{Name: "p-2-" + claimName, UID: "u-2", Claim: claimName}}})
+	pass()
+	if got, err := getClaim(standby); err != nil || got.DeletionTimestamp != nil || s.standbyHold || env.Status.Failover.StandbyData.ServedSince == nil {
+		t.Errorf("serving standby: claim err %v deleting %v, hold %v, standbyData %+v", err, got.DeletionTimestamp, s.standbyHold, env.Status.Failover.StandbyData)
+	}
+
+	// Not serving any more, but it served: still kept.
+	env.Status.ActiveSite = v1alpha1.SitePrimary
+	pass()
+	if got, err := getClaim(standby); err != nil || got.DeletionTimestamp != nil {
+		t.Errorf("a standby that served: claim err %v, deleting %v", err, got.DeletionTimestamp)
+	}
+
+	// A point whose snapshot on record was replaced (another UID) seeds
+	// nothing: the standby's claims are deleted by a person, and p-2's
+	// snapshot is not the one on record.
+	if err := k8sClient.Delete(ctx, seeded); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(seeded), seeded); err == nil {
+		seeded.Finalizers = nil // play the PVC protection controller
+		if err := k8sClient.Update(ctx, seeded); client.IgnoreNotFound(err) != nil {
+			t.Fatal(err)
+		}
+	}
+	forged := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: primary, Name: "p-2-" + claimName,
+		Labels: map[string]string{v1alpha1.LabelClean: "true", v1alpha1.LabelRecoveryPoint: "p-2"}},
+		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claimName)}}}
+	if err := k8sClient.Create(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	forged.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content.Name), ReadyToUse: ptr.To(true)}
+	if err := k8sClient.Status().Update(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	s = newScope(env, time.Now())
+	s.decision = &failover.Decision{RunStandby: true}
+	s.standbyTemplates = env.Spec.Services[:1]
+	err = r.reconcileStandbyData(ctx, s)
+	if err == nil || !strings.Contains(err.Error(), "is not the ready snapshot of recovery point p-2 on record") {
+		t.Errorf("seeding from a replaced snapshot: err %v, want it refused", err)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: "careplane-" + standby + "-" + forged.Name}, &snapshotv1.VolumeSnapshotContent{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a copy of the replaced snapshot was made (err %v)", err)
+	}
+}
+
+// TestCachedClaimKeepsItsUID: the standby's claims are known by the UIDs on
+// record and deleted on the precondition of their UID, read from the cache.
+func TestCachedClaimKeepsItsUID(t *testing.T) {
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "n", UID: "u-1",
+		Annotations: map[string]string{"a": "b"}},
+		Spec: corev1.PersistentVolumeClaimSpec{DataSourceRef: &corev1.TypedObjectReference{Kind: "VolumeSnapshot", Name: "s"}}}
+	if _, err := trimClaim(pvc); err != nil {
+		t.Fatal(err)
+	}
+	if pvc.UID != "u-1" || pvc.Annotations != nil || pvc.Spec.DataSourceRef != nil {
+		t.Errorf("trimmed claim = %+v", pvc)
+	}
+}
