@@ -212,11 +212,14 @@ func (r *HealthEnvironmentReconciler) seedClaims(ctx context.Context, s *scope, 
 				if !slices.Contains(names, name) {
 					continue
 				}
-				k := slices.IndexFunc(src.Snapshots, func(p v1alpha1.PointSnapshot) bool { return p.Claim == name })
-				if k < 0 {
+				// The point's snapshot of this volume and replica, taken
+				// of the primary's claim of whatever data generation it
+				// ran then (a restore renames the primary's claims).
+				snap, ok := recovery.SnapshotFor(src, svc.Name, v.Name, i)
+				if !ok {
 					continue
 				}
-				copyName, size, ready, err := r.copySnapshot(ctx, s, ns, src, src.Snapshots[k])
+				copyName, size, ready, err := r.copySnapshot(ctx, s, ns, src, snap)
 				if err != nil {
 					return false, err
 				}

@@ -165,6 +165,33 @@ func claimPattern(volume, svc string, ordinal int32) *regexp.Regexp {
 	return regexp.MustCompile("^" + regexp.QuoteMeta(volume+"-"+svc) + "(-r[0-9a-z]+)?-" + strconv.Itoa(int(ordinal)) + "$")
 }
 
+// snapshotsFor returns point's snapshots of volume of replica ordinal of
+// service svc, taken in whatever data generation the primary then ran.
+func snapshotsFor(point v1alpha1.RecoveryPoint, svc, volume string, ordinal int32) []v1alpha1.PointSnapshot {
+	re := claimPattern(volume, svc, ordinal)
+	var found []v1alpha1.PointSnapshot
+	for _, s := range point.Snapshots {
+		if re.MatchString(s.Claim) {
+			found = append(found, s)
+		}
+	}
+	return found
+}
+
+// SnapshotFor returns point's snapshot of volume of replica ordinal of
+// service svc, whatever data generation the primary ran when it was taken
+// (after a restore from a recovery point its claims are
+// <volume>-<service>-<generation>-<ordinal>); false when the point holds
+// none, or more than one that could be it. The restore and the standby's
+// seeding both find a point's data with it.
+func SnapshotFor(point v1alpha1.RecoveryPoint, svc, volume string, ordinal int32) (v1alpha1.PointSnapshot, bool) {
+	found := snapshotsFor(point, svc, volume, ordinal)
+	if len(found) != 1 {
+		return v1alpha1.PointSnapshot{}, false
+	}
+	return found[0], true
+}
+
 // RestoreClaims lists the claims a restore of services into data generation
 // gen creates from point: one per volume and replica of each service with
 // volumes, each from the point's snapshot of the same volume and replica
@@ -181,13 +208,7 @@ func RestoreClaims(services []v1alpha1.Service, gen string, point v1alpha1.Recov
 		sts := build.StatefulSetName(svc.Name, gen)
 		for i := range svc.ReplicaCount() {
 			for _, v := range svc.Volumes {
-				re := claimPattern(v.Name, svc.Name, i)
-				var found []v1alpha1.PointSnapshot
-				for _, s := range point.Snapshots {
-					if re.MatchString(s.Claim) {
-						found = append(found, s)
-					}
-				}
+				found := snapshotsFor(point, svc.Name, v.Name, i)
 				switch len(found) {
 				case 1:
 					out = append(out, RestoredClaim{Service: svc.Name, Volume: v.Name, Ordinal: i,

@@ -260,3 +260,22 @@ func TestRestoreClaims(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotFor: a point's snapshot of a volume and replica is found
+// whatever data generation the primary ran when it was taken; none, or two
+// that could be it, is no answer.
+func TestSnapshotFor(t *testing.T) {
+	p := v1alpha1.RecoveryPoint{Name: "p", Snapshots: []v1alpha1.PointSnapshot{
+		{Name: "a", Claim: "records-docs-0"}, {Name: "b", Claim: "records-docs-rtpg000-1"},
+		{Name: "c", Claim: "records-docsx-2"}, {Name: "d", Claim: "records-docs-3"}, {Name: "e", Claim: "records-docs-r1-3"},
+	}}
+	for _, tc := range []struct {
+		ordinal int32
+		want    string
+	}{{0, "a"}, {1, "b"}, {2, ""}, {3, ""}, {4, ""}} {
+		got, ok := SnapshotFor(p, "docs", "records", tc.ordinal)
+		if ok != (tc.want != "") || got.Name != tc.want {
+			t.Errorf("replica %d: %q %v, want %q", tc.ordinal, got.Name, ok, tc.want)
+		}
+	}
+}
