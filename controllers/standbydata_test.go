@@ -238,3 +238,118 @@ func TestCachedClaimKeepsItsUID(t *testing.T) {
 		t.Errorf("trimmed claim = %+v", pvc)
 	}
 }
+
+// TestStandbyDataSeedsFromAPointOfARestoredPrimary: after a restore from a
+// recovery point the primary's claims carry its data generation
+// (records-document-store-<generation>-0), and so do the snapshots of every
+// point taken since; the standby's claim (records-document-store-0) is still
+// seeded from the point's snapshot of the same volume and replica.
+func TestStandbyDataSeedsFromAPointOfARestoredPrimary(t *testing.T) {
+	ctx := context.Background()
+	const name = "sdgen"
+	primary, standby := name+"-primary", name+"-standby"
+	for _, ns := range []string{primary, standby} {
+		if err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimName := "records-document-store-0"
+	newClaim := func(ns string) *corev1.PersistentVolumeClaim {
+		pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: claimName,
+			Labels: map[string]string{v1alpha1.LabelEnvironment: name}},
+			Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("64Mi")}}}}
+		if err := k8sClient.Create(ctx, pvc); err != nil {
+			t.Fatal(err)
+		}
+		return pvc
+	}
+	primaryClaim := newClaim(primary)
+	newClaim(standby) // as the standby's StatefulSet made it: empty
+
+	// The point's snapshot and its content, as snapshot-controller and the
+	// CSI sidecar leave them.
+	vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: primary, Name: "p-1-" + claimName},
+		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To(claimName)},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots")}}
+	if err := k8sClient.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	content := &snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: "snapcontent-sdgen-1"},
+		Spec: snapshotv1.VolumeSnapshotContentSpec{DeletionPolicy: snapshotv1.VolumeSnapshotContentDelete, Driver: "csi.careplane.io",
+			Source:                  snapshotv1.VolumeSnapshotContentSource{VolumeHandle: ptr.To("vol-1")},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots"),
+			VolumeSnapshotRef:       corev1.ObjectReference{Namespace: primary, Name: vs.Name, UID: vs.UID}}}
+	if err := k8sClient.Create(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), content) })
+	content.Status = &snapshotv1.VolumeSnapshotContentStatus{SnapshotHandle: ptr.To("snap-of-vol-1"), ReadyToUse: ptr.To(true)}
+	if err := k8sClient.Status().Update(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	size := resource.MustParse("64Mi")
+	vs.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content.Name), ReadyToUse: ptr.To(true), RestoreSize: &size}
+	if err := k8sClient.Status().Update(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+
+	taken := metav1.NewTime(time.Date(2026, 12, 3, 6, 0, 0, 0, time.UTC))
+	env := careRecordsEnv(name)
+	env.UID = types.UID("5d1a5e0c-0000-4000-8000-000000000002")
+	env.Spec.Services[0].Critical = true
+	env.Spec.Services[0].Replicas = ptr.To(int32(1))
+	env.Spec.Failover.Standby = v1alpha1.StandbyWarm
+	env.Spec.Recovery = &v1alpha1.Recovery{VolumeSnapshotClassName: "sd-snapshots"}
+	env.Status.Recovery = &v1alpha1.RecoveryStatus{Points: []v1alpha1.RecoveryPoint{{Name: "p-1", TakenAt: taken, Clean: true, Ready: true,
+		// Taken of the primary's claim after a restore from a recovery
+		// point: of its data generation, not of the standby's claim name.
+		Snapshots: []v1alpha1.PointSnapshot{{Name: vs.Name, UID: string(vs.UID), Claim: "records-document-store-rtpg000-0"}}}}}
+	r := &HealthEnvironmentReconciler{Client: k8sClient, APIReader: k8sClient}
+	var s *scope
+	pass := func() {
+		t.Helper()
+		s = newScope(env, time.Now())
+		s.decision = &failover.Decision{RunStandby: true, Serving: env.Status.ActiveSite != "", Site: env.Status.ActiveSite}
+		s.standbyTemplates = env.Spec.Services[:1]
+		if err := r.reconcileStandbyData(ctx, s); err != nil {
+			t.Fatalf("reconcileStandbyData: %v", err)
+		}
+		env.Status = *s.status
+	}
+	getClaim := func(ns string) (*corev1.PersistentVolumeClaim, error) {
+		pvc := &corev1.PersistentVolumeClaim{}
+		return pvc, k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: claimName}, pvc)
+	}
+
+	// The empty claim is replaced; the primary's is not touched.
+	pass()
+	sd := env.Status.Failover.StandbyData
+	if !s.standbyHold || sd.RefreshingTo != "p-1" {
+		t.Fatalf("first pass: hold %v, standbyData %+v; want held, refreshing to p-1", s.standbyHold, sd)
+	}
+	old, err := getClaim(standby)
+	if err != nil || old.DeletionTimestamp == nil {
+		t.Fatalf("the standby's empty claim is not being deleted: %v %+v", err, old.ObjectMeta)
+	}
+	if got, err := getClaim(primary); err != nil || got.DeletionTimestamp != nil || got.UID != primaryClaim.UID {
+		t.Fatalf("the primary's claim: %v, deleting %v", err, got.DeletionTimestamp)
+	}
+	old.Finalizers = nil // play the PVC protection controller
+	if err := k8sClient.Update(ctx, old); client.IgnoreNotFound(err) != nil {
+		t.Fatal(err)
+	}
+
+	// The copy, then the claim from it once it is ready.
+	pass()
+	copyContent := &snapshotv1.VolumeSnapshotContent{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: "careplane-" + standby + "-" + vs.Name}, copyContent); err != nil {
+		t.Fatalf("the copy's content: %v", err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), copyContent) })
+	if h := copyContent.Spec.Source.SnapshotHandle; h == nil || *h != "snap-of-vol-1" || copyContent.Spec.Source.VolumeHandle != nil ||
+		copyContent.Spec.DeletionPolicy != snapshotv1.VolumeSnapshotContentRetain || copyContent.Spec.VolumeSnapshotRef.Namespace != standby ||
+		copyContent.Spec.VolumeSnapshotRef.Name != vs.Name || copyContent.Labels[v1alpha1.LabelSite] != "standby" {
+		t.Errorf("the copy's content = %+v %+v", copyContent.Labels, copyContent.Spec)
+	}
+}
