@@ -44,6 +44,10 @@ import (
 // event careplane watches (it caches only what it owns).
 const conflictRetry = 30 * time.Second
 
+// statusConflictRetry is how soon a reconcile whose status write met a newer
+// resourceVersion runs again.
+const statusConflictRetry = 500 * time.Millisecond
+
 // HealthEnvironmentReconciler provisions and maintains HealthEnvironments.
 type HealthEnvironmentReconciler struct {
 	// Client reads from the manager's cache and writes to the API server.
@@ -88,7 +92,7 @@ type SecretGenerator func() ([]byte, error)
 
 // Reconcile brings one HealthEnvironment's children to the desired state and
 // reports what it found in the status.
-func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (_ ctrl.Result, reterr error) {
+func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Request) (res ctrl.Result, reterr error) {
 	logger := log.FromContext(ctx)
 
 	env := &v1alpha1.HealthEnvironment{}
@@ -146,7 +150,20 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		}
 		s.finish(reterr)
 		countFenceOutcome(s.status)
-		if err := r.writeStatus(ctx, env, before, s); err != nil {
+		err := r.writeStatus(ctx, env, before, s)
+		switch {
+		case err == nil:
+		case reterr == nil && apierrors.IsConflict(err):
+			// The cache is behind a status write (this reconciler's last,
+			// or the recovery controller's): look again on fresh state,
+			// soon. Returned as an error, each conflict would also grow the
+			// queue's per-item backoff, which an API server outage has
+			// already grown towards its 16-minute cap.
+			log.FromContext(ctx).V(1).Info("Status write conflicted; looking again", "after", statusConflictRetry)
+			if res.RequeueAfter == 0 || res.RequeueAfter > statusConflictRetry {
+				res = ctrl.Result{RequeueAfter: statusConflictRetry}
+			}
+		default:
 			reterr = kerrors.NewAggregate([]error{reterr, err})
 		}
 	}()

@@ -2,8 +2,10 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,10 +17,15 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/ssa"
 )
 
 func getEnv(t *testing.T, ctx context.Context, name string) *v1alpha1.HealthEnvironment {
@@ -374,5 +381,44 @@ func TestSteadyStateSendsNoWrites(t *testing.T) {
 	}
 	if n := writes.Load() - before; n != 0 {
 		t.Errorf("operator sent %d writes in a steady state, want 0", n)
+	}
+}
+
+// TestAStatusConflictIsRetriedSoon: a status write that meets a newer
+// resourceVersion (the cache behind a write) is looked at again shortly and
+// is not returned as an error, which would grow the queue's per-item
+// backoff: after an API server outage had grown it, a few conflicts left an
+// environment Ready in fact but Provisioning in its status for minutes
+// (TestAPIServerOutageDuringProvisioning, under load).
+func TestAStatusConflictIsRetriedSoon(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("status-conflict")
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), env) })
+	cw, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conflicts atomic.Int32
+	c := interceptor.NewClient(cw, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			if sub == "status" && o.GetName() == env.Name {
+				conflicts.Add(1)
+				return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource(), o.GetName(),
+					errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+			}
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+	})
+	r := &HealthEnvironmentReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{},
+		Applier: ssa.NewApplier(c), Secrets: RandomSecret, RESTMapper: k8sClient.RESTMapper()}
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(env)})
+	if conflicts.Load() == 0 {
+		t.Fatal("the reconcile wrote no status: the test proves nothing")
+	}
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > time.Second {
+		t.Errorf("Reconcile after a status conflict = %+v, %v; want no error and a requeue within 1s", res, err)
 	}
 }
