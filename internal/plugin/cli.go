@@ -469,7 +469,13 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 		return err
 	}
 	fmt.Fprintf(o.streams.Out, "Server-side dry run of the fence of %s: accepted.\n", name)
-	return WritePlan(o.streams.Out, PlanFence(st))
+	if err := WritePlan(o.streams.Out, PlanFence(st)); err != nil {
+		return err
+	}
+	if st.SecretsAssumed {
+		fmt.Fprintln(o.streams.Out, "(You may not list Secrets, so the plan assumes every Secret careplane generated exists; the fence deletes only those.)")
+	}
+	return nil
 }
 
 // gatherFenceState reads what PlanFence needs from the cluster.
@@ -499,7 +505,21 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		{"statefulsets", &sts, []client.ListOption{in}},
 		{"endpoint slices", &es, []client.ListOption{client.InNamespace(names.Front)}},
 	} {
-		if err := o.client.List(ctx, l.list, l.opts...); err != nil {
+		err := o.client.List(ctx, l.list, l.opts...)
+		if err != nil && l.list == &secrets && apierrors.IsForbidden(err) {
+			// The responder role may not list Secrets, by design. The
+			// fence deletes only the Secrets careplane generated, whose
+			// names the spec gives: plan them as if they exist.
+			st.SecretsAssumed = true
+			for _, svc := range env.Spec.Services {
+				for _, g := range svc.GeneratedSecrets {
+					secrets.Items = append(secrets.Items, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+						Namespace: names.Primary, Name: build.GeneratedSecretName(svc.Name, g)}})
+				}
+			}
+			continue
+		}
+		if err != nil {
 			return st, fmt.Errorf("listing %s of %s: %w", l.what, env.Name, err)
 		}
 	}

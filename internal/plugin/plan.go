@@ -36,6 +36,9 @@ type FenceState struct {
 	ServiceAccounts []corev1.ServiceAccount
 	// Secrets are the Secrets of the primary namespace.
 	Secrets []corev1.Secret
+	// SecretsAssumed says the Secrets could not be listed (the caller may
+	// not): Secrets are then the ones careplane generates, by name.
+	SecretsAssumed bool
 	// Pods are the pods of the primary namespace.
 	Pods []corev1.Pod
 	// Deployments are the Deployments of the primary namespace.

@@ -267,10 +267,15 @@ func helmResponderRunbook(t *testing.T, env string) {
 		return out
 	}
 	run("status", env)
+	// The dry runs read what the plans need; the role may not list
+	// Secrets, and the fence's plan says what it assumed instead.
+	mustContain(t, "fence --dry-run", run("fence", env, "--reason", "e2e responder role", "--dry-run"),
+		"Fence plan for HealthEnvironment "+env, "the plan assumes every Secret careplane generated exists")
 	mustContain(t, "fence", run("fence", env, "--reason", "e2e responder role", "--ticket", "INC-HELM", "--timeout", "90s"),
 		env+" fenced after")
 	run("verify", env)
 	run("revisions", env)
+	run("restore", env, "--dry-run")
 	mustContain(t, "restore", run("restore", env, "--timeout", "120s"), env+" restored after")
 	mustContain(t, "purge-evidence", run("purge-evidence", env, "--yes"), "deleted (evidence INC-HELM)")
 }
