@@ -4,7 +4,10 @@
 # chart's ServiceAccount, apply four customer environments, then tell the
 # incident with the kubectl plugin: fence one, show the others untouched and
 # its critical services serving from the standby, verify the isolation,
-# restore it, and show the incident record. Leaves everything running.
+# restore it, and show the incident record; then the care records' data:
+# records written, a recovery point, the records encrypted, a fence, and a
+# restore that brings them back from the point while the encrypted volume is
+# kept as evidence. Leaves everything running.
 #
 # Pods on kwok's simulated nodes run no process, so the chart's manager pod
 # does nothing; the manager binary runs on this machine instead, with a token
@@ -37,13 +40,11 @@ say "Installing careplane with Helm (CRD, RBAC, guardrail admission policies)"
 # kwok runs its scheduler and simulated kubelets as kwok-admin: on this
 # cluster that user is the control plane, which the freeze of fenced
 # namespaces must let keep pods running.
+# Incident responders are a group (guardrails.responderGroups), bound to the
+# chart's careplane-responder ClusterRole: what a responder needs, nothing more.
 run helm upgrade --install careplane "$root/charts/careplane" -n $ns --create-namespace \
-	--set 'guardrails.controlPlaneUsers={kwok-admin}'
+	--set 'guardrails.controlPlaneUsers={kwok-admin}' --set responder.bindGroups=true
 k wait --for=condition=Established crd/healthenvironments.careplane.io --timeout=60s >/dev/null
-# Incident responders are a group; here they may edit (which the chart
-# aggregates careplane-edit into).
-k create clusterrolebinding careplane-demo-responders --clusterrole=edit \
-	--group=careplane:incident-responders --dry-run=client -o yaml | k apply -f - >/dev/null
 
 say "Starting the manager as the chart's ServiceAccount (log: $KWOK_WORKDIR/$name-manager.log)"
 "$root/hack/cluster.sh" stop-manager "$name"
@@ -107,6 +108,50 @@ run kubectl-careplane revisions wales-111
 k get henv wales-111 -o jsonpath='ServingFromStandby: {.status.conditions[?(@.type=="ServingFromStandby")].message}{"\n"}'
 echo "(traffic returns to the rebuilt primary once it has been Ready for the hold; evidence pods stay isolated until purged)"
 
+say "Care records keep their records: yorkshire-care-records' document store writes to a durable volume"
+pvc=records-document-store-0
+pns=yorkshire-care-records-primary
+datadir() { # the directory where the local cluster's CSI driver keeps a claim's bytes
+	local pv
+	pv=$(k get pvc -n $pns "$1" -o jsonpath='{.spec.volumeName}')
+	k get pv "$pv" -o jsonpath='{.spec.csi.volumeAttributes.csi\.careplane\.io/data-dir}'
+}
+dir=$(datadir $pvc)
+echo "(the local cluster's CSI driver keeps each volume in a directory on this machine: $dir; here the demo writes the records the document store would)"
+mkdir -p "$dir/patients"
+echo '{"nhsNumber":"9434765919","allergies":["penicillin"]}' >"$dir/patients/9434765919.json"
+run cat "$dir/patients/9434765919.json"
+# The sample takes a recovery point every 15 minutes; for the demo, every 20 s.
+run k patch henv yorkshire-care-records --type=merge -p '{"spec":{"recovery":{"interval":"20s"}}}'
+written=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+printf 'waiting for a clean recovery point taken after %s ' "$written"
+for i in $(seq 60); do
+	newest=$(k get henv yorkshire-care-records -o jsonpath='{range .status.recovery.points[?(@.clean==true)]}{.takenAt} {.ready}{"\n"}{end}' | awk '$2 == "true"' | sort | tail -1 | cut -d' ' -f1)
+	[[ -n $newest && $newest > $written ]] && break
+	printf .
+	sleep 2
+done
+echo
+run kubectl-careplane recovery-points yorkshire-care-records
+
+say "Ransomware encrypts the records; a responder fences yorkshire-care-records"
+echo 'x8f1b... encrypted' >"$dir/patients/9434765919.json"
+echo 'pay 5 BTC to get your records back' >"$dir/README-RESTORE-FILES.txt"
+run ls "$dir" "$dir/patients"
+run kubectl-careplane "${responder[@]}" fence yorkshire-care-records --reason "records encrypted" --ticket INC-2042
+k get henv yorkshire-care-records -o jsonpath='EvidenceSnapshots: {.status.conditions[?(@.type=="EvidenceSnapshots")].message}{"\n"}'
+
+say "Restoring yorkshire-care-records from the newest clean recovery point before the fence"
+run kubectl-careplane "${responder[@]}" restore yorkshire-care-records --dry-run
+run kubectl-careplane "${responder[@]}" restore yorkshire-care-records
+gen=$(k get ns $pns -o jsonpath='{.metadata.annotations.careplane\.io/data-generation}')
+restored=$(datadir "records-document-store-$gen-0")
+echo "(the document store now runs on a new claim, records-document-store-$gen-0, made from the point's snapshot)"
+run cat "$restored/patients/9434765919.json"
+run k get pvc -n $pns -L careplane.io/evidence
+echo "(the encrypted claim is kept as evidence, with what the attacker left: $(ls "$dir" | tr '\n' ' '))"
+k get henv yorkshire-care-records -o jsonpath='{range .status.incidents[*]}incident {.ticket}: restored from recovery point {.recoveryPoint} taken {.recoveryPointTakenAt}; data time lost {.dataLost}{"\n"}{end}'
+
 cat <<EOF
 
 Everything keeps running. To explore:
@@ -119,7 +164,8 @@ Everything keeps running. To explore:
   kubectl explain henv.spec.isolation
   kubectl label henv north-east-111 south-west-111 drill=yes
   kubectl careplane ${responder[*]} fence --selector drill=yes --reason drill   # the fleet case
-  kubectl careplane ${responder[*]} purge-evidence wales-111
+  kubectl careplane ${responder[*]} purge-evidence wales-111 --dry-run
+  kubectl careplane recovery-points yorkshire-care-records
   tail -f $KWOK_WORKDIR/$name-manager.log
 
 To tear everything down:

@@ -24,10 +24,11 @@ import (
 
 // TestProvisionSamples applies the two samples with kubectl, as a platform
 // team would, and checks what careplane built on the real control plane:
-// every Deployment rolled out, the network policies and quotas as
-// specified; then that an image edit rolls only its Deployment, that a
-// steady state sends no writes, and that deleting an environment removes
-// everything it owned.
+// every Deployment and StatefulSet rolled out (the care records' document
+// store on a bound claim of the real storage), the network policies and
+// quotas as specified; then that an image edit rolls only its Deployment,
+// that a steady state sends no writes, and that deleting an environment
+// removes everything it owned but its data, which a responder purges.
 func TestProvisionSamples(t *testing.T) {
 	ctx := context.Background()
 	kubectl(t, "apply", "-f", "../../config/samples/wales-111.yaml", "-f", "../../config/samples/yorkshire-care-records.yaml")
@@ -39,10 +40,18 @@ func TestProvisionSamples(t *testing.T) {
 		waitReady(t, name, 3*time.Minute)
 	}
 
-	t.Run("every deployment's pods are ready", func(t *testing.T) {
+	t.Run("every workload's pods are ready", func(t *testing.T) {
+		var sets appsv1.StatefulSetList
+		if err := k8sClient.List(ctx, &sets, client.InNamespace("yorkshire-care-records-primary")); err != nil {
+			t.Fatal(err)
+		}
+		if len(sets.Items) != 1 || sets.Items[0].Name != "document-store" || sets.Items[0].Status.ReadyReplicas != 1 {
+			t.Errorf("statefulsets in yorkshire-care-records-primary = %+v, want document-store with 1 ready", sets.Items)
+		}
+		waitClaimBound(t, "yorkshire-care-records-primary", "records-document-store-0")
 		for ns, want := range map[string][]string{
 			"wales-111-primary":              {"booking", "call-handling", "referral"},
-			"yorkshire-care-records-primary": {"document-store", "records-api"},
+			"yorkshire-care-records-primary": {"records-api"},
 		} {
 			var deps appsv1.DeploymentList
 			if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
@@ -175,19 +184,45 @@ func TestProvisionSamples(t *testing.T) {
 		t.Logf("%d objects unchanged across 3 resyncs of %s", len(before), resyncPeriod)
 	})
 
-	t.Run("deleting an environment removes all it owned", func(t *testing.T) {
+	t.Run("deleting an environment removes all it owned but its data", func(t *testing.T) {
+		const primary = "yorkshire-care-records-primary"
 		kubectl(t, "delete", "henv", "yorkshire-care-records", "--wait=false")
-		eventually(t, 2*time.Minute, "namespaces gone", func(ctx context.Context) (bool, string, error) {
-			for _, ns := range []string{"yorkshire-care-records", "yorkshire-care-records-primary"} {
-				err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
-				if !apierrors.IsNotFound(err) {
-					return false, ns + " still exists", nil
-				}
+		eventually(t, 2*time.Minute, "the environment and its workloads gone, its data kept", func(ctx context.Context) (bool, string, error) {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "yorkshire-care-records"}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+				return false, fmt.Sprintf("front namespace: %v", err), nil
 			}
-			return true, "", nil
+			var sets appsv1.StatefulSetList
+			var deps appsv1.DeploymentList
+			if err := k8sClient.List(ctx, &sets, client.InNamespace(primary)); err != nil {
+				return false, "", err
+			}
+			if err := k8sClient.List(ctx, &deps, client.InNamespace(primary)); err != nil {
+				return false, "", err
+			}
+			if n := len(sets.Items) + len(deps.Items); n != 0 {
+				return false, fmt.Sprintf("%d workloads left in %s", n, primary), nil
+			}
+			ns := &corev1.Namespace{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: primary}, ns); err != nil {
+				return false, "", err
+			}
+			if ns.Labels[v1alpha1.LabelRetained] != "true" || len(ns.OwnerReferences) != 0 || ns.DeletionTimestamp != nil {
+				return false, fmt.Sprintf("%s: labels %v owners %v", primary, ns.Labels, ns.OwnerReferences), nil
+			}
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: primary, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{})
+			return err == nil, fmt.Sprintf("claim: %v", err), nil
 		})
 		// The other environment is untouched.
 		waitReady(t, "wales-111", 10*time.Second)
+		// A responder purges the data, then deletes the emptied namespace.
+		buildPlugin(t).asResponder(t, "purge-evidence", "yorkshire-care-records", "--yes")
+		eventually(t, time.Minute, "the retained claim purged", func(ctx context.Context) (bool, string, error) {
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: primary, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+		})
+		if err := responderClient(t).Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: primary}}); err != nil {
+			t.Errorf("a responder deletes the emptied retained namespace: %v", err)
+		}
 	})
 }
 
