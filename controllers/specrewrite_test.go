@@ -30,6 +30,10 @@ type specWatch struct {
 	mu    sync.Mutex
 	read  []*v1alpha1.HealthEnvironment
 	wrong []string
+	// sent are the status.isolation of the status writes, in order.
+	sent []*v1alpha1.IsolationStatus
+	// onRead, when set, changes each HealthEnvironment read.
+	onRead func(*v1alpha1.HealthEnvironment)
 }
 
 func newSpecWatch(t *testing.T) *specWatch {
@@ -56,6 +60,9 @@ func newSpecWatch(t *testing.T) *specWatch {
 			if env, ok := o.(*v1alpha1.HealthEnvironment); ok && err == nil {
 				w.mu.Lock()
 				defer w.mu.Unlock()
+				if w.onRead != nil {
+					w.onRead(env)
+				}
 				w.read = append(w.read, env)
 			}
 			return err
@@ -74,6 +81,11 @@ func newSpecWatch(t *testing.T) *specWatch {
 		},
 		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
 			check(ctx, sub+" patch", o)
+			if env, ok := o.(*v1alpha1.HealthEnvironment); ok && sub == "status" {
+				w.mu.Lock()
+				w.sent = append(w.sent, env.Status.Isolation.DeepCopy())
+				w.mu.Unlock()
+			}
 			return c.SubResource(sub).Patch(ctx, o, p, opts...)
 		},
 	})
@@ -116,7 +128,10 @@ func (w *specWatch) heldObjectsChanged(ctx context.Context, name string) (found 
 // carries the user's spec when they are done, and none they write carries
 // another. A spec rewritten in memory is one serialisation away from being
 // written (a status write, a patch built from the object), and readers
-// could not tell the user's spec from the fence in force.
+// could not tell the user's spec from the fence in force. It was also
+// lost: a patch's answer, decoded into the object mid-reconcile, put the
+// user's spec back, and the rest of the reconcile fenced and reported with
+// the spec's empty ticket and reason and its workloads.
 func TestHeldFenceLeavesTheSpecAlone(t *testing.T) {
 	ctx := context.Background()
 	const name = "spec-held"
@@ -180,6 +195,33 @@ func TestHeldFenceLeavesTheSpecAlone(t *testing.T) {
 		}
 		if got.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
 			t.Errorf("spec.isolation.mode = Fenced on the API server: careplane wrote spec")
+		}
+	})
+	t.Run("a patch's answer mid-reconcile", func(t *testing.T) {
+		// The answer to a patch of the environment (here the data
+		// finalizer's, which the reconcile removes from an environment
+		// that keeps no data) is decoded into the object the reconcile
+		// holds, spec and all: the fence in force must not live there.
+		w := newSpecWatch(t)
+		w.onRead = func(env *v1alpha1.HealthEnvironment) { env.Finalizers = append(env.Finalizers, dataFinalizer) }
+		r := &HealthEnvironmentReconciler{Client: w, APIReader: w, Recorder: events.NewFakeRecorder(1000), Clock: clock.RealClock{},
+			Applier: ssa.NewApplier(w), Secrets: RandomSecret, RESTMapper: k8sClient.RESTMapper()}
+		if _, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKey{Name: name}}); err != nil {
+			t.Fatal(err)
+		}
+		got := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got); err != nil {
+			t.Fatal(err)
+		}
+		if iso := got.Status.Isolation; iso == nil || iso.Ticket != "INC-4040" || iso.Reason != "supplier breach" {
+			t.Errorf("status.isolation after the reconcile = %+v, want the request's ticket INC-4040 and reason", iso)
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		for _, iso := range w.sent {
+			if iso == nil || iso.Ticket != "INC-4040" || iso.Reason != "supplier breach" {
+				t.Errorf("status write sent status.isolation %+v, want the request's ticket INC-4040 and reason", iso)
+			}
 		}
 	})
 	t.Run("fence request controller", func(t *testing.T) {
