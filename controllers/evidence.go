@@ -143,7 +143,7 @@ const maxEvidenceSnapshots = 250
 // one this fence created before (a pass that stopped before its status
 // write), and returns its record.
 func (r *HealthEnvironmentReconciler) evidenceSnapshot(ctx context.Context, s *scope, a fence.Action) (v1alpha1.EvidenceSnapshot, error) {
-	ticket := fence.EvidenceTicket(s.env.Spec.Isolation)
+	ticket := fence.EvidenceTicket(s.iso)
 	labels := build.Labels(s.env, build.SiteLabelPrimary)
 	labels[v1alpha1.LabelEvidence] = ticket
 	labels[v1alpha1.LabelFenceID] = fence.IDLabel(s.record.ID)
@@ -155,7 +155,7 @@ func (r *HealthEnvironmentReconciler) evidenceSnapshot(ctx context.Context, s *s
 			VolumeSnapshotClassName: ptrTo(s.env.Spec.Recovery.VolumeSnapshotClassName),
 		},
 	}
-	rec := v1alpha1.EvidenceSnapshot{Name: a.Name, Claim: a.From, FenceID: s.record.ID, Ticket: s.env.Spec.Isolation.Ticket,
+	rec := v1alpha1.EvidenceSnapshot{Name: a.Name, Claim: a.From, FenceID: s.record.ID, Ticket: s.iso.Ticket,
 		TakenAt: &metav1.Time{Time: s.now}}
 	if a.Verb == fence.VerbSnapshot {
 		err := r.Client.Create(ctx, vs, client.FieldOwner(fieldOwner))

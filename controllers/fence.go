@@ -210,7 +210,7 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 // metadata; careplane's Deployments from the cache.
 func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope) (fence.Observed, error) {
 	ns := s.names.Primary
-	obs := fence.Observed{Env: s.env, Isolation: s.env.Spec.Isolation, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
+	obs := fence.Observed{Env: s.env, Isolation: s.iso, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
 	for _, l := range []struct {
 		kind string
 		into *[]fence.Object
@@ -382,7 +382,7 @@ func (r *HealthEnvironmentReconciler) preservePod(ctx context.Context, s *scope,
 	// The environment's label too, on a pod careplane did not start: the
 	// evidence policy that keeps it isolated after the restore is written
 	// for the evidence careplane finds with it.
-	labels := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.env.Spec.Isolation), v1alpha1.LabelEnvironment: s.env.Name}
+	labels := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.iso), v1alpha1.LabelEnvironment: s.env.Name}
 	if svc := live.Labels[v1alpha1.LabelService]; svc != "" {
 		labels[v1alpha1.LabelService] = nil
 		labels[build.LabelEvidenceService] = svc
@@ -452,6 +452,6 @@ func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *sc
 			v.evidence++
 		}
 	}
-	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.env.Spec.Isolation.ForensicsNamespaces()))
+	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.iso.ForensicsNamespaces()))
 	return v
 }

@@ -229,7 +229,8 @@ func (r *FenceRequestReconciler) closeWindows(ctx context.Context, fr *v1alpha1.
 		}
 		// Otherwise the request writes its own record: over none, over
 		// its own, or over the spec's (a restore under way is cancelled).
-		fenceBy(env, fr)
+		// The window's objects read nothing of the request's isolation
+		// (the deny policy's exception is the spec's forensicsFrom).
 		todo = append(todo, held{env: env, ns: ns, rec: rec.Over(fence.RequestSource(fr.Name), r.Clock.Now())})
 	}
 	failed := make([]bool, len(todo))
@@ -336,15 +337,6 @@ func (r *FenceRequestReconciler) removeFinalizer(ctx context.Context, fr *v1alph
 		return fmt.Errorf("removing the finalizer of FenceRequest %s: %w", fr.Name, err)
 	}
 	return nil
-}
-
-// fenceBy makes env's isolation the request's, in memory: the spec.isolation
-// that `kubectl careplane fence --selector` writes next (mode, reason,
-// ticket, workloads; the rest of the environment's isolation stays).
-func fenceBy(env *v1alpha1.HealthEnvironment, fr *v1alpha1.FenceRequest) {
-	want := fr.Isolation()
-	iso := &env.Spec.Isolation
-	iso.Mode, iso.Reason, iso.Ticket, iso.Workloads = want.Mode, want.Reason, want.Ticket, want.Workloads
 }
 
 // fenceRequestHolding returns the request that holds the fence of the

@@ -187,11 +187,7 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 			return gateGrace / 2
 		}
 		ff.forgetAwaiting(env.UID)
-		heldEnv := env.DeepCopy()
-		if heldBy != nil {
-			fenceBy(heldEnv, heldBy)
-		}
-		ok, err := w.closeWindow(ctx, heldEnv, cachedRecord(ctx, r.Client, env).Over(source, now))
+		ok, err := w.closeWindow(ctx, env, cachedRecord(ctx, r.Client, env).Over(source, now))
 		if err != nil {
 			log.FromContext(ctx).Error(err, "Could not close the window during a fleet fence; fencing in full")
 		}

@@ -107,7 +107,6 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 	// A FenceRequest may hold the fence of an environment whose spec does
 	// not say Fenced yet (fencerequest.go).
-	specMode := env.Spec.Isolation.Mode
 	heldBy, err := r.fenceRequestOf(ctx, env, r.Client)
 	if err != nil {
 		return ctrl.Result{}, err
@@ -129,11 +128,10 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	s.course = d.Course
-	if d.Course == fence.CourseFence && specMode != v1alpha1.IsolationFenced {
-		// A fleet fence before the hand-over: carried out as the request
-		// (or, once it is gone, the last fence of record) says.
-		isolateAs(env, heldBy)
-	}
+	// A fleet fence before the hand-over is carried out as the request (or,
+	// once it is gone, the last fence of record) says; the spec stays the
+	// user's.
+	s.iso = fence.Effective(env.Spec.Isolation, heldBy, s.record, env.Status.Isolation)
 	if heldBy != nil {
 		s.fenceRequest = heldBy.Name
 		s.fencedBy = heldBy.Annotations[v1alpha1.AnnotationRequestedBy]
@@ -351,22 +349,6 @@ func decideFence(specMode v1alpha1.IsolationMode, heldBy *v1alpha1.FenceRequest,
 		in.HeldBy = heldBy.Name
 	}
 	return fence.Decide(in)
-}
-
-// isolateAs makes env's isolation, in memory, the fence that holds it before
-// its own spec says Fenced: the request's, or (the request gone) the fence
-// on record, with the reason and ticket the status kept. careplane never
-// writes spec.
-func isolateAs(env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest) {
-	if heldBy != nil {
-		fenceBy(env, heldBy)
-		return
-	}
-	iso := &env.Spec.Isolation
-	iso.Mode = v1alpha1.IsolationFenced
-	if st := env.Status.Isolation; st != nil {
-		iso.Reason, iso.Ticket = st.Reason, st.Ticket
-	}
 }
 
 // reconcileDelete lets the garbage collector remove an environment's

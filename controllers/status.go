@@ -25,7 +25,13 @@ const fieldOwner = ssa.FieldOwner
 // scope is what one reconcile of one environment gathers and decides; the
 // deferred status write turns it into conditions.
 type scope struct {
-	env    *v1alpha1.HealthEnvironment
+	// env is the environment as the API server holds it: its spec is the
+	// user's, never changed in memory (careplane writes no spec).
+	env *v1alpha1.HealthEnvironment
+	// iso is the isolation in force (fence.Effective): the spec's, or, while
+	// a fence the spec does not ask for holds, that fence's mode, reason,
+	// ticket and workloads. What the fence does and reports reads this.
+	iso    v1alpha1.Isolation
 	now    time.Time
 	names  build.Names
 	status *v1alpha1.HealthEnvironmentStatus
@@ -104,7 +110,7 @@ func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
 	st := env.Status.DeepCopy()
 	names := build.NamespaceNames(env)
 	st.Namespaces = &v1alpha1.Namespaces{Front: names.Front, Primary: names.Primary, Standby: names.Standby}
-	return &scope{env: env, now: now, names: names, status: st}
+	return &scope{env: env, iso: *env.Spec.Isolation.DeepCopy(), now: now, names: names, status: st}
 }
 
 // statefulSetName names svc's StatefulSet on site: in the primary, that of
@@ -250,7 +256,7 @@ func (s *scope) finish(reconcileErr error) {
 // did.
 func (s *scope) finishIsolation() {
 	st := s.status
-	iso := s.env.Spec.Isolation
+	iso := s.iso
 	fencing := s.course == fence.CourseFence
 	// status.isolation describes the fence in place; history goes to
 	// status.incidents.

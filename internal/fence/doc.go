@@ -52,6 +52,13 @@
 //     holds an environment whose fence has lifted.
 //   - No record, nothing asks for a fence: no fence.
 //
+// Effective says which isolation a fence carries out and reports: the
+// spec's, or, while a fence the spec does not ask for holds (Decide fences
+// with the spec not saying Fenced), the holding request's mode, reason,
+// ticket and workloads (with the request gone, the reason and ticket the
+// status recorded). It is a value beside the environment: careplane never
+// rewrites the user's spec, not even in memory.
+//
 // PlanFence lists the writes of a fence in the order they must be made:
 //
 //  1. Close the window: the record on the namespace first (the freeze stops

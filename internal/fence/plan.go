@@ -117,10 +117,12 @@ type Object = metav1.ObjectMeta
 // object of the kinds below in the primary namespace, whoever made it, read
 // from the API server rather than a cache of careplane's own objects.
 type Observed struct {
-	// Env is the environment, with the isolation the fence carries out.
+	// Env is the environment, its spec the user's as the API server holds
+	// it.
 	Env *v1alpha1.HealthEnvironment
-	// Isolation is the isolation in force: the spec's, or the FenceRequest's
-	// before the hand-over.
+	// Isolation is the isolation in force (Effective): the spec's, or the
+	// FenceRequest's before the hand-over. The plan reads the isolation
+	// from here, never from Env's spec.
 	Isolation v1alpha1.Isolation
 	// Record is the record this fence writes: its ID (kept from the record
 	// in place, or new) and source.
