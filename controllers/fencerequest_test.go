@@ -569,3 +569,24 @@ func TestFleetRestoreIsNotUndoneByTheRequest(t *testing.T) {
 		t.Errorf("after the restore: record %+v, request holding %v; want no fence and nothing held", rec, got.Status.Holding)
 	}
 }
+
+// TestARequestsHoldIsAFenceToRecoveryPoints: between a FenceRequest's deny
+// policy sweep and its record sweep, the namespace carries no record and the
+// spec still says None; a recovery point taken then must not be clean.
+func TestARequestsHoldIsAFenceToRecoveryPoints(t *testing.T) {
+	ctx := context.Background()
+	fr, objs := requestFixture(t, []string{"held", "free"}, []string{"held", "free"})
+	fr.Status.Holding, fr.Status.HoldingCount = []string{"held"}, 1
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs...).WithStatusSubresource(fr).Build()
+	r := &RecoveryReconciler{Client: c, APIReader: c, Clock: clock.RealClock{}}
+	for name, want := range map[string]bool{"held": true, "free": false} {
+		env := &v1alpha1.HealthEnvironment{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			t.Fatal(err)
+		}
+		fenced, at, err := r.fenceOf(ctx, env, name+build.PrimarySuffix)
+		if err != nil || fenced != want || (want && at == nil) {
+			t.Errorf("%s: fenceOf = %t, %v, %v; want %t", name, fenced, at, err, want)
+		}
+	}
+}

@@ -315,9 +315,16 @@ func (r *RecoveryReconciler) fenceOf(ctx context.Context, env *v1alpha1.HealthEn
 		at = env.Status.Isolation.FencedAt
 	}
 	// A fence asked for but not on record yet counts as a fence: a point
-	// taken in between must not be clean.
+	// taken in between must not be clean. So does a FenceRequest's hold
+	// before its record sweep reaches this namespace.
 	if env.Spec.Isolation.Mode == v1alpha1.IsolationFenced {
 		fenced = true
+	} else if !fenced {
+		held, err := fenceRequestHolding(ctx, r.Client, env.Name)
+		if err != nil {
+			return false, nil, err
+		}
+		fenced = held != nil
 	}
 	if fenced && at == nil {
 		at = &metav1.Time{Time: r.Clock.Now()}
