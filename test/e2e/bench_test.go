@@ -349,10 +349,12 @@ func unfencedIsolation() map[string]any {
 	return map[string]any{"mode": "None", "reason": nil, "ticket": nil, "workloads": nil}
 }
 
-// row is one line of the report.
+// row is one line of the report: a distribution of times, or (count set,
+// s empty) a count whose figures are in what.
 type row struct {
 	what   string
 	s      summary
+	count  int
 	target string
 	met    string
 }
@@ -371,6 +373,8 @@ func (r row) cells() []string {
 	n := "–"
 	if r.s.n > 0 {
 		n = strconv.Itoa(r.s.n)
+	} else if r.count > 0 {
+		n = strconv.Itoa(r.count)
 	}
 	return []string{r.what, n, d(r.s.min), d(r.s.med), d(r.s.p99), d(r.s.max), r.target, r.met}
 }
