@@ -48,8 +48,22 @@ import (
 //	                unless BENCH_OUT names one
 //	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
 //	                kube-apiserver over the first 12 s of the fleet fence (its deny policies)
+//
+// The data phase runs last, on environments of its own, so the rows above
+// it stay comparable with runs before it existed:
+//
+//	BENCH_DATA_N    environments with a volume and recovery points (BENCH_N);
+//	                lower it where N volumes snapshotted every interval is
+//	                more than the machine's storage can take
+//	BENCH_DATA_INTERVAL  their spec.recovery.interval (30s; at least 10s)
+//	BENCH_DATA_WINDOW    how long the writes, CPU and points are counted
+//	                (4 intervals), after a warm-up of 2 intervals
+//	BENCH_DATA_SAMPLES   restores timed with volumes, and as many without
+//	                (BENCH_SAMPLES; at most BENCH_DATA_N)
 type benchParams struct {
 	n, samples, failover, runbookParallel int
+	dataN, dataSamples                    int
+	dataInterval, dataWindow              time.Duration
 	out                                   string
 	syncPeriod                            time.Duration
 	quick                                 bool
@@ -74,6 +88,43 @@ func benchParamsFromEnv(t *testing.T) benchParams {
 	}
 	if s, ok := os.LookupEnv("BENCH_OUT"); ok {
 		p.out = s
+	}
+	p.dataN, p.dataSamples, p.dataInterval = p.n, p.samples, 30*time.Second
+	for _, v := range []struct {
+		name string
+		into *int
+	}{{"BENCH_DATA_N", &p.dataN}, {"BENCH_DATA_SAMPLES", &p.dataSamples}} {
+		if s := os.Getenv(v.name); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 {
+				t.Fatalf("%s=%q: want a positive integer", v.name, s)
+			}
+			*v.into = n
+		}
+	}
+	for _, v := range []struct {
+		name string
+		into *time.Duration
+	}{{"BENCH_DATA_INTERVAL", &p.dataInterval}, {"BENCH_DATA_WINDOW", &p.dataWindow}} {
+		if s := os.Getenv(v.name); s != "" {
+			d, err := time.ParseDuration(s)
+			if err != nil || d <= 0 {
+				t.Fatalf("%s=%q: want a positive duration, e.g. 30s", v.name, s)
+			}
+			*v.into = d
+		}
+	}
+	if p.dataWindow == 0 {
+		p.dataWindow = 4 * p.dataInterval
+	}
+	if p.dataInterval < 10*time.Second {
+		t.Fatalf("BENCH_DATA_INTERVAL=%s: spec.recovery.interval is at least 10s", p.dataInterval)
+	}
+	if os.Getenv("BENCH_DATA_SAMPLES") == "" {
+		p.dataSamples = min(p.samples, p.dataN)
+	}
+	if p.dataSamples > p.dataN {
+		t.Fatalf("BENCH_DATA_SAMPLES=%d is more than BENCH_DATA_N=%d environments with volumes", p.dataSamples, p.dataN)
 	}
 	p.operatorFlags = strings.Fields(os.Getenv("BENCH_OPERATOR_FLAGS"))
 	p.profileDir = os.Getenv("BENCH_PROFILE_DIR")
@@ -298,10 +349,12 @@ func unfencedIsolation() map[string]any {
 	return map[string]any{"mode": "None", "reason": nil, "ticket": nil, "workloads": nil}
 }
 
-// row is one line of the report.
+// row is one line of the report: a distribution of times, or (count set,
+// s empty) a count whose figures are in what.
 type row struct {
 	what   string
 	s      summary
+	count  int
 	target string
 	met    string
 }
@@ -320,6 +373,8 @@ func (r row) cells() []string {
 	n := "–"
 	if r.s.n > 0 {
 		n = strconv.Itoa(r.s.n)
+	} else if r.count > 0 {
+		n = strconv.Itoa(r.count)
 	}
 	return []string{r.what, n, d(r.s.min), d(r.s.med), d(r.s.p99), d(r.s.max), r.target, r.met}
 }
@@ -743,6 +798,8 @@ func TestBench(t *testing.T) {
 			row{what: fmt.Sprintf("fleet fence of N by label selector: → each deny policy (%d)", p.n), s: summarize(fleetDeny), target: "max < 5 s", met: verdict(summarize(fleetDeny).max < 5*time.Second)},
 			row{what: "fleet fence of N by label selector: → each Fenced=True", s: summarize(fleetFenced), target: "max < 60 s", met: verdict(summarize(fleetFenced).max < time.Minute)},
 			restoreRow)
+		dataRows, dataNotes := benchData(t, ctx, p, admin, tr, single, restore)
+		rows, notes = append(rows, dataRows...), append(notes, dataNotes...)
 		report := benchReport(p, commit, rows, append(notes, "Quick run (BENCH_QUICK): careplane alone, no baselines and no steady-state minute."), time.Since(started))
 		fmt.Print(report)
 		if p.out != "" {
@@ -823,6 +880,10 @@ func TestBench(t *testing.T) {
 		fmt.Sprintf("Fleet, baseline (a) runbook (every deny policy in one `kubectl apply`, then the per-environment script, %d at a time): all deny policies %.2f s, all steps %.1f s. Careplane: %.2f× to the last deny policy, %.2f× to all fenced.",
 			p.runbookParallel, summarize(rbFleetDeny).max.Seconds(), rbFleetDone.Seconds(),
 			summarize(fleetDeny).max.Seconds()/summarize(rbFleetDeny).max.Seconds(), summarize(fleetFenced).max.Seconds()/rbFleetDone.Seconds()))
+
+	// --- Data: recovery points, restore with volumes ------------------------
+	dataRows, dataNotes := benchData(t, ctx, p, admin, tr, single, restore)
+	rows, notes = append(rows, dataRows...), append(notes, dataNotes...)
 
 	report := benchReport(p, commit, rows, notes, time.Since(started))
 	fmt.Print(report)
@@ -1089,6 +1150,7 @@ func benchReport(p benchParams, commit string, rows []row, notes []string, took 
 		{"N (environments × 3 services)", strconv.Itoa(p.n)},
 		{"samples (single fences, each case)", strconv.Itoa(p.samples)},
 		{"failover environments (Warm standby)", strconv.Itoa(p.failover)},
+		{"data environments (one service with a volume, recovery points)", fmt.Sprintf("%d, every %s, counted over %s; restores timed %d with a volume and %d without", p.dataN, p.dataInterval, p.dataWindow, p.dataSamples, p.dataSamples)},
 		{"machine", fmt.Sprintf("%s, %d CPUs, %s RAM, shared", cpu, runtime.NumCPU(), mem)},
 		{"cluster", fmt.Sprintf("kwok (kwokctl binary runtime): kube-apiserver %s, etcd, kube-controller-manager, kube-scheduler on this machine", v.Server.GitVersion)},
 		{"careplane", fmt.Sprintf("commit %s, %s, operator flags: defaults + %s", commit, runtime.Version(), strings.Join(append([]string{"--sync-period=" + p.syncPeriod.String()}, p.operatorFlags...), " "))},
@@ -1139,6 +1201,21 @@ const benchMethod = `## How the numbers are taken
   (` + "`isolation.mode: None`" + `, 32 writes at a time), timed to the later of its deny policy's removal
   and its Ready=True; the target is 1.5× the cold start's kubectl floor (all Deployments
   available), since a restore rebuilds what a cold start builds.
+- The data phase runs last, on environments of its own (one service, a document store, with a 16Mi
+  volume of the cluster's default class, spec.recovery every BENCH_DATA_INTERVAL keeping 2), so the rows
+  above are as they were without it; the storage is the cluster's real one (csi-provisioner,
+  snapshot-controller, csi-snapshotter, the test CSI driver copying each volume's directory).
+  Recovery points are counted from the environments' status as the benchmark's informer sees it,
+  every point taken in the window once even when retention has removed it by the end; "taken →
+  ready" is from the point's takenAt (whole seconds) to the first status calling it ready. The
+  operator's API writes (client-go's ` + "`rest_client_requests_total`" + `, POST/PUT/PATCH/DELETE) and
+  CPU seconds (/proc) are counted over BENCH_DATA_WINDOW after a warm-up of two intervals, and
+  extrapolated to an hour; "net" subtracts the operator's rate over the minute before the data
+  environments were created (the other environments' resyncs), so it still includes the data
+  environments' own resyncs. Restores with a volume and without alternate on the same cluster: each a
+  single fence (Preserve; with a volume, the evidence snapshot is a fence step) and then
+  ` + "`isolation.mode: None`" + ` with no restoreFrom, which restores the newest clean point before the fence
+  into new claims, timed as the single restores above.
 `
 
 // parallelDo runs fn(0) to fn(n-1), at most limit at a time.

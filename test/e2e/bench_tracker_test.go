@@ -47,6 +47,13 @@ type tracker struct {
 	failoverWanted map[string]failoverSite
 	slices         map[string]map[string]*discoveryv1.EndpointSlice
 	available      map[string]time.Time // namespace/name of floor Deployments -> first available
+	points         map[string]pointSeen // environment/recovery point -> as the status recorded it
+}
+
+// pointSeen is one recovery point as an environment's status recorded it:
+// when it was taken, and when the status first said it was ready.
+type pointSeen struct {
+	takenAt, readySeen time.Time
 }
 
 type failoverSite struct {
@@ -61,6 +68,7 @@ func newTracker() *tracker {
 		denyAdded: map[string][]time.Time{}, denyDeleted: map[string][]time.Time{},
 		standby: map[string][]time.Time{}, wasStandby: map[string]bool{}, failoverWanted: map[string]failoverSite{},
 		slices: map[string]map[string]*discoveryv1.EndpointSlice{}, available: map[string]time.Time{},
+		points: map[string]pointSeen{},
 	}
 	tr.cond = sync.NewCond(&tr.mu)
 	return tr
@@ -139,6 +147,21 @@ func (tr *tracker) onEnv(o any, deleted bool) {
 		tr.fenced[env.Name] = append(tr.fenced[env.Name], now)
 	}
 	tr.wasReady[env.Name], tr.wasFenced[env.Name] = ready, fenced
+	if !deleted && env.Status.Recovery != nil {
+		// Retention removes points from the status: remembered here, a
+		// point counts even when it is gone by the end of a window.
+		for _, p := range env.Status.Recovery.Points {
+			key := env.Name + "/" + p.Name
+			seen, ok := tr.points[key]
+			if !ok {
+				seen.takenAt = p.TakenAt.Time
+			}
+			if p.Ready && seen.readySeen.IsZero() {
+				seen.readySeen = now
+			}
+			tr.points[key] = seen
+		}
+	}
 	tr.cond.Broadcast()
 }
 
@@ -227,6 +250,25 @@ func (tr *tracker) watchFailover(front, standbyNS string, critical []string) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.failoverWanted[front] = failoverSite{standbyNS: standbyNS, critical: critical}
+}
+
+// pointsTaken returns how many recovery points of the environments whose
+// names start with prefix were taken in [from, to), and for those the
+// status has called ready so far, the time from takenAt to that status.
+func (tr *tracker) pointsTaken(prefix string, from, to time.Time) (taken int, toReady []time.Duration) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for key, p := range tr.points {
+		// takenAt has whole seconds.
+		if !strings.HasPrefix(key, prefix) || p.takenAt.Before(from.Truncate(time.Second)) || !p.takenAt.Before(to.Truncate(time.Second)) {
+			continue
+		}
+		taken++
+		if !p.readySeen.IsZero() {
+			toReady = append(toReady, p.readySeen.Sub(p.takenAt))
+		}
+	}
+	return taken, toReady
 }
 
 // firstAfter returns the first time in ts not before t0.
