@@ -160,6 +160,28 @@ func TestProvisionSamples(t *testing.T) {
 	})
 
 	t.Run("no writes in a steady state", func(t *testing.T) {
+		// The care records' first recovery point, taken as the environment
+		// was built, is recorded ready once its snapshot is: a write with
+		// something to do. Wait for it, and for a window with no point due.
+		eventually(t, time.Minute, "yorkshire-care-records' recovery points settled", func(ctx context.Context) (bool, string, error) {
+			env := &v1alpha1.HealthEnvironment{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: "yorkshire-care-records"}, env); err != nil {
+				return false, "", err
+			}
+			rs := env.Status.Recovery
+			if rs == nil || len(rs.Points) == 0 {
+				return false, "no recovery point yet", nil
+			}
+			for _, p := range rs.Points {
+				if !p.Ready {
+					return false, "point " + p.Name + " not ready", nil
+				}
+			}
+			if rs.NextPointAt == nil || time.Until(rs.NextPointAt.Time) < 3*resyncPeriod+time.Minute {
+				return false, fmt.Sprintf("the next point is due at %v, within the window", rs.NextPointAt), nil
+			}
+			return true, "", nil
+		})
 		// Let the last rollout's status updates settle first.
 		time.Sleep(3 * time.Second)
 		before := ownedVersions(t, "wales-111", "yorkshire-care-records")
