@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -87,6 +88,20 @@ func run(m *testing.M) int {
 			fmt.Fprintf(os.Stderr, "kubectl %v: %v\n%s\n", args, err, out)
 			return 1
 		}
+	}
+	// The admission policies learn a new CRD's kind some seconds after it
+	// is Established, and refuse its objects until then (ServiceUnavailable,
+	// "There can be a delay ..."): wait for that here, not in the first test.
+	for i := 0; ; i++ {
+		out, err := kubectlOutput("apply", "--dry-run=server", "-f", "../../config/samples/wales-111.yaml")
+		if err == nil {
+			break
+		}
+		if !strings.Contains(out, "There can be a delay") || i == 60 {
+			fmt.Fprintf(os.Stderr, "a server-side dry run of a HealthEnvironment: %v\n%s\n", err, out)
+			return 1
+		}
+		time.Sleep(time.Second)
 	}
 	k8sClient, err = client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
 	if err != nil {
