@@ -51,7 +51,7 @@ func TestPlanStandby(t *testing.T) {
 			standby:  standby,
 			want: []string{
 				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
-				"rotate Secret "+build.GeneratedSecretName("call-handling", "api"), "rotate Secret "+build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
+				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
 		{
@@ -62,7 +62,7 @@ func TestPlanStandby(t *testing.T) {
 			},
 			want: []string{
 				"recreate ServiceAccount default", "recreate ServiceAccount call-handling",
-				"rotate Secret "+build.GeneratedSecretName("call-handling", "api"), "rotate Secret "+build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
+				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
 		{
@@ -91,7 +91,7 @@ func TestPlanStandby(t *testing.T) {
 			},
 			want: []string{
 				"recreate ServiceAccount call-handling", "recreate ServiceAccount default",
-				"rotate Secret "+build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
+				"rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
 		{
@@ -114,7 +114,7 @@ func TestPlanStandby(t *testing.T) {
 			standby:  standby,
 			want: []string{
 				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
-				"rotate Secret "+build.GeneratedSecretName("call-handling", "api"), "rotate Secret "+build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
+				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
 		{
