@@ -116,6 +116,19 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		t.Fatal("the standby's generated Secret is empty")
 	}
 
+	// The dry run shows the standby's part of step 3.
+	out := buildPlugin(t).asResponder(t, "fence", name, "--reason", "standby dry run", "--ticket", "INC-DRY", "--dry-run")
+	for _, want := range [][]string{
+		{"recreate", "ServiceAccount", standby, "call-handling"},
+		{"recreate", "ServiceAccount", standby, "default"},
+		{"rotate", "Secret", standby, secretKey.Name},
+		{"roll", "Deployment", standby, "call-handling"},
+	} {
+		if !planLists(out, want[0], want[1], want[2], want[3]) {
+			t.Errorf("the fence's dry run does not list %v:\n%s", want, out)
+		}
+	}
+
 	fenceCommand(t, name, "INC-STANDBY")
 	eventually(t, 30*time.Second, "front routes only to the standby", func(ctx context.Context) (bool, string, error) {
 		ok, why := routesOnlyTo(t, ctx, name, standby, "call-handling")
