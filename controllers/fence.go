@@ -374,7 +374,9 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 					if err := r.rotateSecret(ctx, s, a.Namespace, svc, g, rev); err != nil {
 						return err
 					}
-					d.add(func(d *done) { d.revoked++ })
+					if a.UID != "" { // one that did not exist revoked nothing
+						d.add(func(d *done) { d.revoked++ })
+					}
 					return nil
 				}
 			}

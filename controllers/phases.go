@@ -216,9 +216,9 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 		// them, with a surge, once traffic is on record on the standby.
 		onStandby := s.env.Status.ActiveSite == v1alpha1.SiteStandby
 		rev = fence.StandbyWorkloadRevision(svc, rev, w != nil, s.standbyRotation, onStandby)
-		if rev != s.standbyRotation && w != nil && fence.CanRollWithoutAGap(svc) {
+		if rev != s.standbyRotation && !onStandby && s.decision != nil && s.decision.ServingFromStandby() {
 			// Traffic moved in this reconcile: the status records it at
-			// its end, and no watch may report that.
+			// its end, which wakes no reconcile.
 			s.requeue(time.Second)
 		}
 	}
