@@ -41,6 +41,11 @@ type PurgeTarget struct {
 	Object   metav1.PartialObjectMetadata
 	// Why it is chosen: "evidence <ticket>", or "retained".
 	Why string
+	// Orphan marks a kept snapshot content whose snapshot the purge does
+	// not delete (gone with its namespace): the snapshot controller never
+	// deletes such a content, so the purge marks it being deleted and
+	// deletes it, and the CSI snapshotter deletes the snapshot.
+	Orphan bool
 }
 
 // PurgeTargets chooses what purge-evidence deletes from the objects of a
@@ -132,7 +137,9 @@ func KeptTargets(retained bool, kept []KeptObject, targets []PurgeTarget) []Purg
 				w = "retained"
 			}
 			if w != "" {
-				out = append(out, PurgeTarget{Resource: o.Resource, Object: o.Object, Why: w})
+				_, bound := why[boundTo]
+				out = append(out, PurgeTarget{Resource: o.Resource, Object: o.Object, Why: w,
+					Orphan: o.Resource == "volumesnapshotcontent" && !bound})
 			}
 		}
 	}
@@ -357,7 +364,14 @@ func (o *options) purgeKept(ctx context.Context, t PurgeTarget, dryRun bool) err
 	}
 	// The UID as a precondition: a merge patch carrying metadata.uid is
 	// refused (conflict) when the object was replaced.
-	patch = append(patch[:len(patch)-1], []byte(fmt.Sprintf(`,"metadata":{"uid":%q}}`, t.Object.UID))...)
+	md := fmt.Sprintf(`"uid":%q`, t.Object.UID)
+	if t.Orphan {
+		// What the snapshot controller sets when a snapshot is deleted:
+		// the CSI snapshotter deletes the snapshot of a content being
+		// deleted only with it.
+		md += `,"annotations":{"snapshot.storage.kubernetes.io/volumesnapshot-being-deleted":"yes"}`
+	}
+	patch = append(patch[:len(patch)-1], []byte(`,"metadata":{`+md+`}}`)...)
 	opts := []client.PatchOption{}
 	if dryRun {
 		opts = append(opts, client.DryRunAll)
@@ -365,6 +379,13 @@ func (o *options) purgeKept(ctx context.Context, t PurgeTarget, dryRun bool) err
 	if err := o.client.Patch(ctx, obj, client.RawPatch(types.MergePatchType, patch), opts...); err != nil && !apierrors.IsNotFound(err) {
 		fmt.Fprintf(o.streams.ErrOut, "Error: setting %s %s to Delete: %v\n", t.Resource, t.Object.Name, err)
 		return err
+	}
+	if t.Orphan && !dryRun {
+		uid := t.Object.UID
+		if err := o.client.Delete(ctx, obj, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) {
+			fmt.Fprintf(o.streams.ErrOut, "Error: deleting %s %s: %v\n", t.Resource, t.Object.Name, err)
+			return err
+		}
 	}
 	return nil
 }

@@ -79,12 +79,16 @@ func TestKeptTargets(t *testing.T) {
 	}{
 		{"live environment: the evidence's", false, []string{"persistentvolume/pvc-evidence evidence INC-9", "volumesnapshotcontent/snapcontent-evidence evidence INC-9"}},
 		{"deleted environment: all", true, []string{"persistentvolume/pvc-evidence evidence INC-9", "persistentvolume/pvc-in-use retained",
-			"volumesnapshotcontent/snapcontent-evidence evidence INC-9", "volumesnapshotcontent/snapcontent-point retained"}},
+			"volumesnapshotcontent/snapcontent-evidence evidence INC-9", "volumesnapshotcontent/snapcontent-point retained (orphan)"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			var got []string
 			for _, p := range KeptTargets(tt.retained, objects, evidence) {
-				got = append(got, p.Resource+"/"+p.Object.Name+" "+p.Why)
+				s := p.Resource + "/" + p.Object.Name + " " + p.Why
+				if p.Orphan {
+					s += " (orphan)"
+				}
+				got = append(got, s)
 			}
 			if strings.Join(got, "\n") != strings.Join(tt.want, "\n") {
 				t.Errorf("targets\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(tt.want, "\n"))

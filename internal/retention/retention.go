@@ -75,11 +75,9 @@ func Keep(env string, o Object) (Change, bool) {
 	}
 	return Change{
 		Policy: Retain,
-		Labels: map[string]*string{
-			v1alpha1.LabelDataOf:      &env,
-			v1alpha1.LabelManagedBy:   ptr(v1alpha1.ManagedByValue),
-			v1alpha1.LabelEnvironment: &env,
-		},
+		// Only its own label: careplane.io/environment would make the
+		// volume or content look like one careplane created.
+		Labels:      map[string]*string{v1alpha1.LabelDataOf: &env},
 		Annotations: map[string]*string{v1alpha1.AnnotationPolicyBefore: &before},
 	}, true
 }
@@ -137,5 +135,3 @@ func (c Change) MergePatch(field, rv string) ([]byte, error) {
 	}
 	return json.Marshal(p)
 }
-
-func ptr(s string) *string { return &s }

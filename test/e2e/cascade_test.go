@@ -143,6 +143,77 @@ func TestForegroundDeleteKeepsTheBytes(t *testing.T) {
 	})
 }
 
+// TestNamespaceDeletedUnderneathKeepsTheBytes: a pruning GitOps controller
+// (or an admin) deletes the primary namespace of a live care-records
+// environment, claims and snapshots with it: the deterministic form of the
+// race a foreground delete runs. The volume (released) and the recovery
+// point's content stay with their bytes; once the environment is deleted
+// too, purge-evidence lists them as retained and a responder's purge
+// removes the bytes.
+func TestNamespaceDeletedUnderneathKeepsTheBytes(t *testing.T) {
+	ctx := context.Background()
+	requireStorage(t, ctx)
+	plugin := buildPlugin(t)
+	name := uniqueName("pruned")
+	ns := name + "-primary"
+	dir := startCareRecords(t, name)
+	pv := waitClaimBound(t, ns, "records-document-store-0")
+	root := filepath.Dir(filepath.Dir(filepath.Dir(dir)))
+	t.Cleanup(func() {
+		_ = responderClient(t).Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	records := map[string]string{"patients/9434765870.json": `{"nhsNumber":"9434765870","medication":["warfarin 3mg"]}`}
+	writeFiles(t, dir, records)
+	point := pointAfter(t, name, time.Now())
+	vs := snapshotOf(t, ns, point.Snapshots[0].Name)
+	pointCopy := snapshotCopy(t, root, vs)
+	content := contentOf(t, ns, vs.GetName())
+
+	kubectl(t, "delete", "namespace", ns, "--wait=true", "--timeout=120s")
+	eventually(t, 60*time.Second, "the volume of the deleted claim released", func(ctx context.Context) (bool, string, error) {
+		live := &corev1.PersistentVolume{}
+		if err := k8sClient.Get(ctx, clientKey(pv), live); apierrors.IsNotFound(err) {
+			return false, "", fmt.Errorf("PersistentVolume %s was deleted with its namespace: its data is lost", pv.Name)
+		} else if err != nil {
+			return false, "", err
+		}
+		return live.Status.Phase == corev1.VolumeReleased, fmt.Sprintf("PV %s is %s (%s)", pv.Name, live.Status.Phase, live.Spec.PersistentVolumeReclaimPolicy), nil
+	})
+	time.Sleep(5 * time.Second)
+	if err := k8sClient.Get(ctx, clientKey(pv), &corev1.PersistentVolume{}); err != nil {
+		t.Fatalf("PersistentVolume %s after its namespace was deleted: %v", pv.Name, err)
+	}
+	if got := readFiles(t, dir); !maps.Equal(got, records) {
+		t.Fatalf("the volume holds %q after its namespace was deleted, want %q", got, records)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: content}, contentObject()); err != nil {
+		t.Fatalf("VolumeSnapshotContent %s of recovery point %s after its namespace was deleted: %v", content, point.Name, err)
+	}
+	if got := readFiles(t, pointCopy); !maps.Equal(got, records) {
+		t.Fatalf("recovery point %s holds %q after its namespace was deleted, want %q", point.Name, got, records)
+	}
+
+	kubectl(t, "delete", "henv", name, "--cascade=foreground", "--wait=true", "--timeout=120s")
+	out := plugin.asResponder(t, "purge-evidence", name, "--dry-run")
+	mustContain(t, "purge-evidence --dry-run", out, "persistentvolume/"+pv.Name, "volumesnapshotcontent/"+content, "retained")
+	plugin.asResponder(t, "purge-evidence", name, "--yes")
+	eventually(t, 90*time.Second, "the kept volume and content purged, bytes and all", func(ctx context.Context) (bool, string, error) {
+		var left []string
+		if err := k8sClient.Get(ctx, clientKey(pv), &corev1.PersistentVolume{}); !apierrors.IsNotFound(err) {
+			left = append(left, fmt.Sprintf("PV %s: %v", pv.Name, err))
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: content}, contentObject()); !apierrors.IsNotFound(err) {
+			left = append(left, fmt.Sprintf("content %s: %v", content, err))
+		}
+		for _, d := range []string{dir, pointCopy} {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				left = append(left, d+" still there")
+			}
+		}
+		return len(left) == 0, strings.Join(left, "; "), nil
+	})
+}
+
 // contentOf names the VolumeSnapshotContent bound to a VolumeSnapshot.
 func contentOf(t *testing.T, ns, name string) string {
 	t.Helper()
