@@ -138,6 +138,55 @@ func TestGuardrailManagerBounds(t *testing.T) {
 		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"CREATE persistentvolumeclaims", "only to restore a recovery point")
 	})
 
+	// The volumes of the primary's claims: only their reclaim policy, only
+	// of a volume bound to a claim of <environment>-primary.
+	volume := func(claimNS string, kept bool) *corev1.PersistentVolume {
+		pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "guard-pv-" + rand.String(5)},
+			Spec: corev1.PersistentVolumeSpec{
+				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+				ClaimRef:                      &corev1.ObjectReference{Namespace: claimNS, Name: "records-document-store-0"},
+				PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
+					Driver: "csi.careplane.io", VolumeHandle: "guard-" + rand.String(5)}},
+			}}
+		if kept {
+			pv.Labels = map[string]string{v1alpha1.LabelDataOf: envName}
+			pv.Annotations = map[string]string{v1alpha1.AnnotationPolicyBefore: "Delete"}
+			pv.Spec.PersistentVolumeReclaimPolicy = corev1.PersistentVolumeReclaimRetain
+		}
+		if err := k8sClient.Create(ctx, pv); err != nil {
+			t.Fatal(err)
+		}
+		// A responder's: careplane-retained-volume-guard keeps a kept one.
+		t.Cleanup(func() { _ = s.responder.client.Delete(context.Background(), pv) })
+		return pv
+	}
+	keep := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":"`+envName+
+		`"},"annotations":{"`+v1alpha1.AnnotationPolicyBefore+`":"Delete"}},"spec":{"persistentVolumeReclaimPolicy":"Retain"}}`))
+	t.Run("nor keep, rebind, let go or delete a volume not of its primary's claims", func(t *testing.T) {
+		foreign := volume("kube-system", false)
+		err := manager.client.Patch(ctx, foreign, keep, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "changes only the reclaim policy")
+		own := volume(envName+"-primary", false)
+		rebind := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":"`+envName+
+			`"}},"spec":{"persistentVolumeReclaimPolicy":"Retain","claimRef":{"namespace":"`+envName+`-primary","name":"other-0","uid":null,"resourceVersion":null}}}`))
+		err = manager.client.Patch(ctx, own, rebind, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "never rebinds")
+		err = manager.client.Delete(ctx, own, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"DELETE persistentvolumes")
+		guardAllowed(t, manager.client.Patch(ctx, own, keep, client.DryRunAll), "keeping the volume of a claim of its primary (Retain)")
+
+		// Kept: Delete only with the label off, back to the recorded policy.
+		kept := volume(envName+"-primary", true)
+		toDelete := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`))
+		err = manager.client.Patch(ctx, kept, toDelete, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "changes only the reclaim policy")
+		release := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":null},"annotations":{"`+
+			v1alpha1.AnnotationPolicyBefore+`":null}},"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`))
+		guardAllowed(t, manager.client.Patch(ctx, kept, release, client.DryRunAll), "giving a kept volume back its recorded policy")
+	})
+
 	// What the manager does write, in the shapes it writes them.
 	t.Run("the manager's own writes pass", func(t *testing.T) {
 		restored := claim(&corev1.TypedLocalObjectReference{APIGroup: ptr.To("snapshot.storage.k8s.io"), Kind: "VolumeSnapshot", Name: "p-20261203-053000-records-document-store-0"})
