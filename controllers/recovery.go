@@ -64,7 +64,9 @@ func NewRecoveryReconciler(mgr ctrl.Manager) *RecoveryReconciler {
 }
 
 // Reconcile takes the recovery points that are due, refreshes the status of
-// those on record and retires the old ones.
+// those on record and retires the old ones; and keeps the primary's data
+// (keepData), after them: a volume or content it cannot keep yet (a
+// conflict with the storage's controllers) never holds up a point.
 func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	env := &v1alpha1.HealthEnvironment{}
 	if err := r.Client.Get(ctx, req.NamespacedName, env); err != nil {
@@ -73,9 +75,11 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if env.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
 	}
-	if err := r.keepData(ctx, env); err != nil {
-		return ctrl.Result{}, err
-	}
+	res, err := r.reconcile(ctx, env)
+	return res, errors.Join(err, r.keepData(ctx, env))
+}
+
+func (r *RecoveryReconciler) reconcile(ctx context.Context, env *v1alpha1.HealthEnvironment) (ctrl.Result, error) {
 	// The evidence snapshots a fence took (evidence.go): woken by the same
 	// snapshot events, written with the same status write.
 	evidence, err := r.refreshEvidence(ctx, env)
