@@ -76,8 +76,19 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 	res, err := r.reconcile(ctx, env)
-	return res, errors.Join(err, r.keepData(ctx, env))
+	if kerr := r.keepData(ctx, env); kerr != nil {
+		// Not a reconcile error: its growing backoff would hold up the
+		// next point. Retried soon.
+		log.FromContext(ctx).Info("Could not keep the primary's data yet; retrying", "error", kerr.Error())
+		if res.RequeueAfter == 0 || res.RequeueAfter > keepRetry {
+			res.RequeueAfter = keepRetry
+		}
+	}
+	return res, err
 }
+
+// keepRetry is how soon keepData is retried after a failure.
+const keepRetry = 5 * time.Second
 
 func (r *RecoveryReconciler) reconcile(ctx context.Context, env *v1alpha1.HealthEnvironment) (ctrl.Result, error) {
 	// The evidence snapshots a fence took (evidence.go): woken by the same

@@ -237,7 +237,10 @@ func (k *dataKeeper) volume(ctx context.Context, c client.Client, reader client.
 	}
 	o := retention.Object{Labels: pv.Labels, Annotations: pv.Annotations, Policy: string(pv.Spec.PersistentVolumeReclaimPolicy)}
 	if ch, ok := change(env, o, keep); ok {
-		patch, err := ch.MergePatch("persistentVolumeReclaimPolicy", pv.ResourceVersion)
+		// No resourceVersion precondition: the storage's controllers update
+		// volumes and contents all the time, and only careplane and a
+		// responder change what this writes.
+		patch, err := ch.MergePatch("persistentVolumeReclaimPolicy", "")
 		if err != nil {
 			return err
 		}
@@ -268,7 +271,7 @@ func (k *dataKeeper) content(ctx context.Context, c client.Client, reader client
 	}
 	o := retention.Object{Labels: vsc.Labels, Annotations: vsc.Annotations, Policy: string(vsc.Spec.DeletionPolicy)}
 	if ch, ok := change(env, o, keep); ok {
-		patch, err := ch.MergePatch("deletionPolicy", vsc.ResourceVersion)
+		patch, err := ch.MergePatch("deletionPolicy", "")
 		if err != nil {
 			return err
 		}
