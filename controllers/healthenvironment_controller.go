@@ -71,8 +71,6 @@ type HealthEnvironmentReconciler struct {
 	// FleetFence, when set, tells a fleet fence under way, during which a
 	// fence's steps after its deny policy wait (fleetfence.go).
 	FleetFence *FleetFence
-
-	keeper dataKeeper
 }
 
 // SecretGenerator returns a new random credential.
