@@ -104,6 +104,11 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 		}
 	}
 
+	current, switchedAt, err := r.trafficNow(ctx, s)
+	if err != nil {
+		return err
+	}
+
 	unavailableAfter := failover.DefaultUnavailableAfter
 	if fo.UnavailableAfter != nil {
 		unavailableAfter = fo.UnavailableAfter.Duration
@@ -111,16 +116,13 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 	in := failover.Input{
 		Standby: fo.Standby, Trigger: fo.Trigger, RequestedSite: fo.ActiveSite, UnavailableAfter: unavailableAfter,
 		Now: s.now, PrimaryFenced: fenced, PrimaryReady: primaryReady, StandbyReady: standbyReady,
-		Current: env.Status.ActiveSite,
+		Current: current, SwitchedAt: switchedAt,
 	}
 	if st.PrimaryDownSince != nil {
 		in.CriticalDownSince = st.PrimaryDownSince.Time
 	}
 	if st.PrimaryReadySince != nil {
 		in.PrimaryReadySince = st.PrimaryReadySince.Time
-	}
-	if st.SwitchedAt != nil {
-		in.SwitchedAt = st.SwitchedAt.Time
 	}
 	d := failover.Decide(in)
 	s.decision = &d
@@ -129,8 +131,11 @@ func (r *HealthEnvironmentReconciler) decideTraffic(ctx context.Context, s *scop
 	if d.Serving {
 		newSite = d.Site
 	}
-	if newSite != env.Status.ActiveSite || st.SwitchedAt == nil {
+	switch {
+	case newSite != current || switchedAt.IsZero():
 		st.SwitchedAt = &now
+	default:
+		st.SwitchedAt = &metav1.MicroTime{Time: switchedAt}
 	}
 	s.status.Failover = st
 

@@ -71,6 +71,9 @@ type HealthEnvironmentReconciler struct {
 	// FleetFence, when set, tells a fleet fence under way, during which a
 	// fence's steps after its deny policy wait (fleetfence.go).
 	FleetFence *FleetFence
+
+	// front is where this process last pointed each front (traffic.go).
+	front frontMemory
 }
 
 // SecretGenerator returns a new random credential.
@@ -101,6 +104,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// Gone: its namespaces go with it, and so does what the
 			// applier remembers of them.
 			r.Applier.ForgetNamespaces(req.Name, req.Name+build.PrimarySuffix, req.Name+build.StandbySuffix)
+			r.front.forget(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -323,6 +323,17 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	site, serving := s.activeSite()
 	siteNs := s.namespaceOf(site)
 	s.status.ActiveSite = ""
+	// Remembered before the writes: once one slice may have moved, traffic
+	// has switched, and the next decision holds it there (traffic.go).
+	since := s.now
+	if f := s.status.Failover; f != nil && f.SwitchedAt != nil {
+		since = f.SwitchedAt.Time
+	}
+	if serving {
+		r.front.remember(env, site, since)
+	} else {
+		r.front.remember(env, "", since)
+	}
 	var pods corev1.PodList
 	if serving {
 		s.status.ActiveSite = site

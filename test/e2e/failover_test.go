@@ -17,6 +17,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -195,14 +196,85 @@ func TestFailoverWarmOnFence(t *testing.T) {
 		t.Errorf("careplane_failovers_total{reason=PrimaryFenced} = %v (%v), want at least 1", n, err)
 	}
 
-	// Restore: the primary is rebuilt, then traffic fails back to it.
+	// Restore while a GitOps tool keeps relabelling the environment (a new
+	// resourceVersion every few tens of milliseconds), so that careplane's
+	// status writes conflict. The primary is rebuilt, then traffic fails
+	// back to it (the standby is rolling, so not Ready, so without the
+	// hold), and must stay there once the standby is Ready again: a
+	// decision that read where traffic goes from a status that missed the
+	// failback sent it back to the standby for the whole hold (CI saw it
+	// under load; TestAFailbackTheStatusMissedStays is the deterministic
+	// test of it).
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	defer stopChurn()
+	churned := make(chan int, 1)
+	go func() {
+		n := 0
+		for churnCtx.Err() == nil {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.careplane.io/gitops-sync":"%d"}}}`, n)
+			if err := k8sClient.Patch(churnCtx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
+				client.RawPatch(types.MergePatchType, []byte(patch))); err == nil {
+				n++
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		churned <- n
+	}()
 	responder(t, "patch", "henv", name, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
-	// Failback waits for the primary to be Ready for the hold (30s).
-	eventually(t, 2*time.Minute, "failback to the rebuilt primary", func(ctx context.Context) (bool, string, error) {
-		ok, why := routesOnlyTo(t, ctx, name, name+"-primary", "call-handling")
-		return ok, why, nil
-	})
+	var back time.Time
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no failback to the rebuilt primary within 2m")
+		}
+		slice := &discoveryv1.EndpointSlice{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: "call-handling-careplane"}, slice); err != nil {
+			t.Fatal(err)
+		}
+		onStandby := false
+		for _, e := range slice.Endpoints {
+			if e.TargetRef != nil && e.TargetRef.Namespace == name+"-standby" {
+				onStandby = true
+			}
+		}
+		switch {
+		case back.IsZero():
+			if ok, _ := routesOnlyTo(t, ctx, name, name+"-primary", "call-handling"); ok {
+				back = time.Now()
+				t.Logf("failed back to the primary; watching that traffic stays there")
+			}
+		case onStandby:
+			t.Fatalf("traffic went back to the standby %s after failing back to the primary (the front routes to %v)",
+				time.Since(back).Round(time.Millisecond), frontIPs(t, ctx, name, "call-handling"))
+		case time.Since(back) > 8*time.Second:
+			stopChurn()
+		}
+		if !back.IsZero() && time.Since(back) > 12*time.Second {
+			break
+		}
+	}
+	stopChurn()
+	t.Logf("the environment was relabelled %d times during the restore", <-churned)
+	waitStandbyCurrent(t, ctx, name)
 	waitServingCondition(t, name, metav1.ConditionFalse, "")
+	if _, e := servingFromStandby(t, ctx, name); e.Status.ActiveSite != v1alpha1.SitePrimary {
+		t.Errorf("status.activeSite = %q, want Primary", e.Status.ActiveSite)
+	}
+}
+
+// waitStandbyCurrent waits for the standby's call-handling to have rolled
+// to its latest template with every replica Ready: the standby Ready as the
+// failover decision counts it.
+func waitStandbyCurrent(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	eventually(t, time.Minute, name+" standby current and Ready", func(ctx context.Context) (bool, string, error) {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name + "-standby", Name: "call-handling"}, d); err != nil {
+			return false, err.Error(), nil
+		}
+		s := d.Status
+		return s.ObservedGeneration == d.Generation && s.UpdatedReplicas == *d.Spec.Replicas && s.ReadyReplicas == *d.Spec.Replicas &&
+			s.Replicas == *d.Spec.Replicas, fmt.Sprintf("%+v", s), nil
+	})
 }
 
 // TestFailoverCold: a Cold standby runs nothing until the fence; failing
