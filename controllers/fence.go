@@ -122,7 +122,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		s.env.Finalizers, s.env.ResourceVersion = finalizers, version
 	}
 
-	obs, err := r.observeFence(ctx, s)
+	obs, err := r.observeFenceAndStandby(ctx, s)
 	if err != nil {
 		return err
 	}
@@ -157,7 +157,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 			err = fmt.Errorf("the fenced namespace %s still changed after %d passes: %d writes left", ns, pass, len(plan.Changes()))
 			break
 		}
-		if obs, err = r.observeFence(ctx, s); err != nil {
+		if obs, err = r.observeFenceAndStandby(ctx, s); err != nil {
 			break
 		}
 		plan = fence.PlanFence(obs)
@@ -167,6 +167,11 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	d.report(ctx, r, s, ns)
 	if err != nil {
 		return err
+	}
+	if obs.Standby != nil && fence.StandbyServes(s.env) {
+		// Every credential of the standby is this fence's now: its
+		// reconcile keeps them so and rolls the pods onto them.
+		s.standbyRotation = rec.ID
 	}
 	for _, svc := range s.env.Spec.Services {
 		// Nothing of the fenced site serves: none of its replicas counts.
@@ -248,6 +253,59 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 	return obs, nil
 }
 
+// observeFenceAndStandby is observeFence and, when the fence moves traffic
+// to the standby (fence.StandbyServes), what the plan reads of the standby
+// namespace: every ServiceAccount and Secret there, whoever made it, from the
+// API server, and the credentials revision of the standby's workloads. A
+// standby namespace that is not careplane's for this environment (or not
+// there yet) is left out: what careplane creates there later is new.
+func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context, s *scope) (fence.Observed, error) {
+	obs, err := r.observeFence(ctx, s)
+	if err != nil || !fence.StandbyServes(s.env) {
+		return obs, err
+	}
+	ns := s.names.Standby
+	nsObj := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj, readOnly); apierrors.IsNotFound(err) {
+		return obs, nil
+	} else if err != nil {
+		return obs, fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
+	if !metav1.IsControlledBy(nsObj, s.env) || !nsObj.DeletionTimestamp.IsZero() {
+		return obs, nil
+	}
+	services, _, err := r.standbyTemplates(ctx, s)
+	if err != nil {
+		return obs, err
+	}
+	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}}
+	for _, l := range []struct {
+		kind string
+		into *[]fence.Object
+	}{{"ServiceAccountList", &sb.ServiceAccounts}, {"SecretList", &sb.Secrets}} {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(l.kind))
+		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return obs, fmt.Errorf("listing %s in %s: %w", strings.TrimSuffix(l.kind, "List"), ns, err)
+		}
+		for i := range list.Items {
+			*l.into = append(*l.into, list.Items[i].ObjectMeta)
+		}
+	}
+	for _, svc := range services {
+		w, err := r.readWorkload(ctx, ns, svc)
+		if err != nil {
+			return obs, err
+		}
+		if w != nil {
+			sb.Workloads[svc.Name] = w.credentialsRevision
+		}
+	}
+	s.standbyServices = services
+	obs.Standby = sb
+	return obs, nil
+}
+
 // done is what carrying out a fence's steps did, for the status.
 type done struct {
 	mu      sync.Mutex
@@ -309,6 +367,20 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 			return err
 		}
 		d.add(func(d *done) { d.revoked++ })
+	case a.Verb == fence.VerbRotate && a.Kind == "Secret":
+		for _, svc := range s.standbyServices {
+			for _, g := range svc.GeneratedSecrets {
+				if build.GeneratedSecretName(svc.Name, g) == a.Name {
+					if err := r.rotateSecret(ctx, s, a.Namespace, svc, g, rev); err != nil {
+						return err
+					}
+					if a.UID != "" { // one that did not exist revoked nothing
+						d.add(func(d *done) { d.revoked++ })
+					}
+					return nil
+				}
+			}
+		}
 	case a.Verb == fence.VerbDelete && a.Kind == "Pod":
 		return r.deleteObserved(ctx, &corev1.Pod{ObjectMeta: meta}, a.UID)
 	case a.Verb == fence.VerbRecreate && a.Kind == "ServiceAccount":

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -187,7 +188,13 @@ func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope,
 // reconcileService writes one service's objects in one site.
 func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service) error {
 	env := s.env
-	if err := r.apply(ctx, build.ServiceAccount(env, ns, svc), &corev1.ServiceAccount{}); err != nil {
+	sa := build.ServiceAccount(env, ns, svc)
+	if site == v1alpha1.SiteStandby && s.standbyRotation != "" {
+		// Recreated by the fence under this revision: kept so, or the
+		// next pass would recreate it again.
+		sa.WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: s.standbyRotation})
+	}
+	if err := r.apply(ctx, sa, &corev1.ServiceAccount{}); err != nil {
 		return err
 	}
 	for _, name := range svc.GeneratedSecrets {
@@ -203,7 +210,19 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	if site == v1alpha1.SiteStandby && svc.Stateful() && s.standbyHold {
 		replicas = ptrTo(int32(0)) // its claims are being replaced
 	}
-	if err := r.applyWorkload(ctx, s, site, ns, svc, credentialsRevision(w), replicas); err != nil {
+	rev := credentialsRevision(w)
+	if site == v1alpha1.SiteStandby && s.standbyRotation != "" {
+		// A fence rotated the standby's credentials: its pods roll onto
+		// them, with a surge, once traffic is on record on the standby.
+		onStandby := s.env.Status.ActiveSite == v1alpha1.SiteStandby
+		rev = fence.StandbyWorkloadRevision(svc, rev, w != nil, s.standbyRotation, onStandby)
+		if rev != s.standbyRotation && !onStandby && s.decision != nil && s.decision.ServingFromStandby() {
+			// Traffic moved in this reconcile: the status records it at
+			// its end, which wakes no reconcile.
+			s.requeue(time.Second)
+		}
+	}
+	if err := r.applyWorkload(ctx, s, site, ns, svc, rev, replicas); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {

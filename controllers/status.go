@@ -98,6 +98,14 @@ type scope struct {
 	decision *failover.Decision
 	// standbyTemplates are the critical services of the known-good revision.
 	standbyTemplates []v1alpha1.Service
+	// standbyServices are the services the standby runs, as the fence's
+	// standby step read them (its Secrets are rotated by name).
+	standbyServices []v1alpha1.Service
+	// standbyRotation is the fence ID under which this reconcile's fence
+	// rotated every credential of the standby ("" when it did not): the
+	// standby's ServiceAccounts keep it, and its workloads roll onto it
+	// (fence.StandbyWorkloadRevision).
+	standbyRotation string
 	// standbyHold: the standby's StatefulSets stay at zero replicas while
 	// their claims are replaced (reconcileStandbyData).
 	standbyHold bool

@@ -75,6 +75,11 @@
 //  3. Every ServiceAccount of the namespace revoked: careplane's are
 //     recreated (tokens bound to the old UID die), every other one deleted
 //     (the control plane recreates default); generated Secrets deleted.
+//     When the fence moves traffic to the standby (StandbyServes), the
+//     standby's part (standby.go): its ServiceAccounts recreated or deleted
+//     by the same rule, its generated Secrets rotated, once per fence ID,
+//     and its workloads rolled onto them with a surge once traffic is on
+//     record there (StandbyWorkloadRevision).
 //  4. Workloads: every running pod of the namespace, careplane's or not,
 //     labelled and detached as evidence (Preserve), then careplane's
 //     Deployments scaled to zero.

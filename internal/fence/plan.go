@@ -95,14 +95,15 @@ func (p Plan) Step(n int) []Action {
 	return out
 }
 
-// Changes are the actions of steps 2 to 4 that change the namespace:
-// deletions, recreations and pods preserved. A pass that finds none has
-// nothing left to do; scaling careplane's Deployments to zero is written
-// whole every pass and skipped by the applier when unchanged.
+// Changes are the actions of steps 2 to 4 that change the namespaces:
+// deletions, recreations, rotations and pods preserved. A pass that finds
+// none has nothing left to do; scaling careplane's Deployments to zero is
+// written whole every pass and skipped by the applier when unchanged, and
+// the standby's roll is the standby's reconcile's (StandbyWorkloadRevision).
 func (p Plan) Changes() []Action {
 	var out []Action
 	for _, a := range p.Actions {
-		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve) {
+		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate) {
 			out = append(out, a)
 		}
 	}
@@ -152,6 +153,11 @@ type Observed struct {
 	// ClaimDrivers is the CSI driver of each claim's StorageClass, by claim
 	// name; a claim not listed is not checked.
 	ClaimDrivers map[string]string
+	// Standby is what the fence reads of the standby namespace when the
+	// fence moves traffic there (StandbyServes): its credentials are
+	// rotated too, in step 3. Nil when there is no standby namespace of
+	// careplane's yet, or for a restore (which leaves the standby alone).
+	Standby *StandbyObserved
 }
 
 // PlanFence lists the writes of o's fence in the order they are made. Every
@@ -232,6 +238,8 @@ func PlanFence(o Observed) Plan {
 			add(Action{Step: 3, Verb: VerbDelete, Kind: "Secret", Namespace: ns, Name: sec.Name, UID: sec.UID, Note: "generated credential invalidated"})
 		}
 	}
+	// (3, standby) The standby's credentials, when traffic moves there.
+	planStandby(&p, o)
 
 	// (4) Workloads. The quota of step 1 admits no new pod, so every pod
 	// not being deleted ran before the fence.
@@ -284,7 +292,7 @@ func PlanFence(o Observed) Plan {
 	}
 	for _, svc := range sortedServices(env.Spec.Services) {
 		n := "stops sending to the primary"
-		if build.HasStandby(env) && svc.Critical && env.Spec.Failover.Trigger != v1alpha1.TriggerManual {
+		if svc.Critical && StandbyServes(env) {
 			n += "; switches to the standby"
 		}
 		name := build.FrontEndpointSliceName(svc.Name)

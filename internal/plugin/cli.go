@@ -537,7 +537,96 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	if err := o.gatherEvidenceState(ctx, env, &st); err != nil {
 		return st, err
 	}
+	if err := o.gatherStandbyState(ctx, env, &st); err != nil {
+		return st, err
+	}
 	return st, nil
+}
+
+// gatherStandbyState reads what the fence's standby part plans from, when
+// the fence moves traffic to the standby: the standby namespace's
+// ServiceAccounts, Secrets (names only), workloads, and the services it
+// runs (the critical ones of the known-good revision).
+func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEnvironment, st *FenceState) error {
+	if !fence.StandbyServes(env) {
+		return nil
+	}
+	names := build.NamespaceNames(env)
+	nsObj := &corev1.Namespace{}
+	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Standby}, nsObj); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading namespace %s: %w", names.Standby, err)
+	}
+	if !metav1.IsControlledBy(nsObj, env) {
+		return nil
+	}
+	st.StandbyFound = true
+	services, err := o.standbyServices(ctx, env)
+	if err != nil {
+		return err
+	}
+	st.StandbyServices = services
+	in := client.InNamespace(names.Standby)
+	var sas corev1.ServiceAccountList
+	var deps appsv1.DeploymentList
+	var sts appsv1.StatefulSetList
+	for _, l := range []struct {
+		what string
+		list client.ObjectList
+	}{{"service accounts", &sas}, {"deployments", &deps}, {"statefulsets", &sts}} {
+		if err := o.client.List(ctx, l.list, in); err != nil {
+			return fmt.Errorf("listing %s of %s's standby: %w", l.what, env.Name, err)
+		}
+	}
+	st.ServiceAccounts = append(st.ServiceAccounts, sas.Items...)
+	st.Deployments = append(st.Deployments, deps.Items...)
+	st.StatefulSets = append(st.StatefulSets, sts.Items...)
+	var secrets metav1.PartialObjectMetadataList
+	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	switch err := o.client.List(ctx, &secrets, in); {
+	case apierrors.IsForbidden(err):
+		// As for the primary: plan the generated ones as if they exist.
+		st.SecretsAssumed = true
+		for _, svc := range services {
+			for _, g := range svc.GeneratedSecrets {
+				st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: names.Standby, Name: build.GeneratedSecretName(svc.Name, g)}})
+			}
+		}
+	case err != nil:
+		return fmt.Errorf("listing secrets of %s's standby: %w", env.Name, err)
+	default:
+		for _, sec := range secrets.Items {
+			st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: sec.ObjectMeta})
+		}
+	}
+	return nil
+}
+
+// standbyServices are the services env's standby runs: the critical
+// services of its known-good revision, or, without one readable, of the
+// spec (the plan then names what the spec would run).
+func (o *options) standbyServices(ctx context.Context, env *v1alpha1.HealthEnvironment) ([]v1alpha1.Service, error) {
+	services := env.Spec.Services
+	if name := env.Status.KnownGoodRevision; name != "" {
+		rev := &appsv1.ControllerRevision{}
+		err := o.client.Get(ctx, client.ObjectKey{Namespace: build.FrontNamespace(env), Name: name}, rev)
+		switch {
+		case err == nil:
+			if s, derr := build.ServicesFromRevision(rev.Data.Raw); derr == nil {
+				services = s
+			}
+		case !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err):
+			return nil, fmt.Errorf("reading revision %s of %s: %w", name, env.Name, err)
+		}
+	}
+	var critical []v1alpha1.Service
+	for _, svc := range services {
+		if svc.Critical {
+			critical = append(critical, svc)
+		}
+	}
+	return critical, nil
 }
 
 // gatherEvidenceState reads what the fence's evidence step plans from: the

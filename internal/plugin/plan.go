@@ -61,6 +61,14 @@ type FenceState struct {
 	SnapshotClass *fence.SnapshotClass
 	// Drivers is the provisioner of each StorageClass the claims name.
 	Drivers map[string]string
+	// StandbyFound says the standby namespace exists and is this
+	// environment's: the fence rotates its credentials when it moves
+	// traffic there (fence.StandbyServes). Its ServiceAccounts, Secrets,
+	// Deployments and StatefulSets are in the lists above.
+	StandbyFound bool
+	// StandbyServices are the services the standby runs: the critical
+	// services of the known-good revision.
+	StandbyServices []v1alpha1.Service
 }
 
 // PlanFence lists what a fence of s.Env would write or delete: the plan the
@@ -125,6 +133,30 @@ func PlanFence(s FenceState) Plan {
 		}
 	}
 	o.SnapshotClass = s.SnapshotClass
+	if s.StandbyFound {
+		sb := &fence.StandbyObserved{Services: s.StandbyServices, Workloads: map[string]string{}}
+		for _, sa := range s.ServiceAccounts {
+			if sa.Namespace == ns.Standby {
+				sb.ServiceAccounts = append(sb.ServiceAccounts, sa.ObjectMeta)
+			}
+		}
+		for _, sec := range s.Secrets {
+			if sec.Namespace == ns.Standby {
+				sb.Secrets = append(sb.Secrets, sec.ObjectMeta)
+			}
+		}
+		for _, d := range s.Deployments {
+			if d.Namespace == ns.Standby && d.Labels[v1alpha1.LabelEnvironment] == s.Env.Name {
+				sb.Workloads[d.Name] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+			}
+		}
+		for _, d := range s.StatefulSets {
+			if d.Namespace == ns.Standby && d.Labels[v1alpha1.LabelEnvironment] == s.Env.Name {
+				sb.Workloads[d.Name] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+			}
+		}
+		o.Standby = sb
+	}
 	return fence.PlanFence(o)
 }
 

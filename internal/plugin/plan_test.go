@@ -181,6 +181,41 @@ func TestPlanFence(t *testing.T) {
 			"tenant-miner":            "not careplane's; not preserved (workloads: Stop)",
 		},
 	}, {
+		name: "a Warm standby the fence moves traffic to: its credentials are rotated too",
+		state: func() FenceState {
+			env := testEnv(func(e *v1alpha1.HealthEnvironment) { e.Spec.Failover.Standby = v1alpha1.StandbyWarm })
+			s := FenceState{Env: env, StandbyFound: true, StandbyServices: []v1alpha1.Service{env.Spec.Services[1]}}
+			const sb = "wales-111-standby"
+			own := []string{v1alpha1.LabelEnvironment, "wales-111"}
+			s.ServiceAccounts = []corev1.ServiceAccount{
+				{ObjectMeta: objMeta(sb, "call-handling", own...)}, {ObjectMeta: objMeta(sb, "default")}, {ObjectMeta: objMeta(sb, "stolen")},
+			}
+			s.Secrets = []corev1.Secret{{ObjectMeta: objMeta(sb, "call-handling.db-password", own...)}}
+			s.Deployments = []appsv1.Deployment{{ObjectMeta: objMeta(sb, "call-handling", own...)}}
+			return s
+		},
+		want: []string{
+			"1 record Namespace wales-111-primary",
+			"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
+			"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
+			"3 recreate ServiceAccount wales-111-primary/call-handling",
+			"3 recreate ServiceAccount wales-111-primary/default",
+			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 recreate ServiceAccount wales-111-standby/call-handling",
+			"3 recreate ServiceAccount wales-111-standby/default",
+			"3 delete ServiceAccount wales-111-standby/stolen",
+			"3 rotate Secret wales-111-standby/call-handling.db-password",
+			"3 roll Deployment wales-111-standby/call-handling",
+			"4 scale-to-0 Deployment wales-111-primary/call-handling",
+			"4 scale-to-0 Deployment wales-111-primary/referral",
+			"5 empty EndpointSlice wales-111/call-handling-careplane",
+			"5 empty EndpointSlice wales-111/referral-careplane",
+		},
+		wantNotes: map[string]string{
+			"stolen":                    "standby: not careplane's",
+			"call-handling.db-password": "standby: generated credential replaced by a new random value",
+		},
+	}, {
 		name: "an environment not provisioned yet, with evidence from an earlier fence",
 		state: func() FenceState {
 			s := FenceState{Env: testEnv(nil)}

@@ -1,0 +1,282 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/controllers"
+	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
+)
+
+// tenantIdentity binds the built-in edit role in each of namespaces to a
+// user of its own and returns a client acting as it: the tenant's deployment
+// pipeline, which lives outside the environment's namespaces (so that no
+// fence deletes it).
+func tenantIdentity(t *testing.T, user string, namespaces ...string) client.Client {
+	t.Helper()
+	ctx := context.Background()
+	for _, ns := range namespaces {
+		rb := &rbacv1.RoleBinding{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-pipeline-edit"},
+			Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: user}},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+		}
+		if err := k8sClient.Create(ctx, rb); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+	}
+	c := rest.CopyConfig(cfg)
+	c.Impersonate = rest.ImpersonationConfig{UserName: user, Groups: []string{"system:authenticated"}}
+	cl, err := client.New(c, client.Options{Scheme: controllers.NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
+}
+
+// mintToken asks the API server, as c, for a token of ServiceAccount ns/name
+// (TokenRequest), as the tenant's pipeline may.
+func mintToken(t *testing.T, c client.Client, ns, name string) string {
+	t.Helper()
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}}
+	if err := c.SubResource("token").Create(context.Background(), sa, tr); err != nil {
+		t.Fatalf("the tenant pipeline could not mint a token for %s/%s: %v", ns, name, err)
+	}
+	return tr.Status.Token
+}
+
+// whoAmI makes an authenticated call (a SelfSubjectReview) with token: the
+// user it authenticates as, or the API server's refusal.
+func whoAmI(ctx context.Context, token string) (string, error) {
+	c := rest.AnonymousClientConfig(cfg)
+	c.BearerToken = token
+	cs, err := kubernetes.NewForConfig(c)
+	if err != nil {
+		return "", err
+	}
+	r, err := cs.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	return r.Status.UserInfo.Username, nil
+}
+
+// TestFenceRotatesTheStandbysCredentials (issue 13, hole 8): the tenant's
+// pipeline, with edit in the environment's namespaces, the standby's
+// included, mints tokens for the standby's ServiceAccounts and reads its
+// generated Secret before the fence. A fence that moves traffic to the
+// standby kills those tokens and rotates the Secret, once per fence, while
+// the standby serves throughout: its pods roll onto the new credentials
+// with a surge, and the front never routes to nothing.
+func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("standby-creds")
+	applyFailoverEnv(t, name, "{standby: Warm, trigger: Automatic, unavailableAfter: 5s}")
+	waitReady(t, name, 2*time.Minute)
+	waitStandbyRunning(t, ctx, name)
+	standby := name + "-standby"
+	tenant := tenantIdentity(t, "tenant-pipeline-"+name, name, name+"-primary", standby)
+
+	// Before the fence: what the compromised pipeline takes.
+	tokens := map[string]string{}
+	for _, sa := range []string{"call-handling", "default"} {
+		tokens[sa] = mintToken(t, tenant, standby, sa)
+		if who, err := whoAmI(ctx, tokens[sa]); err != nil || who != "system:serviceaccount:"+standby+":"+sa {
+			t.Fatalf("the minted token of %s does not authenticate before the fence: %q, %v", sa, who, err)
+		}
+	}
+	secretKey := client.ObjectKey{Namespace: standby, Name: build.GeneratedSecretName("call-handling", "db-password")}
+	stolen := &corev1.Secret{}
+	if err := tenant.Get(ctx, secretKey, stolen); err != nil {
+		t.Fatalf("the tenant pipeline could not read the standby's Secret: %v", err)
+	}
+	if len(stolen.Data[build.GeneratedSecretKey]) == 0 {
+		t.Fatal("the standby's generated Secret is empty")
+	}
+
+	// The dry run shows the standby's part of step 3.
+	out := buildPlugin(t).asResponder(t, "fence", name, "--reason", "standby dry run", "--ticket", "INC-DRY", "--dry-run")
+	for _, want := range [][]string{
+		{"recreate", "ServiceAccount", standby, "call-handling"},
+		{"recreate", "ServiceAccount", standby, "default"},
+		{"rotate", "Secret", standby, secretKey.Name},
+		{"roll", "Deployment", standby, "call-handling"},
+	} {
+		if !planLists(out, want[0], want[1], want[2], want[3]) {
+			t.Errorf("the fence's dry run does not list %v:\n%s", want, out)
+		}
+	}
+
+	fenceCommand(t, name, "INC-STANDBY")
+	eventually(t, 30*time.Second, "front routes only to the standby", func(ctx context.Context) (bool, string, error) {
+		ok, why := routesOnlyTo(t, ctx, name, standby, "call-handling")
+		return ok, why, nil
+	})
+	// From the failover on, the front of the critical service never routes
+	// to nothing, the standby's roll included.
+	var mu sync.Mutex
+	var gaps []string
+	polls := 0
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			slice := &discoveryv1.EndpointSlice{}
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: "call-handling-careplane"}, slice)
+			mu.Lock()
+			polls++
+			ready := 0
+			for _, e := range slice.Endpoints {
+				if e.Conditions.Ready == nil || *e.Conditions.Ready {
+					ready++
+				}
+			}
+			if err != nil || ready == 0 {
+				gaps = append(gaps, fmt.Sprintf("%s: %d ready endpoints (%v)", time.Now().Format(time.RFC3339Nano), ready, err))
+			}
+			mu.Unlock()
+		}
+	}()
+	stopPolling := func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-stopped
+	}
+	defer stopPolling()
+
+	env := waitFencedTrue(t, name)
+	primaryNs := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: name + "-primary"}, primaryNs); err != nil {
+		t.Fatal(err)
+	}
+	fenceID := fence.RecordOf(primaryNs).ID
+	if fenceID == "" {
+		t.Fatal("no fence on record on the primary namespace")
+	}
+
+	// The stolen tokens are refused: their ServiceAccounts were recreated.
+	for sa, token := range tokens {
+		eventually(t, 30*time.Second, "the stolen token of "+sa+" refused", func(ctx context.Context) (bool, string, error) {
+			who, err := whoAmI(ctx, token)
+			return apierrors.IsUnauthorized(err), fmt.Sprintf("authenticated as %q (%v)", who, err), nil
+		})
+	}
+	// The stolen Secret's value is no longer the standby's.
+	rotated := &corev1.Secret{}
+	if err := k8sClient.Get(ctx, secretKey, rotated); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(rotated.Data[build.GeneratedSecretKey], stolen.Data[build.GeneratedSecretKey]) || len(rotated.Data[build.GeneratedSecretKey]) == 0 {
+		t.Error("the standby's generated Secret kept the value the tenant read before the fence")
+	}
+	if got := rotated.Annotations[build.AnnotationCredentialsRevision]; got != fenceID {
+		t.Errorf("the rotated Secret's credentials revision = %q, want the fence's %q", got, fenceID)
+	}
+	if env.Status.Isolation == nil || env.Status.Isolation.CredentialsRevoked < 4 {
+		t.Errorf("status.isolation = %+v, want at least 4 credentials revoked (the primary's and the standby's)", env.Status.Isolation)
+	}
+
+	// The standby's pods roll onto the new credentials, and serve.
+	eventually(t, 2*time.Minute, "the standby rolled onto the fence's credentials", func(ctx context.Context) (bool, string, error) {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "call-handling"}, d); err != nil {
+			return false, "", err
+		}
+		rev := d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		st := d.Status
+		done := rev == fenceID && st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == *d.Spec.Replicas &&
+			st.Replicas == *d.Spec.Replicas && st.ReadyReplicas == *d.Spec.Replicas
+		return done, fmt.Sprintf("template revision %q, status %+v", rev, st), nil
+	})
+	eventually(t, 30*time.Second, "front routes only to the rolled standby", func(ctx context.Context) (bool, string, error) {
+		ok, why := routesOnlyTo(t, ctx, name, standby, "call-handling")
+		return ok, why, nil
+	})
+
+	// A resync rotates nothing again.
+	uids := map[string]types.UID{}
+	for _, sa := range []string{"call-handling", "default"} {
+		o := &corev1.ServiceAccount{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: sa}, o); err != nil {
+			t.Fatal(err)
+		}
+		uids[sa] = o.UID
+	}
+	touch(t, name)
+	stays(t, 6*time.Second, "the standby's credentials after a resync", func(ctx context.Context) (bool, string, error) {
+		s := &corev1.Secret{}
+		if err := k8sClient.Get(ctx, secretKey, s); err != nil {
+			return false, "", err
+		}
+		if !bytes.Equal(s.Data[build.GeneratedSecretKey], rotated.Data[build.GeneratedSecretKey]) {
+			return false, "the standby's Secret was rotated again", nil
+		}
+		for sa, uid := range uids {
+			o := &corev1.ServiceAccount{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: sa}, o); err != nil {
+				return false, fmt.Sprintf("ServiceAccount %s: %v", sa, err), nil
+			}
+			if o.UID != uid {
+				return false, fmt.Sprintf("ServiceAccount %s was recreated again", sa), nil
+			}
+		}
+		return true, "", nil
+	})
+
+	stopPolling()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(gaps) > 0 {
+		t.Errorf("the front of call-handling routed to no ready endpoint %d times of %d polls: %v", len(gaps), polls, gaps)
+	}
+	t.Logf("the front of call-handling had ready endpoints in all %d polls", polls)
+	if c := findCond(t, name, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Fenced = %+v after the standby's rotation", c)
+	}
+}
+
+// findCond reads condition typ of environment name.
+func findCond(t *testing.T, name, typ string) *metav1.Condition {
+	t.Helper()
+	env := &v1alpha1.HealthEnvironment{}
+	if err := k8sClient.Get(context.Background(), client.ObjectKey{Name: name}, env); err != nil {
+		t.Fatal(err)
+	}
+	for i := range env.Status.Conditions {
+		if env.Status.Conditions[i].Type == typ {
+			return &env.Status.Conditions[i]
+		}
+	}
+	return nil
+}
