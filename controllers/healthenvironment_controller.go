@@ -74,6 +74,8 @@ type HealthEnvironmentReconciler struct {
 
 	// front is where this process last pointed each front (traffic.go).
 	front frontMemory
+
+	keeper dataKeeper
 }
 
 // SecretGenerator returns a new random credential.

@@ -52,6 +52,8 @@ type RecoveryReconciler struct {
 	// watch a kind that appears later; restart the manager after
 	// installing the snapshot CRDs).
 	Served bool
+
+	keeper dataKeeper
 }
 
 // NewRecoveryReconciler wires the recovery point controller to a manager.
@@ -62,7 +64,9 @@ func NewRecoveryReconciler(mgr ctrl.Manager) *RecoveryReconciler {
 }
 
 // Reconcile takes the recovery points that are due, refreshes the status of
-// those on record and retires the old ones.
+// those on record and retires the old ones; and keeps the primary's data
+// (keepData), after them: a volume or content it cannot keep yet (a
+// conflict with the storage's controllers) never holds up a point.
 func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	env := &v1alpha1.HealthEnvironment{}
 	if err := r.Client.Get(ctx, req.NamespacedName, env); err != nil {
@@ -71,6 +75,22 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 	if env.DeletionTimestamp != nil {
 		return ctrl.Result{}, nil
 	}
+	res, err := r.reconcile(ctx, env)
+	if kerr := r.keepData(ctx, env); kerr != nil {
+		// Not a reconcile error: its growing backoff would hold up the
+		// next point. Retried soon.
+		log.FromContext(ctx).Info("Could not keep the primary's data yet; retrying", "error", kerr.Error())
+		if res.RequeueAfter == 0 || res.RequeueAfter > keepRetry {
+			res.RequeueAfter = keepRetry
+		}
+	}
+	return res, err
+}
+
+// keepRetry is how soon keepData is retried after a failure.
+const keepRetry = 5 * time.Second
+
+func (r *RecoveryReconciler) reconcile(ctx context.Context, env *v1alpha1.HealthEnvironment) (ctrl.Result, error) {
 	// The evidence snapshots a fence took (evidence.go): woken by the same
 	// snapshot events, written with the same status write.
 	evidence, err := r.refreshEvidence(ctx, env)
@@ -372,12 +392,42 @@ func (r *RecoveryReconciler) take(ctx context.Context, env *v1alpha1.HealthEnvir
 	return p, nil
 }
 
+// keepData keeps the primary's volumes and snapshot contents (Retain) as
+// soon as they are bound, while the environment retains its data; with
+// dataDeletionPolicy Delete it gives them their policies back, unless
+// fenced (a fenced environment's data is never let go). Woken by the
+// claims' and snapshots' events.
+func (r *RecoveryReconciler) keepData(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
+	if !hasData(env) {
+		return nil
+	}
+	ns := build.SiteNamespace(env, v1alpha1.SitePrimary)
+	keep := env.Spec.DataDeletionPolicy != v1alpha1.DataDelete || env.Spec.Isolation.Mode == v1alpha1.IsolationFenced
+	if !keep {
+		nsObj := &corev1.Namespace{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		keep = nsObj.Labels[v1alpha1.LabelFenced] == "true"
+	}
+	return r.keeper.syncData(ctx, r.Client, r.APIReader, env.Name, ns, keep)
+}
+
 // retire deletes a point's snapshots, each on the precondition of its UID
-// on record.
+// on record, each content given back its policy first (Retain while the
+// point was kept), so that its bytes go with it.
 func (r *RecoveryReconciler) retire(ctx context.Context, ns string, p v1alpha1.RecoveryPoint) error {
 	for _, s := range p.Snapshots {
 		uid := types.UID(s.UID)
 		vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: s.Name}}
+		if err := r.Client.Get(ctx, client.ObjectKeyFromObject(vs), vs); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("reading VolumeSnapshot %s of recovery point %s: %w", klog.KObj(vs), p.Name, err)
+		}
+		if vs.UID == uid && vs.Status != nil && vs.Status.BoundVolumeSnapshotContentName != nil {
+			if err := r.keeper.content(ctx, r.Client, r.APIReader, "", ns, *vs.Status.BoundVolumeSnapshotContentName, false); err != nil {
+				return err
+			}
+		}
 		if err := r.Client.Delete(ctx, vs, client.Preconditions{UID: &uid}); err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
 			return fmt.Errorf("deleting VolumeSnapshot %s of recovery point %s: %w", klog.KObj(vs), p.Name, err)
 		}

@@ -3,7 +3,9 @@ package controllers
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"sync"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -20,6 +22,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/retention"
 )
 
 // dataFinalizer holds the deletion of an environment whose data is to be
@@ -36,29 +39,11 @@ const (
 	RetainedQuotaName  = "careplane-retained"
 )
 
-// retainsData says deleting env keeps its data: dataDeletionPolicy is not
-// Delete, and the environment has, or had, data: volumes, recovery points or
-// evidence snapshots. (A tenant's claims in an environment without any of
-// those are not careplane's to keep.)
-func retainsData(env *v1alpha1.HealthEnvironment) bool {
-	if env.Spec.DataDeletionPolicy == v1alpha1.DataDelete {
-		return false
-	}
-	if env.Spec.Recovery != nil || len(env.Status.EvidenceSnapshots) > 0 {
-		return true
-	}
-	for _, svc := range env.Spec.Services {
-		if svc.Stateful() {
-			return true
-		}
-	}
-	return false
-}
-
-// ensureDataFinalizer adds or removes the data finalizer as retainsData
-// says.
+// ensureDataFinalizer adds or removes the data finalizer as hasData says:
+// whatever dataDeletionPolicy says, careplane has data to keep or to let go
+// (retainData) before the environment goes.
 func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
-	want := retainsData(env)
+	want := hasData(env)
 	if controllerutil.ContainsFinalizer(env, dataFinalizer) == want {
 		return nil
 	}
@@ -75,18 +60,28 @@ func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, e
 }
 
 // retainData keeps the data of an environment being deleted (not fenced:
-// a fenced one keeps everything, finalizer and all): when the primary
-// namespace holds claims or snapshots and dataDeletionPolicy is Retain, it
-// closes the namespace (a deny-all policy and a pods: 0 quota of its own,
-// without an owner), takes the environment's owner reference off it, so
-// that the garbage collector leaves it and what is in it, and labels it
-// careplane.io/retained=true. Then it lets the environment go.
+// a fenced one keeps everything, finalizer and all). With dataDeletionPolicy
+// Retain, the volumes and snapshot contents of the primary namespace are
+// Retain (they are from the start: dataKeeper; this makes sure), so that
+// whatever deletes the namespace deletes no bytes; and when the namespace
+// holds claims or snapshots it closes it (a deny-all policy and a pods: 0
+// quota of its own, without an owner), takes the environment's owner
+// reference off it, so that the garbage collector leaves it and what is in
+// it, and labels it careplane.io/retained=true. (A foreground delete has
+// the garbage collector delete the namespace while the finalizer holds the
+// environment: then only the volumes and contents stay.) With Delete, they
+// get their policies back, to go with their claims and snapshots. Then it
+// lets the environment go.
 func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) error {
 	env := s.env
 	if !controllerutil.ContainsFinalizer(env, dataFinalizer) {
 		return nil
 	}
-	if env.Spec.DataDeletionPolicy != v1alpha1.DataDelete {
+	keep := env.Spec.DataDeletionPolicy != v1alpha1.DataDelete
+	if err := r.keeper.syncData(ctx, r.Client, r.APIReader, env.Name, s.names.Primary, keep); err != nil {
+		return err
+	}
+	if keep {
 		if err := r.retainNamespace(ctx, env, s.names.Primary); err != nil {
 			return err
 		}
@@ -159,4 +154,132 @@ func (r *HealthEnvironmentReconciler) dataIn(ctx context.Context, ns string) (in
 		n += len(list.Items)
 	}
 	return n, nil
+}
+
+// +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;patch
+// +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;patch
+
+// hasData says env has, or had, data careplane keeps or lets go as
+// dataDeletionPolicy says: volumes, recovery points or evidence snapshots.
+func hasData(env *v1alpha1.HealthEnvironment) bool {
+	if env.Spec.Recovery != nil || len(env.Status.EvidenceSnapshots) > 0 {
+		return true
+	}
+	for _, svc := range env.Spec.Services {
+		if svc.Stateful() {
+			return true
+		}
+	}
+	return false
+}
+
+// dataKeeper sets the reclaim and deletion policies of an environment's
+// primary data as package retention says: the PersistentVolumes of the
+// claims and the VolumeSnapshotContents of the snapshots in its primary
+// namespace (careplane's, as cached). done remembers what was set, by
+// object, so that a steady environment costs no reads.
+type dataKeeper struct {
+	done sync.Map // "pv/<name>", "vsc/<name>" -> "keep <env>" or "release"
+}
+
+// syncData keeps (keep) or releases the data of env in namespace ns.
+func (k *dataKeeper) syncData(ctx context.Context, c client.Client, reader client.Reader, env, ns string, keep bool) error {
+	var claims corev1.PersistentVolumeClaimList
+	if err := c.List(ctx, &claims, client.InNamespace(ns)); err != nil {
+		return fmt.Errorf("listing the claims of %s: %w", ns, err)
+	}
+	var errs []error
+	for _, pvc := range claims.Items {
+		if pvc.Spec.VolumeName != "" {
+			errs = append(errs, k.volume(ctx, c, reader, env, ns, pvc.Spec.VolumeName, keep))
+		}
+	}
+	var snaps snapshotv1.VolumeSnapshotList
+	if err := c.List(ctx, &snaps, client.InNamespace(ns)); err != nil && !meta.IsNoMatchError(err) {
+		return errors.Join(append(errs, fmt.Errorf("listing the snapshots of %s: %w", ns, err))...)
+	}
+	for _, vs := range snaps.Items {
+		if vs.Status != nil && vs.Status.BoundVolumeSnapshotContentName != nil {
+			errs = append(errs, k.content(ctx, c, reader, env, ns, *vs.Status.BoundVolumeSnapshotContentName, keep))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func want(env string, keep bool) string {
+	if keep {
+		return "keep " + env
+	}
+	return "release"
+}
+
+func change(env string, o retention.Object, keep bool) (retention.Change, bool) {
+	if keep {
+		return retention.Keep(env, o)
+	}
+	return retention.Release(o)
+}
+
+// volume keeps or releases PersistentVolume name, bound to a claim of ns.
+func (k *dataKeeper) volume(ctx context.Context, c client.Client, reader client.Reader, env, ns, name string, keep bool) error {
+	key, w := "pv/"+name, want(env, keep)
+	if v, ok := k.done.Load(key); ok && v == w {
+		return nil
+	}
+	pv := &corev1.PersistentVolume{}
+	if err := reader.Get(ctx, client.ObjectKey{Name: name}, pv); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading PersistentVolume %s: %w", name, err)
+	}
+	if ref := pv.Spec.ClaimRef; ref == nil || ref.Namespace != ns {
+		return nil // not bound to a claim of ns (yet, or any more)
+	}
+	o := retention.Object{Labels: pv.Labels, Annotations: pv.Annotations, Policy: string(pv.Spec.PersistentVolumeReclaimPolicy)}
+	if ch, ok := change(env, o, keep); ok {
+		// No resourceVersion precondition: the storage's controllers update
+		// volumes and contents all the time, and only careplane and a
+		// responder change what this writes.
+		patch, err := ch.MergePatch("persistentVolumeReclaimPolicy", "")
+		if err != nil {
+			return err
+		}
+		if err := c.Patch(ctx, pv, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+			return client.IgnoreNotFound(fmt.Errorf("setting the reclaim policy of PersistentVolume %s (claim %s/%s) to %s: %w", name, ns, pv.Spec.ClaimRef.Name, ch.Policy, err))
+		}
+		log.FromContext(ctx).V(1).Info("Set the reclaim policy of a volume", "volume", name, "claim", pv.Spec.ClaimRef.Name, "policy", ch.Policy)
+	}
+	k.done.Store(key, w)
+	return nil
+}
+
+// content keeps or releases VolumeSnapshotContent name, bound to a
+// snapshot of ns.
+func (k *dataKeeper) content(ctx context.Context, c client.Client, reader client.Reader, env, ns, name string, keep bool) error {
+	key, w := "vsc/"+name, want(env, keep)
+	if v, ok := k.done.Load(key); ok && v == w {
+		return nil
+	}
+	vsc := &snapshotv1.VolumeSnapshotContent{}
+	if err := reader.Get(ctx, client.ObjectKey{Name: name}, vsc); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading VolumeSnapshotContent %s: %w", name, err)
+	}
+	if vsc.Spec.VolumeSnapshotRef.Namespace != ns {
+		return nil
+	}
+	o := retention.Object{Labels: vsc.Labels, Annotations: vsc.Annotations, Policy: string(vsc.Spec.DeletionPolicy)}
+	if ch, ok := change(env, o, keep); ok {
+		patch, err := ch.MergePatch("deletionPolicy", "")
+		if err != nil {
+			return err
+		}
+		if err := c.Patch(ctx, vsc, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+			return client.IgnoreNotFound(fmt.Errorf("setting the deletion policy of VolumeSnapshotContent %s (snapshot %s/%s) to %s: %w", name, ns, vsc.Spec.VolumeSnapshotRef.Name, ch.Policy, err))
+		}
+		log.FromContext(ctx).V(1).Info("Set the deletion policy of a snapshot's content", "content", name, "snapshot", vsc.Spec.VolumeSnapshotRef.Name, "policy", ch.Policy)
+	}
+	k.done.Store(key, w)
+	return nil
 }

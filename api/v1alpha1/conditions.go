@@ -161,6 +161,17 @@ const (
 	// LabelRetained is "true" on the primary namespace of a deleted
 	// environment whose data careplane kept (dataDeletionPolicy Retain).
 	LabelRetained = "careplane.io/retained"
+	// LabelDataOf on a PersistentVolume or VolumeSnapshotContent names the
+	// environment whose primary data it holds, and says careplane set its
+	// reclaim (deletion) policy to Retain: deleting the environment, its
+	// namespace or a claim or snapshot in it leaves the bytes, whatever
+	// deletes them, until a responder purges them (package retention).
+	LabelDataOf = "careplane.io/data-of"
+	// AnnotationPolicyBefore on such a PersistentVolume or
+	// VolumeSnapshotContent is its policy before careplane set Retain (the
+	// class's), restored when the environment's dataDeletionPolicy is
+	// Delete and when a recovery point is retired.
+	AnnotationPolicyBefore = "careplane.io/policy-before"
 	// LabelFenced is set to "true" on the namespaces of a fenced site. The
 	// freeze admission policy selects namespaces by it: while it is there,
 	// only careplane, incident responders and the control plane may write

@@ -25,6 +25,8 @@ var guardrailObjects = []guardrailObject{
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-namespace-guard", Policy: "retained-namespace-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "retained-data-guard", Params: true},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-volume-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-volume-guard", Policy: "retained-volume-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "status-guard", Params: false},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "manager-bounds", Policy: "", Params: false},
@@ -35,6 +37,7 @@ var guardrailObjects = []guardrailObject{
 var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"limitranges", "persistentvolumeclaims", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "patch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 	{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingadmissionpolicybindings"}, Verbs: []string{"list"}},
@@ -52,7 +55,7 @@ var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"policy.networking.k8s.io"}, Resources: []string{"adminnetworkpolicies", "clusternetworkpolicies"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"rbac.authorization.k8s.io"}, Resources: []string{"rolebindings", "roles"}, Verbs: []string{"delete", "list"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotclasses"}, Verbs: []string{"get"}},
-	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents"}, Verbs: []string{"create", "delete", "get"}},
+	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshotcontents"}, Verbs: []string{"create", "delete", "get", "patch"}},
 	{APIGroups: []string{"snapshot.storage.k8s.io"}, Resources: []string{"volumesnapshots"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"storage.k8s.io"}, Resources: []string{"storageclasses"}, Verbs: []string{"get"}},
 }

@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -136,6 +137,57 @@ func TestGuardrailManagerBounds(t *testing.T) {
 		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"CREATE persistentvolumeclaims", "only to restore a recovery point")
 		err = manager.client.Create(ctx, claim(nil), client.DryRunAll)
 		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"CREATE persistentvolumeclaims", "only to restore a recovery point")
+	})
+
+	// The volumes of the primary's claims: only their reclaim policy, only
+	// of a volume bound to a claim of <environment>-primary.
+	volume := func(claimNS string, kept bool) *corev1.PersistentVolume {
+		pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "guard-pv-" + rand.String(5)},
+			Spec: corev1.PersistentVolumeSpec{
+				Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+				AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+				ClaimRef:                      &corev1.ObjectReference{Namespace: claimNS, Name: "records-document-store-0"},
+				PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
+					Driver: "csi.careplane.io", VolumeHandle: "guard-" + rand.String(5)}},
+			}}
+		if kept {
+			pv.Labels = map[string]string{v1alpha1.LabelDataOf: envName}
+			pv.Annotations = map[string]string{v1alpha1.AnnotationPolicyBefore: "Delete"}
+			pv.Spec.PersistentVolumeReclaimPolicy = corev1.PersistentVolumeReclaimRetain
+		}
+		if err := k8sClient.Create(ctx, pv); err != nil {
+			t.Fatal(err)
+		}
+		// A responder's: careplane-retained-volume-guard keeps a kept one.
+		t.Cleanup(func() { _ = s.responder.client.Delete(context.Background(), pv) })
+		return pv
+	}
+	keep := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":"`+envName+
+		`"},"annotations":{"`+v1alpha1.AnnotationPolicyBefore+`":"Delete"}},"spec":{"persistentVolumeReclaimPolicy":"Retain"}}`))
+	t.Run("nor keep, rebind, let go or delete a volume not of its primary's claims", func(t *testing.T) {
+		foreign := volume("kube-system", false)
+		err := manager.client.Patch(ctx, foreign, keep, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "changes only the reclaim policy")
+		own := volume(envName+"-primary", false)
+		rebind := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":"`+envName+
+			`"}},"spec":{"persistentVolumeReclaimPolicy":"Retain","claimRef":{"namespace":"`+envName+`-primary","name":"other-0","uid":null,"resourceVersion":null}}}`))
+		err = manager.client.Patch(ctx, own, rebind, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "never rebinds")
+		// RBAC: the manager has no delete on volumes at all.
+		if err := manager.client.Delete(ctx, own, client.DryRunAll); !apierrors.IsForbidden(err) {
+			t.Errorf("the manager deletes a volume of its primary: %v, want it forbidden", err)
+		}
+		guardAllowed(t, manager.client.Patch(ctx, own, keep, client.DryRunAll), "keeping the volume of a claim of its primary (Retain)")
+
+		// Kept: Delete only with the label off, back to the recorded policy.
+		kept := volume(envName+"-primary", true)
+		toDelete := client.RawPatch(types.MergePatchType, []byte(`{"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`))
+		err = manager.client.Patch(ctx, kept, toDelete, client.DryRunAll)
+		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE persistentvolumes", "changes only the reclaim policy")
+		release := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelDataOf+`":null},"annotations":{"`+
+			v1alpha1.AnnotationPolicyBefore+`":null}},"spec":{"persistentVolumeReclaimPolicy":"Delete"}}`))
+		guardAllowed(t, manager.client.Patch(ctx, kept, release, client.DryRunAll), "giving a kept volume back its recorded policy")
 	})
 
 	// What the manager does write, in the shapes it writes them.

@@ -1,0 +1,91 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+)
+
+// TestKeepsThePrimarysVolumesFromTheStart: the volume bound to a claim of
+// the primary namespace is made Retain as soon as it is bound (not only
+// when the environment is deleted: a foreground delete has the garbage
+// collector delete the namespace first), labelled as the environment's data
+// with the policy it had recorded; dataDeletionPolicy Delete gives it that
+// policy back.
+func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
+	ctx := context.Background()
+	name := "keep-volumes"
+	ns := name + "-primary"
+	env := careRecordsEnv(name)
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	pv := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "pv-" + name},
+		Spec: corev1.PersistentVolumeSpec{
+			Capacity:                      corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+			AccessModes:                   []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+			PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimDelete,
+			ClaimRef:                      &corev1.ObjectReference{Namespace: ns, Name: "records-document-store-0"},
+			PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{
+				Driver: "csi.careplane.io", VolumeHandle: "vol-" + name}},
+		}}
+	// A volume of another namespace, bound to a claim of the same name: not
+	// the environment's.
+	other := pv.DeepCopy()
+	other.Name, other.Spec.ClaimRef = "pv-elsewhere", &corev1.ObjectReference{Namespace: "elsewhere", Name: "records-document-store-0"}
+	for _, o := range []client.Object{pv, other} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pvc := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "records-document-store-0",
+		Labels: map[string]string{v1alpha1.LabelEnvironment: name}},
+		Spec: corev1.PersistentVolumeClaimSpec{AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, VolumeName: pv.Name,
+			StorageClassName: ptr.To(""),
+			Resources:        corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	eventually(t, 20*time.Second, "creating the claim", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Create(ctx, pvc)
+		return err == nil, fmt.Sprint(err), nil // the namespace may not exist yet
+	})
+
+	policyOf := func(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
+		live := &corev1.PersistentVolume{}
+		return live, k8sClient.Get(ctx, client.ObjectKey{Name: name}, live)
+	}
+	eventually(t, 20*time.Second, "the volume kept", func(ctx context.Context) (bool, string, error) {
+		live, err := policyOf(ctx, pv.Name)
+		if err != nil {
+			return false, "", err
+		}
+		return live.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimRetain &&
+				live.Labels[v1alpha1.LabelDataOf] == name && live.Annotations[v1alpha1.AnnotationPolicyBefore] == "Delete",
+			fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
+	})
+	if live, err := policyOf(ctx, other.Name); err != nil || live.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete || len(live.Labels) != 0 {
+		t.Errorf("the volume of another namespace: %v %+v, want it untouched", err, live)
+	}
+
+	if err := k8sClient.Patch(ctx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
+		client.RawPatch(types.MergePatchType, []byte(`{"spec":{"dataDeletionPolicy":"Delete"}}`))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "the volume given back its policy (dataDeletionPolicy Delete)", func(ctx context.Context) (bool, string, error) {
+		live, err := policyOf(ctx, pv.Name)
+		if err != nil {
+			return false, "", err
+		}
+		return live.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimDelete && live.Labels[v1alpha1.LabelDataOf] == "" &&
+				live.Annotations[v1alpha1.AnnotationPolicyBefore] == "",
+			fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
+	})
+}
