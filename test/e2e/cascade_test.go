@@ -126,21 +126,7 @@ func TestForegroundDeleteKeepsTheBytes(t *testing.T) {
 
 	// A responder's purge removes the bytes.
 	plugin.asResponder(t, "purge-evidence", name, "--yes")
-	eventually(t, 90*time.Second, "the retained volume and snapshot purged, bytes and all", func(ctx context.Context) (bool, string, error) {
-		var left []string
-		if err := k8sClient.Get(ctx, clientKey(pv), &corev1.PersistentVolume{}); !apierrors.IsNotFound(err) {
-			left = append(left, fmt.Sprintf("PV %s: %v", pv.Name, err))
-		}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: content}, contentObject()); !apierrors.IsNotFound(err) {
-			left = append(left, fmt.Sprintf("content %s: %v", content, err))
-		}
-		for _, d := range []string{dir, pointCopy} {
-			if _, err := os.Stat(d); !os.IsNotExist(err) {
-				left = append(left, d+" still there")
-			}
-		}
-		return len(left) == 0, strings.Join(left, "; "), nil
-	})
+	waitPurged(t, "the retained volume and snapshot purged, bytes and all", pv, content, dir, pointCopy)
 }
 
 // TestNamespaceDeletedUnderneathKeepsTheBytes: a pruning GitOps controller
@@ -197,21 +183,7 @@ func TestNamespaceDeletedUnderneathKeepsTheBytes(t *testing.T) {
 	out := plugin.asResponder(t, "purge-evidence", name, "--dry-run")
 	mustContain(t, "purge-evidence --dry-run", out, "persistentvolume/"+pv.Name, "volumesnapshotcontent/"+content, "retained")
 	plugin.asResponder(t, "purge-evidence", name, "--yes")
-	eventually(t, 90*time.Second, "the kept volume and content purged, bytes and all", func(ctx context.Context) (bool, string, error) {
-		var left []string
-		if err := k8sClient.Get(ctx, clientKey(pv), &corev1.PersistentVolume{}); !apierrors.IsNotFound(err) {
-			left = append(left, fmt.Sprintf("PV %s: %v", pv.Name, err))
-		}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: content}, contentObject()); !apierrors.IsNotFound(err) {
-			left = append(left, fmt.Sprintf("content %s: %v", content, err))
-		}
-		for _, d := range []string{dir, pointCopy} {
-			if _, err := os.Stat(d); !os.IsNotExist(err) {
-				left = append(left, d+" still there")
-			}
-		}
-		return len(left) == 0, strings.Join(left, "; "), nil
-	})
+	waitPurged(t, "the kept volume and content purged, bytes and all", pv, content, dir, pointCopy)
 }
 
 // contentOf names the VolumeSnapshotContent bound to a VolumeSnapshot.
@@ -229,4 +201,25 @@ func contentObject() *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(volumeSnapshotContentGVK)
 	return u
+}
+
+// waitPurged waits until the volume pv, the snapshot content and the
+// directories holding their bytes are gone.
+func waitPurged(t *testing.T, what string, pv *corev1.PersistentVolume, content string, dirs ...string) {
+	t.Helper()
+	eventually(t, 90*time.Second, what, func(ctx context.Context) (bool, string, error) {
+		var left []string
+		if err := k8sClient.Get(ctx, clientKey(pv), &corev1.PersistentVolume{}); !apierrors.IsNotFound(err) {
+			left = append(left, fmt.Sprintf("PV %s: %v", pv.Name, err))
+		}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: content}, contentObject()); !apierrors.IsNotFound(err) {
+			left = append(left, fmt.Sprintf("content %s: %v", content, err))
+		}
+		for _, d := range dirs {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				left = append(left, d+" still there")
+			}
+		}
+		return len(left) == 0, strings.Join(left, "; "), nil
+	})
 }
