@@ -76,6 +76,16 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		return ctrl.Result{}, nil
 	}
 	res, err := r.reconcile(ctx, env)
+	if err != nil && onlyConflicts(err) {
+		// The environment reconciler writes the status too: look again on
+		// fresh state, soon, as it does (Reconcile there), without growing
+		// the per-item backoff that would hold up the next point.
+		log.FromContext(ctx).V(1).Info("Status write conflicted; looking again", "after", statusConflictRetry)
+		err = nil
+		if res.RequeueAfter == 0 || res.RequeueAfter > statusConflictRetry {
+			res.RequeueAfter = statusConflictRetry
+		}
+	}
 	if kerr := r.keepData(ctx, env); kerr != nil {
 		// Not a reconcile error: its growing backoff would hold up the
 		// next point. Retried soon.
@@ -85,6 +95,24 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 		}
 	}
 	return res, err
+}
+
+// onlyConflicts says every error joined or wrapped in err is a conflict.
+func onlyConflicts(err error) bool {
+	switch e := err.(type) {
+	case interface{ Unwrap() []error }:
+		for _, c := range e.Unwrap() {
+			if !onlyConflicts(c) {
+				return false
+			}
+		}
+		return true
+	case apierrors.APIStatus:
+		return apierrors.IsConflict(err)
+	case interface{ Unwrap() error }:
+		return e.Unwrap() != nil && onlyConflicts(e.Unwrap())
+	}
+	return false
 }
 
 // keepRetry is how soon keepData is retried after a failure.

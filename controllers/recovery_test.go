@@ -2,19 +2,26 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 )
@@ -116,6 +123,67 @@ func TestRecoveryPointsCheckTheClassThenSnapshotEveryClaim(t *testing.T) {
 		}
 		if len(vs.OwnerReferences) != 0 {
 			t.Errorf("snapshot %s has owners %v: deleting the environment would delete it", s.Name, vs.OwnerReferences)
+		}
+	}
+}
+
+// TestARecoveryStatusConflictIsRetriedSoon: the recovery point controller
+// shares the status with the environment reconciler, so its writes meet a
+// newer resourceVersion often; like the reconciler's, such a write is
+// looked at again shortly and not returned as an error, whose growing
+// per-item backoff would hold up the next point (and log each as a
+// reconciler error).
+func TestARecoveryStatusConflictIsRetriedSoon(t *testing.T) {
+	ctx := context.Background()
+	env := careRecordsEnv("recovery-conflict")
+	env.Spec.Recovery = &v1alpha1.Recovery{VolumeSnapshotClassName: "no-such-class"}
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), env) })
+	cw, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conflicts atomic.Int32
+	c := interceptor.NewClient(cw, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			if sub == "status" && o.GetName() == env.Name {
+				conflicts.Add(1)
+				return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource(), o.GetName(),
+					errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+			}
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+	})
+	r := &RecoveryReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{}, Served: true}
+	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(env)})
+	if conflicts.Load() == 0 {
+		t.Fatal("the reconcile wrote no status: the test proves nothing")
+	}
+	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > time.Second {
+		t.Errorf("Reconcile after a status conflict = %+v, %v; want no error and a requeue within 1s", res, err)
+	}
+}
+
+func TestOnlyConflicts(t *testing.T) {
+	gr := v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource()
+	conflict := apierrors.NewConflict(gr, "x", errors.New("modified"))
+	other := apierrors.NewForbidden(gr, "x", errors.New("no"))
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"a conflict", conflict, true},
+		{"a wrapped conflict", fmt.Errorf("updating: %w", conflict), true},
+		{"conflicts joined", errors.Join(conflict, fmt.Errorf("deleting: %w", conflict)), true},
+		{"a conflict joined with another error", errors.Join(conflict, other), false},
+		{"that, wrapped", fmt.Errorf("reconciling: %w", errors.Join(conflict, errors.New("listing failed"))), false},
+		{"another error", other, false},
+	} {
+		if got := onlyConflicts(tc.err); got != tc.want {
+			t.Errorf("%s: onlyConflicts(%v) = %v, want %v", tc.name, tc.err, got, tc.want)
 		}
 	}
 }
