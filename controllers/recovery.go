@@ -99,7 +99,7 @@ func (r *RecoveryReconciler) Reconcile(ctx context.Context, req ctrl.Request) (c
 
 // onlyConflicts says every error joined or wrapped in err is a conflict.
 func onlyConflicts(err error) bool {
-	switch e := err.(type) {
+	switch e := err.(type) { //nolint:errorlint // walking the tree link by link
 	case interface{ Unwrap() []error }:
 		for _, c := range e.Unwrap() {
 			if !onlyConflicts(c) {
