@@ -158,7 +158,9 @@ func (f *FleetFence) observing() predicate.Predicate {
 // A fence a FenceRequest asks for (heldBy) waits only while its request
 // closes the windows, whatever else arrives: its spec does not say Fenced
 // yet, so the isolation guard does not keep it from being deleted, and only
-// the fence's finalizer, written with its first steps, does.
+// the fence's finalizer, written with its first steps, does. Nor does it
+// wait once handed over to its spec: the hand-over's spec writes make a
+// fleet fence of their own.
 func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alpha1.HealthEnvironment, heldBy *v1alpha1.FenceRequest, now time.Time) time.Duration {
 	ff := r.FleetFence
 	if ff == nil || !env.DeletionTimestamp.IsZero() {
@@ -173,6 +175,14 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 		source = fence.RequestSource(heldBy.Name)
 	case env.Spec.Isolation.Mode != v1alpha1.IsolationFenced || !ff.UnderWay(now):
 		return 0
+	default:
+		if rec := cachedRecord(ctx, r.Client, env); rec.Request() != "" || rec.HandedOverFrom != "" {
+			// A request closed this window in its fleet-wide sweeps: the
+			// deny policies went first already, and the spec writes that
+			// hand its fences over (a fleet of them, arriving as one) are
+			// no fence arriving.
+			return 0
+		}
 	}
 	w := r.writer()
 	closed, err := w.windowClosed(ctx, env)

@@ -120,6 +120,22 @@ func TestDelayFence(t *testing.T) {
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				return deny(e, now.Add(-time.Second))
 			}, arriving(), false, written},
+		{"handed over from a request, during the fleet fence the hand-over makes", fenced("handed-over"),
+			func(e *v1alpha1.HealthEnvironment) []client.Object {
+				objs := deny(e, now.Add(-time.Second))
+				ns := objs[0].(*corev1.Namespace)
+				rec := fence.Record{ID: fence.NewID(now.Add(-time.Second)), Source: fence.RequestSource("fleet")}.Over(fence.SourceSpec, now)
+				ns.Labels, ns.Annotations = rec.Labels(), rec.Annotations()
+				return objs
+			}, arriving(), false, nil},
+		{"a request's, its hand-over written before the reconciler recorded it", fenced("handing-over"),
+			func(e *v1alpha1.HealthEnvironment) []client.Object {
+				objs := deny(e, now.Add(-time.Second))
+				ns := objs[0].(*corev1.Namespace)
+				rec := fence.Record{ID: fence.NewID(now.Add(-time.Second)), Source: fence.RequestSource("fleet")}
+				ns.Labels, ns.Annotations = rec.Labels(), rec.Annotations()
+				return objs
+			}, arriving(), false, nil},
 		{"request writing for longer than MaxHold", fenced("request-slow"),
 			func(e *v1alpha1.HealthEnvironment) []client.Object {
 				return deny(e, now.Add(-12*time.Second))
