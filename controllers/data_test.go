@@ -92,10 +92,12 @@ func TestServiceWithVolumesRunsAsStatefulSet(t *testing.T) {
 		c.Env[i].ValueFrom == nil || c.Env[i].ValueFrom.SecretKeyRef.Name != "document-store.db-password" {
 		t.Errorf("records-api env = %+v, want STORE_PASSWORD from document-store.db-password", c.Env)
 	}
+	// Written beside the Deployment, not before it.
 	svc := &corev1.Service{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-api"}, svc); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, 20*time.Second, "the records API's Service", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-api"}, svc)
+		return err == nil, "", client.IgnoreNotFound(err)
+	})
 	var ports []string
 	for _, p := range svc.Spec.Ports {
 		ports = append(ports, p.Name+":"+string(p.Protocol))

@@ -397,21 +397,7 @@ func TestAStatusConflictIsRetriedSoon(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), env) })
-	cw, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var conflicts atomic.Int32
-	c := interceptor.NewClient(cw, interceptor.Funcs{
-		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
-			if sub == "status" && o.GetName() == env.Name {
-				conflicts.Add(1)
-				return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource(), o.GetName(),
-					errors.New("the object has been modified; please apply your changes to the latest version and try again"))
-			}
-			return c.SubResource(sub).Patch(ctx, o, p, opts...)
-		},
-	})
+	c, conflicts := statusConflicting(t, env.Name)
 	r := &HealthEnvironmentReconciler{Client: c, APIReader: c, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{},
 		Applier: ssa.NewApplier(c), Secrets: RandomSecret, RESTMapper: k8sClient.RESTMapper()}
 	res, err := r.Reconcile(ctx, ctrl.Request{NamespacedName: client.ObjectKeyFromObject(env)})
@@ -421,4 +407,26 @@ func TestAStatusConflictIsRetriedSoon(t *testing.T) {
 	if err != nil || res.RequeueAfter <= 0 || res.RequeueAfter > time.Second {
 		t.Errorf("Reconcile after a status conflict = %+v, %v; want no error and a requeue within 1s", res, err)
 	}
+}
+
+// statusConflicting is a client of the test API server whose every
+// write of the status of HealthEnvironment name fails with a conflict, as
+// when the cache is behind a write; conflicts counts them.
+func statusConflicting(t *testing.T, name string) (client.WithWatch, *atomic.Int32) {
+	t.Helper()
+	cw, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conflicts := &atomic.Int32{}
+	return interceptor.NewClient(cw, interceptor.Funcs{
+		SubResourcePatch: func(ctx context.Context, c client.Client, sub string, o client.Object, p client.Patch, opts ...client.SubResourcePatchOption) error {
+			if sub == "status" && o.GetName() == name {
+				conflicts.Add(1)
+				return apierrors.NewConflict(v1alpha1.GroupVersion.WithResource("healthenvironments").GroupResource(), o.GetName(),
+					errors.New("the object has been modified; please apply your changes to the latest version and try again"))
+			}
+			return c.SubResource(sub).Patch(ctx, o, p, opts...)
+		},
+	}), conflicts
 }

@@ -47,7 +47,10 @@ func (f *frontMemory) remember(env *v1alpha1.HealthEnvironment, site v1alpha1.Si
 	if old, ok := f.m[env.Name]; ok && old.uid == env.UID && old.site == site {
 		return
 	}
-	f.m[env.Name] = frontState{uid: env.UID, site: site, since: since}
+	// To the microsecond, as status.failover.switchedAt holds it: a
+	// finer time read back as the status would differ from it on every
+	// reconcile, and rewrite it.
+	f.m[env.Name] = frontState{uid: env.UID, site: site, since: since.Truncate(time.Microsecond)}
 }
 
 func (f *frontMemory) recall(env *v1alpha1.HealthEnvironment) (frontState, bool) {

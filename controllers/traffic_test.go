@@ -93,6 +93,10 @@ func TestFrontMemoryMovesSinceOnlyOnASwitch(t *testing.T) {
 	if st, _ := f.recall(env); st.site != v1alpha1.SitePrimary || !st.since.Equal(t0.Add(2*time.Minute)) {
 		t.Errorf("after a failback: %+v; want primary since the failback", st)
 	}
+	f.remember(env, v1alpha1.SiteStandby, t0.Add(1234567*time.Nanosecond))
+	if st, _ := f.recall(env); !st.since.Equal(t0.Add(1234 * time.Microsecond)) {
+		t.Errorf("remembered since %s; want it to the microsecond, as the status holds it (else every reconcile rewrites the status)", st.since)
+	}
 	namesake := env.DeepCopy()
 	namesake.UID = "uid-2"
 	if _, ok := f.recall(namesake); ok {
