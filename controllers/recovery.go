@@ -452,7 +452,7 @@ func (r *RecoveryReconciler) retire(ctx context.Context, ns string, p v1alpha1.R
 			return fmt.Errorf("reading VolumeSnapshot %s of recovery point %s: %w", klog.KObj(vs), p.Name, err)
 		}
 		if vs.UID == uid && vs.Status != nil && vs.Status.BoundVolumeSnapshotContentName != nil {
-			if err := r.keeper.content(ctx, r.Client, r.APIReader, "", ns, *vs.Status.BoundVolumeSnapshotContentName, false); err != nil {
+			if err := r.keeper.retireContent(ctx, r.Client, r.APIReader, ns, *vs.Status.BoundVolumeSnapshotContentName); err != nil {
 				return err
 			}
 		}

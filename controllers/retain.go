@@ -179,8 +179,16 @@ func hasData(env *v1alpha1.HealthEnvironment) bool {
 // namespace (careplane's, as cached). done remembers what was set, by
 // object, so that a steady environment costs no reads.
 type dataKeeper struct {
-	done sync.Map // "pv/<name>", "vsc/<name>" -> "keep <env>" or "release"
+	done sync.Map // "pv/<name>", "vsc/<name>" -> "keep <env>", "release" or retired
 }
+
+// retired marks a content given back its policy because its recovery point
+// retired: it is never kept again, although its snapshot is still listed
+// for a while (by the cache at once after the delete, and by the API server
+// while the snapshot controller deletes the content). Kept again, the
+// content outlived its snapshot, Retain, and the retired point's bytes
+// stayed for good.
+const retired = "retired"
 
 // syncData keeps (keep) or releases the data of env in namespace ns.
 func (k *dataKeeper) syncData(ctx context.Context, c client.Client, reader client.Reader, env, ns string, keep bool) error {
@@ -257,7 +265,7 @@ func (k *dataKeeper) volume(ctx context.Context, c client.Client, reader client.
 // snapshot of ns.
 func (k *dataKeeper) content(ctx context.Context, c client.Client, reader client.Reader, env, ns, name string, keep bool) error {
 	key, w := "vsc/"+name, want(env, keep)
-	if v, ok := k.done.Load(key); ok && v == w {
+	if v, ok := k.done.Load(key); ok && (v == w || keep && v == retired) {
 		return nil
 	}
 	vsc := &snapshotv1.VolumeSnapshotContent{}
@@ -281,5 +289,15 @@ func (k *dataKeeper) content(ctx context.Context, c client.Client, reader client
 		log.FromContext(ctx).V(1).Info("Set the deletion policy of a snapshot's content", "content", name, "snapshot", vsc.Spec.VolumeSnapshotRef.Name, "policy", ch.Policy)
 	}
 	k.done.Store(key, w)
+	return nil
+}
+
+// retireContent gives content name, bound to a snapshot of ns whose
+// recovery point retires, its policy back, for good.
+func (k *dataKeeper) retireContent(ctx context.Context, c client.Client, reader client.Reader, ns, name string) error {
+	if err := k.content(ctx, c, reader, "", ns, name, false); err != nil {
+		return err
+	}
+	k.done.Store("vsc/"+name, retired)
 	return nil
 }

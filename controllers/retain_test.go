@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -88,4 +89,75 @@ func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
 				live.Annotations[v1alpha1.AnnotationPolicyBefore] == "",
 			fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
 	})
+}
+
+// TestARetiredPointsContentIsNotKeptAgain: a recovery point retired by
+// spec.recovery.keep gives its snapshot's content its policy back, so that
+// the bytes go with the snapshot; the same reconcile then keeps the data
+// of every snapshot still listed, the retiring one included (the cache is
+// behind the delete, and the API server lists it too while the snapshot
+// controller deletes its content). Kept again, the content outlived its
+// snapshot, Retain: every retired point's bytes stayed.
+func TestARetiredPointsContentIsNotKeptAgain(t *testing.T) {
+	ctx := context.Background()
+	name := "retired-point"
+	ns := name + "-primary"
+	if err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	// The snapshot controller's finalizer: the deleted snapshot stays
+	// listed until its content is dealt with.
+	const protection = "snapshot.storage.kubernetes.io/volumesnapshot-bound-protection"
+	vs := &snapshotv1.VolumeSnapshot{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "p-1-records-document-store-0", Finalizers: []string{protection}},
+		Spec: snapshotv1.VolumeSnapshotSpec{Source: snapshotv1.VolumeSnapshotSource{PersistentVolumeClaimName: ptr.To("records-document-store-0")},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots")}}
+	if err := k8sClient.Create(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	content := &snapshotv1.VolumeSnapshotContent{ObjectMeta: metav1.ObjectMeta{Name: "snapcontent-" + name},
+		Spec: snapshotv1.VolumeSnapshotContentSpec{DeletionPolicy: snapshotv1.VolumeSnapshotContentDelete, Driver: "csi.careplane.io",
+			Source:                  snapshotv1.VolumeSnapshotContentSource{VolumeHandle: ptr.To("vol-" + name)},
+			VolumeSnapshotClassName: ptr.To("sd-snapshots"),
+			VolumeSnapshotRef:       corev1.ObjectReference{Namespace: ns, Name: vs.Name, UID: vs.UID}}}
+	if err := k8sClient.Create(ctx, content); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = k8sClient.Delete(context.Background(), content)
+		_ = k8sClient.Patch(context.Background(), vs, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+	})
+	vs.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: ptr.To(content.Name), ReadyToUse: ptr.To(true)}
+	if err := k8sClient.Status().Update(ctx, vs); err != nil {
+		t.Fatal(err)
+	}
+	policy := func() snapshotv1.DeletionPolicy {
+		t.Helper()
+		live := &snapshotv1.VolumeSnapshotContent{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(content), live); err != nil {
+			t.Fatal(err)
+		}
+		return live.Spec.DeletionPolicy
+	}
+
+	r := &RecoveryReconciler{Client: k8sClient, APIReader: k8sClient}
+	if err := r.keeper.syncData(ctx, k8sClient, k8sClient, name, ns, true); err != nil {
+		t.Fatal(err)
+	}
+	if p := policy(); p != snapshotv1.VolumeSnapshotContentRetain {
+		t.Fatalf("the point's content is %s, want Retain while the point is kept: the test proves nothing", p)
+	}
+	if err := r.retire(ctx, ns, v1alpha1.RecoveryPoint{Name: "p-1", Snapshots: []v1alpha1.PointSnapshot{{Name: vs.Name, UID: string(vs.UID)}}}); err != nil {
+		t.Fatal(err)
+	}
+	if p := policy(); p != snapshotv1.VolumeSnapshotContentDelete {
+		t.Fatalf("the retired point's content is %s, want its policy back (Delete)", p)
+	}
+	// The same reconcile keeps the data after retiring, and the deleted
+	// snapshot is still listed.
+	if err := r.keeper.syncData(ctx, k8sClient, k8sClient, name, ns, true); err != nil {
+		t.Fatal(err)
+	}
+	if p := policy(); p != snapshotv1.VolumeSnapshotContentDelete {
+		t.Errorf("the retired point's content was kept again (%s): its bytes outlive its snapshot", p)
+	}
 }
