@@ -342,20 +342,18 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 	site, serving := s.activeSite()
 	siteNs := s.namespaceOf(site)
 	s.status.ActiveSite = ""
+	if serving {
+		s.status.ActiveSite = site
+	}
 	// Remembered before the writes: once one slice may have moved, traffic
 	// has switched, and the next decision holds it there (traffic.go).
 	since := s.now
 	if f := s.status.Failover; f != nil && f.SwitchedAt != nil {
 		since = f.SwitchedAt.Time
 	}
-	if serving {
-		r.front.remember(env, site, since)
-	} else {
-		r.front.remember(env, "", since)
-	}
+	r.front.remember(env, s.status.ActiveSite, since)
 	var pods corev1.PodList
 	if serving {
-		s.status.ActiveSite = site
 		if err := r.Client.List(ctx, &pods, client.InNamespace(siteNs), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}, readOnly); err != nil {
 			return fmt.Errorf("listing pods in %s: %w", siteNs, err)
 		}

@@ -37,7 +37,7 @@ func TestTrafficNowIsWhereTheFrontRoutes(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
 		slices    []client.Object
-		remember  v1alpha1.Site // "" with rememberSet false: nothing remembered
+		remember  v1alpha1.Site // where this process pointed the front, when remembers
 		remembers bool
 		otherUID  bool
 		want      v1alpha1.Site
