@@ -17,6 +17,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
@@ -382,6 +383,67 @@ func TestSteadyStateSendsNoWrites(t *testing.T) {
 	if n := writes.Load() - before; n != 0 {
 		t.Errorf("operator sent %d writes in a steady state, want 0", n)
 	}
+}
+
+// TestAStatusWriteSendsNoApply: the Deployment controller writes a
+// Deployment's status on every pod it starts or stops, and each write wakes
+// the reconcile. Keyed on the resourceVersion, every one of them had the
+// Deployment applied again, unchanged: in a fleet restore, most of the
+// apiserver's applies. A change to the spec is still put right.
+func TestAStatusWriteSendsNoApply(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("status-churn")
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), env) })
+	ns := "status-churn-primary"
+	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, 4)
+	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+	eventually(t, 10*time.Second, "revision", func(ctx context.Context) (bool, string, error) {
+		return getEnv(t, ctx, env.Name).Status.KnownGoodRevision != "", "", nil
+	})
+	time.Sleep(2 * time.Second)
+
+	var deps appsv1.DeploymentList
+	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: env.Name}); err != nil {
+		t.Fatal(err)
+	}
+	before, reconcilesBefore := writes.Load(), reconcileCount(t)
+	for round := range 3 {
+		for i := range deps.Items {
+			d := &deps.Items[i]
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+				t.Fatal(err)
+			}
+			d.Status.Conditions = []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue,
+				Reason: "NewReplicaSetAvailable", Message: fmt.Sprintf("round %d", round)}}
+			if err := k8sClient.Status().Update(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(resyncPeriod)
+	if n := reconcileCount(t) - reconcilesBefore; n < 3 {
+		t.Fatalf("only %d reconciles after the status writes; the test would prove nothing", n)
+	}
+	if n := writes.Load() - before; n != 0 {
+		t.Errorf("operator sent %d writes after status writes alone, want 0", n)
+	}
+
+	// The spec, changed by another writer, is put back.
+	d := &deps.Items[0]
+	if err := k8sClient.Patch(ctx, d, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":7}}`))); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "replicas put back", func(ctx context.Context) (bool, string, error) {
+		cur := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(d), cur); err != nil {
+			return false, "", err
+		}
+		return *cur.Spec.Replicas != 7, fmt.Sprintf("replicas %d", *cur.Spec.Replicas), nil
+	})
 }
 
 // TestAStatusConflictIsRetriedSoon: a status write that meets a newer

@@ -155,9 +155,10 @@ func trimMeta(obj any) (any, error) {
 // objects of type T.
 //
 // It drops the object's UID as well: careplane reads and deletes children
-// by name, and of a child only a ServiceAccount's UID is read (a revoked
+// by name. Of a child only a ServiceAccount's UID is read (a revoked
 // ServiceAccount is deleted on the precondition of its UID), so
-// trimServiceAccount keeps it.
+// trimServiceAccount keeps it, and the UID of the kinds ssa.Version reads
+// it of (trimmerKeepingUID).
 func trimmer[T any](trim func(T)) func(any) (any, error) {
 	return func(obj any) (any, error) {
 		if o, ok := obj.(T); ok {
@@ -165,6 +166,19 @@ func trimmer[T any](trim func(T)) func(any) (any, error) {
 		}
 		if o, ok := obj.(metav1.Object); ok {
 			o.SetUID("")
+		}
+		return trimMeta(obj)
+	}
+}
+
+// trimmerKeepingUID is trimmer for the kinds whose applies are skipped on
+// ssa.Version, which names the object by its UID: one deleted and created
+// again by someone else, with the same generation and labels, is applied
+// over.
+func trimmerKeepingUID[T any](trim func(T)) func(any) (any, error) {
+	return func(obj any) (any, error) {
+		if o, ok := obj.(T); ok {
+			trim(o)
 		}
 		return trimMeta(obj)
 	}
@@ -200,7 +214,7 @@ var (
 	trimLimitRange = trimmer(func(l *corev1.LimitRange) {
 		l.Spec = corev1.LimitRangeSpec{}
 	})
-	trimPodDisruptionBudget = trimmer(func(p *policyv1.PodDisruptionBudget) {
+	trimPodDisruptionBudget = trimmerKeepingUID(func(p *policyv1.PodDisruptionBudget) {
 		p.Spec, p.Status = policyv1.PodDisruptionBudgetSpec{}, policyv1.PodDisruptionBudgetStatus{}
 	})
 	trimEndpointSlice = trimmer(func(e *discoveryv1.EndpointSlice) {
@@ -239,7 +253,7 @@ var (
 	// Deployment controller's revision), replicas, the template's
 	// annotations, the status counts and the conditions that say a rollout
 	// is stuck.
-	trimDeployment = trimmer(func(d *appsv1.Deployment) {
+	trimDeployment = trimmerKeepingUID(func(d *appsv1.Deployment) {
 		d.Annotations = nil
 		var template map[string]string
 		if a := d.Spec.Template.Annotations; a != nil {
@@ -263,7 +277,7 @@ var (
 // credentials revision and growing volumes read: metadata but the
 // annotations, replicas, the template's annotations, the claim templates'
 // names and storage requests, and the status counts.
-var trimStatefulSet = trimmer(func(ss *appsv1.StatefulSet) {
+var trimStatefulSet = trimmerKeepingUID(func(ss *appsv1.StatefulSet) {
 	ss.Annotations = nil
 	var template map[string]string
 	if a := ss.Spec.Template.Annotations; a != nil {

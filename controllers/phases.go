@@ -435,13 +435,13 @@ func (r *HealthEnvironmentReconciler) apply(ctx context.Context, desired ssa.Obj
 		key.Namespace = *desired.GetNamespace()
 	}
 	current = cachedAs(current)
-	rv := ""
+	version := ""
 	if err := r.Client.Get(ctx, key, current, readOnly); err == nil {
-		rv = current.GetResourceVersion()
+		version = ssa.Version(desired, current)
 	} else if !apierrors.IsNotFound(err) {
 		return fmt.Errorf("reading %T %s: %w", current, key, err)
 	}
-	_, err := r.Applier.Apply(ctx, desired, rv)
+	_, err := r.Applier.Apply(ctx, desired, version)
 	return err
 }
 

@@ -6,11 +6,12 @@
 // of PATCHes. Applier remembers, per object, a hash of the last desired state
 // it applied and the resourceVersion the server answered with. When the
 // desired state hashes the same and the object (as the informer cache sees
-// it) still has that resourceVersion, nobody has changed it since, so the
-// apply is skipped. Any change by anyone — a drifted field, a status update —
-// moves the resourceVersion and the next reconcile applies again. This is the
-// approach of Cluster API's internal/util/ssa cache, reduced to what careplane
-// needs.
+// it) still has that version, nobody has changed it since, so the apply is
+// skipped. Any change by anyone to what careplane writes — a drifted field, a
+// label — moves the version and the next reconcile applies again. The version
+// is the resourceVersion, except for the kinds whose status their controllers
+// write on every pod they start (see Version). This is the approach of
+// Cluster API's internal/util/ssa cache, reduced to what careplane needs.
 package ssa
 
 import (
@@ -20,6 +21,7 @@ import (
 	"fmt"
 	"sync"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -47,8 +49,8 @@ type Object interface {
 type digest [16]byte
 
 type entry struct {
-	desired         digest
-	resourceVersion string
+	desired digest
+	version string
 }
 
 // Applier applies objects and remembers what it applied. It is safe for
@@ -71,10 +73,11 @@ func NewApplier(c client.Client) *Applier {
 
 // Apply writes desired with server-side apply (forcing ownership of the
 // fields it sets) unless the last apply of an identical desired state
-// produced currentResourceVersion, the version the caller's cache holds now
-// ("" when the object does not exist). It reports whether it sent a request.
-// On success desired holds the server's answer.
-func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVersion string) (bool, error) {
+// produced currentVersion, the Version of the object the caller's cache
+// holds now ("" when the object does not exist, or to apply regardless). It
+// reports whether it sent a request. On success desired holds the server's
+// answer.
+func (a *Applier) Apply(ctx context.Context, desired Object, currentVersion string) (bool, error) {
 	// Encoded straight into the hash: most applies are skipped, and the
 	// encoding would be garbage at once.
 	hash := sha256.New()
@@ -88,7 +91,7 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 	a.mu.Lock()
 	last, ok := a.seen[group][k]
 	a.mu.Unlock()
-	if ok && currentResourceVersion != "" && last.desired == h && last.resourceVersion == currentResourceVersion {
+	if ok && currentVersion != "" && last.desired == h && last.version == currentVersion {
 		return false, nil
 	}
 
@@ -96,7 +99,7 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 		a.Forget(desired)
 		return true, fmt.Errorf("applying %s: %w", describe(desired), err)
 	}
-	rv, err := resourceVersion(desired)
+	v, err := answerVersion(desired)
 	if err != nil {
 		return true, fmt.Errorf("reading the answer to applying %s: %w", describe(desired), err)
 	}
@@ -106,7 +109,7 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentResourceVers
 		m = map[digest]entry{}
 		a.seen[group] = m
 	}
-	m[k] = entry{desired: h, resourceVersion: rv}
+	m[k] = entry{desired: h, version: v}
 	a.mu.Unlock()
 	return true, nil
 }
@@ -147,22 +150,60 @@ func (a *Applier) Len() int {
 	return n
 }
 
-// resourceVersion reads metadata.resourceVersion of an apply configuration
-// that holds the server's answer (apply configurations have no getter for it).
-func resourceVersion(o Object) (string, error) {
+// answerVersion is the Version of the server's answer held by an apply
+// configuration (apply configurations have no getters for its metadata).
+func answerVersion(o Object) (string, error) {
 	raw, err := json.Marshal(o)
 	if err != nil {
 		return "", err
 	}
 	var m struct {
-		Metadata struct {
-			ResourceVersion string `json:"resourceVersion"`
-		} `json:"metadata"`
+		Metadata metav1.ObjectMeta `json:"metadata"`
 	}
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return "", err
 	}
-	return m.Metadata.ResourceVersion, nil
+	return Version(o, &m.Metadata), nil
+}
+
+// statusChurns are the kinds (apiVersion and kind) whose controllers write
+// their status on every pod they start, stop or count, and whose
+// metadata.generation moves on every change to their spec (the scale
+// subresource's included).
+var statusChurns = map[string]bool{
+	"apps/v1\x00Deployment":            true,
+	"apps/v1\x00StatefulSet":           true,
+	"policy/v1\x00PodDisruptionBudget": true,
+}
+
+// Version is the version of current, an object of desired's kind, that Apply
+// compares with the one its last apply produced. It is the resourceVersion,
+// which any write moves. For the kinds in statusChurns it is instead the
+// UID, the generation and a digest of the labels, owners, finalizers and
+// deletion: their status writes, which an apply neither undoes nor needs to,
+// then cost no request, while a change to the spec (which moves the
+// generation), to that metadata, or the object made anew, is applied over as
+// before. Annotations are left out: careplane sets none on these kinds and
+// its cache does not keep them (controllers/manager.go), so a change to
+// them is nothing an apply would undo.
+//
+// current must keep its UID: one without (a cache that drops it) gets its
+// resourceVersion, so nothing is skipped that should not be.
+func Version(desired Object, current metav1.Object) string {
+	if current == nil {
+		return ""
+	}
+	gen := current.GetGeneration()
+	if !statusChurns[deref(desired.GetAPIVersion())+"\x00"+deref(desired.GetKind())] || gen == 0 || current.GetUID() == "" {
+		return current.GetResourceVersion()
+	}
+	// encoding/json writes map keys sorted: the digest is stable.
+	raw, err := json.Marshal([]any{current.GetLabels(), current.GetOwnerReferences(), current.GetFinalizers(), current.GetDeletionTimestamp()})
+	if err != nil {
+		return current.GetResourceVersion()
+	}
+	d := sum(raw)
+	return fmt.Sprintf("%s/%d/%x", current.GetUID(), gen, d[:])
 }
 
 // key is the group an object is remembered in (see Applier.seen) and its

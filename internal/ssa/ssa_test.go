@@ -3,6 +3,8 @@ package ssa
 import (
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 )
@@ -14,7 +16,7 @@ func TestForgetNamespaces(t *testing.T) {
 		if a.seen[group] == nil {
 			a.seen[group] = map[digest]entry{}
 		}
-		a.seen[group][k] = entry{resourceVersion: "1"}
+		a.seen[group][k] = entry{version: "1"}
 	}
 	remember(corev1ac.Namespace("wales-111"))
 	remember(corev1ac.Namespace("wales-111-primary"))
@@ -63,9 +65,52 @@ func TestForget(t *testing.T) {
 	a := NewApplier(nil)
 	sa := corev1ac.ServiceAccount("a", "b")
 	group, k := key(sa)
-	a.seen[group] = map[digest]entry{k: {resourceVersion: "1"}}
+	a.seen[group] = map[digest]entry{k: {version: "1"}}
 	a.Forget(sa)
 	if a.Len() != 0 || len(a.seen) != 0 {
 		t.Errorf("after Forget: %d entries in %d groups", a.Len(), len(a.seen))
+	}
+}
+
+// TestVersion: for the kinds whose status churns, a status write keeps the
+// version and anything an apply would undo, or a new object, moves it; for
+// the others every write moves it.
+func TestVersion(t *testing.T) {
+	dep := appsv1ac.Deployment("records-api", "wales-111-primary")
+	meta := func() *metav1.ObjectMeta {
+		return &metav1.ObjectMeta{UID: "u1", Generation: 3, ResourceVersion: "10",
+			Labels:          map[string]string{"careplane.io/environment": "wales-111"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "careplane.io/v1alpha1", Kind: "HealthEnvironment", Name: "wales-111", UID: "e1"}}}
+	}
+	base := Version(dep, meta())
+	for _, c := range []struct {
+		name   string
+		change func(m *metav1.ObjectMeta)
+		same   bool
+	}{
+		{"a status write", func(m *metav1.ObjectMeta) { m.ResourceVersion = "11" }, true},
+		{"an annotation", func(m *metav1.ObjectMeta) {
+			m.Annotations = map[string]string{"deployment.kubernetes.io/revision": "2"}
+		}, true},
+		{"the spec", func(m *metav1.ObjectMeta) { m.Generation = 4 }, false},
+		{"a label", func(m *metav1.ObjectMeta) { m.Labels["careplane.io/environment"] = "other" }, false},
+		{"an owner", func(m *metav1.ObjectMeta) { m.OwnerReferences = nil }, false},
+		{"a finalizer", func(m *metav1.ObjectMeta) { m.Finalizers = []string{"x"} }, false},
+		{"made anew", func(m *metav1.ObjectMeta) { m.UID = "u2" }, false},
+		{"deleting", func(m *metav1.ObjectMeta) { t := metav1.Unix(1, 0); m.DeletionTimestamp = &t }, false},
+	} {
+		m := meta()
+		c.change(m)
+		if got := Version(dep, m); (got == base) != c.same {
+			t.Errorf("%s: version %q against %q, want same=%v", c.name, got, base, c.same)
+		}
+	}
+	noUID := meta()
+	noUID.UID = ""
+	if got := Version(dep, noUID); got != "10" {
+		t.Errorf("without a UID: version %q, want the resourceVersion", got)
+	}
+	if got := Version(corev1ac.ServiceAccount("a", "b"), meta()); got != "10" {
+		t.Errorf("a ServiceAccount: version %q, want the resourceVersion", got)
 	}
 }
