@@ -74,6 +74,11 @@ type HealthEnvironmentReconciler struct {
 
 	// front is where this process last pointed each front (traffic.go).
 	front frontMemory
+	// cleaned is the restore clean-up this process has done (restore.go).
+	cleaned cleanedMemory
+	// adminKinds is which admin-tier policy kinds are served, as last
+	// asked (adminpolicy.go).
+	adminKinds adminKindsMemory
 
 	keeper dataKeeper
 }
@@ -107,6 +112,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			// applier remembers of them.
 			r.Applier.ForgetNamespaces(req.Name, req.Name+build.PrimarySuffix, req.Name+build.StandbySuffix)
 			r.front.forget(req.Name)
+			r.cleaned.forget(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -106,35 +108,15 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		return false, fmt.Errorf("keeping the fence policy: %w", err)
 	}
 
-	obs, err := r.observeFence(ctx, s)
-	if err != nil {
-		return false, err
-	}
-	obs.CredentialsRevision = rec.RestoreID
-	plan := fence.PlanFence(obs)
-	var accounts []fence.Action
-	for _, a := range plan.Step(3) {
-		if a.Kind == "ServiceAccount" {
-			accounts = append(accounts, a)
+	if !r.cleaned.done(s.env, rec.RestoreID) {
+		if err := r.cleanForRestore(ctx, s, rec.RestoreID); err != nil {
+			return false, err
 		}
-	}
-	d := &done{}
-	err = all(
-		func() error { return r.carryOut(ctx, s, plan.Step(2), d, rec.RestoreID) },
-		func() error { return r.carryOut(ctx, s, accounts, d, rec.RestoreID) },
-		func() error { return r.removeTenantWorkloads(ctx, s, ns) },
-	)
-	d.report(ctx, r, s, ns)
-	if err != nil {
-		return false, err
-	}
-	// The rebuilt pods must be admitted: the fence's quota goes (the deny
-	// policy stays until they are Ready).
-	if err := r.deleteObserved(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.FenceQuotaName}}, ""); err != nil {
-		return false, err
+		r.cleaned.remember(s.env, rec.RestoreID)
 	}
 	bound := true
 	if s.restorePoint != nil {
+		var err error
 		if bound, err = r.restoreVolumes(ctx, s); err != nil {
 			return false, err
 		}
@@ -197,7 +179,78 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if err := w.writeRecord(ctx, nsObj, fence.Record{}); err != nil {
 		return false, err
 	}
+	r.cleaned.forget(s.env.Name)
 	return true, nil
+}
+
+// cleanForRestore clears the fenced namespace ns for the rebuild of the
+// restore rev: every other policy, every ServiceAccount not careplane's and
+// the tenant's workload controllers and RBAC removed, careplane's
+// ServiceAccounts recreated; then the fence's quota goes, so that the
+// rebuilt pods are admitted (the deny policy stays until they are Ready).
+func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *scope, rev string) error {
+	ns := s.names.Primary
+	obs, err := r.observeFence(ctx, s)
+	if err != nil {
+		return err
+	}
+	obs.CredentialsRevision = rev
+	plan := fence.PlanFence(obs)
+	var accounts []fence.Action
+	for _, a := range plan.Step(3) {
+		if a.Kind == "ServiceAccount" {
+			accounts = append(accounts, a)
+		}
+	}
+	d := &done{}
+	err = all(
+		func() error { return r.carryOut(ctx, s, plan.Step(2), d, rev) },
+		func() error { return r.carryOut(ctx, s, accounts, d, rev) },
+		func() error { return r.removeTenantWorkloads(ctx, s, ns) },
+	)
+	d.report(ctx, r, s, ns)
+	if err != nil {
+		return err
+	}
+	return r.deleteObserved(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.FenceQuotaName}}, "")
+}
+
+// cleanedMemory is, by environment name, the restore whose clean-up
+// (cleanForRestore) this process has carried out: the environment's UID and
+// the restore's ID. The later passes of that restore, woken by the rebuilt
+// pods' progress, skip it (eleven live lists and a delete each): the
+// namespace is frozen until the restore ends, so since the clean-up only
+// careplane, the controllers of its own workloads and responders have
+// written there. A new leader, or a new restore, cleans again.
+type cleanedMemory struct {
+	mu sync.Mutex
+	m  map[string]cleaned
+}
+
+type cleaned struct {
+	uid     types.UID
+	restore string
+}
+
+func (c *cleanedMemory) done(env *v1alpha1.HealthEnvironment, restore string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.m[env.Name] == cleaned{uid: env.UID, restore: restore}
+}
+
+func (c *cleanedMemory) remember(env *v1alpha1.HealthEnvironment, restore string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]cleaned{}
+	}
+	c.m[env.Name] = cleaned{uid: env.UID, restore: restore}
+}
+
+func (c *cleanedMemory) forget(name string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, name)
 }
 
 // rebuildDeployment recreates a service's Deployment for credentials
@@ -206,8 +259,15 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 // Deployment as the cache holds it once it runs revision rev, or nil.
 func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, rev string) (*appsv1.Deployment, error) {
 	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, rev)
+	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
+	cached := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, key, cached, readOnly); err == nil && cached.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
+		// Rebuilt already: the cache cannot hold revision rev of it
+		// otherwise (the live read is for a cache behind the rebuild).
+		return r.runningRevision(ctx, s, want, key, rev)
+	}
 	live := &appsv1.Deployment{}
-	err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, live)
+	err := r.APIReader.Get(ctx, key, live)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -222,11 +282,17 @@ func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *
 		}
 		return nil, nil
 	}
+	return r.runningRevision(ctx, s, want, key, rev)
+}
+
+// runningRevision applies want, the Deployment at key rebuilt for revision
+// rev, and returns it as the cache holds it once it runs rev, or nil.
+func (r *HealthEnvironmentReconciler) runningRevision(ctx context.Context, s *scope, want *appsv1ac.DeploymentApplyConfiguration, key client.ObjectKey, rev string) (*appsv1.Deployment, error) {
 	if err := r.apply(ctx, want, &appsv1.Deployment{}); err != nil {
 		return nil, err
 	}
 	dep := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, dep); err != nil {
+	if err := r.Client.Get(ctx, key, dep); err != nil {
 		return nil, client.IgnoreNotFound(err)
 	}
 	if dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision] != rev {

@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -267,4 +268,92 @@ func setStatefulSetReady(t *testing.T, ctx context.Context, ns, name string) {
 	if err := k8sClient.Status().Update(ctx, ss); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestARestoreCleansOnce: a restore clears the fenced namespace (eleven live
+// lists and their deletes) once; its later passes, woken by the rebuilt
+// pods' progress while it waits for them to be Ready, neither list nor
+// write again. Each pass repeated the clean-up: in a fleet restore that was
+// most of careplane's requests.
+func TestARestoreCleansOnce(t *testing.T) {
+	ctx := context.Background()
+	const name = "clean-once"
+	ns := name + "-primary"
+	env := sampleEnv(name)
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{}
+		e.Name = name
+		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), e)
+	})
+	markDeploymentsReadyWhenPresent(t, ctx, name, ns, 6)
+	waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	patchIsolation(t, ctx, name, `{"mode":"None"}`)
+
+	// The rebuild: both Deployments run the restore's revision.
+	var deps appsv1.DeploymentList
+	eventually(t, 20*time.Second, "the Deployments rebuilt", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		rev := fence.RecordOf(nsObj).RestoreID
+		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: name}); err != nil {
+			return false, "", err
+		}
+		n := 0
+		for _, d := range deps.Items {
+			if rev != "" && d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprintf("%d of %d rebuilt for restore %q", n, len(deps.Items), rev), nil
+	})
+	time.Sleep(2 * time.Second)
+
+	// A pass reads the namespace live (the record, ahead of a cache behind
+	// the restore's last write): those reads count the passes. The
+	// clean-up listed eleven kinds in the namespace and deleted the fence
+	// quota, and every pass read each Deployment live.
+	passes, stopPasses := requests.Tap(func(method, path string) bool {
+		return method == http.MethodGet && path == "/api/v1/namespaces/"+ns
+	})
+	inNamespace, stopInNamespace := requests.Tap(func(_, path string) bool { return strings.Contains(path, "/namespaces/"+ns+"/") })
+	defer stopPasses()
+	defer stopInNamespace()
+	for round := range 3 {
+		for i := range deps.Items {
+			d := &deps.Items[i]
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
+				t.Fatal(err)
+			}
+			// Starting, not Ready: the restore waits on.
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: *d.Spec.Replicas, UpdatedReplicas: *d.Spec.Replicas,
+				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue,
+					Reason: "ReplicaSetUpdated", Message: fmt.Sprintf("round %d", round)}}}
+			if err := k8sClient.Status().Update(ctx, d); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+	}
+	time.Sleep(resyncPeriod)
+	if passes() < 3 {
+		t.Fatalf("only %d passes while the restore waited; the test would prove nothing", passes())
+	}
+	if c := findCondition(getEnv(t, ctx, name).Status.Conditions, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("the restore ended early: Fenced %+v", c)
+	}
+	if n := inNamespace(); n != 0 {
+		t.Errorf("%d requests to %s in %d passes of a restore waiting for its pods, want none", n, ns, passes())
+	}
+
+	// Ready: the restore completes, its fence lifted.
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
 }

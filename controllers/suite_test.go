@@ -37,6 +37,8 @@ var (
 	mgrCache cache.Cache
 	// writes counts the mutating requests the operator's client sends.
 	writes testutil.WriteCounter
+	// requests counts the requests it sends, as each test asks.
+	requests testutil.Taps
 	// suiteFleetFence is the reconciler's and the gate's FleetFence: a
 	// short hold, so that a test that keeps a fleet fence arriving waits
 	// little, and no other test's few fences ever make one.
@@ -84,6 +86,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	opCfg := rest.CopyConfig(cfg)
 	opCfg.Wrap(writes.Wrap)
+	opCfg.Wrap(requests.Wrap)
 	cacheOpts := CacheOptions()
 	cacheOpts.SyncPeriod = ptr.To(resyncPeriod)
 	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{

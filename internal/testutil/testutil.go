@@ -6,6 +6,7 @@ package testutil
 import (
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -30,6 +31,51 @@ func (c *WriteCounter) Wrap(rt http.RoundTripper) http.RoundTripper {
 
 // Load is the number of writes counted so far.
 func (c *WriteCounter) Load() int64 { return c.n.Load() }
+
+// Taps count the requests sent through the transports they wrap, by what
+// each tap asks for. Watches are not counted.
+type Taps struct {
+	mu   sync.Mutex
+	taps map[*tap]struct{}
+}
+
+type tap struct {
+	match func(method, path string) bool
+	n     atomic.Int64
+}
+
+// Wrap is a rest.Config WrapTransport function.
+func (c *Taps) Wrap(rt http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		if req.URL.Query().Get("watch") != "true" {
+			c.mu.Lock()
+			for t := range c.taps {
+				if t.match(req.Method, req.URL.Path) {
+					t.n.Add(1)
+				}
+			}
+			c.mu.Unlock()
+		}
+		return rt.RoundTrip(req)
+	})
+}
+
+// Tap counts, from now until stop, the requests match accepts (by HTTP
+// method and URL path); count is how many so far.
+func (c *Taps) Tap(match func(method, path string) bool) (count func() int64, stop func()) {
+	t := &tap{match: match}
+	c.mu.Lock()
+	if c.taps == nil {
+		c.taps = map[*tap]struct{}{}
+	}
+	c.taps[t] = struct{}{}
+	c.mu.Unlock()
+	return t.n.Load, func() {
+		c.mu.Lock()
+		delete(c.taps, t)
+		c.mu.Unlock()
+	}
+}
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
