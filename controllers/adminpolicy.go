@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -20,20 +22,42 @@ import (
 // NetworkPolicy, so that no namespaced policy can widen the fence. Without
 // them the fence is its NetworkPolicy alone, as before.
 //
-// Which kind is served is asked of the manager's RESTMapper on every fence
-// pass. controller-runtime's mapper (apiutil.NewDynamicRESTMapper) is lazy:
-// a kind it cannot map costs one discovery request (GET
-// /apis/<group>/<version>) and is never remembered as missing, so CRDs
-// installed after the operator started are found by the next fence. A kind
-// it has mapped stays mapped after its CRD is deleted: the write then fails
-// with NotFound, which is taken to mean "not served" as well. Fences are
-// rare, so the discovery requests cost nothing that matters.
+// Which kinds are served is asked of the manager's RESTMapper, and the
+// answer kept for adminKindsFor. controller-runtime's mapper
+// (apiutil.NewDynamicRESTMapper) is lazy: a kind it cannot map costs one
+// discovery request (GET /apis/<group>/<version>) every time it is asked and
+// is never remembered as missing. Asked on every fence pass and every
+// restore, that was several requests per environment in a fleet fence;
+// kept for adminKindsFor, it is two per adminKindsFor however many fences
+// run, and CRDs installed after the operator started are found by every
+// fence that starts that long after. A kind it has mapped
+// stays mapped after its CRD is deleted: the write then fails with
+// NotFound, which is taken to mean "not served" as well.
+
+// adminKindsFor is how long the answer to which admin-tier kinds are served
+// is kept: long against the passes of a fleet fence, short against
+// installing the CRDs and then fencing.
+const adminKindsFor = 2 * time.Second
+
+// adminKindsMemory is the last answer of servedAdminFenceKinds.
+type adminKindsMemory struct {
+	mu    sync.Mutex
+	at    time.Time
+	kinds []build.AdminFenceKind
+}
 
 // servedAdminFenceKinds returns the admin-tier policy kinds the API server
 // serves, most preferred first.
 func (r *HealthEnvironmentReconciler) servedAdminFenceKinds(ctx context.Context) ([]build.AdminFenceKind, error) {
 	if r.RESTMapper == nil {
 		return nil, nil
+	}
+	now := r.Clock.Now()
+	m := &r.adminKinds
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !m.at.IsZero() && now.Sub(m.at) < adminKindsFor && !now.Before(m.at) {
+		return m.kinds, nil
 	}
 	var served []build.AdminFenceKind
 	for _, k := range build.AdminFenceKinds {
@@ -47,6 +71,7 @@ func (r *HealthEnvironmentReconciler) servedAdminFenceKinds(ctx context.Context)
 			return nil, fmt.Errorf("discovering %s: %w", k.GVK, err)
 		}
 	}
+	m.at, m.kinds = now, served
 	return served, nil
 }
 
@@ -91,13 +116,16 @@ func (r *HealthEnvironmentReconciler) applyAdminFence(ctx context.Context, s *sc
 }
 
 // deleteAdminFence deletes the admin-tier fence policy of the environment in
-// every kind it may have been written as (the served kinds can change during
-// a fence). A kind that is not served has nothing to delete.
+// every kind served, any of which it may have been written as (the served
+// kinds can change during a fence).
 func (r *HealthEnvironmentReconciler) deleteAdminFence(ctx context.Context, s *scope) error {
-	if r.RESTMapper == nil {
-		return nil
+	// A kind not served now has no policy to delete: its CRD, and every
+	// object of it, is gone.
+	kinds, err := r.servedAdminFenceKinds(ctx)
+	if err != nil {
+		return err
 	}
-	for _, k := range build.AdminFenceKinds {
+	for _, k := range kinds {
 		u := &unstructured.Unstructured{}
 		u.SetGroupVersionKind(k.GVK)
 		u.SetName(build.AdminFencePolicyName(s.env))
