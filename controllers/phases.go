@@ -189,10 +189,24 @@ func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope,
 func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service) error {
 	env := s.env
 	sa := build.ServiceAccount(env, ns, svc)
-	if site == v1alpha1.SiteStandby && s.standbyRotation != "" {
+	saRev := ""
+	if site == v1alpha1.SiteStandby {
 		// Recreated by the fence under this revision: kept so, or the
 		// next pass would recreate it again.
-		sa.WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: s.standbyRotation})
+		saRev = s.standbyRotation
+	}
+	if saRev == "" {
+		// The revision a fence or restore recreated it under stays on
+		// record: dropping it was a write per ServiceAccount after every
+		// restore, and no later fence or restore takes an older revision
+		// for its own.
+		cur := &corev1.ServiceAccount{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, cur, readOnly); err == nil {
+			saRev = cur.Annotations[build.AnnotationCredentialsRevision]
+		}
+	}
+	if saRev != "" {
+		sa.WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: saRev})
 	}
 	if err := r.apply(ctx, sa, &corev1.ServiceAccount{}); err != nil {
 		return err

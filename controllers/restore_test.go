@@ -353,7 +353,17 @@ func TestARestoreCleansOnce(t *testing.T) {
 		t.Errorf("%d requests to %s in %d passes of a restore waiting for its pods, want none", n, ns, passes())
 	}
 
-	// Ready: the restore completes, its fence lifted.
+	// Ready: the restore completes, its fence lifted. The ServiceAccounts
+	// it recreated keep the restore's revision on record: the passes after
+	// it, which provision the site as usual, dropped it, a write each.
+	accounts, stopAccounts := requests.Tap(func(method, path string) bool {
+		return method == http.MethodPatch && strings.HasPrefix(path, "/api/v1/namespaces/"+ns+"/serviceaccounts/")
+	})
+	defer stopAccounts()
 	setDeploymentsReady(t, ctx, ns)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	time.Sleep(resyncPeriod)
+	if n := accounts(); n != 0 {
+		t.Errorf("%d ServiceAccount writes after the restore recreated them, want none", n)
+	}
 }
