@@ -392,7 +392,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		}
 		return r.createServiceAccount(ctx, s, a.Namespace, a.Name, rev)
 	case a.Verb == fence.VerbPreserve && a.Kind == "Pod":
-		return r.preservePod(ctx, s, meta, a.UID)
+		return r.preservePod(ctx, s, a)
 	case a.Verb == fence.VerbScale && a.Kind == "Deployment":
 		for _, svc := range s.env.Spec.Services {
 			if svc.Name == a.Name {
@@ -441,32 +441,54 @@ func (r *HealthEnvironmentReconciler) createServiceAccount(ctx context.Context, 
 }
 
 // preservePod detaches a pod from its owners and labels it as evidence, so
-// that it keeps running, isolated, whatever its owners do.
-func (r *HealthEnvironmentReconciler) preservePod(ctx context.Context, s *scope, meta metav1.ObjectMeta, uid types.UID) error {
-	pod := &corev1.Pod{ObjectMeta: meta}
+// that it keeps running, isolated, whatever its owners do. a is the plan's
+// action, with the pod as observed: the patch is made on its
+// resourceVersion, and only a pod changed since is read again.
+func (r *HealthEnvironmentReconciler) preservePod(ctx context.Context, s *scope, a fence.Action) error {
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}}
+	if a.Version != "" {
+		err := r.patchEvidence(ctx, s, pod, a.Labels, a.Version)
+		if !apierrors.IsConflict(err) {
+			return err
+		}
+	}
 	live := &corev1.Pod{}
 	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(pod), live); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if uid != "" && live.UID != uid {
+	if a.UID != "" && live.UID != a.UID {
 		return nil // replaced since: not the pod the plan saw
 	}
+	return r.patchEvidence(ctx, s, pod, live.Labels, "")
+}
+
+// patchEvidence detaches pod, whose labels are labels, and labels it as
+// evidence; on the precondition of resourceVersion version, unless empty.
+func (r *HealthEnvironmentReconciler) patchEvidence(ctx context.Context, s *scope, pod *corev1.Pod, labels map[string]string, version string) error {
 	// The environment's label too, on a pod careplane did not start: the
 	// evidence policy that keeps it isolated after the restore is written
 	// for the evidence careplane finds with it.
-	labels := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.iso), v1alpha1.LabelEnvironment: s.env.Name}
-	if svc := live.Labels[v1alpha1.LabelService]; svc != "" {
-		labels[v1alpha1.LabelService] = nil
-		labels[build.LabelEvidenceService] = svc
+	set := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.iso), v1alpha1.LabelEnvironment: s.env.Name}
+	if svc := labels[v1alpha1.LabelService]; svc != "" {
+		set[v1alpha1.LabelService] = nil
+		set[build.LabelEvidenceService] = svc
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"ownerReferences": nil, "labels": labels}})
+	md := map[string]any{"ownerReferences": nil, "labels": set}
+	if version != "" {
+		md["resourceVersion"] = version
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": md})
 	if err != nil {
 		return err
 	}
-	if err := r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("preserving pod %s as evidence: %w", klog.KObj(pod), err)
+	err = r.Client.Patch(ctx, pod, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
+	switch {
+	case err == nil, apierrors.IsNotFound(err):
+		return nil
+	case apierrors.IsConflict(err):
+		return err
 	}
-	return nil
+	return fmt.Errorf("preserving pod %s as evidence: %w", klog.KObj(pod), err)
 }
 
 // markFenceStarted records Fenced=False/FenceIncomplete as soon as the deny

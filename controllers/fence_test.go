@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -369,4 +370,98 @@ func TestAFenceIsNotHeldUpByAnotherNamespace(t *testing.T) {
 		}
 		return true, "", nil
 	})
+}
+
+// TestPreservePodOnWhatThePlanSaw: a pod is preserved on the
+// resourceVersion the plan observed it at, without reading it again; one
+// changed since (its labels too) is read again and preserved as it is now;
+// one replaced under the same name is left alone.
+func TestPreservePodOnWhatThePlanSaw(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("keep-pods")
+	const ns = "keep-pods-test"
+	if err := k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = k8sClient.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	owner := metav1.OwnerReference{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "rs", UID: "rs-1"}
+	pod := func(name string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+			Labels:          map[string]string{v1alpha1.LabelEnvironment: env.Name, v1alpha1.LabelService: "referral"},
+			OwnerReferences: []metav1.OwnerReference{owner}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "example.com/c:1"}}}}
+	}
+	for _, name := range []string{"as-seen", "changed", "replaced"} {
+		if err := k8sClient.Create(ctx, pod(name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gets atomic.Int32
+	live := interceptor.NewClient(wc, interceptor.Funcs{Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+		gets.Add(1)
+		return c.Get(ctx, key, obj, opts...)
+	}})
+	r := &HealthEnvironmentReconciler{Client: k8sClient, APIReader: live}
+	s := newScope(env, time.Now())
+	s.iso = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Ticket: "INC-9"}
+	observed := func(name string) fence.Action {
+		p := &corev1.Pod{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, p); err != nil {
+			t.Fatal(err)
+		}
+		return fence.Action{Step: 4, Verb: fence.VerbPreserve, Kind: "Pod", Namespace: p.Namespace, Name: p.Name, UID: p.UID, Version: p.ResourceVersion, Labels: p.Labels}
+	}
+	asSeen, changed, replaced := observed("as-seen"), observed("changed"), observed("replaced")
+	// Changed since: its service label too.
+	p := &corev1.Pod{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "changed"}, p); err != nil {
+		t.Fatal(err)
+	}
+	p.Labels[v1alpha1.LabelService] = "call-handling"
+	if err := k8sClient.Update(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	// Replaced: another UID under the same name.
+	if err := k8sClient.Delete(ctx, pod("replaced"), client.GracePeriodSeconds(0)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the pod gone", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "replaced"}, &corev1.Pod{})
+		return apierrors.IsNotFound(err), "", client.IgnoreNotFound(err)
+	})
+	if err := k8sClient.Create(ctx, pod("replaced")); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := r.preservePod(ctx, s, asSeen); err != nil {
+		t.Fatal(err)
+	}
+	if n := gets.Load(); n != 0 {
+		t.Errorf("a pod as the plan saw it was read %d times, want 0", n)
+	}
+	if err := r.preservePod(ctx, s, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.preservePod(ctx, s, replaced); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]string{"as-seen": "referral", "changed": "call-handling", "replaced": ""} {
+		got := &corev1.Pod{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, got); err != nil {
+			t.Fatal(err)
+		}
+		preserved := got.Labels[v1alpha1.LabelEvidence] == "INC-9" && len(got.OwnerReferences) == 0 && got.Labels[v1alpha1.LabelService] == ""
+		switch {
+		case want == "" && got.Labels[v1alpha1.LabelEvidence] != "":
+			t.Errorf("%s: the pod made anew was preserved: %v", name, got.Labels)
+		case want != "" && (!preserved || got.Labels[build.LabelEvidenceService] != want):
+			t.Errorf("%s: labels %v, owners %v; want it preserved as evidence of %s", name, got.Labels, got.OwnerReferences, want)
+		}
+	}
 }

@@ -55,6 +55,11 @@ type Action struct {
 	// From is what the object is made from: the claim an evidence
 	// snapshot is taken of.
 	From string
+	// Version and Labels are a pod's resourceVersion and labels as
+	// observed: preserving it moves its service label, on the precondition
+	// that it is still the pod observed.
+	Version string
+	Labels  map[string]string
 	// Note says why, or what else happens.
 	Note string
 }
@@ -259,7 +264,8 @@ func PlanFence(o Observed) Plan {
 			if !careplanes {
 				n = "not careplane's; " + n
 			}
-			add(Action{Step: 4, Verb: VerbPreserve, Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID, Note: n})
+			add(Action{Step: 4, Verb: VerbPreserve, Kind: "Pod", Namespace: ns, Name: pod.Name, UID: pod.UID,
+				Version: pod.ResourceVersion, Labels: pod.Labels, Note: n})
 		case careplanes:
 			add(Action{Step: 4, Verb: VerbKeep, Kind: "Pod", Namespace: ns, Name: pod.Name, Note: "not preserved (workloads: Stop); deleted by the scale-down"})
 		default:
