@@ -42,7 +42,8 @@ func (r *HealthEnvironmentReconciler) writer() fenceWriter {
 // never have the primary provisioned, allows and all, under a fence). A
 // namespace careplane did not make for this very environment (a
 // re-created environment of the same name) carries no record of its: the
-// reconcile reports the conflict and lifts nothing.
+// reconcile reports the conflict and lifts nothing. A restore waiting for
+// its pods is the exception: see restoreWaiting.
 func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) (fence.Record, error) {
 	key := client.ObjectKey{Name: s.names.Primary}
 	ns := &corev1.Namespace{}
@@ -54,7 +55,12 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 	if err == nil {
 		rec = fence.RecordOf(ns)
 	}
-	if (rec.Present() && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced) || (!rec.Present() && s.env.Status.Isolation != nil) {
+	if r.restoreWaiting(s.env, rec) {
+		// A restore this process has begun, waiting for its pods: the
+		// cache is trusted until the restore would lift the fence, which
+		// asks the API server first (liftChecked).
+		s.liftUnchecked = true
+	} else if (rec.Present() && s.env.Spec.Isolation.Mode != v1alpha1.IsolationFenced) || (!rec.Present() && s.env.Status.Isolation != nil) {
 		ns = &corev1.Namespace{}
 		err = r.APIReader.Get(ctx, key, ns)
 		if apierrors.IsNotFound(err) {

@@ -160,6 +160,64 @@ func recordedNamespace(env *v1alpha1.HealthEnvironment, rec fence.Record) *corev
 	}}
 }
 
+// TestARestoreWaitingTrustsTheCacheUntilItLifts: a restore this process has
+// cleaned for reads its record from the cache while it waits for its pods,
+// but lifts the fence only if the API server still holds that record and no
+// FenceRequest holds the environment: a cache behind the restore's own end
+// (the record cleared) ran the lift again and recorded the incident twice.
+func TestARestoreWaitingTrustsTheCacheUntilItLifts(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("lift-check")
+	env.UID = "uid-lift-check"
+	rec := fence.Record{ID: "2030-01-01T00:00:00Z", Source: fence.SourceSpec, RestoreID: "2030-01-02T00:00:00Z"}
+	request := &v1alpha1.FenceRequest{ObjectMeta: metav1.ObjectMeta{Name: "fleet"},
+		Status: v1alpha1.FenceRequestStatus{Holding: []string{env.Name}}}
+	for _, tc := range []struct {
+		name string
+		live []client.Object
+		lift bool
+	}{
+		{"the record still in place", []client.Object{recordedNamespace(env, rec)}, true},
+		{"the restore already ended", []client.Object{recordedNamespace(env, fence.Record{})}, false},
+		{"another restore since", []client.Object{recordedNamespace(env, fence.Record{ID: rec.ID, Source: rec.Source, RestoreID: "2030-01-03T00:00:00Z"})}, false},
+		{"a FenceRequest holds it", []client.Object{recordedNamespace(env, rec), request}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cache := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(env, rec)).Build()
+			live := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(tc.live...).Build()
+			r := &HealthEnvironmentReconciler{Client: cache, APIReader: live}
+			r.cleaned.remember(env, rec.RestoreID)
+			s := newScope(env, time.Now())
+			got, err := r.readRecord(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != rec || !s.liftUnchecked {
+				t.Fatalf("readRecord = %+v (lift unchecked %v); want the cached record, trusted", got, s.liftUnchecked)
+			}
+			s.record = got
+			lift, err := r.liftChecked(ctx, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lift != tc.lift {
+				t.Errorf("lift = %v, want %v", lift, tc.lift)
+			}
+			if !lift && s.requeueAfter == 0 {
+				t.Error("not lifting, and no look again asked for")
+			}
+		})
+	}
+	// Not cleaned by this process (a new leader): the API server is asked.
+	cache := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(env, rec)).Build()
+	live := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(recordedNamespace(env, fence.Record{})).Build()
+	r := &HealthEnvironmentReconciler{Client: cache, APIReader: live}
+	s := newScope(env, time.Now())
+	if got, err := r.readRecord(ctx, s); err != nil || got.Present() || s.liftUnchecked {
+		t.Errorf("a new process: readRecord = %+v, %v (lift unchecked %v); want the API server's answer, none", got, err, s.liftUnchecked)
+	}
+}
+
 // TestReadRecordDoesNotTrustAStaleCache: a fence record the cache still
 // holds after the restore cleared it (the informer has not seen the change)
 // must not start the restore again; a cache that lost sight of a record in

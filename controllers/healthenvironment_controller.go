@@ -346,7 +346,7 @@ func (r *HealthEnvironmentReconciler) gatherFence(ctx context.Context, s *scope,
 	}
 	s.record = rec
 	specMode := s.env.Spec.Isolation.Mode
-	if rec.Present() && heldBy == nil && specMode != v1alpha1.IsolationFenced {
+	if rec.Present() && heldBy == nil && specMode != v1alpha1.IsolationFenced && !s.liftUnchecked {
 		if heldBy, err = r.fenceRequestOf(ctx, s.env, r.APIReader); err != nil {
 			return fence.Decision{}, nil, err
 		}

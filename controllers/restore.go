@@ -157,6 +157,11 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if !bound || !s.allReadyOf(services) {
 		return false, nil
 	}
+	if s.liftUnchecked {
+		if ok, err := r.liftChecked(ctx, s); !ok || err != nil {
+			return false, err
+		}
+	}
 
 	// The rebuilt site is Ready: bring back its allows (evidence pods stay
 	// isolated by their own policy), then lift the fence.
@@ -213,6 +218,37 @@ func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *sc
 		return err
 	}
 	return r.deleteObserved(ctx, &corev1.ResourceQuota{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.FenceQuotaName}}, "")
+}
+
+// restoreWaiting says rec, the fence on record in the cache, is a restore
+// this process has begun (cleanForRestore) for env, whose spec asks for no
+// fence. Its passes, woken by the rebuilt pods' progress, trust the cache:
+// the record and the requests are read from the API server before the
+// restore's first write and before it lifts the fence (liftChecked), and
+// nothing in between lifts anything or starts the restore anew.
+func (r *HealthEnvironmentReconciler) restoreWaiting(env *v1alpha1.HealthEnvironment, rec fence.Record) bool {
+	return rec.Present() && rec.RestoreID != "" && env.Spec.Isolation.Mode != v1alpha1.IsolationFenced && r.cleaned.done(env, rec.RestoreID)
+}
+
+// liftChecked reads from the API server what a restore trusted the cache
+// for (restoreWaiting): it may lift the fence only while the record in
+// place is still the one it restores and no FenceRequest holds the
+// environment. Otherwise it looks again soon, on fresh state.
+func (r *HealthEnvironmentReconciler) liftChecked(ctx context.Context, s *scope) (bool, error) {
+	ns := &corev1.Namespace{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: s.names.Primary}, ns); err != nil {
+		return false, client.IgnoreNotFound(err)
+	}
+	held, err := fenceRequestHolding(ctx, r.APIReader, s.env.Name)
+	if err != nil {
+		return false, err
+	}
+	if rec := fence.RecordOf(ns); rec != s.record || !metav1.IsControlledBy(ns, s.env) || held != nil {
+		log.FromContext(ctx).V(1).Info("The cache was behind; not lifting the fence on it", "record", rec, "heldBy", held != nil)
+		s.requeueAfter = time.Second
+		return false, nil
+	}
+	return true, nil
 }
 
 // cleanedMemory is, by environment name, the restore whose clean-up

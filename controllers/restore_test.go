@@ -316,24 +316,34 @@ func TestARestoreCleansOnce(t *testing.T) {
 	})
 	time.Sleep(2 * time.Second)
 
-	// A pass reads the namespace live (the record, ahead of a cache behind
-	// the restore's last write): those reads count the passes. The
+	// Each round below changes what the status reports (replicas), so each
+	// pass writes the status once: those writes count the passes. The
 	// clean-up listed eleven kinds in the namespace and deleted the fence
-	// quota, and every pass read each Deployment live.
+	// quota, every pass read each Deployment live, and read the record and
+	// the FenceRequests live as well (now only before the restore's first
+	// write and before it lifts the fence).
 	passes, stopPasses := requests.Tap(func(method, path string) bool {
-		return method == http.MethodGet && path == "/api/v1/namespaces/"+ns
+		return method == http.MethodPatch && path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status"
 	})
-	inNamespace, stopInNamespace := requests.Tap(func(_, path string) bool { return strings.Contains(path, "/namespaces/"+ns+"/") })
+	inNamespace, stopInNamespace := requests.Tap(func(_, path string) bool {
+		return strings.Contains(path, "/namespaces/"+ns+"/") || path == "/api/v1/namespaces/"+ns
+	})
 	defer stopPasses()
 	defer stopInNamespace()
-	for round := range 3 {
+	for round := range 4 {
 		for i := range deps.Items {
 			d := &deps.Items[i]
 			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(d), d); err != nil {
 				t.Fatal(err)
 			}
-			// Starting, not Ready: the restore waits on.
-			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: *d.Spec.Replicas, UpdatedReplicas: *d.Spec.Replicas,
+			// Starting, not Ready: the restore waits on. The first one's
+			// ready count goes up and down, which the status reports.
+			ready := int32(0)
+			if i == 0 {
+				ready = int32(round % 2)
+			}
+			n := *d.Spec.Replicas
+			d.Status = appsv1.DeploymentStatus{ObservedGeneration: d.Generation, Replicas: n, UpdatedReplicas: n, ReadyReplicas: ready,
 				Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Status: corev1.ConditionTrue,
 					Reason: "ReplicaSetUpdated", Message: fmt.Sprintf("round %d", round)}}}
 			if err := k8sClient.Status().Update(ctx, d); err != nil {

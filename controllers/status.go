@@ -112,6 +112,10 @@ type scope struct {
 	// requeueAfter asks for a reconcile within this time (0: none), for
 	// what no watch reports.
 	requeueAfter time.Duration
+	// liftUnchecked: the fence was read from the cache alone, for a
+	// restore waiting for its pods (restoreWaiting); it is read from the
+	// API server before the restore lifts it.
+	liftUnchecked bool
 }
 
 func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
