@@ -27,6 +27,22 @@ import (
 	"github.com/careplane/careplane/internal/netpol"
 )
 
+// createFenceable creates env and, at the end of the test, deletes it with
+// its finalizers stripped (a fenced environment's would hold it).
+func createFenceable(t *testing.T, ctx context.Context, env *v1alpha1.HealthEnvironment) {
+	t.Helper()
+	if err := k8sClient.Create(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	name := env.Name
+	t.Cleanup(func() {
+		e := &v1alpha1.HealthEnvironment{}
+		e.Name = name
+		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
+		_ = k8sClient.Delete(context.Background(), e)
+	})
+}
+
 // setDeploymentsReady plays the controller manager for the Deployments of
 // ns only (no pods): each reports all replicas ready at its generation.
 func setDeploymentsReady(t *testing.T, ctx context.Context, ns string) {
@@ -70,15 +86,7 @@ func patchIsolation(t *testing.T, ctx context.Context, name, isolation string) {
 func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("restore-order")
-	if err := k8sClient.Create(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e := &v1alpha1.HealthEnvironment{}
-		e.Name = "restore-order"
-		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
-		_ = k8sClient.Delete(context.Background(), e)
-	})
+	createFenceable(t, ctx, env)
 	ns := "restore-order-primary"
 	markDeploymentsReadyWhenPresent(t, ctx, "restore-order", ns, 4)
 	waitCondition(t, "restore-order", v1alpha1.ConditionReady, "True", "")
@@ -384,15 +392,7 @@ func TestFencedNeedsVerifiedIsolation(t *testing.T) {
 func TestAFenceIsNotHeldUpByAnotherNamespace(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("stuck-standby")
-	if err := k8sClient.Create(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e := &v1alpha1.HealthEnvironment{}
-		e.Name = "stuck-standby"
-		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
-		_ = k8sClient.Delete(context.Background(), e)
-	})
+	createFenceable(t, ctx, env)
 	ns := "stuck-standby-primary"
 	markDeploymentsReadyWhenPresent(t, ctx, "stuck-standby", ns, 60)
 	waitCondition(t, "stuck-standby", v1alpha1.ConditionReady, "True", "")

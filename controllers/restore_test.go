@@ -15,7 +15,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -54,15 +53,7 @@ func TestRestoreFromARecoveryPoint(t *testing.T) {
 	const name = "restorept"
 	ns := name + "-primary"
 	env := careRecordsEnv(name)
-	if err := k8sClient.Create(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e := &v1alpha1.HealthEnvironment{}
-		e.Name = name
-		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
-		_ = k8sClient.Delete(context.Background(), e)
-	})
+	createFenceable(t, ctx, env)
 	ss := &appsv1.StatefulSet{}
 	eventually(t, 20*time.Second, "the document store's StatefulSet", func(ctx context.Context) (bool, string, error) {
 		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, ss)
@@ -280,15 +271,7 @@ func TestARestoreCleansOnce(t *testing.T) {
 	const name = "clean-once"
 	ns := name + "-primary"
 	env := sampleEnv(name)
-	if err := k8sClient.Create(ctx, env); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		e := &v1alpha1.HealthEnvironment{}
-		e.Name = name
-		_ = k8sClient.Patch(context.Background(), e, client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`)))
-		_ = k8sClient.Delete(context.Background(), e)
-	})
+	createFenceable(t, ctx, env)
 	markDeploymentsReadyWhenPresent(t, ctx, name, ns, 6)
 	waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
 	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
