@@ -300,7 +300,7 @@ func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *
 	if err := r.Client.Get(ctx, key, cached, readOnly); err == nil && cached.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
 		// Rebuilt already: the cache cannot hold revision rev of it
 		// otherwise (the live read is for a cache behind the rebuild).
-		return r.runningRevision(ctx, s, want, key, rev)
+		return r.runningRevision(ctx, want, key, rev)
 	}
 	live := &appsv1.Deployment{}
 	err := r.APIReader.Get(ctx, key, live)
@@ -318,12 +318,12 @@ func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *
 		}
 		return nil, nil
 	}
-	return r.runningRevision(ctx, s, want, key, rev)
+	return r.runningRevision(ctx, want, key, rev)
 }
 
 // runningRevision applies want, the Deployment at key rebuilt for revision
 // rev, and returns it as the cache holds it once it runs rev, or nil.
-func (r *HealthEnvironmentReconciler) runningRevision(ctx context.Context, s *scope, want *appsv1ac.DeploymentApplyConfiguration, key client.ObjectKey, rev string) (*appsv1.Deployment, error) {
+func (r *HealthEnvironmentReconciler) runningRevision(ctx context.Context, want *appsv1ac.DeploymentApplyConfiguration, key client.ObjectKey, rev string) (*appsv1.Deployment, error) {
 	if err := r.apply(ctx, want, &appsv1.Deployment{}); err != nil {
 		return nil, err
 	}
