@@ -198,6 +198,17 @@ func TestRestoreFromARecoveryPoint(t *testing.T) {
 		return apierrors.IsNotFound(err), "", client.IgnoreNotFound(err)
 	})
 
+	// The records API's Deployment is rebuilt in the same pass, after the
+	// StatefulSet: marked ready before that, the old one was, and the
+	// rebuilt one never became Ready (seen under load in CI).
+	eventually(t, 20*time.Second, "the records API rebuilt", func(ctx context.Context) (bool, string, error) {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-api"}, d); err != nil {
+			return false, "", client.IgnoreNotFound(err)
+		}
+		rev := d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		return rev == nsObj.Annotations[fence.AnnotationRestoreID], "revision " + rev, nil
+	})
 	// Pods Ready but the claims not bound yet: the fence stays.
 	setDeploymentsReady(t, ctx, ns)
 	setStatefulSetReady(t, ctx, ns, sts)
