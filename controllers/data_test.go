@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	storagev1 "k8s.io/api/storage/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 )
 
 // careRecordsEnv is a care-records environment: a document store keeping
@@ -159,7 +161,12 @@ func TestServiceWithVolumesRunsAsStatefulSet(t *testing.T) {
 	})
 	waitCondition(t, name, v1alpha1.ConditionDegraded, "False", "")
 
-	// The fence scales the StatefulSet to zero; the claims stay.
+	// The fence scales the StatefulSet to zero, on the template it has; the
+	// claims stay.
+	running := &appsv1.StatefulSet{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, running); err != nil {
+		t.Fatal(err)
+	}
 	updateEnv(t, ctx, name, func(e *v1alpha1.HealthEnvironment) {
 		e.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "ransomware", Workloads: v1alpha1.WorkloadsStop}
 	})
@@ -168,7 +175,14 @@ func TestServiceWithVolumesRunsAsStatefulSet(t *testing.T) {
 		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "document-store"}, cur); err != nil {
 			return false, "", err
 		}
-		return ptr.Deref(cur.Spec.Replicas, -1) == 0, fmt.Sprintf("replicas %d", ptr.Deref(cur.Spec.Replicas, -1)), nil
+		if ptr.Deref(cur.Spec.Replicas, -1) != 0 {
+			return false, fmt.Sprintf("replicas %d", ptr.Deref(cur.Spec.Replicas, -1)), nil
+		}
+		if !equality.Semantic.DeepEqual(cur.Spec.Template, running.Spec.Template) {
+			return false, "", fmt.Errorf("the fence changed the pod template: credentials revision %q, was %q",
+				cur.Spec.Template.Annotations[build.AnnotationCredentialsRevision], running.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
+		}
+		return true, "", nil
 	})
 	var pvcs corev1.PersistentVolumeClaimList
 	if err := k8sClient.List(ctx, &pvcs, client.InNamespace(ns)); err != nil {

@@ -402,7 +402,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 	case a.Verb == fence.VerbScale && a.Kind == "Deployment":
 		for _, svc := range s.env.Spec.Services {
 			if svc.Name == a.Name {
-				dep := build.Deployment(s.env, v1alpha1.SitePrimary, a.Namespace, svc, s.record.ID)
+				dep := build.Deployment(s.env, v1alpha1.SitePrimary, a.Namespace, svc, r.stoppedRevision(ctx, s, a.Namespace, svc))
 				dep.Spec.WithReplicas(0)
 				return r.apply(ctx, dep, &appsv1.Deployment{})
 			}
@@ -415,6 +415,20 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		}
 	}
 	return nil
+}
+
+// stoppedRevision is the credentials revision a fence scales a service's
+// Deployment down on: the one its template has (the cache's), so that only
+// the replicas change. A new template would have the controller manager
+// roll the Deployment onto a new, empty ReplicaSet, for nothing: no pod runs
+// until the restore rebuilds it on the restore's revision. A Deployment not
+// there yet is created on the fence's.
+func (r *HealthEnvironmentReconciler) stoppedRevision(ctx context.Context, s *scope, ns string, svc v1alpha1.Service) string {
+	cur := &appsv1.Deployment{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, cur, readOnly); err != nil {
+		return s.record.ID
+	}
+	return cur.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
 }
 
 // deleteObserved deletes o on the precondition of the UID it was observed

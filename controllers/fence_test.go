@@ -10,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -520,6 +521,44 @@ func TestPreservePodOnWhatThePlanSaw(t *testing.T) {
 			t.Errorf("%s: the pod made anew was preserved: %v", name, got.Labels)
 		case want != "" && (!preserved || got.Labels[build.LabelEvidenceService] != want):
 			t.Errorf("%s: labels %v, owners %v; want it preserved as evidence of %s", name, got.Labels, got.OwnerReferences, want)
+		}
+	}
+}
+
+// TestAFenceScalesDownOnTheRunningTemplate: the fence scales careplane's
+// Deployments to zero and changes nothing else of them. A new pod template
+// (the fence's credentials revision on it) had the controller manager roll
+// every fenced Deployment onto a new, empty ReplicaSet: writes for nothing,
+// in the middle of a fleet fence, since no pod of either runs until the
+// restore rebuilds the Deployment anyway.
+func TestAFenceScalesDownOnTheRunningTemplate(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("same-template")
+	createFenceable(t, ctx, env)
+	ns := "same-template-primary"
+	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, 9)
+	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+	var before appsv1.DeploymentList
+	if err := k8sClient.List(ctx, &before, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(before.Items) != len(env.Spec.Services) {
+		t.Fatalf("%d Deployments before the fence, want %d", len(before.Items), len(env.Spec.Services))
+	}
+
+	patchIsolation(t, ctx, env.Name, `{"mode":"Fenced","reason":"test","workloads":"Stop"}`)
+	waitCondition(t, env.Name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	for _, b := range before.Items {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&b), d); err != nil {
+			t.Fatal(err)
+		}
+		if n := *d.Spec.Replicas; n != 0 {
+			t.Errorf("deployment %s: %d replicas under the fence, want 0", d.Name, n)
+		}
+		if !equality.Semantic.DeepEqual(d.Spec.Template, b.Spec.Template) {
+			t.Errorf("deployment %s: the fence changed its pod template (credentials revision %q, was %q)", d.Name,
+				d.Spec.Template.Annotations[build.AnnotationCredentialsRevision], b.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
 		}
 	}
 }

@@ -217,10 +217,15 @@ func (r *HealthEnvironmentReconciler) growClaims(ctx context.Context, ns string,
 // happened), a whole write would be refused: only replicas is patched then,
 // for a fence must not wait on a resize. Its claims stay.
 func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *scope, ns string, svc v1alpha1.Service) error {
-	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, s.record.ID, s.dataGen)
-	want.Spec.WithReplicas(0)
 	live := &appsv1.StatefulSet{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(v1alpha1.SitePrimary, svc)}, live, readOnly)
+	// On the template it has, as the fence's Deployments (stoppedRevision).
+	rev := s.record.ID
+	if err == nil {
+		rev = live.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+	}
+	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, rev, s.dataGen)
+	want.Spec.WithReplicas(0)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
