@@ -218,23 +218,25 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,
 // ServiceAccount, Secret and Pod of the primary namespace, whoever made it,
 // from the API server (the cache holds careplane's objects only), as
-// metadata; careplane's Deployments from the cache.
+// metadata; careplane's Deployments from the cache. The policies and pods
+// are kept whole in s.seen: the last look of a fence, taken after its last
+// change, is also what its verification evaluates (verifyIsolation).
 func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope) (fence.Observed, error) {
 	ns := s.names.Primary
 	obs := fence.Observed{Env: s.env, Isolation: s.iso, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
+	seen := &seenNamespace{}
+	var pols networkingv1.NetworkPolicyList
+	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
+		return obs, fmt.Errorf("listing NetworkPolicies in %s: %w", ns, err)
+	}
+	seen.policies = pols.Items
 	for _, l := range []struct {
 		kind string
 		into *[]fence.Object
-	}{
-		{"NetworkPolicyList", &obs.Policies}, {"ServiceAccountList", &obs.ServiceAccounts},
-		{"SecretList", &obs.Secrets}, {"PodList", &obs.Pods},
-	} {
+	}{{"ServiceAccountList", &obs.ServiceAccounts}, {"SecretList", &obs.Secrets}} {
+		// Metadata only: a Secret's data is never read.
 		list := &metav1.PartialObjectMetadataList{}
-		gv := corev1.SchemeGroupVersion
-		if l.kind == "NetworkPolicyList" {
-			gv = networkingv1.SchemeGroupVersion
-		}
-		list.SetGroupVersionKind(gv.WithKind(l.kind))
+		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(l.kind))
 		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
 			return obs, fmt.Errorf("listing %s in %s: %w", strings.TrimSuffix(l.kind, "List"), ns, err)
 		}
@@ -242,6 +244,18 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 			*l.into = append(*l.into, list.Items[i].ObjectMeta)
 		}
 	}
+	var pods corev1.PodList
+	if err := r.APIReader.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		return obs, fmt.Errorf("listing Pods in %s: %w", ns, err)
+	}
+	seen.pods = pods.Items
+	for i := range seen.policies {
+		obs.Policies = append(obs.Policies, seen.policies[i].ObjectMeta)
+	}
+	for i := range seen.pods {
+		obs.Pods = append(obs.Pods, seen.pods[i].ObjectMeta)
+	}
+	s.seen = seen
 	var deps appsv1.DeploymentList
 	if err := r.Client.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}, readOnly); err != nil {
 		return obs, fmt.Errorf("listing deployments in %s: %w", ns, err)
@@ -543,29 +557,32 @@ type verification struct {
 	err      error
 }
 
+// seenNamespace is a fenced namespace's policies and pods, whole, as one
+// look at the API server saw them.
+type seenNamespace struct {
+	policies []networkingv1.NetworkPolicy
+	pods     []corev1.Pod
+}
+
 // verifyIsolation evaluates every NetworkPolicy of the fenced namespace
-// against every pod in it, careplane's or not, both read live from the API
-// server rather than the cache. It changes nothing in s: it runs while the
-// front switches.
+// against every pod in it, careplane's or not, as the fence's last look saw
+// them (s.seen): read from the API server, not the cache, after the fence's
+// last change (reconcileFence looks again after every pass that changed
+// something). It changes nothing in s: it runs while the front switches.
 func (r *HealthEnvironmentReconciler) verifyIsolation(ctx context.Context, s *scope, ns string) verification {
+	if s.seen == nil {
+		return verification{err: fmt.Errorf("the fenced namespace %s was not looked at", ns)}
+	}
 	nsObj := &corev1.Namespace{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
 		return verification{err: fmt.Errorf("reading namespace %s: %w", ns, err)}
 	}
-	var pols networkingv1.NetworkPolicyList
-	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
-		return verification{err: fmt.Errorf("listing network policies in %s: %w", ns, err)}
-	}
-	var pods corev1.PodList
-	if err := r.APIReader.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		return verification{err: fmt.Errorf("listing pods in %s: %w", ns, err)}
-	}
 	var v verification
-	for i := range pods.Items {
-		if pods.Items[i].Labels[v1alpha1.LabelEvidence] != "" {
+	for i := range s.seen.pods {
+		if s.seen.pods[i].Labels[v1alpha1.LabelEvidence] != "" {
 			v.evidence++
 		}
 	}
-	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, pols.Items, pods.Items, s.iso.ForensicsNamespaces()))
+	v.result, v.err = netpol.VerifyFence(netpol.NamespaceInput(nsObj, s.seen.policies, s.seen.pods, s.iso.ForensicsNamespaces()))
 	return v
 }

@@ -3,6 +3,8 @@ package controllers
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -560,5 +562,44 @@ func TestAFenceScalesDownOnTheRunningTemplate(t *testing.T) {
 			t.Errorf("deployment %s: the fence changed its pod template (credentials revision %q, was %q)", d.Name,
 				d.Spec.Template.Annotations[build.AnnotationCredentialsRevision], b.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
 		}
+	}
+}
+
+// TestAFenceVerifiesWhatItLastSaw: the verdict on a fenced namespace is
+// taken on the fence's last look at it (after its last change), not on a
+// look of its own: every pass of the fence lists the namespace's policies and
+// pods as often as its ServiceAccounts, which only the fence's looks list.
+func TestAFenceVerifiesWhatItLastSaw(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("looks-once")
+	createFenceable(t, ctx, env)
+	ns := "looks-once-primary"
+	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, 10)
+	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+
+	listed := func(resource string) (func() int64, func()) {
+		return requests.Tap(func(method, path string) bool {
+			return method == http.MethodGet && strings.HasSuffix(path, "/namespaces/"+ns+"/"+resource)
+		})
+	}
+	accounts, stopAccounts := listed("serviceaccounts")
+	policies, stopPolicies := listed("networkpolicies")
+	pods, stopPods := listed("pods")
+	defer stopAccounts()
+	defer stopPolicies()
+	defer stopPods()
+	patchIsolation(t, ctx, env.Name, `{"mode":"Fenced","reason":"test"}`)
+	waitCondition(t, env.Name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	if c := findCondition(getEnv(t, ctx, env.Name).Status.Conditions, v1alpha1.ConditionIsolationVerified); c == nil || c.Status != metav1.ConditionTrue {
+		t.Fatalf("IsolationVerified = %+v, want True", c)
+	}
+	// And the passes of the fenced environment after it (resyncs).
+	time.Sleep(resyncPeriod + time.Second)
+	if accounts() < 3 {
+		t.Fatalf("the fence looked %d times; the test would prove nothing", accounts())
+	}
+	if policies() != accounts() || pods() != accounts() {
+		t.Errorf("%d looks at the fenced namespace listed its policies %d times and its pods %d times, want %d each",
+			accounts(), policies(), pods(), accounts())
 	}
 }

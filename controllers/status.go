@@ -112,6 +112,9 @@ type scope struct {
 	// requeueAfter asks for a reconcile within this time (0: none), for
 	// what no watch reports.
 	requeueAfter time.Duration
+	// seen is the fenced namespace as the fence's last look saw it:
+	// what verifyIsolation evaluates.
+	seen *seenNamespace
 	// liftUnchecked: the fence was read from the cache alone, for a
 	// restore waiting for its pods (restoreWaiting); it is read from the
 	// API server before the restore lifts it.
