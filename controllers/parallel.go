@@ -23,6 +23,16 @@ func inParallel[T any](items []T, fn func(T) error) error {
 	return errors.Join(errs...)
 }
 
+// indices are the indices of items, for inParallel over a slice whose
+// results go back in its order.
+func indices[T any](items []T) []int {
+	out := make([]int, len(items))
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
 // all runs every fn at once and joins their errors.
 func all(fns ...func() error) error {
 	return inParallel(fns, func(fn func() error) error { return fn() })

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -121,36 +122,53 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 			return false, err
 		}
 	}
-	for _, svc := range services {
+	// Every generated Secret first, then every service's workload and
+	// Service, each side by side: a rebuilt pod reads the Secrets of its own
+	// service and of others (secretsFrom), which must be the new ones.
+	err := inParallel(services, func(svc v1alpha1.Service) error {
 		for _, g := range svc.GeneratedSecrets {
 			if err := r.rotateSecret(ctx, s, ns, svc, g, rec.RestoreID); err != nil {
-				return false, err
+				return err
 			}
 		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	rebuilt := make([]*workload, len(services))
+	err = inParallel(indices(services), func(i int) error {
+		svc := services[i]
 		if svc.Stateful() {
 			// A new StatefulSet of the restore's generation, on the
 			// restored claims it adopts.
 			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, rec.RestoreID, nil); err != nil {
-				return false, err
+				return err
 			}
 			wl, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(v1alpha1.SitePrimary, svc))
 			if err != nil {
-				return false, err
+				return err
 			}
-			if wl != nil && wl.credentialsRevision != rec.RestoreID {
-				wl = nil
+			if wl != nil && wl.credentialsRevision == rec.RestoreID {
+				rebuilt[i] = wl
 			}
-			s.observeWorkload(v1alpha1.SitePrimary, svc, wl)
 		} else {
 			dep, err := r.rebuildDeployment(ctx, s, ns, svc, rec.RestoreID)
 			if err != nil {
-				return false, err
+				return err
 			}
-			s.observeDeployment(v1alpha1.SitePrimary, svc, dep)
+			if dep != nil {
+				rebuilt[i] = deploymentWorkload(dep)
+			}
 		}
-		if err := r.apply(ctx, build.Service(s.env, ns, svc), &corev1.Service{}); err != nil {
-			return false, err
-		}
+		return r.apply(ctx, build.Service(s.env, ns, svc), &corev1.Service{})
+	})
+	if err != nil {
+		return false, err
+	}
+	// In the spec's order: the status lists the services so.
+	for i, svc := range services {
+		s.observeWorkload(v1alpha1.SitePrimary, svc, rebuilt[i])
 	}
 	// The fence stays until every restored claim is bound and every
 	// rebuilt pod Ready.
@@ -165,13 +183,11 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 
 	// The rebuilt site is Ready: bring back its allows (evidence pods stay
 	// isolated by their own policy), then lift the fence.
-	if err := r.apply(ctx, build.EvidencePolicy(s.env, ns), &networkingv1.NetworkPolicy{}); err != nil {
+	allows := append(build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services), build.EvidencePolicy(s.env, ns))
+	if err := inParallel(allows, func(p *networkingv1ac.NetworkPolicyApplyConfiguration) error {
+		return r.apply(ctx, p, &networkingv1.NetworkPolicy{})
+	}); err != nil {
 		return false, err
-	}
-	for _, p := range build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services) {
-		if err := r.apply(ctx, p, &networkingv1.NetworkPolicy{}); err != nil {
-			return false, err
-		}
 	}
 	// admin-tier and the deny policy before the record: while the record
 	// stays, a crash here only runs the restore's last steps again.
@@ -293,6 +309,10 @@ func (c *cleanedMemory) forget(name string) {
 // revision rev, once: deleted and created anew, so that no field another
 // writer added (an injected sidecar) survives the restore. It returns the
 // Deployment as the cache holds it once it runs revision rev, or nil.
+//
+// Not replaced in place: an update leaves its writer owning every field it
+// changed, beside careplane's apply, so a field a later spec drops would
+// stay (TestARestoreRebuildsTheDeploymentWhole).
 func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, rev string) (*appsv1.Deployment, error) {
 	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, rev)
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -370,4 +371,71 @@ func TestARestoreCleansOnce(t *testing.T) {
 	if n := accounts(); n != 0 {
 		t.Errorf("%d ServiceAccount writes after the restore recreated them, want none", n)
 	}
+}
+
+// TestARestoreRebuildsTheDeploymentWhole (hole 8): a container and a label
+// another field manager added to careplane's Deployment before the fence are
+// gone after the restore, and careplane's apply alone owns the Deployment's
+// fields, so that a field the spec drops later is removed. (Replaced in
+// place by an update, the update's writer kept every field it changed, the
+// credentials revision and the replicas among them.)
+func TestARestoreRebuildsTheDeploymentWhole(t *testing.T) {
+	ctx := context.Background()
+	const name = "replaced-whole"
+	ns := name + "-primary"
+	env := sampleEnv(name)
+	env.Spec.Services[0].Env = []v1alpha1.EnvVar{{Name: "MODE", Value: "live"}}
+	createFenceable(t, ctx, env)
+	markDeploymentsReadyWhenPresent(t, ctx, name, ns, 11)
+	waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
+	key := client.ObjectKey{Namespace: ns, Name: "call-handling"}
+	before := &appsv1.Deployment{}
+	if err := k8sClient.Get(ctx, key, before); err != nil {
+		t.Fatal(err)
+	}
+	injected := []byte(`{"metadata":{"labels":{"injected":"yes"}},"spec":{"template":{"spec":{"containers":[{"name":"exfil","image":"registry.example/exfil@sha256:` +
+		strings.Repeat("8", 64) + `"}]}}}}`)
+	if err := k8sClient.Patch(ctx, before.DeepCopy(), client.RawPatch(types.StrategicMergePatchType, injected), client.FieldOwner("tenant-pipeline")); err != nil {
+		t.Fatal(err)
+	}
+
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	patchIsolation(t, ctx, name, `{"mode":"None"}`)
+	dep := &appsv1.Deployment{}
+	eventually(t, 20*time.Second, "call-handling rebuilt", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		rev := fence.RecordOf(nsObj).RestoreID
+		if err := k8sClient.Get(ctx, key, dep); err != nil {
+			return false, "", client.IgnoreNotFound(err)
+		}
+		got := dep.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		return rev != "" && got == rev, fmt.Sprintf("revision %q, restore %q", got, rev), nil
+	})
+	if _, ok := dep.Labels["injected"]; ok {
+		t.Errorf("the injected label survived the restore: %v", dep.Labels)
+	}
+	if n := len(dep.Spec.Template.Spec.Containers); n != 1 || dep.Spec.Template.Spec.Containers[0].Name != "call-handling" {
+		t.Errorf("containers after the restore = %+v, want call-handling alone", dep.Spec.Template.Spec.Containers)
+	}
+	for _, m := range dep.ManagedFields {
+		if m.Manager == "tenant-pipeline" || (m.Manager == fieldOwner && m.Operation != metav1.ManagedFieldsOperationApply) {
+			t.Errorf("after the restore %s (%s) owns fields of the Deployment: %s", m.Manager, m.Operation, m.FieldsV1.String())
+		}
+	}
+
+	// The restore completes; a field the spec drops is removed.
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	updateEnv(t, ctx, name, func(e *v1alpha1.HealthEnvironment) { e.Spec.Services[0].Env = nil })
+	eventually(t, 20*time.Second, "MODE removed from call-handling", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, key, dep); err != nil {
+			return false, "", err
+		}
+		env := dep.Spec.Template.Spec.Containers[0].Env
+		return len(env) == 0, fmt.Sprintf("env %+v", env), nil
+	})
 }
