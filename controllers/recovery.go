@@ -236,7 +236,7 @@ func (r *RecoveryReconciler) reconcilePoints(ctx context.Context, env *v1alpha1.
 	d := recovery.Decide(in)
 
 	if d.Take {
-		p, err := r.take(ctx, env, ns, d, claims)
+		p, err := r.take(ctx, env, ns, d, now, claims)
 		if err != nil {
 			return ctrl.Result{}, nil, err
 		}
@@ -381,9 +381,10 @@ func (r *RecoveryReconciler) fenceOf(ctx context.Context, env *v1alpha1.HealthEn
 }
 
 // take creates the VolumeSnapshots of a new point, one per claim, in one
-// pass, and returns the point as recorded.
-func (r *RecoveryReconciler) take(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string, d recovery.Decision, claims []corev1.PersistentVolumeClaim) (v1alpha1.RecoveryPoint, error) {
-	now := r.Clock.Now()
+// pass, and returns the point as recorded. now is the time d was decided
+// at: the point's name, its takenAt and the next point's time all read it
+// (a second reading of the clock could fall in the next second).
+func (r *RecoveryReconciler) take(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string, d recovery.Decision, now time.Time, claims []corev1.PersistentVolumeClaim) (v1alpha1.RecoveryPoint, error) {
 	p := v1alpha1.RecoveryPoint{Name: d.Name, TakenAt: metav1.NewTime(now), Revision: env.Status.KnownGoodRevision, Clean: d.Clean}
 	for i := range claims {
 		c := &claims[i]
