@@ -128,18 +128,25 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		s.env.Finalizers, s.env.ResourceVersion = finalizers, version
 	}
 
-	obs, err := r.observeFenceAndStandby(ctx, s)
+	// The namespace and its claims, at once.
+	var obs, claims fence.Observed
+	var eerr error
+	err = all(
+		func() (err error) { obs, err = r.observeFenceAndStandby(ctx, s); return err },
+		func() error { eerr = r.observeEvidence(ctx, s, &claims); return nil },
+	)
 	if err != nil {
 		return err
 	}
 	// The evidence snapshots, once the window is closed and before the
 	// steps below may change the data. They never hold the network fence:
 	// what stands in their way is the EvidenceSnapshots condition's.
-	if eerr := r.observeEvidence(ctx, s, &obs); eerr != nil {
+	if eerr != nil {
 		log.FromContext(ctx).Error(eerr, "Could not read the fenced namespace's claims for the evidence snapshots")
 		s.evidence = &metav1.Condition{Type: v1alpha1.ConditionEvidenceSnapshots, Status: metav1.ConditionFalse, ObservedGeneration: s.env.Generation,
 			Reason: v1alpha1.ReasonSnapshotFailed, Message: "Could not read the claims to snapshot as evidence (retried; the network fence stands regardless): " + eerr.Error()}
-		obs.Claims = nil
+	} else {
+		obs.Claims, obs.ClaimDrivers, obs.SnapshotClass, obs.Snapshots = claims.Claims, claims.ClaimDrivers, claims.SnapshotClass, claims.Snapshots
 	}
 	plan := fence.PlanFence(obs)
 	r.takeEvidence(ctx, s, plan)
@@ -224,36 +231,35 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope) (fence.Observed, error) {
 	ns := s.names.Primary
 	obs := fence.Observed{Env: s.env, Isolation: s.iso, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
-	seen := &seenNamespace{}
+	// The four lists at once: a fence looks at least twice per pass, and
+	// each look is on its critical path.
 	var pols networkingv1.NetworkPolicyList
-	if err := r.APIReader.List(ctx, &pols, client.InNamespace(ns)); err != nil {
-		return obs, fmt.Errorf("listing NetworkPolicies in %s: %w", ns, err)
-	}
-	seen.policies = pols.Items
-	for _, l := range []struct {
-		kind string
-		into *[]fence.Object
-	}{{"ServiceAccountList", &obs.ServiceAccounts}, {"SecretList", &obs.Secrets}} {
-		// Metadata only: a Secret's data is never read.
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(l.kind))
-		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return obs, fmt.Errorf("listing %s in %s: %w", strings.TrimSuffix(l.kind, "List"), ns, err)
-		}
-		for i := range list.Items {
-			*l.into = append(*l.into, list.Items[i].ObjectMeta)
-		}
-	}
 	var pods corev1.PodList
-	if err := r.APIReader.List(ctx, &pods, client.InNamespace(ns)); err != nil {
-		return obs, fmt.Errorf("listing Pods in %s: %w", ns, err)
+	accounts, secrets := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
+	// Metadata only: a Secret's data is never read.
+	accounts.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccountList"))
+	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+	lists := []kindList{{"NetworkPolicies", &pols}, {"ServiceAccounts", accounts}, {"Secrets", secrets}, {"Pods", &pods}}
+	if err := inParallel(lists, func(l kindList) error {
+		if err := r.APIReader.List(ctx, l.list, client.InNamespace(ns)); err != nil {
+			return fmt.Errorf("listing %s in %s: %w", l.kind, ns, err)
+		}
+		return nil
+	}); err != nil {
+		return obs, err
 	}
-	seen.pods = pods.Items
-	for i := range seen.policies {
-		obs.Policies = append(obs.Policies, seen.policies[i].ObjectMeta)
+	seen := &seenNamespace{policies: pols.Items, pods: pods.Items}
+	for i := range pols.Items {
+		obs.Policies = append(obs.Policies, pols.Items[i].ObjectMeta)
 	}
-	for i := range seen.pods {
-		obs.Pods = append(obs.Pods, seen.pods[i].ObjectMeta)
+	for i := range accounts.Items {
+		obs.ServiceAccounts = append(obs.ServiceAccounts, accounts.Items[i].ObjectMeta)
+	}
+	for i := range secrets.Items {
+		obs.Secrets = append(obs.Secrets, secrets.Items[i].ObjectMeta)
+	}
+	for i := range pods.Items {
+		obs.Pods = append(obs.Pods, pods.Items[i].ObjectMeta)
 	}
 	s.seen = seen
 	var deps appsv1.DeploymentList
@@ -271,6 +277,12 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 		obs.StatefulSets = append(obs.StatefulSets, sts.Items[i].ObjectMeta)
 	}
 	return obs, nil
+}
+
+// kindList is a list to fill, and what it lists, for errors.
+type kindList struct {
+	kind string
+	list client.ObjectList
 }
 
 // observeFenceAndStandby is observeFence and, when the fence moves traffic

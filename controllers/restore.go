@@ -383,15 +383,17 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 			statefulSets[s.statefulSetName(v1alpha1.SitePrimary, svc)] = true
 		}
 	}
-	var errs []error
-	var removed []string
-	for _, gvk := range tenantKinds {
+	// Every kind at once; what each removed is reported in tenantKinds'
+	// order.
+	removedOf := make([][]string, len(tenantKinds))
+	err := inParallel(indices(tenantKinds), func(k int) error {
+		gvk := tenantKinds[k]
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(gvk)
 		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
-			errs = append(errs, fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err))
-			continue
+			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
 		}
+		var errs []error
 		for i := range list.Items {
 			o := &list.Items[i]
 			if o.DeletionTimestamp != nil {
@@ -411,15 +413,17 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 				errs = append(errs, err)
 				continue
 			}
-			removed = append(removed, o.Kind+" "+o.Name)
+			removedOf[k] = append(removedOf[k], o.Kind+" "+o.Name)
 		}
-	}
+		return errors.Join(errs...)
+	})
+	removed := slices.Concat(removedOf...)
 	if len(removed) > 0 {
 		log.FromContext(ctx).Info("Removed what the tenant left in the fenced namespace", "namespace", ns, "objects", removed)
 		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "TenantObjectsRemoved", "Restore",
 			"Removed from fenced namespace %s before the rebuild: %v", ns, removed)
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // rotateSecret replaces a generated Secret with a new random value unless it
