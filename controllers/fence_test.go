@@ -46,6 +46,18 @@ func createFenceable(t *testing.T, ctx context.Context, env *v1alpha1.HealthEnvi
 	})
 }
 
+// createReady creates env as createFenceable does, plays the controller
+// manager for its Deployments (pod IPs from ipBase) and waits for it to be
+// Ready. It returns the primary namespace.
+func createReady(t *testing.T, ctx context.Context, env *v1alpha1.HealthEnvironment, ipBase int) string {
+	t.Helper()
+	createFenceable(t, ctx, env)
+	ns := env.Name + build.PrimarySuffix
+	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, ipBase)
+	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+	return ns
+}
+
 // setDeploymentsReady plays the controller manager for the Deployments of
 // ns only (no pods): each reports all replicas ready at its generation.
 func setDeploymentsReady(t *testing.T, ctx context.Context, ns string) {
@@ -89,10 +101,7 @@ func patchIsolation(t *testing.T, ctx context.Context, name, isolation string) {
 func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("restore-order")
-	createFenceable(t, ctx, env)
-	ns := "restore-order-primary"
-	markDeploymentsReadyWhenPresent(t, ctx, "restore-order", ns, 4)
-	waitCondition(t, "restore-order", v1alpha1.ConditionReady, "True", "")
+	ns := createReady(t, ctx, env, 4)
 
 	// Who: the annotation the isolation guard checks against the
 	// requester (not installed here: the operator's side is tested).
@@ -395,10 +404,7 @@ func TestFencedNeedsVerifiedIsolation(t *testing.T) {
 func TestAFenceIsNotHeldUpByAnotherNamespace(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("stuck-standby")
-	createFenceable(t, ctx, env)
-	ns := "stuck-standby-primary"
-	markDeploymentsReadyWhenPresent(t, ctx, "stuck-standby", ns, 60)
-	waitCondition(t, "stuck-standby", v1alpha1.ConditionReady, "True", "")
+	ns := createReady(t, ctx, env, 60)
 
 	foreign := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "stuck-standby-standby"}}
 	if err := k8sClient.Create(ctx, foreign); err != nil {
@@ -536,10 +542,7 @@ func TestPreservePodOnWhatThePlanSaw(t *testing.T) {
 func TestAFenceScalesDownOnTheRunningTemplate(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("same-template")
-	createFenceable(t, ctx, env)
-	ns := "same-template-primary"
-	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, 9)
-	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+	ns := createReady(t, ctx, env, 9)
 	var before appsv1.DeploymentList
 	if err := k8sClient.List(ctx, &before, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
@@ -572,10 +575,7 @@ func TestAFenceScalesDownOnTheRunningTemplate(t *testing.T) {
 func TestAFenceVerifiesWhatItLastSaw(t *testing.T) {
 	ctx := context.Background()
 	env := sampleEnv("looks-once")
-	createFenceable(t, ctx, env)
-	ns := "looks-once-primary"
-	markDeploymentsReadyWhenPresent(t, ctx, env.Name, ns, 10)
-	waitCondition(t, env.Name, v1alpha1.ConditionReady, "True", "")
+	ns := createReady(t, ctx, env, 10)
 
 	listed := func(resource string) (func() int64, func()) {
 		return requests.Tap(func(method, path string) bool {

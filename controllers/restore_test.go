@@ -283,9 +283,7 @@ func TestARestoreCleansOnce(t *testing.T) {
 	const name = "clean-once"
 	ns := name + "-primary"
 	env := sampleEnv(name)
-	createFenceable(t, ctx, env)
-	markDeploymentsReadyWhenPresent(t, ctx, name, ns, 6)
-	waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
+	createReady(t, ctx, env, 6)
 	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
 	patchIsolation(t, ctx, name, `{"mode":"None"}`)
@@ -385,9 +383,7 @@ func TestARestoreRebuildsTheDeploymentWhole(t *testing.T) {
 	ns := name + "-primary"
 	env := sampleEnv(name)
 	env.Spec.Services[0].Env = []v1alpha1.EnvVar{{Name: "MODE", Value: "live"}}
-	createFenceable(t, ctx, env)
-	markDeploymentsReadyWhenPresent(t, ctx, name, ns, 11)
-	waitCondition(t, name, v1alpha1.ConditionReady, "True", "")
+	createReady(t, ctx, env, 11)
 	key := client.ObjectKey{Namespace: ns, Name: "call-handling"}
 	before := &appsv1.Deployment{}
 	if err := k8sClient.Get(ctx, key, before); err != nil {
