@@ -224,10 +224,11 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,
 // ServiceAccount, Secret and Pod of the primary namespace, whoever made it,
-// from the API server (the cache holds careplane's objects only), as
-// metadata; careplane's Deployments from the cache. The policies and pods
-// are kept whole in s.seen: the last look of a fence, taken after its last
-// change, is also what its verification evaluates (verifyIsolation).
+// from the API server (the cache holds careplane's objects only), the
+// ServiceAccounts and Secrets as metadata; careplane's Deployments from the
+// cache. The policies and pods are read whole and kept in s.seen: the last
+// look of a fence, taken after its last change, is also what its
+// verification evaluates (verifyIsolation).
 func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope) (fence.Observed, error) {
 	ns := s.names.Primary
 	obs := fence.Observed{Env: s.env, Isolation: s.iso, Record: s.record, AdminPolicyKind: "", DataGeneration: s.dataGen}
