@@ -87,7 +87,7 @@ func (r *HealthEnvironmentReconciler) reconcileNamespaces(ctx context.Context, s
 				// themselves, after the deny policy is in place.
 				continue
 			}
-			if _, err := r.Applier.Apply(ctx, want, current[i].ResourceVersion); err != nil {
+			if _, err := r.Applier.Apply(ctx, want, ssa.Version(want, current[i])); err != nil {
 				return err
 			}
 			continue

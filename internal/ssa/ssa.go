@@ -176,6 +176,14 @@ var statusChurns = map[string]bool{
 	"policy/v1\x00PodDisruptionBudget": true,
 }
 
+// metadataOnly are the kinds careplane applies only metadata to (a
+// Namespace: its labels and owner). Other writers' changes to the rest (the
+// fence record's annotations, the namespace controller's status) are
+// nothing an apply would undo.
+var metadataOnly = map[string]bool{
+	"v1\x00Namespace": true,
+}
+
 // Version is the version of current, an object of desired's kind, that Apply
 // compares with the one its last apply produced. It is the resourceVersion,
 // which any write moves. For the kinds in statusChurns it is instead the
@@ -185,16 +193,25 @@ var statusChurns = map[string]bool{
 // generation), to that metadata, or the object made anew, is applied over as
 // before. Annotations are left out: careplane sets none on these kinds and
 // its cache does not keep them (controllers/manager.go), so a change to
-// them is nothing an apply would undo.
+// them is nothing an apply would undo. There current must keep its UID: one
+// without (a cache that drops it) gets its resourceVersion, so nothing is
+// skipped that should not be.
 //
-// current must keep its UID: one without (a cache that drops it) gets its
-// resourceVersion, so nothing is skipped that should not be.
+// For the kinds in metadataOnly it is that digest alone: they have no
+// generation, and careplane sets nothing else on them, so one made anew
+// with the same labels and owner (the owner names the environment's UID)
+// is nothing an apply would change either. The namespace cache does not
+// keep the UID.
 func Version(desired Object, current metav1.Object) string {
 	if current == nil {
 		return ""
 	}
-	gen := current.GetGeneration()
-	if !statusChurns[deref(desired.GetAPIVersion())+"\x00"+deref(desired.GetKind())] || gen == 0 || current.GetUID() == "" {
+	kind := deref(desired.GetAPIVersion()) + "\x00" + deref(desired.GetKind())
+	uid, gen := current.GetUID(), current.GetGeneration()
+	switch {
+	case metadataOnly[kind]:
+		uid, gen = "", 0
+	case !statusChurns[kind] || gen == 0 || uid == "":
 		return current.GetResourceVersion()
 	}
 	// encoding/json writes map keys sorted: the digest is stable.
@@ -203,7 +220,7 @@ func Version(desired Object, current metav1.Object) string {
 		return current.GetResourceVersion()
 	}
 	d := sum(raw)
-	return fmt.Sprintf("%s/%d/%x", current.GetUID(), gen, d[:])
+	return fmt.Sprintf("%s/%d/%x", uid, gen, d[:])
 }
 
 // key is the group an object is remembered in (see Applier.seen) and its

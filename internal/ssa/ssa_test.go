@@ -113,4 +113,34 @@ func TestVersion(t *testing.T) {
 	if got := Version(corev1ac.ServiceAccount("a", "b"), meta()); got != "10" {
 		t.Errorf("a ServiceAccount: version %q, want the resourceVersion", got)
 	}
+
+	// A Namespace has no generation; careplane applies its labels and
+	// owner only.
+	ns := corev1ac.Namespace("wales-111-primary")
+	nsMeta := func() *metav1.ObjectMeta {
+		m := meta()
+		m.Generation = 0
+		return m
+	}
+	nsBase := Version(ns, nsMeta())
+	for _, c := range []struct {
+		name   string
+		change func(m *metav1.ObjectMeta)
+		same   bool
+	}{
+		{"the fence record written and lifted", func(m *metav1.ObjectMeta) {
+			m.ResourceVersion = "12"
+			m.Annotations = map[string]string{"careplane.io/fence-id": "1700000000000000000"}
+		}, true},
+		{"a label", func(m *metav1.ObjectMeta) { m.Labels["careplane.io/fenced"] = "true" }, false},
+		{"an owner", func(m *metav1.ObjectMeta) { m.OwnerReferences = nil }, false},
+		{"read from a cache without its UID", func(m *metav1.ObjectMeta) { m.UID = "" }, true},
+		{"deleting", func(m *metav1.ObjectMeta) { t := metav1.Unix(1, 0); m.DeletionTimestamp = &t }, false},
+	} {
+		m := nsMeta()
+		c.change(m)
+		if got := Version(ns, m); (got == nsBase) != c.same {
+			t.Errorf("namespace, %s: version %q against %q, want same=%v", c.name, got, nsBase, c.same)
+		}
+	}
 }
