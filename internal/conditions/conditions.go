@@ -15,9 +15,11 @@
 //     carried out the fence, every step succeeded, and the isolation was
 //     verified. Done but not verified, or not done, is Fenced=False
 //     (FenceIncomplete) with the reason in the message. Restoring behind
-//     the fence is Fenced=True (Restoring); lifted is Fenced=False.
+//     the fence is Fenced=True (Restoring); lifted is Fenced=False, whose
+//     message says how the last fence ended until another is asked for.
 //   - IsolationVerified reports the last evaluation of the fenced namespace;
-//     while verification could not run, the last verdict stays.
+//     while verification could not run, the last verdict stays. Not fenced,
+//     or lifted in this pass, it is Unknown (NotEvaluated).
 //   - Restoring is True while a restore rebuilds the primary, False
 //     (RestoreBlocked) when its input is bad.
 //   - ServingFromStandby follows the failover decision; serving from the
@@ -119,7 +121,7 @@ func Set(conds *[]metav1.Condition, in Input) (ready, total int) {
 		}
 	}
 
-	setIsolation(set, in)
+	setIsolation(set, conds, in)
 	f := in.Fence
 	switch {
 	case in.DeletionBlocked:
@@ -170,11 +172,20 @@ func Set(conds *[]metav1.Condition, in Input) (ready, total int) {
 }
 
 // setIsolation sets Fenced, Restoring and IsolationVerified.
-func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg string), in Input) {
+//
+// The pass that lifts a fence sets what every later pass keeps: a message
+// or a verdict that changed one pass after the lift would be a status write
+// (and an event) for nothing.
+func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg string), conds *[]metav1.Condition, in Input) {
 	f := in.Fence
 	switch {
 	case !f.Fencing && !f.Recorded:
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "isolation.mode is None")
+		msg := "isolation.mode is None"
+		if c := meta.FindStatusCondition(*conds, v1alpha1.ConditionFenced); c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonNotFenced {
+			// Still true, and the more telling: how the last fence ended.
+			msg = c.Message
+		}
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, msg)
 	case f.Restored:
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
 	case f.Fencing && f.Complete && in.Err == nil && f.Verified != nil && f.Verified.Isolated:
@@ -213,7 +224,7 @@ func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg 
 	}
 
 	switch {
-	case f.Verified == nil && !f.Recorded && !f.Fencing:
+	case f.Restored, f.Verified == nil && !f.Recorded && !f.Fencing:
 		set(v1alpha1.ConditionIsolationVerified, metav1.ConditionUnknown, v1alpha1.ReasonNotEvaluated, "The environment is not fenced; there is nothing to verify")
 	case f.Verified == nil:
 		// The last verdict stays while verification could not run.

@@ -64,7 +64,7 @@ func TestSet(t *testing.T) {
 		}},
 		{"restored", Input{Services: readyPrimary, ActiveSite: v1alpha1.SitePrimary, Serving: true, Fence: Fence{Recorded: true, Restoring: true, Restored: true}}, map[string]want{
 			v1alpha1.ConditionFenced: {"False", v1alpha1.ReasonNotFenced}, v1alpha1.ConditionRestoring: {"False", v1alpha1.ReasonNotRestoring},
-			v1alpha1.ConditionReady: {"True", v1alpha1.ReasonAvailable},
+			v1alpha1.ConditionReady: {"True", v1alpha1.ReasonAvailable}, v1alpha1.ConditionIsolationVerified: {"Unknown", v1alpha1.ReasonNotEvaluated},
 		}},
 		{"deleted while fenced", Input{DeletionBlocked: true, Fence: Fence{Fencing: true, Recorded: true, Complete: true, Verified: isolated}}, map[string]want{
 			v1alpha1.ConditionReady: {"False", v1alpha1.ReasonFenced}, v1alpha1.ConditionFenced: {"True", v1alpha1.ReasonFenceComplete},
@@ -86,6 +86,40 @@ func TestSet(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTheLiftSetsTheSteadyState: the pass after the one that lifted a fence
+// changes no condition, so it writes no status and emits no event.
+func TestTheLiftSetsTheSteadyState(t *testing.T) {
+	fenced := Input{Fence: Fence{Fencing: true, Recorded: true, Complete: true, Verified: &netpol.Result{Isolated: true}}}
+	restoring := Input{Fence: Fence{Recorded: true, Restoring: true, From: "spec"}}
+	lifted := Input{Services: []v1alpha1.ServiceStatus{{Name: "a", Site: v1alpha1.SitePrimary, Replicas: 1, ReadyReplicas: 1}},
+		ActiveSite: v1alpha1.SitePrimary, Serving: true}
+	liftPass := lifted
+	liftPass.Fence = Fence{Recorded: true, Restoring: true, Restored: true}
+
+	var conds []metav1.Condition
+	for _, in := range []Input{fenced, restoring, liftPass} {
+		Set(&conds, in)
+	}
+	after := append([]metav1.Condition(nil), conds...)
+	Set(&conds, lifted)
+	for _, c := range after {
+		got := meta.FindStatusCondition(conds, c.Type)
+		if got.Status != c.Status || got.Reason != c.Reason || got.Message != c.Message {
+			t.Errorf("%s changed one pass after the lift: %s/%s %q, then %s/%s %q", c.Type, c.Status, c.Reason, c.Message, got.Status, got.Reason, got.Message)
+		}
+	}
+	if c := meta.FindStatusCondition(conds, v1alpha1.ConditionFenced); c.Message != "The fence was lifted after the primary site was rebuilt" {
+		t.Errorf("Fenced message after the lift = %q, want how the fence ended", c.Message)
+	}
+
+	// A new environment, never fenced, says why it is not.
+	var fresh []metav1.Condition
+	Set(&fresh, lifted)
+	if c := meta.FindStatusCondition(fresh, v1alpha1.ConditionFenced); c.Message != "isolation.mode is None" {
+		t.Errorf("Fenced message of a new environment = %q", c.Message)
 	}
 }
 
