@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/sets"
+	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -138,13 +139,9 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 		if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{}); err != nil {
 			return err
 		}
-		evidence, err := r.hasEvidence(ctx, s, ns)
-		if err != nil {
+		var err error
+		if policies, err = r.primaryPolicies(ctx, s, s.servicesFor(site)); err != nil {
 			return err
-		}
-		if evidence {
-			// Pods kept from an earlier fence stay isolated until purged.
-			policies = append(policies, build.EvidencePolicy(env, ns))
 		}
 	}
 	keepPolicies := sets.New[string]()
@@ -175,14 +172,23 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 	return r.prune(ctx, s, site, keep, keepPolicies)
 }
 
-// hasEvidence says whether pods preserved as evidence remain in ns.
-func (r *HealthEnvironmentReconciler) hasEvidence(ctx context.Context, s *scope, ns string) (bool, error) {
+// primaryPolicies are the unfenced primary site's NetworkPolicies: its
+// services' allows and, while pods kept as evidence by an earlier fence
+// remain, the policy that keeps them isolated until purged. The restore's
+// lift writes the same set as every later pass, which would otherwise
+// prune what the lift wrote.
+func (r *HealthEnvironmentReconciler) primaryPolicies(ctx context.Context, s *scope, services []v1alpha1.Service) ([]*networkingv1ac.NetworkPolicyApplyConfiguration, error) {
+	ns := s.names.Primary
+	policies := build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services)
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name},
 		client.HasLabels{v1alpha1.LabelEvidence}, readOnly); err != nil {
-		return false, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
+		return nil, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
 	}
-	return len(pods.Items) > 0, nil
+	if len(pods.Items) > 0 {
+		policies = append(policies, build.EvidencePolicy(s.env, ns))
+	}
+	return policies, nil
 }
 
 // reconcileService writes one service's objects in one site.

@@ -183,7 +183,10 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 
 	// The rebuilt site is Ready: bring back its allows (evidence pods stay
 	// isolated by their own policy), then lift the fence.
-	allows := append(build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services), build.EvidencePolicy(s.env, ns))
+	allows, err := r.primaryPolicies(ctx, s, services)
+	if err != nil {
+		return false, err
+	}
 	if err := inParallel(allows, func(p *networkingv1ac.NetworkPolicyApplyConfiguration) error {
 		return r.apply(ctx, p, &networkingv1.NetworkPolicy{})
 	}); err != nil {

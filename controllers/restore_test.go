@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,11 +365,49 @@ func TestARestoreCleansOnce(t *testing.T) {
 		return method == http.MethodPatch && strings.HasPrefix(path, "/api/v1/namespaces/"+ns+"/serviceaccounts/")
 	})
 	defer stopAccounts()
+	// Every write but events, in the order sent.
+	var mu sync.Mutex
+	var writes []string
+	_, stopWrites := requests.Tap(func(method, path string) bool {
+		if method != http.MethodGet && !strings.HasSuffix(path, "/events") && !strings.Contains(path, "/events/") {
+			mu.Lock()
+			writes = append(writes, method+" "+path)
+			mu.Unlock()
+		}
+		return false
+	})
+	defer stopWrites()
 	setDeploymentsReady(t, ctx, ns)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
 	time.Sleep(resyncPeriod)
 	if n := accounts(); n != 0 {
 		t.Errorf("%d ServiceAccount writes after the restore recreated them, want none", n)
+	}
+
+	// The lift pass leaves the primary site as every later pass would: the
+	// record's lift is the last write there (the front's EndpointSlices,
+	// the finalizer and the status follow). The pass after it applied the
+	// namespace again (the record moved its resourceVersion) and deleted
+	// the evidence policy the lift wrote with no evidence pods to isolate.
+	stopWrites()
+	mu.Lock()
+	defer mu.Unlock()
+	liftWrite := http.MethodPatch + " /api/v1/namespaces/" + ns
+	lift := slices.Index(writes, liftWrite)
+	if lift < 0 {
+		t.Fatalf("no write of the record's lift among %q", writes)
+	}
+	for _, w := range writes[lift+1:] {
+		if strings.HasSuffix(w, " /api/v1/namespaces/"+ns) || strings.Contains(w, "/namespaces/"+ns+"/") {
+			t.Errorf("%s after the fence was lifted; the lift pass should leave the site as it stays", w)
+		}
+	}
+	conds := getEnv(t, ctx, name).Status.Conditions
+	if c := findCondition(conds, v1alpha1.ConditionFenced); c == nil || c.Message != "The fence was lifted after the primary site was rebuilt" {
+		t.Errorf("Fenced after the restore: %+v, want how the fence ended", c)
+	}
+	if c := findCondition(conds, v1alpha1.ConditionIsolationVerified); c == nil || c.Reason != v1alpha1.ReasonNotEvaluated {
+		t.Errorf("IsolationVerified after the restore: %+v, want NotEvaluated", c)
 	}
 }
 
