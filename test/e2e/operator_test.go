@@ -80,21 +80,35 @@ func (o *operator) pid() int {
 }
 
 // start runs the manager with the suite's flags plus args, and waits until
-// it reports ready.
+// it reports ready. Its ports are found free by binding and closing them, so
+// another process may take one before the manager binds it: a start that
+// fails only because an address is in use is tried again on fresh ports.
 func (o *operator) start(args ...string) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	metrics, err := freeAddr()
-	if err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		inUse, err := o.startOnce(args)
+		if err == nil || !inUse || attempt == 3 {
+			return err
+		}
 	}
-	probes, err := freeAddr()
+}
+
+// startOnce is one start; inUse says the manager exited because an address
+// it was to listen on was taken.
+func (o *operator) startOnce(args []string) (inUse bool, err error) {
+	addrs, err := freeAddrs(2)
 	if err != nil {
-		return err
+		return false, err
 	}
+	metrics, probes := addrs[0], addrs[1]
 	logFile, err := os.OpenFile(o.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
 	if err != nil {
-		return err
+		return false, err
+	}
+	var logStart int64
+	if fi, err := logFile.Stat(); err == nil {
+		logStart = fi.Size()
 	}
 	all := append([]string{
 		"--kubeconfig=" + o.kubeconfig,
@@ -105,7 +119,8 @@ func (o *operator) start(args ...string) error {
 	cmd := exec.Command(o.bin, all...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
-		return err
+		logFile.Close()
+		return false, err
 	}
 	exited := make(chan struct{})
 	go func() {
@@ -119,19 +134,30 @@ func (o *operator) start(args ...string) error {
 	for time.Now().Before(deadline) {
 		select {
 		case <-exited:
-			return fmt.Errorf("the manager exited at start; log: %s", o.logPath)
+			o.cmd = nil
+			return o.loggedSince(logStart, "address already in use"),
+				fmt.Errorf("the manager exited at start; log: %s", o.logPath)
 		default:
 		}
 		resp, err := http.Get("http://" + probes + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return false, nil
 			}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return fmt.Errorf("the manager was not ready within 30s; log: %s", o.logPath)
+	return false, fmt.Errorf("the manager was not ready within 30s; log: %s", o.logPath)
+}
+
+// loggedSince says whether the manager's log, from byte offset on, holds s.
+func (o *operator) loggedSince(offset int64, s string) bool {
+	b, err := os.ReadFile(o.logPath)
+	if err != nil || int64(len(b)) < offset {
+		return false
+	}
+	return strings.Contains(string(b[offset:]), s)
 }
 
 // kill stops the manager with SIGKILL: no graceful shutdown, as a crash or
@@ -253,10 +279,24 @@ func oneOf(s string, options []string) bool {
 }
 
 func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeAddrs(1)
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	return addrs[0], nil
+}
+
+// freeAddrs finds n distinct free loopback addresses. All n listeners stay
+// open until the last is bound, so the kernel cannot hand one port out twice.
+func freeAddrs(n int) ([]string, error) {
+	addrs := make([]string, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer l.Close()
+		addrs = append(addrs, l.Addr().String())
+	}
+	return addrs, nil
 }
