@@ -4,11 +4,16 @@
 package testutil
 
 import (
+	"bytes"
+	"encoding/json"
+	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 )
 
@@ -42,19 +47,29 @@ type Taps struct {
 type tap struct {
 	match func(method, path string) bool
 	n     atomic.Int64
+	// fail, when set, is the HTTP status the matched requests are answered
+	// with instead of being sent.
+	fail int
 }
 
 // Wrap is a rest.Config WrapTransport function.
 func (c *Taps) Wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
+		fail := 0
 		if req.URL.Query().Get("watch") != "true" {
 			c.mu.Lock()
 			for t := range c.taps {
 				if t.match(req.Method, req.URL.Path) {
 					t.n.Add(1)
+					if t.fail != 0 {
+						fail = t.fail
+					}
 				}
 			}
 			c.mu.Unlock()
+		}
+		if fail != 0 {
+			return failed(req, fail)
 		}
 		return rt.RoundTrip(req)
 	})
@@ -63,7 +78,18 @@ func (c *Taps) Wrap(rt http.RoundTripper) http.RoundTripper {
 // Tap counts, from now until stop, the requests match accepts (by HTTP
 // method and URL path); count is how many so far.
 func (c *Taps) Tap(match func(method, path string) bool) (count func() int64, stop func()) {
-	t := &tap{match: match}
+	return c.add(&tap{match: match})
+}
+
+// Fail answers, from now until stop, the requests match accepts with the
+// API server's error for HTTP status code (409 a conflict, 504 a timeout),
+// without sending them: a fault at the moment a test chooses. count is how
+// many were failed so far.
+func (c *Taps) Fail(match func(method, path string) bool, code int) (count func() int64, stop func()) {
+	return c.add(&tap{match: match, fail: code})
+}
+
+func (c *Taps) add(t *tap) (count func() int64, stop func()) {
 	c.mu.Lock()
 	if c.taps == nil {
 		c.taps = map[*tap]struct{}{}
@@ -75,6 +101,18 @@ func (c *Taps) Tap(match func(method, path string) bool) (count func() int64, st
 		delete(c.taps, t)
 		c.mu.Unlock()
 	}
+}
+
+// failed is the API server's answer with status code to req.
+func failed(req *http.Request, code int) (*http.Response, error) {
+	st := apierrors.NewGenericServerResponse(code, req.Method, schema.GroupResource{}, "", "injected by the test", 0, false).ErrStatus
+	st.Kind, st.APIVersion = "Status", "v1"
+	body, err := json.Marshal(st)
+	if err != nil {
+		return nil, err
+	}
+	return &http.Response{StatusCode: code, Header: http.Header{"Content-Type": []string{"application/json"}},
+		Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body)), Request: req}, nil
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)
