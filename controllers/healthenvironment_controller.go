@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -308,7 +309,6 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			s.verified, s.evidencePods = &v.result, v.evidence
 		}
 	case s.restored:
-		r.recordIncident(ctx, s)
 		if err := r.removeFinalizer(ctx, env); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -397,24 +397,59 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 	return r.removeFinalizer(ctx, s.env)
 }
 
-// recordIncident appends the finished fence to status.incidents, newest
-// last, keeping the last maxIncidents.
-func (r *HealthEnvironmentReconciler) recordIncident(ctx context.Context, s *scope) {
+// writeIncident records the fence being lifted in status.incidents, with
+// its Restored event, in a status write of its own before the lift removes
+// the fence record: after that, nothing says what the fence was, and a
+// lost status write (a conflict, a timeout, a crash) would lose the
+// incident. A lift that runs again, its record's removal having failed,
+// finds its incident there (fence.RecordIncident).
+func (r *HealthEnvironmentReconciler) writeIncident(ctx context.Context, s *scope) error {
+	env := s.env
+	inc := s.incident()
+	incidents, added := fence.RecordIncident(env.Status.Incidents, inc, maxIncidents)
+	if added {
+		// Locked to the status this reconcile read, as writeStatus is: a
+		// cache behind the last status write would drop what it added.
+		patch := client.MergeFromWithOptions(env.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		was := env.Status.Incidents
+		env.Status.Incidents = incidents
+		if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
+			env.Status.Incidents = was
+			return fmt.Errorf("recording the incident of %s: %w", klog.KObj(env), err)
+		}
+		r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "Restored", "Restore", "%s", restoredNote(inc))
+		log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
+			"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", dataLostOf(inc))
+	}
+	s.status.Incidents = slices.Clone(env.Status.Incidents)
+	return nil
+}
+
+// incident is the fence on record, from its start to its restore now.
+func (s *scope) incident() v1alpha1.Incident {
 	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.primaryFrom,
 		RestoredBy: s.env.Annotations[v1alpha1.AnnotationIsolationBy]}
 	if iso := s.env.Status.Isolation; iso != nil {
 		inc.Ticket, inc.Reason, inc.FencedAt, inc.FencedBy = iso.Ticket, iso.Reason, iso.FencedAt, iso.FencedBy
 	}
+	// The record is the fence's own account of its start.
+	if t, ok := s.record.Began(); ok {
+		inc.FencedAt = &metav1.Time{Time: t}
+	}
 	if c := s.restorePoint; c != nil {
 		inc.RecoveryPoint, inc.RecoveryPointTakenAt = c.Point.Name, c.Point.TakenAt.DeepCopy()
 		inc.DataLost = &metav1.Duration{Duration: c.DataLost}
 	}
-	s.status.Incidents = append(s.status.Incidents, inc)
-	if n := len(s.status.Incidents); n > maxIncidents {
-		s.status.Incidents = s.status.Incidents[n-maxIncidents:]
+	return inc
+}
+
+// restoredNote is the Restored event's note for inc.
+func restoredNote(inc v1alpha1.Incident) string {
+	note := fmt.Sprintf("Restored from %s with new credentials; incident %s recorded", inc.RestoredFrom, inc.Ticket)
+	if inc.RestoredBy != "" {
+		note += "; restore asked for by " + inc.RestoredBy
 	}
-	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
-		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", dataLostOf(inc))
+	return note
 }
 
 // dataLostOf is an incident's data time lost for a log line, or "".

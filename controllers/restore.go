@@ -192,12 +192,16 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}); err != nil {
 		return false, err
 	}
-	// admin-tier and the deny policy before the record: while the record
-	// stays, a crash here only runs the restore's last steps again.
+	// admin-tier, the deny policy and the incident before the record: while
+	// the record stays, a crash here only runs the restore's last steps
+	// again.
 	if err := r.deleteAdminFence(ctx, s); err != nil {
 		return false, err
 	}
 	if err := r.deleteObserved(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.FencePolicyName}}, ""); err != nil {
+		return false, err
+	}
+	if err := r.writeIncident(ctx, s); err != nil {
 		return false, err
 	}
 	if err := w.writeRecord(ctx, nsObj, fence.Record{}); err != nil {

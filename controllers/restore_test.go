@@ -7,12 +7,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -474,4 +476,117 @@ func TestARestoreRebuildsTheDeploymentWhole(t *testing.T) {
 		env := dep.Spec.Template.Spec.Containers[0].Env
 		return len(env) == 0, fmt.Sprintf("env %+v", env), nil
 	})
+}
+
+// fenceAndRestoreUntilRebuilt fences env (created Ready at ipBase) for
+// ticket, as alice@responders asks, and restores it, as bob@responders asks,
+// until the rebuilt Deployments only wait to be Ready. It returns the
+// primary namespace.
+func fenceAndRestoreUntilRebuilt(t *testing.T, ctx context.Context, env *v1alpha1.HealthEnvironment, ipBase int, ticket string) string {
+	t.Helper()
+	ns := createReady(t, ctx, env, ipBase)
+	annotateIsolationBy(t, ctx, env.Name, "alice@responders")
+	patchIsolation(t, ctx, env.Name, `{"mode":"Fenced","reason":"ransomware","ticket":"`+ticket+`","workloads":"Stop"}`)
+	waitCondition(t, env.Name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	annotateIsolationBy(t, ctx, env.Name, "bob@responders")
+	patchIsolation(t, ctx, env.Name, `{"mode":"None"}`)
+	waitCondition(t, env.Name, v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
+	// The restore's first pass wrote the record's restore; nothing else
+	// writes the namespace until the lift.
+	time.Sleep(2 * time.Second)
+	return ns
+}
+
+// checkOneIncident fails t unless env name records exactly one incident, for
+// ticket, fenced by alice@responders and restored by bob@responders, with
+// one Restored event, and no fence in place.
+func checkOneIncident(t *testing.T, ctx context.Context, name, ticket string) {
+	t.Helper()
+	got := getEnv(t, ctx, name)
+	if n := len(got.Status.Incidents); n != 1 {
+		t.Errorf("%d incidents, want 1: %+v", n, got.Status.Incidents)
+	} else if inc := got.Status.Incidents[0]; inc.Ticket != ticket || inc.FencedBy != "alice@responders" ||
+		inc.RestoredBy != "bob@responders" || inc.FencedAt == nil || inc.RestoredAt == nil {
+		t.Errorf("incident = %+v, want %s fenced by alice@responders and restored by bob@responders", inc, ticket)
+	}
+	if got.Status.Isolation != nil {
+		t.Errorf("status.isolation = %+v after the restore, want none", got.Status.Isolation)
+	}
+	eventually(t, 10*time.Second, "one Restored event", func(ctx context.Context) (bool, string, error) {
+		var evs eventsv1.EventList
+		if err := k8sClient.List(ctx, &evs); err != nil {
+			return false, "", err
+		}
+		n := 0
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Reason == "Restored" {
+				n++
+				if e.Series != nil {
+					n += int(e.Series.Count) - 1
+				}
+			}
+		}
+		if n > 1 {
+			return false, "", fmt.Errorf("%d Restored events, want 1", n)
+		}
+		return n == 1, fmt.Sprintf("%d Restored events", n), nil
+	})
+}
+
+// TestALostLiftStatusWriteKeepsTheIncident: the status write of the pass
+// that lifts the fence fails (a conflict from a cache behind the last status
+// write, a timeout, a crash). The incident (ticket, who fenced, who
+// restored) and its event are on record all the same, although the fence
+// record it is read from is gone by the next pass.
+func TestALostLiftStatusWriteKeepsTheIncident(t *testing.T) {
+	ctx := context.Background()
+	const name = "lift-lost"
+	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 12, "INC-409")
+
+	// Every status write after the lift's namespace PATCH fails once.
+	var lifted, failedOnce atomic.Bool
+	_, stopLift := requests.Tap(func(method, path string) bool {
+		if method == http.MethodPatch && path == "/api/v1/namespaces/"+ns {
+			lifted.Store(true)
+		}
+		return false
+	})
+	defer stopLift()
+	failed, stopFail := requests.Fail(func(method, path string) bool {
+		return lifted.Load() && method == http.MethodPatch &&
+			path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status" && failedOnce.CompareAndSwap(false, true)
+	}, http.StatusConflict)
+	defer stopFail()
+
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	time.Sleep(resyncPeriod)
+	if failed() != 1 {
+		t.Fatalf("%d status writes failed after the lift, want 1: the test would prove nothing", failed())
+	}
+	checkOneIncident(t, ctx, name, "INC-409")
+}
+
+// TestAnInterruptedLiftRecordsOneIncident: the lift's removal of the fence
+// record fails (a timeout) after its incident was written. The next pass
+// lifts the fence again, and records neither a second incident nor a
+// second event.
+func TestAnInterruptedLiftRecordsOneIncident(t *testing.T) {
+	ctx := context.Background()
+	const name = "lift-twice"
+	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 13, "INC-504")
+
+	var failedOnce atomic.Bool
+	failed, stopFail := requests.Fail(func(method, path string) bool {
+		return method == http.MethodPatch && path == "/api/v1/namespaces/"+ns && failedOnce.CompareAndSwap(false, true)
+	}, http.StatusGatewayTimeout)
+	defer stopFail()
+
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	time.Sleep(resyncPeriod)
+	if failed() != 1 {
+		t.Fatalf("%d lifts failed, want 1: the test would prove nothing", failed())
+	}
+	checkOneIncident(t, ctx, name, "INC-504")
 }

@@ -355,7 +355,8 @@ type event struct {
 }
 
 // transitions are the events a status change deserves: a condition changing
-// its status or reason, and a new known-good revision. Conditions seen for
+// its status or reason, and a new known-good revision (a new incident has
+// its own, writeIncident). Conditions seen for
 // the first time in their quiet state (provisioning, not fenced, nothing to
 // verify) are not worth an event.
 func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
@@ -385,14 +386,6 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	if after.KnownGoodRevision != "" && after.KnownGoodRevision != before.KnownGoodRevision {
 		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "RevisionRecorded", action: "RecordRevision",
 			note: "Recorded known-good revision " + after.KnownGoodRevision})
-	}
-	if len(after.Incidents) > 0 && len(after.Incidents) != len(before.Incidents) {
-		inc := after.Incidents[len(after.Incidents)-1]
-		note := fmt.Sprintf("Restored from %s with new credentials; incident %s recorded", inc.RestoredFrom, inc.Ticket)
-		if inc.RestoredBy != "" {
-			note += "; restore asked for by " + inc.RestoredBy
-		}
-		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "Restored", action: "Restore", note: note})
 	}
 	return out
 }

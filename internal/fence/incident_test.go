@@ -1,0 +1,56 @@
+package fence
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+)
+
+func TestRecordIncident(t *testing.T) {
+	at := func(sec int, nsec int) *metav1.Time {
+		return &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, sec, nsec, time.UTC)}
+	}
+	inc := func(ticket string, fencedAt *metav1.Time) v1alpha1.Incident {
+		return v1alpha1.Incident{Ticket: ticket, FencedAt: fencedAt}
+	}
+	full := make([]v1alpha1.Incident, 3)
+	for i := range full {
+		full[i] = inc(fmt.Sprint("INC-", i), at(i, 0))
+	}
+	for _, tc := range []struct {
+		name      string
+		incidents []v1alpha1.Incident
+		inc       v1alpha1.Incident
+		want      []string
+		added     bool
+	}{
+		{"the first", nil, inc("INC-A", at(10, 0)), []string{"INC-A"}, true},
+		{"after another fence", []v1alpha1.Incident{inc("INC-A", at(10, 0))}, inc("INC-B", at(20, 0)), []string{"INC-A", "INC-B"}, true},
+		// The record keeps nanoseconds, the status the second.
+		{"the same lift again", []v1alpha1.Incident{inc("INC-A", at(10, 0))}, inc("INC-A", at(10, 123456789)), []string{"INC-A"}, false},
+		{"the same fence under a ticket changed since", []v1alpha1.Incident{inc("INC-A", at(10, 0))}, inc("INC-A2", at(10, 5)), []string{"INC-A"}, false},
+		{"the next second", []v1alpha1.Incident{inc("INC-A", at(10, 0))}, inc("INC-B", at(11, 0)), []string{"INC-A", "INC-B"}, true},
+		{"no start known is never taken for another", []v1alpha1.Incident{inc("INC-A", nil)}, inc("INC-B", nil), []string{"INC-A", "INC-B"}, true},
+		{"full: the oldest goes", full, inc("INC-3", at(30, 0)), []string{"INC-1", "INC-2", "INC-3"}, true},
+		{"full, the same lift again", full, inc("INC-2", at(2, 999)), []string{"INC-0", "INC-1", "INC-2"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := fmt.Sprint(tc.incidents)
+			out, added := RecordIncident(tc.incidents, tc.inc, 3)
+			var got []string
+			for _, i := range out {
+				got = append(got, i.Ticket)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) || added != tc.added {
+				t.Errorf("RecordIncident = %v, %v; want %v, %v", got, added, tc.want, tc.added)
+			}
+			if fmt.Sprint(tc.incidents) != before {
+				t.Errorf("RecordIncident changed its input: %v, was %s", tc.incidents, before)
+			}
+		})
+	}
+}
