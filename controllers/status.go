@@ -2,10 +2,12 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -358,7 +360,8 @@ type event struct {
 // its status or reason, and a new known-good revision (a new incident has
 // its own, writeIncident). Conditions seen for
 // the first time in their quiet state (provisioning, not fenced, nothing to
-// verify) are not worth an event.
+// verify) are not worth an event, nor is a move another event of the same
+// change tells (toldBy).
 func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	var out []event
 	for _, t := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionDegraded, v1alpha1.ConditionFenced,
@@ -377,6 +380,9 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 		if b == nil && quiet {
 			continue
 		}
+		if toldBy(before, after, t, a) {
+			continue
+		}
 		typ := corev1.EventTypeNormal
 		if alarming(t, a) {
 			typ = corev1.EventTypeWarning
@@ -388,6 +394,38 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 			note: "Recorded known-good revision " + after.KnownGoodRevision})
 	}
 	return out
+}
+
+// toldBy says whether condition t's move to a is told by another event of
+// the same status change, and so is worth none of its own.
+func toldBy(before, after *v1alpha1.HealthEnvironmentStatus, t string, a *metav1.Condition) bool {
+	moved := func(t, reason string) bool {
+		b, a := meta.FindStatusCondition(before.Conditions, t), meta.FindStatusCondition(after.Conditions, t)
+		return a != nil && a.Reason == reason && (b == nil || b.Reason != reason || b.Status != a.Status)
+	}
+	switch {
+	case a.Reason == v1alpha1.ReasonNotFenced || a.Reason == v1alpha1.ReasonNotEvaluated || a.Reason == v1alpha1.ReasonNotRestoring:
+		// The lifted fence, nothing left to verify, the restore over: the
+		// Restored event of the incident this change records.
+		return newIncident(before, after)
+	case t == v1alpha1.ConditionFenced && a.Reason == v1alpha1.ReasonRestoring:
+		// The fence staying while the site is rebuilt: Rebuilding says so.
+		return moved(v1alpha1.ConditionRestoring, v1alpha1.ReasonRebuilding)
+	case t == v1alpha1.ConditionIsolationVerified && a.Reason == v1alpha1.ReasonNoAllowedFlows:
+		// FenceComplete says the isolation is verified.
+		return moved(v1alpha1.ConditionFenced, v1alpha1.ReasonFenceComplete)
+	}
+	return false
+}
+
+// newIncident says whether after records an incident before does not.
+func newIncident(before, after *v1alpha1.HealthEnvironmentStatus) bool {
+	n := len(after.Incidents)
+	if n == 0 {
+		return false
+	}
+	last := after.Incidents[n-1]
+	return !slices.ContainsFunc(before.Incidents, func(i v1alpha1.Incident) bool { return equality.Semantic.DeepEqual(i, last) })
 }
 
 // alarming says whether a condition in this state deserves a Warning event.

@@ -1,0 +1,75 @@
+package controllers
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+)
+
+// TestTransitionsFoldWhatAnotherEventTells: a status change sends one event
+// per thing that happened, not one per condition that moved with it.
+func TestTransitionsFoldWhatAnotherEventTells(t *testing.T) {
+	type cond = metav1.Condition
+	c := func(t string, s metav1.ConditionStatus, reason string) cond {
+		return cond{Type: t, Status: s, Reason: reason, Message: reason}
+	}
+	st := func(incidents []v1alpha1.Incident, conds ...cond) *v1alpha1.HealthEnvironmentStatus {
+		return &v1alpha1.HealthEnvironmentStatus{Conditions: conds, Incidents: incidents}
+	}
+	at := &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
+	older := []v1alpha1.Incident{{Ticket: "INC-1", FencedAt: at}}
+	withNew := append(older, v1alpha1.Incident{Ticket: "INC-2", FencedAt: &metav1.Time{Time: at.Add(time.Hour)}})
+	const (
+		fenced, verified, restoring, ready = v1alpha1.ConditionFenced, v1alpha1.ConditionIsolationVerified, v1alpha1.ConditionRestoring, v1alpha1.ConditionReady
+		yes, no, unknown                   = metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown
+	)
+	rebuilding := []cond{c(fenced, yes, v1alpha1.ReasonRestoring), c(verified, unknown, v1alpha1.ReasonNotEvaluated),
+		c(restoring, yes, v1alpha1.ReasonRebuilding), c(ready, no, v1alpha1.ReasonServicesUnavailable)}
+	lifted := []cond{c(fenced, no, v1alpha1.ReasonNotFenced), c(verified, unknown, v1alpha1.ReasonNotEvaluated),
+		c(restoring, no, v1alpha1.ReasonNotRestoring), c(ready, yes, v1alpha1.ReasonAvailable)}
+	for _, tc := range []struct {
+		name          string
+		before, after *v1alpha1.HealthEnvironmentStatus
+		want          []string
+	}{
+		{"a restore's lift: the Restored event tells the fence lifted and the restore over",
+			st(older, rebuilding...), st(withNew, lifted...), []string{v1alpha1.ReasonAvailable}},
+		{"the same moves with no incident recorded are told",
+			st(older, rebuilding...), st(older, lifted...),
+			[]string{v1alpha1.ReasonAvailable, v1alpha1.ReasonNotFenced, v1alpha1.ReasonNotRestoring}},
+		{"a restore begins: Rebuilding tells the fence stays",
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(restoring, no, v1alpha1.ReasonNotRestoring)),
+			st(nil, c(fenced, yes, v1alpha1.ReasonRestoring), c(restoring, yes, v1alpha1.ReasonRebuilding)),
+			[]string{v1alpha1.ReasonRebuilding}},
+		{"the fence moves to Restoring alone",
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(restoring, yes, v1alpha1.ReasonRebuilding)),
+			st(nil, c(fenced, yes, v1alpha1.ReasonRestoring), c(restoring, yes, v1alpha1.ReasonRebuilding)),
+			[]string{v1alpha1.ReasonRestoring}},
+		{"the fence completes: FenceComplete tells the isolation verified",
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenced), c(verified, unknown, v1alpha1.ReasonNotEvaluated)),
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(verified, yes, v1alpha1.ReasonNoAllowedFlows)),
+			[]string{v1alpha1.ReasonFenceComplete}},
+		{"verified again under a complete fence",
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(verified, no, v1alpha1.ReasonFlowAllowed)),
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(verified, yes, v1alpha1.ReasonNoAllowedFlows)),
+			[]string{v1alpha1.ReasonNoAllowedFlows}},
+		{"a flow found as the fence completes is never folded",
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenced), c(verified, unknown, v1alpha1.ReasonNotEvaluated)),
+			st(nil, c(fenced, yes, v1alpha1.ReasonFenceIncomplete), c(verified, no, v1alpha1.ReasonFlowAllowed)),
+			[]string{v1alpha1.ReasonFenceIncomplete, v1alpha1.ReasonFlowAllowed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var got []string
+			for _, e := range transitions(tc.before, tc.after) {
+				got = append(got, e.reason)
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("events %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
