@@ -233,11 +233,19 @@ func TestColdStandbySeedsAtFailover(t *testing.T) {
 	})
 	t.Logf("cold failover with data: the front points at the standby %s after the fence", time.Since(start).Round(time.Millisecond))
 	env, got := waitStandbyHolds(t, name, p.TakenAt.Time)
-	sd := standbyData(env)
 	if got["records/patient-2.json"] != `{"nhs":"943 476 5919"}` {
-		t.Errorf("the Cold standby serves %v, want patient-2 as of point %s", got, sd.DataFrom)
+		t.Errorf("the Cold standby serves %v, want patient-2 as of point %s", got, standbyData(env).DataFrom)
 	}
-	if sd.ServedSince == nil || sd.SeededAt == nil || sd.SeededAt.Before(&metav1.Time{Time: start.Add(-time.Second)}) {
-		t.Errorf("standbyData %+v: want seeded at the failover and served", sd)
-	}
+	// The front moves in the pass that records it, before that pass's
+	// status write: the record follows.
+	eventually(t, 30*time.Second, "the standby's data on record as seeded at the failover and served", func(ctx context.Context) (bool, string, error) {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			return false, "", err
+		}
+		sd := standbyData(env)
+		if sd.SeededAt != nil && sd.SeededAt.Before(&metav1.Time{Time: start.Add(-time.Second)}) {
+			return false, "", fmt.Errorf("standbyData %+v: seeded before the failover at %s", sd, start)
+		}
+		return sd.ServedSince != nil && sd.SeededAt != nil, fmt.Sprintf("standbyData %+v", sd), nil
+	})
 }
