@@ -124,7 +124,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	s.record = rec
 	if addFinalizer {
 		// The status write carries the version of careplane's own last
-		// write (writeStatus).
+		// write, if that left the status as read (writeFinalizer).
 		s.env.Finalizers, s.env.ResourceVersion = finalizers, version
 	}
 

@@ -262,6 +262,13 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", err.Error())
 			return ctrl.Result{}, nil
 		}
+		if apierrors.IsConflict(err) {
+			// The incident's write kept meeting newer state (writeIncident):
+			// look again soon, as for a status write, without growing the
+			// queue's backoff.
+			logger.V(1).Info("Restore conflicted; looking again", "after", statusConflictRetry, "error", err.Error())
+			return ctrl.Result{RequeueAfter: statusConflictRetry}, nil
+		}
 		if err != nil {
 			return ctrl.Result{}, err
 		}
@@ -308,7 +315,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		} else {
 			s.verified, s.evidencePods = &v.result, v.evidence
 		}
-	case s.restored:
+	case s.restored || s.liftedEarlier():
 		if err := r.removeFinalizer(ctx, env); err != nil {
 			return ctrl.Result{}, err
 		}
@@ -406,24 +413,56 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 func (r *HealthEnvironmentReconciler) writeIncident(ctx context.Context, s *scope) error {
 	env := s.env
 	inc := s.incident()
-	incidents, added := fence.RecordIncident(env.Status.Incidents, inc, maxIncidents)
-	if added {
-		// Locked to the status this reconcile read, as writeStatus is: a
-		// cache behind the last status write would drop what it added.
-		patch := client.MergeFromWithOptions(env.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		was := env.Status.Incidents
-		env.Status.Incidents = incidents
-		if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
-			env.Status.Incidents = was
-			return fmt.Errorf("recording the incident of %s: %w", klog.KObj(env), err)
+	// Locked to the status this reconcile read, as writeStatus is: a cache
+	// behind the last status write would drop what that write added.
+	written, err := r.appendIncident(ctx, env.DeepCopy(), inc)
+	if err == nil {
+		if written != nil {
+			// The server's status is this reconcile's, incident added.
+			*env = *written
+			s.status.Incidents = slices.Clone(env.Status.Incidents)
 		}
-		r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "Restored", "Restore", "%s", restoredNote(inc))
-		log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
-			"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", dataLostOf(inc))
+		return nil
 	}
-	s.status.Incidents = slices.Clone(env.Status.Incidents)
+	// A change of metadata by another writer (a GitOps tool's annotations)
+	// conflicts too, and the fence stays until the incident is on record:
+	// try again on a fresh read. The pass's own status write, on the
+	// resourceVersion it read, then conflicts, and the next pass writes
+	// the status from fresh state.
+	for try := 0; apierrors.IsConflict(err) && try < incidentRetries; try++ {
+		fresh := &v1alpha1.HealthEnvironment{}
+		if err = r.APIReader.Get(ctx, client.ObjectKeyFromObject(env), fresh); err == nil {
+			_, err = r.appendIncident(ctx, fresh, inc)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("recording the incident of %s: %w", klog.KObj(env), err)
+	}
 	return nil
 }
+
+// appendIncident appends inc to env's status.incidents, unless it is there
+// already, with a status write locked to env's resourceVersion, and records
+// the Restored event. It returns env as written, or nil when inc was there.
+func (r *HealthEnvironmentReconciler) appendIncident(ctx context.Context, env *v1alpha1.HealthEnvironment, inc v1alpha1.Incident) (*v1alpha1.HealthEnvironment, error) {
+	incidents, added := fence.RecordIncident(env.Status.Incidents, inc, maxIncidents)
+	if !added {
+		return nil, nil
+	}
+	patch := client.MergeFromWithOptions(env.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	env.Status.Incidents = incidents
+	if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
+		return nil, err
+	}
+	r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "Restored", "Restore", "%s", restoredNote(inc))
+	log.FromContext(ctx).Info("Restored the environment", "ticket", inc.Ticket, "restoredFrom", inc.RestoredFrom,
+		"fencedBy", inc.FencedBy, "restoredBy", inc.RestoredBy, "recoveryPoint", inc.RecoveryPoint, "dataLost", dataLostOf(inc))
+	return env, nil
+}
+
+// incidentRetries bounds the fresh reads of an incident's write that
+// conflicted; then the pass looks again soon (statusConflictRetry).
+const incidentRetries = 5
 
 // incident is the fence on record, from its start to its restore now.
 func (s *scope) incident() v1alpha1.Incident {
@@ -468,25 +507,42 @@ const maxIncidents = 20
 const fenceFinalizer = "careplane.io/fence"
 
 func (r *HealthEnvironmentReconciler) ensureFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
-	if controllerutil.ContainsFinalizer(env, fenceFinalizer) {
-		return nil
-	}
-	patch := client.MergeFrom(env.DeepCopy())
-	controllerutil.AddFinalizer(env, fenceFinalizer)
-	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil {
+	if err := r.writeFinalizer(ctx, env, fenceFinalizer, true); err != nil {
 		return fmt.Errorf("adding the fence finalizer to %s: %w", klog.KObj(env), err)
 	}
 	return nil
 }
 
 func (r *HealthEnvironmentReconciler) removeFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
-	if !controllerutil.ContainsFinalizer(env, fenceFinalizer) {
+	if err := r.writeFinalizer(ctx, env, fenceFinalizer, false); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("removing the fence finalizer from %s: %w", klog.KObj(env), err)
+	}
+	return nil
+}
+
+// writeFinalizer adds (want) or removes finalizer name on env. The answer
+// is the server's whole object: env takes its finalizers, and its
+// resourceVersion only while the server's status is still the one env was
+// read with. The pass's status write is locked to the status it read
+// (writeStatus): a newer one, another writer's or one this pass wrote on a
+// fresh read (writeIncident), must make it conflict, not be overwritten.
+func (r *HealthEnvironmentReconciler) writeFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment, name string, want bool) error {
+	if controllerutil.ContainsFinalizer(env, name) == want {
 		return nil
 	}
+	written := env.DeepCopy()
 	patch := client.MergeFrom(env.DeepCopy())
-	controllerutil.RemoveFinalizer(env, fenceFinalizer)
-	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("removing the fence finalizer from %s: %w", klog.KObj(env), err)
+	if want {
+		controllerutil.AddFinalizer(written, name)
+	} else {
+		controllerutil.RemoveFinalizer(written, name)
+	}
+	if err := r.Client.Patch(ctx, written, patch, client.FieldOwner(fieldOwner)); err != nil {
+		return err
+	}
+	env.Finalizers = written.Finalizers
+	if equality.Semantic.DeepEqual(written.Status, env.Status) {
+		env.ResourceVersion = written.ResourceVersion
 	}
 	return nil
 }

@@ -590,3 +590,48 @@ func TestAnInterruptedLiftRecordsOneIncident(t *testing.T) {
 	}
 	checkOneIncident(t, ctx, name, "INC-504")
 }
+
+// TestARestoreLiftsUnderMetadataChurn: a GitOps tool rewrites the
+// environment's annotations every few milliseconds, so that a write locked
+// to the resourceVersion the reconcile read nearly always conflicts. The
+// restore still lifts its fence and records its incident: the incident's
+// write is tried again on a fresh read, and its conflicts never grow the
+// queue's backoff.
+func TestARestoreLiftsUnderMetadataChurn(t *testing.T) {
+	ctx := context.Background()
+	const name = "lift-churn"
+	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 14, "INC-CHURN")
+
+	churnCtx, stopChurn := context.WithCancel(ctx)
+	defer stopChurn()
+	churned := make(chan int, 1)
+	go func() {
+		n := 0
+		for churnCtx.Err() == nil {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.careplane.io/gitops-sync":"%d"}}}`, n)
+			if err := k8sClient.Patch(churnCtx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
+				client.RawPatch(types.MergePatchType, []byte(patch))); err == nil {
+				n++
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		churned <- n
+	}()
+	conflicts, stopConflicts := requests.Tap(func(method, path string) bool {
+		return method == http.MethodPatch && path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status"
+	})
+	defer stopConflicts()
+	setDeploymentsReady(t, ctx, ns)
+	eventually(t, 30*time.Second, "the fence lifted under churn", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, &networkingv1.NetworkPolicy{})
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		return apierrors.IsNotFound(err) && !fence.RecordOf(nsObj).Present(), fmt.Sprintf("%d status writes so far", conflicts()), nil
+	})
+	stopChurn()
+	t.Logf("%d annotation writes, %d status writes", <-churned, conflicts())
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	checkOneIncident(t, ctx, name, "INC-CHURN")
+}

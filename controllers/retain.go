@@ -43,17 +43,7 @@ const (
 // whatever dataDeletionPolicy says, careplane has data to keep or to let go
 // (retainData) before the environment goes.
 func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
-	want := hasData(env)
-	if controllerutil.ContainsFinalizer(env, dataFinalizer) == want {
-		return nil
-	}
-	patch := client.MergeFrom(env.DeepCopy())
-	if want {
-		controllerutil.AddFinalizer(env, dataFinalizer)
-	} else {
-		controllerutil.RemoveFinalizer(env, dataFinalizer)
-	}
-	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.writeFinalizer(ctx, env, dataFinalizer, hasData(env)); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("updating the data finalizer of %s: %w", klog.KObj(env), err)
 	}
 	return nil
@@ -86,9 +76,7 @@ func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) 
 			return err
 		}
 	}
-	patch := client.MergeFrom(env.DeepCopy())
-	controllerutil.RemoveFinalizer(env, dataFinalizer)
-	if err := r.Client.Patch(ctx, env, patch, client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+	if err := r.writeFinalizer(ctx, env, dataFinalizer, false); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing the data finalizer from %s: %w", klog.KObj(env), err)
 	}
 	return nil

@@ -2,12 +2,10 @@ package controllers
 
 import (
 	"fmt"
-	"slices"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
@@ -249,7 +247,7 @@ func (s *scope) finish(reconcileErr error) {
 		DeletionBlocked: s.deletionBlocked, Conflict: s.conflict, Err: err, Stalled: s.stalled,
 		Fence: conditions.Fence{
 			Fencing: s.course == fence.CourseFence, Recorded: s.record.Present(),
-			Restoring: s.restoring, Restored: s.restored, RestoreErr: s.restoreErr,
+			Restoring: s.restoring, Restored: s.restored || s.liftedEarlier(), RestoreErr: s.restoreErr,
 			Complete: s.fenceComplete, Verified: s.verified, AdminFence: s.adminFence,
 			CredentialsRevoked: s.credentialsRevokedTotal(), EvidencePods: s.evidencePods, From: s.primaryFrom,
 			By: s.fencedByOnRecord(),
@@ -267,6 +265,14 @@ func (s *scope) finish(reconcileErr error) {
 		st.ReadyServices = fmt.Sprintf("%d/%d", ready, total)
 	}
 	s.finishIsolation()
+}
+
+// liftedEarlier says an earlier pass lifted the fence the status still
+// describes, and its status write was lost (a conflict, a timeout, a
+// crash): no fence is on record or asked for, and the last incident is that
+// fence's. This pass writes what the lift's would have.
+func (s *scope) liftedEarlier() bool {
+	return s.course == fence.CourseNone && !s.record.Present() && fence.Lifted(s.env.Status.Isolation, s.env.Status.Incidents)
 }
 
 // finishIsolation writes status.isolation from what the fence or restore
@@ -406,8 +412,8 @@ func toldBy(before, after *v1alpha1.HealthEnvironmentStatus, t string, a *metav1
 	switch {
 	case a.Reason == v1alpha1.ReasonNotFenced || a.Reason == v1alpha1.ReasonNotEvaluated || a.Reason == v1alpha1.ReasonNotRestoring:
 		// The lifted fence, nothing left to verify, the restore over: the
-		// Restored event of the incident this change records.
-		return newIncident(before, after)
+		// Restored event of the fence's incident (writeIncident).
+		return before.Isolation != nil && after.Isolation == nil && fence.Lifted(before.Isolation, after.Incidents)
 	case t == v1alpha1.ConditionFenced && a.Reason == v1alpha1.ReasonRestoring:
 		// The fence staying while the site is rebuilt: Rebuilding says so.
 		return moved(v1alpha1.ConditionRestoring, v1alpha1.ReasonRebuilding)
@@ -416,16 +422,6 @@ func toldBy(before, after *v1alpha1.HealthEnvironmentStatus, t string, a *metav1
 		return moved(v1alpha1.ConditionFenced, v1alpha1.ReasonFenceComplete)
 	}
 	return false
-}
-
-// newIncident says whether after records an incident before does not.
-func newIncident(before, after *v1alpha1.HealthEnvironmentStatus) bool {
-	n := len(after.Incidents)
-	if n == 0 {
-		return false
-	}
-	last := after.Incidents[n-1]
-	return !slices.ContainsFunc(before.Incidents, func(i v1alpha1.Incident) bool { return equality.Semantic.DeepEqual(i, last) })
 }
 
 // alarming says whether a condition in this state deserves a Warning event.

@@ -21,8 +21,14 @@ func TestTransitionsFoldWhatAnotherEventTells(t *testing.T) {
 		return &v1alpha1.HealthEnvironmentStatus{Conditions: conds, Incidents: incidents}
 	}
 	at := &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)}
+	later := &metav1.Time{Time: at.Add(time.Hour)}
 	older := []v1alpha1.Incident{{Ticket: "INC-1", FencedAt: at}}
-	withNew := append(older, v1alpha1.Incident{Ticket: "INC-2", FencedAt: &metav1.Time{Time: at.Add(time.Hour)}})
+	withNew := append(older, v1alpha1.Incident{Ticket: "INC-2", FencedAt: later})
+	// fencedAt is the fence the status describes.
+	fencedAt := func(s *v1alpha1.HealthEnvironmentStatus, at *metav1.Time) *v1alpha1.HealthEnvironmentStatus {
+		s.Isolation = &v1alpha1.IsolationStatus{FencedAt: at}
+		return s
+	}
 	const (
 		fenced, verified, restoring, ready = v1alpha1.ConditionFenced, v1alpha1.ConditionIsolationVerified, v1alpha1.ConditionRestoring, v1alpha1.ConditionReady
 		yes, no, unknown                   = metav1.ConditionTrue, metav1.ConditionFalse, metav1.ConditionUnknown
@@ -37,9 +43,11 @@ func TestTransitionsFoldWhatAnotherEventTells(t *testing.T) {
 		want          []string
 	}{
 		{"a restore's lift: the Restored event tells the fence lifted and the restore over",
-			st(older, rebuilding...), st(withNew, lifted...), []string{v1alpha1.ReasonAvailable}},
-		{"the same moves with no incident recorded are told",
-			st(older, rebuilding...), st(older, lifted...),
+			fencedAt(st(older, rebuilding...), later), st(withNew, lifted...), []string{v1alpha1.ReasonAvailable}},
+		{"the pass after a lift whose status write was lost",
+			fencedAt(st(withNew, rebuilding...), later), st(withNew, lifted...), []string{v1alpha1.ReasonAvailable}},
+		{"the same moves with no incident of that fence are told",
+			fencedAt(st(older, rebuilding...), later), st(older, lifted...),
 			[]string{v1alpha1.ReasonAvailable, v1alpha1.ReasonNotFenced, v1alpha1.ReasonNotRestoring}},
 		{"a restore begins: Rebuilding tells the fence stays",
 			st(nil, c(fenced, yes, v1alpha1.ReasonFenceComplete), c(restoring, no, v1alpha1.ReasonNotRestoring)),

@@ -73,7 +73,8 @@ type Fence struct {
 	Fencing bool
 	// Recorded: a fence is on record (fenced, or restoring).
 	Recorded bool
-	// Restoring: a restore is under way; Restored: it completed now.
+	// Restoring: a restore is under way; Restored: it completed in this
+	// pass, or in one whose status write was lost.
 	Restoring, Restored bool
 	// RestoreErr is why the restore cannot proceed.
 	RestoreErr error
@@ -179,6 +180,8 @@ func Set(conds *[]metav1.Condition, in Input) (ready, total int) {
 func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg string), conds *[]metav1.Condition, in Input) {
 	f := in.Fence
 	switch {
+	case f.Restored:
+		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
 	case !f.Fencing && !f.Recorded:
 		msg := "isolation.mode is None"
 		if c := meta.FindStatusCondition(*conds, v1alpha1.ConditionFenced); c != nil && c.Status == metav1.ConditionFalse && c.Reason == v1alpha1.ReasonNotFenced {
@@ -186,8 +189,6 @@ func setIsolation(set func(t string, status metav1.ConditionStatus, reason, msg 
 			msg = c.Message
 		}
 		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, msg)
-	case f.Restored:
-		set(v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonNotFenced, "The fence was lifted after the primary site was rebuilt")
 	case f.Fencing && f.Complete && in.Err == nil && f.Verified != nil && f.Verified.Isolated:
 		msg := fmt.Sprintf("The primary site is fenced and its isolation verified: all traffic denied, %d credentials revoked, %d evidence pods preserved", f.CredentialsRevoked, f.EvidencePods)
 		if f.AdminFence != "" {

@@ -115,6 +115,21 @@ func TestTheLiftSetsTheSteadyState(t *testing.T) {
 		t.Errorf("Fenced message after the lift = %q, want how the fence ended", c.Message)
 	}
 
+	// The lift's status write lost, the pass after it (no fence on record,
+	// the fence's incident on record) writes what the lift's would have.
+	afterLost := lifted
+	afterLost.Fence = Fence{Restored: true}
+	var lost []metav1.Condition
+	for _, in := range []Input{fenced, restoring, afterLost} {
+		Set(&lost, in)
+	}
+	for _, c := range after {
+		got := meta.FindStatusCondition(lost, c.Type)
+		if got == nil || got.Status != c.Status || got.Reason != c.Reason || got.Message != c.Message {
+			t.Errorf("%s after a lost lift write: %+v, want %s/%s %q as the lift writes", c.Type, got, c.Status, c.Reason, c.Message)
+		}
+	}
+
 	// A new environment, never fenced, says why it is not.
 	var fresh []metav1.Condition
 	Set(&fresh, lifted)

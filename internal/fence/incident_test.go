@@ -54,3 +54,28 @@ func TestRecordIncident(t *testing.T) {
 		})
 	}
 }
+
+func TestLifted(t *testing.T) {
+	at := func(sec, nsec int) *metav1.Time {
+		return &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, sec, nsec, time.UTC)}
+	}
+	iso := func(fencedAt *metav1.Time) *v1alpha1.IsolationStatus { return &v1alpha1.IsolationStatus{FencedAt: fencedAt} }
+	incidents := []v1alpha1.Incident{{Ticket: "INC-1", FencedAt: at(1, 0)}, {Ticket: "INC-2", FencedAt: at(2, 0)}}
+	for _, tc := range []struct {
+		name      string
+		iso       *v1alpha1.IsolationStatus
+		incidents []v1alpha1.Incident
+		want      bool
+	}{
+		{"the last incident is the fence's", iso(at(2, 500)), incidents, true},
+		{"an older incident is not the last", iso(at(1, 0)), incidents, false},
+		{"a fence with no incident yet", iso(at(3, 0)), incidents, false},
+		{"no fence described", nil, incidents, false},
+		{"no incidents", iso(at(2, 0)), nil, false},
+		{"a fence whose start is unknown", iso(nil), incidents, false},
+	} {
+		if got := Lifted(tc.iso, tc.incidents); got != tc.want {
+			t.Errorf("%s: Lifted = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
