@@ -59,7 +59,9 @@ func TestLifted(t *testing.T) {
 	at := func(sec, nsec int) *metav1.Time {
 		return &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, sec, nsec, time.UTC)}
 	}
-	iso := func(fencedAt *metav1.Time) *v1alpha1.IsolationStatus { return &v1alpha1.IsolationStatus{FencedAt: fencedAt} }
+	iso := func(fencedAt *metav1.Time) *v1alpha1.IsolationStatus {
+		return &v1alpha1.IsolationStatus{FencedAt: fencedAt}
+	}
 	incidents := []v1alpha1.Incident{{Ticket: "INC-1", FencedAt: at(1, 0)}, {Ticket: "INC-2", FencedAt: at(2, 0)}}
 	for _, tc := range []struct {
 		name      string
