@@ -26,6 +26,7 @@ import (
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/testutil"
 )
 
 // readySnapshot creates a VolumeSnapshot of claim in ns and reports it ready
@@ -558,13 +559,7 @@ func TestALostLiftStatusWriteKeepsTheIncident(t *testing.T) {
 	}, http.StatusConflict)
 	defer stopFail()
 
-	setDeploymentsReady(t, ctx, ns)
-	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
-	time.Sleep(resyncPeriod)
-	if failed() != 1 {
-		t.Fatalf("%d status writes failed after the lift, want 1: the test would prove nothing", failed())
-	}
-	checkOneIncident(t, ctx, name, "INC-409")
+	liftWithFault(t, ctx, name, ns, "INC-409", failed, "status writes failed after the lift")
 }
 
 // TestAnInterruptedLiftRecordsOneIncident: the lift's removal of the fence
@@ -582,13 +577,21 @@ func TestAnInterruptedLiftRecordsOneIncident(t *testing.T) {
 	}, http.StatusGatewayTimeout)
 	defer stopFail()
 
+	liftWithFault(t, ctx, name, ns, "INC-504", failed, "lifts failed")
+}
+
+// liftWithFault lets the restore of name lift its fence (its rebuilt
+// Deployments in ns Ready) and checks that the fault was met once, and that
+// the fence's incident is on record once, as checkOneIncident says.
+func liftWithFault(t *testing.T, ctx context.Context, name, ns, ticket string, faults func() int64, fault string) {
+	t.Helper()
 	setDeploymentsReady(t, ctx, ns)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
 	time.Sleep(resyncPeriod)
-	if failed() != 1 {
-		t.Fatalf("%d lifts failed, want 1: the test would prove nothing", failed())
+	if n := faults(); n != 1 {
+		t.Fatalf("%d %s, want 1: the test would prove nothing", n, fault)
 	}
-	checkOneIncident(t, ctx, name, "INC-504")
+	checkOneIncident(t, ctx, name, ticket)
 }
 
 // TestARestoreLiftsUnderMetadataChurn: a GitOps tool rewrites the
@@ -602,21 +605,8 @@ func TestARestoreLiftsUnderMetadataChurn(t *testing.T) {
 	const name = "lift-churn"
 	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 14, "INC-CHURN")
 
-	churnCtx, stopChurn := context.WithCancel(ctx)
+	stopChurn := testutil.Churn(ctx, k8sClient, name, 2*time.Millisecond)
 	defer stopChurn()
-	churned := make(chan int, 1)
-	go func() {
-		n := 0
-		for churnCtx.Err() == nil {
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.careplane.io/gitops-sync":"%d"}}}`, n)
-			if err := k8sClient.Patch(churnCtx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
-				client.RawPatch(types.MergePatchType, []byte(patch))); err == nil {
-				n++
-			}
-			time.Sleep(2 * time.Millisecond)
-		}
-		churned <- n
-	}()
 	conflicts, stopConflicts := requests.Tap(func(method, path string) bool {
 		return method == http.MethodPatch && path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status"
 	})
@@ -630,8 +620,11 @@ func TestARestoreLiftsUnderMetadataChurn(t *testing.T) {
 		}
 		return apierrors.IsNotFound(err) && !fence.RecordOf(nsObj).Present(), fmt.Sprintf("%d status writes so far", conflicts()), nil
 	})
-	stopChurn()
-	t.Logf("%d annotation writes, %d status writes", <-churned, conflicts())
+	churned := stopChurn()
+	t.Logf("%d annotation writes, %d status writes", churned, conflicts())
+	if churned == 0 {
+		t.Fatal("no annotation write went through during the restore: the test would prove nothing")
+	}
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
 	checkOneIncident(t, ctx, name, "INC-CHURN")
 }

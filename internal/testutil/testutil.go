@@ -5,16 +5,24 @@ package testutil
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 )
 
 // WriteCounter counts the mutating requests (POST, PUT, PATCH, DELETE) sent
@@ -140,4 +148,34 @@ func ReconcileCount(controller string) (int64, error) {
 		}
 	}
 	return int64(n), nil
+}
+
+// Churn rewrites an annotation of the HealthEnvironment name every `every`,
+// as a GitOps tool's sync might: each write is a new resourceVersion, so a
+// write locked to an older one conflicts. stop ends it (again: a no-op) and
+// returns how many writes went through.
+func Churn(ctx context.Context, c client.Client, name string, every time.Duration) (stop func() int) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan int, 1)
+	go func() {
+		n := 0
+		for ctx.Err() == nil {
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.careplane.io/gitops-sync":"%d"}}}`, n)
+			if err := c.Patch(ctx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
+				client.RawPatch(types.MergePatchType, []byte(patch))); err == nil {
+				n++
+			}
+			time.Sleep(every)
+		}
+		done <- n
+	}()
+	var once sync.Once
+	var n int
+	return func() int {
+		once.Do(func() {
+			cancel()
+			n = <-done
+		})
+		return n
+	}
 }

@@ -17,10 +17,10 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/testutil"
 )
 
 // applyFailoverEnv applies fenceEnvYAML with a failover section: call-handling
@@ -205,21 +205,8 @@ func TestFailoverWarmOnFence(t *testing.T) {
 	// failback sent it back to the standby for the whole hold (CI saw it
 	// under load; TestAFailbackTheStatusMissedStays is the deterministic
 	// test of it).
-	churnCtx, stopChurn := context.WithCancel(ctx)
+	stopChurn := testutil.Churn(ctx, k8sClient, name, 10*time.Millisecond)
 	defer stopChurn()
-	churned := make(chan int, 1)
-	go func() {
-		n := 0
-		for churnCtx.Err() == nil {
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{"e2e.careplane.io/gitops-sync":"%d"}}}`, n)
-			if err := k8sClient.Patch(churnCtx, &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: name}},
-				client.RawPatch(types.MergePatchType, []byte(patch))); err == nil {
-				n++
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		churned <- n
-	}()
 	responder(t, "patch", "henv", name, "--type=merge", "-p", `{"spec":{"isolation":{"mode":"None"}}}`)
 	var back time.Time
 	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
@@ -252,8 +239,7 @@ func TestFailoverWarmOnFence(t *testing.T) {
 			break
 		}
 	}
-	stopChurn()
-	t.Logf("the environment was relabelled %d times during the restore", <-churned)
+	t.Logf("the environment was relabelled %d times during the restore", stopChurn())
 	waitStandbyCurrent(t, ctx, name)
 	waitServingCondition(t, name, metav1.ConditionFalse, "")
 	if _, e := servingFromStandby(t, ctx, name); e.Status.ActiveSite != v1alpha1.SitePrimary {
