@@ -262,10 +262,11 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Recorder.Eventf(env, nil, corev1.EventTypeWarning, v1alpha1.ReasonRestoreBlocked, "Restore", "%s", err.Error())
 			return ctrl.Result{}, nil
 		}
-		if apierrors.IsConflict(err) {
-			// The incident's write kept meeting newer state (writeIncident):
-			// look again soon, as for a status write, without growing the
-			// queue's backoff.
+		var conflict *incidentConflictError
+		if errors.As(err, &conflict) {
+			// The incident's write kept meeting newer state: look again
+			// soon, as for a status write, without growing the queue's
+			// backoff.
 			logger.V(1).Info("Restore conflicted; looking again", "after", statusConflictRetry, "error", err.Error())
 			return ctrl.Result{RequeueAfter: statusConflictRetry}, nil
 		}
@@ -435,11 +436,20 @@ func (r *HealthEnvironmentReconciler) writeIncident(ctx context.Context, s *scop
 			_, err = r.appendIncident(ctx, fresh, inc)
 		}
 	}
+	if apierrors.IsConflict(err) {
+		return &incidentConflictError{fmt.Errorf("recording the incident of %s: %w", klog.KObj(env), err)}
+	}
 	if err != nil {
 		return fmt.Errorf("recording the incident of %s: %w", klog.KObj(env), err)
 	}
 	return nil
 }
+
+// incidentConflictError is an incident's write that still conflicted after
+// its fresh reads (writeIncident); no other conflict of a restore is one.
+type incidentConflictError struct{ error }
+
+func (e *incidentConflictError) Unwrap() error { return e.error }
 
 // appendIncident appends inc to env's status.incidents, unless it is there
 // already, with a status write locked to env's resourceVersion, and records

@@ -386,12 +386,12 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 		if b == nil && quiet {
 			continue
 		}
-		if toldBy(before, after, t, a) {
-			continue
-		}
 		typ := corev1.EventTypeNormal
 		if alarming(t, a) {
 			typ = corev1.EventTypeWarning
+		} else if toldBy(before, after, t, a) {
+			// A Warning is never folded: responders filter on them.
+			continue
 		}
 		out = append(out, event{eventType: typ, reason: a.Reason, action: "Reconcile", note: a.Message})
 	}
@@ -403,7 +403,8 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 }
 
 // toldBy says whether condition t's move to a is told by another event of
-// the same status change, and so is worth none of its own.
+// the same status change, and so is worth none of its own (unless it is a
+// Warning: transitions never folds one).
 func toldBy(before, after *v1alpha1.HealthEnvironmentStatus, t string, a *metav1.Condition) bool {
 	moved := func(t, reason string) bool {
 		b, a := meta.FindStatusCondition(before.Conditions, t), meta.FindStatusCondition(after.Conditions, t)
@@ -414,9 +415,6 @@ func toldBy(before, after *v1alpha1.HealthEnvironmentStatus, t string, a *metav1
 		// The lifted fence, nothing left to verify, the restore over: the
 		// Restored event of the fence's incident (writeIncident).
 		return before.Isolation != nil && after.Isolation == nil && fence.Lifted(before.Isolation, after.Incidents)
-	case t == v1alpha1.ConditionFenced && a.Reason == v1alpha1.ReasonRestoring:
-		// The fence staying while the site is rebuilt: Rebuilding says so.
-		return moved(v1alpha1.ConditionRestoring, v1alpha1.ReasonRebuilding)
 	case t == v1alpha1.ConditionIsolationVerified && a.Reason == v1alpha1.ReasonNoAllowedFlows:
 		// FenceComplete says the isolation is verified.
 		return moved(v1alpha1.ConditionFenced, v1alpha1.ReasonFenceComplete)
