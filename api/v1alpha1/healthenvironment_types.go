@@ -1133,6 +1133,12 @@ type Incident struct {
 	// restoredFrom is the revision the primary was rebuilt from.
 	// +optional
 	RestoredFrom string `json:"restoredFrom,omitempty"`
+	// restoreID is the restore that lifted the fence: when it began, RFC
+	// 3339. A lift tried again finds its incident by it; a lift aborted by
+	// the fence resuming is replaced by the next restore's.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	RestoreID string `json:"restoreID,omitempty"`
 	// fencedBy is who asked for the fence (see status.isolation.fencedBy).
 	// +optional
 	// +kubebuilder:validation:MaxLength=512

@@ -9,19 +9,60 @@ import (
 )
 
 // RecordIncident appends inc, the incident of the fence being lifted, to
-// incidents (newest last, the last max kept), unless an earlier attempt at
-// the same lift recorded it: that attempt wrote the incident and then could
-// not remove the fence record. An incident is known by its fence's start,
-// to the second a status keeps. It says whether it appended.
+// incidents (newest last, the last max kept). An incident is known by its
+// fence's start, to the second a status keeps, and by its restore:
+//   - one of the same fence and restore is inc, recorded by an earlier
+//     attempt at the same lift that then could not remove the fence record:
+//     nothing is appended;
+//   - one of the same fence and another restore is of a lift the fence
+//     resuming aborted (Resumed drops it, unless that status write was
+//     lost): inc replaces it.
+//
+// It says whether inc is new.
 func RecordIncident(incidents []v1alpha1.Incident, inc v1alpha1.Incident, max int) ([]v1alpha1.Incident, bool) {
-	if inc.FencedAt != nil && slices.ContainsFunc(incidents, func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, inc.FencedAt) }) {
-		return incidents, false
+	out := slices.Clone(incidents)
+	if inc.FencedAt != nil {
+		if i := slices.IndexFunc(out, func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, inc.FencedAt) }); i >= 0 {
+			// An incident recorded before restores had IDs is taken for
+			// this lift's.
+			if prev := out[i].RestoreID; prev == inc.RestoreID || prev == "" || inc.RestoreID == "" {
+				return incidents, false
+			}
+			out = slices.Delete(out, i, i+1)
+		}
 	}
-	out := append(slices.Clone(incidents), inc)
+	out = append(out, inc)
 	if n := len(out); n > max {
 		out = out[n-max:]
 	}
 	return out, true
+}
+
+// Resumed is incidents once the fence on record, rec, is in force again:
+// an incident of that fence is of a lift that wrote it and then could not
+// remove the record before the fence resumed. It was not restored.
+func Resumed(incidents []v1alpha1.Incident, rec Record) []v1alpha1.Incident {
+	began, ok := rec.Began()
+	if !ok {
+		return incidents
+	}
+	at := &metav1.Time{Time: began}
+	if !slices.ContainsFunc(incidents, func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, at) }) {
+		return incidents
+	}
+	return slices.DeleteFunc(slices.Clone(incidents), func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, at) })
+}
+
+// IsolationOf is the status.isolation st as far as it describes the fence
+// on record, rec: nil when it describes another, one a restore lifted
+// whose last status write was lost before this fence began. Without a
+// record, st is the last fence's, which a restore finishing its lift reads.
+func IsolationOf(rec Record, st *v1alpha1.IsolationStatus) *v1alpha1.IsolationStatus {
+	began, ok := rec.Began()
+	if !ok || st == nil || st.FencedAt == nil || sameFence(st.FencedAt, &metav1.Time{Time: began}) {
+		return st
+	}
+	return nil
 }
 
 // Lifted says the fence iso describes is the last incident on record: a
