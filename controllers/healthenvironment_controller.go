@@ -141,10 +141,16 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	s.course = d.Course
+	// A status.isolation of another fence than the one on record is of one
+	// a restore lifted, its last status write lost: none of it is this
+	// fence's.
+	if s.isoStatus = fence.IsolationOf(s.record, env.Status.Isolation); s.isoStatus == nil {
+		s.status.Isolation = nil
+	}
 	// A fleet fence before the hand-over is carried out as the request (or,
 	// once it is gone, the last fence of record) says; the spec stays the
 	// user's.
-	s.iso = fence.Effective(env.Spec.Isolation, heldBy, s.record, env.Status.Isolation)
+	s.iso = fence.Effective(env.Spec.Isolation, heldBy, s.record, s.isoStatus)
 	if heldBy != nil {
 		s.fenceRequest = heldBy.Name
 		s.fencedBy = heldBy.Annotations[v1alpha1.AnnotationRequestedBy]
@@ -393,7 +399,7 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 		}
 		return nil
 	}
-	if iso := s.env.Status.Isolation; s.record.Present() && iso != nil {
+	if iso := s.isoStatus; s.record.Present() && iso != nil {
 		// The spec no longer holds the ticket; the status still does.
 		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
 	}
@@ -477,8 +483,8 @@ const incidentRetries = 5
 // incident is the fence on record, from its start to its restore now.
 func (s *scope) incident() v1alpha1.Incident {
 	inc := v1alpha1.Incident{RestoredAt: &metav1.Time{Time: s.now}, RestoredFrom: s.primaryFrom,
-		RestoredBy: s.env.Annotations[v1alpha1.AnnotationIsolationBy]}
-	if iso := s.env.Status.Isolation; iso != nil {
+		RestoredBy: s.env.Annotations[v1alpha1.AnnotationIsolationBy], RestoreID: s.record.RestoreID}
+	if iso := s.isoStatus; iso != nil {
 		inc.Ticket, inc.Reason, inc.FencedAt, inc.FencedBy = iso.Ticket, iso.Reason, iso.FencedAt, iso.FencedBy
 	}
 	// The record is the fence's own account of its start.

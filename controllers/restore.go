@@ -574,7 +574,7 @@ func (r *HealthEnvironmentReconciler) restoreVolumes(ctx context.Context, s *sco
 
 	// The fence's ticket, as the evidence pods carry it.
 	ticket := fence.EvidenceTicket(s.env.Spec.Isolation)
-	if iso := s.env.Status.Isolation; iso != nil && iso.Ticket != "" {
+	if iso := s.isoStatus; iso != nil && iso.Ticket != "" {
 		ticket = iso.Ticket
 	}
 	list := &metav1.PartialObjectMetadataList{}

@@ -628,3 +628,142 @@ func TestARestoreLiftsUnderMetadataChurn(t *testing.T) {
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
 	checkOneIncident(t, ctx, name, "INC-CHURN")
 }
+
+// TestAFenceResumedOverAnAbortedLiftIsRestoredOnce: a lift writes its
+// incident, and then its removal of the fence record fails (a timeout, a
+// crash) until a responder, seeing the environment still fenced, asks for
+// the fence again. The fence resumes under its record, so it is not
+// restored: status.incidents does not say it was. The restore that follows
+// records the incident as that restore did it (who restored, when), with
+// its own Restored event.
+func TestAFenceResumedOverAnAbortedLiftIsRestoredOnce(t *testing.T) {
+	ctx := context.Background()
+	const name = "lift-aborted"
+	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 15, "INC-ABORT")
+
+	// Every write of the namespace fails from the lift's until the fence
+	// is asked for again: the record stays, its restore under way.
+	var failing atomic.Bool
+	failing.Store(true)
+	failed, stopFail := requests.Fail(func(method, path string) bool {
+		return failing.Load() && method == http.MethodPatch && path == "/api/v1/namespaces/"+ns
+	}, http.StatusGatewayTimeout)
+	defer stopFail()
+	setDeploymentsReady(t, ctx, ns)
+	eventually(t, 30*time.Second, "the aborted lift's incident", func(ctx context.Context) (bool, string, error) {
+		got := &v1alpha1.HealthEnvironment{}
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got)
+		n := len(got.Status.Incidents)
+		return err == nil && n == 1 && failed() > 0, fmt.Sprintf("%d incidents, %d namespace writes failed", n, failed()), nil
+	})
+	annotateIsolationBy(t, ctx, name, "alice@responders")
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","ticket":"INC-ABORT","workloads":"Stop"}`)
+	time.Sleep(time.Second)
+	failing.Store(false)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	eventually(t, 10*time.Second, "no incident while the fence is in force", func(ctx context.Context) (bool, string, error) {
+		got := &v1alpha1.HealthEnvironment{}
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got)
+		return err == nil && len(got.Status.Incidents) == 0, fmt.Sprintf("incidents %+v", got.Status.Incidents), nil
+	})
+
+	resumed := time.Now()
+	annotateIsolationBy(t, ctx, name, "carol@responders")
+	patchIsolation(t, ctx, name, `{"mode":"None"}`)
+	waitCondition(t, name, v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
+	time.Sleep(2 * time.Second)
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	got := getEnv(t, ctx, name)
+	if n := len(got.Status.Incidents); n != 1 {
+		t.Fatalf("%d incidents, want 1: %+v", n, got.Status.Incidents)
+	}
+	if inc := got.Status.Incidents[0]; inc.RestoredBy != "carol@responders" || inc.FencedBy != "alice@responders" ||
+		inc.RestoredAt == nil || inc.RestoredAt.Time.Before(resumed.Truncate(time.Second)) {
+		t.Errorf("incident = %+v, want fenced by alice@responders, restored by carol@responders after %s", inc, resumed.Format(time.RFC3339))
+	}
+	// One Restored event for each lift that wrote its incident.
+	eventually(t, 10*time.Second, "the second restore's Restored event", func(ctx context.Context) (bool, string, error) {
+		var evs eventsv1.EventList
+		if err := k8sClient.List(ctx, &evs); err != nil {
+			return false, "", err
+		}
+		var notes []string
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Reason == "Restored" {
+				notes = append(notes, e.Note)
+			}
+		}
+		return slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "carol@responders") }),
+			fmt.Sprintf("Restored events %q", notes), nil
+	})
+}
+
+// TestANewFenceAfterALostLiftWriteStartsItsOwnRecord: the status write of
+// the pass that lifted a fence is lost, and the environment is fenced again
+// before any pass writes the status. status.isolation then describes the
+// new fence alone: its start, who asked for it, the credentials it revoked,
+// not the lifted fence's (which its incident keeps).
+func TestANewFenceAfterALostLiftWriteStartsItsOwnRecord(t *testing.T) {
+	ctx := context.Background()
+	const name = "refence-lost"
+	ns := fenceAndRestoreUntilRebuilt(t, ctx, sampleEnv(name), 16, "INC-ONE")
+	first := getEnv(t, ctx, name).Status.Isolation
+	if first == nil || first.FencedAt == nil || first.CredentialsRevoked == 0 {
+		t.Fatalf("status.isolation of the first fence = %+v, want fencedAt and credentials revoked", first)
+	}
+
+	// From the lift's namespace write on, every status write fails until
+	// the new fence writes its deny policy, the first step of its first
+	// pass: that pass's status write is the first to land.
+	var lifted, failing atomic.Bool
+	failing.Store(true)
+	_, stopLift := requests.Tap(func(method, path string) bool {
+		if method == http.MethodPatch && path == "/api/v1/namespaces/"+ns {
+			lifted.Store(true)
+		}
+		if lifted.Load() && method != http.MethodGet && strings.HasPrefix(path, "/apis/networking.k8s.io/v1/namespaces/"+ns+"/networkpolicies") {
+			failing.Store(false)
+		}
+		return false
+	})
+	defer stopLift()
+	failed, stopFail := requests.Fail(func(method, path string) bool {
+		return lifted.Load() && failing.Load() && method == http.MethodPatch &&
+			path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status"
+	}, http.StatusConflict)
+	defer stopFail()
+	setDeploymentsReady(t, ctx, ns)
+	nsKey := client.ObjectKey{Name: ns}
+	eventually(t, 30*time.Second, "the fence lifted", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
+			return false, "", err
+		}
+		return !fence.RecordOf(nsObj).Present() && failed() > 0, fmt.Sprintf("%d status writes failed", failed()), nil
+	})
+	if got := getEnv(t, ctx, name); got.Status.Isolation == nil || len(got.Status.Incidents) != 1 {
+		t.Fatalf("status.isolation %+v, %d incidents: want the lifted fence's still there, and its incident", got.Status.Isolation, len(got.Status.Incidents))
+	}
+
+	annotateIsolationBy(t, ctx, name, "carol@responders")
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"again","ticket":"INC-TWO","workloads":"Stop"}`)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	began, ok := fence.RecordOf(nsObj).Began()
+	if !ok || !began.After(first.FencedAt.Time) {
+		t.Fatalf("fence record %+v, want a new fence's", fence.RecordOf(nsObj))
+	}
+	iso := getEnv(t, ctx, name).Status.Isolation
+	// The new fence revokes what the restore rebuilt, and removes the
+	// policies the restore put back: no more than the first fence did.
+	if iso == nil || iso.FencedAt == nil || iso.FencedAt.Unix() != began.Unix() || iso.FencedBy != "carol@responders" ||
+		iso.Ticket != "INC-TWO" || iso.CredentialsRevoked == 0 || iso.CredentialsRevoked > first.CredentialsRevoked ||
+		!slices.Equal(iso.RemovedPolicies, first.RemovedPolicies) {
+		t.Errorf("status.isolation = %+v, want the new fence's alone: fenced at %s by carol@responders for INC-TWO, "+
+			"at most the first fence's credentials revoked and its policies removed (%+v)", iso, began.Format(time.RFC3339), first)
+	}
+}

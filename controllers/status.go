@@ -35,6 +35,9 @@ type scope struct {
 	now    time.Time
 	names  build.Names
 	status *v1alpha1.HealthEnvironmentStatus
+	// isoStatus is the status.isolation read as far as it describes the
+	// fence on record (fence.IsolationOf); what this fence did so far.
+	isoStatus *v1alpha1.IsolationStatus
 
 	// fenceRequest names the FenceRequest that holds the fence, while the
 	// environment's own spec does not say Fenced.
@@ -125,7 +128,7 @@ func newScope(env *v1alpha1.HealthEnvironment, now time.Time) *scope {
 	st := env.Status.DeepCopy()
 	names := build.NamespaceNames(env)
 	st.Namespaces = &v1alpha1.Namespaces{Front: names.Front, Primary: names.Primary, Standby: names.Standby}
-	return &scope{env: env, iso: *env.Spec.Isolation.DeepCopy(), now: now, names: names, status: st}
+	return &scope{env: env, iso: *env.Spec.Isolation.DeepCopy(), isoStatus: env.Status.Isolation, now: now, names: names, status: st}
 }
 
 // statefulSetName names svc's StatefulSet on site: in the primary, that of
@@ -287,6 +290,10 @@ func (s *scope) finishIsolation() {
 		st.Isolation = nil
 		return
 	}
+	if fencing {
+		// An incident of this fence is of a lift it resumed over.
+		st.Incidents = fence.Resumed(st.Incidents, s.record)
+	}
 	if st.Isolation == nil {
 		st.Isolation = &v1alpha1.IsolationStatus{}
 	}
@@ -325,7 +332,7 @@ func (s *scope) finishIsolation() {
 // fencedByOnRecord is who asked for the fence in force: as the status
 // recorded it first, or as this reconcile found it.
 func (s *scope) fencedByOnRecord() string {
-	if iso := s.env.Status.Isolation; iso != nil && iso.FencedBy != "" {
+	if iso := s.isoStatus; iso != nil && iso.FencedBy != "" {
 		return iso.FencedBy
 	}
 	return s.fencedBy
@@ -335,8 +342,8 @@ func (s *scope) fencedByOnRecord() string {
 // earlier reconciles recorded plus what this one did.
 func (s *scope) credentialsRevokedTotal() int32 {
 	n := s.credentialsRevoked
-	if s.env.Status.Isolation != nil {
-		n += s.env.Status.Isolation.CredentialsRevoked
+	if s.isoStatus != nil {
+		n += s.isoStatus.CredentialsRevoked
 	}
 	return n
 }
