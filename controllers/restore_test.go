@@ -666,6 +666,11 @@ func TestAFenceResumedOverAnAbortedLiftIsRestoredOnce(t *testing.T) {
 		err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, got)
 		return err == nil && len(got.Status.Incidents) == 0, fmt.Sprintf("incidents %+v", got.Status.Incidents), nil
 	})
+	// The aborted lift's Restored event stands; a Warning says it did not.
+	eventually(t, 10*time.Second, "a LiftAborted event", func(ctx context.Context) (bool, string, error) {
+		notes, err := eventNotes(ctx, name, "LiftAborted")
+		return len(notes) == 1 && strings.Contains(notes[0], "INC-ABORT"), fmt.Sprintf("LiftAborted events %q", notes), err
+	})
 
 	resumed := time.Now()
 	annotateIsolationBy(t, ctx, name, "carol@responders")
@@ -684,19 +689,25 @@ func TestAFenceResumedOverAnAbortedLiftIsRestoredOnce(t *testing.T) {
 	}
 	// One Restored event for each lift that wrote its incident.
 	eventually(t, 10*time.Second, "the second restore's Restored event", func(ctx context.Context) (bool, string, error) {
-		var evs eventsv1.EventList
-		if err := k8sClient.List(ctx, &evs); err != nil {
-			return false, "", err
-		}
-		var notes []string
-		for _, e := range evs.Items {
-			if e.Regarding.Name == name && e.Reason == "Restored" {
-				notes = append(notes, e.Note)
-			}
-		}
+		notes, err := eventNotes(ctx, name, "Restored")
 		return slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, "carol@responders") }),
-			fmt.Sprintf("Restored events %q", notes), nil
+			fmt.Sprintf("Restored events %q", notes), err
 	})
+}
+
+// eventNotes are the notes of the events with reason on environment name.
+func eventNotes(ctx context.Context, name, reason string) ([]string, error) {
+	var evs eventsv1.EventList
+	if err := k8sClient.List(ctx, &evs); err != nil {
+		return nil, err
+	}
+	var notes []string
+	for _, e := range evs.Items {
+		if e.Regarding.Name == name && e.Reason == reason {
+			notes = append(notes, e.Note)
+		}
+	}
+	return notes, nil
 }
 
 // TestANewFenceAfterALostLiftWriteStartsItsOwnRecord: the status write of

@@ -370,7 +370,8 @@ type event struct {
 }
 
 // transitions are the events a status change deserves: a condition changing
-// its status or reason, and a new known-good revision (a new incident has
+// its status or reason, an incident withdrawn, and a new known-good
+// revision (a new incident has
 // its own, writeIncident). Conditions seen for
 // the first time in their quiet state (provisioning, not fenced, nothing to
 // verify) are not worth an event, nor is a move another event of the same
@@ -401,6 +402,13 @@ func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 			continue
 		}
 		out = append(out, event{eventType: typ, reason: a.Reason, action: "Reconcile", note: a.Message})
+	}
+	if inc := fence.Withdrawn(before.Incidents, after.Incidents, after.Isolation); inc != nil {
+		note := "The fence was asked for again before its lift finished: it stays, and incident " + inc.Ticket
+		if inc.RestoredAt != nil {
+			note += ", recorded as restored at " + inc.RestoredAt.UTC().Format(time.RFC3339) + ","
+		}
+		out = append(out, event{eventType: corev1.EventTypeWarning, reason: "LiftAborted", action: "Fence", note: note + " is withdrawn"})
 	}
 	if after.KnownGoodRevision != "" && after.KnownGoodRevision != before.KnownGoodRevision {
 		out = append(out, event{eventType: corev1.EventTypeNormal, reason: "RevisionRecorded", action: "RecordRevision",

@@ -53,6 +53,19 @@ func Resumed(incidents []v1alpha1.Incident, rec Record) []v1alpha1.Incident {
 	return slices.DeleteFunc(slices.Clone(incidents), func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, at) })
 }
 
+// Withdrawn is the incident before records of the fence iso describes and
+// after does not: the fence resumed over a lift that had recorded it
+// (Resumed). An incident rotated out is another fence's.
+func Withdrawn(before, after []v1alpha1.Incident, iso *v1alpha1.IsolationStatus) *v1alpha1.Incident {
+	if iso == nil || iso.FencedAt == nil || slices.ContainsFunc(after, func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, iso.FencedAt) }) {
+		return nil
+	}
+	if i := slices.IndexFunc(before, func(i v1alpha1.Incident) bool { return sameFence(i.FencedAt, iso.FencedAt) }); i >= 0 {
+		return &before[i]
+	}
+	return nil
+}
+
 // IsolationOf is the status.isolation st as far as it describes the fence
 // on record, rec: nil when it describes another, one a restore lifted
 // whose last status write was lost before this fence began. Without a

@@ -141,3 +141,31 @@ func TestIsolationOf(t *testing.T) {
 		}
 	}
 }
+
+func TestWithdrawn(t *testing.T) {
+	at := func(sec, nsec int) *metav1.Time {
+		return &metav1.Time{Time: time.Date(2026, 12, 4, 10, 0, sec, nsec, time.UTC)}
+	}
+	one, two := v1alpha1.Incident{Ticket: "INC-1", FencedAt: at(1, 0)}, v1alpha1.Incident{Ticket: "INC-2", FencedAt: at(2, 0)}
+	iso := func(t *metav1.Time) *v1alpha1.IsolationStatus { return &v1alpha1.IsolationStatus{FencedAt: t} }
+	for _, tc := range []struct {
+		name          string
+		before, after []v1alpha1.Incident
+		iso           *v1alpha1.IsolationStatus
+		want          string
+	}{
+		{"the fence resumed over its lift", []v1alpha1.Incident{one, two}, []v1alpha1.Incident{one}, iso(at(2, 500)), "INC-2"},
+		{"the lift's incident still there", []v1alpha1.Incident{one, two}, []v1alpha1.Incident{one, two}, iso(at(2, 0)), ""},
+		{"the oldest rotated out under another fence", []v1alpha1.Incident{one, two}, []v1alpha1.Incident{two}, iso(at(3, 0)), ""},
+		{"the fence lifted", []v1alpha1.Incident{one}, []v1alpha1.Incident{one, two}, nil, ""},
+		{"a fence whose start is unknown", []v1alpha1.Incident{one, two}, nil, iso(nil), ""},
+	} {
+		got := ""
+		if inc := Withdrawn(tc.before, tc.after, tc.iso); inc != nil {
+			got = inc.Ticket
+		}
+		if got != tc.want {
+			t.Errorf("%s: Withdrawn = %q, want %q", tc.name, got, tc.want)
+		}
+	}
+}
