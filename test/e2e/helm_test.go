@@ -171,11 +171,12 @@ func TestHelm(t *testing.T) {
 	// The operator as the chart deploys it: the manager binary, with a token
 	// of the chart's ServiceAccount and the Deployment's leader election.
 	theOperator.stop()
-	// One careplane per cluster: the suite's status guard lets only the
-	// suite's manager write status, so it stands aside while the release's
-	// manager is the cluster's careplane (the release's own guard lets only
-	// that one write). The cleanup puts it back.
-	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, "--ignore-not-found")
+	// One careplane per cluster: the suite's status and front guards let
+	// only the suite's manager write status and front EndpointSlices, so
+	// they stand aside while the release's manager is the cluster's
+	// careplane (the release's own guards let only that one write). The
+	// cleanup puts them back.
+	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, guardPolicyFront, "--ignore-not-found")
 	helmOp, err = operatorAs(theOperator.bin, t.TempDir(), helmNamespace, helmSA)
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +308,7 @@ func TestHelm(t *testing.T) {
 // helmPolicies are the release's guardrail policies; each has a binding of
 // the same name (the freeze a second one, helmFreezeLabelBinding).
 var helmPolicies = []string{helmRelease + "-isolation-guard", helmRelease + "-fence-request-guard",
-	helmRelease + "-fenced-namespace-freeze", helmRelease + "-status-guard", helmRelease + "-manager-bounds"}
+	helmRelease + "-fenced-namespace-freeze", helmRelease + "-status-guard", helmRelease + "-front-guard", helmRelease + "-manager-bounds"}
 
 const helmFreezeLabelBinding = helmRelease + "-fenced-namespace-freeze-label"
 

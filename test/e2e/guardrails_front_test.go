@@ -1,0 +1,130 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+const (
+	guardPolicyFront = "careplane-front-guard"
+	guardMsgFront    = "only the careplane manager (" + guardManagerSA + ") says where the front Services of environment "
+)
+
+// TestGuardrailFrontGuard proves careplane-front-guard: in a front
+// namespace, only the manager creates an EndpointSlice or changes where one
+// routes. A cluster-admin GitOps tool, a responder, the control plane's
+// mirroring controller and the admin kubeconfig cannot point the front at
+// pods of their choosing; a change that routes nothing new, a delete, and
+// every write outside front namespaces stay open.
+func TestGuardrailFrontGuard(t *testing.T) {
+	s := guardSetup(t)
+	ctx := context.Background()
+	envName := "guard-" + s.run
+	front := guardNamespace(t, envName+"-front", envName)
+	kubectl(t, "label", "namespace", front, v1alpha1.LabelSite+"="+build.SiteLabelFront)
+	open := guardNamespace(t, envName+"-open", envName)
+
+	manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
+	// careplane's slice, as the manager writes it: to the primary's pod.
+	slice := guardSlice(front, "web"+build.FrontEndpointSliceSuffix, "10.0.0.1")
+	slice.Labels[discoveryv1.LabelManagedBy] = build.EndpointSliceManagedBy
+	if err := manager.client.Create(ctx, slice.DeepCopy()); err != nil {
+		t.Fatalf("the manager writing its front EndpointSlice: %v", err)
+	}
+	// Loaded by the API server: a forged slice is refused.
+	guardEventuallyDenied(t, time.Minute, "the front guard denies a forged slice", guardPolicyFront, guardMsgFront,
+		func(ctx context.Context) error {
+			return s.gitops.client.Create(ctx, guardSlice(front, "web-forged", "10.9.9.9"), client.DryRunAll)
+		})
+	cur := &discoveryv1.EndpointSlice{}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(slice), cur); err != nil {
+		t.Fatal(err)
+	}
+	whose := guardMsgFront + envName + " send traffic, and "
+	// An attacker's pod, outside the environment.
+	reroute := client.RawPatch(types.MergePatchType, []byte(`{"endpoints":[{"addresses":["10.9.9.9"]}]}`))
+
+	t.Run("a GitOps user with cluster-admin RBAC cannot reroute the front", func(t *testing.T) {
+		err := s.gitops.client.Create(ctx, guardSlice(front, "web-forged", "10.9.9.9"), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not create EndpointSlice web-forged")
+		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), reroute, client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not change the endpoints, ports or labels of EndpointSlice "+slice.Name)
+		// Moved to another Service's traffic.
+		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"kubernetes.io/service-name":"api"}}}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not change")
+		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"ports":[{"name":"http","port":9999,"protocol":"TCP"}]}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not change")
+	})
+
+	t.Run("nor can a responder, the admin kubeconfig or the mirroring controller", func(t *testing.T) {
+		err := s.responder.client.Patch(ctx, cur.DeepCopy(), reroute, client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, whose+s.responder.name+" may not change")
+		err = k8sClient.Create(ctx, guardSlice(front, "web-forged", "10.9.9.9"), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, guardMsgFront)
+		// Copies any Endpoints object into a slice; with cluster-admin
+		// RBAC here, so that the denial is the policy's.
+		mirror := guardImpersonate(t, "system:serviceaccount:kube-system:endpointslicemirroring-controller", "e2e:gitops")
+		err = mirror.client.Create(ctx, guardSlice(front, "web-mirrored", "10.9.9.9"), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, "endpointslicemirroring-controller may not create")
+	})
+
+	t.Run("what routes nothing new stays open", func(t *testing.T) {
+		// The garbage collector's kind of change: metadata, not routing.
+		guardAllowed(t, s.gitops.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"annotations":{"e2e.careplane.io/tidy":"yes"},"finalizers":["e2e.careplane.io/hold"]}}`)), client.DryRunAll),
+			"annotating the front slice and adding a finalizer")
+		guardAllowed(t, s.gitops.client.Delete(ctx, cur.DeepCopy(), client.DryRunAll), "deleting the front slice")
+		guardAllowed(t, s.gitops.client.Create(ctx, guardSlice(open, "web-forged", "10.9.9.9"), client.DryRunAll),
+			"creating a slice in a namespace that is not a front")
+	})
+
+	t.Run("careplane routes a real environment's front", func(t *testing.T) {
+		env := guardEnvironment(envName+"-real", false)
+		if err := k8sClient.Create(ctx, env); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { guardDeleteEnvironment(t, k8sClient, env.Name) })
+		key := client.ObjectKey{Namespace: env.Name, Name: "web" + build.FrontEndpointSliceSuffix}
+		eventually(t, 2*time.Minute, "the front slice routes to the primary's ready pod", func(ctx context.Context) (bool, string, error) {
+			got := &discoveryv1.EndpointSlice{}
+			if err := k8sClient.Get(ctx, key, got); err != nil {
+				return false, err.Error(), nil
+			}
+			return len(got.Endpoints) == 1 && got.Labels[build.LabelActiveSite] == build.SiteLabelPrimary,
+				fmt.Sprintf("endpoints %v, labels %v", got.Endpoints, got.Labels), nil
+		})
+	})
+
+	t.Run("the manager moves the front", func(t *testing.T) {
+		guardAllowed(t, manager.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"endpoints":[{"addresses":["10.0.0.2"]}],"metadata":{"labels":{"careplane.io/active-site":"standby"}}}`))),
+			"the manager routing the front to the standby")
+	})
+}
+
+// guardSlice is an EndpointSlice of the front Service web in ns, routing
+// to addr.
+func guardSlice(ns, name, addr string) *discoveryv1.EndpointSlice {
+	return &discoveryv1.EndpointSlice{
+		ObjectMeta:  metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+		Endpoints:   []discoveryv1.Endpoint{{Addresses: []string{addr}, Conditions: discoveryv1.EndpointConditions{Ready: ptr.To(true)}}},
+		Ports:       []discoveryv1.EndpointPort{{Name: ptr.To("http"), Port: ptr.To[int32](8080), Protocol: ptr.To(corev1.ProtocolTCP)}},
+	}
+}
