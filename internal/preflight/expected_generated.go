@@ -29,6 +29,8 @@ var guardrailObjects = []guardrailObject{
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-volume-guard", Policy: "retained-volume-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "status-guard", Policy: "status-guard", Params: false},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "front-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "front-guard", Policy: "front-guard", Params: false},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "manager-bounds", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "manager-bounds", Policy: "manager-bounds", Params: false},
 }
