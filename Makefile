@@ -83,9 +83,9 @@ lint: golangci-lint ## Run golangci-lint on the operator's module, the test CSI 
 
 .PHONY: verify
 verify: generate manifests api-docs chart-docs ## Regenerate everything (code, CRD, RBAC, chart and its values table, API reference) and fail if the tree changed.
-	@if [ -n "$$(git status --porcelain -- api config charts docs)" ]; then \
+	@if [ -n "$$(git status --porcelain -- api config charts docs internal/preflight)" ]; then \
 		echo "Generated files are out of date; run 'make generate manifests api-docs' and commit:"; \
-		git status --porcelain -- api config charts docs; git diff --stat -- api config charts docs; exit 1; fi
+		git status --porcelain -- api config charts docs internal/preflight; git diff --stat -- api config charts docs internal/preflight; exit 1; fi
 	go mod tidy -diff
 	cd hack/csi-driver && go mod tidy -diff
 	cd hack/release && go mod tidy -diff
