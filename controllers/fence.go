@@ -121,7 +121,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	if ferr := <-finalizerErr; ferr != nil || err != nil {
 		return errors.Join(ferr, err)
 	}
-	s.record = rec
+	s.record, s.windowClosed = rec, true
 	if addFinalizer {
 		// The status write carries the version of careplane's own last
 		// write, if that left the status as read (writeFinalizer).

@@ -56,6 +56,10 @@ type scope struct {
 
 	// record is the fence on record on the primary Namespace.
 	record fence.Record
+	// windowClosed says this pass wrote the fence's window, its record
+	// included, against the namespace as the API server holds it: record
+	// is not one read from a cache behind a lift.
+	windowClosed bool
 	// course is what this reconcile does with the fence (fence.Decide).
 	course fence.Course
 	// primary are the service templates the primary site runs: the spec's,
@@ -290,8 +294,10 @@ func (s *scope) finishIsolation() {
 		st.Isolation = nil
 		return
 	}
-	if fencing {
-		// An incident of this fence is of a lift it resumed over.
+	if fencing && s.windowClosed {
+		// An incident of this fence is of a lift it resumed over. Only of
+		// a record this pass wrote: one read from a cache behind a lift
+		// is the lifted fence's, and its incident stands.
 		st.Incidents = fence.Resumed(st.Incidents, s.record)
 	}
 	if st.Isolation == nil {

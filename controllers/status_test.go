@@ -8,6 +8,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // TestTransitionsFoldWhatAnotherEventTells: a status change sends one event
@@ -80,6 +81,35 @@ func TestTransitionsFoldWhatAnotherEventTells(t *testing.T) {
 			}
 			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
 				t.Errorf("events %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestAResumedFenceDropsItsIncidentOnlyOnceOnRecord: a fence's pass drops
+// the incident of the fence on record (a lift it resumed over) only once
+// its own write of the record went through. A record read from a cache
+// behind the lift's removal of it is the lifted fence's: its write
+// conflicts, and the restore's incident stays.
+func TestAResumedFenceDropsItsIncidentOnlyOnceOnRecord(t *testing.T) {
+	began := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	rec := fence.Record{ID: fence.NewID(began), Source: fence.SourceSpec, RestoreID: fence.NewID(began.Add(time.Hour))}
+	for _, tc := range []struct {
+		name         string
+		windowClosed bool
+		want         int
+	}{
+		{"the window's write conflicted: the record read may be stale", false, 1},
+		{"the record written this pass", true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "resumed"}}
+			env.Status.Incidents = []v1alpha1.Incident{{Ticket: "INC-1", FencedAt: &metav1.Time{Time: began}, RestoreID: rec.RestoreID}}
+			s := newScope(env, began.Add(2*time.Hour))
+			s.record, s.course, s.windowClosed = rec, fence.CourseFence, tc.windowClosed
+			s.finishIsolation()
+			if n := len(s.status.Incidents); n != tc.want {
+				t.Errorf("%d incidents, want %d: %+v", n, tc.want, s.status.Incidents)
 			}
 		})
 	}
