@@ -294,6 +294,11 @@ func (s *scope) finishIsolation() {
 		st.Isolation = nil
 		return
 	}
+	if fence.IsolationOf(s.record, s.isoStatus) == nil {
+		// This pass wrote a new fence's record where it gathered none: the
+		// status read is the lifted fence's.
+		s.isoStatus, st.Isolation = nil, nil
+	}
 	if fencing && s.windowClosed {
 		// An incident of this fence is of a lift it resumed over. Only of
 		// a record this pass wrote: one read from a cache behind a lift

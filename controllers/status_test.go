@@ -114,3 +114,27 @@ func TestAResumedFenceDropsItsIncidentOnlyOnceOnRecord(t *testing.T) {
 		})
 	}
 }
+
+// TestANewFenceOnRecordStartsItsOwnIsolation: the pass that begins a new
+// fence found no record when it gathered (a lift before it, whose status
+// write was lost, left the lifted fence's status.isolation) and writes the
+// record itself: the status it writes is the new fence's alone.
+func TestANewFenceOnRecordStartsItsOwnIsolation(t *testing.T) {
+	lifted := time.Date(2026, 12, 4, 10, 0, 0, 0, time.UTC)
+	began := lifted.Add(time.Hour)
+	env := &v1alpha1.HealthEnvironment{ObjectMeta: metav1.ObjectMeta{Name: "refenced"}}
+	env.Status.Isolation = &v1alpha1.IsolationStatus{FencedAt: &metav1.Time{Time: lifted}, FencedBy: "alice@responders",
+		Ticket: "INC-ONE", CredentialsRevoked: 6, RemovedPolicies: []string{"allow-dns"}}
+	s := newScope(env, began)
+	// As Reconcile leaves it with no record gathered, and reconcileFence
+	// once it has written the new one.
+	s.isoStatus = fence.IsolationOf(s.record, env.Status.Isolation)
+	s.record, s.course, s.windowClosed = fence.Record{ID: fence.NewID(began), Source: fence.SourceSpec}, fence.CourseFence, true
+	s.fencedBy, s.credentialsRevoked = "carol@responders", 4
+	s.finishIsolation()
+	iso := s.status.Isolation
+	if iso == nil || iso.FencedAt == nil || !iso.FencedAt.Equal(&metav1.Time{Time: began}) || iso.FencedBy != "carol@responders" ||
+		iso.CredentialsRevoked != 4 || len(iso.RemovedPolicies) != 0 {
+		t.Errorf("status.isolation = %+v, want the new fence's alone: fenced at %s by carol@responders, 4 credentials revoked, no policies yet", iso, began)
+	}
+}
