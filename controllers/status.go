@@ -244,6 +244,11 @@ func deploymentStuck(c appsv1.DeploymentCondition) bool {
 // (package conditions decides them), the services and status.isolation.
 func (s *scope) finish(reconcileErr error) {
 	st := s.status
+	if fence.IsolationOf(s.record, s.isoStatus) == nil {
+		// This pass wrote a new fence's record where it gathered none: the
+		// status read is the lifted fence's, in the conditions too.
+		s.isoStatus, st.Isolation = nil, nil
+	}
 	active, serving := s.activeSite()
 	err := s.applyFailed
 	if err == nil {
@@ -293,11 +298,6 @@ func (s *scope) finishIsolation() {
 	if !s.record.Present() || s.restored {
 		st.Isolation = nil
 		return
-	}
-	if fence.IsolationOf(s.record, s.isoStatus) == nil {
-		// This pass wrote a new fence's record where it gathered none: the
-		// status read is the lifted fence's.
-		s.isoStatus, st.Isolation = nil, nil
 	}
 	if fencing && s.windowClosed {
 		// An incident of this fence is of a lift it resumed over. Only of

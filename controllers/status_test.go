@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -9,6 +10,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/netpol"
 )
 
 // TestTransitionsFoldWhatAnotherEventTells: a status change sends one event
@@ -131,10 +133,16 @@ func TestANewFenceOnRecordStartsItsOwnIsolation(t *testing.T) {
 	s.isoStatus = fence.IsolationOf(s.record, env.Status.Isolation)
 	s.record, s.course, s.windowClosed = fence.Record{ID: fence.NewID(began), Source: fence.SourceSpec}, fence.CourseFence, true
 	s.fencedBy, s.credentialsRevoked = "carol@responders", 4
-	s.finishIsolation()
+	s.fenceComplete, s.verified = true, &netpol.Result{Isolated: true}
+	s.finish(nil)
 	iso := s.status.Isolation
 	if iso == nil || iso.FencedAt == nil || !iso.FencedAt.Equal(&metav1.Time{Time: began}) || iso.FencedBy != "carol@responders" ||
 		iso.CredentialsRevoked != 4 || len(iso.RemovedPolicies) != 0 {
 		t.Errorf("status.isolation = %+v, want the new fence's alone: fenced at %s by carol@responders, 4 credentials revoked, no policies yet", iso, began)
+	}
+	// The conditions say so too.
+	if c := findCondition(s.status.Conditions, v1alpha1.ConditionFenced); c == nil ||
+		!strings.Contains(c.Message, "4 credentials revoked") || !strings.Contains(c.Message, "asked for by carol@responders") {
+		t.Errorf("Fenced = %+v, want it to tell the new fence alone", c)
 	}
 }
