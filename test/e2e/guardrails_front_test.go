@@ -62,7 +62,7 @@ func TestGuardrailFrontGuard(t *testing.T) {
 		err := s.gitops.client.Create(ctx, guardSlice(front, "web-forged", "10.9.9.9"), client.DryRunAll)
 		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not create EndpointSlice web-forged")
 		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), reroute, client.DryRunAll)
-		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not change the endpoints, ports or labels of EndpointSlice "+slice.Name)
+		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not change what routes in EndpointSlice "+slice.Name)
 		// Moved to another Service's traffic.
 		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
 			[]byte(`{"metadata":{"labels":{"kubernetes.io/service-name":"api"}}}`)), client.DryRunAll)
@@ -70,6 +70,42 @@ func TestGuardrailFrontGuard(t *testing.T) {
 		err = s.gitops.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
 			[]byte(`{"ports":[{"name":"http","port":9999,"protocol":"TCP"}]}`)), client.DryRunAll)
 		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not change")
+	})
+
+	t.Run("nor through the front Service, an Endpoints object or the namespace's labels", func(t *testing.T) {
+		svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: front, Name: "web"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 8080}}}}
+		if err := manager.client.Create(ctx, svc); err != nil {
+			t.Fatalf("the manager writing its front Service: %v", err)
+		}
+		err := s.gitops.client.Patch(ctx, svc.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"externalIPs":["203.0.113.9"]}}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not change what routes in Service web")
+		// The same Service name, answered by DNS outside the cluster.
+		err = s.gitops.client.Patch(ctx, svc.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"spec":{"type":"ExternalName","externalName":"attacker.example","clusterIP":"","clusterIPs":null,"ports":null}}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not change what routes in Service web")
+		err = s.gitops.client.Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: front, GenerateName: "web-"},
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}}}, client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not create Service web-")
+		err = s.gitops.client.Create(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: front, Name: "web"}, //nolint:staticcheck // what the mirroring controller copies
+			Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.9.9.9"}}}}}, client.DryRunAll) //nolint:staticcheck
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not create Endpoints web")
+
+		// Stepping the namespace out of the policy, to write and step back.
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: front}}
+		err = s.gitops.client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"careplane.io/site":null}}}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, whose+s.gitops.name+" may not take the front labels off Namespace "+front)
+		err = s.gitops.client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"app.kubernetes.io/managed-by":"gitops"}}}`)), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not take the front labels off Namespace "+front)
+		guardAllowed(t, s.gitops.client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"labels":{"e2e.careplane.io/team":"111"}}}`)), client.DryRunAll),
+			"labelling the front namespace otherwise")
+		guardAllowed(t, s.gitops.client.Patch(ctx, svc.DeepCopy(), client.RawPatch(types.MergePatchType,
+			[]byte(`{"metadata":{"annotations":{"e2e.careplane.io/tidy":"yes"}}}`)), client.DryRunAll),
+			"annotating the front Service")
 	})
 
 	t.Run("nor can a responder, the admin kubeconfig or the mirroring controller", func(t *testing.T) {
