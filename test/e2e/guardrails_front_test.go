@@ -25,8 +25,9 @@ const (
 )
 
 // TestGuardrailFrontGuard proves careplane-front-guard: in a front
-// namespace, only the manager creates an EndpointSlice or changes where one
-// routes. A cluster-admin GitOps tool, a responder, the control plane's
+// namespace, only the manager creates an EndpointSlice, Endpoints or
+// Service, changes where one routes, or takes the namespace's front labels
+// off. A cluster-admin GitOps tool, a responder, the control plane's
 // mirroring controller and the admin kubeconfig cannot point the front at
 // pods of their choosing; a change that routes nothing new, a delete, and
 // every write outside front namespaces stay open.
