@@ -141,12 +141,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	s.course = d.Course
-	// A status.isolation of another fence than the one on record is of one
-	// a restore lifted, its last status write lost: none of it is this
-	// fence's.
-	if s.isoStatus = fence.IsolationOf(s.record, env.Status.Isolation); s.isoStatus == nil {
-		s.status.Isolation = nil
-	}
+	s.forgetLiftedIsolation()
 	// A fleet fence before the hand-over is carried out as the request (or,
 	// once it is gone, the last fence of record) says; the spec stays the
 	// user's.

@@ -244,11 +244,9 @@ func deploymentStuck(c appsv1.DeploymentCondition) bool {
 // (package conditions decides them), the services and status.isolation.
 func (s *scope) finish(reconcileErr error) {
 	st := s.status
-	if fence.IsolationOf(s.record, s.isoStatus) == nil {
-		// This pass wrote a new fence's record where it gathered none: the
-		// status read is the lifted fence's, in the conditions too.
-		s.isoStatus, st.Isolation = nil, nil
-	}
+	// Again: this pass may have written a new fence's record where it
+	// gathered none. The conditions read isoStatus too.
+	s.forgetLiftedIsolation()
 	active, serving := s.activeSite()
 	err := s.applyFailed
 	if err == nil {
@@ -340,6 +338,15 @@ func (s *scope) finishIsolation() {
 	}
 }
 
+// forgetLiftedIsolation drops the status.isolation read when it describes
+// another fence than the one on record: one a restore lifted, its last
+// status write lost. None of it is this fence's.
+func (s *scope) forgetLiftedIsolation() {
+	if fence.IsolationOf(s.record, s.isoStatus) == nil {
+		s.isoStatus, s.status.Isolation = nil, nil
+	}
+}
+
 // fencedByOnRecord is who asked for the fence in force: as the status
 // recorded it first, or as this reconcile found it.
 func (s *scope) fencedByOnRecord() string {
@@ -381,12 +388,11 @@ type event struct {
 }
 
 // transitions are the events a status change deserves: a condition changing
-// its status or reason, an incident withdrawn, and a new known-good
-// revision (a new incident has
-// its own, writeIncident). Conditions seen for
-// the first time in their quiet state (provisioning, not fenced, nothing to
-// verify) are not worth an event, nor is a move another event of the same
-// change tells (toldBy).
+// its status or reason, an incident withdrawn, and a new known-good revision
+// (a new incident has its own, writeIncident). Conditions seen for the first
+// time in their quiet state (provisioning, not fenced, nothing to verify) are
+// not worth an event, nor is a move another event of the same change tells
+// (toldBy).
 func transitions(before, after *v1alpha1.HealthEnvironmentStatus) []event {
 	var out []event
 	for _, t := range []string{v1alpha1.ConditionReady, v1alpha1.ConditionDegraded, v1alpha1.ConditionFenced,
