@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 )
 
@@ -80,11 +81,11 @@ func cpuSpent(before, after map[string]float64, d time.Duration) string {
 }
 
 // profileFleet takes CPU profiles of the operator and of kube-apiserver for
-// the first d of a fleet fence, into dir, when dir is not "": call it just
-// before the fence starts, and wait for what it returns before reading the
+// the first d of a fleet phase (phase names the files), into dir, when dir
+// is not "": call it just before the phase starts, and wait for what it returns before reading the
 // files. The operator must have been started with --pprof-bind-address
 // pprofAddr.
-func profileFleet(ctx context.Context, dir, pprofAddr string, cs kubernetes.Interface, d time.Duration) (wait func() []error) {
+func profileFleet(ctx context.Context, dir, phase, pprofAddr string, cs kubernetes.Interface, d time.Duration) (wait func() []error) {
 	if dir == "" {
 		return func() []error { return nil }
 	}
@@ -94,14 +95,14 @@ func profileFleet(ctx context.Context, dir, pprofAddr string, cs kubernetes.Inte
 	wg.Go(func() {
 		raw, err := cs.CoreV1().RESTClient().Get().AbsPath("/debug/pprof/profile").Param("seconds", secs).Timeout(d + 30*time.Second).DoRaw(ctx)
 		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, "fleet-apiserver.pb.gz"), raw, 0o644)
+			err = os.WriteFile(filepath.Join(dir, phase+"-apiserver.pb.gz"), raw, 0o644)
 		}
 		errs[0] = err
 	})
 	wg.Go(func() {
 		raw, err := httpGet(ctx, "http://"+pprofAddr+"/debug/pprof/profile?seconds="+secs)
 		if err == nil {
-			err = os.WriteFile(filepath.Join(dir, "fleet-operator.pb.gz"), raw, 0o644)
+			err = os.WriteFile(filepath.Join(dir, phase+"-operator.pb.gz"), raw, 0o644)
 		}
 		errs[1] = err
 	})
@@ -150,25 +151,77 @@ func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float
 		if l["subresource"] != "" {
 			key += "/" + l["subresource"]
 		}
+		// Refused requests apart: a 403 or 409 retried is load that
+		// the successful ones do not explain.
+		if c := l["code"]; c != "" && !strings.HasPrefix(c, "2") {
+			key += " (" + c + ")"
+		}
 		out[key] += m.GetCounter().GetValue()
 	}
 	return out, nil
 }
 
+// eventsSince formats the events recorded since t (core events, each
+// counted as often as it was reported), by reporting component and
+// reason, most first, the top n.
+func eventsSince(ctx context.Context, cs kubernetes.Interface, t time.Time, n int) (string, error) {
+	tally := map[string]float64{}
+	total := 0.0
+	var cont string
+	for {
+		list, err := cs.CoreV1().Events("").List(ctx, metav1.ListOptions{Limit: 5000, Continue: cont})
+		if err != nil {
+			return "", err
+		}
+		for _, e := range list.Items {
+			last := e.LastTimestamp.Time
+			if e.Series != nil {
+				last = e.Series.LastObservedTime.Time
+			}
+			if last.IsZero() {
+				last = e.EventTime.Time
+			}
+			if last.Before(t.Truncate(time.Second)) {
+				continue
+			}
+			who := e.Source.Component
+			if who == "" {
+				who = e.ReportingController
+			}
+			c := float64(max(e.Count, 1))
+			tally[who+" "+e.Reason] += c
+			total += c
+		}
+		if cont = list.Continue; cont == "" {
+			break
+		}
+	}
+	return fmt.Sprintf("%.0f events; most: %s", total, topOf(tally, n)), nil
+}
+
 // requestsBetween formats the requests kube-apiserver answered between two
 // readings of apiRequests, most first, the top n.
 func requestsBetween(before, after map[string]float64, n int) string {
+	delta := map[string]float64{}
+	total := 0.0
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			delta[k] = d
+			total += d
+		}
+	}
+	return fmt.Sprintf("%.0f requests (not watches); most: %s", total, topOf(delta, n))
+}
+
+// topOf formats the n largest counts of tally, most first.
+func topOf(tally map[string]float64, n int) string {
 	type count struct {
 		key string
 		n   float64
 	}
 	var counts []count
-	total := 0.0
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			counts = append(counts, count{k, d})
-			total += d
-		}
+	for k, v := range tally {
+		counts = append(counts, count{k, v})
 	}
 	slices.SortFunc(counts, func(a, b count) int {
 		if a.n != b.n {
@@ -180,5 +233,5 @@ func requestsBetween(before, after map[string]float64, n int) string {
 	for _, c := range counts[:min(n, len(counts))] {
 		parts = append(parts, fmt.Sprintf("%s %.0f", c.key, c.n))
 	}
-	return fmt.Sprintf("%.0f requests (not watches); most: %s", total, strings.Join(parts, ", "))
+	return strings.Join(parts, ", ")
 }

@@ -47,7 +47,8 @@ import (
 //	                baselines, no steady-state minute, and no report file
 //	                unless BENCH_OUT names one
 //	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
-//	                kube-apiserver over the first 12 s of the fleet fence (its deny policies)
+//	                kube-apiserver over the first 30 s of the fleet fence and of
+//	                the fleet restore
 //
 // The data phase runs last, on environments of its own, so the rows above
 // it stay comparable with runs before it existed:
@@ -691,7 +692,7 @@ func TestBench(t *testing.T) {
 		primaries = append(primaries, build.SiteNamespace(env, v1alpha1.SitePrimary))
 	}
 	logf("fleet fence: kubectl careplane fence --selector bench.careplane.io/set=fleet (%d environments)", p.n)
-	profiled := profileFleet(ctx, p.profileDir, pprofAddr, clientset, 12*time.Second)
+	profiled := profileFleet(ctx, p.profileDir, "fleet", pprofAddr, clientset, 30*time.Second)
 	cpuBefore := cpuByProcess()
 	reqBefore, err := apiRequests(ctx, clientset)
 	if err != nil {
@@ -743,11 +744,16 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fenceEvents, err := eventsSince(ctx, clientset, t0, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
 	final := operatorProc(t)
 	logf("fleet fence: plugin done %s, all deny %s, all Fenced %s", pluginDone, summarize(fleetDeny).max, summarize(fleetFenced).max)
 	notes = append(notes,
 		"Fleet fence, until the last deny policy: "+cpuSpent(cpuBefore, cpuDenied, denyWall)+"; kube-apiserver answered "+requestsBetween(reqBefore, reqDenied, 12)+".",
-		"Fleet fence, from then until the last Fenced=True: "+cpuSpent(cpuDenied, cpuFenced, fencedWall-denyWall)+"; kube-apiserver answered "+requestsBetween(reqDenied, reqFenced, 12)+".")
+		"Fleet fence, from then until the last Fenced=True: "+cpuSpent(cpuDenied, cpuFenced, fencedWall-denyWall)+"; kube-apiserver answered "+requestsBetween(reqDenied, reqFenced, 12)+
+			"; events by reporter and reason over the whole fence: "+fenceEvents+".")
 	for _, err := range profiled() {
 		if err != nil {
 			t.Errorf("profiling the fleet fence: %v", err)
@@ -761,6 +767,7 @@ func TestBench(t *testing.T) {
 	if reqBefore, err = apiRequests(ctx, clientset); err != nil {
 		t.Fatal(err)
 	}
+	profiled = profileFleet(ctx, p.profileDir, "restore", pprofAddr, clientset, 30*time.Second)
 	t0 = time.Now()
 	parallelDo(len(fleet), 32, func(i int) {
 		if err := benchIsolation(ctx, resp, fleet[i].Name, unfencedIsolation()); err != nil {
@@ -784,6 +791,15 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	restoreEvents, err := eventsSince(ctx, clientset, t0, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, err := range profiled() {
+		if err != nil {
+			t.Errorf("profiling the fleet restore: %v", err)
+		}
+	}
 	logf("fleet restore: all lifted %s, all Ready %s", summarize(lifted).max, summarize(readyAgain).max)
 	restoreRow := row{what: "fleet restore of N, each by its own responder write: → each Ready with the fence lifted", s: summarize(fleetRestored)}
 	if floorAll > 0 {
@@ -791,7 +807,8 @@ func TestBench(t *testing.T) {
 		restoreRow.met = verdict(summarize(fleetRestored).max < floorAll*3/2)
 	}
 	notes = append(notes,
-		"Fleet restore, until every environment is Ready with its fence lifted: "+cpuSpent(cpuBefore, cpuByProcess(), restoredWall)+"; kube-apiserver answered "+requestsBetween(reqBefore, reqRestored, 12)+".")
+		"Fleet restore, until every environment is Ready with its fence lifted: "+cpuSpent(cpuBefore, cpuByProcess(), restoredWall)+"; kube-apiserver answered "+requestsBetween(reqBefore, reqRestored, 12)+
+			"; events by reporter and reason: "+restoreEvents+".")
 
 	if p.quick {
 		rows = append(rows,
