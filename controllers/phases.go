@@ -416,6 +416,10 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 			}
 		}
 	}
+	if s.record.Present() {
+		// Under a fence, no route but careplane's (front.go).
+		return r.sweepFront(ctx, s)
+	}
 	return nil
 }
 
