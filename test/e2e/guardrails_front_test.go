@@ -5,11 +5,14 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -152,6 +155,68 @@ func TestGuardrailFrontGuard(t *testing.T) {
 		guardAllowed(t, manager.client.Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType,
 			[]byte(`{"endpoints":[{"addresses":["10.0.0.2"]}],"metadata":{"labels":{"careplane.io/active-site":"standby"}}}`))),
 			"the manager routing the front to the standby")
+	})
+}
+
+// TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard: the front guard
+// refuses new routes, but not those written before it was installed (or
+// while its binding was gone). Such a slice, pointing the front of a real
+// environment at an address of the attacker's, and an Endpoints object for
+// the mirroring controller to copy, are written here as the manager's
+// ServiceAccount (the one identity the guard lets through, standing in for
+// "before the guard"). A responder's fence removes both before it reports
+// Fenced=True, the manager acting under its own RBAC and bounds; careplane's
+// own slice stays.
+func TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard(t *testing.T) {
+	s := guardSetup(t)
+	ctx := context.Background()
+	name := "front-sweep-" + s.run
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
+	exfil := guardSlice(name, "call-handling-exfil", "10.9.9.9")
+	exfil.Labels[discoveryv1.LabelServiceName] = "call-handling"
+	mirrored := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: name, Name: "referral"}, //nolint:staticcheck // the mirroring controller reads them
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.9.9.10"}}, //nolint:staticcheck
+			Ports: []corev1.EndpointPort{{Name: "http", Port: 8443}}}}} //nolint:staticcheck
+	// The manager's RBAC writes no Endpoints: the one for the mirroring
+	// controller is written in its name with system:masters' rights.
+	managerAsAdmin := guardImpersonate(t, guardManagerSA, "system:masters", "system:serviceaccounts")
+	for _, w := range []struct {
+		c client.Client
+		o client.Object
+	}{{manager.client, exfil}, {managerAsAdmin.client, mirrored}} {
+		if err := w.c.Create(ctx, w.o); err != nil {
+			t.Fatalf("writing %T %s before the fence: %v", w.o, w.o.GetName(), err)
+		}
+	}
+	// A cluster-admin GitOps tool could not have written it now.
+	err := s.gitops.client.Create(ctx, guardSlice(name, "call-handling-exfil2", "10.9.9.9"), client.DryRunAll)
+	guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not create EndpointSlice call-handling-exfil2")
+
+	fenceCommand(t, name, "INC-FRONT")
+	waitFencedTrue(t, name)
+	for _, o := range []client.Object{exfil, mirrored} {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) && o.GetDeletionTimestamp().IsZero() {
+			t.Errorf("%T %s/%s still routes when the environment is Fenced=True (%v)", o, name, o.GetName(), err)
+		}
+	}
+	own := &discoveryv1.EndpointSlice{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: "call-handling" + build.FrontEndpointSliceSuffix}, own); err != nil {
+		t.Errorf("careplane's own front slice: %v", err)
+	}
+	const removed = "EndpointSlice call-handling-exfil, Endpoints referral"
+	eventually(t, 30*time.Second, "a ForeignRoutesRemoved Warning naming "+removed, func(ctx context.Context) (bool, string, error) {
+		var evs eventsv1.EventList
+		if err := k8sClient.List(ctx, &evs); err != nil {
+			return false, "", err
+		}
+		for _, e := range evs.Items {
+			if e.Regarding.Name == name && e.Reason == "ForeignRoutesRemoved" {
+				return e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, removed), e.Type + " " + e.Note, nil
+			}
+		}
+		return false, "no such event", nil
 	})
 }
 
