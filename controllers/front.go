@@ -2,19 +2,31 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"slices"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/careplane/careplane/internal/build"
 )
 
-// +kubebuilder:rbac:groups="",resources=endpoints,verbs=list;delete
+// +kubebuilder:rbac:groups="",resources=endpoints,verbs=list;patch;delete
+
+// ReasonForeignRoutesRemoved is the Warning event of a fence that removed
+// routes careplane did not write from the front (sweepFront).
+const ReasonForeignRoutesRemoved = "ForeignRoutesRemoved"
 
 // sweepFront removes, from the front namespace of a fenced environment,
 // every route careplane did not write: each EndpointSlice that is not the
@@ -24,15 +36,27 @@ import (
 // slice). The front Services have no selector, so any such slice decides
 // where their callers go. The front guard refuses new ones; this removes
 // those written before it was installed or while it was off, so that a
-// fenced environment's callers go only where careplane sends them. Read
-// from the API server as metadata: the cache holds careplane's objects
-// only. Deletes are made on the UID seen.
+// fenced environment's callers go only where careplane sends them.
+//
+// Read from the API server (the cache holds careplane's objects only),
+// whole: where each route went is evidence, logged and told in the event
+// before it goes. A finalizer does not keep one: the finalizers are
+// stripped first (a slice marked for deletion still routes). Endpoints go
+// before slices, so the mirroring controller has nothing to copy back.
+// Every write is made on the UID seen. An error leaves Fenced short of
+// True, and the next pass looks again.
 func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) error {
 	front := s.names.Front
-	slices, endpoints := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
-	slices.SetGroupVersionKind(discoveryv1.SchemeGroupVersion.WithKind("EndpointSliceList"))
-	endpoints.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("EndpointsList"))
-	if err := inParallel([]kindList{{"EndpointSlices", slices}, {"Endpoints", endpoints}}, func(l kindList) error {
+	nsObj := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: front}, nsObj, readOnly); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if !metav1.IsControlledBy(nsObj, s.env) {
+		return nil // not careplane's for this environment: nothing in it is swept
+	}
+	var eps corev1.EndpointsList //nolint:staticcheck // what the mirroring controller reads
+	var sls discoveryv1.EndpointSliceList
+	if err := inParallel([]kindList{{"Endpoints", &eps}, {"EndpointSlices", &sls}}, func(l kindList) error {
 		if err := r.APIReader.List(ctx, l.list, client.InNamespace(front)); err != nil {
 			return fmt.Errorf("listing %s in %s: %w", l.kind, front, err)
 		}
@@ -44,28 +68,86 @@ func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) 
 	for _, svc := range s.env.Spec.Services {
 		ours[build.FrontEndpointSliceName(svc.Name)] = true
 	}
-	var removed []string
-	for i := range slices.Items {
-		m := &slices.Items[i]
-		if ours[m.Name] && metav1.IsControlledBy(m, s.env) {
+	type route struct {
+		obj  client.Object
+		kind string
+		to   []string
+	}
+	var foreign []route
+	for i := range eps.Items {
+		e := &eps.Items[i]
+		var to []string
+		for _, sub := range e.Subsets {
+			for _, a := range append(slices.Clone(sub.Addresses), sub.NotReadyAddresses...) {
+				for _, p := range sub.Ports {
+					to = append(to, net.JoinHostPort(a.IP, strconv.Itoa(int(p.Port))))
+				}
+				if len(sub.Ports) == 0 {
+					to = append(to, a.IP)
+				}
+			}
+		}
+		foreign = append(foreign, route{e, "Endpoints", to})
+	}
+	for i := range sls.Items {
+		sl := &sls.Items[i]
+		if ours[sl.Name] && metav1.IsControlledBy(sl, s.env) {
 			continue
 		}
-		if err := r.deleteObserved(ctx, &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: front, Name: m.Name}}, m.UID); err != nil {
-			return err
+		var to []string
+		for _, ep := range sl.Endpoints {
+			for _, a := range ep.Addresses {
+				for _, p := range sl.Ports {
+					if p.Port != nil {
+						to = append(to, net.JoinHostPort(a, strconv.Itoa(int(*p.Port))))
+					}
+				}
+				if len(sl.Ports) == 0 {
+					to = append(to, a)
+				}
+			}
 		}
-		removed = append(removed, "EndpointSlice "+m.Name)
+		foreign = append(foreign, route{sl, "EndpointSlice", to})
 	}
-	for i := range endpoints.Items {
-		m := &endpoints.Items[i]
-		if err := r.deleteObserved(ctx, &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: front, Name: m.Name}}, m.UID); err != nil { //nolint:staticcheck // what the mirroring controller reads
-			return err
+
+	var removed []string
+	var errs []error
+	for _, f := range foreign {
+		going := !f.obj.GetDeletionTimestamp().IsZero()
+		if err := r.removeRoute(ctx, f.obj); err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		removed = append(removed, "Endpoints "+m.Name)
+		if !going { // told once: not again for one already going
+			removed = append(removed, fmt.Sprintf("%s %s (to %s)", f.kind, f.obj.GetName(), orNone(f.to)))
+		}
 	}
 	if len(removed) > 0 {
 		log.FromContext(ctx).Info("Removed routes careplane did not write from the front of a fenced environment", "namespace", front, "removed", removed)
-		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "ForeignRoutesRemoved", "Fence",
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, ReasonForeignRoutesRemoved, "Fence",
 			"Removed routes careplane did not write from front namespace %s: %s", front, strings.Join(removed, ", "))
 	}
-	return nil
+	return errors.Join(errs...)
+}
+
+// removeRoute deletes o, a route careplane did not write, on its UID;
+// finalizers first, which would otherwise keep it routing while it goes.
+func (r *HealthEnvironmentReconciler) removeRoute(ctx context.Context, o client.Object) error {
+	if len(o.GetFinalizers()) > 0 {
+		patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"uid": o.GetUID(), "finalizers": nil}})
+		if err != nil {
+			return err
+		}
+		if err := r.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("removing the finalizers of %T %s: %w", o, klog.KObj(o), err)
+		}
+	}
+	return r.deleteObserved(ctx, o, o.GetUID())
+}
+
+func orNone(s []string) string {
+	if len(s) == 0 {
+		return "nothing"
+	}
+	return strings.Join(s, ", ")
 }

@@ -50,9 +50,12 @@ func TestAFenceRemovesRoutesCareplaneDidNotWrite(t *testing.T) {
 		}
 		return s
 	}
+	held := slice(svc+"-held", false)
+	held.Finalizers = []string{"example.com/hold"} // a slice marked for deletion still routes
 	foreign := []client.Object{
 		slice(svc+"-exfil", false),
 		slice(svc+"-forged", true),
+		held,
 		&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: svc, Namespace: front}, //nolint:staticcheck // the mirroring controller still reads them
 			Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.8"}}}}}, //nolint:staticcheck
 	}
@@ -69,18 +72,23 @@ func TestAFenceRemovesRoutesCareplaneDidNotWrite(t *testing.T) {
 		}
 	}
 
+	own := &discoveryv1.EndpointSlice{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: front, Name: build.FrontEndpointSliceName(svc)}, own); err != nil {
+		t.Fatalf("careplane's own front slice: %v", err)
+	}
+	ownUID := own.UID
+
 	patchIsolation(t, ctx, env.Name, `{"mode":"Fenced","reason":"test"}`)
 	fenced := waitCondition(t, env.Name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
 	// Fenced=True is reported only once they are gone.
 	for _, o := range foreign {
-		err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o)
-		if !apierrors.IsNotFound(err) || (err == nil && o.GetDeletionTimestamp() == nil) {
-			t.Errorf("%T %s/%s still there when Fenced=True (generation %d): %v", o, front, o.GetName(), fenced.Generation, err)
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
+			t.Errorf("%T %s/%s still there when Fenced=True (generation %d; finalizers %v): %v", o, front, o.GetName(), fenced.Generation, o.GetFinalizers(), err)
 		}
 	}
-	own := &discoveryv1.EndpointSlice{}
-	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: front, Name: build.FrontEndpointSliceName(svc)}, own); err != nil {
-		t.Errorf("careplane's own front slice: %v", err)
+	// Not deleted and written again: the same object.
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(own), own); err != nil || own.UID != ownUID {
+		t.Errorf("careplane's own front slice: uid %s, want %s (%v)", own.UID, ownUID, err)
 	}
 	eventually(t, 10*time.Second, "a ForeignRoutesRemoved event naming each", func(ctx context.Context) (bool, string, error) {
 		var evs eventsv1.EventList
@@ -88,8 +96,8 @@ func TestAFenceRemovesRoutesCareplaneDidNotWrite(t *testing.T) {
 			return false, "", err
 		}
 		for _, e := range evs.Items {
-			if e.Regarding.Name == env.Name && e.Reason == "ForeignRoutesRemoved" {
-				want := fmt.Sprintf("EndpointSlice %s-exfil, EndpointSlice %s-forged, Endpoints %s", svc, svc, svc)
+			if e.Regarding.Name == env.Name && e.Reason == ReasonForeignRoutesRemoved {
+				want := fmt.Sprintf("Endpoints %s (to 203.0.113.8), EndpointSlice %s-exfil (to 203.0.113.7:8080), EndpointSlice %s-forged (to 203.0.113.7:8080), EndpointSlice %s-held (to 203.0.113.7:8080)", svc, svc, svc, svc)
 				if e.Type != corev1.EventTypeWarning || !strings.Contains(e.Note, want) {
 					return false, "", fmt.Errorf("event %s %q, want a Warning naming %s", e.Type, e.Note, want)
 				}

@@ -383,13 +383,25 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 		keep.Insert(svc.Name)
 	}
 	// One service's front does not wait for another's: a fence or a
-	// failover switches them all at once.
-	if err := inParallel(env.Spec.Services, func(svc v1alpha1.Service) error {
-		if err := r.apply(ctx, build.FrontService(env, svc), &corev1.Service{}); err != nil {
-			return err
-		}
-		return r.apply(ctx, build.FrontEndpointSlice(env, svc, site, readyEndpoints(pods.Items, svc.Name)), &discoveryv1.EndpointSlice{})
-	}); err != nil {
+	// failover switches them all at once. Under a fence, every route but
+	// careplane's goes at the same time (front.go): a slice of careplane's
+	// name that is not its own stops its apply until then.
+	if err := all(
+		func() error {
+			return inParallel(env.Spec.Services, func(svc v1alpha1.Service) error {
+				if err := r.apply(ctx, build.FrontService(env, svc), &corev1.Service{}); err != nil {
+					return err
+				}
+				return r.apply(ctx, build.FrontEndpointSlice(env, svc, site, readyEndpoints(pods.Items, svc.Name)), &discoveryv1.EndpointSlice{})
+			})
+		},
+		func() error {
+			if !s.record.Present() {
+				return nil
+			}
+			return r.sweepFront(ctx, s)
+		},
+	); err != nil {
 		return err
 	}
 
@@ -415,10 +427,6 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 				return err
 			}
 		}
-	}
-	if s.record.Present() {
-		// Under a fence, no route but careplane's (front.go).
-		return r.sweepFront(ctx, s)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ var guardrailObjects = []guardrailObject{
 
 // managerClusterRules are the rules of config/rbac/role.yaml, generated from the code's RBAC markers.
 var managerClusterRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"delete", "list"}},
+	{APIGroups: []string{""}, Resources: []string{"endpoints"}, Verbs: []string{"delete", "list", "patch"}},
 	{APIGroups: []string{""}, Resources: []string{"limitranges", "persistentvolumeclaims", "secrets", "serviceaccounts", "services"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "patch"}},

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/controllers"
 	"github.com/careplane/careplane/internal/build"
 )
 
@@ -197,7 +198,7 @@ func TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard(t *testing.T) {
 	fenceCommand(t, name, "INC-FRONT")
 	waitFencedTrue(t, name)
 	for _, o := range []client.Object{exfil, mirrored} {
-		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) && o.GetDeletionTimestamp().IsZero() {
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o); !apierrors.IsNotFound(err) {
 			t.Errorf("%T %s/%s still routes when the environment is Fenced=True (%v)", o, name, o.GetName(), err)
 		}
 	}
@@ -205,14 +206,14 @@ func TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard(t *testing.T) {
 	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: "call-handling" + build.FrontEndpointSliceSuffix}, own); err != nil {
 		t.Errorf("careplane's own front slice: %v", err)
 	}
-	const removed = "EndpointSlice call-handling-exfil, Endpoints referral"
+	const removed = "Endpoints referral (to 10.9.9.10:8443), EndpointSlice call-handling-exfil (to 10.9.9.9:8080)"
 	eventually(t, 30*time.Second, "a ForeignRoutesRemoved Warning naming "+removed, func(ctx context.Context) (bool, string, error) {
 		var evs eventsv1.EventList
 		if err := k8sClient.List(ctx, &evs); err != nil {
 			return false, "", err
 		}
 		for _, e := range evs.Items {
-			if e.Regarding.Name == name && e.Reason == "ForeignRoutesRemoved" {
+			if e.Regarding.Name == name && e.Reason == controllers.ReasonForeignRoutesRemoved {
 				return e.Type == corev1.EventTypeWarning && strings.Contains(e.Note, removed), e.Type + " " + e.Note, nil
 			}
 		}
