@@ -396,7 +396,12 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 			})
 		},
 		func() error {
-			if !s.record.Present() {
+			// Not on the passes of a restore waiting for its pods, but
+			// on its clean-up pass and on the pass that lifts the fence:
+			// the front guard refuses new routes in between, and two live
+			// lists on every rebuilt pod's progress were the restore's
+			// most frequent request.
+			if !s.record.Present() || (s.liftUnchecked && !s.restored) {
 				return nil
 			}
 			return r.sweepFront(ctx, s)

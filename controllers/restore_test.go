@@ -326,8 +326,14 @@ func TestARestoreCleansOnce(t *testing.T) {
 	inNamespace, stopInNamespace := requests.Tap(func(_, path string) bool {
 		return strings.Contains(path, "/namespaces/"+ns+"/") || path == "/api/v1/namespaces/"+ns
 	})
+	// Nor does the front sweep look again: the clean-up pass swept.
+	front := build.FrontNamespace(env)
+	frontLists, stopFrontLists := requests.Tap(func(method, path string) bool {
+		return method == http.MethodGet && (path == "/api/v1/namespaces/"+front+"/endpoints" || path == "/apis/discovery.k8s.io/v1/namespaces/"+front+"/endpointslices")
+	})
 	defer stopPasses()
 	defer stopInNamespace()
+	defer stopFrontLists()
 	for round := range 4 {
 		for i := range deps.Items {
 			d := &deps.Items[i]
@@ -360,6 +366,17 @@ func TestARestoreCleansOnce(t *testing.T) {
 	if n := inNamespace(); n != 0 {
 		t.Errorf("%d requests to %s in %d passes of a restore waiting for its pods, want none", n, ns, passes())
 	}
+	if n := frontLists(); n != 0 {
+		t.Errorf("%d live lists of %s's routes in %d passes of a restore waiting for its pods, want none", n, front, passes())
+	}
+
+	// A route written meanwhile (here no front guard refuses it) goes
+	// with the pass that lifts the fence.
+	late := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: front}, //nolint:staticcheck // the mirroring controller still reads them
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.9"}}}}} //nolint:staticcheck
+	if err := k8sClient.Create(ctx, late); err != nil {
+		t.Fatal(err)
+	}
 
 	// Ready: the restore completes, its fence lifted. The ServiceAccounts
 	// it recreated keep the restore's revision on record: the passes after
@@ -382,6 +399,9 @@ func TestARestoreCleansOnce(t *testing.T) {
 	defer stopWrites()
 	setDeploymentsReady(t, ctx, ns)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(late), late); !apierrors.IsNotFound(err) {
+		t.Errorf("Endpoints %s/%s, written while the restore waited, still there after the lift: %v", front, late.Name, err)
+	}
 	time.Sleep(resyncPeriod)
 	if n := accounts(); n != 0 {
 		t.Errorf("%d ServiceAccount writes after the restore recreated them, want none", n)
