@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"slices"
-	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 // +kubebuilder:rbac:groups="",resources=endpoints,verbs=list;patch;delete
@@ -29,14 +26,10 @@ import (
 const ReasonForeignRoutesRemoved = "ForeignRoutesRemoved"
 
 // sweepFront removes, from the front namespace of a fenced environment,
-// every route careplane did not write: each EndpointSlice that is not the
-// slice careplane writes for one of the spec's services (by name, and
-// controlled by the environment), and every Endpoints object (careplane
-// writes none; the endpointslice-mirroring controller copies one into a
-// slice). The front Services have no selector, so any such slice decides
-// where their callers go. The front guard refuses new ones; this removes
-// those written before it was installed or while it was off, so that a
-// fenced environment's callers go only where careplane sends them.
+// every route careplane did not write (fence.ForeignRoutes, the rule the
+// dry run shows too). The front guard refuses new ones; this removes those
+// written before it was installed or while it was off, so that a fenced
+// environment's callers go only where careplane sends them.
 //
 // Read from the API server (the cache holds careplane's objects only),
 // whole: where each route went is evidence, logged and told in the event
@@ -64,62 +57,28 @@ func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) 
 	}); err != nil {
 		return err
 	}
-	ours := map[string]bool{}
-	for _, svc := range s.env.Spec.Services {
-		ours[build.FrontEndpointSliceName(svc.Name)] = true
-	}
-	type route struct {
-		obj  client.Object
-		kind string
-		to   []string
-	}
-	var foreign []route
+	routes := make([]fence.Route, 0, len(eps.Items)+len(sls.Items))
+	objs := map[string]client.Object{}
 	for i := range eps.Items {
-		e := &eps.Items[i]
-		var to []string
-		for _, sub := range e.Subsets {
-			for _, a := range append(slices.Clone(sub.Addresses), sub.NotReadyAddresses...) {
-				for _, p := range sub.Ports {
-					to = append(to, net.JoinHostPort(a.IP, strconv.Itoa(int(p.Port))))
-				}
-				if len(sub.Ports) == 0 {
-					to = append(to, a.IP)
-				}
-			}
-		}
-		foreign = append(foreign, route{e, "Endpoints", to})
+		routes = append(routes, fence.EndpointsRoute(&eps.Items[i]))
+		objs["Endpoints/"+eps.Items[i].Name] = &eps.Items[i]
 	}
 	for i := range sls.Items {
-		sl := &sls.Items[i]
-		if ours[sl.Name] && metav1.IsControlledBy(sl, s.env) {
-			continue
-		}
-		var to []string
-		for _, ep := range sl.Endpoints {
-			for _, a := range ep.Addresses {
-				for _, p := range sl.Ports {
-					if p.Port != nil {
-						to = append(to, net.JoinHostPort(a, strconv.Itoa(int(*p.Port))))
-					}
-				}
-				if len(sl.Ports) == 0 {
-					to = append(to, a)
-				}
-			}
-		}
-		foreign = append(foreign, route{sl, "EndpointSlice", to})
+		routes = append(routes, fence.SliceRoute(&sls.Items[i]))
+		objs["EndpointSlice/"+sls.Items[i].Name] = &sls.Items[i]
 	}
 
 	var removed []string
 	var errs []error
-	for _, f := range foreign {
-		going := !f.obj.GetDeletionTimestamp().IsZero()
-		if err := r.removeRoute(ctx, f.obj); err != nil {
+	for _, a := range fence.ForeignRoutes(s.env, routes) {
+		o := objs[a.Kind+"/"+a.Name]
+		going := !o.GetDeletionTimestamp().IsZero()
+		if err := r.removeRoute(ctx, o); err != nil {
 			errs = append(errs, err)
 			continue
 		}
 		if !going { // told once: not again for one already going
-			removed = append(removed, fmt.Sprintf("%s %s (to %s)", f.kind, f.obj.GetName(), orNone(f.to)))
+			removed = append(removed, a.Removed())
 		}
 	}
 	if len(removed) > 0 {
@@ -143,11 +102,4 @@ func (r *HealthEnvironmentReconciler) removeRoute(ctx context.Context, o client.
 		}
 	}
 	return r.deleteObserved(ctx, o, o.GetUID())
-}
-
-func orNone(s []string) string {
-	if len(s) == 0 {
-		return "nothing"
-	}
-	return strings.Join(s, ", ")
 }

@@ -83,7 +83,9 @@
 //  4. Workloads: every running pod of the namespace, careplane's or not,
 //     labelled and detached as evidence (Preserve), then careplane's
 //     Deployments scaled to zero.
-//  5. The front stops sending to the primary (the reconciler's front step).
+//  5. The front stops sending to the primary (the reconciler's front step),
+//     and every route of the front namespace careplane did not write goes
+//     (ForeignRoutes, front.go).
 //
 // Fenced=True is reported only when every step is done and the namespace's
 // policies, evaluated, let no flow in or out (Verified).

@@ -60,6 +60,8 @@ type Action struct {
 	// that it is still the pod observed.
 	Version string
 	Labels  map[string]string
+	// To are the addresses a route of step 5 sends callers to.
+	To []string
 	// Note says why, or what else happens.
 	Note string
 }
@@ -147,6 +149,10 @@ type Observed struct {
 	DataGeneration string
 	// FrontSlices are the EndpointSlices of the front namespace.
 	FrontSlices []Object
+	// FrontRoutes are the routes of the front namespace, its
+	// EndpointSlices and Endpoints objects (ForeignRoutes); nil when not
+	// read.
+	FrontRoutes []Route
 	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
 	AdminPolicyKind string
 	// Claims are every PersistentVolumeClaim of the primary namespace,
@@ -307,6 +313,7 @@ func PlanFence(o Observed) Plan {
 		}
 		add(Action{Step: 5, Verb: VerbDrain, Kind: "EndpointSlice", Namespace: names.Front, Name: name, Note: n})
 	}
+	p.Actions = append(p.Actions, ForeignRoutes(env, o.FrontRoutes)...)
 	return p
 }
 

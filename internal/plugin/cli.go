@@ -490,6 +490,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	var deps appsv1.DeploymentList
 	var sts appsv1.StatefulSetList
 	var es discoveryv1.EndpointSliceList
+	var eps corev1.EndpointsList //nolint:staticcheck // what the mirroring controller reads
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	for _, l := range []struct {
 		what string
@@ -504,6 +505,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		{"deployments", &deps, []client.ListOption{in}},
 		{"statefulsets", &sts, []client.ListOption{in}},
 		{"endpoint slices", &es, []client.ListOption{client.InNamespace(names.Front)}},
+		{"endpoints", &eps, []client.ListOption{client.InNamespace(names.Front)}},
 	} {
 		err := o.client.List(ctx, l.list, l.opts...)
 		if err != nil && l.list == &secrets && apierrors.IsForbidden(err) {
@@ -524,12 +526,17 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		}
 	}
 	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
-	st.StatefulSets = sts.Items
+	st.StatefulSets, st.FrontEndpoints = sts.Items, eps.Items
 	nsObj := &corev1.Namespace{}
 	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Primary}, nsObj); client.IgnoreNotFound(err) != nil {
 		return st, fmt.Errorf("reading namespace %s: %w", names.Primary, err)
 	}
 	st.DataGeneration = nsObj.Annotations[v1alpha1.AnnotationDataGeneration]
+	frontObj := &corev1.Namespace{}
+	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Front}, frontObj); client.IgnoreNotFound(err) != nil {
+		return st, fmt.Errorf("reading namespace %s: %w", names.Front, err)
+	}
+	st.FrontNotOurs = frontObj.UID != "" && !metav1.IsControlledBy(frontObj, env)
 	for _, s := range secrets.Items {
 		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
 	}

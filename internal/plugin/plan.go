@@ -48,8 +48,14 @@ type FenceState struct {
 	// DataGeneration is the primary Namespace's careplane.io/data-generation:
 	// it names the StatefulSets after a restore from a recovery point.
 	DataGeneration string
-	// FrontSlices are the EndpointSlices of the front namespace.
-	FrontSlices []discoveryv1.EndpointSlice
+	// FrontSlices are the EndpointSlices of the front namespace, and
+	// FrontEndpoints its Endpoints objects: a fence deletes every route
+	// there careplane did not write (fence.ForeignRoutes).
+	FrontSlices    []discoveryv1.EndpointSlice
+	FrontEndpoints []corev1.Endpoints //nolint:staticcheck // what the mirroring controller reads
+	// FrontNotOurs says the front namespace exists and is not this
+	// environment's: careplane removes nothing from it.
+	FrontNotOurs bool
 	// AdminPolicyKind is the kind of the admin-tier policy the cluster serves
 	// (ClusterNetworkPolicy or AdminNetworkPolicy), or "" for none.
 	AdminPolicyKind string
@@ -78,7 +84,7 @@ func PlanFence(s FenceState) Plan {
 	o := fence.Observed{
 		Env: s.Env, Isolation: s.Env.Spec.Isolation, AdminPolicyKind: s.AdminPolicyKind,
 		Record:      fence.Record{ID: "<now>", Source: fence.SourceSpec},
-		FrontSlices: []fence.Object{}, DataGeneration: s.DataGeneration,
+		FrontSlices: []fence.Object{}, FrontRoutes: []fence.Route{}, DataGeneration: s.DataGeneration,
 	}
 	for _, p := range s.Policies {
 		if p.Namespace == ns.Primary {
@@ -110,10 +116,19 @@ func PlanFence(s FenceState) Plan {
 			o.StatefulSets = append(o.StatefulSets, d.ObjectMeta)
 		}
 	}
-	for _, es := range s.FrontSlices {
+	for i, es := range s.FrontSlices {
 		if es.Namespace == ns.Front {
 			o.FrontSlices = append(o.FrontSlices, es.ObjectMeta)
+			o.FrontRoutes = append(o.FrontRoutes, fence.SliceRoute(&s.FrontSlices[i]))
 		}
+	}
+	for i, e := range s.FrontEndpoints {
+		if e.Namespace == ns.Front {
+			o.FrontRoutes = append(o.FrontRoutes, fence.EndpointsRoute(&s.FrontEndpoints[i]))
+		}
+	}
+	if s.FrontNotOurs {
+		o.FrontRoutes = nil
 	}
 	for _, c := range s.Claims {
 		if c.Namespace != ns.Primary {

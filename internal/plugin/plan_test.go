@@ -1,6 +1,7 @@
 package plugin
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -17,7 +18,7 @@ import (
 
 func testEnv(mutate func(*v1alpha1.HealthEnvironment)) *v1alpha1.HealthEnvironment {
 	env := &v1alpha1.HealthEnvironment{
-		ObjectMeta: metav1.ObjectMeta{Name: "wales-111"},
+		ObjectMeta: metav1.ObjectMeta{Name: "wales-111", UID: "uid-wales"},
 		Spec: v1alpha1.HealthEnvironmentSpec{
 			Tenant: v1alpha1.Tenant{DisplayName: "NHS 111 Wales"},
 			Services: []v1alpha1.Service{
@@ -78,9 +79,17 @@ func clusterState(env *v1alpha1.HealthEnvironment) FenceState {
 		},
 		Deployments: []appsv1.Deployment{{ObjectMeta: objMeta(ns, "call-handling")}, {ObjectMeta: objMeta(ns, "referral")}},
 		FrontSlices: []discoveryv1.EndpointSlice{
-			{ObjectMeta: objMeta("wales-111", "call-handling-careplane")}, {ObjectMeta: objMeta("wales-111", "referral-careplane")},
+			{ObjectMeta: frontSliceMeta(env, "call-handling-careplane")}, {ObjectMeta: frontSliceMeta(env, "referral-careplane")},
 		},
 	}
+}
+
+// frontSliceMeta is the metadata of careplane's own front slice name of env.
+func frontSliceMeta(env *v1alpha1.HealthEnvironment, name string) metav1.ObjectMeta {
+	m := objMeta("wales-111", name, v1alpha1.LabelEnvironment, env.Name)
+	m.OwnerReferences = []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: "HealthEnvironment",
+		Name: env.Name, UID: env.UID, Controller: ptr.To(true)}}
+	return m
 }
 
 // planLines renders actions as "step verb kind namespace/name" for
@@ -97,6 +106,32 @@ func planLines(p Plan) []string {
 	return out
 }
 
+// readyPlan is the plan of clusterState's Ready environment, preserving
+// evidence.
+var readyPlan = []string{
+	"1 record Namespace wales-111-primary",
+	"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
+	"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
+	"2 delete NetworkPolicy wales-111-primary/allow-dns",
+	"2 delete NetworkPolicy wales-111-primary/default-deny",
+	"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
+	"2 delete NetworkPolicy wales-111-primary/svc-referral",
+	"3 recreate ServiceAccount wales-111-primary/call-handling",
+	"3 recreate ServiceAccount wales-111-primary/default",
+	"3 recreate ServiceAccount wales-111-primary/referral",
+	"3 delete ServiceAccount wales-111-primary/tenant-ci",
+	"3 delete Secret wales-111-primary/call-handling.db-password",
+	"3 delete Secret wales-111-primary/referral.cad-key",
+	"4 preserve Pod wales-111-primary/call-handling-5c-a",
+	"4 preserve Pod wales-111-primary/call-handling-5c-b",
+	"4 preserve Pod wales-111-primary/referral-7d9-x1",
+	"4 preserve Pod wales-111-primary/tenant-miner",
+	"4 scale-to-0 Deployment wales-111-primary/call-handling",
+	"4 scale-to-0 Deployment wales-111-primary/referral",
+	"5 empty EndpointSlice wales-111/call-handling-careplane",
+	"5 empty EndpointSlice wales-111/referral-careplane",
+}
+
 func TestPlanFence(t *testing.T) {
 	tests := []struct {
 		name      string
@@ -106,29 +141,7 @@ func TestPlanFence(t *testing.T) {
 	}{{
 		name:  "a Ready environment, preserving evidence",
 		state: func() FenceState { return clusterState(testEnv(nil)) },
-		want: []string{
-			"1 record Namespace wales-111-primary",
-			"1 write-whole NetworkPolicy wales-111-primary/careplane-fence",
-			"1 write-whole ResourceQuota wales-111-primary/careplane-fence",
-			"2 delete NetworkPolicy wales-111-primary/allow-dns",
-			"2 delete NetworkPolicy wales-111-primary/default-deny",
-			"2 delete NetworkPolicy wales-111-primary/legacy-allow-all",
-			"2 delete NetworkPolicy wales-111-primary/svc-referral",
-			"3 recreate ServiceAccount wales-111-primary/call-handling",
-			"3 recreate ServiceAccount wales-111-primary/default",
-			"3 recreate ServiceAccount wales-111-primary/referral",
-			"3 delete ServiceAccount wales-111-primary/tenant-ci",
-			"3 delete Secret wales-111-primary/call-handling.db-password",
-			"3 delete Secret wales-111-primary/referral.cad-key",
-			"4 preserve Pod wales-111-primary/call-handling-5c-a",
-			"4 preserve Pod wales-111-primary/call-handling-5c-b",
-			"4 preserve Pod wales-111-primary/referral-7d9-x1",
-			"4 preserve Pod wales-111-primary/tenant-miner",
-			"4 scale-to-0 Deployment wales-111-primary/call-handling",
-			"4 scale-to-0 Deployment wales-111-primary/referral",
-			"5 empty EndpointSlice wales-111/call-handling-careplane",
-			"5 empty EndpointSlice wales-111/referral-careplane",
-		},
+		want:  readyPlan,
 		wantNotes: map[string]string{
 			"careplane-fence":    "except ingress from the forensicsFrom namespaces",
 			"legacy-allow-all":   "not careplane's",
@@ -240,6 +253,39 @@ func TestPlanFence(t *testing.T) {
 			"call-handling-old": "already evidence (careplane.io/evidence=INC-1)",
 			"referral":          "does not exist yet",
 		},
+	}, {
+		name: "routes of the front careplane did not write",
+		state: func() FenceState {
+			s := clusterState(testEnv(nil))
+			forged := s.FrontSlices[1].DeepCopy()
+			forged.Name = "referral-careplane-exfil"
+			forged.Endpoints = []discoveryv1.Endpoint{{Addresses: []string{"203.0.113.7"}}}
+			forged.Ports = []discoveryv1.EndpointPort{{Port: ptr.To[int32](8443)}}
+			s.FrontSlices = append(s.FrontSlices, *forged)
+			s.FrontEndpoints = []corev1.Endpoints{{ObjectMeta: objMeta("wales-111", "call-handling"), //nolint:staticcheck // the mirroring controller reads them
+				Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.8"}}}}}, //nolint:staticcheck
+				{ObjectMeta: objMeta("wales-111-primary", "call-handling")}} // the primary's, not a front route
+			return s
+		},
+		want: append(slices.Clone(readyPlan[:len(readyPlan)-2]),
+			"5 empty EndpointSlice wales-111/call-handling-careplane",
+			"5 empty EndpointSlice wales-111/referral-careplane",
+			"5 delete Endpoints wales-111/call-handling",
+			"5 delete EndpointSlice wales-111/referral-careplane-exfil",
+		),
+		wantNotes: map[string]string{
+			"referral-careplane-exfil": "not careplane's; routes callers to 203.0.113.7:8443; deleted",
+			"call-handling":            "routes callers to 203.0.113.8; deleted",
+		},
+	}, {
+		name: "a front namespace not the environment's: nothing in it is removed",
+		state: func() FenceState {
+			s := clusterState(testEnv(nil))
+			s.FrontEndpoints = []corev1.Endpoints{{ObjectMeta: objMeta("wales-111", "call-handling")}} //nolint:staticcheck // the mirroring controller reads them
+			s.FrontNotOurs = true
+			return s
+		},
+		want: readyPlan,
 	}}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -166,8 +166,8 @@ func TestGuardrailFrontGuard(t *testing.T) {
 // the mirroring controller to copy, are written here as the manager's
 // ServiceAccount (the one identity the guard lets through, standing in for
 // "before the guard"). A responder's fence removes both before it reports
-// Fenced=True, the manager acting under its own RBAC and bounds; careplane's
-// own slice stays.
+// Fenced=True, the manager acting under its own RBAC and bounds, and the
+// responder's dry run shows it would; careplane's own slice stays.
 func TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard(t *testing.T) {
 	s := guardSetup(t)
 	ctx := context.Background()
@@ -194,6 +194,23 @@ func TestAFenceRemovesRoutesWrittenBeforeTheFrontGuard(t *testing.T) {
 	// A cluster-admin GitOps tool could not have written it now.
 	err := s.gitops.client.Create(ctx, guardSlice(name, "call-handling-exfil2", "10.9.9.9"), client.DryRunAll)
 	guardDenied(t, err, guardPolicyFront, s.gitops.name+" may not create EndpointSlice call-handling-exfil2")
+
+	// The responder's dry run shows them going, and where they sent
+	// callers: the plan the fence carries out.
+	out := buildPlugin(t).asResponder(t, "fence", name, "--reason", "front dry run", "--dry-run")
+	for _, o := range []client.Object{exfil, mirrored} {
+		kind := "EndpointSlice"
+		if _, ok := o.(*corev1.Endpoints); ok { //nolint:staticcheck // the mirroring controller reads them
+			kind = "Endpoints"
+		}
+		if !planLists(out, "delete", kind, name, o.GetName()) {
+			t.Errorf("the fence's dry run does not delete %s %s/%s:\n%s", kind, name, o.GetName(), out)
+		}
+	}
+	mustContain(t, "fence --dry-run", out, "routes callers to 10.9.9.9:8080", "routes callers to 10.9.9.10:8443")
+	if planLists(out, "delete", "EndpointSlice", name, "call-handling"+build.FrontEndpointSliceSuffix) {
+		t.Errorf("the fence's dry run deletes careplane's own front slice:\n%s", out)
+	}
 
 	fenceCommand(t, name, "INC-FRONT")
 	waitFencedTrue(t, name)
