@@ -37,7 +37,7 @@ const ReasonForeignRoutesRemoved = "ForeignRoutesRemoved"
 // stripped first (a slice marked for deletion still routes). Endpoints go
 // before slices, so the mirroring controller has nothing to copy back.
 // Every write is made on the UID seen. An error leaves Fenced short of
-// True, and the next pass looks again.
+// True, or holds a restore's lift, and the next pass looks again.
 func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) error {
 	front := s.names.Front
 	nsObj := &corev1.Namespace{}

@@ -396,12 +396,10 @@ func (r *HealthEnvironmentReconciler) reconcileFront(ctx context.Context, s *sco
 			})
 		},
 		func() error {
-			// Not on the passes of a restore waiting for its pods, but
-			// on its clean-up pass and on the pass that lifts the fence:
-			// the front guard refuses new routes in between, and two live
-			// lists on every rebuilt pod's progress were the restore's
-			// most frequent request.
-			if !s.record.Present() || (s.liftUnchecked && !s.restored) {
+			// A fence pass's. A restore sweeps with its clean-up and
+			// before its lift (reconcileRestore), not on the passes
+			// woken by every rebuilt pod's progress in between.
+			if !s.record.Present() || s.restoring {
 				return nil
 			}
 			return r.sweepFront(ctx, s)

@@ -110,7 +110,13 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}
 
 	if !r.cleaned.done(s.env, rec.RestoreID) {
-		if err := r.cleanForRestore(ctx, s, rec.RestoreID); err != nil {
+		// The front is swept with the clean-up, and again just before the
+		// lift, not on the passes between (the front guard refuses new
+		// routes meanwhile): a failure of either is retried.
+		if err := all(
+			func() error { return r.cleanForRestore(ctx, s, rec.RestoreID) },
+			func() error { return r.sweepFront(ctx, s) },
+		); err != nil {
 			return false, err
 		}
 		r.cleaned.remember(s.env, rec.RestoreID)
@@ -182,14 +188,20 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}
 
 	// The rebuilt site is Ready: bring back its allows (evidence pods stay
-	// isolated by their own policy), then lift the fence.
+	// isolated by their own policy) and remove any route of the front
+	// written while the restore waited, then lift the fence.
 	allows, err := r.primaryPolicies(ctx, s, services)
 	if err != nil {
 		return false, err
 	}
-	if err := inParallel(allows, func(p *networkingv1ac.NetworkPolicyApplyConfiguration) error {
-		return r.apply(ctx, p, &networkingv1.NetworkPolicy{})
-	}); err != nil {
+	if err := all(
+		func() error {
+			return inParallel(allows, func(p *networkingv1ac.NetworkPolicyApplyConfiguration) error {
+				return r.apply(ctx, p, &networkingv1.NetworkPolicy{})
+			})
+		},
+		func() error { return r.sweepFront(ctx, s) },
+	); err != nil {
 		return false, err
 	}
 	// admin-tier, the deny policy and the incident before the record: while

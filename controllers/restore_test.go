@@ -291,6 +291,14 @@ func TestARestoreCleansOnce(t *testing.T) {
 	createReady(t, ctx, env, 6)
 	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	// A route written after the fence's last pass (here no front guard
+	// refuses it) goes with the restore's clean-up, long before the lift.
+	front := build.FrontNamespace(env)
+	early := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "early", Namespace: front}, //nolint:staticcheck // the mirroring controller still reads them
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.9"}}}}} //nolint:staticcheck
+	if err := k8sClient.Create(ctx, early); err != nil {
+		t.Fatal(err)
+	}
 	patchIsolation(t, ctx, name, `{"mode":"None"}`)
 
 	// The rebuild: both Deployments run the restore's revision.
@@ -313,6 +321,9 @@ func TestARestoreCleansOnce(t *testing.T) {
 		return n == 2, fmt.Sprintf("%d of %d rebuilt for restore %q", n, len(deps.Items), rev), nil
 	})
 	time.Sleep(2 * time.Second)
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(early), early); !apierrors.IsNotFound(err) {
+		t.Errorf("Endpoints %s/%s, written after the fence's last pass, still there when the restore's clean-up is done: %v", front, early.Name, err)
+	}
 
 	// Each round below changes what the status reports (replicas), so each
 	// pass writes the status once: those writes count the passes. The
@@ -327,7 +338,6 @@ func TestARestoreCleansOnce(t *testing.T) {
 		return strings.Contains(path, "/namespaces/"+ns+"/") || path == "/api/v1/namespaces/"+ns
 	})
 	// Nor does the front sweep look again: the clean-up pass swept.
-	front := build.FrontNamespace(env)
 	frontLists, stopFrontLists := requests.Tap(func(method, path string) bool {
 		return method == http.MethodGet && (path == "/api/v1/namespaces/"+front+"/endpoints" || path == "/apis/discovery.k8s.io/v1/namespaces/"+front+"/endpointslices")
 	})
@@ -371,7 +381,7 @@ func TestARestoreCleansOnce(t *testing.T) {
 	}
 
 	// A route written meanwhile (here no front guard refuses it) goes
-	// with the pass that lifts the fence.
+	// before the fence lifts.
 	late := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Name: "late", Namespace: front}, //nolint:staticcheck // the mirroring controller still reads them
 		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.9"}}}}} //nolint:staticcheck
 	if err := k8sClient.Create(ctx, late); err != nil {
@@ -419,6 +429,9 @@ func TestARestoreCleansOnce(t *testing.T) {
 	lift := slices.Index(writes, liftWrite)
 	if lift < 0 {
 		t.Fatalf("no write of the record's lift among %q", writes)
+	}
+	if i := slices.Index(writes, http.MethodDelete+" /api/v1/namespaces/"+front+"/endpoints/"+late.Name); i < 0 || i > lift {
+		t.Errorf("the route written while the restore waited was deleted at write %d, the fence lifted at write %d; want it gone first", i, lift)
 	}
 	for _, w := range writes[lift+1:] {
 		if strings.HasSuffix(w, " /api/v1/namespaces/"+ns) || strings.Contains(w, "/namespaces/"+ns+"/") {
