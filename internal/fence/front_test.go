@@ -85,6 +85,12 @@ func TestForeignRoutes(t *testing.T) {
 	if !slices.Equal(step5, wantStep5) {
 		t.Errorf("step 5 of the plan: %q, want %q", step5, wantStep5)
 	}
+	// The slice of careplane's name it did not write: its drain says so.
+	for _, a := range PlanFence(o).Step(5) {
+		if a.Verb == VerbDrain && a.Name == "referral-careplane" && !strings.Contains(a.Note, "not careplane's: deleted below") {
+			t.Errorf("the drain of referral-careplane, a slice careplane did not write: %q", a.Note)
+		}
+	}
 	o.FrontRoutes = nil
 	if n := len(PlanFence(o).Step(5)); n != 2 {
 		t.Errorf("step 5 of a plan that did not read the front: %d actions, want the 2 drains", n)

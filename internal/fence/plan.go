@@ -302,18 +302,28 @@ func PlanFence(o Observed) Plan {
 	for _, es := range o.FrontSlices {
 		slicesIn[es.Name] = true
 	}
+	foreign := ForeignRoutes(env, o.FrontRoutes)
+	forged := map[string]bool{}
+	for _, a := range foreign {
+		if a.Kind == "EndpointSlice" {
+			forged[a.Name] = true
+		}
+	}
 	for _, svc := range sortedServices(env.Spec.Services) {
 		n := "stops sending to the primary"
 		if svc.Critical && StandbyServes(env) {
 			n += "; switches to the standby"
 		}
 		name := build.FrontEndpointSliceName(svc.Name)
-		if o.FrontSlices != nil && !slicesIn[name] {
+		switch {
+		case forged[name]:
+			n += " (the one there is not careplane's: deleted below, and careplane's written anew)"
+		case o.FrontSlices != nil && !slicesIn[name]:
 			n += " (does not exist yet)"
 		}
 		add(Action{Step: 5, Verb: VerbDrain, Kind: "EndpointSlice", Namespace: names.Front, Name: name, Note: n})
 	}
-	p.Actions = append(p.Actions, ForeignRoutes(env, o.FrontRoutes)...)
+	p.Actions = append(p.Actions, foreign...)
 	return p
 }
 

@@ -475,6 +475,9 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 	if st.SecretsAssumed {
 		fmt.Fprintln(o.streams.Out, "(You may not list Secrets, so the plan assumes every Secret careplane generated exists; the fence deletes only those.)")
 	}
+	if st.FrontEndpointsUnread {
+		fmt.Fprintf(o.streams.Out, "(You may not list Endpoints, so the plan does not show those in front namespace %s; the fence deletes every one.)\n", build.NamespaceNames(env).Front)
+	}
 	return nil
 }
 
@@ -508,6 +511,12 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		{"endpoints", &eps, []client.ListOption{client.InNamespace(names.Front)}},
 	} {
 		err := o.client.List(ctx, l.list, l.opts...)
+		if err != nil && l.list == &eps && apierrors.IsForbidden(err) {
+			// A role from before the responder's read Endpoints: the plan
+			// lacks them, and says so.
+			st.FrontEndpointsUnread = true
+			continue
+		}
 		if err != nil && l.list == &secrets && apierrors.IsForbidden(err) {
 			// The responder role may not list Secrets, by design. The
 			// fence deletes only the Secrets careplane generated, whose

@@ -53,6 +53,9 @@ type FenceState struct {
 	// there careplane did not write (fence.ForeignRoutes).
 	FrontSlices    []discoveryv1.EndpointSlice
 	FrontEndpoints []corev1.Endpoints //nolint:staticcheck // what the mirroring controller reads
+	// FrontEndpointsUnread says the front's Endpoints could not be listed
+	// (the caller may not).
+	FrontEndpointsUnread bool
 	// FrontNotOurs says the front namespace exists and is not this
 	// environment's: careplane removes nothing from it.
 	FrontNotOurs bool

@@ -1,0 +1,70 @@
+package plugin
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	fakediscovery "k8s.io/client-go/discovery/fake"
+	clienttesting "k8s.io/client-go/testing"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
+
+	"github.com/careplane/careplane/internal/fence"
+)
+
+// TestFenceStateReadsTheFrontsRoutes: the fence's dry run reads the front's
+// Endpoints, so that the plan lists the deletion of each (fence.ForeignRoutes);
+// a caller whose role may not list them (one from before the responder role
+// granted it) still gets a plan, which says what it could not read, rather
+// than an error.
+func TestFenceStateReadsTheFrontsRoutes(t *testing.T) {
+	env := testEnv(nil)
+	front := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wales-111", UID: "uid-front"}}
+	front.OwnerReferences = frontSliceMeta(env, "x").OwnerReferences
+	route := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "wales-111", Name: "referral", UID: "uid-ep"}, //nolint:staticcheck // the mirroring controller reads them
+		Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "203.0.113.7"}}}}} //nolint:staticcheck
+	for _, tc := range []struct {
+		name       string
+		forbidden  bool
+		wantUnread bool
+		wantDelete bool
+	}{
+		{name: "listed", wantDelete: true},
+		{name: "forbidden", forbidden: true, wantUnread: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(env.DeepCopy(), front.DeepCopy(), route.DeepCopy()).
+				WithInterceptorFuncs(interceptor.Funcs{
+					List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+						if _, ok := list.(*corev1.EndpointsList); ok && tc.forbidden { //nolint:staticcheck // the mirroring controller reads them
+							return apierrors.NewForbidden(schema.GroupResource{Resource: "endpoints"}, "", errors.New("no rule"))
+						}
+						return c.List(ctx, list, opts...)
+					},
+				}).Build()
+			o := &options{client: c, disc: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}}
+			st, err := o.gatherFenceState(context.Background(), env)
+			if err != nil {
+				t.Fatalf("gatherFenceState: %v", err)
+			}
+			if st.FrontEndpointsUnread != tc.wantUnread || st.FrontNotOurs {
+				t.Errorf("FrontEndpointsUnread %v, FrontNotOurs %v; want %v, false", st.FrontEndpointsUnread, st.FrontNotOurs, tc.wantUnread)
+			}
+			deleted := false
+			for _, a := range PlanFence(st).Step(5) {
+				if a.Verb == fence.VerbDelete && a.Kind == "Endpoints" && a.Name == "referral" {
+					deleted = true
+				}
+			}
+			if deleted != tc.wantDelete {
+				t.Errorf("the plan deletes Endpoints wales-111/referral: %v, want %v", deleted, tc.wantDelete)
+			}
+		})
+	}
+}
