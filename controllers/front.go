@@ -10,7 +10,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -44,9 +43,6 @@ func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) 
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: front}, nsObj, readOnly); err != nil {
 		return client.IgnoreNotFound(err)
 	}
-	if !metav1.IsControlledBy(nsObj, s.env) {
-		return nil // not careplane's for this environment: nothing in it is swept
-	}
 	var eps corev1.EndpointsList //nolint:staticcheck // what the mirroring controller reads
 	var sls discoveryv1.EndpointSliceList
 	if err := inParallel([]kindList{{"Endpoints", &eps}, {"EndpointSlices", &sls}}, func(l kindList) error {
@@ -70,7 +66,7 @@ func (r *HealthEnvironmentReconciler) sweepFront(ctx context.Context, s *scope) 
 
 	var removed []string
 	var errs []error
-	for _, a := range fence.ForeignRoutes(s.env, routes) {
+	for _, a := range fence.ForeignRoutes(s.env, &nsObj.ObjectMeta, routes) {
 		o := objs[a.Kind+"/"+a.Name]
 		going := !o.GetDeletionTimestamp().IsZero()
 		if err := r.removeRoute(ctx, o); err != nil {

@@ -70,16 +70,20 @@ func EndpointsRoute(e *corev1.Endpoints) Route { //nolint:staticcheck // what th
 // by the environment (a name or an owner alone is easy to forge). The front
 // guard refuses new ones; these were written before it was installed, or
 // while it was off. One already being deleted is listed too: a slice marked
-// for deletion still routes until its finalizers go.
-func ForeignRoutes(env *v1alpha1.HealthEnvironment, routes []Route) []Action {
+// for deletion still routes until its finalizers go. front is the front
+// Namespace as read: nothing is removed from one the environment does not
+// control (a re-created environment's, or one labelled by hand).
+func ForeignRoutes(env *v1alpha1.HealthEnvironment, front *Object, routes []Route) []Action {
+	if front == nil || !metav1.IsControlledBy(front, env) {
+		return nil
+	}
 	ours := map[string]bool{}
 	for _, svc := range env.Spec.Services {
 		ours[build.FrontEndpointSliceName(svc.Name)] = true
 	}
-	front := build.NamespaceNames(env).Front
 	var out []Action
 	for _, r := range routes {
-		if r.Namespace != front || (r.Kind == "EndpointSlice" && ours[r.Name] && metav1.IsControlledBy(&r.Object, env)) {
+		if r.Namespace != front.Name || (r.Kind == "EndpointSlice" && ours[r.Name] && metav1.IsControlledBy(&r.Object, env)) {
 			continue
 		}
 		note := "not careplane's; routes callers to " + orNothing(r.To) + "; deleted"

@@ -52,8 +52,9 @@ func TestForeignRoutes(t *testing.T) {
 		SliceRoute(slice("scotland-111", "exfil")), // another front
 		EndpointsRoute(&corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: "wales-111-primary", Name: "referral"}}), //nolint:staticcheck
 	}
+	front := &Object{Name: "wales-111", OwnerReferences: []metav1.OwnerReference{owner}}
 	var got []string
-	for _, a := range ForeignRoutes(env, routes) {
+	for _, a := range ForeignRoutes(env, front, routes) {
 		if a.Step != 5 || a.Verb != VerbDelete || a.Namespace != "wales-111" || a.UID == "" {
 			t.Errorf("%+v: want a step-5 delete in wales-111 on its UID", a)
 		}
@@ -74,7 +75,15 @@ func TestForeignRoutes(t *testing.T) {
 	// The plan's step 5 carries them, after the drains; a plan that did
 	// not read the front (the operator's own, whose front step sweeps)
 	// has none.
-	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: "id", Source: SourceSpec}, FrontRoutes: routes}
+	// A front namespace the environment does not control, or none read:
+	// nothing is removed from it.
+	for _, ns := range []*Object{nil, {Name: "wales-111"}, {Name: "wales-111", OwnerReferences: []metav1.OwnerReference{forged}}} {
+		if got := ForeignRoutes(env, ns, routes); got != nil {
+			t.Errorf("ForeignRoutes in front namespace %+v: %d deletions, want none", ns, len(got))
+		}
+	}
+
+	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: "id", Source: SourceSpec}, Front: front, FrontRoutes: routes}
 	var step5 []string
 	for _, a := range PlanFence(o).Step(5) {
 		step5 = append(step5, string(a.Verb)+" "+a.Kind+" "+a.Name)
@@ -95,7 +104,7 @@ func TestForeignRoutes(t *testing.T) {
 	if n := len(PlanFence(o).Step(5)); n != 2 {
 		t.Errorf("step 5 of a plan that did not read the front: %d actions, want the 2 drains", n)
 	}
-	if len(PlanFence(o).Changes()) != len(PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: o.Record, FrontRoutes: routes}).Changes()) {
+	if len(PlanFence(o).Changes()) != len(PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: o.Record, Front: front, FrontRoutes: routes}).Changes()) {
 		t.Error("the front's deletions count among the changes a fence pass repeats until none is left; they are the front step's")
 	}
 }

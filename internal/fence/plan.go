@@ -147,11 +147,9 @@ type Observed struct {
 	// as (the primary Namespace's careplane.io/data-generation; "" before
 	// any restore from a recovery point): it names them.
 	DataGeneration string
-	// FrontSlices are the EndpointSlices of the front namespace.
-	FrontSlices []Object
-	// FrontRoutes are the routes of the front namespace, its
-	// EndpointSlices and Endpoints objects (ForeignRoutes); nil when not
-	// read.
+	// Front is the front Namespace, and FrontRoutes its EndpointSlices and
+	// Endpoints objects (ForeignRoutes); both nil when not read.
+	Front       *Object
 	FrontRoutes []Route
 	// AdminPolicyKind is the admin-tier policy kind the cluster serves, or "".
 	AdminPolicyKind string
@@ -299,10 +297,12 @@ func PlanFence(o Observed) Plan {
 
 	// (5) Traffic.
 	slicesIn := map[string]bool{}
-	for _, es := range o.FrontSlices {
-		slicesIn[es.Name] = true
+	for _, r := range o.FrontRoutes {
+		if r.Kind == "EndpointSlice" {
+			slicesIn[r.Name] = true
+		}
 	}
-	foreign := ForeignRoutes(env, o.FrontRoutes)
+	foreign := ForeignRoutes(env, o.Front, o.FrontRoutes)
 	forged := map[string]bool{}
 	for _, a := range foreign {
 		if a.Kind == "EndpointSlice" {
@@ -318,7 +318,7 @@ func PlanFence(o Observed) Plan {
 		switch {
 		case forged[name]:
 			n += " (the one there is not careplane's: deleted below, and careplane's written anew)"
-		case o.FrontSlices != nil && !slicesIn[name]:
+		case o.FrontRoutes != nil && !slicesIn[name]:
 			n += " (does not exist yet)"
 		}
 		add(Action{Step: 5, Verb: VerbDrain, Kind: "EndpointSlice", Namespace: names.Front, Name: name, Note: n})

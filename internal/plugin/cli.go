@@ -542,10 +542,12 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	}
 	st.DataGeneration = nsObj.Annotations[v1alpha1.AnnotationDataGeneration]
 	frontObj := &corev1.Namespace{}
-	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Front}, frontObj); client.IgnoreNotFound(err) != nil {
+	switch err := o.client.Get(ctx, client.ObjectKey{Name: names.Front}, frontObj); {
+	case err == nil:
+		st.Front = frontObj
+	case !apierrors.IsNotFound(err):
 		return st, fmt.Errorf("reading namespace %s: %w", names.Front, err)
 	}
-	st.FrontNotOurs = frontObj.UID != "" && !metav1.IsControlledBy(frontObj, env)
 	for _, s := range secrets.Items {
 		st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: s.ObjectMeta})
 	}

@@ -53,8 +53,8 @@ func TestFenceStateReadsTheFrontsRoutes(t *testing.T) {
 			if err != nil {
 				t.Fatalf("gatherFenceState: %v", err)
 			}
-			if st.FrontEndpointsUnread != tc.wantUnread || st.FrontNotOurs {
-				t.Errorf("FrontEndpointsUnread %v, FrontNotOurs %v; want %v, false", st.FrontEndpointsUnread, st.FrontNotOurs, tc.wantUnread)
+			if st.FrontEndpointsUnread != tc.wantUnread || st.Front == nil || st.Front.UID != front.UID {
+				t.Errorf("FrontEndpointsUnread %v, Front %v; want %v, the front namespace", st.FrontEndpointsUnread, st.Front, tc.wantUnread)
 			}
 			deleted := false
 			for _, a := range PlanFence(st).Step(5) {

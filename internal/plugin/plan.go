@@ -56,9 +56,9 @@ type FenceState struct {
 	// FrontEndpointsUnread says the front's Endpoints could not be listed
 	// (the caller may not).
 	FrontEndpointsUnread bool
-	// FrontNotOurs says the front namespace exists and is not this
-	// environment's: careplane removes nothing from it.
-	FrontNotOurs bool
+	// Front is the front Namespace (nil when it does not exist): careplane
+	// removes routes only from one the environment controls.
+	Front *corev1.Namespace
 	// AdminPolicyKind is the kind of the admin-tier policy the cluster serves
 	// (ClusterNetworkPolicy or AdminNetworkPolicy), or "" for none.
 	AdminPolicyKind string
@@ -87,7 +87,7 @@ func PlanFence(s FenceState) Plan {
 	o := fence.Observed{
 		Env: s.Env, Isolation: s.Env.Spec.Isolation, AdminPolicyKind: s.AdminPolicyKind,
 		Record:      fence.Record{ID: "<now>", Source: fence.SourceSpec},
-		FrontSlices: []fence.Object{}, FrontRoutes: []fence.Route{}, DataGeneration: s.DataGeneration,
+		FrontRoutes: []fence.Route{}, DataGeneration: s.DataGeneration,
 	}
 	for _, p := range s.Policies {
 		if p.Namespace == ns.Primary {
@@ -119,9 +119,11 @@ func PlanFence(s FenceState) Plan {
 			o.StatefulSets = append(o.StatefulSets, d.ObjectMeta)
 		}
 	}
+	if s.Front != nil {
+		o.Front = &s.Front.ObjectMeta
+	}
 	for i, es := range s.FrontSlices {
 		if es.Namespace == ns.Front {
-			o.FrontSlices = append(o.FrontSlices, es.ObjectMeta)
 			o.FrontRoutes = append(o.FrontRoutes, fence.SliceRoute(&s.FrontSlices[i]))
 		}
 	}
@@ -129,9 +131,6 @@ func PlanFence(s FenceState) Plan {
 		if e.Namespace == ns.Front {
 			o.FrontRoutes = append(o.FrontRoutes, fence.EndpointsRoute(&s.FrontEndpoints[i]))
 		}
-	}
-	if s.FrontNotOurs {
-		o.FrontRoutes = nil
 	}
 	for _, c := range s.Claims {
 		if c.Namespace != ns.Primary {

@@ -78,6 +78,7 @@ func clusterState(env *v1alpha1.HealthEnvironment) FenceState {
 			{ObjectMeta: objMeta(other, "call-handling-zz", v1alpha1.LabelEnvironment, "scotland-111", v1alpha1.LabelService, "call-handling")},
 		},
 		Deployments: []appsv1.Deployment{{ObjectMeta: objMeta(ns, "call-handling")}, {ObjectMeta: objMeta(ns, "referral")}},
+		Front:       &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wales-111", OwnerReferences: frontSliceMeta(env, "").OwnerReferences}},
 		FrontSlices: []discoveryv1.EndpointSlice{
 			{ObjectMeta: frontSliceMeta(env, "call-handling-careplane")}, {ObjectMeta: frontSliceMeta(env, "referral-careplane")},
 		},
@@ -282,7 +283,7 @@ func TestPlanFence(t *testing.T) {
 		state: func() FenceState {
 			s := clusterState(testEnv(nil))
 			s.FrontEndpoints = []corev1.Endpoints{{ObjectMeta: objMeta("wales-111", "call-handling")}} //nolint:staticcheck // the mirroring controller reads them
-			s.FrontNotOurs = true
+			s.Front.OwnerReferences = nil
 			return s
 		},
 		want: readyPlan,
