@@ -35,6 +35,7 @@ import (
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete
 // +kubebuilder:rbac:groups=apps,resources=statefulsets;daemonsets;replicasets,verbs=list;delete
+// +kubebuilder:rbac:groups="",resources=replicationcontrollers,verbs=list;delete
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=roles;rolebindings,verbs=list;delete
 // +kubebuilder:rbac:groups="",resources=persistentvolumeclaims,verbs=create
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshots,verbs=list
@@ -224,10 +225,11 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 }
 
 // cleanForRestore clears the fenced namespace ns for the rebuild of the
-// restore rev: every other policy, every ServiceAccount not careplane's and
-// the tenant's workload controllers and RBAC removed, careplane's
-// ServiceAccounts recreated; then the fence's quota goes, so that the
-// rebuilt pods are admitted (the deny policy stays until they are Ready).
+// restore rev: every other policy, every ServiceAccount not careplane's, the
+// tenant's workload controllers and RBAC and careplane's Deployments of the
+// fence removed, careplane's ServiceAccounts recreated; then the fence's
+// quota goes, so that the rebuilt pods are admitted (the deny policy stays
+// until they are Ready), and no controller is left to start any other pod.
 func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *scope, rev string) error {
 	ns := s.names.Primary
 	obs, err := r.observeFence(ctx, s)
@@ -246,7 +248,7 @@ func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *sc
 	err = all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, rev) },
 		func() error { return r.carryOut(ctx, s, accounts, d, rev) },
-		func() error { return r.removeTenantWorkloads(ctx, s, ns) },
+		func() error { return r.removeTenantWorkloads(ctx, s, ns, rev) },
 	)
 	d.report(ctx, r, s, ns)
 	if err != nil {
@@ -325,8 +327,9 @@ func (c *cleanedMemory) forget(name string) {
 }
 
 // rebuildDeployment recreates a service's Deployment for credentials
-// revision rev, once: deleted and created anew, so that no field another
-// writer added (an injected sidecar) survives the restore. It returns the
+// revision rev, once: deleted (by the clean-up, removeTenantWorkloads, or
+// here) and created anew, so that no field another writer added (an
+// injected sidecar) survives the restore. It returns the
 // Deployment as the cache holds it once it runs revision rev, or nil.
 //
 // Not replaced in place: an update leaves its writer owning every field it
@@ -377,29 +380,54 @@ func (r *HealthEnvironmentReconciler) runningRevision(ctx context.Context, want 
 }
 
 // tenantKinds are the kinds a restore removes from the primary namespace
-// unless careplane made them: whatever could start a pod or grant a right
-// once the fence quota goes.
+// unless they are the restore's own: whatever could start a pod or grant a
+// right once the fence quota goes (every pod-making kind the built-in edit
+// role may create).
 var tenantKinds = []schema.GroupVersionKind{
 	batchv1.SchemeGroupVersion.WithKind("CronJobList"),
 	batchv1.SchemeGroupVersion.WithKind("JobList"),
+	appsv1.SchemeGroupVersion.WithKind("DeploymentList"),
 	appsv1.SchemeGroupVersion.WithKind("StatefulSetList"),
 	appsv1.SchemeGroupVersion.WithKind("DaemonSetList"),
 	appsv1.SchemeGroupVersion.WithKind("ReplicaSetList"),
+	corev1.SchemeGroupVersion.WithKind("ReplicationControllerList"),
 	rbacv1.SchemeGroupVersion.WithKind("RoleList"),
 	rbacv1.SchemeGroupVersion.WithKind("RoleBindingList"),
 }
 
 // removeTenantWorkloads deletes, from the primary namespace, every object of
-// tenantKinds but the ReplicaSets of careplane's Deployments (which go with
-// their Deployment when it is rebuilt) and the StatefulSets the restore
-// builds in its data generation. careplane makes none of the others.
-func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context, s *scope, ns string) error {
+// tenantKinds but the restore's own: careplane's Deployments already rebuilt
+// for restore rev, their ReplicaSets (by the Deployment's UID), and the
+// StatefulSets the restore builds in its data generation. careplane's
+// Deployments of the fence go too, with their ReplicaSets, before the fence
+// quota does: a ReplicaSet the fence's scale-down had not yet reached (the
+// Deployment controller lags under load) would otherwise start a pod of the
+// fenced template, on the restore's new Secrets, the moment the quota goes
+// (TestARestoreStartsNoPodOfTheFencedTemplate). rebuildDeployment then
+// creates each Deployment anew.
+func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context, s *scope, ns, rev string) error {
 	ours := map[string]bool{}
 	statefulSets := map[string]bool{}
 	for _, svc := range s.primary {
 		ours[svc.Name] = true
 		if svc.Stateful() && s.restorePoint != nil {
 			statefulSets[s.statefulSetName(v1alpha1.SitePrimary, svc)] = true
+		}
+	}
+	// The Deployments this restore has rebuilt already (a clean-up run
+	// again after a restart of careplane): by UID, as the cache holds them.
+	// One the cache does not show yet is deleted and created once more.
+	// careplane's own, rebuilt or not, are not reported as the tenant's.
+	rebuilt, careplanes := map[types.UID]bool{}, map[types.UID]bool{}
+	var deps appsv1.DeploymentList
+	if err := r.Client.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}, readOnly); err != nil {
+		return fmt.Errorf("listing deployments in %s: %w", ns, err)
+	}
+	for i := range deps.Items {
+		d := &deps.Items[i]
+		if ours[d.Name] && metav1.IsControlledBy(d, s.env) {
+			careplanes[d.UID] = true
+			rebuilt[d.UID] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev
 		}
 	}
 	// Every kind at once; what each removed is reported in tenantKinds'
@@ -418,7 +446,10 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 			if o.DeletionTimestamp != nil {
 				continue
 			}
-			if c := metav1.GetControllerOf(o); gvk.Kind == "ReplicaSetList" && c != nil && c.Kind == "Deployment" && ours[c.Name] {
+			if gvk.Kind == "DeploymentList" && rebuilt[o.UID] {
+				continue
+			}
+			if c := metav1.GetControllerOf(o); gvk.Kind == "ReplicaSetList" && c != nil && c.Kind == "Deployment" && rebuilt[c.UID] {
 				continue
 			}
 			// The restore's own StatefulSets (of its data generation, which
@@ -430,6 +461,10 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 			o.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind[:len(gvk.Kind)-len("List")]))
 			if err := r.deleteObserved(ctx, o, o.UID); err != nil {
 				errs = append(errs, err)
+				continue
+			}
+			c := metav1.GetControllerOf(o)
+			if careplanes[o.UID] || (gvk.Kind == "ReplicaSetList" && c != nil && careplanes[c.UID]) {
 				continue
 			}
 			removedOf[k] = append(removedOf[k], o.Kind+" "+o.Name)

@@ -42,6 +42,7 @@ var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{""}, Resources: []string{"namespaces"}, Verbs: []string{"create", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{""}, Resources: []string{"persistentvolumes"}, Verbs: []string{"get", "patch"}},
 	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"delete", "get", "list", "patch", "watch"}},
+	{APIGroups: []string{""}, Resources: []string{"replicationcontrollers"}, Verbs: []string{"delete", "list"}},
 	{APIGroups: []string{""}, Resources: []string{"resourcequotas"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
 	{APIGroups: []string{"admissionregistration.k8s.io"}, Resources: []string{"validatingadmissionpolicybindings"}, Verbs: []string{"list"}},
 	{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions", "deployments", "statefulsets"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},

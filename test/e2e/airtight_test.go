@@ -205,8 +205,8 @@ func TestTenantCannotFakeOrWidenTheFence(t *testing.T) {
 // TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded (hole 8): a
 // ServiceAccount of the tenant's own is revoked by the fence like
 // careplane's; a pod careplane did not start is kept as evidence and
-// verified; the restore removes the tenant's CronJob and RoleBinding and
-// drops a sidecar another field manager injected into careplane's
+// verified; the restore removes the tenant's CronJob, Deployment,
+// ReplicationController and RoleBinding and drops a sidecar another field manager injected into careplane's
 // Deployment.
 func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 	ctx := context.Background()
@@ -237,6 +237,24 @@ func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
 	}
 	if err := k8sClient.Create(ctx, rb); err != nil {
+		t.Fatal(err)
+	}
+	// Workload controllers of the tenant's own, which would start their
+	// pods again once the fence quota goes.
+	shadow := guardPodObject(ns, "")
+	shadow.Labels = map[string]string{"app": "shadow"}
+	if err := tenant.Create(ctx, &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shadow"},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: shadow.Labels},
+			Template: corev1.PodTemplateSpec{ObjectMeta: shadow.ObjectMeta, Spec: shadow.Spec}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tenant.Create(ctx, &corev1.ReplicationController{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "shadow-rc"},
+		Spec: corev1.ReplicationControllerSpec{Selector: map[string]string{"app": "shadow-rc"},
+			Template: &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "shadow-rc"}}, Spec: shadow.Spec}},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	// A sidecar, injected with another field manager.
@@ -270,8 +288,9 @@ func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 		c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced)
 		return c != nil && c.Reason == v1alpha1.ReasonNotFenced && len(env.Status.Incidents) == 1, fmt.Sprintf("%+v", c), nil
 	})
-	for _, o := range []client.Object{&batchv1.CronJob{}, &rbacv1.RoleBinding{}, &corev1.ServiceAccount{}} {
-		key := client.ObjectKey{Namespace: ns, Name: map[string]string{"*v1.CronJob": "miner", "*v1.RoleBinding": "backdoor-edit", "*v1.ServiceAccount": "backdoor"}[fmt.Sprintf("%T", o)]}
+	for _, o := range []client.Object{&batchv1.CronJob{}, &rbacv1.RoleBinding{}, &corev1.ServiceAccount{}, &appsv1.Deployment{}, &corev1.ReplicationController{}} {
+		key := client.ObjectKey{Namespace: ns, Name: map[string]string{"*v1.CronJob": "miner", "*v1.RoleBinding": "backdoor-edit", "*v1.ServiceAccount": "backdoor",
+			"*v1.Deployment": "shadow", "*v1.ReplicationController": "shadow-rc"}[fmt.Sprintf("%T", o)]}
 		if err := k8sClient.Get(ctx, key, o); !apierrors.IsNotFound(err) {
 			t.Errorf("%T %s survived the restore (err %v)", o, key, err)
 		}

@@ -99,11 +99,13 @@ func (c controlPlane) pid(component string) int {
 	return pid
 }
 
-// apiserverOutage is a stopped kube-apiserver, and whatever stopped with it.
+// componentOutage is a stopped control-plane component (kube-apiserver or
+// kube-controller-manager), and whatever stopped with it.
 //
-// The apiserver is killed with SIGKILL, as `kwokctl stop cluster` stops each
+// The component is killed with SIGKILL, as `kwokctl stop cluster` stops each
 // component and as a crash or an OOM kill would: clients' connections drop,
-// and new ones are refused. Nothing else is touched, but on a real control
+// and new ones are refused. Nothing else is touched; when it is the
+// apiserver that stops, on a real control
 // plane kube-controller-manager and kube-scheduler exit when they cannot
 // renew their leader Lease (renew deadline 10s), and the kubelet restarts
 // them; here end restarts them the same way.
@@ -115,7 +117,7 @@ func (c controlPlane) pid(component string) int {
 // hold is a listener on 127.0.0.2:P: it makes those trials fail, while a
 // connection to 127.0.0.1:P — every client's — is refused exactly as when
 // nothing listens.
-type apiserverOutage struct {
+type componentOutage struct {
 	cp         controlPlane
 	components []kwokComponent
 	start      time.Time
@@ -131,24 +133,38 @@ type apiserverOutage struct {
 // stopAPIServer kills the cluster's kube-apiserver and returns when it has
 // exited. The test's cleanup brings the control plane back if the test ends
 // first.
-func (c controlPlane) stopAPIServer(t *testing.T) *apiserverOutage {
+func (c controlPlane) stopAPIServer(t *testing.T) *componentOutage {
 	t.Helper()
-	pid := c.pid("kube-apiserver")
+	return c.stop(t, "kube-apiserver")
+}
+
+// stopControllerManager kills the cluster's kube-controller-manager (every
+// built-in controller: Deployments, ReplicaSets, garbage collection) and
+// returns when it has exited; end starts it again.
+func (c controlPlane) stopControllerManager(t *testing.T) *componentOutage {
+	t.Helper()
+	return c.stop(t, "kube-controller-manager")
+}
+
+// stop kills component with SIGKILL and returns when it has exited.
+func (c controlPlane) stop(t *testing.T, component string) *componentOutage {
+	t.Helper()
+	pid := c.pid(component)
 	if pid == 0 {
-		t.Fatalf("kube-apiserver of cluster %s is not running", c.name)
+		t.Fatalf("%s of cluster %s is not running", component, c.name)
 	}
-	o := &apiserverOutage{cp: c, components: c.components(t), stopGuard: make(chan struct{}), guardDone: make(chan struct{}),
+	o := &componentOutage{cp: c, components: c.components(t), stopGuard: make(chan struct{}), guardDone: make(chan struct{}),
 		held: map[string]net.Listener{}}
 	t.Cleanup(func() { o.end(t) })
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		t.Fatalf("killing kube-apiserver (pid %d): %v", pid, err)
+		t.Fatalf("killing %s (pid %d): %v", component, pid, err)
 	}
 	o.start = time.Now()
 	go o.guard()
 	deadline := time.Now().Add(10 * time.Second)
-	for !o.hasExited("kube-apiserver") {
+	for !o.hasExited(component) {
 		if time.Now().After(deadline) {
-			t.Fatalf("kube-apiserver (pid %d) did not exit within 10s of SIGKILL", pid)
+			t.Fatalf("%s (pid %d) did not exit within 10s of SIGKILL", component, pid)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -157,7 +173,7 @@ func (c controlPlane) stopAPIServer(t *testing.T) *apiserverOutage {
 
 // guard notices every component that exits during the outage and holds its
 // ports until end.
-func (o *apiserverOutage) guard() {
+func (o *componentOutage) guard() {
 	defer close(o.guardDone)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -191,7 +207,7 @@ func (o *apiserverOutage) guard() {
 	}
 }
 
-func (o *apiserverOutage) hasExited(component string) bool {
+func (o *componentOutage) hasExited(component string) bool {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return slices.Contains(o.exited, component)
@@ -203,7 +219,7 @@ func (o *apiserverOutage) hasExited(component string) bool {
 // running with the command line it recorded and waits until the apiserver
 // serves. end returns when the apiserver is ready, and does nothing the
 // second time.
-func (o *apiserverOutage) end(t *testing.T) {
+func (o *componentOutage) end(t *testing.T) {
 	t.Helper()
 	o.mu.Lock()
 	if o.ended {

@@ -493,6 +493,43 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		}
 	})
 
+	t.Run("the control plane starts no pod but the restore's", func(t *testing.T) {
+		// The ReplicaSet controller, as kube-controller-manager runs it
+		// (--use-service-account-credentials).
+		rsc := guardImpersonate(t, "system:serviceaccount:kube-system:replicaset-controller",
+			"system:serviceaccounts", "system:serviceaccounts:kube-system")
+		podOf := func(rev string) *corev1.Pod {
+			p := guardPodObject(fenced.name, "")
+			p.GenerateName = "app-"
+			if rev != "" {
+				p.Annotations = map[string]string{"careplane.io/credentials-revision": rev}
+			}
+			return p
+		}
+		// No restore under way: none (the fence quota refuses them too, but
+		// it goes before the rebuild).
+		err := rsc.client.Create(ctx, podOf(""), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFreeze, "the only pods started in it are those of the careplane restore, and none is under way",
+			"replicaset-controller may not create this one")
+		// A restore under way, on record as careplane writes it.
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fenced.name}}
+		restore := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"careplane.io/restore-id":"R-E2E"}}}`))
+		if err := s.responder.client.Patch(ctx, ns, restore); err != nil {
+			t.Fatalf("recording a restore on %s as a responder: %v", fenced.name, err)
+		}
+		guardEventuallyAllowed(t, "a pod of the restore's credentials revision", func(ctx context.Context) error {
+			return rsc.client.Create(ctx, podOf("R-E2E"), client.DryRunAll)
+		})
+		for _, rev := range []string{"", "R-FENCED"} {
+			err := rsc.client.Create(ctx, podOf(rev), client.DryRunAll)
+			guardDenied(t, err, guardPolicyFreeze, "annotated careplane.io/credentials-revision=R-E2E")
+		}
+		// A responder may start one, for the investigation.
+		if err := s.responder.client.Create(ctx, podOf(""), client.DryRunAll); err != nil {
+			t.Errorf("creating a pod as a responder: %v", err)
+		}
+	})
+
 	t.Run("look-alikes of the control plane cannot", func(t *testing.T) {
 		for _, u := range guardLookAlikes() {
 			t.Run(u.name, func(t *testing.T) {
@@ -875,7 +912,20 @@ func guardNamespace(t *testing.T, name, envName string) string {
 // admits, and waits until it is ready.
 func guardPod(t *testing.T, ns, name string) {
 	t.Helper()
-	pod := &corev1.Pod{
+	pod := guardPodObject(ns, name)
+	if err := k8sClient.Create(context.Background(), pod); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, time.Minute, "pod "+ns+"/"+name+" is ready", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, clientKey(pod), pod)
+		return err == nil && isPodReady(pod), string(pod.Status.Phase), err
+	})
+}
+
+// guardPodObject is a pod named name in ns that Pod Security restricted
+// admits.
+func guardPodObject(ns, name string) *corev1.Pod {
+	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
 		Spec: corev1.PodSpec{
 			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](65532),
@@ -886,13 +936,6 @@ func guardPod(t *testing.T, ns, name string) {
 			}}},
 		},
 	}
-	if err := k8sClient.Create(context.Background(), pod); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, time.Minute, "pod "+ns+"/"+name+" is ready", func(ctx context.Context) (bool, string, error) {
-		err := k8sClient.Get(ctx, clientKey(pod), pod)
-		return err == nil && isPodReady(pod), string(pod.Status.Phase), err
-	})
 }
 
 // guardPurgeNamespace lifts the fence of namespace name as a responder, then
