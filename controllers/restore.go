@@ -226,9 +226,10 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 
 // cleanForRestore clears the fenced namespace ns for the rebuild of the
 // restore rev: every other policy, every ServiceAccount not careplane's, the
-// tenant's workload controllers and RBAC and careplane's Deployments of the
-// fence removed, careplane's ServiceAccounts recreated; then the fence's
-// quota goes, so that the rebuilt pods are admitted (the deny policy stays
+// tenant's workload controllers and RBAC, careplane's Deployments of the
+// fence and every pod that is neither evidence nor the rebuild's
+// (fence.StalePods) removed, careplane's ServiceAccounts recreated; then the
+// fence's quota goes, so that the rebuilt pods are admitted (the deny policy stays
 // until they are Ready), and no controller is left to start any other pod.
 func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *scope, rev string) error {
 	ns := s.names.Primary
@@ -248,6 +249,7 @@ func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *sc
 	err = all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, rev) },
 		func() error { return r.carryOut(ctx, s, accounts, d, rev) },
+		func() error { return r.carryOut(ctx, s, fence.StalePods(ns, obs.Pods, rev), d, rev) },
 		func() error { return r.removeTenantWorkloads(ctx, s, ns, rev) },
 	)
 	d.report(ctx, r, s, ns)

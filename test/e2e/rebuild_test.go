@@ -81,41 +81,10 @@ func TestARestoreStartsNoPodOfTheFencedTemplate(t *testing.T) {
 	defer w.Stop()
 
 	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
-	var restoreID string
-	eventually(t, time.Minute, ns+" cleaned for the rebuild", func(ctx context.Context) (bool, string, error) {
-		nsObj := &corev1.Namespace{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
-			return false, "", err
-		}
-		restoreID = nsObj.Annotations[fence.AnnotationRestoreID]
-		if restoreID == "" {
-			return false, "no restore on record", nil
-		}
-		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{})
-		if !apierrors.IsNotFound(err) {
-			return false, fmt.Sprintf("fence quota still there (err %v)", err), nil
-		}
-		var deps appsv1.DeploymentList
-		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
-			return false, "", err
-		}
-		for _, d := range deps.Items {
-			if d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] != restoreID {
-				return false, "Deployment " + d.Name + " not rebuilt yet", nil
-			}
-		}
-		return len(deps.Items) > 0, fmt.Sprintf("%d Deployments", len(deps.Items)), nil
-	})
+	restoreID := waitCleanedForRebuild(t, ns)
 	kcm.end(t)
 
-	eventually(t, 2*time.Minute, name+" restored", func(ctx context.Context) (bool, string, error) {
-		env := &v1alpha1.HealthEnvironment{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
-			return false, "", err
-		}
-		c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced)
-		return c != nil && c.Reason == v1alpha1.ReasonNotFenced, fmt.Sprintf("%+v", c), nil
-	})
+	waitRestored(t, name)
 	// The restore lifts the fence once its rebuilt pods are Ready: a pod
 	// of the fenced template would have been created by then.
 	var created, wrong []string
@@ -147,4 +116,98 @@ func TestARestoreStartsNoPodOfTheFencedTemplate(t *testing.T) {
 		t.Error("no pod was created after the restore began: the watch saw nothing")
 	}
 	t.Logf("pods created after the restore began: %v", created)
+}
+
+// TestARestoreLeavesNoPodOfTheFencedTemplate (hole 8): with workloads: Stop
+// the fence keeps no evidence and leaves careplane's pods to the
+// scale-down, which reaches them only when the Deployment controller does.
+// A pod the scale-down had not reached by the restore was left to the
+// garbage collector, and nothing held the lift until it was gone. Here
+// kube-controller-manager is down from before the fence: once the restore's
+// clean-up is done, the only pods left must be going.
+func TestARestoreLeavesNoPodOfTheFencedTemplate(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("no-fenced-left")
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	ns := name + "-primary"
+
+	kcm := localControlPlane(t).stopControllerManager(t)
+	responder(t, "patch", "henv", name, "--type=merge", "-p",
+		`{"spec":{"isolation":{"mode":"Fenced","workloads":"Stop","reason":"ransomware indicators","ticket":"INC-STOP"}}}`)
+	waitFencedTrue(t, name)
+	var pods corev1.PodList
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	var running []string
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			running = append(running, p.Name)
+		}
+	}
+	if len(running) == 0 {
+		t.Fatal("no pod of the fenced site still runs: the test cannot show anything")
+	}
+	t.Logf("pods the scale-down has not reached: %v", running)
+
+	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
+	restoreID := waitCleanedForRebuild(t, ns)
+	if err := k8sClient.List(ctx, &pods, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil && p.Labels[v1alpha1.LabelEvidence] == "" && p.Annotations[build.AnnotationCredentialsRevision] != restoreID {
+			t.Errorf("pod %s (credentials revision %q) is still running once the restore %s removed the fence quota",
+				p.Name, p.Annotations[build.AnnotationCredentialsRevision], restoreID)
+		}
+	}
+	kcm.end(t)
+	waitRestored(t, name)
+}
+
+// waitCleanedForRebuild waits until a restore of the fenced namespace ns has
+// carried out its clean-up: the restore on record, the fence quota gone and
+// every Deployment recreated for it. It returns the restore's ID.
+func waitCleanedForRebuild(t *testing.T, ns string) string {
+	t.Helper()
+	var restoreID string
+	eventually(t, time.Minute, ns+" cleaned for the rebuild", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		restoreID = nsObj.Annotations[fence.AnnotationRestoreID]
+		if restoreID == "" {
+			return false, "no restore on record", nil
+		}
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, &corev1.ResourceQuota{})
+		if !apierrors.IsNotFound(err) {
+			return false, fmt.Sprintf("fence quota still there (err %v)", err), nil
+		}
+		var deps appsv1.DeploymentList
+		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		for _, d := range deps.Items {
+			if d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] != restoreID {
+				return false, "Deployment " + d.Name + " not rebuilt yet", nil
+			}
+		}
+		return len(deps.Items) > 0, fmt.Sprintf("%d Deployments", len(deps.Items)), nil
+	})
+	return restoreID
+}
+
+// waitRestored waits until name's fence is lifted.
+func waitRestored(t *testing.T, name string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, name+" restored", func(ctx context.Context) (bool, string, error) {
+		env := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			return false, "", err
+		}
+		c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced)
+		return c != nil && c.Reason == v1alpha1.ReasonNotFenced, fmt.Sprintf("%+v", c), nil
+	})
 }
