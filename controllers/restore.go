@@ -228,9 +228,10 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 // restore rev: every other policy, every ServiceAccount not careplane's, the
 // tenant's workload controllers and RBAC, careplane's Deployments of the
 // fence and every pod that is neither evidence nor the rebuild's
-// (fence.StalePods) removed, careplane's ServiceAccounts recreated; then the
-// fence's quota goes, so that the rebuilt pods are admitted (the deny policy stays
-// until they are Ready), and no controller is left to start any other pod.
+// (fence.StalePods) removed, careplane's ServiceAccounts recreated; then
+// the fence's quota goes, so that the rebuilt pods are admitted (the deny
+// policy stays until they are Ready), and no controller is left to start
+// any other pod.
 func (r *HealthEnvironmentReconciler) cleanForRestore(ctx context.Context, s *scope, rev string) error {
 	ns := s.names.Primary
 	obs, err := r.observeFence(ctx, s)
@@ -416,11 +417,12 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 			statefulSets[s.statefulSetName(v1alpha1.SitePrimary, svc)] = true
 		}
 	}
-	// The Deployments this restore has rebuilt already (a clean-up run
-	// again after a restart of careplane): by UID, as the cache holds them.
-	// One the cache does not show yet is deleted and created once more.
-	// careplane's own, rebuilt or not, are not reported as the tenant's.
-	rebuilt, careplanes := map[types.UID]bool{}, map[types.UID]bool{}
+	// careplane's Deployments by UID, as the cache holds them, and whether
+	// this restore has rebuilt each already (a clean-up run again after a
+	// restart of careplane): only those stay. One the cache does not show
+	// yet is deleted and created once more. careplane's own, rebuilt or
+	// not, are not reported as the tenant's.
+	careplanes := map[types.UID]bool{}
 	var deps appsv1.DeploymentList
 	if err := r.Client.List(ctx, &deps, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name}, readOnly); err != nil {
 		return fmt.Errorf("listing deployments in %s: %w", ns, err)
@@ -428,8 +430,7 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 	for i := range deps.Items {
 		d := &deps.Items[i]
 		if ours[d.Name] && metav1.IsControlledBy(d, s.env) {
-			careplanes[d.UID] = true
-			rebuilt[d.UID] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev
+			careplanes[d.UID] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev
 		}
 	}
 	// Every kind at once; what each removed is reported in tenantKinds'
@@ -448,10 +449,11 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 			if o.DeletionTimestamp != nil {
 				continue
 			}
-			if gvk.Kind == "DeploymentList" && rebuilt[o.UID] {
-				continue
+			var owner types.UID // the Deployment controlling a ReplicaSet
+			if c := metav1.GetControllerOf(o); gvk.Kind == "ReplicaSetList" && c != nil && c.Kind == "Deployment" {
+				owner = c.UID
 			}
-			if c := metav1.GetControllerOf(o); gvk.Kind == "ReplicaSetList" && c != nil && c.Kind == "Deployment" && rebuilt[c.UID] {
+			if careplanes[o.UID] || careplanes[owner] { // rebuilt for this restore
 				continue
 			}
 			// The restore's own StatefulSets (of its data generation, which
@@ -465,8 +467,9 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 				errs = append(errs, err)
 				continue
 			}
-			c := metav1.GetControllerOf(o)
-			if careplanes[o.UID] || (gvk.Kind == "ReplicaSetList" && c != nil && careplanes[c.UID]) {
+			_, mine := careplanes[o.UID]
+			_, ownersMine := careplanes[owner]
+			if mine || ownersMine {
 				continue
 			}
 			removedOf[k] = append(removedOf[k], o.Kind+" "+o.Name)
