@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
@@ -255,4 +257,46 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 			}
 		}
 	}
+}
+
+// evidenceMarks are what ns, a site namespace, must change to name the
+// evidence pods in it (build.LabelHoldsEvidence, build.AnnotationEvidencePods,
+// read by careplane-evidence-pod-access), or to carry neither when there are
+// none; empty when it already says so.
+func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
+	names := make([]string, 0, len(pods))
+	for i := range pods {
+		names = append(names, pods[i].Name)
+	}
+	slices.Sort(names)
+	_, hasLabel := ns.Labels[build.LabelHoldsEvidence]
+	_, hasAnnotation := ns.Annotations[build.AnnotationEvidencePods]
+	if len(names) == 0 {
+		if !hasLabel && !hasAnnotation {
+			return nsMarks{}
+		}
+		return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: nil}, annotations: map[string]any{build.AnnotationEvidencePods: nil}}
+	}
+	list := strings.Join(names, ",")
+	if ns.Labels[build.LabelHoldsEvidence] == "true" && ns.Annotations[build.AnnotationEvidencePods] == list {
+		return nsMarks{}
+	}
+	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: map[string]any{build.AnnotationEvidencePods: list}}
+}
+
+// recordEvidencePods writes evidenceMarks on ns, when there are any. ns is
+// not changed in place: it may be the cache's.
+func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, ns *corev1.Namespace, pods []corev1.Pod) error {
+	m := evidenceMarks(ns, pods)
+	if m.empty() {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("recording the evidence pods of namespace %s: %w", ns.Name, err)
+	}
+	return nil
 }

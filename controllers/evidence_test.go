@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 )
 
@@ -267,6 +268,49 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 			}
 			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{}); err != nil {
 				t.Errorf("the claim: %v", err)
+			}
+		})
+	}
+}
+
+// TestEvidenceMarks: the namespace names its evidence pods, sorted, and
+// nothing is written when it already does; with none left, both marks go.
+func TestEvidenceMarks(t *testing.T) {
+	pod := func(name string) corev1.Pod { return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	ns := func(labels, annotations map[string]string) *corev1.Namespace {
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: labels, Annotations: annotations}}
+	}
+	held := map[string]string{build.LabelHoldsEvidence: "true"}
+	named := func(v string) map[string]string { return map[string]string{build.AnnotationEvidencePods: v} }
+	for _, tc := range []struct {
+		name string
+		ns   *corev1.Namespace
+		pods []corev1.Pod
+		want string // the annotation written; "-" none written; "<nil>" removed
+	}{
+		{"none, none named", ns(nil, nil), nil, "-"},
+		{"two, none named", ns(nil, nil), []corev1.Pod{pod("b"), pod("a")}, "a,b"},
+		{"two, named in order", ns(held, named("a,b")), []corev1.Pod{pod("b"), pod("a")}, "-"},
+		{"one purged", ns(held, named("a,b")), []corev1.Pod{pod("b")}, "b"},
+		{"named, label gone", ns(nil, named("a")), []corev1.Pod{pod("a")}, "a"},
+		{"all purged", ns(held, named("a")), nil, "<nil>"},
+		{"only the label left", ns(held, nil), nil, "<nil>"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := evidenceMarks(tc.ns, tc.pods)
+			got := "-"
+			if !m.empty() {
+				got = fmt.Sprint(m.annotations[build.AnnotationEvidencePods])
+				wantLabel := any("true")
+				if got == "<nil>" {
+					wantLabel = nil
+				}
+				if l, ok := m.labels[build.LabelHoldsEvidence]; !ok || l != wantLabel {
+					t.Errorf("label %s: %v (set %v), want %v", build.LabelHoldsEvidence, l, ok, wantLabel)
+				}
+			}
+			if got != tc.want {
+				t.Errorf("annotation written: %s, want %s", got, tc.want)
 			}
 		})
 	}

@@ -543,7 +543,7 @@ func TestFleetRestoreIsNotUndoneByTheRequest(t *testing.T) {
 		t.Fatalf("decision with the spec saying Fenced = %+v, want Fence from the spec", d)
 	}
 	ns, rec := record()
-	if err := w.writeRecord(ctx, ns, rec.Over(fence.SourceSpec, time.Now())); err != nil {
+	if err := w.writeRecord(ctx, ns, rec.Over(fence.SourceSpec, time.Now()), nsMarks{}); err != nil {
 		t.Fatal(err)
 	}
 	// The responder restores at once.
@@ -554,7 +554,7 @@ func TestFleetRestoreIsNotUndoneByTheRequest(t *testing.T) {
 	for round := range 3 {
 		if d := decide(); d.Course == fence.CourseRestore {
 			ns, _ := record()
-			if err := w.writeRecord(ctx, ns, fence.Record{}); err != nil { // the restore done
+			if err := w.writeRecord(ctx, ns, fence.Record{}, nsMarks{}); err != nil { // the restore done
 				t.Fatal(err)
 			}
 		}

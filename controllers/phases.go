@@ -140,7 +140,15 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 			return err
 		}
 		var err error
-		if policies, err = r.primaryPolicies(ctx, s, s.servicesFor(site)); err != nil {
+		var evidence []corev1.Pod
+		if policies, evidence, err = r.primaryPolicies(ctx, s, s.servicesFor(site)); err != nil {
+			return err
+		}
+		nsObj := &corev1.Namespace{}
+		if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return fmt.Errorf("reading namespace %s: %w", ns, err)
+		}
+		if err := r.recordEvidencePods(ctx, nsObj, evidence); err != nil {
 			return err
 		}
 	}
@@ -174,21 +182,21 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 
 // primaryPolicies are the unfenced primary site's NetworkPolicies: its
 // services' allows and, while pods kept as evidence by an earlier fence
-// remain, the policy that keeps them isolated until purged. The restore's
-// lift writes the same set as every later pass, which would otherwise
-// prune what the lift wrote.
-func (r *HealthEnvironmentReconciler) primaryPolicies(ctx context.Context, s *scope, services []v1alpha1.Service) ([]*networkingv1ac.NetworkPolicyApplyConfiguration, error) {
+// remain, the policy that keeps them isolated until purged; and those
+// evidence pods. The restore's lift writes the same set as every later
+// pass, which would otherwise prune what the lift wrote.
+func (r *HealthEnvironmentReconciler) primaryPolicies(ctx context.Context, s *scope, services []v1alpha1.Service) ([]*networkingv1ac.NetworkPolicyApplyConfiguration, []corev1.Pod, error) {
 	ns := s.names.Primary
 	policies := build.NetworkPoliciesFor(s.env, v1alpha1.SitePrimary, ns, services)
 	var pods corev1.PodList
 	if err := r.Client.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEnvironment: s.env.Name},
 		client.HasLabels{v1alpha1.LabelEvidence}, readOnly); err != nil {
-		return nil, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
+		return nil, nil, fmt.Errorf("listing evidence pods in %s: %w", ns, err)
 	}
 	if len(pods.Items) > 0 {
 		policies = append(policies, build.EvidencePolicy(s.env, ns))
 	}
-	return policies, nil
+	return policies, pods.Items, nil
 }
 
 // reconcileService writes one service's objects in one site.

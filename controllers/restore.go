@@ -94,7 +94,7 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
 		return false, fmt.Errorf("reading namespace %s: %w", ns, err)
 	}
-	if err := w.writeRecord(ctx, nsObj, rec); err != nil {
+	if err := w.writeRecord(ctx, nsObj, rec, nsMarks{}); err != nil {
 		return false, err
 	}
 	s.record = rec
@@ -191,7 +191,7 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	// The rebuilt site is Ready: bring back its allows (evidence pods stay
 	// isolated by their own policy) and remove any route of the front
 	// written while the restore waited, then lift the fence.
-	allows, err := r.primaryPolicies(ctx, s, services)
+	allows, evidence, err := r.primaryPolicies(ctx, s, services)
 	if err != nil {
 		return false, err
 	}
@@ -217,7 +217,10 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	if err := r.writeIncident(ctx, s); err != nil {
 		return false, err
 	}
-	if err := w.writeRecord(ctx, nsObj, fence.Record{}); err != nil {
+	// The evidence pods are named on the namespace in the write that lifts
+	// the freeze: from then on, their evictions and execs are refused by
+	// their names.
+	if err := w.writeRecord(ctx, nsObj, fence.Record{}, evidenceMarks(nsObj, evidence)); err != nil {
 		return false, err
 	}
 	r.cleaned.forget(s.env.Name)

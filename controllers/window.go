@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -85,21 +86,32 @@ func (w fenceWriter) cut(ctx context.Context, env *v1alpha1.HealthEnvironment) e
 // fence quota: the part of the window that stops change.
 func (w fenceWriter) freeze(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, rec fence.Record) error {
 	return all(
-		func() error { return w.writeRecord(ctx, ns, rec) },
+		func() error { return w.writeRecord(ctx, ns, rec, nsMarks{}) },
 		func() error { return w.writeWhole(ctx, fence.Quota(env), &corev1.ResourceQuota{}) },
 	)
 }
 
-// writeRecord makes ns carry rec (an absent rec clears the record). The
-// patch carries ns's resourceVersion: of two writers racing to start a
-// fence, one wins and the other reads the winner's ID on its next pass.
-func (w fenceWriter) writeRecord(ctx context.Context, ns *corev1.Namespace, rec fence.Record) error {
-	if fence.RecordOf(ns) == rec {
+// nsMarks are labels and annotations to set on a namespace (a nil value
+// removes one), written with its fence record.
+type nsMarks struct {
+	labels, annotations map[string]any
+}
+
+func (m nsMarks) empty() bool { return len(m.labels) == 0 && len(m.annotations) == 0 }
+
+// writeRecord makes ns carry rec (an absent rec clears the record), and
+// the marks also, in the same write. The patch carries ns's resourceVersion: of two
+// writers racing to start a fence, one wins and the other reads the
+// winner's ID on its next pass.
+func (w fenceWriter) writeRecord(ctx context.Context, ns *corev1.Namespace, rec fence.Record, also nsMarks) error {
+	if fence.RecordOf(ns) == rec && also.empty() {
 		return nil
 	}
 	labels := map[string]any{v1alpha1.LabelFenced: nil}
 	annotations := map[string]any{fence.AnnotationID: nil, fence.AnnotationSource: nil, fence.AnnotationRestoreID: nil,
 		fence.AnnotationHandedOverFrom: nil}
+	maps.Copy(labels, also.labels)
+	maps.Copy(annotations, also.annotations)
 	for k, v := range rec.Labels() {
 		labels[k] = v
 	}

@@ -29,6 +29,13 @@ const (
 	EvidencePolicyName = "careplane-evidence"
 	// LabelEvidenceService on an evidence pod names the service it ran.
 	LabelEvidenceService = "careplane.io/evidence-service"
+	// LabelHoldsEvidence ("true") on a site namespace says evidence pods
+	// run in it, and AnnotationEvidencePods names them, comma-separated:
+	// an eviction, exec, attach, port-forward or proxy request carries no
+	// pod labels, so the guardrail that keeps them to responders reads the
+	// names here, on an object the tenant cannot write.
+	LabelHoldsEvidence     = "careplane.io/holds-evidence"
+	AnnotationEvidencePods = "careplane.io/evidence-pods"
 )
 
 // FencePolicy returns the fence's deny-all NetworkPolicy: it selects every

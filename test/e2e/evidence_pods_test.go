@@ -1,0 +1,189 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+const (
+	guardPolicyEvidencePods   = "careplane-evidence-pod-guard"
+	guardPolicyEvidenceAccess = "careplane-evidence-pod-access"
+)
+
+// TestEvidencePodsStayTheFences: the pods a fence keeps are evidence until
+// a responder purges them, also after the restore, when the freeze no longer
+// guards their namespace. The tenant's pipeline (edit in the primary
+// namespace) cannot forge the mark before a fence, nor, after the restore,
+// put a compromised pod back on the network and behind the front by taking
+// the mark off, change its image, have a ReplicaSet of its own adopt it,
+// delete, evict or exec into it; the cluster admin cannot delete it either.
+// A responder can, and careplane keeps naming what is left on the
+// namespace.
+func TestEvidencePodsStayTheFences(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("evidence-pods")
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	ns := name + "-primary"
+	tenant := tenantPipeline(t, ns)
+
+	t.Run("the tenant cannot forge the mark before a fence", func(t *testing.T) {
+		forged := guardPodObject(ns, "forged-evidence")
+		forged.Labels[v1alpha1.LabelEvidence] = "INC-FORGED"
+		guardDenied(t, tenant.Create(ctx, forged, client.DryRunAll), guardPolicyEvidencePods, "may create a pod labelled as evidence")
+
+		var pods corev1.PodList
+		if err := k8sClient.List(ctx, &pods, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelService: "call-handling"}); err != nil {
+			t.Fatal(err)
+		}
+		if len(pods.Items) == 0 {
+			t.Fatal("no call-handling pod")
+		}
+		mark := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelEvidence+`":"INC-FORGED"}}}`))
+		guardDenied(t, tenant.Patch(ctx, &pods.Items[0], mark, client.DryRunAll), guardPolicyEvidencePods, "may label a pod as evidence")
+	})
+
+	fenceCommand(t, name, "INC-EVPODS")
+	waitFencedTrue(t, name)
+	var evidence corev1.PodList
+	if err := k8sClient.List(ctx, &evidence, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEvidence: "INC-EVPODS"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(evidence.Items) == 0 {
+		t.Fatal("the fence kept no evidence pod")
+	}
+	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
+	waitRestored(t, name)
+
+	// The restore removed the pipeline's binding with everything else the
+	// tenant had added; its namespace admin grants it again.
+	tenant = tenantPipeline(t, ns)
+	pod := &evidence.Items[0]
+	svc := pod.Labels[build.LabelEvidenceService]
+	t.Logf("evidence pod %s of service %q, after the restore", pod.Name, svc)
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if named := strings.Split(nsObj.Annotations[build.AnnotationEvidencePods], ","); !slices.Contains(named, pod.Name) ||
+		nsObj.Labels[build.LabelHoldsEvidence] != "true" || len(named) != len(evidence.Items) {
+		t.Errorf("namespace %s once restored: labels %v, annotations %v; want it to name the %d evidence pods",
+			ns, nsObj.Labels, nsObj.Annotations, len(evidence.Items))
+	}
+
+	t.Run("after the restore the tenant cannot", func(t *testing.T) {
+		// Back on the network, and behind the front: the allow policies
+		// and the front select pods of the service without the mark.
+		back := client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"metadata":{"labels":{%q:null,%q:%q}}}`,
+			v1alpha1.LabelEvidence, v1alpha1.LabelService, svc)))
+		err := tenant.Patch(ctx, pod.DeepCopy(), back)
+		guardDenied(t, err, guardPolicyEvidencePods, "may change an evidence pod", "pod "+pod.Name, "careplane.io/evidence=INC-EVPODS")
+		if err == nil {
+			eventually(t, 30*time.Second, "the relabelled pod behind the front (to show what the refusal prevents)", func(ctx context.Context) (bool, string, error) {
+				slice := &discoveryv1.EndpointSlice{}
+				if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: svc + "-careplane"}, slice); err != nil {
+					return false, err.Error(), nil
+				}
+				for _, e := range slice.Endpoints {
+					if e.TargetRef != nil && e.TargetRef.Namespace == ns && e.TargetRef.Name == pod.Name {
+						t.Errorf("the compromised pod %s serves the front of %s again", pod.Name, svc)
+						return true, "", nil
+					}
+				}
+				return false, fmt.Sprintf("%d endpoints, not the pod", len(slice.Endpoints)), nil
+			})
+		}
+
+		image := client.RawPatch(types.StrategicMergePatchType, []byte(fmt.Sprintf(`{"spec":{"containers":[{"name":%q,"image":%q}]}}`,
+			pod.Spec.Containers[0].Name, guardImage)))
+		guardDenied(t, tenant.Patch(ctx, pod.DeepCopy(), image, client.DryRunAll), guardPolicyEvidencePods, "may change an evidence pod")
+
+		guardDenied(t, tenant.Delete(ctx, pod.DeepCopy(), client.DryRunAll), guardPolicyEvidencePods, "may delete an evidence pod")
+
+		// An exec reaches into the pod, and an eviction deletes it with no
+		// DELETE request to admit: both are refused by the pod's name.
+		who := guardUser{name: "system:serviceaccount:" + ns + ":tenant-pipeline",
+			groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}}
+		if out := guardExec(who, ns, pod.Name); !strings.Contains(out, "ValidatingAdmissionPolicy '"+guardPolicyEvidenceAccess+"'") ||
+			!strings.Contains(out, "may connect to (exec) evidence pod "+pod.Name) {
+			t.Errorf("kubectl exec into the evidence pod as the tenant's pipeline was not refused by %s:\n%s", guardPolicyEvidenceAccess, out)
+		}
+		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod.Name}}
+		guardDenied(t, tenant.SubResource("eviction").Create(ctx, pod.DeepCopy(), eviction), guardPolicyEvidenceAccess, "may evict evidence pod "+pod.Name)
+		// Its other pods are the tenant's to evict.
+		var rebuilt corev1.PodList
+		if err := k8sClient.List(ctx, &rebuilt, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelService: svc}); err != nil || len(rebuilt.Items) == 0 {
+			t.Fatalf("the rebuilt pods of %s: %v (%d)", svc, err, len(rebuilt.Items))
+		}
+		other := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: rebuilt.Items[0].Name}, DeleteOptions: &metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}}
+		guardAllowed(t, tenant.SubResource("eviction").Create(ctx, &rebuilt.Items[0], other), "the tenant evicting a rebuilt pod (dry run)")
+
+		// A ReplicaSet of the tenant's that selects the pod, scaled to
+		// zero: the control plane would adopt the pod, then delete it.
+		adopt := &appsv1.ReplicaSet{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "adopter"},
+			Spec: appsv1.ReplicaSetSpec{Replicas: new(int32),
+				Selector: &metav1.LabelSelector{MatchLabels: map[string]string{v1alpha1.LabelEvidence: "INC-EVPODS"}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{v1alpha1.LabelEvidence: "INC-EVPODS"}},
+					Spec: guardPodObject(ns, "adopter").Spec}},
+		}
+		if err := tenant.Create(ctx, adopt); err != nil {
+			t.Fatal(err)
+		}
+		stays(t, 10*time.Second, "the evidence pod unowned and running", func(ctx context.Context) (bool, string, error) {
+			p := &corev1.Pod{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), p); err != nil {
+				return false, err.Error(), nil
+			}
+			return p.DeletionTimestamp == nil && len(p.OwnerReferences) == 0 && p.Labels[v1alpha1.LabelEvidence] == "INC-EVPODS",
+				fmt.Sprintf("owners %v, labels %v, deletion %v", p.OwnerReferences, p.Labels, p.DeletionTimestamp), nil
+		})
+	})
+
+	t.Run("nor can the cluster admin delete it", func(t *testing.T) {
+		guardDenied(t, k8sClient.Delete(ctx, pod.DeepCopy(), client.DryRunAll), guardPolicyEvidencePods, "may delete an evidence pod")
+	})
+
+	t.Run("a responder purges it", func(t *testing.T) {
+		guardAllowed(t, responderClient(t).Delete(ctx, pod.DeepCopy()), "a responder deleting an evidence pod")
+		eventually(t, 30*time.Second, "the purged pod gone", func(ctx context.Context) (bool, string, error) {
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+			return apierrors.IsNotFound(err), fmt.Sprintf("%v", err), nil
+		})
+		// careplane names only the evidence left on the namespace.
+		var left []string
+		for _, p := range evidence.Items[1:] {
+			left = append(left, p.Name)
+		}
+		slices.Sort(left)
+		eventually(t, 30*time.Second, "the namespace naming the evidence left", func(ctx context.Context) (bool, string, error) {
+			nsObj := &corev1.Namespace{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+				return false, "", err
+			}
+			got := nsObj.Annotations[build.AnnotationEvidencePods]
+			want := strings.Join(left, ",")
+			held := nsObj.Labels[build.LabelHoldsEvidence] == "true"
+			return got == want && held == (len(left) > 0), fmt.Sprintf("%s=%q (want %q), %s=%q", build.AnnotationEvidencePods, got, want,
+				build.LabelHoldsEvidence, nsObj.Labels[build.LabelHoldsEvidence]), nil
+		})
+	})
+}
