@@ -284,9 +284,17 @@ func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
 	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: map[string]any{build.AnnotationEvidencePods: list}}
 }
 
-// recordEvidencePods writes evidenceMarks on ns, when there are any. ns is
-// not changed in place: it may be the cache's.
-func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, ns *corev1.Namespace, pods []corev1.Pod) error {
+// recordEvidencePods writes evidenceMarks on the namespace name, as the
+// cache shows it, when there are any. A namespace the cache does not show
+// yet (a new environment's) holds no evidence.
+func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, name string, pods []corev1.Pod) error {
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
+		if apierrors.IsNotFound(err) && len(pods) == 0 {
+			return nil
+		}
+		return fmt.Errorf("reading namespace %s: %w", name, err)
+	}
 	m := evidenceMarks(ns, pods)
 	if m.empty() {
 		return nil
@@ -295,8 +303,9 @@ func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, ns
 	if err != nil {
 		return err
 	}
+	// On a copy: the cache's object is not ours to change.
 	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
-		return fmt.Errorf("recording the evidence pods of namespace %s: %w", ns.Name, err)
+		return fmt.Errorf("recording the evidence pods of namespace %s: %w", name, err)
 	}
 	return nil
 }

@@ -132,6 +132,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 	}
 
 	policies := build.NetworkPoliciesFor(env, site, ns, s.servicesFor(site))
+	var evidence []corev1.Pod
 	if site == v1alpha1.SitePrimary {
 		// A fence's quota left behind (its restore deletes it, but the
 		// fence policy may have gone some other way) would admit none of
@@ -140,15 +141,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 			return err
 		}
 		var err error
-		var evidence []corev1.Pod
 		if policies, evidence, err = r.primaryPolicies(ctx, s, s.servicesFor(site)); err != nil {
-			return err
-		}
-		nsObj := &corev1.Namespace{}
-		if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
-			return fmt.Errorf("reading namespace %s: %w", ns, err)
-		}
-		if err := r.recordEvidencePods(ctx, nsObj, evidence); err != nil {
 			return err
 		}
 	}
@@ -156,6 +149,11 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 	for _, p := range policies {
 		keepPolicies.Insert(*p.Name)
 		if err := r.apply(ctx, p, &networkingv1.NetworkPolicy{}); err != nil {
+			return err
+		}
+	}
+	if site == v1alpha1.SitePrimary {
+		if err := r.recordEvidencePods(ctx, ns, evidence); err != nil {
 			return err
 		}
 	}

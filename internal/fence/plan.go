@@ -260,6 +260,8 @@ func PlanFence(o Observed) Plan {
 		}
 		careplanes := ours(env, &pod) && pod.Labels[v1alpha1.LabelService] != ""
 		switch {
+		// Only careplane and responders set this label
+		// (careplane-evidence-pod-guard): an earlier fence's evidence.
 		case pod.Labels[v1alpha1.LabelEvidence] != "":
 			add(Action{Step: 4, Verb: VerbKeep, Kind: "Pod", Namespace: ns, Name: pod.Name,
 				Note: "already evidence (" + v1alpha1.LabelEvidence + "=" + pod.Labels[v1alpha1.LabelEvidence] + "); stays isolated"})

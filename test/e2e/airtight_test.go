@@ -12,6 +12,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -59,8 +60,12 @@ func tenantPipeline(t *testing.T, ns string) client.Client {
 		t.Fatal(err)
 	}
 	// edit lets it write NetworkPolicies: check, so that a refusal later
-	// means the fence, not a test without rights.
+	// means the fence, not a test without rights. The probe leaves
+	// evidence pods out, as every policy must in a namespace that holds
+	// them (careplane-evidence-pod-access).
 	probe := allowEverything(ns, "tenant-probe")
+	probe.Spec.PodSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+		{Key: v1alpha1.LabelEvidence, Operator: metav1.LabelSelectorOpDoesNotExist}}}
 	if err := cl.Create(ctx, probe); err != nil {
 		t.Fatalf("the tenant pipeline cannot write in its own namespace: %v", err)
 	}
@@ -302,6 +307,29 @@ func TestFenceRevokesAndRestoreRemovesWhatTheTenantAdded(t *testing.T) {
 	for _, c := range dep.Spec.Template.Spec.Containers {
 		if c.Name == "exfil" {
 			t.Errorf("the injected sidecar survived the restore: %+v", dep.Spec.Template.Spec.Containers)
+		}
+	}
+	// The responders are told what the tenant had left, and only that:
+	// careplane's own Deployments of the fence and their ReplicaSets go
+	// too, but are not the tenant's.
+	var evs eventsv1.EventList
+	if err := k8sClient.List(ctx, &evs); err != nil {
+		t.Fatal(err)
+	}
+	var note string
+	for _, e := range evs.Items {
+		if e.Regarding.Name == name && e.Reason == "TenantObjectsRemoved" {
+			note = e.Note
+		}
+	}
+	for _, want := range []string{"CronJob miner", "Deployment shadow", "ReplicationController shadow-rc", "RoleBinding backdoor-edit"} {
+		if !strings.Contains(note, want) {
+			t.Errorf("the TenantObjectsRemoved event does not name %s: %q", want, note)
+		}
+	}
+	for _, ours := range []string{"Deployment call-handling", "Deployment referral", "ReplicaSet call-handling", "ReplicaSet referral"} {
+		if strings.Contains(note, ours) {
+			t.Errorf("the TenantObjectsRemoved event names careplane's own %s as the tenant's: %q", ours, note)
 		}
 	}
 }

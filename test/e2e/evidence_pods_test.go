@@ -5,6 +5,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -34,7 +36,8 @@ const (
 // namespace) cannot forge the mark before a fence, nor, after the restore,
 // put a compromised pod back on the network and behind the front by taking
 // the mark off, change its image, have a ReplicaSet of its own adopt it,
-// delete, evict or exec into it; the cluster admin cannot delete it either.
+// delete, evict, exec or proxy into it, or open it with a NetworkPolicy of
+// its own; the cluster admin cannot delete it or relabel it either.
 // A responder can, and careplane keeps naming what is left on the
 // namespace.
 func TestEvidencePodsStayTheFences(t *testing.T) {
@@ -128,6 +131,26 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		}
 		eviction := &policyv1.Eviction{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: pod.Name}}
 		guardDenied(t, tenant.SubResource("eviction").Create(ctx, pod.DeepCopy(), eviction), guardPolicyEvidenceAccess, "may evict evidence pod "+pod.Name)
+		// A proxy's name carries a port, and a Service of the tenant's
+		// could select the pod: both refused while it holds evidence.
+		for _, path := range []string{"pods/" + pod.Name + ":8080", "pods/http:" + pod.Name + ":8080", "services/" + svc + ":8080"} {
+			out := guardRaw(who, "/api/v1/namespaces/"+ns+"/"+path+"/proxy/")
+			if !strings.Contains(out, "ValidatingAdmissionPolicy '"+guardPolicyEvidenceAccess+"'") {
+				t.Errorf("a proxy to %s as the tenant's pipeline was not refused by %s:\n%s", path, guardPolicyEvidenceAccess, out)
+			}
+		}
+
+		// NetworkPolicies add up: one that selects the evidence pods
+		// would open them, whatever careplane-evidence says.
+		guardDenied(t, tenant.Create(ctx, allowEverything(ns, "tenant-allow-all"), client.DryRunAll), guardPolicyEvidenceAccess,
+			"unless its podSelector excludes evidence pods")
+		excluding := allowEverything(ns, "tenant-allow-app")
+		excluding.Spec.PodSelector = metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{
+			{Key: v1alpha1.LabelEvidence, Operator: metav1.LabelSelectorOpDoesNotExist}}}
+		guardAllowed(t, tenant.Create(ctx, excluding, client.DryRunAll), "the tenant's allow policy that excludes evidence pods")
+		evPolicy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.EvidencePolicyName}}
+		guardDenied(t, tenant.Delete(ctx, evPolicy, client.DryRunAll), guardPolicyEvidenceAccess, "change or delete NetworkPolicy careplane-evidence")
+
 		// Its other pods are the tenant's to evict.
 		var rebuilt corev1.PodList
 		if err := k8sClient.List(ctx, &rebuilt, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelService: svc}); err != nil || len(rebuilt.Items) == 0 {
@@ -158,8 +181,14 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		})
 	})
 
-	t.Run("nor can the cluster admin delete it", func(t *testing.T) {
+	t.Run("nor can the cluster admin delete it, or relabel it through its status", func(t *testing.T) {
 		guardDenied(t, k8sClient.Delete(ctx, pod.DeepCopy(), client.DryRunAll), guardPolicyEvidencePods, "may delete an evidence pod")
+		relabel := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelEvidence+`":null}}}`))
+		guardDenied(t, k8sClient.Status().Patch(ctx, pod.DeepCopy(), relabel, client.DryRunAll), guardPolicyEvidencePods,
+			"may change an evidence pod (status)")
+		// A status write that keeps the labels (the kubelet's) passes.
+		keep := client.RawPatch(types.MergePatchType, []byte(`{"status":{"message":"e2e"}}`))
+		guardAllowed(t, k8sClient.Status().Patch(ctx, pod.DeepCopy(), keep, client.DryRunAll), "a status write that keeps the labels")
 	})
 
 	t.Run("a responder purges it", func(t *testing.T) {
@@ -186,4 +215,16 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 				build.LabelHoldsEvidence, nsObj.Labels[build.LabelHoldsEvidence]), nil
 		})
 	})
+}
+
+// guardRaw sends a GET of path as u with kubectl and returns what it said.
+func guardRaw(u guardUser, path string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	args := []string{"get", "--raw", path, "--as=" + u.name}
+	for _, g := range u.groups {
+		args = append(args, "--as-group="+g)
+	}
+	out, _ := exec.CommandContext(ctx, kubectlPath(), args...).CombinedOutput()
+	return string(out)
 }

@@ -171,12 +171,14 @@ func TestHelm(t *testing.T) {
 	// The operator as the chart deploys it: the manager binary, with a token
 	// of the chart's ServiceAccount and the Deployment's leader election.
 	theOperator.stop()
-	// One careplane per cluster: the suite's status and front guards let
-	// only the suite's manager write status and front EndpointSlices, so
-	// they stand aside while the release's manager is the cluster's
-	// careplane (the release's own guards let only that one write). The
-	// cleanup puts them back.
-	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, guardPolicyFront, "--ignore-not-found")
+	// One careplane per cluster: the suite's status, front and evidence pod
+	// guards let only the suite's manager write status, front
+	// EndpointSlices, evidence labels and policies where evidence is
+	// held, so they stand aside while the release's manager is the
+	// cluster's careplane (the release's own guards let only that one
+	// write). The cleanup puts them back.
+	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, guardPolicyFront,
+		guardPolicyEvidencePods, guardPolicyEvidenceAccess, "--ignore-not-found")
 	helmOp, err = operatorAs(theOperator.bin, t.TempDir(), helmNamespace, helmSA)
 	if err != nil {
 		t.Fatal(err)
