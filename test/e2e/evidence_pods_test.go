@@ -150,6 +150,10 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		guardAllowed(t, tenant.Create(ctx, excluding, client.DryRunAll), "the tenant's allow policy that excludes evidence pods")
 		evPolicy := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: build.EvidencePolicyName}}
 		guardDenied(t, tenant.Delete(ctx, evPolicy, client.DryRunAll), guardPolicyEvidenceAccess, "change or delete NetworkPolicy careplane-evidence")
+		// A DeleteCollection is admitted item by item, with no name in
+		// the request.
+		guardDenied(t, tenant.DeleteAllOf(ctx, &networkingv1.NetworkPolicy{}, client.InNamespace(ns), client.DryRunAll),
+			guardPolicyEvidenceAccess, "change or delete NetworkPolicy careplane-evidence")
 
 		// Its other pods are the tenant's to evict.
 		var rebuilt corev1.PodList
@@ -213,6 +217,24 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			held := nsObj.Labels[build.LabelHoldsEvidence] == "true"
 			return got == want && held == (len(left) > 0), fmt.Sprintf("%s=%q (want %q), %s=%q", build.AnnotationEvidencePods, got, want,
 				build.LabelHoldsEvidence, nsObj.Labels[build.LabelHoldsEvidence]), nil
+		})
+	})
+
+	// The guards let the namespace controller empty a namespace being
+	// deleted (its DeleteCollections name no object): deleting the
+	// environment is not held up by them, and takes its evidence pods
+	// with it (docs/guardrails.md, "What it does not do").
+	t.Run("deleting the environment empties its namespace, evidence and all", func(t *testing.T) {
+		kubectl(t, "delete", "henv", name, "--wait=false")
+		eventually(t, 2*time.Minute, "namespace "+ns+" gone", func(ctx context.Context) (bool, string, error) {
+			nsObj := &corev1.Namespace{}
+			err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)
+			if apierrors.IsNotFound(err) {
+				return true, "", nil
+			}
+			var pods corev1.PodList
+			_ = k8sClient.List(ctx, &pods, client.InNamespace(ns))
+			return false, fmt.Sprintf("phase %s, %d pods, conditions %v (%v)", nsObj.Status.Phase, len(pods.Items), nsObj.Status.Conditions, err), nil
 		})
 	})
 }
