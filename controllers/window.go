@@ -100,8 +100,8 @@ type nsMarks struct {
 func (m nsMarks) empty() bool { return len(m.labels) == 0 && len(m.annotations) == 0 }
 
 // writeRecord makes ns carry rec (an absent rec clears the record), and
-// the marks also, in the same write. The patch carries ns's resourceVersion: of two
-// writers racing to start a fence, one wins and the other reads the
+// also's marks in the same write. The patch carries ns's resourceVersion:
+// of two writers racing to start a fence, one wins and the other reads the
 // winner's ID on its next pass.
 func (w fenceWriter) writeRecord(ctx context.Context, ns *corev1.Namespace, rec fence.Record, also nsMarks) error {
 	if fence.RecordOf(ns) == rec && also.empty() {

@@ -18,6 +18,7 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -73,8 +74,40 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 	if len(evidence.Items) == 0 {
 		t.Fatal("the fence kept no evidence pod")
 	}
+	// The first version of the namespace the freeze no longer guards must
+	// already name the evidence pods: no moment is left for an eviction
+	// or an exec that nothing refuses.
+	watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	w, err := watcher.Watch(wctx, &corev1.NamespaceList{}, client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", ns)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	firstUnfrozen := make(chan *corev1.Namespace, 1)
+	go func() {
+		defer w.Stop()
+		for ev := range w.ResultChan() {
+			if o, ok := ev.Object.(*corev1.Namespace); ok && o.Labels[v1alpha1.LabelFenced] == "" {
+				firstUnfrozen <- o
+				return
+			}
+		}
+	}()
 	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
 	waitRestored(t, name)
+	select {
+	case o := <-firstUnfrozen:
+		if o.Labels[build.LabelHoldsEvidence] != "true" || o.Annotations[build.AnnotationEvidencePods] == "" {
+			t.Errorf("namespace %s was unfrozen (resourceVersion %s) before it named its evidence pods: labels %v, annotations %v",
+				ns, o.ResourceVersion, o.Labels, o.Annotations)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the watch saw no unfrozen version of namespace %s", ns)
+	}
 
 	// The restore removed the pipeline's binding with everything else the
 	// tenant had added; its namespace admin grants it again.
