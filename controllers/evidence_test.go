@@ -9,6 +9,7 @@ import (
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	storagev1 "k8s.io/api/storage/v1"
@@ -208,25 +209,70 @@ func TestFenceWithoutSnapshotClassStillFences(t *testing.T) {
 	}
 }
 
-// TestDeletingAnEnvironmentRetainsItsData: an environment with volumes
-// carries the data finalizer; deleting it (dataDeletionPolicy Retain, the
-// default) leaves the primary namespace out of the garbage collector's
-// reach (no owner reference), labelled retained and closed by a deny-all
-// policy and a pods: 0 quota of its own, its claims and snapshots in it.
-// With Delete, the namespace keeps its owner and goes with it.
+// TestDeletingAnEnvironmentRetainsItsData: an environment with volumes, or
+// whose namespace names evidence pods, carries the data finalizer; deleting
+// it (dataDeletionPolicy Retain, the default) leaves the primary namespace
+// out of the garbage collector's reach (no owner reference), labelled
+// retained and closed by a deny-all policy and a pods: 0 quota of its own,
+// its claims, snapshots and evidence pods in it. With Delete, the namespace
+// keeps its owner and goes with it, unless it holds evidence: a claim or a
+// pod labelled careplane.io/evidence keeps it whatever the policy says.
 func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
-	for _, policy := range []v1alpha1.DataDeletionPolicy{v1alpha1.DataRetain, v1alpha1.DataDelete} {
-		t.Run(string(policy), func(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		policy   v1alpha1.DataDeletionPolicy
+		volumes  bool   // a care-records environment, with a claim
+		evidence string // "claim": the claim is evidence; "pod": an evidence pod runs
+		retained bool
+	}{
+		{"retain", v1alpha1.DataRetain, true, "", true},
+		{"delete", v1alpha1.DataDelete, true, "", false},
+		{"delete-evidence-claim", v1alpha1.DataDelete, true, "claim", true},
+		{"evidence-pod", v1alpha1.DataRetain, false, "pod", true},
+		{"delete-evidence-pod", v1alpha1.DataDelete, false, "pod", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			name := "retain-" + strings.ToLower(string(policy))
+			name := "retain-" + tc.name
 			ns := name + "-primary"
-			env := careRecordsEnv(name)
-			env.Spec.DataDeletionPolicy = policy
+			env := sampleEnv(name)
+			if tc.volumes {
+				env = careRecordsEnv(name)
+			}
+			env.Spec.DataDeletionPolicy = tc.policy
 			if err := k8sClient.Create(ctx, env); err != nil {
 				t.Fatal(err)
 			}
-			boundClaim(t, ctx, ns, "records-document-store-0", "standard", map[string]string{v1alpha1.LabelEnvironment: name})
-			if policy == v1alpha1.DataRetain {
+			if tc.volumes {
+				labels := map[string]string{v1alpha1.LabelEnvironment: name}
+				if tc.evidence == "claim" {
+					labels[v1alpha1.LabelEvidence] = "INC-RETAIN"
+				}
+				boundClaim(t, ctx, ns, "records-document-store-0", "standard", labels)
+			}
+			if tc.evidence == "pod" {
+				// As a fence leaves one after its restore: a pod of
+				// careplane's template, without owner, labelled evidence.
+				dep := &appsv1.Deployment{}
+				eventually(t, 20*time.Second, "the call-handling Deployment", func(ctx context.Context) (bool, string, error) {
+					err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "call-handling"}, dep)
+					return err == nil, fmt.Sprint(err), client.IgnoreNotFound(err)
+				})
+				pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling-evidence",
+					Labels: map[string]string{v1alpha1.LabelEnvironment: name, v1alpha1.LabelEvidence: "INC-RETAIN"}},
+					Spec: *dep.Spec.Template.Spec.DeepCopy()}
+				if err := k8sClient.Create(ctx, pod); err != nil {
+					t.Fatal(err)
+				}
+				eventually(t, 20*time.Second, "the namespace naming the evidence pod", func(ctx context.Context) (bool, string, error) {
+					nsObj := &corev1.Namespace{}
+					if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+						return false, "", err
+					}
+					return nsObj.Annotations[build.AnnotationEvidencePods] == pod.Name, fmt.Sprint(nsObj.Annotations), nil
+				})
+			}
+			if tc.policy == v1alpha1.DataRetain || tc.evidence == "pod" {
 				eventually(t, 20*time.Second, "the data finalizer", func(ctx context.Context) (bool, string, error) {
 					e := getEnv(t, ctx, name)
 					return slices.Contains(e.Finalizers, dataFinalizer), fmt.Sprint(e.Finalizers), nil
@@ -243,14 +289,14 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 			if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
 				t.Fatal(err)
 			}
-			if policy == v1alpha1.DataDelete {
+			if !tc.retained {
 				if len(nsObj.OwnerReferences) != 1 || nsObj.Labels[v1alpha1.LabelRetained] != "" {
-					t.Errorf("Delete: namespace owners %v labels %v, want it left to the garbage collector", nsObj.OwnerReferences, nsObj.Labels)
+					t.Errorf("namespace owners %v labels %v, want it left to the garbage collector", nsObj.OwnerReferences, nsObj.Labels)
 				}
 				return
 			}
 			if len(nsObj.OwnerReferences) != 0 || nsObj.Labels[v1alpha1.LabelRetained] != "true" {
-				t.Errorf("Retain: namespace owners %v labels %v, want no owner and %s=true", nsObj.OwnerReferences, nsObj.Labels, v1alpha1.LabelRetained)
+				t.Fatalf("namespace owners %v labels %v, want no owner and %s=true", nsObj.OwnerReferences, nsObj.Labels, v1alpha1.LabelRetained)
 			}
 			pol := &networkingv1.NetworkPolicy{}
 			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: RetainedPolicyName}, pol); err != nil {
@@ -266,8 +312,10 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 			if p := q.Spec.Hard[corev1.ResourcePods]; !p.IsZero() || len(q.OwnerReferences) != 0 {
 				t.Errorf("retained quota %+v", q.Spec.Hard)
 			}
-			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{}); err != nil {
-				t.Errorf("the claim: %v", err)
+			if tc.volumes {
+				if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "records-document-store-0"}, &corev1.PersistentVolumeClaim{}); err != nil {
+					t.Errorf("the claim: %v", err)
+				}
 			}
 		})
 	}

@@ -73,6 +73,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 	}
 	if metav1.IsControlledBy(ns, s.env) {
 		s.dataGen = ns.Annotations[v1alpha1.AnnotationDataGeneration]
+		s.holdsEvidence = ns.Labels[build.LabelHoldsEvidence] == "true"
 	}
 	if rec.Present() && !metav1.IsControlledBy(ns, s.env) {
 		return fence.Record{}, nil

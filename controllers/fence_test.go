@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -163,8 +164,18 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 		restored.Status.Incidents[0].FencedBy != "alice@responders" || restored.Status.Incidents[0].RestoredBy != "bob@responders" {
 		t.Errorf("incidents = %+v, want INC-9 fenced by alice@responders and restored by bob@responders", restored.Status.Incidents)
 	}
-	if len(restored.Finalizers) != 0 {
-		t.Errorf("finalizers after restore = %v, want none", restored.Finalizers)
+	// The fence's finalizer goes; the data finalizer stays while the
+	// namespace names the evidence pods the fence kept: deleting the
+	// environment keeps them (retainData).
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if nsObj.Labels[build.LabelHoldsEvidence] != "true" {
+		t.Fatalf("namespace %s after the restore: labels %v, want it to name the evidence pods", ns, nsObj.Labels)
+	}
+	if !slices.Equal(restored.Finalizers, []string{dataFinalizer}) {
+		t.Errorf("finalizers after restore = %v, want [%s] (evidence pods remain)", restored.Finalizers, dataFinalizer)
 	}
 	if restored.Status.Isolation != nil {
 		t.Errorf("status.isolation after restore = %+v, want none", restored.Status.Isolation)

@@ -192,7 +192,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 	// Deleting the environment keeps its data unless its spec says
 	// otherwise: the data finalizer gives careplane the time to (retain.go).
-	if err := r.ensureDataFinalizer(ctx, env); err != nil {
+	if err := r.ensureDataFinalizer(ctx, s); err != nil {
 		return ctrl.Result{}, err
 	}
 	if s.record.Present() && d.Course != fence.CourseFence {
@@ -375,8 +375,9 @@ func decideFence(specMode v1alpha1.IsolationMode, heldBy *v1alpha1.FenceRequest,
 // reconcileDelete lets the garbage collector remove an environment's
 // children, unless the environment is fenced: then the fence and the
 // evidence stay, and the finalizer holds the deletion, until a responder
-// sets isolation.mode to None (the only restore a deleted environment gets:
-// its namespaces, evidence included, then go with it).
+// sets isolation.mode to None (the only restore a deleted environment gets).
+// Either way its data and evidence stay in the primary namespace, kept out
+// of the garbage collector's reach (retainData).
 func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *scope, source string) error {
 	if s.course == fence.CourseFence {
 		s.deletionBlocked = true

@@ -219,7 +219,14 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}
 	// The evidence pods are named on the namespace in the write that lifts
 	// the freeze: from then on, their evictions and execs are refused by
-	// their names.
+	// their names. The data finalizer goes on first, while the fence's
+	// still holds the environment: deleting it from then on keeps them
+	// (retainData).
+	if len(evidence) > 0 {
+		if err := r.writeFinalizer(ctx, s.env, dataFinalizer, true); err != nil {
+			return false, fmt.Errorf("adding the data finalizer to %s, which keeps its evidence pods: %w", klog.KObj(s.env), err)
+		}
+	}
 	if err := w.writeRecord(ctx, nsObj, fence.Record{}, evidenceMarks(nsObj, evidence)); err != nil {
 		return false, err
 	}

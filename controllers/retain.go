@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -39,29 +40,34 @@ const (
 	RetainedQuotaName  = "careplane-retained"
 )
 
-// ensureDataFinalizer adds or removes the data finalizer as hasData says:
-// whatever dataDeletionPolicy says, careplane has data to keep or to let go
-// (retainData) before the environment goes.
-func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
-	if err := r.writeFinalizer(ctx, env, dataFinalizer, hasData(env)); err != nil && !apierrors.IsNotFound(err) {
+// ensureDataFinalizer adds or removes the data finalizer as hasData says,
+// or while the primary namespace names evidence pods: whatever
+// dataDeletionPolicy says, careplane has data or evidence to keep or to let
+// go (retainData) before the environment goes.
+func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, s *scope) error {
+	env := s.env
+	if err := r.writeFinalizer(ctx, env, dataFinalizer, hasData(env) || s.holdsEvidence); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("updating the data finalizer of %s: %w", klog.KObj(env), err)
 	}
 	return nil
 }
 
-// retainData keeps the data of an environment being deleted (not fenced:
-// a fenced one keeps everything, finalizer and all). With dataDeletionPolicy
-// Retain, the volumes and snapshot contents of the primary namespace are
-// Retain (they are from the start: dataKeeper; this makes sure), so that
-// whatever deletes the namespace deletes no bytes; and when the namespace
-// holds claims or snapshots it closes it (a deny-all policy and a pods: 0
-// quota of its own, without an owner), takes the environment's owner
-// reference off it, so that the garbage collector leaves it and what is in
-// it, and labels it careplane.io/retained=true. (A foreground delete has
-// the garbage collector delete the namespace while the finalizer holds the
-// environment: then only the volumes and contents stay.) With Delete, they
-// get their policies back, to go with their claims and snapshots. Then it
-// lets the environment go.
+// retainData keeps the data and the evidence of an environment being
+// deleted (not fenced: a fenced one keeps everything, finalizer and all).
+// With dataDeletionPolicy Retain, the volumes and snapshot contents of the
+// primary namespace are Retain (they are from the start: dataKeeper; this
+// makes sure), so that whatever deletes the namespace deletes no bytes; and
+// when the namespace holds claims, snapshots or evidence pods it closes it
+// (a deny-all policy and a pods: 0 quota of its own, without an owner),
+// takes the environment's owner reference off it, so that the garbage
+// collector leaves it and what is in it, and labels it
+// careplane.io/retained=true. (A foreground delete has the garbage collector
+// delete the namespace while the finalizer holds the environment: then only
+// the volumes and contents stay, unless the namespace names evidence pods,
+// whose deletion careplane-evidence-namespace-guard refuses.) With Delete,
+// the data gets its policies back, to go with its claims and snapshots, but
+// evidence never does: the evidence claims, snapshots and pods are kept as
+// with Retain, and the namespace with them. Then it lets the environment go.
 func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) error {
 	env := s.env
 	if !controllerutil.ContainsFinalizer(env, dataFinalizer) {
@@ -71,10 +77,8 @@ func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) 
 	if err := r.keeper.syncData(ctx, r.Client, r.APIReader, env.Name, s.names.Primary, keep); err != nil {
 		return err
 	}
-	if keep {
-		if err := r.retainNamespace(ctx, env, s.names.Primary); err != nil {
-			return err
-		}
+	if err := r.retainNamespace(ctx, env, s.names.Primary, keep); err != nil {
+		return err
 	}
 	if err := r.writeFinalizer(ctx, env, dataFinalizer, false); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing the data finalizer from %s: %w", klog.KObj(env), err)
@@ -82,7 +86,10 @@ func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) 
 	return nil
 }
 
-func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string) error {
+// retainNamespace keeps namespace ns of env, being deleted, when it holds
+// what careplane keeps: its claims and snapshots (all of them with
+// allData, the evidence ones without) and its evidence pods.
+func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string, allData bool) error {
 	nsObj := &corev1.Namespace{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ns}, nsObj); apierrors.IsNotFound(err) {
 		return nil
@@ -92,8 +99,8 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 	if !metav1.IsControlledBy(nsObj, env) || nsObj.DeletionTimestamp != nil {
 		return nil // not this environment's, or going already
 	}
-	n, err := r.dataIn(ctx, ns)
-	if err != nil || n == 0 {
+	held, err := r.keptIn(ctx, ns, allData)
+	if err != nil || held.none() {
 		return err
 	}
 	labels := build.Labels(env, build.SiteLabelPrimary)
@@ -117,31 +124,51 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 	if err := r.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
 		return fmt.Errorf("retaining namespace %s: %w", ns, err)
 	}
-	log.FromContext(ctx).Info("Retained the data of a deleted environment", "namespace", ns, "objects", n)
+	log.FromContext(ctx).Info("Retained the data of a deleted environment", "namespace", ns, "objects", held.data, "evidencePods", held.pods)
+	why := "dataDeletionPolicy Retain"
+	if !allData {
+		why = "evidence, whatever dataDeletionPolicy says"
+	}
 	r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "DataRetained", "Delete",
-		"Kept namespace %s with its %d claims and snapshots (dataDeletionPolicy Retain); a responder purges them with kubectl careplane purge-evidence %s", ns, n, env.Name)
+		"Kept namespace %s with its %d claims and snapshots and %d evidence pods (%s); a responder purges them with kubectl careplane purge-evidence %s", ns, held.data, held.pods, why, env.Name)
 	return nil
 }
 
-// dataIn counts the claims and VolumeSnapshots of ns.
-func (r *HealthEnvironmentReconciler) dataIn(ctx context.Context, ns string) (int, error) {
-	n := 0
-	for _, gvk := range []string{"PersistentVolumeClaimList", "VolumeSnapshotList"} {
+// kept counts what retainNamespace keeps of a namespace.
+type kept struct{ data, pods int }
+
+func (k kept) none() bool { return k.data == 0 && k.pods == 0 }
+
+// keptIn counts the claims and VolumeSnapshots of ns (all of them with
+// allData, those labelled careplane.io/evidence without), and its evidence
+// pods.
+func (r *HealthEnvironmentReconciler) keptIn(ctx context.Context, ns string, allData bool) (kept, error) {
+	var k kept
+	for _, gvk := range []schema.GroupVersionKind{
+		corev1.SchemeGroupVersion.WithKind("PersistentVolumeClaimList"),
+		snapshotv1.SchemeGroupVersion.WithKind("VolumeSnapshotList"),
+		corev1.SchemeGroupVersion.WithKind("PodList"),
+	} {
 		list := &metav1.PartialObjectMetadataList{}
-		if gvk == "VolumeSnapshotList" {
-			list.SetGroupVersionKind(snapshotv1.SchemeGroupVersion.WithKind(gvk))
-		} else {
-			list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(gvk))
+		list.SetGroupVersionKind(gvk)
+		opts := []client.ListOption{client.InNamespace(ns)}
+		isPods := gvk.Kind == "PodList"
+		if isPods || !allData {
+			opts = append(opts, client.HasLabels{v1alpha1.LabelEvidence})
 		}
-		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+		if err := r.APIReader.List(ctx, list, opts...); err != nil {
 			if meta.IsNoMatchError(err) {
 				continue
 			}
-			return 0, fmt.Errorf("listing %s in %s: %w", gvk, ns, err)
+			return kept{}, fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
 		}
-		n += len(list.Items)
+		if isPods {
+			k.pods += len(list.Items)
+		} else {
+			k.data += len(list.Items)
+		}
 	}
-	return n, nil
+	return k, nil
 }
 
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;patch
@@ -178,7 +205,9 @@ type dataKeeper struct {
 // stayed for good.
 const retired = "retired"
 
-// syncData keeps (keep) or releases the data of env in namespace ns.
+// syncData keeps (keep) or releases the data of env in namespace ns; its
+// evidence (claims and snapshots labelled careplane.io/evidence) it keeps
+// whatever keep says, until a responder purges it.
 func (k *dataKeeper) syncData(ctx context.Context, c client.Client, reader client.Reader, env, ns string, keep bool) error {
 	var claims corev1.PersistentVolumeClaimList
 	if err := c.List(ctx, &claims, client.InNamespace(ns)); err != nil {
@@ -187,7 +216,7 @@ func (k *dataKeeper) syncData(ctx context.Context, c client.Client, reader clien
 	var errs []error
 	for _, pvc := range claims.Items {
 		if pvc.Spec.VolumeName != "" {
-			errs = append(errs, k.volume(ctx, c, reader, env, ns, pvc.Spec.VolumeName, keep))
+			errs = append(errs, k.volume(ctx, c, reader, env, ns, pvc.Spec.VolumeName, keep || isEvidence(pvc.Labels)))
 		}
 	}
 	var snaps snapshotv1.VolumeSnapshotList
@@ -196,10 +225,16 @@ func (k *dataKeeper) syncData(ctx context.Context, c client.Client, reader clien
 	}
 	for _, vs := range snaps.Items {
 		if vs.Status != nil && vs.Status.BoundVolumeSnapshotContentName != nil {
-			errs = append(errs, k.content(ctx, c, reader, env, ns, *vs.Status.BoundVolumeSnapshotContentName, keep))
+			errs = append(errs, k.content(ctx, c, reader, env, ns, *vs.Status.BoundVolumeSnapshotContentName, keep || isEvidence(vs.Labels)))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// isEvidence says an object is labelled as a fence's evidence.
+func isEvidence(labels map[string]string) bool {
+	_, ok := labels[v1alpha1.LabelEvidence]
+	return ok
 }
 
 func want(env string, keep bool) string {

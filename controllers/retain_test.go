@@ -22,7 +22,7 @@ import (
 // when the environment is deleted: a foreground delete has the garbage
 // collector delete the namespace first), labelled as the environment's data
 // with the policy it had recorded; dataDeletionPolicy Delete gives it that
-// policy back.
+// policy back, but not to the volume of a claim kept as evidence.
 func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
 	ctx := context.Background()
 	name := "keep-volumes"
@@ -44,7 +44,11 @@ func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
 	// the environment's.
 	other := pv.DeepCopy()
 	other.Name, other.Spec.ClaimRef = "pv-elsewhere", &corev1.ObjectReference{Namespace: "elsewhere", Name: "records-document-store-0"}
-	for _, o := range []client.Object{pv, other} {
+	// The volume of a claim a restore kept as evidence.
+	evidence := pv.DeepCopy()
+	evidence.Name, evidence.Spec.ClaimRef = "pv-"+name+"-evidence", &corev1.ObjectReference{Namespace: ns, Name: "records-document-store-0-evidence"}
+	evidence.Spec.CSI.VolumeHandle = "vol-" + name + "-evidence"
+	for _, o := range []client.Object{pv, other, evidence} {
 		if err := k8sClient.Create(ctx, o); err != nil {
 			t.Fatal(err)
 		}
@@ -58,20 +62,30 @@ func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
 		err := k8sClient.Create(ctx, pvc)
 		return err == nil, fmt.Sprint(err), nil // the namespace may not exist yet
 	})
+	evidenceClaim := pvc.DeepCopy()
+	evidenceClaim.ResourceVersion, evidenceClaim.Name, evidenceClaim.Spec.VolumeName = "", evidence.Spec.ClaimRef.Name, evidence.Name
+	evidenceClaim.Labels = map[string]string{v1alpha1.LabelEnvironment: name, v1alpha1.LabelEvidence: "INC-KEEP"}
+	if err := k8sClient.Create(ctx, evidenceClaim); err != nil {
+		t.Fatal(err)
+	}
 
 	policyOf := func(ctx context.Context, name string) (*corev1.PersistentVolume, error) {
 		live := &corev1.PersistentVolume{}
 		return live, k8sClient.Get(ctx, client.ObjectKey{Name: name}, live)
 	}
-	eventually(t, 20*time.Second, "the volume kept", func(ctx context.Context) (bool, string, error) {
-		live, err := policyOf(ctx, pv.Name)
-		if err != nil {
-			return false, "", err
+	kept := func(pvName string) func(ctx context.Context) (bool, string, error) {
+		return func(ctx context.Context) (bool, string, error) {
+			live, err := policyOf(ctx, pvName)
+			if err != nil {
+				return false, "", err
+			}
+			return live.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimRetain &&
+					live.Labels[v1alpha1.LabelDataOf] == name && live.Annotations[v1alpha1.AnnotationPolicyBefore] == "Delete",
+				fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
 		}
-		return live.Spec.PersistentVolumeReclaimPolicy == corev1.PersistentVolumeReclaimRetain &&
-				live.Labels[v1alpha1.LabelDataOf] == name && live.Annotations[v1alpha1.AnnotationPolicyBefore] == "Delete",
-			fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
-	})
+	}
+	eventually(t, 20*time.Second, "the volume kept", kept(pv.Name))
+	eventually(t, 20*time.Second, "the evidence claim's volume kept", kept(evidence.Name))
 	if live, err := policyOf(ctx, other.Name); err != nil || live.Spec.PersistentVolumeReclaimPolicy != corev1.PersistentVolumeReclaimDelete || len(live.Labels) != 0 {
 		t.Errorf("the volume of another namespace: %v %+v, want it untouched", err, live)
 	}
@@ -89,6 +103,11 @@ func TestKeepsThePrimarysVolumesFromTheStart(t *testing.T) {
 				live.Annotations[v1alpha1.AnnotationPolicyBefore] == "",
 			fmt.Sprintf("policy %s labels %v annotations %v", live.Spec.PersistentVolumeReclaimPolicy, live.Labels, live.Annotations), nil
 	})
+	// Evidence is kept whatever dataDeletionPolicy says: the same pass
+	// that gave the other volume its policy back left this one Retain.
+	if ok, got, err := kept(evidence.Name)(ctx); err != nil || !ok {
+		t.Errorf("the evidence claim's volume under dataDeletionPolicy Delete: %s (%v), want it kept", got, err)
+	}
 }
 
 // TestARetiredPointsContentIsNotKeptAgain: a recovery point retired by

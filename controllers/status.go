@@ -77,6 +77,10 @@ type scope struct {
 	// (the primary Namespace's careplane.io/data-generation); a restore
 	// from a recovery point moves it to its own.
 	dataGen string
+	// holdsEvidence says the primary Namespace names evidence pods
+	// (build.LabelHoldsEvidence): the environment keeps the data finalizer
+	// while it does, so that deleting it keeps them (retain.go).
+	holdsEvidence bool
 	// restorePoint is the recovery point a restore of services with
 	// volumes uses, and restoreClaims the claims it creates from it.
 	restorePoint  *recovery.Choice

@@ -104,7 +104,9 @@ type HealthEnvironmentSpec struct {
 	// namespace, isolated, until a responder purges them (`kubectl
 	// careplane purge-evidence`); Delete lets them go with the
 	// environment's namespaces. A fenced environment's data is never
-	// deleted, whatever this says.
+	// deleted, whatever this says, and neither is evidence: the claims,
+	// snapshots and pods labelled careplane.io/evidence keep the primary
+	// namespace, as with Retain.
 	// +optional
 	// +kubebuilder:default=Retain
 	DataDeletionPolicy DataDeletionPolicy `json:"dataDeletionPolicy,omitempty"`
@@ -580,7 +582,7 @@ type DataDeletionPolicy string
 const (
 	// DataRetain keeps the claims and snapshots of a deleted environment.
 	DataRetain DataDeletionPolicy = "Retain"
-	// DataDelete deletes them with the environment.
+	// DataDelete deletes them with the environment, evidence excepted.
 	DataDelete DataDeletionPolicy = "Delete"
 )
 

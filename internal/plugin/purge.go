@@ -187,7 +187,7 @@ func (o *options) purgeCmd() *cobra.Command {
 - of a restored environment: the pods a fence preserved, the VolumeSnapshots a fence took of its
   volumes, and the claims a restore kept, all labelled careplane.io/evidence (recovery points
   are not evidence: spec.recovery.keep retires them);
-- of a deleted environment whose data was retained (dataDeletionPolicy Retain): every pod, claim
+- of a deleted environment whose data or evidence was retained: its evidence pods, and every claim
   and VolumeSnapshot of its primary namespace, labelled careplane.io/retained=true, and every
   PersistentVolume and VolumeSnapshotContent careplane kept of it (Retain, labelled
   careplane.io/data-of), its namespace kept or not.
@@ -326,7 +326,7 @@ and without --yes it deletes nothing and exits 2.`,
 			if dryRun {
 				fmt.Fprintf(o.streams.Out, "Dry run: nothing deleted. Delete these %d objects with: kubectl careplane purge-evidence %s --yes\n", len(targets), name)
 			} else if retained && ns != "" {
-				fmt.Fprintf(o.streams.Out, "The retained namespace %s holds no data now; the platform team deletes it with: kubectl delete namespace %s\n", ns, ns)
+				fmt.Fprintf(o.streams.Out, "The retained namespace %s holds no data now; a responder deletes it with: kubectl delete namespace %s\n", ns, ns)
 			}
 			return nil
 		},

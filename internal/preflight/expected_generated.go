@@ -27,6 +27,8 @@ var guardrailObjects = []guardrailObject{
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "evidence-pod-access", Policy: "evidence-pod-access", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-namespace-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-namespace-guard", Policy: "retained-namespace-guard", Params: true},
+	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "evidence-namespace-guard", Policy: "", Params: false},
+	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "evidence-namespace-guard", Policy: "evidence-namespace-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "", Params: false},
 	{Kind: "ValidatingAdmissionPolicyBinding", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-data-guard", Policy: "retained-data-guard", Params: true},
 	{Kind: "ValidatingAdmissionPolicy", APIVersion: "admissionregistration.k8s.io/v1", Suffix: "retained-volume-guard", Policy: "", Params: false},

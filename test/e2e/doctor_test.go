@@ -48,7 +48,7 @@ func TestDoctor(t *testing.T) {
 		}
 		for _, want := range []string{
 			"PASS  crds                  FenceRequest, HealthEnvironment served at careplane.io/v1alpha1",
-			"PASS  guardrails            29 admission policies and bindings of careplane present and bound",
+			"PASS  guardrails            31 admission policies and bindings of careplane present and bound",
 			"PASS  guardrail-parameters  ConfigMap careplane-system/careplane-guardrails: responder groups careplane:incident-responders",
 			"PASS  leader                held by ",
 			"PASS  manager-rbac          system:serviceaccount:careplane-system:careplane-manager may do all ",

@@ -27,8 +27,9 @@ import (
 )
 
 const (
-	guardPolicyEvidencePods   = "careplane-evidence-pod-guard"
-	guardPolicyEvidenceAccess = "careplane-evidence-pod-access"
+	guardPolicyEvidencePods      = "careplane-evidence-pod-guard"
+	guardPolicyEvidenceAccess    = "careplane-evidence-pod-access"
+	guardPolicyEvidenceNamespace = "careplane-evidence-namespace-guard"
 )
 
 // TestEvidencePodsStayTheFences: the pods a fence keeps are evidence until
@@ -218,8 +219,24 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		})
 	})
 
-	t.Run("nor can the cluster admin delete it, or relabel it through its status", func(t *testing.T) {
+	t.Run("nor can the cluster admin delete it, its namespace or the namespace's marks, or relabel it through its status", func(t *testing.T) {
 		guardDenied(t, k8sClient.Delete(ctx, pod.DeepCopy(), client.DryRunAll), guardPolicyEvidencePods, "may delete an evidence pod")
+		// A pruning GitOps tool deleting the namespace underneath: the
+		// namespace controller would delete the evidence pods with it.
+		nsRef := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
+		guardDenied(t, k8sClient.Delete(ctx, nsRef.DeepCopy(), client.DryRunAll), guardPolicyEvidenceNamespace,
+			"may delete namespace "+ns, "purge-evidence "+name)
+		for _, patch := range []string{
+			`{"metadata":{"labels":{"` + build.LabelHoldsEvidence + `":null}}}`,
+			`{"metadata":{"annotations":{"` + build.AnnotationEvidencePods + `":"someone-else"}}}`,
+			`{"metadata":{"labels":{"` + build.LabelHoldsEvidence + `":null},"annotations":{"` + build.AnnotationEvidencePods + `":null}}}`,
+		} {
+			guardDenied(t, k8sClient.Patch(ctx, nsRef.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)), client.DryRunAll),
+				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence or careplane.io/evidence-pods")
+		}
+		// Other labels of the namespace stay the platform team's.
+		other := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"e2e"}}}`))
+		guardAllowed(t, k8sClient.Patch(ctx, nsRef.DeepCopy(), other, client.DryRunAll), "the admin labelling the namespace otherwise")
 		relabel := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+v1alpha1.LabelEvidence+`":null}}}`))
 		guardDenied(t, k8sClient.Status().Patch(ctx, pod.DeepCopy(), relabel, client.DryRunAll), guardPolicyEvidencePods,
 			"may change an evidence pod (status)")
@@ -253,21 +270,51 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		})
 	})
 
-	// The guards let the namespace controller empty a namespace being
-	// deleted (its DeleteCollections name no object): deleting the
-	// environment is not held up by them, and takes its evidence pods
-	// with it (docs/guardrails.md, "What it does not do").
-	t.Run("deleting the environment empties its namespace, evidence and all", func(t *testing.T) {
-		kubectl(t, "delete", "henv", name, "--wait=false")
-		eventually(t, 2*time.Minute, "namespace "+ns+" gone", func(ctx context.Context) (bool, string, error) {
-			nsObj := &corev1.Namespace{}
-			err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj)
-			if apierrors.IsNotFound(err) {
-				return true, "", nil
+	// Deleting the environment, in the foreground as Argo CD does, as the
+	// cluster admin: the garbage collector's delete of the namespace is
+	// refused while it names evidence pods, and careplane's finalizer keeps
+	// the namespace, closed and labelled retained, with the evidence pods
+	// left in it. A responder purges them, then deletes the namespace.
+	t.Run("deleting the environment keeps its evidence until a responder purges it", func(t *testing.T) {
+		plugin := buildPlugin(t)
+		kubectl(t, "delete", "henv", name, "--cascade=foreground", "--wait=false")
+		eventually(t, 2*time.Minute, "environment "+name+" gone", func(ctx context.Context) (bool, string, error) {
+			err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.HealthEnvironment{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+		})
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			t.Fatalf("namespace %s of the deleted environment, which named evidence pods: %v", ns, err)
+		}
+		if nsObj.DeletionTimestamp != nil || nsObj.Labels[v1alpha1.LabelRetained] != "true" || len(nsObj.OwnerReferences) != 0 {
+			t.Fatalf("namespace %s of the deleted environment: deletion %v, labels %v, owners %v; want it kept, labelled %s=true, without owner",
+				ns, nsObj.DeletionTimestamp, nsObj.Labels, nsObj.OwnerReferences, v1alpha1.LabelRetained)
+		}
+		var left []string
+		for _, p := range evidence.Items[1:] {
+			live := &corev1.Pod{}
+			if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&p), live); err != nil || live.DeletionTimestamp != nil {
+				t.Errorf("evidence pod %s after the environment's deletion: %v, deletion %v; want it kept", p.Name, err, live.DeletionTimestamp)
 			}
-			var pods corev1.PodList
-			_ = k8sClient.List(ctx, &pods, client.InNamespace(ns))
-			return false, fmt.Sprintf("phase %s, %d pods, conditions %v (%v)", nsObj.Status.Phase, len(pods.Items), nsObj.Status.Conditions, err), nil
+			left = append(left, p.Name)
+		}
+		for _, policy := range []string{build.EvidencePolicyName, "careplane-retained"} {
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: policy}, &networkingv1.NetworkPolicy{}); err != nil {
+				t.Errorf("NetworkPolicy %s in the retained namespace: %v", policy, err)
+			}
+		}
+		if err := k8sClient.Delete(ctx, nsObj.DeepCopy(), client.DryRunAll); !apierrors.IsForbidden(err) {
+			t.Errorf("the admin deleting the retained namespace: %v, want it refused", err)
+		}
+
+		out := plugin.asResponder(t, "purge-evidence", name, "--yes")
+		for _, p := range left {
+			mustContain(t, "purge-evidence", out, "pod/"+p+" deleted (evidence INC-EVPODS)")
+		}
+		guardAllowed(t, responderClient(t).Delete(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}), "a responder deleting the purged namespace")
+		eventually(t, 2*time.Minute, "namespace "+ns+" gone", func(ctx context.Context) (bool, string, error) {
+			err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, &corev1.Namespace{})
+			return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
 		})
 	})
 }

@@ -178,7 +178,7 @@ func TestHelm(t *testing.T) {
 	// cluster's careplane (the release's own guards let only that one
 	// write). The cleanup puts them back.
 	kubectl(t, "delete", "validatingadmissionpolicybinding", guardPolicyStatus, guardPolicyFront,
-		guardPolicyEvidencePods, guardPolicyEvidenceAccess, "--ignore-not-found")
+		guardPolicyEvidencePods, guardPolicyEvidenceAccess, guardPolicyEvidenceNamespace, "--ignore-not-found")
 	helmOp, err = operatorAs(theOperator.bin, t.TempDir(), helmNamespace, helmSA)
 	if err != nil {
 		t.Fatal(err)
