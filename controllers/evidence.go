@@ -260,34 +260,54 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 }
 
 // evidenceMarks are what ns, a site namespace, must change to name the
-// evidence pods in it (build.LabelHoldsEvidence, build.AnnotationEvidencePods,
-// read by careplane-evidence-pod-access), or to carry neither when there are
+// evidence pods in it and their addresses (build.LabelHoldsEvidence,
+// build.AnnotationEvidencePods, build.AnnotationEvidenceIPs, read by
+// careplane-evidence-pod-access), or to carry none of them when there are
 // none; empty when it already says so.
 func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
 	names := make([]string, 0, len(pods))
+	var ips []string
 	for i := range pods {
 		names = append(names, pods[i].Name)
+		for _, ip := range pods[i].Status.PodIPs {
+			ips = append(ips, ip.IP)
+		}
+		if ip := pods[i].Status.PodIP; ip != "" {
+			ips = append(ips, ip)
+		}
 	}
 	slices.Sort(names)
+	slices.Sort(ips)
+	ips = slices.Compact(ips)
 	_, hasLabel := ns.Labels[build.LabelHoldsEvidence]
-	_, hasAnnotation := ns.Annotations[build.AnnotationEvidencePods]
+	_, hasNames := ns.Annotations[build.AnnotationEvidencePods]
+	_, hasIPs := ns.Annotations[build.AnnotationEvidenceIPs]
 	if len(names) == 0 {
-		if !hasLabel && !hasAnnotation {
+		if !hasLabel && !hasNames && !hasIPs {
 			return nsMarks{}
 		}
-		return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: nil}, annotations: map[string]any{build.AnnotationEvidencePods: nil}}
+		return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: nil},
+			annotations: map[string]any{build.AnnotationEvidencePods: nil, build.AnnotationEvidenceIPs: nil}}
 	}
-	list := strings.Join(names, ",")
-	if ns.Labels[build.LabelHoldsEvidence] == "true" && ns.Annotations[build.AnnotationEvidencePods] == list {
+	list, addrs := strings.Join(names, ","), strings.Join(ips, ",")
+	if ns.Labels[build.LabelHoldsEvidence] == "true" && ns.Annotations[build.AnnotationEvidencePods] == list &&
+		ns.Annotations[build.AnnotationEvidenceIPs] == addrs && hasIPs == (addrs != "") {
 		return nsMarks{}
 	}
-	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: map[string]any{build.AnnotationEvidencePods: list}}
+	ann := map[string]any{build.AnnotationEvidencePods: list, build.AnnotationEvidenceIPs: addrs}
+	if addrs == "" {
+		ann[build.AnnotationEvidenceIPs] = nil
+	}
+	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: ann}
 }
 
 // recordEvidencePods writes evidenceMarks on the namespace name, as the
 // cache shows it, when there are any. A namespace the cache does not show
-// yet (a new environment's) holds no evidence.
-func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, name string, pods []corev1.Pod) error {
+// yet (a new environment's) holds no evidence. The data finalizer goes on
+// before marks that name a pod: from then on, deleting the environment
+// keeps the namespace (retainData), and the evidence namespace guard
+// refuses the garbage collector's delete of it.
+func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, s *scope, name string, pods []corev1.Pod) error {
 	ns := &corev1.Namespace{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
 		if apierrors.IsNotFound(err) && len(pods) == 0 {
@@ -298,6 +318,11 @@ func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, na
 	m := evidenceMarks(ns, pods)
 	if m.empty() {
 		return nil
+	}
+	if len(pods) > 0 {
+		if err := r.writeFinalizer(ctx, s.env, dataFinalizer, true); err != nil {
+			return fmt.Errorf("adding the data finalizer to %s, which keeps its evidence pods: %w", klog.KObj(s.env), err)
+		}
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
 	if err != nil {

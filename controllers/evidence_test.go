@@ -223,13 +223,17 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 		policy   v1alpha1.DataDeletionPolicy
 		volumes  bool   // a care-records environment, with a claim
 		evidence string // "claim": the claim is evidence; "pod": an evidence pod runs
-		retained bool
+		// dropVolumes takes the volumes out of the spec before the delete:
+		// the evidence claim stays, and so must the data finalizer.
+		dropVolumes bool
+		retained    bool
 	}{
-		{"retain", v1alpha1.DataRetain, true, "", true},
-		{"delete", v1alpha1.DataDelete, true, "", false},
-		{"delete-evidence-claim", v1alpha1.DataDelete, true, "claim", true},
-		{"evidence-pod", v1alpha1.DataRetain, false, "pod", true},
-		{"delete-evidence-pod", v1alpha1.DataDelete, false, "pod", true},
+		{"retain", v1alpha1.DataRetain, true, "", false, true},
+		{"delete", v1alpha1.DataDelete, true, "", false, false},
+		{"delete-evidence-claim", v1alpha1.DataDelete, true, "claim", false, true},
+		{"evidence-claim-volumes-dropped", v1alpha1.DataDelete, true, "claim", true, true},
+		{"evidence-pod", v1alpha1.DataRetain, false, "pod", false, true},
+		{"delete-evidence-pod", v1alpha1.DataDelete, false, "pod", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -278,6 +282,21 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 					return slices.Contains(e.Finalizers, dataFinalizer), fmt.Sprint(e.Finalizers), nil
 				})
 			}
+			if tc.dropVolumes {
+				eventually(t, 20*time.Second, "the data finalizer", func(ctx context.Context) (bool, string, error) {
+					e := getEnv(t, ctx, name)
+					return slices.Contains(e.Finalizers, dataFinalizer), fmt.Sprint(e.Finalizers), nil
+				})
+				updateEnv(t, ctx, name, func(e *v1alpha1.HealthEnvironment) { e.Spec.Services[0].Volumes = nil })
+				// A pass over the new spec, which has no data of its own.
+				eventually(t, 20*time.Second, "the spec without volumes observed", func(ctx context.Context) (bool, string, error) {
+					e := getEnv(t, ctx, name)
+					return e.Status.ObservedGeneration == e.Generation, fmt.Sprintf("observed %d of %d", e.Status.ObservedGeneration, e.Generation), nil
+				})
+				if e := getEnv(t, ctx, name); !slices.Contains(e.Finalizers, dataFinalizer) {
+					t.Fatalf("finalizers %v once the spec has no volumes, its evidence claim still there: want %s", e.Finalizers, dataFinalizer)
+				}
+			}
 			if err := k8sClient.Delete(ctx, env); err != nil {
 				t.Fatal(err)
 			}
@@ -321,34 +340,53 @@ func TestDeletingAnEnvironmentRetainsItsData(t *testing.T) {
 	}
 }
 
-// TestEvidenceMarks: the namespace names its evidence pods, sorted, and
-// nothing is written when it already does; with none left, both marks go.
+// TestEvidenceMarks: the namespace names its evidence pods and their
+// addresses, sorted, and nothing is written when it already does; with
+// none left, every mark goes.
 func TestEvidenceMarks(t *testing.T) {
-	pod := func(name string) corev1.Pod { return corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}} }
+	pod := func(name string, ips ...string) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}}
+		for _, ip := range ips {
+			p.Status.PodIPs = append(p.Status.PodIPs, corev1.PodIP{IP: ip})
+		}
+		if len(ips) > 0 {
+			p.Status.PodIP = ips[0]
+		}
+		return p
+	}
 	ns := func(labels, annotations map[string]string) *corev1.Namespace {
 		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "p", Labels: labels, Annotations: annotations}}
 	}
 	held := map[string]string{build.LabelHoldsEvidence: "true"}
 	named := func(v string) map[string]string { return map[string]string{build.AnnotationEvidencePods: v} }
+	addressed := func(v, ips string) map[string]string {
+		return map[string]string{build.AnnotationEvidencePods: v, build.AnnotationEvidenceIPs: ips}
+	}
 	for _, tc := range []struct {
-		name string
-		ns   *corev1.Namespace
-		pods []corev1.Pod
-		want string // the annotation written; "-" none written; "<nil>" removed
+		name    string
+		ns      *corev1.Namespace
+		pods    []corev1.Pod
+		want    string // the pods annotation written; "-" none written; "<nil>" removed
+		wantIPs string // the addresses annotation written, when any is
 	}{
-		{"none, none named", ns(nil, nil), nil, "-"},
-		{"two, none named", ns(nil, nil), []corev1.Pod{pod("b"), pod("a")}, "a,b"},
-		{"two, named in order", ns(held, named("a,b")), []corev1.Pod{pod("b"), pod("a")}, "-"},
-		{"one purged", ns(held, named("a,b")), []corev1.Pod{pod("b")}, "b"},
-		{"named, label gone", ns(nil, named("a")), []corev1.Pod{pod("a")}, "a"},
-		{"all purged", ns(held, named("a")), nil, "<nil>"},
-		{"only the label left", ns(held, nil), nil, "<nil>"},
+		{"none, none named", ns(nil, nil), nil, "-", ""},
+		{"two, none named", ns(nil, nil), []corev1.Pod{pod("b"), pod("a")}, "a,b", "<nil>"},
+		{"two, named in order", ns(held, named("a,b")), []corev1.Pod{pod("b"), pod("a")}, "-", ""},
+		{"one purged", ns(held, named("a,b")), []corev1.Pod{pod("b")}, "b", "<nil>"},
+		{"named, label gone", ns(nil, named("a")), []corev1.Pod{pod("a")}, "a", "<nil>"},
+		{"all purged", ns(held, named("a")), nil, "<nil>", "<nil>"},
+		{"only the label left", ns(held, nil), nil, "<nil>", "<nil>"},
+		{"addresses, dual-stack", ns(nil, nil), []corev1.Pod{pod("b", "10.0.0.9", "fd00::9"), pod("a", "10.0.0.10")}, "a,b", "10.0.0.10,10.0.0.9,fd00::9"},
+		{"addresses named", ns(held, addressed("a", "10.0.0.10")), []corev1.Pod{pod("a", "10.0.0.10")}, "-", ""},
+		{"an address taken off", ns(held, addressed("a", "")), []corev1.Pod{pod("a", "10.0.0.10")}, "a", "10.0.0.10"},
+		{"all purged, addresses named", ns(held, addressed("a", "10.0.0.10")), nil, "<nil>", "<nil>"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := evidenceMarks(tc.ns, tc.pods)
-			got := "-"
+			got, gotIPs := "-", ""
 			if !m.empty() {
 				got = fmt.Sprint(m.annotations[build.AnnotationEvidencePods])
+				gotIPs = fmt.Sprint(m.annotations[build.AnnotationEvidenceIPs])
 				wantLabel := any("true")
 				if got == "<nil>" {
 					wantLabel = nil
@@ -357,8 +395,8 @@ func TestEvidenceMarks(t *testing.T) {
 					t.Errorf("label %s: %v (set %v), want %v", build.LabelHoldsEvidence, l, ok, wantLabel)
 				}
 			}
-			if got != tc.want {
-				t.Errorf("annotation written: %s, want %s", got, tc.want)
+			if got != tc.want || gotIPs != tc.wantIPs {
+				t.Errorf("annotations written: pods %s, addresses %s; want %s, %s", got, gotIPs, tc.want, tc.wantIPs)
 			}
 		})
 	}

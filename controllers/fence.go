@@ -516,12 +516,14 @@ func (r *HealthEnvironmentReconciler) patchEvidence(ctx context.Context, s *scop
 	// The environment's label too, on a pod careplane did not start: the
 	// evidence policy that keeps it isolated after the restore is written
 	// for the evidence careplane finds with it.
-	set := map[string]any{v1alpha1.LabelEvidence: fence.EvidenceTicket(s.iso), v1alpha1.LabelEnvironment: s.env.Name}
-	if svc := labels[v1alpha1.LabelService]; svc != "" {
-		set[v1alpha1.LabelService] = nil
-		set[build.LabelEvidenceService] = svc
+	set, ann, err := fence.EvidenceMetadata(labels, fence.EvidenceTicket(s.iso), s.env.Name)
+	if err != nil {
+		return err
 	}
 	md := map[string]any{"ownerReferences": nil, "labels": set}
+	if ann != nil {
+		md["annotations"] = ann
+	}
 	if version != "" {
 		md["resourceVersion"] = version
 	}

@@ -246,7 +246,13 @@ var (
 				ready = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
 			}
 		}
-		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: ready, PodIP: p.Status.PodIP}
+		var ips []corev1.PodIP
+		if len(p.Status.PodIPs) > 1 {
+			// A dual-stack pod's other address: the evidence marks name
+			// every address of an evidence pod (evidenceMarks).
+			ips = p.Status.PodIPs
+		}
+		p.Status = corev1.PodStatus{Phase: p.Status.Phase, Conditions: ready, PodIP: p.Status.PodIP, PodIPs: ips}
 	})
 	// trimDeployment keeps of a cached Deployment what readiness and the
 	// credentials revision read: metadata but the annotations (the

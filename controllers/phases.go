@@ -153,7 +153,7 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 		}
 	}
 	if site == v1alpha1.SitePrimary {
-		if err := r.recordEvidencePods(ctx, ns, evidence); err != nil {
+		if err := r.recordEvidencePods(ctx, s, ns, evidence); err != nil {
 			return err
 		}
 	}

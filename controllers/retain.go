@@ -46,10 +46,40 @@ const (
 // go (retainData) before the environment goes.
 func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, s *scope) error {
 	env := s.env
-	if err := r.writeFinalizer(ctx, env, dataFinalizer, hasData(env) || s.holdsEvidence); err != nil && !apierrors.IsNotFound(err) {
+	want := hasData(env) || s.holdsEvidence
+	if !want && controllerutil.ContainsFinalizer(env, dataFinalizer) {
+		// Let go only on the API server's word: the cache may miss the
+		// namespace (its labels changed), or hold evidence claims and
+		// snapshots of services the spec no longer has.
+		held, err := r.evidenceHeld(ctx, env, s.names.Primary)
+		if err != nil {
+			return err
+		}
+		want = held
+	}
+	if err := r.writeFinalizer(ctx, env, dataFinalizer, want); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("updating the data finalizer of %s: %w", klog.KObj(env), err)
 	}
 	return nil
+}
+
+// evidenceHeld says namespace ns, env's, names evidence pods or holds
+// evidence: pods, claims or snapshots labelled careplane.io/evidence.
+func (r *HealthEnvironmentReconciler) evidenceHeld(ctx context.Context, env *v1alpha1.HealthEnvironment, ns string) (bool, error) {
+	nsObj := &corev1.Namespace{}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ns}, nsObj); apierrors.IsNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("reading namespace %s: %w", ns, err)
+	}
+	if !metav1.IsControlledBy(nsObj, env) && nsObj.Labels[v1alpha1.LabelEnvironment] != env.Name {
+		return false, nil // not this environment's
+	}
+	if _, ok := nsObj.Labels[build.LabelHoldsEvidence]; ok {
+		return true, nil
+	}
+	held, err := r.keptIn(ctx, ns, false)
+	return !held.none(), err
 }
 
 // retainData keeps the data and the evidence of an environment being
@@ -70,10 +100,13 @@ func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, s
 // with Retain, and the namespace with them. Then it lets the environment go.
 func (r *HealthEnvironmentReconciler) retainData(ctx context.Context, s *scope) error {
 	env := s.env
-	if !controllerutil.ContainsFinalizer(env, dataFinalizer) {
+	// The fence's finalizer too: a fenced environment deleted, then
+	// released by a responder, lets go here, its namespace frozen.
+	if !controllerutil.ContainsFinalizer(env, dataFinalizer) && !controllerutil.ContainsFinalizer(env, fenceFinalizer) {
 		return nil
 	}
-	keep := env.Spec.DataDeletionPolicy != v1alpha1.DataDelete
+	// A namespace still frozen keeps everything, whatever the policy.
+	keep := env.Spec.DataDeletionPolicy != v1alpha1.DataDelete || s.record.Present()
 	if err := r.keeper.syncData(ctx, r.Client, r.APIReader, env.Name, s.names.Primary, keep); err != nil {
 		return err
 	}
@@ -100,8 +133,14 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 		return nil // not this environment's, or going already
 	}
 	held, err := r.keptIn(ctx, ns, allData)
-	if err != nil || held.none() {
+	if err != nil {
 		return err
+	}
+	if held.none() {
+		// Marks that outlived the pods they named (purged just before the
+		// deletion) would have the evidence namespace guard refuse the
+		// garbage collector's delete for good.
+		return r.clearEvidenceMarks(ctx, nsObj)
 	}
 	labels := build.Labels(env, build.SiteLabelPrimary)
 	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: RetainedPolicyName, Labels: labels},
@@ -131,6 +170,22 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 	}
 	r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "DataRetained", "Delete",
 		"Kept namespace %s with its %d claims and snapshots and %d evidence pods (%s); a responder purges them with kubectl careplane purge-evidence %s", ns, held.data, held.pods, why, env.Name)
+	return nil
+}
+
+// clearEvidenceMarks takes stale evidence marks off ns, if it has any.
+func (r *HealthEnvironmentReconciler) clearEvidenceMarks(ctx context.Context, ns *corev1.Namespace) error {
+	m := evidenceMarks(ns, nil)
+	if m.empty() {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("clearing the evidence marks of namespace %s: %w", ns.Name, err)
+	}
 	return nil
 }
 

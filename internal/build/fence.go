@@ -36,6 +36,17 @@ const (
 	// names here, on an object the tenant cannot write.
 	LabelHoldsEvidence     = "careplane.io/holds-evidence"
 	AnnotationEvidencePods = "careplane.io/evidence-pods"
+	// AnnotationEvidenceIPs on the same namespace lists the evidence pods'
+	// addresses, comma-separated: an Endpoints object or EndpointSlice
+	// names a pod by its address alone.
+	AnnotationEvidenceIPs = "careplane.io/evidence-ips"
+	// AnnotationEvidenceLabels on an evidence pod holds, as JSON, the
+	// labels the fence took off it: an evidence pod keeps only
+	// careplane.io/evidence, careplane.io/environment and
+	// careplane.io/evidence-service, so that no selector of anyone else's
+	// (a Service's, a workload controller's) matches it by a label it ran
+	// with.
+	AnnotationEvidenceLabels = "careplane.io/evidence-labels"
 )
 
 // FencePolicy returns the fence's deny-all NetworkPolicy: it selects every

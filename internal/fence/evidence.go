@@ -2,6 +2,7 @@ package fence
 
 import (
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 )
 
 // VerbSnapshot takes a VolumeSnapshot of a claim as evidence.
@@ -146,4 +148,38 @@ func EvidenceCondition(id string, claims int, snaps []v1alpha1.EvidenceSnapshot,
 	}
 	return metav1.ConditionFalse, v1alpha1.ReasonEvidencePending, fmt.Sprintf(
 		"%d of %d evidence snapshots of the fenced volumes are ready", ready, max(n, claims))
+}
+
+// EvidenceLabelKeys are the only labels an evidence pod keeps: a selector
+// that matches one names only these (careplane-evidence-pod-access refuses
+// a Service of anyone else's that selects so).
+var EvidenceLabelKeys = []string{v1alpha1.LabelEvidence, v1alpha1.LabelEnvironment, build.LabelEvidenceService}
+
+// EvidenceMetadata is what a merge patch sets on a pod, whose labels are
+// labels, to keep it as evidence of ticket in environment env: the
+// evidence and environment labels, careplane.io/service moved to
+// careplane.io/evidence-service, and every other label taken off and kept,
+// as JSON, in build.AnnotationEvidenceLabels (nil values remove a label).
+// A pod that is evidence already has nothing left to move: its annotation,
+// written by the patch that took its labels, stays.
+func EvidenceMetadata(labels map[string]string, ticket, env string) (setLabels, setAnnotations map[string]any, err error) {
+	setLabels = map[string]any{v1alpha1.LabelEvidence: ticket, v1alpha1.LabelEnvironment: env}
+	if svc := labels[v1alpha1.LabelService]; svc != "" {
+		setLabels[build.LabelEvidenceService] = svc
+	}
+	moved := map[string]string{}
+	for k, v := range labels {
+		if !slices.Contains(EvidenceLabelKeys, k) {
+			moved[k] = v
+			setLabels[k] = nil
+		}
+	}
+	if len(moved) == 0 {
+		return setLabels, nil, nil
+	}
+	b, err := json.Marshal(moved) // keys sorted
+	if err != nil {
+		return nil, nil, err
+	}
+	return setLabels, map[string]any{build.AnnotationEvidenceLabels: string(b)}, nil
 }

@@ -1,12 +1,14 @@
 package fence
 
 import (
+	"reflect"
 	"strings"
 	"testing"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 )
 
 // TestPlanEvidence: once the window is closed (after record, deny policy
@@ -151,6 +153,52 @@ func TestEvidenceCondition(t *testing.T) {
 			status, reason, _ := EvidenceCondition(tt.id, tt.claims, tt.snaps, tt.ev)
 			if string(status) != tt.wantStatus || reason != tt.wantReason {
 				t.Errorf("%s/%s, want %s/%s", status, reason, tt.wantStatus, tt.wantReason)
+			}
+		})
+	}
+}
+
+// TestEvidenceMetadata: an evidence pod keeps only the evidence,
+// environment and evidence-service labels; the others are taken off and
+// kept in an annotation, so that no selector of the tenant's (a NodePort
+// Service's, a ReplicaSet's) matches it by a label it ran with. A pod that
+// is evidence already has nothing to move, and its annotation is left.
+func TestEvidenceMetadata(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		labels     map[string]string
+		wantLabels map[string]any
+		wantMoved  string // the annotation; "" when none is written
+	}{
+		{"careplane's pod",
+			map[string]string{v1alpha1.LabelManagedBy: "careplane", v1alpha1.LabelEnvironment: "w", v1alpha1.LabelSite: "primary",
+				v1alpha1.LabelService: "call-handling", build.LabelAppName: "call-handling", "pod-template-hash": "5797ffdd6c"},
+			map[string]any{v1alpha1.LabelEvidence: "INC-1", v1alpha1.LabelEnvironment: "w", build.LabelEvidenceService: "call-handling",
+				v1alpha1.LabelManagedBy: nil, v1alpha1.LabelSite: nil, v1alpha1.LabelService: nil, build.LabelAppName: nil, "pod-template-hash": nil},
+			`{"app.kubernetes.io/managed-by":"careplane","app.kubernetes.io/name":"call-handling","careplane.io/service":"call-handling","careplane.io/site":"primary","pod-template-hash":"5797ffdd6c"}`},
+		{"the tenant's pod, claiming another environment",
+			map[string]string{"app": "miner", v1alpha1.LabelEnvironment: "other"},
+			map[string]any{v1alpha1.LabelEvidence: "INC-1", v1alpha1.LabelEnvironment: "w", "app": nil},
+			`{"app":"miner"}`},
+		{"evidence already",
+			map[string]string{v1alpha1.LabelEvidence: "INC-1", v1alpha1.LabelEnvironment: "w", build.LabelEvidenceService: "referral"},
+			map[string]any{v1alpha1.LabelEvidence: "INC-1", v1alpha1.LabelEnvironment: "w"},
+			""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			labels, ann, err := EvidenceMetadata(tc.labels, "INC-1", "w")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(labels, tc.wantLabels) {
+				t.Errorf("labels = %v, want %v", labels, tc.wantLabels)
+			}
+			got := ""
+			if ann != nil {
+				got, _ = ann[build.AnnotationEvidenceLabels].(string)
+			}
+			if got != tc.wantMoved {
+				t.Errorf("annotation = %q, want %q", got, tc.wantMoved)
 			}
 		})
 	}

@@ -266,7 +266,8 @@ func PlanFence(o Observed) Plan {
 			add(Action{Step: 4, Verb: VerbKeep, Kind: "Pod", Namespace: ns, Name: pod.Name,
 				Note: "already evidence (" + v1alpha1.LabelEvidence + "=" + pod.Labels[v1alpha1.LabelEvidence] + "); stays isolated"})
 		case preserve:
-			n := "detached from its owners, labelled " + v1alpha1.LabelEvidence + "=" + ticket + ", kept running isolated"
+			n := "detached from its owners, labelled " + v1alpha1.LabelEvidence + "=" + ticket +
+				" (its other labels moved to " + build.AnnotationEvidenceLabels + "), kept running isolated"
 			if !careplanes {
 				n = "not careplane's; " + n
 			}

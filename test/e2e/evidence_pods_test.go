@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -24,6 +25,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/fence"
 )
 
 const (
@@ -74,6 +76,22 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 	}
 	if len(evidence.Items) == 0 {
 		t.Fatal("the fence kept no evidence pod")
+	}
+	// An evidence pod keeps only careplane's evidence labels: no selector
+	// of the tenant's (a Service's, a ReplicaSet's) matches it by a label
+	// it ran with. Those are kept in an annotation.
+	for _, p := range evidence.Items {
+		for k := range p.Labels {
+			if !slices.Contains(fence.EvidenceLabelKeys, k) {
+				t.Errorf("evidence pod %s kept label %s (labels %v); want only %v", p.Name, k, p.Labels, fence.EvidenceLabelKeys)
+			}
+		}
+		var moved map[string]string
+		if err := json.Unmarshal([]byte(p.Annotations[build.AnnotationEvidenceLabels]), &moved); err != nil ||
+			moved[build.LabelAppName] == "" || moved[v1alpha1.LabelService] != p.Labels[build.LabelEvidenceService] {
+			t.Errorf("evidence pod %s: annotation %s = %q (%v), want the labels it ran with", p.Name, build.AnnotationEvidenceLabels,
+				p.Annotations[build.AnnotationEvidenceLabels], err)
+		}
 	}
 	// The first version of the namespace the freeze no longer guards must
 	// already name the evidence pods: no moment is left for an eviction
@@ -189,6 +207,57 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		guardDenied(t, tenant.DeleteAllOf(ctx, &networkingv1.NetworkPolicy{}, client.InNamespace(ns), client.DryRunAll),
 			guardPolicyEvidenceAccess, "change or delete NetworkPolicy careplane-evidence")
 
+		// A Service routes outside traffic to a pod through its node,
+		// which most network plugins let through NetworkPolicy: none of
+		// the tenant's may select an evidence pod, or list its address.
+		route := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-nodeport"},
+			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 8080}},
+				Selector: map[string]string{v1alpha1.LabelEvidence: "INC-EVPODS"}}}
+		guardDenied(t, tenant.Create(ctx, route.DeepCopy(), client.DryRunAll), guardPolicyEvidenceAccess,
+			"whose selector names only labels an evidence pod keeps")
+		route.Spec.Selector = map[string]string{v1alpha1.LabelEnvironment: name, build.LabelEvidenceService: svc}
+		guardDenied(t, tenant.Create(ctx, route.DeepCopy(), client.DryRunAll), guardPolicyEvidenceAccess,
+			"whose selector names only labels an evidence pod keeps")
+		ip := pod.Status.PodIP
+		if ip == "" {
+			t.Fatalf("evidence pod %s has no address", pod.Name)
+		}
+		manual := &corev1.Endpoints{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-manual"}, //nolint:staticcheck // what a tenant can still write
+			Subsets: []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: ip}}, Ports: []corev1.EndpointPort{{Port: 8080}}}}} //nolint:staticcheck // as above
+		// Endpoints are no longer the edit role's to write (CVE-2021-25740):
+		// a cluster-admin GitOps tool's, then.
+		guardDenied(t, k8sClient.Create(ctx, manual, client.DryRunAll), guardPolicyEvidenceAccess, "which lists the address of an evidence pod")
+		slice := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "admin-manual",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "tenant-manual"}},
+			AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}}}}
+		guardDenied(t, k8sClient.Create(ctx, slice, client.DryRunAll), guardPolicyEvidenceAccess, "which lists the address of an evidence pod")
+		// A Service that selects the service's pods by a label they all
+		// ran with: allowed, and it routes to the rebuilt pods only.
+		route.Spec.Selector = map[string]string{build.LabelAppName: svc}
+		if err := tenant.Create(ctx, route); err != nil {
+			t.Fatalf("the tenant's NodePort Service selecting %s=%s: %v", build.LabelAppName, svc, err)
+		}
+		eventually(t, 30*time.Second, "the tenant's Service routing to the rebuilt pods, not the evidence pod", func(ctx context.Context) (bool, string, error) {
+			var slices discoveryv1.EndpointSliceList
+			if err := k8sClient.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: route.Name}); err != nil {
+				return false, "", err
+			}
+			var addrs []string
+			for _, sl := range slices.Items {
+				for _, e := range sl.Endpoints {
+					addrs = append(addrs, e.Addresses...)
+				}
+			}
+			for _, a := range addrs {
+				for _, p := range evidence.Items {
+					if a == p.Status.PodIP {
+						return false, "", fmt.Errorf("the tenant's Service %s routes to evidence pod %s (%s): %v", route.Name, p.Name, a, addrs)
+					}
+				}
+			}
+			return len(addrs) > 0, fmt.Sprintf("addresses %v", addrs), nil
+		})
+
 		// Its other pods are the tenant's to evict.
 		var rebuilt corev1.PodList
 		if err := k8sClient.List(ctx, &rebuilt, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelService: svc}); err != nil || len(rebuilt.Items) == 0 {
@@ -232,7 +301,10 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			`{"metadata":{"labels":{"` + build.LabelHoldsEvidence + `":null},"annotations":{"` + build.AnnotationEvidencePods + `":null}}}`,
 		} {
 			guardDenied(t, k8sClient.Patch(ctx, nsRef.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)), client.DryRunAll),
-				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence or careplane.io/evidence-pods")
+				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence, careplane.io/evidence-pods or careplane.io/evidence-ips")
+			// The status subresource writes the labels too.
+			guardDenied(t, k8sClient.Status().Patch(ctx, nsRef.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)), client.DryRunAll),
+				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence")
 		}
 		// Other labels of the namespace stay the platform team's.
 		other := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"e2e"}}}`))

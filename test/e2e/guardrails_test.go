@@ -416,6 +416,20 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, s.gitops.name+" may not UPDATE namespaces "+fenced.name)
 		err = s.gitops.client.Delete(ctx, ns.DeepCopy(), client.DryRunAll)
 		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, s.gitops.name+" may not DELETE namespaces "+fenced.name)
+		// The status and finalize subresources write the labels too.
+		err = s.gitops.client.Status().Patch(ctx, ns.DeepCopy(), guardUnfence(), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, s.gitops.name+" may not UPDATE namespaces/status "+fenced.name)
+		live := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ns), live); err != nil {
+			t.Fatal(err)
+		}
+		delete(live.Labels, v1alpha1.LabelFenced)
+		err = s.gitops.client.SubResource("finalize").Update(ctx, live, client.DryRunAll)
+		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, s.gitops.name+" may not UPDATE namespaces/finalize "+fenced.name)
+		// One that keeps the labels and the record (the namespace
+		// controller's) passes.
+		keep := client.RawPatch(types.MergePatchType, []byte(`{"status":{"conditions":[]}}`))
+		guardAllowed(t, s.gitops.client.Status().Patch(ctx, ns.DeepCopy(), keep, client.DryRunAll), "a status write that keeps the labels")
 	})
 
 	t.Run("nor mark another namespace fenced", func(t *testing.T) {
@@ -430,6 +444,8 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		// running; like the control plane, it may not touch the Namespace.
 		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fenced.name}}
 		err := k8sClient.Patch(ctx, ns.DeepCopy(), guardUnfence(), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced)
+		err = k8sClient.Status().Patch(ctx, ns.DeepCopy(), guardUnfence(), client.DryRunAll)
 		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced)
 		err = k8sClient.Delete(ctx, ns.DeepCopy(), client.DryRunAll)
 		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced)
