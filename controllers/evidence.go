@@ -269,6 +269,11 @@ func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
 	var ips []string
 	for i := range pods {
 		names = append(names, pods[i].Name)
+		if p := pods[i].Status.Phase; p == corev1.PodSucceeded || p == corev1.PodFailed {
+			// Stopped (evicted for node pressure, say): its address may be
+			// a new pod's already.
+			continue
+		}
 		for _, ip := range pods[i].Status.PodIPs {
 			ips = append(ips, ip.IP)
 		}
@@ -299,6 +304,39 @@ func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
 		ann[build.AnnotationEvidenceIPs] = nil
 	}
 	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: ann}
+}
+
+// restripEvidence takes off the evidence pods of namespace ns every label
+// but those an evidence pod keeps (fence.EvidenceMetadata): those a fence of
+// an earlier version of careplane kept. A Service or controller of the
+// tenant's would match them by those labels.
+func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *scope, pods []corev1.Pod) error {
+	for i := range pods {
+		p := &pods[i]
+		extra := false
+		for k := range p.Labels {
+			extra = extra || !slices.Contains(fence.EvidenceLabelKeys, k)
+		}
+		if !extra {
+			continue
+		}
+		set, ann, err := fence.EvidenceMetadata(p.Labels, p.Labels[v1alpha1.LabelEvidence], s.env.Name)
+		if err != nil {
+			return err
+		}
+		md := map[string]any{"labels": set}
+		if ann != nil {
+			md["annotations"] = ann
+		}
+		patch, err := json.Marshal(map[string]any{"metadata": md})
+		if err != nil {
+			return err
+		}
+		if err := r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("taking the labels off evidence pod %s: %w", klog.KObj(p), err)
+		}
+	}
+	return nil
 }
 
 // recordEvidencePods writes evidenceMarks on the namespace name, as the

@@ -83,7 +83,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 
 // reconcileFence fences the primary site as fence.PlanFence lists it: (1)
 // the window closed (record, deny policy, quota); then (2) every other
-// policy removed, (3) every credential revoked and (4) the workloads
+// policy and every Service but careplane's removed, (3) every credential revoked and (4) the workloads
 // preserved as evidence or stopped; (5) the front stops routing to the
 // primary (reconcileFront). Every step is idempotent and keyed by the fence
 // ID, so an interrupted fence resumes where it stopped; Fenced=True is
@@ -224,9 +224,9 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 }
 
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,
-// ServiceAccount, Secret and Pod of the primary namespace, whoever made it,
-// from the API server (the cache holds careplane's objects only), the
-// ServiceAccounts and Secrets as metadata; careplane's Deployments from the
+// ServiceAccount, Secret, Pod and Service of the primary namespace, whoever
+// made it, from the API server (the cache holds careplane's objects only),
+// the ServiceAccounts, Secrets and Services as metadata; careplane's Deployments from the
 // cache. The policies and pods are read whole and kept in s.seen: the last
 // look of a fence, taken after its last change, is also what its
 // verification evaluates (verifyIsolation).
@@ -237,11 +237,12 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 	// each look is on its critical path.
 	var pols networkingv1.NetworkPolicyList
 	var pods corev1.PodList
-	accounts, secrets := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
+	accounts, secrets, services := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
 	// Metadata only: a Secret's data is never read.
 	accounts.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccountList"))
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	lists := []kindList{{"NetworkPolicies", &pols}, {"ServiceAccounts", accounts}, {"Secrets", secrets}, {"Pods", &pods}}
+	services.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceList"))
+	lists := []kindList{{"NetworkPolicies", &pols}, {"ServiceAccounts", accounts}, {"Secrets", secrets}, {"Pods", &pods}, {"Services", services}}
 	if err := inParallel(lists, func(l kindList) error {
 		if err := r.APIReader.List(ctx, l.list, client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing %s in %s: %w", l.kind, ns, err)
@@ -262,6 +263,9 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 	}
 	for i := range pods.Items {
 		obs.Pods = append(obs.Pods, pods.Items[i].ObjectMeta)
+	}
+	for i := range services.Items {
+		obs.Services = append(obs.Services, services.Items[i].ObjectMeta)
 	}
 	s.seen = seen
 	var deps appsv1.DeploymentList
@@ -344,6 +348,7 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 type done struct {
 	mu      sync.Mutex
 	removed []string // NetworkPolicies deleted, with a note when not careplane's
+	routes  []string // Services deleted (never careplane's)
 	revoked int32    // ServiceAccounts and Secrets revoked
 }
 
@@ -357,6 +362,12 @@ func (d *done) add(f func(d *done)) {
 // policies removed.
 func (d *done) report(ctx context.Context, r *HealthEnvironmentReconciler, s *scope, ns string) {
 	s.credentialsRevoked += d.revoked
+	if len(d.routes) > 0 {
+		sort.Strings(d.routes)
+		log.FromContext(ctx).Info("Removed Services from the fenced namespace", "namespace", ns, "services", d.routes)
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "ServicesRemoved", "Fence",
+			"Removed Services that were not careplane's from fenced namespace %s: %s", ns, strings.Join(d.routes, ", "))
+	}
 	if len(d.removed) == 0 {
 		return
 	}
@@ -391,6 +402,11 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 			name += " (not careplane's)"
 		}
 		d.add(func(d *done) { d.removed = append(d.removed, name) })
+	case a.Verb == fence.VerbDelete && a.Kind == "Service":
+		if err := r.deleteObserved(ctx, &corev1.Service{ObjectMeta: meta}, a.UID); err != nil {
+			return err
+		}
+		d.add(func(d *done) { d.routes = append(d.routes, a.Name) })
 	case a.Verb == fence.VerbDelete && a.Kind == "ServiceAccount":
 		if err := r.deleteObserved(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, a.UID); err != nil {
 			return err

@@ -156,6 +156,9 @@ func (r *HealthEnvironmentReconciler) reconcileSite(ctx context.Context, s *scop
 		if err := r.recordEvidencePods(ctx, s, ns, evidence); err != nil {
 			return err
 		}
+		if err := r.restripEvidence(ctx, s, evidence); err != nil {
+			return err
+		}
 	}
 
 	if site == v1alpha1.SiteStandby {

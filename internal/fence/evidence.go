@@ -161,11 +161,15 @@ var EvidenceLabelKeys = []string{v1alpha1.LabelEvidence, v1alpha1.LabelEnvironme
 // careplane.io/evidence-service, and every other label taken off and kept,
 // as JSON, in build.AnnotationEvidenceLabels (nil values remove a label).
 // A pod that is evidence already has nothing left to move: its annotation,
-// written by the patch that took its labels, stays.
+// written by the patch that took its labels, stays. On a pod becoming
+// evidence, careplane.io/evidence-service is careplane.io/service's or none:
+// a tenant's pod may not bring its own.
 func EvidenceMetadata(labels map[string]string, ticket, env string) (setLabels, setAnnotations map[string]any, err error) {
 	setLabels = map[string]any{v1alpha1.LabelEvidence: ticket, v1alpha1.LabelEnvironment: env}
 	if svc := labels[v1alpha1.LabelService]; svc != "" {
 		setLabels[build.LabelEvidenceService] = svc
+	} else if _, forged := labels[build.LabelEvidenceService]; forged && labels[v1alpha1.LabelEvidence] == "" {
+		setLabels[build.LabelEvidenceService] = nil
 	}
 	moved := map[string]string{}
 	for k, v := range labels {

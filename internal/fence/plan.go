@@ -139,8 +139,9 @@ type Observed struct {
 	// one recreated under it already is left as it is. Empty means the
 	// fence's ID; a restore passes its own.
 	CredentialsRevision string
-	// Policies, ServiceAccounts, Secrets and Pods of the primary namespace.
-	Policies, ServiceAccounts, Secrets, Pods []Object
+	// Policies, ServiceAccounts, Secrets, Pods and Services of the primary
+	// namespace.
+	Policies, ServiceAccounts, Secrets, Pods, Services []Object
 	// Deployments and StatefulSets are careplane's of the primary namespace.
 	Deployments, StatefulSets []Object
 	// DataGeneration is the data generation the primary's StatefulSets run
@@ -208,6 +209,22 @@ func PlanFence(o Observed) Plan {
 			n = "not careplane's; " + n
 		}
 		add(Action{Step: 2, Verb: VerbDelete, Kind: "NetworkPolicy", Namespace: ns, Name: pol.Name, UID: pol.UID, Note: n})
+	}
+	// (2) Every Service but careplane's (one per service of the spec, its
+	// selector careplane's): a NodePort or LoadBalancer Service sends
+	// outside traffic to its pods through their node, which most network
+	// plugins let through NetworkPolicy, and one without a selector routes
+	// to whatever addresses its Endpoints say.
+	own := map[string]bool{}
+	for _, svc := range env.Spec.Services {
+		own[svc.Name] = true
+	}
+	for _, svc := range sorted(o.Services) {
+		if own[svc.Name] || svc.DeletionTimestamp != nil {
+			continue
+		}
+		add(Action{Step: 2, Verb: VerbDelete, Kind: "Service", Namespace: ns, Name: svc.Name, UID: svc.UID,
+			Note: "not careplane's; a Service routes outside traffic to the pods through their node, past NetworkPolicy on most network plugins"})
 	}
 
 	// (3) Credentials: every ServiceAccount of the namespace.

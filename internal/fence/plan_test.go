@@ -3,6 +3,7 @@ package fence
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,9 +17,10 @@ import (
 // TestPlanLeavesNothingOpen: over random namespaces (careplane's objects and
 // the tenant's, some already handled by an earlier pass of the same fence),
 // the plan closes the window first, in order, and leaves nothing behind that
-// could reopen it: no policy but the deny policy, no ServiceAccount not
-// recreated under this fence, no running pod that is neither evidence nor
-// stopped.
+// could reopen it: no policy but the deny policy, no Service but
+// careplane's (a tenant's labelled as careplane's included), no
+// ServiceAccount not recreated under this fence, no running pod that is
+// neither evidence nor stopped.
 func TestPlanLeavesNothingOpen(t *testing.T) {
 	const id = "2030-01-01T00:00:00Z"
 	r := rand.New(rand.NewPCG(1, 2))
@@ -55,6 +57,11 @@ func TestPlanLeavesNothingOpen(t *testing.T) {
 			}
 			o.ServiceAccounts = append(o.ServiceAccounts, sa)
 		}
+		for _, name := range []string{"call-handling", "referral", "nodeport", "planted"} {
+			if r.IntN(3) != 0 {
+				o.Services = append(o.Services, meta(name, r.IntN(2) == 0))
+			}
+		}
 		for j := range r.IntN(6) {
 			p := meta(fmt.Sprintf("pod-%d", j), r.IntN(2) == 0)
 			if p.Labels[v1alpha1.LabelEnvironment] != "" && r.IntN(2) == 0 {
@@ -88,6 +95,16 @@ func checkPlan(t *testing.T, o Observed, p Plan) {
 	for _, pol := range o.Policies {
 		if pol.Name != build.FencePolicyName && pol.DeletionTimestamp == nil && acted["NetworkPolicy/"+pol.Name] != VerbDelete {
 			t.Errorf("policy %s stays beside the fence", pol.Name)
+		}
+	}
+	for _, svc := range o.Services {
+		spec := slices.ContainsFunc(o.Env.Spec.Services, func(s v1alpha1.Service) bool { return s.Name == svc.Name })
+		v := acted["Service/"+svc.Name]
+		switch {
+		case spec && v != "":
+			t.Errorf("careplane's Service %s is %s", svc.Name, v)
+		case !spec && svc.DeletionTimestamp == nil && v != VerbDelete:
+			t.Errorf("Service %s, not careplane's (labels %v), stays beside the fence", svc.Name, svc.Labels)
 		}
 	}
 	for _, sa := range o.ServiceAccounts {

@@ -68,8 +68,22 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		guardDenied(t, tenant.Patch(ctx, &pods.Items[0], mark, client.DryRunAll), guardPolicyEvidencePods, "may label a pod as evidence")
 	})
 
+	// A route planted before the fence: a NodePort Service selecting
+	// every pod of the environment by a label an evidence pod keeps.
+	planted := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "planted-nodeport"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 8080}},
+			Selector: map[string]string{v1alpha1.LabelEnvironment: name}}}
+	if err := tenant.Create(ctx, planted); err != nil {
+		t.Fatalf("the pipeline's NodePort Service before the fence: %v", err)
+	}
+
 	fenceCommand(t, name, "INC-EVPODS")
 	waitFencedTrue(t, name)
+	// The fence removes every Service but careplane's: through the node, a
+	// NodePort reaches the pods past NetworkPolicy on most network plugins.
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(planted), &corev1.Service{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the pipeline's NodePort Service %s after the fence: %v, want it deleted by the fence", planted.Name, err)
+	}
 	var evidence corev1.PodList
 	if err := k8sClient.List(ctx, &evidence, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEvidence: "INC-EVPODS"}); err != nil {
 		t.Fatal(err)

@@ -426,10 +426,9 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		delete(live.Labels, v1alpha1.LabelFenced)
 		err = s.gitops.client.SubResource("finalize").Update(ctx, live, client.DryRunAll)
 		guardDenied(t, err, guardPolicyFreeze, guardMsgFenced, s.gitops.name+" may not UPDATE namespaces/finalize "+fenced.name)
-		// One that keeps the labels and the record (the namespace
-		// controller's) passes.
+		// Even one that keeps them is the control plane's alone.
 		keep := client.RawPatch(types.MergePatchType, []byte(`{"status":{"conditions":[]}}`))
-		guardAllowed(t, s.gitops.client.Status().Patch(ctx, ns.DeepCopy(), keep, client.DryRunAll), "a status write that keeps the labels")
+		guardDenied(t, s.gitops.client.Status().Patch(ctx, ns.DeepCopy(), keep, client.DryRunAll), guardPolicyFreeze, guardMsgFenced)
 	})
 
 	t.Run("nor mark another namespace fenced", func(t *testing.T) {
@@ -579,6 +578,19 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		kcm := guardImpersonate(t, "system:kube-controller-manager")
 		guardDenied(t, kcm.client.Patch(ctx, ns.DeepCopy(), guardUnfence(), client.DryRunAll), guardPolicyFreeze,
 			"system:kube-controller-manager may not UPDATE namespaces "+fenced.name)
+		// The namespace controller's status write, which keeps the labels
+		// and the record (once a responder deleted the namespace), passes.
+		nsController := guardImpersonate(t, "system:serviceaccount:kube-system:namespace-controller",
+			"system:serviceaccounts", "system:serviceaccounts:kube-system")
+		live := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(ns), live); err != nil {
+			t.Fatal(err)
+		}
+		guardAllowed(t, nsController.client.Status().Update(ctx, live, client.DryRunAll), "the namespace controller's status write that keeps the labels")
+		unfenced := live.DeepCopy()
+		delete(unfenced.Labels, v1alpha1.LabelFenced)
+		guardDenied(t, nsController.client.Status().Update(ctx, unfenced, client.DryRunAll), guardPolicyFreeze,
+			"namespace-controller may not UPDATE namespaces/status "+fenced.name)
 		manager := guardImpersonate(t, guardManagerSA, "system:serviceaccounts", "system:serviceaccounts:careplane-system")
 		guardEventuallyAllowed(t, "the careplane manager lifts the freeze", func(ctx context.Context) error {
 			return manager.client.Patch(ctx, ns.DeepCopy(), guardUnfence(), client.DryRunAll)
