@@ -306,10 +306,14 @@ func evidenceMarks(ns *corev1.Namespace, pods []corev1.Pod) nsMarks {
 	return nsMarks{labels: map[string]any{build.LabelHoldsEvidence: "true"}, annotations: ann}
 }
 
-// restripEvidence takes off the evidence pods of namespace ns every label
-// but those an evidence pod keeps (fence.EvidenceMetadata): those a fence of
-// an earlier version of careplane kept. A Service or controller of the
-// tenant's would match them by those labels.
+// restripEvidence takes off the evidence pods a fence of an earlier
+// version of careplane kept every label but those an evidence pod keeps
+// (fence.EvidenceMetadata): a Service or controller of the tenant's would
+// match them by those labels. A pod that carries
+// build.AnnotationEvidenceLabels was stripped by its fence already: a label
+// it has since is a responder's, and that record stays as it is. Each pod
+// is looked at once per process (r.stripped): the cache holds no
+// annotations, so looking costs a read.
 func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *scope, pods []corev1.Pod) error {
 	for i := range pods {
 		p := &pods[i]
@@ -317,14 +321,25 @@ func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *sc
 		for k := range p.Labels {
 			extra = extra || !slices.Contains(fence.EvidenceLabelKeys, k)
 		}
-		if !extra {
+		if _, seen := r.stripped.Load(p.UID); !extra || seen {
 			continue
 		}
-		set, ann, err := fence.EvidenceMetadata(p.Labels, p.Labels[v1alpha1.LabelEvidence], s.env.Name)
+		live := &corev1.Pod{}
+		if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(p), live); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return fmt.Errorf("reading evidence pod %s: %w", klog.KObj(p), err)
+		}
+		if _, stripped := live.Annotations[build.AnnotationEvidenceLabels]; stripped || live.UID != p.UID {
+			r.stripped.Store(p.UID, true)
+			continue
+		}
+		set, ann, err := fence.EvidenceMetadata(live.Labels, live.Labels[v1alpha1.LabelEvidence], s.env.Name)
 		if err != nil {
 			return err
 		}
-		md := map[string]any{"labels": set}
+		md := map[string]any{"labels": set, "resourceVersion": live.ResourceVersion}
 		if ann != nil {
 			md["annotations"] = ann
 		}
@@ -332,7 +347,13 @@ func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *sc
 		if err != nil {
 			return err
 		}
-		if err := r.Client.Patch(ctx, p.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); client.IgnoreNotFound(err) != nil {
+		err = r.Client.Patch(ctx, live, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
+		switch {
+		case err == nil, apierrors.IsNotFound(err):
+			r.stripped.Store(p.UID, true)
+		case apierrors.IsConflict(err):
+			// Changed since the read: the next pass looks again.
+		default:
 			return fmt.Errorf("taking the labels off evidence pod %s: %w", klog.KObj(p), err)
 		}
 	}

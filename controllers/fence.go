@@ -83,7 +83,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 
 // reconcileFence fences the primary site as fence.PlanFence lists it: (1)
 // the window closed (record, deny policy, quota); then (2) every other
-// policy and every Service but careplane's removed, (3) every credential revoked and (4) the workloads
+// policy and every Service but careplane's untouched ones removed, (3) every credential revoked and (4) the workloads
 // preserved as evidence or stopped; (5) the front stops routing to the
 // primary (reconcileFront). Every step is idempotent and keyed by the fence
 // ID, so an interrupted fence resumes where it stopped; Fenced=True is
@@ -226,7 +226,7 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,
 // ServiceAccount, Secret, Pod and Service of the primary namespace, whoever
 // made it, from the API server (the cache holds careplane's objects only),
-// the ServiceAccounts, Secrets and Services as metadata; careplane's Deployments from the
+// the ServiceAccounts and Secrets as metadata; careplane's Deployments from the
 // cache. The policies and pods are read whole and kept in s.seen: the last
 // look of a fence, taken after its last change, is also what its
 // verification evaluates (verifyIsolation).
@@ -237,12 +237,12 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 	// each look is on its critical path.
 	var pols networkingv1.NetworkPolicyList
 	var pods corev1.PodList
-	accounts, secrets, services := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
+	var services corev1.ServiceList
+	accounts, secrets := &metav1.PartialObjectMetadataList{}, &metav1.PartialObjectMetadataList{}
 	// Metadata only: a Secret's data is never read.
 	accounts.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccountList"))
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	services.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceList"))
-	lists := []kindList{{"NetworkPolicies", &pols}, {"ServiceAccounts", accounts}, {"Secrets", secrets}, {"Pods", &pods}, {"Services", services}}
+	lists := []kindList{{"NetworkPolicies", &pols}, {"ServiceAccounts", accounts}, {"Secrets", secrets}, {"Pods", &pods}, {"Services", &services}}
 	if err := inParallel(lists, func(l kindList) error {
 		if err := r.APIReader.List(ctx, l.list, client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing %s in %s: %w", l.kind, ns, err)
@@ -265,7 +265,9 @@ func (r *HealthEnvironmentReconciler) observeFence(ctx context.Context, s *scope
 		obs.Pods = append(obs.Pods, pods.Items[i].ObjectMeta)
 	}
 	for i := range services.Items {
-		obs.Services = append(obs.Services, services.Items[i].ObjectMeta)
+		svc := &services.Items[i]
+		obs.Services = append(obs.Services, fence.ServiceObject{Object: svc.ObjectMeta, Selector: svc.Spec.Selector,
+			ForeignSpec: fence.SpecWrittenByOthers(svc.ManagedFields, fieldOwner)})
 	}
 	s.seen = seen
 	var deps appsv1.DeploymentList
@@ -348,7 +350,7 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 type done struct {
 	mu      sync.Mutex
 	removed []string // NetworkPolicies deleted, with a note when not careplane's
-	routes  []string // Services deleted (never careplane's)
+	routes  []string // Services deleted, or let go of their finalizers
 	revoked int32    // ServiceAccounts and Secrets revoked
 }
 
@@ -366,7 +368,7 @@ func (d *done) report(ctx context.Context, r *HealthEnvironmentReconciler, s *sc
 		sort.Strings(d.routes)
 		log.FromContext(ctx).Info("Removed Services from the fenced namespace", "namespace", ns, "services", d.routes)
 		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "ServicesRemoved", "Fence",
-			"Removed Services that were not careplane's from fenced namespace %s: %s", ns, strings.Join(d.routes, ", "))
+			"Removed the Services of fenced namespace %s (the restore writes careplane's anew): %s", ns, strings.Join(d.routes, ", "))
 	}
 	if len(d.removed) == 0 {
 		return
@@ -406,7 +408,21 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		if err := r.deleteObserved(ctx, &corev1.Service{ObjectMeta: meta}, a.UID); err != nil {
 			return err
 		}
-		d.add(func(d *done) { d.routes = append(d.routes, a.Name) })
+		r.Applier.Forget(corev1ac.Service(a.Name, a.Namespace))
+		// One held by a finalizer still routes: in the same pass, let go.
+		if err := r.releaseService(ctx, meta, a.UID); err != nil {
+			return err
+		}
+		name := a.Name
+		if strings.HasPrefix(a.Note, "not careplane's") {
+			name += " (not careplane's)"
+		}
+		d.add(func(d *done) { d.routes = append(d.routes, name) })
+	case a.Verb == fence.VerbRelease && a.Kind == "Service":
+		if err := r.releaseService(ctx, meta, a.UID); err != nil {
+			return err
+		}
+		d.add(func(d *done) { d.routes = append(d.routes, a.Name+" (finalizers taken off)") })
 	case a.Verb == fence.VerbDelete && a.Kind == "ServiceAccount":
 		if err := r.deleteObserved(ctx, &corev1.ServiceAccount{ObjectMeta: meta}, a.UID); err != nil {
 			return err
@@ -473,6 +489,31 @@ func (r *HealthEnvironmentReconciler) stoppedRevision(ctx context.Context, s *sc
 		return s.record.ID
 	}
 	return cur.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+}
+
+// releaseService takes the finalizers off Service meta, of UID uid, when it
+// is being deleted and held by some (a tenant's, or a load balancer's whose
+// controller the freeze keeps out: its cloud resources are then left to
+// the platform team).
+func (r *HealthEnvironmentReconciler) releaseService(ctx context.Context, meta metav1.ObjectMeta, uid types.UID) error {
+	live := &metav1.PartialObjectMetadata{TypeMeta: servicesMetadata.TypeMeta}
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: meta.Namespace, Name: meta.Name}, live); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading Service %s/%s: %w", meta.Namespace, meta.Name, err)
+	}
+	if live.UID != uid || live.DeletionTimestamp == nil || len(live.Finalizers) == 0 {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": nil, "uid": uid}})
+	if err != nil {
+		return err
+	}
+	err = r.Client.Patch(ctx, &corev1.Service{ObjectMeta: meta}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
+	if client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("taking the finalizers %v off Service %s/%s, being deleted: %w", live.Finalizers, meta.Namespace, meta.Name, err)
+	}
+	return nil
 }
 
 // deleteObserved deletes o on the precondition of the UID it was observed

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -82,6 +83,8 @@ type HealthEnvironmentReconciler struct {
 	adminKinds adminKindsMemory
 
 	keeper dataKeeper
+	// stripped is the evidence pods restripEvidence has looked at, by UID.
+	stripped sync.Map
 }
 
 // SecretGenerator returns a new random credential.

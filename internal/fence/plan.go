@@ -1,8 +1,11 @@
 package fence
 
 import (
+	"bytes"
 	"cmp"
+	"maps"
 	"slices"
+	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,6 +40,9 @@ const (
 	VerbScale Verb = "scale-to-0"
 	// VerbDrain empties the front EndpointSlice (or points it at the standby).
 	VerbDrain Verb = "empty"
+	// VerbRelease takes the finalizers off an object being deleted, so that
+	// it goes: a Service held by one still routes.
+	VerbRelease Verb = "release-finalizers"
 )
 
 // Action is one write of a fence.
@@ -110,7 +116,8 @@ func (p Plan) Step(n int) []Action {
 func (p Plan) Changes() []Action {
 	var out []Action
 	for _, a := range p.Actions {
-		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate) {
+		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate ||
+			a.Verb == VerbRelease) {
 			out = append(out, a)
 		}
 	}
@@ -139,9 +146,10 @@ type Observed struct {
 	// one recreated under it already is left as it is. Empty means the
 	// fence's ID; a restore passes its own.
 	CredentialsRevision string
-	// Policies, ServiceAccounts, Secrets, Pods and Services of the primary
-	// namespace.
-	Policies, ServiceAccounts, Secrets, Pods, Services []Object
+	// Policies, ServiceAccounts, Secrets and Pods of the primary namespace.
+	Policies, ServiceAccounts, Secrets, Pods []Object
+	// Services are the Services of the primary namespace.
+	Services []ServiceObject
 	// Deployments and StatefulSets are careplane's of the primary namespace.
 	Deployments, StatefulSets []Object
 	// DataGeneration is the data generation the primary's StatefulSets run
@@ -168,6 +176,28 @@ type Observed struct {
 	// rotated too, in step 3. Nil when there is no standby namespace of
 	// careplane's yet, or for a restore (which leaves the standby alone).
 	Standby *StandbyObserved
+}
+
+// ServiceObject is what the plan reads of a Service: its metadata and its
+// selector, and whether anyone but careplane wrote its spec.
+type ServiceObject struct {
+	Object
+	Selector map[string]string
+	// ForeignSpec says a field manager other than careplane's wrote fields
+	// of its spec (SpecWrittenByOthers): a type, externalIPs, ports.
+	ForeignSpec bool
+}
+
+// SpecWrittenByOthers says managed, an object's managedFields, names a
+// manager other than owner for fields of the object's spec (status and
+// other subresources aside).
+func SpecWrittenByOthers(managed []metav1.ManagedFieldsEntry, owner string) bool {
+	for _, m := range managed {
+		if m.Manager != owner && m.Subresource == "" && m.FieldsV1 != nil && bytes.Contains(m.FieldsV1.GetRawBytes(), []byte(`"f:spec"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 // PlanFence lists the writes of o's fence in the order they are made. Every
@@ -210,21 +240,38 @@ func PlanFence(o Observed) Plan {
 		}
 		add(Action{Step: 2, Verb: VerbDelete, Kind: "NetworkPolicy", Namespace: ns, Name: pol.Name, UID: pol.UID, Note: n})
 	}
-	// (2) Every Service but careplane's (one per service of the spec, its
-	// selector careplane's): a NodePort or LoadBalancer Service sends
-	// outside traffic to its pods through their node, which most network
-	// plugins let through NetworkPolicy, and one without a selector routes
-	// to whatever addresses its Endpoints say.
+	// (2) Every Service but careplane's as careplane wrote it: a NodePort
+	// or LoadBalancer Service sends outside traffic to its pods through
+	// their node, which most network plugins let through NetworkPolicy,
+	// and one without a selector routes to whatever addresses its
+	// Endpoints say. careplane's selects careplane.io/service, which no pod
+	// has behind the fence (an evidence pod's moved); one whose spec anyone
+	// else wrote goes (careplane does not rewrite it while fenced), and the
+	// restore writes it anew: nothing another manager added to it survives.
 	own := map[string]bool{}
 	for _, svc := range env.Spec.Services {
 		own[svc.Name] = true
 	}
-	for _, svc := range sorted(o.Services) {
-		if own[svc.Name] || svc.DeletionTimestamp != nil {
-			continue
+	for _, svc := range slices.SortedFunc(slices.Values(o.Services), func(a, b ServiceObject) int { return cmp.Compare(a.Name, b.Name) }) {
+		n := "a Service routes outside traffic to the pods through their node, past NetworkPolicy on most network plugins"
+		switch {
+		case own[svc.Name] && svc.DeletionTimestamp == nil && !svc.ForeignSpec && maps.Equal(svc.Selector, build.SelectorLabels(env, svc.Name)):
+			continue // careplane's as careplane wrote it, selecting no pod behind the fence
+		case own[svc.Name]:
+			n = "careplane's, changed by someone else (written anew by the restore); " + n
+		default:
+			n = "not careplane's; " + n
 		}
-		add(Action{Step: 2, Verb: VerbDelete, Kind: "Service", Namespace: ns, Name: svc.Name, UID: svc.UID,
-			Note: "not careplane's; a Service routes outside traffic to the pods through their node, past NetworkPolicy on most network plugins"})
+		switch {
+		case svc.DeletionTimestamp == nil:
+			add(Action{Step: 2, Verb: VerbDelete, Kind: "Service", Namespace: ns, Name: svc.Name, UID: svc.UID, Note: n})
+		case len(svc.Finalizers) > 0:
+			// Still there, and still routing: held by finalizers (a
+			// tenant's, or a load balancer's whose controller the freeze
+			// keeps out).
+			add(Action{Step: 2, Verb: VerbRelease, Kind: "Service", Namespace: ns, Name: svc.Name, UID: svc.UID,
+				Note: "being deleted, held by " + strings.Join(svc.Finalizers, ", ") + ": taken off; " + n})
+		}
 	}
 
 	// (3) Credentials: every ServiceAccount of the namespace.

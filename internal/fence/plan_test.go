@@ -2,8 +2,8 @@ package fence
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
-	"slices"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -17,10 +17,11 @@ import (
 // TestPlanLeavesNothingOpen: over random namespaces (careplane's objects and
 // the tenant's, some already handled by an earlier pass of the same fence),
 // the plan closes the window first, in order, and leaves nothing behind that
-// could reopen it: no policy but the deny policy, no Service but
-// careplane's (a tenant's labelled as careplane's included), no
-// ServiceAccount not recreated under this fence, no running pod that is
-// neither evidence nor stopped.
+// could reopen it: no policy but the deny policy, no Service but careplane's
+// as careplane wrote it (one whose selector someone changed goes, and is
+// written anew by the restore), none held by a finalizer, no ServiceAccount
+// not recreated under this fence, no running pod that is neither evidence
+// nor stopped.
 func TestPlanLeavesNothingOpen(t *testing.T) {
 	const id = "2030-01-01T00:00:00Z"
 	r := rand.New(rand.NewPCG(1, 2))
@@ -59,7 +60,15 @@ func TestPlanLeavesNothingOpen(t *testing.T) {
 		}
 		for _, name := range []string{"call-handling", "referral", "nodeport", "planted"} {
 			if r.IntN(3) != 0 {
-				o.Services = append(o.Services, meta(name, r.IntN(2) == 0))
+				svc := ServiceObject{Object: meta(name, r.IntN(2) == 0), Selector: build.SelectorLabels(env, name)}
+				if svc.DeletionTimestamp != nil && r.IntN(2) == 0 {
+					svc.Finalizers = []string{"example.com/keep"}
+				}
+				if r.IntN(3) == 0 {
+					svc.Selector = map[string]string{v1alpha1.LabelEnvironment: env.Name}
+				}
+				svc.ForeignSpec = r.IntN(4) == 0
+				o.Services = append(o.Services, svc)
 			}
 		}
 		for j := range r.IntN(6) {
@@ -98,13 +107,16 @@ func checkPlan(t *testing.T, o Observed, p Plan) {
 		}
 	}
 	for _, svc := range o.Services {
-		spec := slices.ContainsFunc(o.Env.Spec.Services, func(s v1alpha1.Service) bool { return s.Name == svc.Name })
 		v := acted["Service/"+svc.Name]
+		careplanes := (svc.Name == "call-handling" || svc.Name == "referral") && !svc.ForeignSpec &&
+			maps.Equal(svc.Selector, build.SelectorLabels(o.Env, svc.Name))
 		switch {
-		case spec && v != "":
-			t.Errorf("careplane's Service %s is %s", svc.Name, v)
-		case !spec && svc.DeletionTimestamp == nil && v != VerbDelete:
-			t.Errorf("Service %s, not careplane's (labels %v), stays beside the fence", svc.Name, svc.Labels)
+		case careplanes && svc.DeletionTimestamp == nil && v != "":
+			t.Errorf("careplane's Service %s, as careplane wrote it, is %s", svc.Name, v)
+		case !careplanes && svc.DeletionTimestamp == nil && v != VerbDelete:
+			t.Errorf("Service %s (selector %v) stays beside the fence: %q", svc.Name, svc.Selector, v)
+		case svc.DeletionTimestamp != nil && len(svc.Finalizers) > 0 && v != VerbRelease:
+			t.Errorf("Service %s, held by %v, stays beside the fence: %q", svc.Name, svc.Finalizers, v)
 		}
 	}
 	for _, sa := range o.ServiceAccounts {
@@ -216,5 +228,29 @@ func TestPlanStopsTheRestoredGeneration(t *testing.T) {
 	}
 	if len(scaled) != 1 || scaled[0] != "StatefulSet document-store-rtpg000: replicas 0; its volumes are kept" {
 		t.Errorf("scaled %v, want only the StatefulSet of generation rtpg000", scaled)
+	}
+}
+
+// TestSpecWrittenByOthers: a Service's spec is careplane's alone unless
+// another field manager wrote a field of it; status writes do not count.
+func TestSpecWrittenByOthers(t *testing.T) {
+	entry := func(manager, sub, fields string) metav1.ManagedFieldsEntry {
+		return metav1.ManagedFieldsEntry{Manager: manager, Subresource: sub, FieldsV1: metav1.NewFieldsV1(fields)}
+	}
+	ours := entry("careplane", "", `{"f:metadata":{"f:labels":{}},"f:spec":{"f:selector":{},"f:type":{}}}`)
+	for _, tc := range []struct {
+		name    string
+		managed []metav1.ManagedFieldsEntry
+		want    bool
+	}{
+		{"careplane's alone", []metav1.ManagedFieldsEntry{ours}, false},
+		{"a label of someone else's", []metav1.ManagedFieldsEntry{ours, entry("kubectl-label", "", `{"f:metadata":{"f:labels":{"f:team":{}}}}`)}, false},
+		{"a load balancer's status", []metav1.ManagedFieldsEntry{ours, entry("service-controller", "status", `{"f:status":{"f:loadBalancer":{}}}`)}, false},
+		{"the pipeline's externalIPs", []metav1.ManagedFieldsEntry{ours, entry("kubectl-patch", "", `{"f:spec":{"f:externalIPs":{}}}`)}, true},
+		{"no managedFields", nil, false},
+	} {
+		if got := SpecWrittenByOthers(tc.managed, "careplane"); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

@@ -489,6 +489,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	var pols networkingv1.NetworkPolicyList
 	var sas corev1.ServiceAccountList
 	var secrets metav1.PartialObjectMetadataList
+	var services corev1.ServiceList
 	var pods corev1.PodList
 	var deps appsv1.DeploymentList
 	var sts appsv1.StatefulSetList
@@ -505,6 +506,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		// Only names: the plugin has no business reading credentials.
 		{"secrets", &secrets, []client.ListOption{in}},
 		{"pods", &pods, []client.ListOption{in}},
+		{"services", &services, []client.ListOption{in}},
 		{"deployments", &deps, []client.ListOption{in}},
 		{"statefulsets", &sts, []client.ListOption{in}},
 		{"endpoint slices", &es, []client.ListOption{client.InNamespace(names.Front)}},
@@ -535,7 +537,7 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		}
 	}
 	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
-	st.StatefulSets, st.FrontEndpoints = sts.Items, eps.Items
+	st.StatefulSets, st.FrontEndpoints, st.Services = sts.Items, eps.Items, services.Items
 	nsObj := &corev1.Namespace{}
 	if err := o.client.Get(ctx, client.ObjectKey{Name: names.Primary}, nsObj); client.IgnoreNotFound(err) != nil {
 		return st, fmt.Errorf("reading namespace %s: %w", names.Primary, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
+	"github.com/careplane/careplane/internal/ssa"
 )
 
 // Plan is every write a fence of one environment would make, in the order
@@ -41,6 +42,9 @@ type FenceState struct {
 	SecretsAssumed bool
 	// Pods are the pods of the primary namespace.
 	Pods []corev1.Pod
+	// Services are the Services of the primary namespace: a fence deletes
+	// every one but careplane's as careplane wrote it.
+	Services []corev1.Service
 	// Deployments are the Deployments of the primary namespace.
 	Deployments []appsv1.Deployment
 	// StatefulSets are the StatefulSets of the primary namespace.
@@ -107,6 +111,12 @@ func PlanFence(s FenceState) Plan {
 	for _, p := range s.Pods {
 		if p.Namespace == ns.Primary {
 			o.Pods = append(o.Pods, p.ObjectMeta)
+		}
+	}
+	for _, svc := range s.Services {
+		if svc.Namespace == ns.Primary {
+			o.Services = append(o.Services, fence.ServiceObject{Object: svc.ObjectMeta, Selector: svc.Spec.Selector,
+				ForeignSpec: fence.SpecWrittenByOthers(svc.ManagedFields, ssa.FieldOwner)})
 		}
 	}
 	for _, d := range s.Deployments {

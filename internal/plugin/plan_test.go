@@ -331,3 +331,42 @@ STEP  ACTION       KIND                  NAMESPACE          NAME                
 		t.Errorf("WritePlan:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// TestPlanFenceRemovesEveryService: the dry run lists the Services the fence
+// deletes (the tenant's, and careplane's whose selector someone changed),
+// and the one held by a finalizer that it lets go, as the operator's plan
+// does; careplane's, as careplane wrote it, stays.
+func TestPlanFenceRemovesEveryService(t *testing.T) {
+	s := clusterState(testEnv(nil))
+	now := metav1.Now()
+	svc := func(name string, selector map[string]string) corev1.Service {
+		return corev1.Service{ObjectMeta: objMeta("wales-111-primary", name), Spec: corev1.ServiceSpec{Selector: selector}}
+	}
+	held := svc("held-nodeport", nil)
+	held.DeletionTimestamp, held.Finalizers = &now, []string{"example.com/keep"}
+	elsewhere := svc("other", nil)
+	elsewhere.Namespace = "other-primary"
+	s.Services = []corev1.Service{
+		svc("call-handling", map[string]string{v1alpha1.LabelEnvironment: "wales-111"}), // its selector changed
+		svc("referral", map[string]string{v1alpha1.LabelEnvironment: "wales-111", v1alpha1.LabelService: "referral"}),
+		svc("planted-nodeport", map[string]string{v1alpha1.LabelEnvironment: "wales-111"}), held, elsewhere,
+	}
+	notes := map[string]string{}
+	for _, a := range PlanFence(s).Actions {
+		if a.Kind == "Service" {
+			notes[string(a.Verb)+" "+a.Namespace+"/"+a.Name] = a.Note
+		}
+	}
+	for want, note := range map[string]string{
+		"delete wales-111-primary/call-handling":             "careplane's, changed by someone else",
+		"delete wales-111-primary/planted-nodeport":          "not careplane's",
+		"release-finalizers wales-111-primary/held-nodeport": "held by example.com/keep",
+	} {
+		if got, ok := notes[want]; !ok || !strings.Contains(got, note) {
+			t.Errorf("plan: %s = %q (listed %v), want a note saying %q", want, got, ok, note)
+		}
+	}
+	if len(notes) != 3 {
+		t.Errorf("Service actions %v, want exactly three: careplane's referral, as careplane wrote it, stays", notes)
+	}
+}

@@ -68,21 +68,33 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		guardDenied(t, tenant.Patch(ctx, &pods.Items[0], mark, client.DryRunAll), guardPolicyEvidencePods, "may label a pod as evidence")
 	})
 
-	// A route planted before the fence: a NodePort Service selecting
-	// every pod of the environment by a label an evidence pod keeps.
-	planted := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "planted-nodeport"},
+	// Routes planted before the fence: a NodePort Service selecting every
+	// pod of the environment by a label an evidence pod keeps, held by a
+	// finalizer of the pipeline's. And a field of careplane's own Service
+	// that careplane does not write: nothing the tenant added may survive
+	// the restore.
+	planted := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "planted-nodeport", Finalizers: []string{"example.com/keep"}},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Ports: []corev1.ServicePort{{Port: 8080}},
 			Selector: map[string]string{v1alpha1.LabelEnvironment: name}}}
 	if err := tenant.Create(ctx, planted); err != nil {
 		t.Fatalf("the pipeline's NodePort Service before the fence: %v", err)
 	}
+	careplanes := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling"}}
+	if err := tenant.Patch(ctx, careplanes, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"sessionAffinity":"ClientIP"}}`))); err != nil {
+		t.Fatalf("the pipeline changing careplane's Service: %v", err)
+	}
 
 	fenceCommand(t, name, "INC-EVPODS")
 	waitFencedTrue(t, name)
-	// The fence removes every Service but careplane's: through the node, a
+	// The fence removes every Service but careplane's as careplane wrote
+	// it, and lets go of a finalizer that holds one: through the node, a
 	// NodePort reaches the pods past NetworkPolicy on most network plugins.
-	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(planted), &corev1.Service{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the pipeline's NodePort Service %s after the fence: %v, want it deleted by the fence", planted.Name, err)
+	for _, svc := range []*corev1.Service{planted, careplanes} {
+		eventually(t, 10*time.Second, "Service "+svc.Name+" gone with the fence", func(ctx context.Context) (bool, string, error) {
+			live := &corev1.Service{}
+			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(svc), live)
+			return apierrors.IsNotFound(err), fmt.Sprintf("%v: deletion %v, finalizers %v", err, live.DeletionTimestamp, live.Finalizers), client.IgnoreNotFound(err)
+		})
 	}
 	var evidence corev1.PodList
 	if err := k8sClient.List(ctx, &evidence, client.InNamespace(ns), client.MatchingLabels{v1alpha1.LabelEvidence: "INC-EVPODS"}); err != nil {
@@ -140,6 +152,13 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatalf("the watch saw no unfrozen version of namespace %s", ns)
+	}
+
+	// careplane's Service is back, written anew: without what the
+	// pipeline added.
+	rebuiltSvc := &corev1.Service{}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(careplanes), rebuiltSvc); err != nil || rebuiltSvc.Spec.SessionAffinity != corev1.ServiceAffinityNone {
+		t.Errorf("careplane's Service %s after the restore: %v, sessionAffinity %q; want it written anew, None", careplanes.Name, err, rebuiltSvc.Spec.SessionAffinity)
 	}
 
 	// The restore removed the pipeline's binding with everything else the
