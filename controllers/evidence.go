@@ -335,15 +335,7 @@ func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *sc
 			r.stripped.Store(p.UID, true)
 			continue
 		}
-		set, ann, err := fence.EvidenceMetadata(live.Labels, live.Labels[v1alpha1.LabelEvidence], s.env.Name)
-		if err != nil {
-			return err
-		}
-		md := map[string]any{"labels": set, "resourceVersion": live.ResourceVersion}
-		if ann != nil {
-			md["annotations"] = ann
-		}
-		patch, err := json.Marshal(map[string]any{"metadata": md})
+		patch, err := evidencePatch(live.Labels, live.Labels[v1alpha1.LabelEvidence], s.env.Name, live.ResourceVersion)
 		if err != nil {
 			return err
 		}

@@ -399,11 +399,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		if err := r.deleteObserved(ctx, &networkingv1.NetworkPolicy{ObjectMeta: meta}, a.UID); err != nil {
 			return err
 		}
-		name := a.Name
-		if strings.HasPrefix(a.Note, "not careplane's") {
-			name += " (not careplane's)"
-		}
-		d.add(func(d *done) { d.removed = append(d.removed, name) })
+		d.add(func(d *done) { d.removed = append(d.removed, reported(a)) })
 	case a.Verb == fence.VerbDelete && a.Kind == "Service":
 		if err := r.deleteObserved(ctx, &corev1.Service{ObjectMeta: meta}, a.UID); err != nil {
 			return err
@@ -413,11 +409,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 		if err := r.releaseService(ctx, meta, a.UID); err != nil {
 			return err
 		}
-		name := a.Name
-		if strings.HasPrefix(a.Note, "not careplane's") {
-			name += " (not careplane's)"
-		}
-		d.add(func(d *done) { d.routes = append(d.routes, name) })
+		d.add(func(d *done) { d.routes = append(d.routes, reported(a)) })
 	case a.Verb == fence.VerbRelease && a.Kind == "Service":
 		if err := r.releaseService(ctx, meta, a.UID); err != nil {
 			return err
@@ -489,6 +481,15 @@ func (r *HealthEnvironmentReconciler) stoppedRevision(ctx context.Context, s *sc
 		return s.record.ID
 	}
 	return cur.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+}
+
+// reported is how an event names the object action a deleted: its name,
+// and whether it was not careplane's.
+func reported(a fence.Action) string {
+	if strings.HasPrefix(a.Note, "not careplane's") {
+		return a.Name + " (not careplane's)"
+	}
+	return a.Name
 }
 
 // releaseService takes the finalizers off Service meta, of UID uid, when it
@@ -573,18 +574,7 @@ func (r *HealthEnvironmentReconciler) patchEvidence(ctx context.Context, s *scop
 	// The environment's label too, on a pod careplane did not start: the
 	// evidence policy that keeps it isolated after the restore is written
 	// for the evidence careplane finds with it.
-	set, ann, err := fence.EvidenceMetadata(labels, fence.EvidenceTicket(s.iso), s.env.Name)
-	if err != nil {
-		return err
-	}
-	md := map[string]any{"ownerReferences": nil, "labels": set}
-	if ann != nil {
-		md["annotations"] = ann
-	}
-	if version != "" {
-		md["resourceVersion"] = version
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": md})
+	patch, err := evidencePatch(labels, fence.EvidenceTicket(s.iso), s.env.Name, version)
 	if err != nil {
 		return err
 	}
@@ -596,6 +586,24 @@ func (r *HealthEnvironmentReconciler) patchEvidence(ctx context.Context, s *scop
 		return err
 	}
 	return fmt.Errorf("preserving pod %s as evidence: %w", klog.KObj(pod), err)
+}
+
+// evidencePatch is the merge patch that keeps a pod, whose labels are
+// labels, as evidence of ticket (fence.EvidenceMetadata), detached from its
+// owners; on the precondition of resourceVersion version, unless empty.
+func evidencePatch(labels map[string]string, ticket, env, version string) ([]byte, error) {
+	set, ann, err := fence.EvidenceMetadata(labels, ticket, env)
+	if err != nil {
+		return nil, err
+	}
+	md := map[string]any{"ownerReferences": nil, "labels": set}
+	if ann != nil {
+		md["annotations"] = ann
+	}
+	if version != "" {
+		md["resourceVersion"] = version
+	}
+	return json.Marshal(map[string]any{"metadata": md})
 }
 
 // markFenceStarted records Fenced=False/FenceIncomplete as soon as the deny
