@@ -354,10 +354,7 @@ func (r *HealthEnvironmentReconciler) restripEvidence(ctx context.Context, s *sc
 
 // recordEvidencePods writes evidenceMarks on the namespace name, as the
 // cache shows it, when there are any. A namespace the cache does not show
-// yet (a new environment's) holds no evidence. The data finalizer goes on
-// before marks that name a pod: from then on, deleting the environment
-// keeps the namespace (retainData), and the evidence namespace guard
-// refuses the garbage collector's delete of it.
+// yet (a new environment's) holds no evidence.
 func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, s *scope, name string, pods []corev1.Pod) error {
 	ns := &corev1.Namespace{}
 	if err := r.Client.Get(ctx, client.ObjectKey{Name: name}, ns); err != nil {
@@ -366,13 +363,19 @@ func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, s 
 		}
 		return fmt.Errorf("reading namespace %s: %w", name, err)
 	}
+	return r.writeEvidenceMarks(ctx, s.env, ns, pods)
+}
+
+// writeEvidenceMarks makes ns name pods, env's evidence pods, when it does
+// not already (evidenceMarks); with none, it takes the marks off.
+func (r *HealthEnvironmentReconciler) writeEvidenceMarks(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, pods []corev1.Pod) error {
 	m := evidenceMarks(ns, pods)
 	if m.empty() {
 		return nil
 	}
 	if len(pods) > 0 {
-		if err := r.writeFinalizer(ctx, s.env, dataFinalizer, true); err != nil {
-			return fmt.Errorf("adding the data finalizer to %s, which keeps its evidence pods: %w", klog.KObj(s.env), err)
+		if err := r.holdForEvidence(ctx, env); err != nil {
+			return err
 		}
 	}
 	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
@@ -381,7 +384,18 @@ func (r *HealthEnvironmentReconciler) recordEvidencePods(ctx context.Context, s 
 	}
 	// On a copy: the cache's object is not ours to change.
 	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
-		return fmt.Errorf("recording the evidence pods of namespace %s: %w", name, err)
+		return fmt.Errorf("writing the evidence marks of namespace %s: %w", ns.Name, err)
+	}
+	return nil
+}
+
+// holdForEvidence adds the data finalizer to env before any write of marks
+// that name an evidence pod: from then on, deleting env keeps them
+// (retainData), and the evidence namespace guard refuses the garbage
+// collector's delete of their namespace.
+func (r *HealthEnvironmentReconciler) holdForEvidence(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
+	if err := r.writeFinalizer(ctx, env, dataFinalizer, true); err != nil {
+		return fmt.Errorf("adding the data finalizer to %s, which keeps its evidence pods: %w", klog.KObj(env), err)
 	}
 	return nil
 }

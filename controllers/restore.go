@@ -220,11 +220,10 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	// The evidence pods are named on the namespace in the write that lifts
 	// the freeze: from then on, their evictions and execs are refused by
 	// their names. The data finalizer goes on first, while the fence's
-	// still holds the environment: deleting it from then on keeps them
-	// (retainData).
+	// still holds the environment.
 	if len(evidence) > 0 {
-		if err := r.writeFinalizer(ctx, s.env, dataFinalizer, true); err != nil {
-			return false, fmt.Errorf("adding the data finalizer to %s, which keeps its evidence pods: %w", klog.KObj(s.env), err)
+		if err := r.holdForEvidence(ctx, s.env); err != nil {
+			return false, err
 		}
 	}
 	if err := w.writeRecord(ctx, nsObj, fence.Record{}, evidenceMarks(nsObj, evidence)); err != nil {

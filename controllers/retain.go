@@ -140,7 +140,7 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 		// Marks that outlived the pods they named (purged just before the
 		// deletion) would have the evidence namespace guard refuse the
 		// garbage collector's delete for good.
-		return r.clearEvidenceMarks(ctx, nsObj)
+		return r.writeEvidenceMarks(ctx, env, nsObj, nil)
 	}
 	labels := build.Labels(env, build.SiteLabelPrimary)
 	deny := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: RetainedPolicyName, Labels: labels},
@@ -170,22 +170,6 @@ func (r *HealthEnvironmentReconciler) retainNamespace(ctx context.Context, env *
 	}
 	r.Recorder.Eventf(env, nil, corev1.EventTypeNormal, "DataRetained", "Delete",
 		"Kept namespace %s with its %d claims and snapshots and %d evidence pods (%s); a responder purges them with kubectl careplane purge-evidence %s", ns, held.data, held.pods, why, env.Name)
-	return nil
-}
-
-// clearEvidenceMarks takes stale evidence marks off ns, if it has any.
-func (r *HealthEnvironmentReconciler) clearEvidenceMarks(ctx context.Context, ns *corev1.Namespace) error {
-	m := evidenceMarks(ns, nil)
-	if m.empty() {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
-	if err != nil {
-		return err
-	}
-	if err := r.Client.Patch(ctx, ns.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
-		return fmt.Errorf("clearing the evidence marks of namespace %s: %w", ns.Name, err)
-	}
 	return nil
 }
 

@@ -19,7 +19,6 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -122,16 +121,7 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 	// The first version of the namespace the freeze no longer guards must
 	// already name the evidence pods: no moment is left for an eviction
 	// or an exec that nothing refuses.
-	watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	w, err := watcher.Watch(wctx, &corev1.NamespaceList{}, client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", ns)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchNamed(t, &corev1.NamespaceList{}, ns)
 	firstUnfrozen := make(chan *corev1.Namespace, 1)
 	go func() {
 		defer w.Stop()

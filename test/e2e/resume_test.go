@@ -12,7 +12,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -121,16 +120,7 @@ func TestFenceResumesAfterOperatorKill(t *testing.T) {
 
 	// Whenever the status first says Fenced=True, every step must already
 	// be done: a watch checks the cluster at that moment.
-	watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	defer stop()
-	w, err := watcher.Watch(wctx, &v1alpha1.HealthEnvironmentList{}, client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := watchNamed(t, &v1alpha1.HealthEnvironmentList{}, name)
 	atFencedTrue := make(chan fenceProgress, 1)
 	go func() {
 		defer w.Stop()

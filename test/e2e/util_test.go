@@ -13,8 +13,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -130,4 +132,21 @@ func runForExit(t *testing.T, cmd *exec.Cmd, what string) (string, int) {
 	}
 	t.Fatalf("running %s: %v", what, err)
 	return "", -1
+}
+
+// watchNamed watches the objects of list's kind named name, until the test
+// ends; the caller stops it sooner with Stop.
+func watchNamed(t *testing.T, list client.ObjectList, name string) watch.Interface {
+	t.Helper()
+	watcher, err := client.NewWithWatch(cfg, client.Options{Scheme: k8sClient.Scheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	w, err := watcher.Watch(ctx, list, client.MatchingFieldsSelector{Selector: fields.OneTermEqualSelector("metadata.name", name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
