@@ -85,6 +85,8 @@ type HealthEnvironmentReconciler struct {
 	keeper dataKeeper
 	// stripped is the evidence pods restripEvidence has looked at, by UID.
 	stripped sync.Map
+	// seeds is the standby claims this process seeded (standbydata.go).
+	seeds seedMemory
 }
 
 // SecretGenerator returns a new random credential.
@@ -117,6 +119,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.Applier.ForgetNamespaces(req.Name, req.Name+build.PrimarySuffix, req.Name+build.StandbySuffix)
 			r.front.forget(req.Name)
 			r.cleaned.forget(req.Name)
+			r.seeds.forget(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	snapshotv1 "github.com/kubernetes-csi/external-snapshotter/client/v8/apis/volumesnapshot/v1"
@@ -74,6 +75,8 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 		onRecord[c.Name] = c.UID
 	}
 	found := map[string]*corev1.PersistentVolumeClaim{}
+	var reseen []v1alpha1.SeededClaim
+	source, hasSource := recovery.StandbySource(pointsOf(env))
 	in := recovery.StandbyInput{Points: pointsOf(env), SeededFrom: rec.DataFrom}
 	for _, svc := range services {
 		for i := range svc.ReplicaCount() {
@@ -88,6 +91,12 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 				if err == nil {
 					found[name] = pvc
 					c.OnRecord = onRecord[name] == string(pvc.UID)
+					if !c.OnRecord && hasSource && r.seeds.made(env, name, pvc.UID, source.Name) {
+						// This process seeded it from the source, and the
+						// status read is older than that.
+						c.OnRecord = true
+						reseen = append(reseen, v1alpha1.SeededClaim{Name: name, UID: string(pvc.UID)})
+					}
 				}
 				in.Claims = append(in.Claims, c)
 			}
@@ -98,6 +107,13 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 		pvc, ok := found[c.Name]
 		return !ok || string(pvc.UID) != c.UID
 	})
+	if len(reseen) > 0 {
+		rec.Claims = append(rec.Claims, reseen...)
+		if rec.DataFrom != source.Name {
+			rec.DataFrom, rec.DataTakenAt = source.Name, ptrTo(source.TakenAt)
+			in.SeededFrom = source.Name
+		}
+	}
 	if serving {
 		// Every claim that serves traffic is data from now on, seeded or
 		// not: on record, so that it is kept.
@@ -232,6 +248,7 @@ func (r *HealthEnvironmentReconciler) seedClaims(ctx context.Context, s *scope, 
 					return false, err
 				}
 				rec.Claims = append(rec.Claims, v1alpha1.SeededClaim{Name: name, UID: string(uid)})
+				r.seeds.remember(s.env, name, uid, src.Name)
 			}
 		}
 	}
@@ -413,4 +430,50 @@ func newestCleanAt(env *v1alpha1.HealthEnvironment) time.Time {
 		return time.Time{}
 	}
 	return env.Status.Recovery.NewestCleanPointAt.Time
+}
+
+// seedMemory is, by environment and claim name, the standby claim this
+// process last created from a recovery point: its UID and the point. The
+// claim's event wakes the next pass before the cache holds the status that
+// records it; on that older status the claim would look like a stranger's,
+// to be deleted under the standby's pod (TestAStaleStatusKeepsTheSeededClaim).
+// A new leader reads the status as its cache first syncs it.
+type seedMemory struct {
+	mu sync.Mutex
+	m  map[seedKey]seed
+}
+
+type seedKey struct{ env, claim string }
+
+type seed struct {
+	env   types.UID
+	claim types.UID
+	point string
+}
+
+func (m *seedMemory) remember(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[seedKey]seed{}
+	}
+	m.m[seedKey{env.Name, claim}] = seed{env: env.UID, claim: uid, point: point}
+}
+
+// made says this process created claim uid of env from point.
+func (m *seedMemory) made(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return point != "" && m.m[seedKey{env.Name, claim}] == seed{env: env.UID, claim: uid, point: point}
+}
+
+// forget drops what is remembered of the environment named name.
+func (m *seedMemory) forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k := range m.m {
+		if k.env == name {
+			delete(m.m, k)
+		}
+	}
 }

@@ -263,6 +263,66 @@ func TestStandbyDataSeedsFromTheCleanPointOnRecord(t *testing.T) {
 	}
 }
 
+// TestAStaleStatusKeepsTheSeededClaim: a pass whose status is behind this
+// process's own seeding (the cache has the new claim, not yet the status
+// that records it: the claim's event wakes the next pass at once) keeps the
+// claim, and records it again. Taken for a stranger's, it was deleted under
+// the standby's pod, and the standby never served (seen once in
+// TestColdStandbySeedsAtFailover: "from p to p").
+func TestAStaleStatusKeepsTheSeededClaim(t *testing.T) {
+	f := newSeedFixture(t, "sdstale", types.UID("5d1a5e0c-0000-4000-8000-000000000009"), "records-document-store-0")
+	f.seedToCopy()
+	copyVS := &snapshotv1.VolumeSnapshot{}
+	if err := k8sClient.Get(f.ctx, client.ObjectKey{Namespace: f.standby, Name: f.vs.Name}, copyVS); err != nil {
+		t.Fatalf("the copy: %v", err)
+	}
+	size := resource.MustParse("64Mi")
+	copyVS.Status = &snapshotv1.VolumeSnapshotStatus{BoundVolumeSnapshotContentName: copyVS.Spec.Source.VolumeSnapshotContentName, ReadyToUse: ptr.To(true), RestoreSize: &size}
+	if err := k8sClient.Status().Update(f.ctx, copyVS); err != nil {
+		t.Fatal(err)
+	}
+	stale := f.env.Status.DeepCopy()
+	if sd := stale.Failover.StandbyData; sd.DataFrom != "p-1" || len(sd.Claims) != 0 {
+		t.Fatalf("the status before the seed = %+v, want from p-1 with no claim yet", sd)
+	}
+	f.pass()
+	seeded, err := f.getClaim(f.standby)
+	if err != nil || len(f.env.Status.Failover.StandbyData.Claims) != 1 {
+		t.Fatalf("the seed: claim %v, standbyData %+v", err, f.env.Status.Failover.StandbyData)
+	}
+
+	f.env.Status = *stale // the cache, behind the seed's status write
+	f.pass()
+	got, err := f.getClaim(f.standby)
+	if err != nil || got.DeletionTimestamp != nil || got.UID != seeded.UID {
+		t.Fatalf("the seeded claim after a pass on the status from before it: err %v, deleting %v, UID %s (seeded %s)", err, got.DeletionTimestamp, got.UID, seeded.UID)
+	}
+	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold {
+		t.Errorf("standbyData after that pass = %+v, hold %v; want the seeded claim on record again, not held", sd, f.s.standbyHold)
+	}
+
+	// Older still: a status that records no seed at all (the write that
+	// began this one lost as well).
+	stale.Failover.StandbyData = &v1alpha1.StandbyData{}
+	f.env.Status = *stale
+	f.pass()
+	got, err = f.getClaim(f.standby)
+	if err != nil || got.DeletionTimestamp != nil || got.UID != seeded.UID {
+		t.Fatalf("the seeded claim after a pass on a status with no seed: err %v, deleting %v", err, got.DeletionTimestamp)
+	}
+	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || !sd.DataTakenAt.Equal(&f.taken) || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold {
+		t.Errorf("standbyData after that pass = %+v, hold %v; want the seed from p-1 on record again, not held", sd, f.s.standbyHold)
+	}
+
+	// Another process (a new leader) remembers nothing: it reads the status
+	// its cache synced, which records the seed.
+	f.r = &HealthEnvironmentReconciler{Client: k8sClient, APIReader: k8sClient}
+	f.pass()
+	if got, err := f.getClaim(f.standby); err != nil || got.DeletionTimestamp != nil || got.UID != seeded.UID {
+		t.Errorf("the seeded claim after a pass of a new leader: err %v, deleting %v", err, got.DeletionTimestamp)
+	}
+}
+
 // TestCachedClaimKeepsItsUID: the standby's claims are known by the UIDs on
 // record and deleted on the precondition of their UID, read from the cache.
 func TestCachedClaimKeepsItsUID(t *testing.T) {
