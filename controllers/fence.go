@@ -203,9 +203,23 @@ const maxFencePasses = 3
 // namespace and the freeze keeps others out, so their order cannot open
 // it), but within step 4 the evidence before the scale-down.
 func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scope, plan fence.Plan, d *done) error {
+	// The standby's freeze before any of its credentials is replaced: a
+	// token minted for a new ServiceAccount in between would outlive the
+	// rotation.
+	var freeze, rest []fence.Action
+	for _, a := range plan.Step(3) {
+		if a.Verb == fence.VerbFreeze {
+			freeze = append(freeze, a)
+		} else {
+			rest = append(rest, a)
+		}
+	}
+	if err := r.carryOut(ctx, s, freeze, d, s.record.ID); err != nil {
+		return err
+	}
 	return all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, s.record.ID) },
-		func() error { return r.carryOut(ctx, s, plan.Step(3), d, s.record.ID) },
+		func() error { return r.carryOut(ctx, s, rest, d, s.record.ID) },
 		func() error {
 			var preserve, scale []fence.Action
 			for _, a := range plan.Step(4) {
@@ -295,8 +309,9 @@ type kindList struct {
 
 // observeFenceAndStandby is observeFence and, when the fence moves traffic
 // to the standby (fence.StandbyServes), what the plan reads of the standby
-// namespace: every ServiceAccount and Secret there, whoever made it, from the
-// API server, and the credentials revision of the standby's workloads. A
+// namespace: every ServiceAccount and Secret there, whoever made it, and
+// whether the namespace is frozen for this fence, from the API server, and
+// the credentials revision of the standby's workloads. A
 // standby namespace that is not careplane's for this environment (or not
 // there yet) is left out: what careplane creates there later is new.
 func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context, s *scope) (fence.Observed, error) {
@@ -305,8 +320,10 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 		return obs, err
 	}
 	ns := s.names.Standby
+	// From the API server: whether it is frozen for this fence decides a
+	// write, and the pass after the freeze must see it.
 	nsObj := &corev1.Namespace{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: ns}, nsObj, readOnly); apierrors.IsNotFound(err) {
+	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ns}, nsObj); apierrors.IsNotFound(err) {
 		return obs, nil
 	} else if err != nil {
 		return obs, fmt.Errorf("reading namespace %s: %w", ns, err)
@@ -318,7 +335,7 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 	if err != nil {
 		return obs, err
 	}
-	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}}
+	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj)}
 	for _, l := range []struct {
 		kind string
 		into *[]fence.Object
@@ -439,6 +456,8 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 				}
 			}
 		}
+	case a.Verb == fence.VerbFreeze && a.Kind == "Namespace":
+		return r.writeStandbyFreeze(ctx, a.Name, rev)
 	case a.Verb == fence.VerbDelete && a.Kind == "Pod":
 		return r.deleteObserved(ctx, &corev1.Pod{ObjectMeta: meta}, a.UID)
 	case a.Verb == fence.VerbRecreate && a.Kind == "ServiceAccount":

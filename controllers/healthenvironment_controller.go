@@ -281,11 +281,19 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			return ctrl.Result{}, err
 		}
 		s.restored = done
+		if done {
+			if err := r.liftStandbyFreeze(ctx, s); err != nil {
+				return ctrl.Result{}, err
+			}
+		}
 	case revErr != nil:
 		// Not fenced, and the revision the primary is to stay on is gone.
 		return ctrl.Result{}, reconcile.TerminalError(revErr)
 	default:
 		if err := r.reconcileSite(ctx, s, v1alpha1.SitePrimary); err != nil {
+			errs = append(errs, err)
+		}
+		if err := r.liftStandbyFreeze(ctx, s); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -224,3 +224,46 @@ func (w fenceWriter) windowClosed(ctx context.Context, env *v1alpha1.HealthEnvir
 	}
 	return err == nil && fence.IsQuota(q, want), err
 }
+
+// writeStandbyFreeze freezes standby namespace ns for fence id
+// (fence.StandbyFreeze): a fence that moves traffic there keeps everyone but
+// careplane, responders and the control plane out of what serves. With id
+// "", it lifts the freeze.
+func (r *HealthEnvironmentReconciler) writeStandbyFreeze(ctx context.Context, ns, id string) error {
+	labels, annotations := fence.StandbyFreeze(id)
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels, "annotations": annotations}})
+	if err != nil {
+		return err
+	}
+	err = r.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
+	switch {
+	case err != nil && id == "" && apierrors.IsNotFound(err):
+		return nil
+	case err != nil:
+		return fmt.Errorf("writing the freeze of standby namespace %s (fence %q): %w", ns, id, err)
+	case id != "":
+		log.FromContext(ctx).Info("Standby namespace frozen: it serves while the primary is fenced", "namespace", ns, "fence", id)
+	default:
+		log.FromContext(ctx).Info("Standby namespace's freeze lifted with the fence", "namespace", ns)
+	}
+	return nil
+}
+
+// liftStandbyFreeze lifts the freeze a fence put on env's standby namespace,
+// once no fence is on record: at the end of the restore, and on any later
+// pass (after a restore cut short between its lift and this write). A
+// freeze careplane did not write (no fence ID on it) is a responder's, and
+// stays.
+func (r *HealthEnvironmentReconciler) liftStandbyFreeze(ctx context.Context, s *scope) error {
+	if s.names.Standby == "" {
+		return nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: s.names.Standby}, ns); err != nil {
+		return client.IgnoreNotFound(err)
+	}
+	if fence.StandbyFrozenFor(ns) == "" || !metav1.IsControlledBy(ns, s.env) {
+		return nil
+	}
+	return r.writeStandbyFreeze(ctx, ns.Name, "")
+}

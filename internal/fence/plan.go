@@ -117,7 +117,7 @@ func (p Plan) Changes() []Action {
 	var out []Action
 	for _, a := range p.Actions {
 		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate ||
-			a.Verb == VerbRelease) {
+			a.Verb == VerbRelease || a.Verb == VerbFreeze) {
 			out = append(out, a)
 		}
 	}

@@ -3,6 +3,8 @@ package fence
 import (
 	"slices"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
 )
@@ -10,6 +12,35 @@ import (
 // VerbRotate replaces a generated Secret with a new random value (deleted
 // and created whole, annotated with the credentials revision).
 const VerbRotate Verb = "rotate"
+
+// VerbFreeze labels the standby namespace with the freeze, for the fence
+// whose ID it records (StandbyFreeze).
+const VerbFreeze Verb = "freeze"
+
+// AnnotationStandbyFence, on a standby Namespace frozen by a fence that moves
+// traffic there, is that fence's ID: careplane lifts only a freeze it wrote,
+// and the freeze policy lets the control plane start pods in a standby so
+// frozen (it serves: its pods roll onto the fence's credentials, and come
+// back when a node is lost).
+const AnnotationStandbyFence = "careplane.io/standby-fence-id"
+
+// StandbyFrozenFor is the fence the standby Namespace ns is frozen for: its
+// AnnotationStandbyFence, with the freeze label; "" when it is not frozen.
+func StandbyFrozenFor(ns metav1.Object) string {
+	if ns == nil || ns.GetLabels()[v1alpha1.LabelFenced] != "true" {
+		return ""
+	}
+	return ns.GetAnnotations()[AnnotationStandbyFence]
+}
+
+// StandbyFreeze is the labels and annotations that freeze a standby
+// Namespace for fence id; with id "", the values (nil) that lift it.
+func StandbyFreeze(id string) (labels, annotations map[string]any) {
+	if id == "" {
+		return map[string]any{v1alpha1.LabelFenced: nil}, map[string]any{AnnotationStandbyFence: nil}
+	}
+	return map[string]any{v1alpha1.LabelFenced: "true"}, map[string]any{AnnotationStandbyFence: id}
+}
 
 // VerbRoll rolls a workload onto new credentials: its pod template gets the
 // credentials revision, and a surge rollout starts new pods before the old
@@ -30,6 +61,9 @@ type StandbyObserved struct {
 	// StatefulSets that exists to the credentials revision of its pod
 	// template ("" when it carries none).
 	Workloads map[string]string
+	// FrozenFor is the fence the standby namespace is frozen for
+	// (StandbyFrozenFor), as the API server holds it.
+	FrozenFor string
 }
 
 // StandbyServes says a fence of env moves (or keeps) its critical traffic on
@@ -60,6 +94,16 @@ func planStandby(p *Plan, o Observed) {
 	add := func(a Action) {
 		a.Step, a.Namespace, a.Note = 3, ns, part+a.Note
 		p.Actions = append(p.Actions, a)
+	}
+
+	// First, before any credential is replaced: the standby serves from
+	// here on, and the tenant's pipeline, which may write there as in the
+	// primary, must not mint a token for a new ServiceAccount, read a new
+	// Secret, or add a pod, a policy or a sidecar to what serves.
+	if sb.FrozenFor != rev {
+		p.Actions = append(p.Actions, Action{Step: 3, Verb: VerbFreeze, Kind: "Namespace", Name: ns,
+			Note: part + "label " + v1alpha1.LabelFenced + "=true and record fence " + rev +
+				" (freezes the namespace that serves: only careplane, responders and the control plane write there until the fence lifts)"})
 	}
 
 	recreate := map[string]bool{"default": true}

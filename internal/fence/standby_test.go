@@ -13,7 +13,7 @@ import (
 )
 
 // TestPlanStandby: a fence that moves traffic to the standby plans, in step
-// 3, the standby's ServiceAccounts recreated (the standby services' and
+// 3, the standby namespace frozen first, then the standby's ServiceAccounts recreated (the standby services' and
 // default) or deleted (every other), its generated Secrets rotated and its
 // workloads rolled, once per fence ID; a fence that does not move traffic
 // there, or a standby not observed, plans nothing of the standby.
@@ -50,7 +50,7 @@ func TestPlanStandby(t *testing.T) {
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerAutomatic},
 			standby:  standby,
 			want: []string{
-				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"freeze Namespace " + ns, "delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -61,7 +61,7 @@ func TestPlanStandby(t *testing.T) {
 				return &StandbyObserved{Services: []v1alpha1.Service{callHandling}, ServiceAccounts: []Object{obj("default", "")}}
 			},
 			want: []string{
-				"recreate ServiceAccount default", "recreate ServiceAccount call-handling",
+				"freeze Namespace " + ns, "recreate ServiceAccount default", "recreate ServiceAccount call-handling",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -74,8 +74,22 @@ func TestPlanStandby(t *testing.T) {
 					ServiceAccounts: []Object{obj("call-handling", id), obj("default", id)},
 					Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), id), obj(build.GeneratedSecretName("call-handling", "api"), id)},
 					Workloads:       map[string]string{"call-handling": id},
+					FrozenFor:       id,
 				}
 			},
+		},
+		{
+			name:     "rotated under this fence, the standby not frozen (a careplane before the standby's freeze): frozen",
+			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm},
+			standby: func() *StandbyObserved {
+				return &StandbyObserved{
+					Services:        []v1alpha1.Service{callHandling},
+					ServiceAccounts: []Object{obj("call-handling", id), obj("default", id)},
+					Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), id), obj(build.GeneratedSecretName("call-handling", "api"), id)},
+					Workloads:       map[string]string{"call-handling": id},
+				}
+			},
+			want: []string{"freeze Namespace " + ns},
 		},
 		{
 			name:     "rotated under an earlier fence: rotated again",
@@ -87,10 +101,11 @@ func TestPlanStandby(t *testing.T) {
 					ServiceAccounts: []Object{obj("call-handling", old), obj("default", old)},
 					Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), old), obj(build.GeneratedSecretName("call-handling", "api"), id)},
 					Workloads:       map[string]string{"call-handling": old},
+					FrozenFor:       old,
 				}
 			},
 			want: []string{
-				"recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"freeze Namespace " + ns, "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -104,6 +119,7 @@ func TestPlanStandby(t *testing.T) {
 					Services:        []v1alpha1.Service{records, ha},
 					ServiceAccounts: []Object{obj("records", id), obj("records-ha", id), obj("default", id)},
 					Workloads:       map[string]string{"records": "initial", "records-ha": "initial"},
+					FrozenFor:       id,
 				}
 			},
 			want: []string{"keep StatefulSet records", "roll StatefulSet records-ha"},
@@ -113,7 +129,7 @@ func TestPlanStandby(t *testing.T) {
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerManual, ActiveSite: v1alpha1.SiteStandby},
 			standby:  standby,
 			want: []string{
-				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"freeze Namespace " + ns, "delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -141,7 +157,7 @@ func TestPlanStandby(t *testing.T) {
 			p := PlanFence(o)
 			var got []string
 			for _, a := range p.Actions {
-				if a.Namespace != ns {
+				if a.Namespace != ns && (a.Kind != "Namespace" || a.Name != ns) {
 					continue
 				}
 				if a.Step != 3 || !strings.HasPrefix(a.Note, "standby: ") {
@@ -163,6 +179,11 @@ func TestPlanStandby(t *testing.T) {
 				if a.Verb == VerbRoll || a.Verb == VerbKeep {
 					t.Errorf("Changes() holds %+v", a)
 				}
+			}
+			// The freeze is a change: a pass that made it looks again.
+			if slices.Contains(tc.want, "freeze Namespace "+ns) &&
+				!slices.ContainsFunc(p.Changes(), func(a Action) bool { return a.Verb == VerbFreeze }) {
+				t.Error("Changes() leaves out the standby's freeze")
 			}
 		})
 	}

@@ -581,7 +581,7 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	if !metav1.IsControlledBy(nsObj, env) {
 		return nil
 	}
-	st.StandbyFound = true
+	st.StandbyFound, st.StandbyFrozenFor = true, fence.StandbyFrozenFor(nsObj)
 	services, err := o.standbyServices(ctx, env)
 	if err != nil {
 		return err

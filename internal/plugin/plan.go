@@ -79,6 +79,9 @@ type FenceState struct {
 	// traffic there (fence.StandbyServes). Its ServiceAccounts, Secrets,
 	// Deployments and StatefulSets are in the lists above.
 	StandbyFound bool
+	// StandbyFrozenFor is the fence the standby namespace is frozen for
+	// (fence.StandbyFrozenFor).
+	StandbyFrozenFor string
 	// StandbyServices are the services the standby runs: the critical
 	// services of the known-good revision.
 	StandbyServices []v1alpha1.Service
@@ -161,7 +164,7 @@ func PlanFence(s FenceState) Plan {
 	}
 	o.SnapshotClass = s.SnapshotClass
 	if s.StandbyFound {
-		sb := &fence.StandbyObserved{Services: s.StandbyServices, Workloads: map[string]string{}}
+		sb := &fence.StandbyObserved{Services: s.StandbyServices, Workloads: map[string]string{}, FrozenFor: s.StandbyFrozenFor}
 		for _, sa := range s.ServiceAccounts {
 			if sa.Namespace == ns.Standby {
 				sb.ServiceAccounts = append(sb.ServiceAccounts, sa.ObjectMeta)

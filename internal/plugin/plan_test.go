@@ -215,6 +215,7 @@ func TestPlanFence(t *testing.T) {
 			"3 recreate ServiceAccount wales-111-primary/call-handling",
 			"3 recreate ServiceAccount wales-111-primary/default",
 			"3 recreate ServiceAccount wales-111-primary/referral",
+			"3 freeze Namespace wales-111-standby",
 			"3 recreate ServiceAccount wales-111-standby/call-handling",
 			"3 recreate ServiceAccount wales-111-standby/default",
 			"3 delete ServiceAccount wales-111-standby/stolen",

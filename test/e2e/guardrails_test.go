@@ -543,6 +543,30 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		if err := s.responder.client.Create(ctx, podOf(""), client.DryRunAll); err != nil {
 			t.Errorf("creating a pod as a responder: %v", err)
 		}
+		// A frozen standby serves: the control plane starts its pods
+		// (they roll onto the fence's credentials, come back after a node
+		// is lost). The exception needs the site careplane applies as well
+		// as the freeze's mark: the mark alone, planted on a primary, does
+		// not pass.
+		standby := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":"standby"},"annotations":{"careplane.io/standby-fence-id":"F-E2E"}}}`))
+		if err := s.responder.client.Patch(ctx, ns, standby); err != nil {
+			t.Fatalf("marking %s as a frozen standby, as a responder: %v", fenced.name, err)
+		}
+		guardEventuallyAllowed(t, "a pod of a frozen standby, which serves", func(ctx context.Context) error {
+			return rsc.client.Create(ctx, podOf("R-FENCED"), client.DryRunAll)
+		})
+		primary := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":"primary"}}}`))
+		if err := s.responder.client.Patch(ctx, ns, primary); err != nil {
+			t.Fatalf("labelling %s a primary, as a responder: %v", fenced.name, err)
+		}
+		guardEventuallyDenied(t, 10*time.Second, "a pod of the fenced revision in a primary marked as a frozen standby", guardPolicyFreeze,
+			"annotated careplane.io/credentials-revision=R-E2E", func(ctx context.Context) error {
+				return rsc.client.Create(ctx, podOf("R-FENCED"), client.DryRunAll)
+			})
+		unmark := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":null},"annotations":{"careplane.io/standby-fence-id":null}}}`))
+		if err := s.responder.client.Patch(ctx, ns, unmark); err != nil {
+			t.Fatalf("unmarking %s, as a responder: %v", fenced.name, err)
+		}
 	})
 
 	t.Run("look-alikes of the control plane cannot", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -224,6 +225,22 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		return ok, why, nil
 	})
 
+	// What serves now is the standby, and the pipeline that may write there
+	// is the suspect: from the fence on it mints no token for the new
+	// credentials, and adds no pod, policy or sidecar to what serves.
+	sbNs := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: standby}, sbNs); err != nil {
+		t.Fatal(err)
+	}
+	if got := standbyFrozenFor(sbNs); got != fenceID {
+		t.Errorf("standby namespace frozen for %q (labels %v), want the fence %q", got, sbNs.Labels, fenceID)
+	}
+	for what, err := range tenantWritesInStandby(ctx, tenant, standby) {
+		if !apierrors.IsForbidden(err) {
+			t.Errorf("the tenant pipeline's %s in the standby, which serves while the primary is fenced: %v, want refused", what, err)
+		}
+	}
+
 	// A resync rotates nothing again.
 	uids := map[string]types.UID{}
 	for _, sa := range []string{"call-handling", "default"} {
@@ -263,6 +280,52 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	t.Logf("the front of call-handling had ready endpoints in all %d polls", polls)
 	if c := findCond(t, name, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Fenced = %+v after the standby's rotation", c)
+	}
+
+	// The freeze goes with the fence: after the restore the pipeline writes
+	// in the standby again.
+	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
+	waitRestored(t, name)
+	eventually(t, 30*time.Second, "the standby's freeze lifted with the fence", func(ctx context.Context) (bool, string, error) {
+		ns := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: standby}, ns); err != nil {
+			return false, "", err
+		}
+		return standbyFrozenFor(ns) == "" && ns.Labels[v1alpha1.LabelFenced] == "", fmt.Sprintf("labels %v", ns.Labels), nil
+	})
+	mintToken(t, tenant, standby, "call-handling")
+}
+
+// standbyFrozenFor is the fence a standby namespace is frozen for, as the
+// docs spell the freeze: the label careplane.io/fenced=true and the fence's
+// ID in careplane.io/standby-fence-id.
+func standbyFrozenFor(ns *corev1.Namespace) string {
+	if ns.Labels[v1alpha1.LabelFenced] != "true" {
+		return ""
+	}
+	return ns.Annotations["careplane.io/standby-fence-id"]
+}
+
+// tenantWritesInStandby tries, as the tenant's pipeline c, what it would do
+// to keep a hold on a standby that serves: a token for its ServiceAccount,
+// an allow-all policy, a pod of its own, a change to careplane's
+// Deployment. Each error by what was tried.
+func tenantWritesInStandby(ctx context.Context, c client.Client, ns string) map[string]error {
+	tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
+	allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-allow-all"},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}, Egress: []networkingv1.NetworkPolicyEgressRule{{}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-implant"},
+		Spec: corev1.PodSpec{ // one Pod Security's restricted level admits: only the freeze refuses it
+			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
+			Containers: []corev1.Container{{Name: "implant", Image: "registry.example/implant:1",
+				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}}}}
+	sidecar := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"tenant.example/sidecar":"inject"}}}`))
+	return map[string]error{
+		"token for ServiceAccount call-handling": c.SubResource("token").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling"}}, tr),
+		"allow-all NetworkPolicy":                c.Create(ctx, allow),
+		"pod of its own":                         c.Create(ctx, pod),
+		"change to Deployment call-handling":     c.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling"}}, sidecar),
 	}
 }
 
