@@ -203,23 +203,35 @@ const maxFencePasses = 3
 // namespace and the freeze keeps others out, so their order cannot open
 // it), but within step 4 the evidence before the scale-down.
 func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scope, plan fence.Plan, d *done) error {
-	// The standby's freeze before any of its credentials is replaced: a
-	// token minted for a new ServiceAccount in between would outlive the
-	// rotation.
-	var freeze, rest []fence.Action
+	// The standby's part of step 3 on its own: its freeze before any of
+	// its credentials is replaced (a token minted for a new ServiceAccount
+	// in between would outlive the rotation), and nothing wrong with the
+	// standby holds up the primary's steps.
+	var primary, standby []fence.Action
 	for _, a := range plan.Step(3) {
-		if a.Verb == fence.VerbFreeze {
-			freeze = append(freeze, a)
+		if a.Namespace == s.names.Primary {
+			primary = append(primary, a)
 		} else {
-			rest = append(rest, a)
+			standby = append(standby, a)
 		}
-	}
-	if err := r.carryOut(ctx, s, freeze, d, s.record.ID); err != nil {
-		return err
 	}
 	return all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, s.record.ID) },
-		func() error { return r.carryOut(ctx, s, rest, d, s.record.ID) },
+		func() error { return r.carryOut(ctx, s, primary, d, s.record.ID) },
+		func() error {
+			var freeze, rest []fence.Action
+			for _, a := range standby {
+				if a.Verb == fence.VerbFreeze {
+					freeze = append(freeze, a)
+				} else {
+					rest = append(rest, a)
+				}
+			}
+			if err := r.carryOut(ctx, s, freeze, d, s.record.ID); err != nil {
+				return err
+			}
+			return r.carryOut(ctx, s, rest, d, s.record.ID)
+		},
 		func() error {
 			var preserve, scale []fence.Action
 			for _, a := range plan.Step(4) {

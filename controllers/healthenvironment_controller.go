@@ -414,8 +414,11 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 		log.FromContext(ctx).Info("Releasing a fenced environment being deleted: isolation.mode is None", "ticket", iso.Ticket)
 	}
 	// Its data first: once the finalizers are gone, the garbage collector
-	// takes the namespaces.
+	// takes the namespaces (the standby's, once unfrozen).
 	if err := r.retainData(ctx, s); err != nil {
+		return err
+	}
+	if err := r.liftStandbyFreeze(ctx, s); err != nil {
 		return err
 	}
 	return r.removeFinalizer(ctx, s.env)

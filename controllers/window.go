@@ -250,16 +250,17 @@ func (r *HealthEnvironmentReconciler) writeStandbyFreeze(ctx context.Context, ns
 }
 
 // liftStandbyFreeze lifts the freeze a fence put on env's standby namespace,
-// once no fence is on record: at the end of the restore, and on any later
-// pass (after a restore cut short between its lift and this write). A
+// once no fence is on record: at the end of the restore, on any later pass
+// (after a restore cut short between its lift and this write), and before a
+// released environment's deletion (the garbage collector may not delete a
+// frozen namespace). A
 // freeze careplane did not write (no fence ID on it) is a responder's, and
 // stays.
 func (r *HealthEnvironmentReconciler) liftStandbyFreeze(ctx context.Context, s *scope) error {
-	if s.names.Standby == "" {
-		return nil
-	}
+	// By its name whatever the spec says now: a standby dropped from the
+	// spec during the fence is deleted once unfrozen.
 	ns := &corev1.Namespace{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Name: s.names.Standby}, ns); err != nil {
+	if err := r.Client.Get(ctx, client.ObjectKey{Name: build.SiteNamespace(s.env, v1alpha1.SiteStandby)}, ns); err != nil {
 		return client.IgnoreNotFound(err)
 	}
 	if fence.StandbyFrozenFor(ns) == "" || !metav1.IsControlledBy(ns, s.env) {

@@ -543,26 +543,44 @@ func TestGuardrailFencedNamespaceFreeze(t *testing.T) {
 		if err := s.responder.client.Create(ctx, podOf(""), client.DryRunAll); err != nil {
 			t.Errorf("creating a pod as a responder: %v", err)
 		}
-		// A frozen standby serves: the control plane starts its pods
-		// (they roll onto the fence's credentials, come back after a node
-		// is lost). The exception needs the site careplane applies as well
-		// as the freeze's mark: the mark alone, planted on a primary, does
-		// not pass.
-		standby := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":"standby"},"annotations":{"careplane.io/standby-fence-id":"F-E2E"}}}`))
-		if err := s.responder.client.Patch(ctx, ns, standby); err != nil {
-			t.Fatalf("marking %s as a frozen standby, as a responder: %v", fenced.name, err)
+		// A standby frozen by a fence that moves traffic there serves: the
+		// control plane starts its pods (they roll onto the fence's
+		// credentials, come back after a node is lost), and the
+		// controllers that bring a lost node's pods back work there.
+		standby := guardFencedNamespace(t, s, envName+"-standby", envName)
+		mark := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":"standby"},"annotations":{"careplane.io/standby-fence-id":"F-E2E"}}}`))
+		sbNs := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: standby.name}}
+		if err := s.responder.client.Patch(ctx, sbNs, mark); err != nil {
+			t.Fatalf("marking %s as a frozen standby, as a responder: %v", standby.name, err)
+		}
+		podIn := func(ns, rev string) *corev1.Pod {
+			p := podOf(rev)
+			p.Namespace = ns
+			return p
 		}
 		guardEventuallyAllowed(t, "a pod of a frozen standby, which serves", func(ctx context.Context) error {
-			return rsc.client.Create(ctx, podOf("R-FENCED"), client.DryRunAll)
+			return rsc.client.Create(ctx, podIn(standby.name, "R-FENCED"), client.DryRunAll)
 		})
-		primary := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":"primary"}}}`))
-		if err := s.responder.client.Patch(ctx, ns, primary); err != nil {
-			t.Fatalf("labelling %s a primary, as a responder: %v", fenced.name, err)
+		podGC := guardImpersonate(t, "system:serviceaccount:kube-system:pod-garbage-collector",
+			"system:serviceaccounts", "system:serviceaccounts:kube-system")
+		guardEventuallyAllowed(t, "pod-garbage-collector deletes a pod of a frozen standby", func(ctx context.Context) error {
+			return podGC.client.Delete(ctx, guardPodRef(standby.name, "evidence"), client.DryRunAll)
+		})
+		// In a fenced primary it may not: its pods are evidence.
+		if err := s.responder.client.Create(ctx, guardPodObject(fenced.name, "podgc-target")); err != nil {
+			t.Fatalf("creating a pod in %s as a responder: %v", fenced.name, err)
 		}
-		guardEventuallyDenied(t, 10*time.Second, "a pod of the fenced revision in a primary marked as a frozen standby", guardPolicyFreeze,
-			"annotated careplane.io/credentials-revision=R-E2E", func(ctx context.Context) error {
-				return rsc.client.Create(ctx, podOf("R-FENCED"), client.DryRunAll)
-			})
+		err = podGC.client.Delete(ctx, guardPodRef(fenced.name, "podgc-target"), client.DryRunAll)
+		guardDenied(t, err, guardPolicyFreeze, "pod-garbage-collector may not")
+		// The mark and the site planted on a namespace that is not an
+		// environment's standby by name (a primary) do not pass.
+		if err := s.responder.client.Patch(ctx, ns, mark); err != nil {
+			t.Fatalf("marking %s as a frozen standby, as a responder: %v", fenced.name, err)
+		}
+		stays(t, 5*time.Second, "a pod of the fenced revision in a primary marked as a frozen standby refused", func(ctx context.Context) (bool, string, error) {
+			err := rsc.client.Create(ctx, podOf("R-FENCED"), client.DryRunAll)
+			return guardIsDenial(err, guardPolicyFreeze), fmt.Sprint(err), nil
+		})
 		unmark := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"careplane.io/site":null},"annotations":{"careplane.io/standby-fence-id":null}}}`))
 		if err := s.responder.client.Patch(ctx, ns, unmark); err != nil {
 			t.Fatalf("unmarking %s, as a responder: %v", fenced.name, err)
