@@ -7,7 +7,8 @@
 // it applied and the resourceVersion the server answered with. When the
 // desired state hashes the same and the object (as the informer cache sees
 // it) still has that version, nobody has changed it since, so the apply is
-// skipped. Any change by anyone to what careplane writes — a drifted field, a
+// skipped; so it is when the cache still shows the object from before that
+// apply (behind). Any change by anyone to what careplane writes — a drifted field, a
 // label — moves the version and the next reconcile applies again. The version
 // is the resourceVersion, except for the kinds whose status their controllers
 // write on every pod they start (see Version). This is the approach of
@@ -19,6 +20,8 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -91,7 +94,7 @@ func (a *Applier) Apply(ctx context.Context, desired Object, currentVersion stri
 	a.mu.Lock()
 	last, ok := a.seen[group][k]
 	a.mu.Unlock()
-	if ok && currentVersion != "" && last.desired == h && last.version == currentVersion {
+	if ok && currentVersion != "" && last.desired == h && (last.version == currentVersion || behind(currentVersion, last.version)) {
 		return false, nil
 	}
 
@@ -221,6 +224,32 @@ func Version(desired Object, current metav1.Object) string {
 	}
 	d := sum(raw)
 	return fmt.Sprintf("%s/%d/%x", uid, gen, d[:])
+}
+
+// behind says current, the Version of an object as the caller's cache holds
+// it, is that object from before last, the Version of the answer to the last
+// apply: the same UID, labels, owners, finalizers and deletion, an older
+// generation. The cache has not caught up with that apply (a fence's second
+// look at the Deployments it scaled down a moment before); no other writer
+// can move the generation back, and one that moves it past last is applied
+// over once the cache shows it. Versions without a generation never are.
+func behind(current, last string) bool {
+	cu, cg, cd, ok := splitVersion(current)
+	lu, lg, ld, lok := splitVersion(last)
+	return ok && lok && cu != "" && cu == lu && cd == ld && cg < lg
+}
+
+// splitVersion reads a Version of the form uid/generation/digest.
+func splitVersion(v string) (uid string, gen int64, d string, ok bool) {
+	parts := strings.SplitN(v, "/", 3)
+	if len(parts) != 3 {
+		return "", 0, "", false
+	}
+	gen, err := strconv.ParseInt(parts[1], 10, 64)
+	if err != nil {
+		return "", 0, "", false
+	}
+	return parts[0], gen, parts[2], true
 }
 
 // key is the group an object is remembered in (see Applier.seen) and its

@@ -144,3 +144,48 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestBehind: a cache that shows an object from before careplane's last
+// apply of it (an older generation, all else the same) is behind that
+// apply, not changed by someone else; anything else is a change.
+func TestBehind(t *testing.T) {
+	dep := appsv1ac.Deployment("records-api", "wales-111-primary")
+	meta := func(gen int64) *metav1.ObjectMeta {
+		return &metav1.ObjectMeta{UID: "u1", Generation: gen, ResourceVersion: "10",
+			Labels: map[string]string{"careplane.io/environment": "wales-111"}}
+	}
+	applied := Version(dep, meta(5))
+	for _, c := range []struct {
+		name   string
+		cached func() *metav1.ObjectMeta
+		behind bool
+	}{
+		{"an older generation", func() *metav1.ObjectMeta { return meta(4) }, true},
+		{"the same generation", func() *metav1.ObjectMeta { return meta(5) }, false},
+		{"a newer generation (another writer)", func() *metav1.ObjectMeta { return meta(6) }, false},
+		{"older, another label", func() *metav1.ObjectMeta {
+			m := meta(4)
+			m.Labels["x"] = "y"
+			return m
+		}, false},
+		{"older, made anew", func() *metav1.ObjectMeta {
+			m := meta(4)
+			m.UID = "u2"
+			return m
+		}, false},
+		{"without a UID (its resourceVersion)", func() *metav1.ObjectMeta {
+			m := meta(4)
+			m.UID = ""
+			return m
+		}, false},
+	} {
+		if got := behind(Version(dep, c.cached()), applied); got != c.behind {
+			t.Errorf("%s: behind = %v, want %v", c.name, got, c.behind)
+		}
+	}
+	// Versions that are resourceVersions, and a Namespace's (no
+	// generation), are never behind.
+	if behind("9", "10") || behind(Version(corev1ac.Namespace("n"), meta(0)), Version(corev1ac.Namespace("n"), meta(0))) {
+		t.Error("a version without a generation is behind")
+	}
+}
