@@ -207,46 +207,37 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 	// its credentials is replaced (a token minted for a new ServiceAccount
 	// in between would outlive the rotation), and nothing wrong with the
 	// standby holds up the primary's steps.
-	var primary, standby []fence.Action
-	for _, a := range plan.Step(3) {
-		if a.Namespace == s.names.Primary {
-			primary = append(primary, a)
-		} else {
-			standby = append(standby, a)
+	primary, standby := partition(plan.Step(3), func(a fence.Action) bool { return a.Namespace == s.names.Primary })
+	// first, then: each in parallel, the second only once the first is done.
+	inTurn := func(first, then []fence.Action) error {
+		if err := r.carryOut(ctx, s, first, d, s.record.ID); err != nil {
+			return err
 		}
+		return r.carryOut(ctx, s, then, d, s.record.ID)
 	}
 	return all(
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, s.record.ID) },
 		func() error { return r.carryOut(ctx, s, primary, d, s.record.ID) },
 		func() error {
-			var freeze, rest []fence.Action
-			for _, a := range standby {
-				if a.Verb == fence.VerbFreeze {
-					freeze = append(freeze, a)
-				} else {
-					rest = append(rest, a)
-				}
-			}
-			if err := r.carryOut(ctx, s, freeze, d, s.record.ID); err != nil {
-				return err
-			}
-			return r.carryOut(ctx, s, rest, d, s.record.ID)
+			return inTurn(partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }))
 		},
 		func() error {
-			var preserve, scale []fence.Action
-			for _, a := range plan.Step(4) {
-				if a.Verb == fence.VerbScale {
-					scale = append(scale, a)
-				} else {
-					preserve = append(preserve, a)
-				}
-			}
-			if err := r.carryOut(ctx, s, preserve, d, s.record.ID); err != nil {
-				return err
-			}
-			return r.carryOut(ctx, s, scale, d, s.record.ID)
+			scale, preserve := partition(plan.Step(4), func(a fence.Action) bool { return a.Verb == fence.VerbScale })
+			return inTurn(preserve, scale)
 		},
 	)
+}
+
+// partition splits actions into those that match and the others, in order.
+func partition(actions []fence.Action, match func(fence.Action) bool) (yes, no []fence.Action) {
+	for _, a := range actions {
+		if match(a) {
+			yes = append(yes, a)
+		} else {
+			no = append(no, a)
+		}
+	}
+	return yes, no
 }
 
 // observeFence gathers what fence.PlanFence reads: every NetworkPolicy,

@@ -39,6 +39,16 @@ func TestPlanStandby(t *testing.T) {
 			Workloads:       map[string]string{"call-handling": "initial"},
 		}
 	}
+	// Rotated under this fence already, the namespace frozen for frozenFor.
+	rotated := func(frozenFor string) *StandbyObserved {
+		return &StandbyObserved{
+			Services:        []v1alpha1.Service{callHandling},
+			ServiceAccounts: []Object{obj("call-handling", id), obj("default", id)},
+			Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), id), obj(build.GeneratedSecretName("call-handling", "api"), id)},
+			Workloads:       map[string]string{"call-handling": id},
+			FrozenFor:       frozenFor,
+		}
+	}
 	for _, tc := range []struct {
 		name     string
 		failover v1alpha1.Failover
@@ -68,28 +78,13 @@ func TestPlanStandby(t *testing.T) {
 		{
 			name:     "rotated under this fence already: nothing again",
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm},
-			standby: func() *StandbyObserved {
-				return &StandbyObserved{
-					Services:        []v1alpha1.Service{callHandling},
-					ServiceAccounts: []Object{obj("call-handling", id), obj("default", id)},
-					Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), id), obj(build.GeneratedSecretName("call-handling", "api"), id)},
-					Workloads:       map[string]string{"call-handling": id},
-					FrozenFor:       id,
-				}
-			},
+			standby:  func() *StandbyObserved { return rotated(id) },
 		},
 		{
 			name:     "rotated under this fence, the standby not frozen (a careplane before the standby's freeze): frozen",
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm},
-			standby: func() *StandbyObserved {
-				return &StandbyObserved{
-					Services:        []v1alpha1.Service{callHandling},
-					ServiceAccounts: []Object{obj("call-handling", id), obj("default", id)},
-					Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), id), obj(build.GeneratedSecretName("call-handling", "api"), id)},
-					Workloads:       map[string]string{"call-handling": id},
-				}
-			},
-			want: []string{"freeze Namespace " + ns},
+			standby:  func() *StandbyObserved { return rotated("") },
+			want:     []string{"freeze Namespace " + ns},
 		},
 		{
 			name:     "rotated under an earlier fence: rotated again",
