@@ -76,6 +76,7 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 	}
 	found := map[string]*corev1.PersistentVolumeClaim{}
 	var reseen []v1alpha1.SeededClaim
+	var seededAt metav1.Time
 	source, hasSource := recovery.StandbySource(pointsOf(env))
 	in := recovery.StandbyInput{Points: pointsOf(env), SeededFrom: rec.DataFrom}
 	for _, svc := range services {
@@ -91,11 +92,14 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 				if err == nil {
 					found[name] = pvc
 					c.OnRecord = onRecord[name] == string(pvc.UID)
-					if !c.OnRecord && hasSource && r.seeds.made(env, name, pvc.UID, source.Name) {
+					if at, ok := r.seeds.made(env, name, pvc.UID, source.Name); !c.OnRecord && hasSource && ok {
 						// This process seeded it from the source, and the
 						// status read is older than that.
 						c.OnRecord = true
 						reseen = append(reseen, v1alpha1.SeededClaim{Name: name, UID: string(pvc.UID)})
+						if seededAt.Before(&at) {
+							seededAt = at
+						}
 					}
 				}
 				in.Claims = append(in.Claims, c)
@@ -112,6 +116,13 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 		if rec.DataFrom != source.Name {
 			rec.DataFrom, rec.DataTakenAt = source.Name, ptrTo(source.TakenAt)
 			in.SeededFrom = source.Name
+		}
+		// Every claim there and on record: the seed this process finished.
+		if !slices.ContainsFunc(in.Claims, func(c recovery.StandbyClaim) bool { return !c.Exists || !c.OnRecord }) {
+			if rec.SeededAt == nil {
+				rec.SeededAt = &seededAt
+			}
+			rec.RefreshingTo = ""
 		}
 	}
 	if serving {
@@ -248,7 +259,7 @@ func (r *HealthEnvironmentReconciler) seedClaims(ctx context.Context, s *scope, 
 					return false, err
 				}
 				rec.Claims = append(rec.Claims, v1alpha1.SeededClaim{Name: name, UID: string(uid)})
-				r.seeds.remember(s.env, name, uid, src.Name)
+				r.seeds.remember(s.env, name, uid, src.Name, metav1.NewTime(s.now))
 			}
 		}
 	}
@@ -449,22 +460,24 @@ type seed struct {
 	env   types.UID
 	claim types.UID
 	point string
+	at    metav1.Time
 }
 
-func (m *seedMemory) remember(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string) {
+func (m *seedMemory) remember(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string, at metav1.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.m == nil {
 		m.m = map[seedKey]seed{}
 	}
-	m.m[seedKey{env.Name, claim}] = seed{env: env.UID, claim: uid, point: point}
+	m.m[seedKey{env.Name, claim}] = seed{env: env.UID, claim: uid, point: point, at: at}
 }
 
-// made says this process created claim uid of env from point.
-func (m *seedMemory) made(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string) bool {
+// made says this process created claim uid of env from point, and when.
+func (m *seedMemory) made(env *v1alpha1.HealthEnvironment, claim string, uid types.UID, point string) (metav1.Time, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return point != "" && m.m[seedKey{env.Name, claim}] == seed{env: env.UID, claim: uid, point: point}
+	got, ok := m.m[seedKey{env.Name, claim}]
+	return got.at, ok && point != "" && got.env == env.UID && got.claim == uid && got.point == point
 }
 
 // forget drops what is remembered of the environment named name.

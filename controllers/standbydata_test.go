@@ -291,14 +291,16 @@ func TestAStaleStatusKeepsTheSeededClaim(t *testing.T) {
 		t.Fatalf("the seed: claim %v, standbyData %+v", err, f.env.Status.Failover.StandbyData)
 	}
 
+	seededAt := f.env.Status.Failover.StandbyData.SeededAt
 	f.env.Status = *stale // the cache, behind the seed's status write
 	f.pass()
 	got, err := f.getClaim(f.standby)
 	if err != nil || got.DeletionTimestamp != nil || got.UID != seeded.UID {
 		t.Fatalf("the seeded claim after a pass on the status from before it: err %v, deleting %v, UID %s (seeded %s)", err, got.DeletionTimestamp, got.UID, seeded.UID)
 	}
-	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold {
-		t.Errorf("standbyData after that pass = %+v, hold %v; want the seeded claim on record again, not held", sd, f.s.standbyHold)
+	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold ||
+		sd.SeededAt == nil || !sd.SeededAt.Equal(seededAt) || sd.RefreshingTo != "" {
+		t.Errorf("standbyData after that pass = %+v, hold %v; want the seed on record again as it was (seeded at %v), not held", sd, f.s.standbyHold, seededAt)
 	}
 
 	// Older still: a status that records no seed at all (the write that
@@ -310,8 +312,9 @@ func TestAStaleStatusKeepsTheSeededClaim(t *testing.T) {
 	if err != nil || got.DeletionTimestamp != nil || got.UID != seeded.UID {
 		t.Fatalf("the seeded claim after a pass on a status with no seed: err %v, deleting %v", err, got.DeletionTimestamp)
 	}
-	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || !sd.DataTakenAt.Equal(&f.taken) || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold {
-		t.Errorf("standbyData after that pass = %+v, hold %v; want the seed from p-1 on record again, not held", sd, f.s.standbyHold)
+	if sd := f.env.Status.Failover.StandbyData; sd.DataFrom != "p-1" || !sd.DataTakenAt.Equal(&f.taken) || len(sd.Claims) != 1 || sd.Claims[0].UID != string(seeded.UID) || f.s.standbyHold ||
+		sd.SeededAt == nil || !sd.SeededAt.Equal(seededAt) || sd.RefreshingTo != "" {
+		t.Errorf("standbyData after that pass = %+v, hold %v; want the seed from p-1 on record again as it was, not held", sd, f.s.standbyHold)
 	}
 
 	// Another process (a new leader) remembers nothing: it reads the status
