@@ -2,7 +2,6 @@ package controllers
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strings"
@@ -378,7 +377,7 @@ func (r *HealthEnvironmentReconciler) writeEvidenceMarks(ctx context.Context, en
 			return err
 		}
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": m.labels, "annotations": m.annotations}})
+	patch, err := m.patch("")
 	if err != nil {
 		return err
 	}

@@ -77,7 +77,7 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 	found := map[string]*corev1.PersistentVolumeClaim{}
 	var reseen []v1alpha1.SeededClaim
 	var seededAt metav1.Time
-	source, hasSource := recovery.StandbySource(pointsOf(env))
+	source, _ := recovery.StandbySource(pointsOf(env)) // none: Name "", which nothing was seeded from
 	in := recovery.StandbyInput{Points: pointsOf(env), SeededFrom: rec.DataFrom}
 	for _, svc := range services {
 		for i := range svc.ReplicaCount() {
@@ -92,7 +92,7 @@ func (r *HealthEnvironmentReconciler) reconcileStandbyData(ctx context.Context, 
 				if err == nil {
 					found[name] = pvc
 					c.OnRecord = onRecord[name] == string(pvc.UID)
-					if at, ok := r.seeds.made(env, name, pvc.UID, source.Name); !c.OnRecord && hasSource && ok {
+					if at, ok := r.seeds.made(env, name, pvc.UID, source.Name); !c.OnRecord && ok {
 						// This process seeded it from the source, and the
 						// status read is older than that.
 						c.OnRecord = true

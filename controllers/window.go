@@ -99,6 +99,16 @@ type nsMarks struct {
 
 func (m nsMarks) empty() bool { return len(m.labels) == 0 && len(m.annotations) == 0 }
 
+// patch is the merge patch that writes m, on the precondition of
+// resourceVersion version unless it is empty.
+func (m nsMarks) patch(version string) ([]byte, error) {
+	md := map[string]any{"labels": m.labels, "annotations": m.annotations}
+	if version != "" {
+		md["resourceVersion"] = version
+	}
+	return json.Marshal(map[string]any{"metadata": md})
+}
+
 // writeRecord makes ns carry rec (an absent rec clears the record), and
 // also's marks in the same write. The patch carries ns's resourceVersion:
 // of two writers racing to start a fence, one wins and the other reads the
@@ -118,8 +128,7 @@ func (w fenceWriter) writeRecord(ctx context.Context, ns *corev1.Namespace, rec 
 	for k, v := range rec.Annotations() {
 		annotations[k] = v
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{
-		"resourceVersion": ns.ResourceVersion, "labels": labels, "annotations": annotations}})
+	patch, err := nsMarks{labels: labels, annotations: annotations}.patch(ns.ResourceVersion)
 	if err != nil {
 		return err
 	}
@@ -231,7 +240,7 @@ func (w fenceWriter) windowClosed(ctx context.Context, env *v1alpha1.HealthEnvir
 // "", it lifts the freeze.
 func (r *HealthEnvironmentReconciler) writeStandbyFreeze(ctx context.Context, ns, id string) error {
 	labels, annotations := fence.StandbyFreeze(id)
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"labels": labels, "annotations": annotations}})
+	patch, err := nsMarks{labels: labels, annotations: annotations}.patch("")
 	if err != nil {
 		return err
 	}
