@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -219,7 +220,15 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 		func() error { return r.carryOut(ctx, s, plan.Step(2), d, s.record.ID) },
 		func() error { return r.carryOut(ctx, s, primary, d, s.record.ID) },
 		func() error {
-			return inTurn(partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }))
+			// The freeze alone: the rest is made from the next look,
+			// taken once the freeze is in place, so that nothing the
+			// tenant adds meanwhile is missed. Then the clean-up, then the
+			// rotations: nothing the tenant planted there runs on the new
+			// credentials.
+			if freeze, _ := partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }); len(freeze) > 0 {
+				return r.carryOut(ctx, s, freeze, d, s.record.ID)
+			}
+			return inTurn(partition(standby, cleansStandby))
 		},
 		func() error {
 			scale, preserve := partition(plan.Step(4), func(a fence.Action) bool { return a.Verb == fence.VerbScale })
@@ -361,6 +370,26 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 			sb.Workloads[svc.Name] = w.credentialsRevision
 		}
 	}
+	if sb.FrozenFor == s.record.ID {
+		// Frozen for this fence: what the tenant may have planted there
+		// before, for the clean-up, every kind at once.
+		objects := make([][]fence.StandbyObject, len(fence.StandbyKinds))
+		if err := inParallel(indices(fence.StandbyKinds), func(k int) error {
+			gvk := fence.StandbyKinds[k]
+			list := &metav1.PartialObjectMetadataList{}
+			list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+				return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
+			}
+			for i := range list.Items {
+				objects[k] = append(objects[k], fence.StandbyObjectOf(gvk.Kind, list.Items[i].ObjectMeta))
+			}
+			return nil
+		}); err != nil {
+			return obs, err
+		}
+		sb.Objects = slices.Concat(objects...)
+	}
 	s.standbyServices = services
 	obs.Standby = sb
 	return obs, nil
@@ -372,6 +401,7 @@ type done struct {
 	removed []string // NetworkPolicies deleted, with a note when not careplane's
 	routes  []string // Services deleted, or let go of their finalizers
 	revoked int32    // ServiceAccounts and Secrets revoked
+	standby []string // what the standby's clean-up removed or stripped
 }
 
 func (d *done) add(f func(d *done)) {
@@ -384,6 +414,12 @@ func (d *done) add(f func(d *done)) {
 // policies removed.
 func (d *done) report(ctx context.Context, r *HealthEnvironmentReconciler, s *scope, ns string) {
 	s.credentialsRevoked += d.revoked
+	if len(d.standby) > 0 {
+		sort.Strings(d.standby)
+		log.FromContext(ctx).Info("Cleaned the standby namespace that serves", "namespace", s.names.Standby, "objects", d.standby)
+		r.Recorder.Eventf(s.env, nil, corev1.EventTypeWarning, "StandbyCleaned", "Fence",
+			"Cleaned standby namespace %s, which serves while the primary is fenced: %s", s.names.Standby, strings.Join(d.standby, ", "))
+	}
 	if len(d.routes) > 0 {
 		sort.Strings(d.routes)
 		log.FromContext(ctx).Info("Removed Services from the fenced namespace", "namespace", ns, "services", d.routes)
@@ -415,6 +451,8 @@ func (r *HealthEnvironmentReconciler) carryOut(ctx context.Context, s *scope, ac
 func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope, a fence.Action, d *done, rev string) error {
 	meta := metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}
 	switch {
+	case a.Namespace == s.names.Standby && cleansStandby(a):
+		return r.cleanStandbyOne(ctx, a, d)
 	case a.Verb == fence.VerbDelete && a.Kind == "NetworkPolicy":
 		if err := r.deleteObserved(ctx, &networkingv1.NetworkPolicy{ObjectMeta: meta}, a.UID); err != nil {
 			return err

@@ -1,7 +1,6 @@
 package fence
 
 import (
-	"bytes"
 	"cmp"
 	"maps"
 	"slices"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/ssa"
 )
 
 // Verb is what an Action does to its object.
@@ -117,7 +117,7 @@ func (p Plan) Changes() []Action {
 	var out []Action
 	for _, a := range p.Actions {
 		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate ||
-			a.Verb == VerbRelease || a.Verb == VerbFreeze) {
+			a.Verb == VerbRelease || a.Verb == VerbFreeze || a.Verb == VerbStrip) {
 			out = append(out, a)
 		}
 	}
@@ -192,12 +192,7 @@ type ServiceObject struct {
 // manager other than owner for fields of the object's spec (status and
 // other subresources aside).
 func SpecWrittenByOthers(managed []metav1.ManagedFieldsEntry, owner string) bool {
-	for _, m := range managed {
-		if m.Manager != owner && m.Subresource == "" && m.FieldsV1 != nil && bytes.Contains(m.FieldsV1.GetRawBytes(), []byte(`"f:spec"`)) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(managed, func(m metav1.ManagedFieldsEntry) bool { return ssa.WritesSpec(m, owner) })
 }
 
 // PlanFence lists the writes of o's fence in the order they are made. Every

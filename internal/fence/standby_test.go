@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
@@ -31,13 +32,19 @@ func TestPlanStandby(t *testing.T) {
 		}
 		return o
 	}
-	standby := func() *StandbyObserved {
+	// Read before the freeze, then after it.
+	unfrozen := func() *StandbyObserved {
 		return &StandbyObserved{
 			Services:        []v1alpha1.Service{callHandling},
 			ServiceAccounts: []Object{obj("call-handling", ""), obj("default", ""), obj("backdoor", "")},
 			Secrets:         []Object{obj(build.GeneratedSecretName("call-handling", "db"), ""), obj(build.GeneratedSecretName("call-handling", "api"), ""), obj("tenant-notes", "")},
 			Workloads:       map[string]string{"call-handling": "initial"},
 		}
+	}
+	standby := func() *StandbyObserved {
+		sb := unfrozen()
+		sb.FrozenFor = id
+		return sb
 	}
 	// Rotated under this fence already, the namespace frozen for frozenFor.
 	rotated := func(frozenFor string) *StandbyObserved {
@@ -56,11 +63,20 @@ func TestPlanStandby(t *testing.T) {
 		want     []string // "verb kind name", in order
 	}{
 		{
-			name:     "Warm, Automatic: everything rotated",
+			name:     "Warm, Automatic, before the freeze: frozen first, then everything rotated",
+			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerAutomatic},
+			standby:  unfrozen,
+			want: []string{
+				"freeze Namespace " + ns, "delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
+			},
+		},
+		{
+			name:     "Warm, Automatic, frozen: everything rotated",
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerAutomatic},
 			standby:  standby,
 			want: []string{
-				"freeze Namespace " + ns, "delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -68,10 +84,10 @@ func TestPlanStandby(t *testing.T) {
 			name:     "Cold, before the standby runs: created under the fence",
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyCold},
 			standby: func() *StandbyObserved {
-				return &StandbyObserved{Services: []v1alpha1.Service{callHandling}, ServiceAccounts: []Object{obj("default", "")}}
+				return &StandbyObserved{Services: []v1alpha1.Service{callHandling}, ServiceAccounts: []Object{obj("default", "")}, FrozenFor: id}
 			},
 			want: []string{
-				"freeze Namespace " + ns, "recreate ServiceAccount default", "recreate ServiceAccount call-handling",
+				"recreate ServiceAccount default", "recreate ServiceAccount call-handling",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -124,7 +140,7 @@ func TestPlanStandby(t *testing.T) {
 			failover: v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerManual, ActiveSite: v1alpha1.SiteStandby},
 			standby:  standby,
 			want: []string{
-				"freeze Namespace " + ns, "delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
+				"delete ServiceAccount backdoor", "recreate ServiceAccount call-handling", "recreate ServiceAccount default",
 				"rotate Secret " + build.GeneratedSecretName("call-handling", "api"), "rotate Secret " + build.GeneratedSecretName("call-handling", "db"), "roll Deployment call-handling",
 			},
 		},
@@ -253,5 +269,162 @@ func TestStandbyServes(t *testing.T) {
 		if got := StandbyServes(env); got != tc.want {
 			t.Errorf("StandbyServes(%+v) = %v, want %v", tc.fo, got, tc.want)
 		}
+	}
+}
+
+// TestPlanStandbyClean: once the standby is frozen for the fence, whatever
+// the tenant planted there goes before the credentials are replaced: every
+// object of the StandbyKinds that is not careplane's is deleted, careplane's
+// own lose what another writer added to their spec (strip), and a pod is
+// careplane's only through its controller's UID and an untouched spec.
+func TestPlanStandbyClean(t *testing.T) {
+	const id = "2030-01-01T00:00:00Z"
+	const ns = "wales-111-standby"
+	callHandling := v1alpha1.Service{Name: "call-handling", Critical: true}
+	records := v1alpha1.Service{Name: "records", Critical: true, Volumes: []v1alpha1.Volume{{Name: "data", MountPath: "/data"}}}
+	ctrl := func(kind string, uid types.UID) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{Kind: kind, Name: "x", UID: uid, Controller: ptr.To(true)}}
+	}
+	o := func(kind, name string, foreign bool, owners []metav1.OwnerReference) StandbyObject {
+		return StandbyObject{Kind: kind, ForeignSpec: foreign,
+			Object: Object{Name: name, UID: types.UID(kind + "/" + name), OwnerReferences: owners}}
+	}
+	deleting := o("Pod", "going", false, nil)
+	deleting.DeletionTimestamp = ptr.To(metav1.Now())
+	held := o("Service", "held", false, nil)
+	held.DeletionTimestamp, held.Finalizers = ptr.To(metav1.Now()), []string{"tenant.example/hold"}
+	objects := []StandbyObject{
+		o("NetworkPolicy", build.DefaultDenyPolicyName, true, nil),
+		o("NetworkPolicy", build.AllowDNSPolicyName, false, nil),
+		o("NetworkPolicy", build.ServicePolicyName("call-handling"), false, nil),
+		o("NetworkPolicy", "tenant-allow-all", false, nil),
+		o("Service", "call-handling", true, nil),
+		o("Service", "records", false, nil),
+		o("Service", "tenant-nodeport", false, nil),
+		held,
+		o("Deployment", "call-handling", false, nil),
+		o("Deployment", "miner", false, nil),
+		o("StatefulSet", "records", true, nil),
+		o("StatefulSet", "call-handling", false, nil), // careplane's name, not its kind
+		o("ReplicaSet", "call-handling-1", false, ctrl("Deployment", "Deployment/call-handling")),
+		o("ReplicaSet", "call-handling-2", true, ctrl("Deployment", "Deployment/call-handling")),
+		o("ReplicaSet", "miner-1", false, ctrl("Deployment", "Deployment/miner")),
+		o("ReplicaSet", "bare", false, nil),
+		o("DaemonSet", "agent", false, nil),
+		o("Job", "once", false, nil),
+		o("CronJob", "nightly", false, nil),
+		o("ReplicationController", "old", false, nil),
+		o("Pod", "call-handling-1-a", false, ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
+		o("Pod", "call-handling-1-b", true, ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
+		o("Pod", "records-0", false, ctrl("StatefulSet", "StatefulSet/records")),
+		o("Pod", "forged", false, ctrl("Deployment", "Deployment/call-handling")),
+		o("Pod", "of-the-wrong-kind", false, ctrl("StatefulSet", "StatefulSet/call-handling")),
+		o("Pod", "bare", false, nil),
+		deleting,
+	}
+	want := []string{
+		"strip NetworkPolicy " + build.DefaultDenyPolicyName,
+		"delete NetworkPolicy tenant-allow-all",
+		"strip Service call-handling",
+		"release-finalizers Service held",
+		"delete Service tenant-nodeport",
+		"delete Deployment miner",
+		"delete StatefulSet call-handling",
+		"strip StatefulSet records",
+		"delete ReplicaSet bare",
+		"delete ReplicaSet call-handling-2",
+		"delete ReplicaSet miner-1",
+		"delete DaemonSet agent",
+		"delete Job once",
+		"delete CronJob nightly",
+		"delete ReplicationController old",
+		"delete Pod bare",
+		"delete Pod call-handling-1-b",
+		"delete Pod forged",
+		"delete Pod of-the-wrong-kind",
+	}
+	for _, tc := range []struct {
+		name      string
+		frozenFor string
+		want      []string
+	}{
+		{"frozen for this fence: cleaned", id, want},
+		{"not frozen yet: the freeze first", "", append([]string{"freeze Namespace " + ns}, want...)},
+		{"frozen for an earlier fence: the freeze first", "2029-01-01T00:00:00Z", append([]string{"freeze Namespace " + ns}, want...)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := fencedEnv()
+			env.Spec.Services = []v1alpha1.Service{callHandling, records, {Name: "referral"}}
+			env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm}
+			sb := &StandbyObserved{Services: []v1alpha1.Service{callHandling, records}, FrozenFor: tc.frozenFor, Objects: objects,
+				Workloads: map[string]string{"call-handling": id, "records": id}}
+			for _, name := range []string{"call-handling", "records", "default"} {
+				sb.ServiceAccounts = append(sb.ServiceAccounts, Object{Name: name, Annotations: map[string]string{build.AnnotationCredentialsRevision: id}})
+			}
+			p := PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec}, Standby: sb})
+			var got []string
+			for _, a := range p.Actions {
+				if a.Namespace == ns || a.Name == ns {
+					got = append(got, string(a.Verb)+" "+a.Kind+" "+a.Name)
+					if a.Verb == VerbDelete && a.UID != types.UID(a.Kind+"/"+a.Name) {
+						t.Errorf("%s %s %s: UID %q, want the one observed (a delete is on its precondition)", a.Verb, a.Kind, a.Name, a.UID)
+					}
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("standby actions:\n got %q\nwant %q", got, tc.want)
+			}
+			// Every one of them is a change: a pass that made one looks
+			// again, until a look finds the standby clean.
+			n := 0
+			for _, a := range p.Changes() {
+				if a.Namespace == ns || a.Name == ns {
+					n++
+				}
+			}
+			if n != len(tc.want) {
+				t.Errorf("Changes() holds %d of the standby's actions, want %d", n, len(tc.want))
+			}
+		})
+	}
+}
+
+// TestStandbyObjectOf: whose writes make an object's spec foreign. careplane
+// applies its policies, Services and workloads; the controller manager makes
+// ReplicaSets and pods; anyone else who wrote a spec (an edit, `kubectl set
+// image`, an ephemeral container) made it foreign. Status and metadata
+// writes do not.
+func TestStandbyObjectOf(t *testing.T) {
+	entry := func(manager, subresource, fields string) metav1.ManagedFieldsEntry {
+		return metav1.ManagedFieldsEntry{Manager: manager, Operation: metav1.ManagedFieldsOperationUpdate, Subresource: subresource,
+			FieldsType: "FieldsV1", FieldsV1: metav1.NewFieldsV1(fields)}
+	}
+	const spec, meta, status = `{"f:spec":{"f:x":{}}}`, `{"f:metadata":{"f:annotations":{}}}`, `{"f:status":{}}`
+	for _, tc := range []struct {
+		name    string
+		kind    string
+		managed []metav1.ManagedFieldsEntry
+		want    bool
+	}{
+		{"careplane's Deployment", "Deployment", []metav1.ManagedFieldsEntry{entry("careplane", "", spec), entry(controllerManager, "", meta), entry(controllerManager, "status", status)}, false},
+		{"a Deployment someone edited", "Deployment", []metav1.ManagedFieldsEntry{entry("careplane", "", spec), entry("kubectl-edit", "", spec)}, true},
+		{"a Deployment scaled through its subresource", "Deployment", []metav1.ManagedFieldsEntry{entry("careplane", "", spec), entry("kubectl", "scale", spec)}, false},
+		{"a NetworkPolicy the controller manager wrote (careplane never has it)", "NetworkPolicy", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec)}, true},
+		{"a ReplicaSet as the controller made it", "ReplicaSet", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec)}, false},
+		{"a ReplicaSet whose template someone changed", "ReplicaSet", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec), entry("kubectl-patch", "", spec)}, true},
+		{"a pod as the controller made it, the kubelet's status", "Pod", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec), entry("kubelet", "status", status)}, false},
+		{"a pod whose image was set", "Pod", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec), entry("kubectl-set", "", spec)}, true},
+		{"a pod with an ephemeral container", "Pod", []metav1.ManagedFieldsEntry{entry(controllerManager, "", spec), entry("kubectl-debug", "ephemeralcontainers", spec)}, true},
+		{"a pod someone created", "Pod", []metav1.ManagedFieldsEntry{entry("kubectl-create", "", spec)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := StandbyObjectOf(tc.kind, metav1.ObjectMeta{Name: "x", ManagedFields: tc.managed})
+			if got.ForeignSpec != tc.want || got.Kind != tc.kind || got.Name != "x" {
+				t.Errorf("StandbyObjectOf = %+v, want ForeignSpec %v", got, tc.want)
+			}
+			if got.ManagedFields != nil {
+				t.Error("the managed fields are kept: the plan reads only ForeignSpec")
+			}
+		})
 	}
 }

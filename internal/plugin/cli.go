@@ -475,6 +475,10 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 	if st.SecretsAssumed {
 		fmt.Fprintln(o.streams.Out, "(You may not list Secrets, so the plan assumes every Secret careplane generated exists; the fence deletes only those.)")
 	}
+	if len(st.StandbyUnread) > 0 {
+		fmt.Fprintf(o.streams.Out, "(You may not list %s in standby namespace %s, so the plan does not show those; the fence deletes every one that is not careplane's.)\n",
+			strings.Join(st.StandbyUnread, ", "), build.NamespaceNames(env).Standby)
+	}
 	if st.FrontEndpointsUnread {
 		fmt.Fprintf(o.streams.Out, "(You may not list Endpoints, so the plan does not show those in front namespace %s; the fence deletes every one.)\n", build.NamespaceNames(env).Front)
 	}
@@ -618,6 +622,22 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	default:
 		for _, sec := range secrets.Items {
 			st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: sec.ObjectMeta})
+		}
+	}
+	// What the fence's clean-up of the standby reads; a kind the caller
+	// may not list is said so.
+	for _, gvk := range fence.StandbyKinds {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		switch err := o.client.List(ctx, list, in); {
+		case apierrors.IsForbidden(err):
+			st.StandbyUnread = append(st.StandbyUnread, gvk.Kind)
+		case err != nil:
+			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
+		default:
+			for i := range list.Items {
+				st.StandbyObjects = append(st.StandbyObjects, fence.StandbyObjectOf(gvk.Kind, list.Items[i].ObjectMeta))
+			}
 		}
 	}
 	return nil

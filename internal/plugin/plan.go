@@ -85,6 +85,11 @@ type FenceState struct {
 	// StandbyServices are the services the standby runs: the critical
 	// services of the known-good revision.
 	StandbyServices []v1alpha1.Service
+	// StandbyObjects are the objects of the standby namespace the fence's
+	// clean-up reads (fence.StandbyKinds), and StandbyUnread the kinds of
+	// them the caller may not list.
+	StandbyObjects []fence.StandbyObject
+	StandbyUnread  []string
 }
 
 // PlanFence lists what a fence of s.Env would write or delete: the plan the
@@ -164,7 +169,8 @@ func PlanFence(s FenceState) Plan {
 	}
 	o.SnapshotClass = s.SnapshotClass
 	if s.StandbyFound {
-		sb := &fence.StandbyObserved{Services: s.StandbyServices, Workloads: map[string]string{}, FrozenFor: s.StandbyFrozenFor}
+		sb := &fence.StandbyObserved{Services: s.StandbyServices, Workloads: map[string]string{}, FrozenFor: s.StandbyFrozenFor,
+			Objects: s.StandbyObjects}
 		for _, sa := range s.ServiceAccounts {
 			if sa.Namespace == ns.Standby {
 				sb.ServiceAccounts = append(sb.ServiceAccounts, sa.ObjectMeta)

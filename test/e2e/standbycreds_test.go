@@ -137,45 +137,7 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	})
 	// From the failover on, the front of the critical service never routes
 	// to nothing, the standby's roll included.
-	var mu sync.Mutex
-	var gaps []string
-	polls := 0
-	stop := make(chan struct{})
-	stopped := make(chan struct{})
-	go func() {
-		defer close(stopped)
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(100 * time.Millisecond):
-			}
-			slice := &discoveryv1.EndpointSlice{}
-			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: name, Name: "call-handling-careplane"}, slice)
-			mu.Lock()
-			polls++
-			ready := 0
-			for _, e := range slice.Endpoints {
-				if e.Conditions.Ready == nil || *e.Conditions.Ready {
-					ready++
-				}
-			}
-			if err != nil || ready == 0 {
-				gaps = append(gaps, fmt.Sprintf("%s: %d ready endpoints (%v)", time.Now().Format(time.RFC3339Nano), ready, err))
-			}
-			mu.Unlock()
-		}
-	}()
-	stopPolling := func() {
-		select {
-		case <-stop:
-		default:
-			close(stop)
-		}
-		<-stopped
-	}
-	defer stopPolling()
-
+	gaps := watchFrontGaps(t, name, "call-handling")
 	env := waitFencedTrue(t, name)
 	primaryNs := &corev1.Namespace{}
 	if err := k8sClient.Get(ctx, client.ObjectKey{Name: name + "-primary"}, primaryNs); err != nil {
@@ -209,17 +171,7 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	}
 
 	// The standby's pods roll onto the new credentials, and serve.
-	eventually(t, 2*time.Minute, "the standby rolled onto the fence's credentials", func(ctx context.Context) (bool, string, error) {
-		d := &appsv1.Deployment{}
-		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "call-handling"}, d); err != nil {
-			return false, "", err
-		}
-		rev := d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
-		st := d.Status
-		done := rev == fenceID && st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == *d.Spec.Replicas &&
-			st.Replicas == *d.Spec.Replicas && st.ReadyReplicas == *d.Spec.Replicas
-		return done, fmt.Sprintf("template revision %q, status %+v", rev, st), nil
-	})
+	waitStandbyRolled(t, standby, fenceID)
 	eventually(t, 30*time.Second, "front routes only to the rolled standby", func(ctx context.Context) (bool, string, error) {
 		ok, why := routesOnlyTo(t, ctx, name, standby, "call-handling")
 		return ok, why, nil
@@ -271,13 +223,7 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		return true, "", nil
 	})
 
-	stopPolling()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(gaps) > 0 {
-		t.Errorf("the front of call-handling routed to no ready endpoint %d times of %d polls: %v", len(gaps), polls, gaps)
-	}
-	t.Logf("the front of call-handling had ready endpoints in all %d polls", polls)
+	gaps.check(t)
 	if c := findCond(t, name, v1alpha1.ConditionFenced); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("Fenced = %+v after the standby's rotation", c)
 	}
@@ -300,6 +246,86 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	})
 }
 
+// frontGaps polls, every 100 ms until check, the front EndpointSlice of one
+// service for a moment it routes to no ready endpoint.
+type frontGaps struct {
+	what    string
+	stop    chan struct{}
+	stopped chan struct{}
+	mu      sync.Mutex
+	polls   int
+	gaps    []string
+}
+
+// watchFrontGaps starts polling the front of service svc of environment env.
+func watchFrontGaps(t *testing.T, env, svc string) *frontGaps {
+	g := &frontGaps{what: svc, stop: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(g.stopped)
+		for {
+			select {
+			case <-g.stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			slice := &discoveryv1.EndpointSlice{}
+			err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: env, Name: build.FrontEndpointSliceName(svc)}, slice)
+			ready := 0
+			for _, e := range slice.Endpoints {
+				if e.Conditions.Ready == nil || *e.Conditions.Ready {
+					ready++
+				}
+			}
+			g.mu.Lock()
+			g.polls++
+			if err != nil || ready == 0 {
+				g.gaps = append(g.gaps, fmt.Sprintf("%s: %d ready endpoints (%v)", time.Now().Format(time.RFC3339Nano), ready, err))
+			}
+			g.mu.Unlock()
+		}
+	}()
+	t.Cleanup(g.halt)
+	return g
+}
+
+func (g *frontGaps) halt() {
+	select {
+	case <-g.stop:
+	default:
+		close(g.stop)
+	}
+	<-g.stopped
+}
+
+// check stops the polling and fails t if any poll found no ready endpoint.
+func (g *frontGaps) check(t *testing.T) {
+	t.Helper()
+	g.halt()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.gaps) > 0 {
+		t.Errorf("the front of %s routed to no ready endpoint %d times of %d polls: %v", g.what, len(g.gaps), g.polls, g.gaps)
+	}
+	t.Logf("the front of %s had ready endpoints in all %d polls", g.what, g.polls)
+}
+
+// waitStandbyRolled waits until the standby's call-handling Deployment runs
+// the credentials of fence id on every replica.
+func waitStandbyRolled(t *testing.T, standby, id string) {
+	t.Helper()
+	eventually(t, 2*time.Minute, "the standby rolled onto the fence's credentials", func(ctx context.Context) (bool, string, error) {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "call-handling"}, d); err != nil {
+			return false, "", err
+		}
+		rev := d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		st := d.Status
+		done := rev == id && st.ObservedGeneration >= d.Generation && st.UpdatedReplicas == *d.Spec.Replicas &&
+			st.Replicas == *d.Spec.Replicas && st.ReadyReplicas == *d.Spec.Replicas
+		return done, fmt.Sprintf("template revision %q, status %+v", rev, st), nil
+	})
+}
+
 // standbyFrozenFor is the fence a standby namespace is frozen for, as the
 // docs spell the freeze: the label careplane.io/fenced=true and the fence's
 // ID in careplane.io/standby-fence-id.
@@ -319,11 +345,7 @@ func tenantWritesInStandby(ctx context.Context, c client.Client, ns string) map[
 	allow := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-allow-all"},
 		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}, Egress: []networkingv1.NetworkPolicyEgressRule{{}},
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}}}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-implant"},
-		Spec: corev1.PodSpec{ // one Pod Security's restricted level admits: only the freeze refuses it
-			SecurityContext: &corev1.PodSecurityContext{RunAsNonRoot: ptr.To(true), SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}},
-			Containers: []corev1.Container{{Name: "implant", Image: "registry.example/implant:1",
-				SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr.To(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}}}}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-implant"}, Spec: restrictedPodSpec("implant")}
 	sidecar := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"annotations":{"tenant.example/sidecar":"inject"}}}`))
 	return map[string]error{
 		"token for ServiceAccount call-handling": c.SubResource("token").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling"}}, tr),
