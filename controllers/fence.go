@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -183,7 +184,13 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	if err != nil {
 		return err
 	}
-	if obs.Standby != nil && fence.StandbyServes(s.env) {
+	switch {
+	case slices.ContainsFunc(plan.Actions, func(a fence.Action) bool { return a.Verb == fence.VerbWait }):
+		// The standby's credentials wait for its pods to run careplane's
+		// templates: not fenced yet, and looked at again soon.
+		s.standbyWaiting = true
+		s.requeue(time.Second)
+	case obs.Standby != nil && fence.StandbyServes(s.env):
 		// Every credential of the standby is this fence's now: its
 		// reconcile keeps them so and rolls the pods onto them.
 		s.standbyRotation = rec.ID
@@ -196,8 +203,10 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 }
 
 // maxFencePasses bounds the passes of one reconcile over a fenced namespace
-// that keeps changing; the fence is then retried.
-const maxFencePasses = 3
+// that keeps changing; the fence is then retried. A fence that moves
+// traffic to the standby takes four: the freeze, the standby's clean-up,
+// its rotation, and the look that finds nothing left.
+const maxFencePasses = 5
 
 // carryOutSteps carries out steps 2 to 4 of plan: every write of a step at
 // once, the steps side by side (the deny policy already isolates the
@@ -372,23 +381,10 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 	}
 	if sb.FrozenFor == s.record.ID {
 		// Frozen for this fence: what the tenant may have planted there
-		// before, for the clean-up, every kind at once.
-		objects := make([][]fence.StandbyObject, len(fence.StandbyKinds))
-		if err := inParallel(indices(fence.StandbyKinds), func(k int) error {
-			gvk := fence.StandbyKinds[k]
-			list := &metav1.PartialObjectMetadataList{}
-			list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-			if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
-				return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
-			}
-			for i := range list.Items {
-				objects[k] = append(objects[k], fence.StandbyObjectOf(gvk.Kind, list.Items[i].ObjectMeta))
-			}
-			return nil
-		}); err != nil {
+		// before, for the clean-up.
+		if sb.Objects, err = r.readStandby(ctx, s, ns); err != nil {
 			return obs, err
 		}
-		sb.Objects = slices.Concat(objects...)
 	}
 	s.standbyServices = services
 	obs.Standby = sb
@@ -452,7 +448,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 	meta := metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}
 	switch {
 	case a.Namespace == s.names.Standby && cleansStandby(a):
-		return r.cleanStandbyOne(ctx, a, d)
+		return r.cleanStandbyOne(ctx, s, a, d, rev)
 	case a.Verb == fence.VerbDelete && a.Kind == "NetworkPolicy":
 		if err := r.deleteObserved(ctx, &networkingv1.NetworkPolicy{ObjectMeta: meta}, a.UID); err != nil {
 			return err
@@ -553,28 +549,10 @@ func reported(a fence.Action) string {
 }
 
 // releaseService takes the finalizers off Service meta, of UID uid, when it
-// is being deleted and held by some (a tenant's, or a load balancer's whose
-// controller the freeze keeps out: its cloud resources are then left to
-// the platform team).
+// is being deleted and held by some (release).
 func (r *HealthEnvironmentReconciler) releaseService(ctx context.Context, meta metav1.ObjectMeta, uid types.UID) error {
-	live := &metav1.PartialObjectMetadata{TypeMeta: servicesMetadata.TypeMeta}
-	if err := r.APIReader.Get(ctx, client.ObjectKey{Namespace: meta.Namespace, Name: meta.Name}, live); apierrors.IsNotFound(err) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("reading Service %s/%s: %w", meta.Namespace, meta.Name, err)
-	}
-	if live.UID != uid || live.DeletionTimestamp == nil || len(live.Finalizers) == 0 {
-		return nil
-	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": nil, "uid": uid}})
-	if err != nil {
-		return err
-	}
-	err = r.Client.Patch(ctx, &corev1.Service{ObjectMeta: meta}, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
-	if client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
-		return fmt.Errorf("taking the finalizers %v off Service %s/%s, being deleted: %w", live.Finalizers, meta.Namespace, meta.Name, err)
-	}
-	return nil
+	o := &metav1.PartialObjectMetadata{TypeMeta: servicesMetadata.TypeMeta, ObjectMeta: meta}
+	return r.release(ctx, o, uid)
 }
 
 // deleteObserved deletes o on the precondition of the UID it was observed

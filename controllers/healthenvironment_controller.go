@@ -324,7 +324,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 
 	switch {
 	case d.Course == fence.CourseFence:
-		s.fenceComplete = true
+		s.fenceComplete = !s.standbyWaiting
 		v := <-verified
 		if v.err != nil {
 			logger.Error(v.err, "Could not verify the fence")
@@ -402,7 +402,7 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 		if s.adminFenceErr != nil {
 			return s.adminFenceErr
 		}
-		s.fenceComplete = true
+		s.fenceComplete = !s.standbyWaiting
 		v := r.verifyIsolation(ctx, s, s.names.Primary)
 		if v.err == nil {
 			s.verified, s.evidencePods = &v.result, v.evidence

@@ -5,35 +5,78 @@ import (
 	"encoding/json"
 	"fmt"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
-	appsv1ac "k8s.io/client-go/applyconfigurations/apps/v1"
-	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
-	networkingv1ac "k8s.io/client-go/applyconfigurations/networking/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/ssa"
 )
 
-// +kubebuilder:rbac:groups="",resources=pods;services;replicationcontrollers,verbs=list;delete
-// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=list;delete;patch
-// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets;daemonsets;replicasets,verbs=list;delete
-// +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete
+// +kubebuilder:rbac:groups="",resources=pods;services;replicationcontrollers,verbs=list;delete;patch
+// +kubebuilder:rbac:groups="",resources=services,verbs=update
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=networkpolicies,verbs=list;delete;update;patch
+// +kubebuilder:rbac:groups=networking.k8s.io,resources=ingresses,verbs=list;delete;patch
+// +kubebuilder:rbac:groups=policy,resources=poddisruptionbudgets,verbs=list;delete;patch
+// +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;delete;update;patch
+// +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets,verbs=list;delete;patch
+// +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete;patch
 
-// cleansStandby says a is of the standby's clean-up (fence.planStandbyClean):
-// a delete of anything but a ServiceAccount, a strip, or finalizers taken
-// off a Service being deleted.
+// readStandby reads, from the API server, every object of fence.StandbyKinds
+// in the standby namespace ns, for its clean-up: metadata, and whole the
+// workloads and pods whose templates it compares (fence.ReadStandby).
+func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope, ns string) ([]fence.StandbyObject, error) {
+	var deps appsv1.DeploymentList
+	var rss appsv1.ReplicaSetList
+	var stss appsv1.StatefulSetList
+	var pods corev1.PodList
+	whole := map[string]client.ObjectList{"Deployment": &deps, "ReplicaSet": &rss, "StatefulSet": &stss, "Pod": &pods}
+	metadata := make([][]fence.StandbyObject, len(fence.StandbyKinds))
+	err := inParallel(indices(fence.StandbyKinds), func(k int) error {
+		gvk := fence.StandbyKinds[k]
+		list := whole[gvk.Kind]
+		partial := &metav1.PartialObjectMetadataList{}
+		if list == nil {
+			partial.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			list = partial
+		}
+		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
+		}
+		for i := range partial.Items {
+			metadata[k] = append(metadata[k], fence.StandbyObject{Kind: gvk.Kind, Object: partial.Items[i].ObjectMeta})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var objects []fence.StandbyObject
+	for _, m := range metadata {
+		objects = append(objects, m...)
+	}
+	began, _ := s.record.Began()
+	return fence.ReadStandby(objects, deps.Items, rss.Items, stss.Items, pods.Items, began), nil
+}
+
+// cleansStandby says a is of the standby's clean-up: careplane's object
+// written whole, or anything deleted (but a ServiceAccount, the rotation's)
+// or let go of its finalizers.
 func cleansStandby(a fence.Action) bool {
-	return a.Verb == fence.VerbStrip || a.Verb == fence.VerbRelease || (a.Verb == fence.VerbDelete && a.Kind != "ServiceAccount")
+	return a.Verb == fence.VerbWriteWhole || a.Verb == fence.VerbRelease || (a.Verb == fence.VerbDelete && a.Kind != "ServiceAccount")
 }
 
 // cleanStandbyOne makes one write of the standby's clean-up, on the
 // precondition of the UID observed: an object replaced since is the next
-// look's.
-func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, a fence.Action, d *done) error {
+// look's. id is the fence's.
+func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, s *scope, a fence.Action, d *done, id string) error {
 	gvk, ok := standbyKind(a.Kind)
 	if !ok {
 		return fmt.Errorf("the standby's clean-up does not know kind %s", a.Kind)
@@ -43,28 +86,25 @@ func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, a fen
 	what := a.Kind + " " + a.Name
 	switch a.Verb {
 	case fence.VerbDelete:
-		if err := r.deleteObserved(ctx, o, a.UID); err != nil {
-			return err
+		opts := []client.DeleteOption{client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &a.UID}}
+		if a.Immediate {
+			opts = append(opts, client.GracePeriodSeconds(0))
 		}
-		if a.Kind == "Service" {
-			r.Applier.Forget(corev1ac.Service(a.Name, a.Namespace))
-			// One held by a finalizer still routes: in the same pass, let go.
-			if err := r.releaseService(ctx, o.ObjectMeta, a.UID); err != nil {
-				return err
-			}
+		if err := r.Client.Delete(ctx, o, opts...); client.IgnoreNotFound(err) != nil {
+			return fmt.Errorf("deleting %s %s/%s: %w", a.Kind, a.Namespace, a.Name, err)
 		}
 		what += " (deleted)"
 	case fence.VerbRelease:
-		if err := r.releaseService(ctx, o.ObjectMeta, a.UID); err != nil {
+		if err := r.release(ctx, o, a.UID); err != nil {
 			return err
 		}
 		what += " (finalizers taken off)"
-	case fence.VerbStrip:
-		stripped, err := r.stripForeignFields(ctx, o, gvk, a.UID)
-		if err != nil || !stripped {
+	case fence.VerbWriteWhole:
+		written, err := r.writeStandbyWhole(ctx, s, gvk, a, id)
+		if err != nil || !written {
 			return err
 		}
-		what += " (fields of other writers removed)"
+		what += " (written whole)"
 	default:
 		return nil
 	}
@@ -72,44 +112,165 @@ func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, a fen
 	return nil
 }
 
-// stripForeignFields has careplane take over every field of o's spec
-// another writer wrote (ssa.TakeOver, fence.ForeignWriter), so that its next
-// apply of o, in the same reconcile (reconcileSite), removes them, and
-// forgets its last apply of o so that the apply is not skipped. It reports
-// whether it wrote; an object replaced or changed since it was read is left
-// to the next look.
-func (r *HealthEnvironmentReconciler) stripForeignFields(ctx context.Context, o *metav1.PartialObjectMetadata, gvk schema.GroupVersionKind, uid types.UID) (bool, error) {
-	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(o), o); err != nil {
-		return false, client.IgnoreNotFound(err)
+// release takes the finalizers off o, of UID uid, when it is being deleted
+// and held by some: a tenant's, or one whose controller the freeze keeps
+// out (a load balancer's: its cloud resources are then left to the
+// platform team).
+func (r *HealthEnvironmentReconciler) release(ctx context.Context, o *metav1.PartialObjectMetadata, uid types.UID) error {
+	live := o.DeepCopy()
+	if err := r.APIReader.Get(ctx, client.ObjectKeyFromObject(o), live); apierrors.IsNotFound(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("reading %s %s/%s: %w", o.Kind, o.Namespace, o.Name, err)
 	}
-	if o.UID != uid || o.DeletionTimestamp != nil {
-		return false, nil
+	if live.UID != uid || live.DeletionTimestamp == nil || len(live.Finalizers) == 0 {
+		return nil
 	}
-	managed, ok, err := ssa.TakeOver(o.ManagedFields, gvk.GroupVersion().String(), fence.ForeignWriter(gvk.Kind))
-	if err != nil || !ok {
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"finalizers": nil, "uid": uid}})
+	if err != nil {
+		return err
+	}
+	err = r.Client.Patch(ctx, o.DeepCopy(), client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner))
+	if client.IgnoreNotFound(err) != nil && !apierrors.IsConflict(err) {
+		return fmt.Errorf("taking the finalizers %v off %s %s/%s, being deleted: %w", live.Finalizers, o.Kind, o.Namespace, o.Name, err)
+	}
+	return nil
+}
+
+// writeStandbyWhole replaces careplane's object of a.Kind and a.Name in the
+// standby with what careplane's reconcile writes there (an update of every
+// field, not an apply, which would leave another writer's), annotated as
+// written for fence id. The replicas, and what the API server allocated or
+// will not change, are kept as they are; the managedFields keep careplane's
+// apply and the subresources' entries only, so that no writer the tenant
+// named (any name will do) owns anything. Its next apply, in the same
+// reconcile, is not skipped. It reports whether it wrote: an object
+// replaced or changed since it was read is the next look's.
+func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *scope, gvk schema.GroupVersionKind, a fence.Action, id string) (bool, error) {
+	desired, live, err := r.standbyDesired(ctx, s, a)
+	if err != nil || desired == nil {
 		return false, err
 	}
-	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"managedFields": managed, "resourceVersion": o.ResourceVersion}})
+	key := client.ObjectKey{Namespace: a.Namespace, Name: a.Name}
+	if err := r.APIReader.Get(ctx, key, live); apierrors.IsNotFound(err) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("reading %s %s: %w", gvk.Kind, key, err)
+	}
+	if live.GetUID() != a.UID || live.GetDeletionTimestamp() != nil {
+		return false, nil
+	}
+	raw, err := json.Marshal(desired)
 	if err != nil {
 		return false, err
 	}
-	if err := r.Client.Patch(ctx, o, client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+	// From the desired object alone, then what must stay as live has it.
+	fresh := newOfKind(gvk.Kind)
+	if err := json.Unmarshal(raw, fresh); err != nil {
+		return false, err
+	}
+	keepFromLive(fresh, live)
+	fresh.SetUID(live.GetUID())
+	fresh.SetResourceVersion(live.GetResourceVersion())
+	ann := fresh.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[fence.AnnotationWrittenFor] = id
+	fresh.SetAnnotations(ann)
+	var managed []metav1.ManagedFieldsEntry
+	for _, m := range live.GetManagedFields() {
+		if (m.Manager == ssa.FieldOwner && m.Operation == metav1.ManagedFieldsOperationApply && m.Subresource == "") || m.Subresource != "" {
+			managed = append(managed, m)
+		}
+	}
+	if len(managed) == 0 {
+		managed = []metav1.ManagedFieldsEntry{{}} // none: cleared (an empty list would keep them)
+	}
+	fresh.SetManagedFields(managed)
+	if err := r.Client.Update(ctx, fresh, client.FieldOwner(fieldOwner)); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			return false, nil
 		}
-		return false, fmt.Errorf("taking over the fields other writers added to %s %s/%s: %w", gvk.Kind, o.Namespace, o.Name, err)
+		return false, fmt.Errorf("writing %s %s whole: %w", gvk.Kind, key, err)
 	}
-	switch gvk.Kind {
-	case "NetworkPolicy":
-		r.Applier.Forget(networkingv1ac.NetworkPolicy(o.Name, o.Namespace))
-	case "Service":
-		r.Applier.Forget(corev1ac.Service(o.Name, o.Namespace))
-	case "Deployment":
-		r.Applier.Forget(appsv1ac.Deployment(o.Name, o.Namespace))
-	case "StatefulSet":
-		r.Applier.Forget(appsv1ac.StatefulSet(o.Name, o.Namespace))
-	}
+	r.Applier.Forget(desired)
 	return true, nil
+}
+
+// standbyDesired is what careplane's reconcile of the standby writes for
+// a's object (reconcileSite: the policies, Services and workloads of the
+// services the standby runs), and an empty object of its kind; nil when
+// careplane writes no such object there.
+func (r *HealthEnvironmentReconciler) standbyDesired(ctx context.Context, s *scope, a fence.Action) (ssa.Object, client.Object, error) {
+	ns := a.Namespace
+	if a.Kind == "NetworkPolicy" {
+		for _, p := range build.NetworkPoliciesFor(s.env, v1alpha1.SiteStandby, ns, s.standbyServices) {
+			if *p.Name == a.Name {
+				return p, &networkingv1.NetworkPolicy{}, nil
+			}
+		}
+		return nil, nil, nil
+	}
+	for _, svc := range s.standbyServices {
+		if svc.Name != a.Name {
+			continue
+		}
+		switch {
+		case a.Kind == "Service":
+			return build.Service(s.env, ns, svc), &corev1.Service{}, nil
+		case a.Kind == "Deployment" && !svc.Stateful():
+			w, err := r.readWorkload(ctx, ns, svc)
+			if err != nil {
+				return nil, nil, err
+			}
+			return build.Deployment(s.env, v1alpha1.SiteStandby, ns, svc, credentialsRevision(w)), &appsv1.Deployment{}, nil
+		case a.Kind == "StatefulSet" && svc.Stateful():
+			w, err := r.readWorkload(ctx, ns, svc)
+			if err != nil {
+				return nil, nil, err
+			}
+			return build.StatefulSetOfGeneration(s.env, v1alpha1.SiteStandby, ns, svc, credentialsRevision(w), s.dataGenOf(v1alpha1.SiteStandby)),
+				&appsv1.StatefulSet{}, nil
+		}
+	}
+	return nil, nil, nil
+}
+
+// newOfKind is an empty object of one of the kinds writeStandbyWhole
+// writes.
+func newOfKind(kind string) client.Object {
+	switch kind {
+	case "NetworkPolicy":
+		return &networkingv1.NetworkPolicy{}
+	case "Service":
+		return &corev1.Service{}
+	case "Deployment":
+		return &appsv1.Deployment{}
+	default:
+		return &appsv1.StatefulSet{}
+	}
+}
+
+// keepFromLive copies into want, careplane's object to be written whole,
+// what stays as live has it: the replicas (its reconcile sets them, a
+// Cold standby's held at zero included), what the API server allocated
+// (a Service's cluster IPs), and the fields it will not change.
+func keepFromLive(want, live client.Object) {
+	switch w := want.(type) {
+	case *corev1.Service:
+		l := live.(*corev1.Service)
+		w.Spec.ClusterIP, w.Spec.ClusterIPs = l.Spec.ClusterIP, l.Spec.ClusterIPs
+		w.Spec.IPFamilies, w.Spec.IPFamilyPolicy = l.Spec.IPFamilies, l.Spec.IPFamilyPolicy
+	case *appsv1.Deployment:
+		l := live.(*appsv1.Deployment)
+		w.Spec.Replicas, w.Spec.Selector = l.Spec.Replicas, l.Spec.Selector
+	case *appsv1.StatefulSet:
+		l := live.(*appsv1.StatefulSet)
+		w.Spec.Replicas, w.Spec.Selector = l.Spec.Replicas, l.Spec.Selector
+		w.Spec.ServiceName, w.Spec.PodManagementPolicy = l.Spec.ServiceName, l.Spec.PodManagementPolicy
+		w.Spec.VolumeClaimTemplates = l.Spec.VolumeClaimTemplates
+	}
 }
 
 // standbyKind is the group, version and kind of kind, one of

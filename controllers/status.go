@@ -69,6 +69,9 @@ type scope struct {
 	primaryFrom string
 	// fenceComplete says every fence step succeeded in this reconcile.
 	fenceComplete bool
+	// standbyWaiting says the standby's rotation waits for its pods to run
+	// careplane's templates (fence.VerbWait): the fence is not complete.
+	standbyWaiting bool
 	// restoring says a restore is under way; restored that it completed.
 	restoring, restored bool
 	// restoreErr is why a restore cannot proceed.

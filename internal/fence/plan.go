@@ -1,6 +1,7 @@
 package fence
 
 import (
+	"bytes"
 	"cmp"
 	"maps"
 	"slices"
@@ -11,7 +12,6 @@ import (
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
-	"github.com/careplane/careplane/internal/ssa"
 )
 
 // Verb is what an Action does to its object.
@@ -68,6 +68,9 @@ type Action struct {
 	Labels  map[string]string
 	// To are the addresses a route of step 5 sends callers to.
 	To []string
+	// Immediate deletes with no grace period: a pod that is not
+	// careplane's, in a standby that serves, stops at once.
+	Immediate bool
 	// Note says why, or what else happens.
 	Note string
 }
@@ -109,15 +112,17 @@ func (p Plan) Step(n int) []Action {
 }
 
 // Changes are the actions of steps 2 to 4 that change the namespaces:
-// deletions, recreations, rotations and pods preserved. A pass that finds
-// none has nothing left to do; scaling careplane's Deployments to zero is
+// deletions, recreations, rotations, pods preserved, finalizers taken off,
+// the standby's freeze and its objects written whole. A pass that finds
+// none has nothing left to do (a wait is not a change: the fence waits for
+// the control plane, and looks again when it has moved); scaling careplane's Deployments to zero is
 // written whole every pass and skipped by the applier when unchanged, and
 // the standby's roll is the standby's reconcile's (StandbyWorkloadRevision).
 func (p Plan) Changes() []Action {
 	var out []Action
 	for _, a := range p.Actions {
 		if a.Step >= 2 && a.Step <= 4 && (a.Verb == VerbDelete || a.Verb == VerbRecreate || a.Verb == VerbPreserve || a.Verb == VerbRotate ||
-			a.Verb == VerbRelease || a.Verb == VerbFreeze || a.Verb == VerbStrip) {
+			a.Verb == VerbRelease || a.Verb == VerbFreeze || a.Verb == VerbWriteWhole) {
 			out = append(out, a)
 		}
 	}
@@ -192,7 +197,12 @@ type ServiceObject struct {
 // manager other than owner for fields of the object's spec (status and
 // other subresources aside).
 func SpecWrittenByOthers(managed []metav1.ManagedFieldsEntry, owner string) bool {
-	return slices.ContainsFunc(managed, func(m metav1.ManagedFieldsEntry) bool { return ssa.WritesSpec(m, owner) })
+	for _, m := range managed {
+		if m.Manager != owner && m.Subresource == "" && m.FieldsV1 != nil && bytes.Contains(m.FieldsV1.GetRawBytes(), []byte(`"f:spec"`)) {
+			return true
+		}
+	}
+	return false
 }
 
 // PlanFence lists the writes of o's fence in the order they are made. Every

@@ -1,17 +1,13 @@
 package fence
 
 import (
-	"cmp"
 	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
-	"github.com/careplane/careplane/internal/ssa"
 )
 
 // VerbRotate replaces a generated Secret with a new random value (deleted
@@ -47,11 +43,6 @@ func StandbyFreeze(id string) (labels, annotations map[string]any) {
 	return map[string]any{v1alpha1.LabelFenced: "true"}, map[string]any{AnnotationStandbyFence: id}
 }
 
-// VerbStrip removes, from careplane's own object, every field of its spec
-// another field manager wrote (ssa.TakeOver), in place: the object and what
-// it runs stay.
-const VerbStrip Verb = "strip"
-
 // VerbRoll rolls a workload onto new credentials: its pod template gets the
 // credentials revision, and a surge rollout starts new pods before the old
 // ones stop.
@@ -76,64 +67,8 @@ type StandbyObserved struct {
 	FrozenFor string
 	// Objects are every object of the StandbyKinds in the standby
 	// namespace, whoever made it, read once it is frozen for this fence
-	// (StandbyObjectOf): what the clean-up reads.
+	// (ReadStandby): what the clean-up reads. Nil before.
 	Objects []StandbyObject
-}
-
-// StandbyObject is what the standby's clean-up reads of one object there:
-// its kind, its metadata, and whether a writer other than the one that
-// makes it wrote its spec (ForeignSpec).
-type StandbyObject struct {
-	Kind string
-	Object
-	// ForeignSpec says a field manager other than careplane (for a
-	// ReplicaSet or a pod, other than the controller manager, which makes
-	// them) wrote fields of its spec: a sidecar, an allow rule, an image.
-	ForeignSpec bool
-}
-
-// StandbyKinds are the kinds the standby's clean-up reads: those that can
-// let traffic in or out (NetworkPolicy, Service) or start a pod, which the
-// built-in edit role may create.
-var StandbyKinds = []schema.GroupVersionKind{
-	{Group: "networking.k8s.io", Version: "v1", Kind: "NetworkPolicy"},
-	{Version: "v1", Kind: "Service"},
-	{Group: "apps", Version: "v1", Kind: "Deployment"},
-	{Group: "apps", Version: "v1", Kind: "StatefulSet"},
-	{Group: "apps", Version: "v1", Kind: "ReplicaSet"},
-	{Group: "apps", Version: "v1", Kind: "DaemonSet"},
-	{Group: "batch", Version: "v1", Kind: "Job"},
-	{Group: "batch", Version: "v1", Kind: "CronJob"},
-	{Version: "v1", Kind: "ReplicationController"},
-	{Version: "v1", Kind: "Pod"},
-}
-
-// controllerManager is the field manager of the kube-controller-manager,
-// which makes ReplicaSets and pods.
-const controllerManager = "kube-controller-manager"
-
-// StandbyObjectOf is what the clean-up reads of m, an object of kind (one
-// of StandbyKinds) in the standby namespace.
-func StandbyObjectOf(kind string, m metav1.ObjectMeta) StandbyObject {
-	foreign := slices.ContainsFunc(m.ManagedFields, ForeignWriter(kind))
-	// Whether anyone else wrote the spec is all the plan reads of them.
-	m.ManagedFields = nil
-	return StandbyObject{Kind: kind, Object: m, ForeignSpec: foreign}
-}
-
-// ForeignWriter says an entry of the managedFields of an object of kind in
-// the standby is another writer's, for StandbyObject.ForeignSpec: a writer
-// of its spec other than the one that makes it (careplane; the controller
-// manager for a ReplicaSet or a pod), or, for a pod, one that added an
-// ephemeral container.
-func ForeignWriter(kind string) func(metav1.ManagedFieldsEntry) bool {
-	maker := ssa.FieldOwner
-	if kind == "ReplicaSet" || kind == "Pod" {
-		maker = controllerManager
-	}
-	return func(e metav1.ManagedFieldsEntry) bool {
-		return ssa.WritesSpec(e, maker) || (kind == "Pod" && e.Subresource == "ephemeralcontainers")
-	}
 }
 
 // StandbyServes says a fence of env moves (or keeps) its critical traffic on
@@ -180,7 +115,11 @@ func planStandby(p *Plan, o Observed) {
 	}
 	// Then what the tenant planted goes, before any credential is
 	// replaced: nothing of it runs on the new ones.
-	planStandbyClean(add, o.Env, ns, sb)
+	clean, stale := planStandbyClean(o.Env, ns, sb, rev)
+	for _, a := range clean {
+		add(a)
+	}
+	rotations := len(p.Actions)
 
 	recreate := map[string]bool{"default": true}
 	for _, svc := range sb.Services {
@@ -245,6 +184,21 @@ func planStandby(p *Plan, o Observed) {
 				Note: "rolled onto the new credentials once traffic is on the standby: new pods start before old ones stop"})
 		}
 	}
+
+	// Once frozen, the credentials are replaced only from a look that found
+	// the standby clean, and once careplane's pods all run their workloads'
+	// current templates: a pod of a template the tenant changed, still
+	// running while its workload rolls, would read the new Secrets.
+	if sb.FrozenFor == rev && (len(clean) > 0 || len(stale) > 0) {
+		pending := slices.ContainsFunc(p.Actions[rotations:], func(a Action) bool {
+			return a.Verb == VerbRecreate || a.Verb == VerbDelete || a.Verb == VerbRotate
+		})
+		p.Actions = p.Actions[:rotations]
+		if pending && len(clean) == 0 {
+			add(Action{Verb: VerbWait, Kind: "Pod", Name: stale[0],
+				Note: "the credentials are replaced once careplane's pods all run their workloads' current templates; still running an older one: " + strings.Join(stale, ", ")})
+		}
+	}
 }
 
 // CanRollWithoutAGap says svc's standby workload can roll onto new
@@ -276,94 +230,6 @@ func StandbyWorkloadRevision(svc v1alpha1.Service, current string, exists bool, 
 		return rotation
 	}
 	return current
-}
-
-// planStandbyClean is the standby's clean-up, after its freeze and before
-// its credentials are replaced: what the tenant's pipeline planted there
-// before the fence goes, so that the site that now serves every caller runs
-// careplane's services alone, as careplane wrote them. Every object of the
-// StandbyKinds that is not careplane's is deleted: a policy (allows add up),
-// a Service (a NodePort routes past NetworkPolicy), and whatever starts pods,
-// with its pods; careplane's own policies, Services and workloads lose the
-// fields another writer added (strip), and a ReplicaSet of careplane's
-// Deployment whose template another writer changed is deleted (the
-// Deployment makes a clean one). A pod is careplane's when its controller
-// is careplane's workload (by UID) and nobody but the controller manager
-// wrote its spec.
-func planStandbyClean(add func(Action), env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObserved) {
-	policies := map[string]bool{}
-	for _, pol := range build.NetworkPoliciesFor(env, v1alpha1.SiteStandby, ns, sb.Services) {
-		policies[*pol.Name] = true
-	}
-	workloadKind := map[string]string{}
-	for _, svc := range sb.Services {
-		workloadKind[svc.Name] = "Deployment"
-		if svc.Stateful() {
-			workloadKind[svc.Name] = "StatefulSet"
-		}
-	}
-	// careplane's workloads, then their ReplicaSets, by UID.
-	workloads, replicaSets := map[types.UID]string{}, map[types.UID]bool{}
-	for _, o := range sb.Objects {
-		if (o.Kind == "Deployment" || o.Kind == "StatefulSet") && workloadKind[o.Name] == o.Kind {
-			workloads[o.UID] = o.Kind
-		}
-	}
-	for _, o := range sb.Objects {
-		if c := metav1.GetControllerOf(&o.Object); o.Kind == "ReplicaSet" && c != nil && c.Kind == "Deployment" && workloads[c.UID] == "Deployment" {
-			replicaSets[o.UID] = true
-		}
-	}
-	order := map[string]int{}
-	for i, gvk := range StandbyKinds {
-		order[gvk.Kind] = i
-	}
-	objects := slices.SortedFunc(slices.Values(sb.Objects), func(a, b StandbyObject) int {
-		return cmp.Or(cmp.Compare(order[a.Kind], order[b.Kind]), cmp.Compare(a.Name, b.Name))
-	})
-	for _, o := range objects {
-		if o.DeletionTimestamp != nil {
-			if o.Kind == "Service" && len(o.Finalizers) > 0 {
-				add(Action{Verb: VerbRelease, Kind: o.Kind, Name: o.Name, UID: o.UID,
-					Note: "being deleted, held by " + strings.Join(o.Finalizers, ", ") + ": taken off (it still routes)"})
-			}
-			continue
-		}
-		var careplanes bool
-		switch o.Kind {
-		case "NetworkPolicy":
-			careplanes = policies[o.Name]
-		case "Service":
-			careplanes = workloadKind[o.Name] != ""
-		case "Deployment", "StatefulSet":
-			careplanes = workloads[o.UID] != ""
-		case "ReplicaSet":
-			if replicaSets[o.UID] {
-				if o.ForeignSpec {
-					add(Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID,
-						Note: "of careplane's Deployment, its template changed by another writer: deleted with its pods; the Deployment starts a clean one"})
-				}
-				continue
-			}
-		case "Pod":
-			c := metav1.GetControllerOf(&o.Object)
-			careplanes = c != nil && (replicaSets[c.UID] || workloads[c.UID] == "StatefulSet")
-			if careplanes && o.ForeignSpec {
-				add(Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID,
-					Note: "careplane's, its spec changed by another writer (an image, a container): deleted; its controller starts a clean one"})
-				continue
-			}
-		}
-		switch {
-		case careplanes && o.ForeignSpec:
-			add(Action{Verb: VerbStrip, Kind: o.Kind, Name: o.Name, UID: o.UID,
-				Note: "careplane's: the fields of its spec another writer added are removed, in place"})
-		case careplanes:
-		default:
-			add(Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID,
-				Note: "not careplane's: deleted from the namespace that serves"})
-		}
-	}
 }
 
 func sortedUnique(s []string) []string {

@@ -624,22 +624,35 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 			st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: sec.ObjectMeta})
 		}
 	}
-	// What the fence's clean-up of the standby reads; a kind the caller
-	// may not list is said so.
+	// What the fence's clean-up of the standby reads (fence.ReadStandby):
+	// the workloads and pods whole, the rest as metadata; a kind the
+	// caller may not list is said so.
+	var rss appsv1.ReplicaSetList
+	var pods corev1.PodList
+	whole := map[string]client.ObjectList{"Deployment": &deps, "StatefulSet": &sts, "ReplicaSet": &rss, "Pod": &pods}
+	var objects []fence.StandbyObject
 	for _, gvk := range fence.StandbyKinds {
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+		if gvk.Kind == "Deployment" || gvk.Kind == "StatefulSet" {
+			continue // listed above
+		}
+		list := whole[gvk.Kind]
+		partial := &metav1.PartialObjectMetadataList{}
+		if list == nil {
+			partial.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			list = partial
+		}
 		switch err := o.client.List(ctx, list, in); {
 		case apierrors.IsForbidden(err):
 			st.StandbyUnread = append(st.StandbyUnread, gvk.Kind)
 		case err != nil:
 			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
-		default:
-			for i := range list.Items {
-				st.StandbyObjects = append(st.StandbyObjects, fence.StandbyObjectOf(gvk.Kind, list.Items[i].ObjectMeta))
-			}
+		}
+		for i := range partial.Items {
+			objects = append(objects, fence.StandbyObject{Kind: gvk.Kind, Object: partial.Items[i].ObjectMeta})
 		}
 	}
+	// Before a fence: every pod of careplane's predates it.
+	st.StandbyObjects = fence.ReadStandby(objects, deps.Items, rss.Items, sts.Items, pods.Items, time.Time{})
 	return nil
 }
 

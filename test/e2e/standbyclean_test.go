@@ -78,7 +78,17 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "miner"},
 			Ports: []corev1.ServicePort{{Port: 80}}}}
 	implant := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-implant"}, Spec: restrictedPodSpec("implant")}
-	for _, o := range []client.Object{allowAll, miner, nightly, nodePort, implant} {
+	pathType := networkingv1.PathTypePrefix
+	ingress := &networkingv1.Ingress{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-ingress"},
+		Spec: networkingv1.IngressSpec{Rules: []networkingv1.IngressRule{{IngressRuleValue: networkingv1.IngressRuleValue{HTTP: &networkingv1.HTTPIngressRuleValue{
+			Paths: []networkingv1.HTTPIngressPath{{Path: "/", PathType: &pathType, Backend: networkingv1.IngressBackend{
+				Service: &networkingv1.IngressServiceBackend{Name: "call-handling", Port: networkingv1.ServiceBackendPort{Number: 8080}}}}}}}}}}}
+	// An allow held by a finalizer of the tenant's, and being deleted: it
+	// still acts until it goes, and the freeze keeps anyone else from
+	// taking the finalizer off.
+	held := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-held-allow", Finalizers: []string{"tenant.example/hold"}},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}, PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}}}
+	for _, o := range []client.Object{allowAll, miner, nightly, nodePort, implant, ingress, held} {
 		if err := tenant.Create(ctx, o, asTenant); err != nil {
 			t.Fatalf("the tenant pipeline could not create %T %s before the fence: %v", o, o.GetName(), err)
 		}
@@ -88,18 +98,27 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := tenant.Delete(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	// Its changes to careplane's own objects, under whatever field manager
+	// it likes (careplane's and the controller manager's names included),
+	// or none (managedFields cleared).
 	for _, p := range []struct {
 		obj   client.Object
 		patch client.Patch
+		as    string
 	}{
 		{&networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: build.DefaultDenyPolicyName}},
-			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"egress":[{}]}}`))},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"egress":[{}]}}`)), "careplane"},
 		{&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling"}},
-			client.RawPatch(types.StrategicMergePatchType, sidecar)},
+			client.RawPatch(types.StrategicMergePatchType, sidecar), "tenant-pipeline"},
+		{&appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling"}},
+			client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"managedFields":[{}]}}`)), "tenant-pipeline"},
 		{&corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling"}},
-			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"externalIPs":["203.0.113.9"]}}`))},
+			client.RawPatch(types.MergePatchType, []byte(`{"spec":{"externalIPs":["203.0.113.9"]}}`)), "kube-controller-manager"},
 	} {
-		if err := tenant.Patch(ctx, p.obj, p.patch, asTenant); err != nil {
+		if err := tenant.Patch(ctx, p.obj, p.patch, client.FieldOwner(p.as)); err != nil {
 			t.Fatalf("the tenant pipeline could not change careplane's %T %s before the fence: %v", p.obj, p.obj.GetName(), err)
 		}
 	}
@@ -127,14 +146,35 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	if p := readPolicy(t, standby, build.DefaultDenyPolicyName); len(p.Spec.Egress) == 0 {
 		t.Fatal("the tenant's allow in careplane's default-deny did not survive careplane's reconcile: the test plants nothing")
 	}
+	// And it swaps the image of one of careplane's pods, in place, as the
+	// controller manager.
+	var running corev1.PodList
+	if err := k8sClient.List(ctx, &running, client.InNamespace(standby), client.MatchingLabels{v1alpha1.LabelService: "call-handling"}); err != nil {
+		t.Fatal(err)
+	}
+	var swapped string
+	for _, p := range running.Items {
+		if p.DeletionTimestamp == nil && hasContainer(p.Spec.Containers, "sidecar") {
+			swapped = p.Name
+			break
+		}
+	}
+	image := client.RawPatch(types.StrategicMergePatchType, []byte(`{"spec":{"containers":[{"name":"call-handling","image":"registry.example/evil:1"}]}}`))
+	if err := tenant.Patch(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: swapped}}, image,
+		client.FieldOwner("kube-controller-manager")); err != nil {
+		t.Fatalf("the tenant pipeline could not swap the image of careplane's pod %q: %v", swapped, err)
+	}
 
 	// The dry run lists the clean-up.
 	out := buildPlugin(t).asResponder(t, "fence", name, "--reason", "standby clean dry run", "--ticket", "INC-DRY", "--dry-run")
 	for _, want := range [][]string{
 		{"delete", "NetworkPolicy", "tenant-allow-all"},
-		{"strip", "NetworkPolicy", build.DefaultDenyPolicyName},
-		{"strip", "Deployment", "call-handling"},
-		{"strip", "Service", "call-handling"},
+		{"write-whole", "NetworkPolicy", build.DefaultDenyPolicyName},
+		{"write-whole", "Deployment", "call-handling"},
+		{"write-whole", "Service", "call-handling"},
+		{"delete", "Ingress", "tenant-ingress"},
+		{"release-finalizers", "NetworkPolicy", "tenant-held-allow"},
+		{"delete", "Pod", swapped},
 		{"delete", "Deployment", "miner"},
 		{"delete", "CronJob", "nightly"},
 		{"delete", "Service", "tenant-nodeport"},
@@ -156,7 +196,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	waitFencedTrue(t, name)
 
 	// What was the tenant's is gone.
-	for _, o := range []client.Object{allowAll, miner, nightly, nodePort} {
+	for _, o := range []client.Object{allowAll, miner, nightly, nodePort, ingress, held} {
 		eventually(t, 30*time.Second, fmt.Sprintf("%T %s gone from the standby", o, o.GetName()), func(ctx context.Context) (bool, string, error) {
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopyObject().(client.Object))
 			return apierrors.IsNotFound(err), fmt.Sprint(err), nil
@@ -168,17 +208,22 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		if err := k8sClient.List(ctx, &pods, client.InNamespace(standby)); err != nil {
 			return false, "", err
 		}
+		dep := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "call-handling"}, dep); err != nil {
+			return false, "", err
+		}
 		var left []string
 		for _, p := range pods.Items {
-			if p.Labels[v1alpha1.LabelService] != "call-handling" || hasContainer(p.Spec.Containers, "sidecar") {
-				left = append(left, p.Name)
+			if p.Labels[v1alpha1.LabelService] != "call-handling" || hasContainer(p.Spec.Containers, "sidecar") ||
+				p.Spec.Containers[0].Image != dep.Spec.Template.Spec.Containers[0].Image {
+				left = append(left, p.Name+" "+p.Spec.Containers[0].Image+" "+strings.Join(containerNames(p.Spec.Containers), ","))
 			}
 		}
 		return len(left) == 0, fmt.Sprintf("still there: %v", left), nil
 	})
 	// careplane's own objects lost what the tenant added, and no field of
 	// them is the tenant's any longer.
-	if p := readPolicy(t, standby, build.DefaultDenyPolicyName); len(p.Spec.Egress) != 0 || managedBy(p.ManagedFields, "tenant-pipeline") {
+	if p := readPolicy(t, standby, build.DefaultDenyPolicyName); len(p.Spec.Egress) != 0 {
 		t.Errorf("careplane's default-deny after the fence: egress %+v, managers %v", p.Spec.Egress, managers(p.ManagedFields))
 	}
 	dep := &appsv1.Deployment{}
@@ -207,7 +252,8 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"NetworkPolicy tenant-allow-all (deleted)", "Deployment miner (deleted)", "CronJob nightly (deleted)",
-		"Pod tenant-implant (deleted)", "Deployment call-handling (fields of other writers removed)"} {
+		"Pod tenant-implant (deleted)", "Deployment call-handling (written whole)", "Ingress tenant-ingress (deleted)",
+		"NetworkPolicy tenant-held-allow (finalizers taken off)", "Pod " + swapped + " (deleted)"} {
 		if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {
 			t.Errorf("no StandbyCleaned event names %q: %q", want, notes)
 		}

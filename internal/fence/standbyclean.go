@@ -1,0 +1,278 @@
+package fence
+
+import (
+	"cmp"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// VerbWait says a step waits for the control plane: the standby's
+// credentials are replaced only once its pods run careplane's templates.
+const VerbWait Verb = "wait"
+
+// AnnotationWrittenFor, on careplane's object in a standby that serves, is
+// the fence under which careplane wrote it whole (writeStandbyWhole): once
+// per fence, after the standby's freeze, whatever the tenant's pipeline
+// added to it before goes.
+const AnnotationWrittenFor = "careplane.io/written-whole-for"
+
+// StandbyKinds are the kinds the standby's clean-up reads: those that can
+// let traffic in or out (NetworkPolicy, Service, Ingress), start a pod, or
+// hold one (PodDisruptionBudget), which the built-in edit role may create.
+var StandbyKinds = []schema.GroupVersionKind{
+	{Group: "networking.k8s.io", Version: "v1", Kind: "NetworkPolicy"},
+	{Version: "v1", Kind: "Service"},
+	{Group: "networking.k8s.io", Version: "v1", Kind: "Ingress"},
+	{Group: "policy", Version: "v1", Kind: "PodDisruptionBudget"},
+	{Group: "apps", Version: "v1", Kind: "Deployment"},
+	{Group: "apps", Version: "v1", Kind: "StatefulSet"},
+	{Group: "apps", Version: "v1", Kind: "ReplicaSet"},
+	{Group: "apps", Version: "v1", Kind: "DaemonSet"},
+	{Group: "batch", Version: "v1", Kind: "Job"},
+	{Group: "batch", Version: "v1", Kind: "CronJob"},
+	{Version: "v1", Kind: "ReplicationController"},
+	{Version: "v1", Kind: "Pod"},
+}
+
+// writtenWhole are the kinds of careplane's own objects in the standby that
+// the clean-up writes whole: what routes, what allows, what runs.
+var writtenWhole = map[string]bool{"NetworkPolicy": true, "Service": true, "Deployment": true, "StatefulSet": true}
+
+// StandbyObject is what the standby's clean-up reads of one object there.
+// Nothing of it is taken on trust from what the tenant could write before
+// the freeze (managedFields name whoever the client says): careplane's
+// objects are known by kind and name and written whole regardless, and a
+// pod by its controller's UID and by comparing it with its template.
+type StandbyObject struct {
+	Kind string
+	Object
+	// For a pod whose controller is a ReplicaSet or StatefulSet read with
+	// it: Tampered says it was changed in place before the fence
+	// (ChangedInPlace: an image swapped, an ephemeral container); Stale
+	// that it is of an older revision than its workload's current one (a
+	// roll is under way).
+	Tampered, Stale bool
+}
+
+// ReadStandby is what the clean-up reads of the standby namespace: objects
+// (metadata, of every kind but Deployments, ReplicaSets, StatefulSets and
+// pods), and those four kinds whole. since is when the fence began: a pod
+// created after it was made by the control plane, from a template
+// careplane wrote, in a namespace the tenant no longer writes, so whatever
+// differs in it from its template is admission's doing (a mesh, a
+// webhook), not the tenant's, and it is never Tampered.
+func ReadStandby(objects []StandbyObject, deployments []appsv1.Deployment, replicaSets []appsv1.ReplicaSet,
+	statefulSets []appsv1.StatefulSet, pods []corev1.Pod, since time.Time) []StandbyObject {
+	out := slices.Clone(objects)
+	deps := map[types.UID]*appsv1.Deployment{}
+	for i := range deployments {
+		d := &deployments[i]
+		deps[d.UID] = d
+		out = append(out, StandbyObject{Kind: "Deployment", Object: d.ObjectMeta})
+	}
+	rss := map[types.UID]*appsv1.ReplicaSet{}
+	for i := range replicaSets {
+		rs := &replicaSets[i]
+		rss[rs.UID] = rs
+		out = append(out, StandbyObject{Kind: "ReplicaSet", Object: rs.ObjectMeta})
+	}
+	stss := map[types.UID]*appsv1.StatefulSet{}
+	for i := range statefulSets {
+		sts := &statefulSets[i]
+		stss[sts.UID] = sts
+		out = append(out, StandbyObject{Kind: "StatefulSet", Object: sts.ObjectMeta})
+	}
+	for i := range pods {
+		p := &pods[i]
+		o := StandbyObject{Kind: "Pod", Object: p.ObjectMeta}
+		before := since.IsZero() || p.CreationTimestamp.Time.Before(since)
+		c := metav1.GetControllerOf(p)
+		switch {
+		case c == nil:
+		case c.Kind == "ReplicaSet" && rss[c.UID] != nil:
+			rs := rss[c.UID]
+			o.Tampered = before && ChangedInPlace(p, &rs.Spec.Template)
+			if d := controllerIn(rs, deps); d != nil {
+				o.Stale = !SameTemplate(&rs.Spec.Template, &d.Spec.Template)
+			}
+		case c.Kind == "StatefulSet" && stss[c.UID] != nil:
+			// Only a pod of the StatefulSet's update revision can be held
+			// to its template; one of another revision (or labelled so) is
+			// replaced by the StatefulSet's own roll, which the rotation
+			// waits for.
+			sts := stss[c.UID]
+			if p.Labels[appsv1.ControllerRevisionHashLabelKey] == sts.Status.UpdateRevision {
+				o.Tampered = before && ChangedInPlace(p, &sts.Spec.Template)
+			} else {
+				o.Stale = true
+			}
+		}
+		out = append(out, o)
+	}
+	for i := range out {
+		out[i].ManagedFields = nil // never read: anyone may write them
+	}
+	return out
+}
+
+func controllerIn(rs *appsv1.ReplicaSet, deps map[types.UID]*appsv1.Deployment) *appsv1.Deployment {
+	if c := metav1.GetControllerOf(rs); c != nil && c.Kind == "Deployment" {
+		return deps[c.UID]
+	}
+	return nil
+}
+
+// ChangedInPlace says pod, made by its controller from template t, was
+// changed since: the image of one of t's containers is not t's, or it has
+// an ephemeral container. These are the only changes the API allows to a
+// running pod's containers, and what the tenant's pipeline (edit) can do
+// to careplane's pods before the fence (`kubectl set image`,
+// `kubectl debug`). Anything else that differs from t (an environment
+// variable, a volume, a container more) was put there when the pod was
+// created, as a mesh or a webhook does to every pod, and is not looked at:
+// a pod deleted for it would come back the same, each pass, in the site
+// that serves. A pod made to look like careplane's (a controller reference
+// written by hand) is counted by careplane's ReplicaSet as one of its own,
+// and goes with its scale-down or roll.
+func ChangedInPlace(pod *corev1.Pod, t *corev1.PodTemplateSpec) bool {
+	if len(pod.Spec.EphemeralContainers) > 0 {
+		return true
+	}
+	return imagesDiffer(pod.Spec.InitContainers, t.Spec.InitContainers) || imagesDiffer(pod.Spec.Containers, t.Spec.Containers)
+}
+
+func imagesDiffer(running, want []corev1.Container) bool {
+	for _, w := range want {
+		i := slices.IndexFunc(running, func(c corev1.Container) bool { return c.Name == w.Name })
+		if i >= 0 && running[i].Image != w.Image {
+			return true
+		}
+	}
+	return false
+}
+
+// SameTemplate says a ReplicaSet's template is its Deployment's, the
+// pod-template-hash label aside, as the Deployment controller compares
+// them: otherwise the ReplicaSet is of an older revision (or its template
+// was changed), and the Deployment rolls its pods away.
+func SameTemplate(rs, d *corev1.PodTemplateSpec) bool {
+	a, b := rs.DeepCopy(), d.DeepCopy()
+	delete(a.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	delete(b.Labels, appsv1.DefaultDeploymentUniqueLabelKey)
+	return equality.Semantic.DeepEqual(a, b)
+}
+
+// planStandbyClean is the standby's clean-up, after its freeze and before
+// its credentials are replaced: what the tenant's pipeline planted there
+// before the fence goes, so that the site that now serves every caller runs
+// careplane's services alone, as careplane wrote them.
+//
+//   - careplane's policies, Services, Deployments and StatefulSets (by kind
+//     and name, as reconcileSite writes them) are written whole, once per
+//     fence (AnnotationWrittenFor): whatever another writer added to them
+//     goes, whoever the managedFields say wrote it;
+//   - careplane's ReplicaSets and pods stay, but a pod changed in place
+//     before the fence (Tampered) is deleted: its controller starts it
+//     anew;
+//   - every other object of the StandbyKinds is deleted, a pod at once (no
+//     grace period); one being deleted but held by finalizers is let go of
+//     them, and a pod still terminating is deleted again at once.
+//
+// It returns the clean-up's actions, and careplane's pods that do not run
+// their workloads' current templates yet (Stale): until none is left the
+// standby's rotation waits, so that no pod of a template the tenant changed
+// reads the new credentials.
+func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObserved, rev string) (actions []Action, stale []string) {
+	policies := map[string]bool{}
+	for _, pol := range build.NetworkPoliciesFor(env, v1alpha1.SiteStandby, ns, sb.Services) {
+		policies[*pol.Name] = true
+	}
+	workloadKind, budgets := map[string]string{}, map[string]bool{}
+	for _, svc := range sb.Services {
+		workloadKind[svc.Name] = "Deployment"
+		if svc.Stateful() {
+			workloadKind[svc.Name] = "StatefulSet"
+		}
+		budgets[svc.Name] = true
+	}
+	// careplane's workloads, then their ReplicaSets, by UID.
+	workloads, replicaSets := map[types.UID]string{}, map[types.UID]bool{}
+	for _, o := range sb.Objects {
+		if (o.Kind == "Deployment" || o.Kind == "StatefulSet") && workloadKind[o.Name] == o.Kind && o.DeletionTimestamp == nil {
+			workloads[o.UID] = o.Kind
+		}
+	}
+	for _, o := range sb.Objects {
+		if c := metav1.GetControllerOf(&o.Object); o.Kind == "ReplicaSet" && c != nil && c.Kind == "Deployment" && workloads[c.UID] == "Deployment" {
+			replicaSets[o.UID] = true
+		}
+	}
+	order := map[string]int{}
+	for i, gvk := range StandbyKinds {
+		order[gvk.Kind] = i
+	}
+	objects := slices.SortedFunc(slices.Values(sb.Objects), func(a, b StandbyObject) int {
+		return cmp.Or(cmp.Compare(order[a.Kind], order[b.Kind]), cmp.Compare(a.Name, b.Name))
+	})
+	add := func(verb Verb, o StandbyObject, note string) {
+		actions = append(actions, Action{Verb: verb, Kind: o.Kind, Name: o.Name, UID: o.UID, Note: note})
+	}
+	// A pod that is not careplane's stops at once; careplane's own get
+	// their grace period (a StatefulSet's pod must stop before its
+	// successor of the same name and volumes starts).
+	now := func(o StandbyObject, note string) {
+		actions = append(actions, Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID, Note: note, Immediate: o.Kind == "Pod"})
+	}
+	for _, o := range objects {
+		var careplanes bool
+		switch o.Kind {
+		case "NetworkPolicy":
+			careplanes = policies[o.Name]
+		case "Service":
+			careplanes = workloadKind[o.Name] != ""
+		case "PodDisruptionBudget":
+			careplanes = budgets[o.Name]
+		case "Deployment", "StatefulSet":
+			careplanes = workloadKind[o.Name] == o.Kind
+		case "ReplicaSet":
+			careplanes = replicaSets[o.UID]
+		case "Pod":
+			c := metav1.GetControllerOf(&o.Object)
+			careplanes = c != nil && (replicaSets[c.UID] || workloads[c.UID] == "StatefulSet")
+		}
+		switch {
+		case careplanes && o.DeletionTimestamp != nil:
+			// careplane's, going: its controller or reconcile replaces it.
+		case careplanes && writtenWhole[o.Kind] && o.Annotations[AnnotationWrittenFor] != rev:
+			add(VerbWriteWhole, o, "careplane's: written whole, once per fence: whatever another writer added to it goes")
+		case careplanes && o.Kind == "Pod" && o.Tampered:
+			add(VerbDelete, o, "careplane's, but changed in place before the fence (an image, an ephemeral container): deleted; its controller starts it anew")
+		case careplanes && o.Kind == "Pod" && o.Stale:
+			stale = append(stale, o.Name)
+		case careplanes:
+		case o.DeletionTimestamp != nil && len(o.Finalizers) > 0:
+			add(VerbRelease, o, "not careplane's, being deleted, held by "+strings.Join(o.Finalizers, ", ")+": taken off (it still acts until it goes)")
+		case o.DeletionTimestamp != nil && o.Kind == "Pod":
+			now(o, "not careplane's, still terminating: deleted again, at once")
+		case o.DeletionTimestamp != nil:
+		default:
+			n := "not careplane's: deleted from the namespace that serves"
+			if o.Kind == "Pod" {
+				n += ", at once"
+			}
+			now(o, n)
+		}
+	}
+	return actions, stale
+}

@@ -1,0 +1,309 @@
+package fence
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
+
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
+)
+
+// TestPlanStandbyClean: once the standby is frozen for the fence, whatever
+// the tenant planted there goes before the credentials are replaced:
+// careplane's policies, Services and workloads are written whole once per
+// fence, a pod of careplane's that does not run its template is deleted,
+// everything else of the StandbyKinds is deleted (a pod at once), and what
+// is being deleted but held by finalizers is let go. Nothing of it reads
+// managedFields. The credentials are replaced only from a look that finds
+// the standby clean, and once careplane's pods all run their workloads'
+// current templates.
+func TestPlanStandbyClean(t *testing.T) {
+	const id = "2030-01-01T00:00:00Z"
+	const ns = "wales-111-standby"
+	callHandling := v1alpha1.Service{Name: "call-handling", Critical: true}
+	records := v1alpha1.Service{Name: "records", Critical: true, Volumes: []v1alpha1.Volume{{Name: "data", MountPath: "/data"}}}
+	ctrl := func(kind string, uid types.UID) []metav1.OwnerReference {
+		return []metav1.OwnerReference{{Kind: kind, Name: "x", UID: uid, Controller: ptr.To(true)}}
+	}
+	o := func(kind, name string, owners []metav1.OwnerReference) StandbyObject {
+		return StandbyObject{Kind: kind, Object: Object{Name: name, UID: types.UID(kind + "/" + name), OwnerReferences: owners}}
+	}
+	written := func(so StandbyObject) StandbyObject {
+		so.Annotations = map[string]string{AnnotationWrittenFor: id}
+		return so
+	}
+	going := func(so StandbyObject, finalizers ...string) StandbyObject {
+		so.DeletionTimestamp, so.Finalizers = ptr.To(metav1.Now()), finalizers
+		return so
+	}
+	tampered := o("Pod", "call-handling-1-b", ctrl("ReplicaSet", "ReplicaSet/call-handling-1"))
+	tampered.Tampered = true
+	stale := o("Pod", "call-handling-0-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-0"))
+	stale.Stale = true
+	planted := []StandbyObject{
+		o("NetworkPolicy", build.DefaultDenyPolicyName, nil),
+		written(o("NetworkPolicy", build.AllowDNSPolicyName, nil)),
+		written(o("NetworkPolicy", build.ServicePolicyName("call-handling"), nil)),
+		written(o("NetworkPolicy", build.ServicePolicyName("records"), nil)),
+		o("NetworkPolicy", "tenant-allow-all", nil),
+		going(o("NetworkPolicy", "tenant-held", nil), "tenant.example/hold"),
+		o("Service", "call-handling", nil),
+		written(o("Service", "records", nil)),
+		o("Service", "tenant-nodeport", nil),
+		going(o("Service", "tenant-lb", nil), "service.kubernetes.io/load-balancer-cleanup"),
+		o("Ingress", "tenant-ingress", nil),
+		o("PodDisruptionBudget", "call-handling", nil),
+		o("PodDisruptionBudget", "tenant-pdb", nil),
+		written(o("Deployment", "call-handling", nil)),
+		o("Deployment", "miner", nil),
+		o("StatefulSet", "records", nil),
+		written(o("StatefulSet", "call-handling", nil)), // careplane's name, not its kind
+		o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling")),
+		o("ReplicaSet", "call-handling-1", ctrl("Deployment", "Deployment/call-handling")),
+		o("ReplicaSet", "miner-1", ctrl("Deployment", "Deployment/miner")),
+		o("ReplicaSet", "bare", nil),
+		o("DaemonSet", "agent", nil),
+		o("Job", "once", nil),
+		o("CronJob", "nightly", nil),
+		o("ReplicationController", "old", nil),
+		o("Pod", "call-handling-1-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
+		tampered,
+		stale,
+		o("Pod", "records-0", ctrl("StatefulSet", "StatefulSet/records")),
+		o("Pod", "forged", ctrl("Deployment", "Deployment/call-handling")),
+		o("Pod", "of-the-wrong-kind", ctrl("StatefulSet", "StatefulSet/call-handling")),
+		o("Pod", "miner-1-x", ctrl("ReplicaSet", "ReplicaSet/miner-1")),
+		o("Pod", "bare", nil),
+		going(o("Pod", "lingering", nil)),
+		going(o("Pod", "held-pod", nil), "tenant.example/hold"),
+		going(o("Pod", "call-handling-1-old", ctrl("ReplicaSet", "ReplicaSet/call-handling-1"))),
+	}
+	cleanUp := []string{
+		"write-whole NetworkPolicy " + build.DefaultDenyPolicyName,
+		"delete NetworkPolicy tenant-allow-all",
+		"release-finalizers NetworkPolicy tenant-held",
+		"write-whole Service call-handling",
+		"release-finalizers Service tenant-lb",
+		"delete Service tenant-nodeport",
+		"delete Ingress tenant-ingress",
+		"delete PodDisruptionBudget tenant-pdb",
+		"delete Deployment miner",
+		"delete StatefulSet call-handling",
+		"write-whole StatefulSet records",
+		"delete ReplicaSet bare",
+		"delete ReplicaSet miner-1",
+		"delete DaemonSet agent",
+		"delete Job once",
+		"delete CronJob nightly",
+		"delete ReplicationController old",
+		"delete Pod bare",
+		"delete Pod call-handling-1-b",
+		"delete Pod forged",
+		"release-finalizers Pod held-pod",
+		"delete Pod lingering",
+		"delete Pod miner-1-x",
+		"delete Pod of-the-wrong-kind",
+	}
+	immediate := []string{"bare", "forged", "lingering", "miner-1-x", "of-the-wrong-kind"}
+	rotation := []string{
+		"recreate ServiceAccount call-handling", "recreate ServiceAccount default", "recreate ServiceAccount records",
+		"roll Deployment call-handling", "keep StatefulSet records",
+	}
+	clean := []StandbyObject{
+		written(o("NetworkPolicy", build.DefaultDenyPolicyName, nil)),
+		written(o("Deployment", "call-handling", nil)),
+		o("ReplicaSet", "call-handling-1", ctrl("Deployment", "Deployment/call-handling")),
+		o("Pod", "call-handling-1-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
+	}
+	for _, tc := range []struct {
+		name      string
+		frozenFor string
+		objects   []StandbyObject
+		want      []string
+	}{
+		{"frozen, planted: cleaned, the rotation waits for a clean look", id, planted, cleanUp},
+		{"not frozen yet: the whole story, the freeze first", "", planted,
+			slices.Concat([]string{"freeze Namespace " + ns}, cleanUp, rotation)},
+		{"frozen, clean: rotated", id, clean, rotation},
+		{"frozen, clean, a pod of an older template still running: the rotation waits", id,
+			append(slices.Clone(clean), o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling")), stale),
+			[]string{"wait Pod call-handling-0-a"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := fencedEnv()
+			env.Spec.Services = []v1alpha1.Service{callHandling, records, {Name: "referral"}}
+			env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm}
+			sb := &StandbyObserved{Services: []v1alpha1.Service{callHandling, records}, FrozenFor: tc.frozenFor, Objects: tc.objects,
+				Workloads: map[string]string{"call-handling": "initial", "records": "initial"}}
+			p := PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec}, Standby: sb})
+			var got []string
+			for _, a := range p.Actions {
+				if a.Namespace != ns && a.Name != ns {
+					continue
+				}
+				got = append(got, string(a.Verb)+" "+a.Kind+" "+a.Name)
+				if (a.Verb == VerbDelete || a.Verb == VerbWriteWhole || a.Verb == VerbRelease) && a.UID != types.UID(a.Kind+"/"+a.Name) {
+					t.Errorf("%s %s %s: UID %q, want the one observed (written on its precondition)", a.Verb, a.Kind, a.Name, a.UID)
+				}
+				if a.Verb == VerbDelete && a.Kind == "Pod" && a.Immediate != slices.Contains(immediate, a.Name) {
+					t.Errorf("delete Pod %s: Immediate %v (careplane's own get their grace period, no other pod does)", a.Name, a.Immediate)
+				}
+			}
+			if !slices.Equal(got, tc.want) {
+				t.Errorf("standby actions:\n got %q\nwant %q", got, tc.want)
+			}
+			// Each of the clean-up's is a change, so a pass that made one
+			// looks again; a wait is not.
+			for _, a := range p.Actions {
+				if a.Namespace != ns {
+					continue
+				}
+				change := slices.ContainsFunc(p.Changes(), func(c Action) bool { return c.Kind == a.Kind && c.Name == a.Name && c.Verb == a.Verb })
+				if want := a.Verb != VerbWait && a.Verb != VerbRoll && a.Verb != VerbKeep; change != want {
+					t.Errorf("%s %s %s: in Changes() %v, want %v", a.Verb, a.Kind, a.Name, change, want)
+				}
+			}
+		})
+	}
+}
+
+// TestReadStandby: a pod is held to its controller's template by UID, not
+// by anything the tenant could write before the freeze. Changed in place
+// before the fence (an image swapped, an ephemeral container) it is
+// Tampered; what admission adds at creation (a mesh's container, a
+// webhook's environment, the API-access volume) is not looked at, nor is
+// anything of a pod the control plane made after the fence began. A pod of
+// a ReplicaSet whose template is not its Deployment's (an older revision,
+// or one the tenant changed), or of another revision of a StatefulSet, is
+// Stale. managedFields are dropped unread.
+func TestReadStandby(t *testing.T) {
+	began := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	tmpl := corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "call-handling"}, Annotations: map[string]string{build.AnnotationCredentialsRevision: "r1"}},
+		Spec: corev1.PodSpec{ServiceAccountName: "call-handling",
+			InitContainers: []corev1.Container{{Name: "migrate", Image: "registry.example/migrate@sha256:1"}},
+			Containers:     []corev1.Container{{Name: "app", Image: "registry.example/app@sha256:1", Args: []string{"serve"}}}},
+	}
+	withHash := func(t corev1.PodTemplateSpec, hash string) corev1.PodTemplateSpec {
+		t = *t.DeepCopy()
+		t.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = hash
+		return t
+	}
+	older := withHash(tmpl, "old")
+	older.Spec.Containers[0].Image = "registry.example/app@sha256:0"
+	sidecar := withHash(tmpl, "new")
+	sidecar.Spec.Containers = append(sidecar.Spec.Containers, corev1.Container{Name: "sidecar", Image: "evil/sidecar:1"})
+	dep := appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "call-handling", UID: "dep"}, Spec: appsv1.DeploymentSpec{Template: tmpl}}
+	owned := func(kind string, uid types.UID) metav1.ObjectMeta {
+		return metav1.ObjectMeta{OwnerReferences: []metav1.OwnerReference{{Kind: kind, UID: uid, Controller: ptr.To(true)}}}
+	}
+	rs := func(name string, uid types.UID, t corev1.PodTemplateSpec) appsv1.ReplicaSet {
+		r := appsv1.ReplicaSet{ObjectMeta: owned("Deployment", "dep"), Spec: appsv1.ReplicaSetSpec{Template: t}}
+		r.Name, r.UID = name, uid
+		return r
+	}
+	sts := appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Name: "records", UID: "sts"}, Spec: appsv1.StatefulSetSpec{Template: tmpl},
+		Status: appsv1.StatefulSetStatus{UpdateRevision: "records-2"}}
+	pod := func(name string, owner metav1.ObjectMeta, t corev1.PodTemplateSpec, change func(*corev1.Pod)) corev1.Pod {
+		p := corev1.Pod{ObjectMeta: owner, Spec: *t.Spec.DeepCopy()}
+		p.Name, p.Annotations, p.CreationTimestamp = name, t.Annotations, metav1.NewTime(began.Add(-time.Hour))
+		p.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager"}}
+		// What admission and the scheduler add at creation.
+		p.Spec.NodeName = "node-1"
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "kube-api-access-x1y2z"})
+		p.Spec.Containers[0].Env = append(p.Spec.Containers[0].Env, corev1.EnvVar{Name: "OTEL_SERVICE_NAME", Value: "injected"})
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "istio-proxy", Image: "mesh/proxy:1"})
+		if change != nil {
+			change(&p)
+		}
+		return p
+	}
+	swap := func(p *corev1.Pod) { p.Spec.Containers[0].Image = "evil/app:1" }
+	stsPod := func(name, revision string, change func(*corev1.Pod)) corev1.Pod {
+		p := pod(name, owned("StatefulSet", "sts"), tmpl, change)
+		p.Labels = map[string]string{appsv1.ControllerRevisionHashLabelKey: revision}
+		return p
+	}
+	pods := []corev1.Pod{
+		pod("runs", owned("ReplicaSet", "rs-new"), tmpl, nil),
+		pod("image-swapped", owned("ReplicaSet", "rs-new"), tmpl, swap),
+		pod("debugged", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) {
+			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
+		}),
+		pod("init-swapped", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "evil/migrate:1" }),
+		pod("made-after-the-fence", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) {
+			swap(p)
+			p.CreationTimestamp = metav1.NewTime(began.Add(time.Second))
+		}),
+		pod("older-revision", owned("ReplicaSet", "rs-old"), older, nil),
+		pod("template-changed", owned("ReplicaSet", "rs-sidecar"), sidecar, nil),
+		stsPod("records-0", "records-2", nil),
+		stsPod("records-1", "records-2", swap),
+		stsPod("records-2", "records-1", nil),
+		pod("bare", metav1.ObjectMeta{}, tmpl, swap),
+	}
+	rsNew := rs("call-handling-new", "rs-new", withHash(tmpl, "new"))
+	got := map[string]StandbyObject{}
+	for _, o := range ReadStandby([]StandbyObject{{Kind: "NetworkPolicy", Object: Object{Name: "p", ManagedFields: pods[0].ManagedFields}}},
+		[]appsv1.Deployment{dep}, []appsv1.ReplicaSet{rsNew, rs("call-handling-old", "rs-old", older), rs("call-handling-sidecar", "rs-sidecar", sidecar)},
+		[]appsv1.StatefulSet{sts}, pods, began) {
+		got[o.Kind+"/"+o.Name] = o
+		if o.ManagedFields != nil {
+			t.Errorf("%s %s keeps its managedFields: nothing may read them", o.Kind, o.Name)
+		}
+	}
+	for _, name := range []string{"NetworkPolicy/p", "Deployment/call-handling", "ReplicaSet/call-handling-new", "StatefulSet/records"} {
+		if _, ok := got[name]; !ok {
+			t.Errorf("%s missing from what the clean-up reads", name)
+		}
+	}
+	for _, tc := range []struct {
+		pod             string
+		tampered, stale bool
+	}{
+		{"runs", false, false},
+		{"image-swapped", true, false},
+		{"debugged", true, false},
+		{"init-swapped", true, false},
+		{"made-after-the-fence", false, false},
+		{"older-revision", false, true},
+		{"template-changed", false, true},
+		{"records-0", false, false},
+		{"records-1", true, false},
+		{"records-2", false, true},
+		{"bare", false, false},
+	} {
+		o := got["Pod/"+tc.pod]
+		if o.Tampered != tc.tampered || o.Stale != tc.stale {
+			t.Errorf("pod %s: Tampered %v, Stale %v; want %v, %v", tc.pod, o.Tampered, o.Stale, tc.tampered, tc.stale)
+		}
+	}
+}
+
+// TestSameTemplate: the Deployment controller's comparison, the hash label
+// aside.
+func TestSameTemplate(t *testing.T) {
+	d := &corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "a"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "a"}}}}
+	rs := d.DeepCopy()
+	rs.Labels[appsv1.DefaultDeploymentUniqueLabelKey] = "abc"
+	if !SameTemplate(rs, d) {
+		t.Error("a ReplicaSet's template with its hash label is not its Deployment's")
+	}
+	rs.Annotations = map[string]string{build.AnnotationCredentialsRevision: "new"}
+	if SameTemplate(rs, d) {
+		t.Error("a template of another credentials revision is the same")
+	}
+	rs.Annotations = nil
+	rs.Spec.Containers = append(rs.Spec.Containers, corev1.Container{Name: "sidecar", Image: "s"})
+	if SameTemplate(rs, d) {
+		t.Error("a template with a sidecar added is the same")
+	}
+}
