@@ -168,9 +168,16 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 	// after this pass looked (admission sees the label a moment after it
 	// is written), and not every kind it could write wakes this reconcile:
 	// look again until a pass finds nothing left to do.
-	for pass := 1; err == nil && len(plan.Changes()) > 0; pass++ {
+	for pass := 1; err == nil && len(s.changesLeft(plan)) > 0; pass++ {
 		if pass == maxFencePasses {
-			err = fmt.Errorf("the fenced namespace %s still changed after %d passes: %d writes left", ns, pass, len(plan.Changes()))
+			left := s.changesLeft(plan)
+			if !slices.ContainsFunc(left, func(a fence.Action) bool { return !s.ofStandby(a) }) {
+				// The standby alone keeps changing: reported once the
+				// front is switched, and retried.
+				s.standbyErr = fmt.Errorf("the standby namespace %s still changed after %d passes: %d writes left", s.names.Standby, pass, len(left))
+				break
+			}
+			err = fmt.Errorf("the fenced namespace %s still changed after %d passes: %d writes left", ns, pass, len(left))
 			break
 		}
 		if obs, err = r.observeFenceAndStandby(ctx, s); err != nil {
@@ -185,6 +192,9 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		return err
 	}
 	switch {
+	case s.standbyErr != nil:
+		// Not rotated, or not cleaned: nothing of the standby is taken
+		// for this fence's.
 	case slices.ContainsFunc(plan.Actions, func(a fence.Action) bool { return a.Verb == fence.VerbWait }):
 		// The standby's credentials wait for its pods to run careplane's
 		// templates: not fenced yet, and looked at again soon.
@@ -200,6 +210,22 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		s.observeDeployment(v1alpha1.SitePrimary, svc, nil)
 	}
 	return nil
+}
+
+// changesLeft are plan's changes still to make: all of them, but the
+// standby's once its part has failed in this reconcile (it is retried by
+// the next, and holds up nothing else).
+func (s *scope) changesLeft(plan fence.Plan) []fence.Action {
+	changes := plan.Changes()
+	if s.standbyErr == nil {
+		return changes
+	}
+	return slices.DeleteFunc(changes, s.ofStandby)
+}
+
+// ofStandby says a is of the standby's part of the fence.
+func (s *scope) ofStandby(a fence.Action) bool {
+	return a.Namespace == s.names.Standby || (a.Kind == "Namespace" && a.Name == s.names.Standby)
 }
 
 // maxFencePasses bounds the passes of one reconcile over a fenced namespace
@@ -233,11 +259,19 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 			// taken once the freeze is in place, so that nothing the
 			// tenant adds meanwhile is missed. Then the clean-up, then the
 			// rotations: nothing the tenant planted there runs on the new
-			// credentials.
-			if freeze, _ := partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }); len(freeze) > 0 {
-				return r.carryOut(ctx, s, freeze, d, s.record.ID)
+			// credentials. A failure here holds up none of the primary's
+			// steps, nor the move of traffic: it is reported once the
+			// front is switched (standbyErr), and retried.
+			err := func() error {
+				if freeze, _ := partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }); len(freeze) > 0 {
+					return r.carryOut(ctx, s, freeze, d, s.record.ID)
+				}
+				return inTurn(partition(standby, cleansStandby))
+			}()
+			if err != nil {
+				s.standbyErr = fmt.Errorf("the standby's part of the fence: %w", err)
 			}
-			return inTurn(partition(standby, cleansStandby))
+			return nil
 		},
 		func() error {
 			scale, preserve := partition(plan.Step(4), func(a fence.Action) bool { return a.Verb == fence.VerbScale })
@@ -378,6 +412,9 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 		if w != nil {
 			sb.Workloads[svc.Name] = w.credentialsRevision
 		}
+	}
+	if began, ok := s.record.Began(); ok && s.now.Sub(began) > fence.StandbyWaitLimit {
+		sb.WaitedOut = true
 	}
 	if sb.FrozenFor == s.record.ID {
 		// Frozen for this fence: what the tenant may have planted there

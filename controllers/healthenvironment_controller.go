@@ -317,6 +317,9 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	if s.adminFenceErr != nil { // the fence's admin-tier step, reported once the front is switched
 		errs = append(errs, s.adminFenceErr)
 	}
+	if s.standbyErr != nil { // the standby's part, likewise
+		errs = append(errs, s.standbyErr)
+	}
 	if err := kerrors.NewAggregate(errs); err != nil {
 		s.applyFailed = err
 		return ctrl.Result{}, err
@@ -399,8 +402,8 @@ func (r *HealthEnvironmentReconciler) reconcileDelete(ctx context.Context, s *sc
 		if err := r.reconcileFence(ctx, s, source, false); err != nil {
 			return err
 		}
-		if s.adminFenceErr != nil {
-			return s.adminFenceErr
+		if err := errors.Join(s.adminFenceErr, s.standbyErr); err != nil {
+			return err
 		}
 		s.fenceComplete = !s.standbyWaiting
 		v := r.verifyIsolation(ctx, s, s.names.Primary)

@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
@@ -189,8 +190,17 @@ func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *
 	}
 	fresh.SetManagedFields(managed)
 	if err := r.Client.Update(ctx, fresh, client.FieldOwner(fieldOwner)); err != nil {
-		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		switch {
+		case apierrors.IsConflict(err) || apierrors.IsNotFound(err):
 			return false, nil
+		case apierrors.IsInvalid(err):
+			// What the API server will not change from live (a selector
+			// the tenant chose when it made the object anew) is not
+			// careplane's: the object goes, and careplane's reconcile
+			// writes its own.
+			log.FromContext(ctx).Info("careplane's object in the standby cannot be written whole; deleting it to write it anew", "kind", gvk.Kind, "object", key, "error", err.Error())
+			r.Applier.Forget(desired)
+			return true, r.deleteObserved(ctx, live, live.GetUID())
 		}
 		return false, fmt.Errorf("writing %s %s whole: %w", gvk.Kind, key, err)
 	}
@@ -255,7 +265,9 @@ func newOfKind(kind string) client.Object {
 // keepFromLive copies into want, careplane's object to be written whole,
 // what stays as live has it: the replicas (its reconcile sets them, a
 // Cold standby's held at zero included), what the API server allocated
-// (a Service's cluster IPs), and the fields it will not change.
+// (a Service's cluster IPs), and a StatefulSet's claim templates. Any other
+// field the API server will not change, as the tenant set it, makes the
+// update invalid, and the object is deleted instead (writeStandbyWhole).
 func keepFromLive(want, live client.Object) {
 	switch w := want.(type) {
 	case *corev1.Service:
@@ -263,13 +275,12 @@ func keepFromLive(want, live client.Object) {
 		w.Spec.ClusterIP, w.Spec.ClusterIPs = l.Spec.ClusterIP, l.Spec.ClusterIPs
 		w.Spec.IPFamilies, w.Spec.IPFamilyPolicy = l.Spec.IPFamilies, l.Spec.IPFamilyPolicy
 	case *appsv1.Deployment:
-		l := live.(*appsv1.Deployment)
-		w.Spec.Replicas, w.Spec.Selector = l.Spec.Replicas, l.Spec.Selector
+		w.Spec.Replicas = live.(*appsv1.Deployment).Spec.Replicas
 	case *appsv1.StatefulSet:
+		// Its claim templates cannot change: careplane replaces the
+		// StatefulSet when its volumes do (applyWorkload).
 		l := live.(*appsv1.StatefulSet)
-		w.Spec.Replicas, w.Spec.Selector = l.Spec.Replicas, l.Spec.Selector
-		w.Spec.ServiceName, w.Spec.PodManagementPolicy = l.Spec.ServiceName, l.Spec.PodManagementPolicy
-		w.Spec.VolumeClaimTemplates = l.Spec.VolumeClaimTemplates
+		w.Spec.Replicas, w.Spec.VolumeClaimTemplates = l.Spec.Replicas, l.Spec.VolumeClaimTemplates
 	}
 }
 

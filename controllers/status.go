@@ -72,6 +72,10 @@ type scope struct {
 	// standbyWaiting says the standby's rotation waits for its pods to run
 	// careplane's templates (fence.VerbWait): the fence is not complete.
 	standbyWaiting bool
+	// standbyErr is why the standby's part of the fence failed in this
+	// reconcile: reported once the front is switched, so that it holds up
+	// nothing else.
+	standbyErr error
 	// restoring says a restore is under way; restored that it completed.
 	restoring, restored bool
 	// restoreErr is why a restore cannot proceed.

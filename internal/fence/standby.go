@@ -3,6 +3,7 @@ package fence
 import (
 	"slices"
 	"strings"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -69,7 +70,16 @@ type StandbyObserved struct {
 	// namespace, whoever made it, read once it is frozen for this fence
 	// (ReadStandby): what the clean-up reads. Nil before.
 	Objects []StandbyObject
+	// WaitedOut says the rotation has waited long enough for careplane's
+	// pods to run their workloads' current templates (StandbyWaitLimit
+	// since the fence began): those of a ReplicaSet still not rolled away
+	// are deleted.
+	WaitedOut bool
 }
+
+// StandbyWaitLimit is how long the standby's rotation waits for its
+// workloads' rolls before it deletes the pods they have not replaced.
+const StandbyWaitLimit = time.Minute
 
 // StandbyServes says a fence of env moves (or keeps) its critical traffic on
 // the standby, as failover.Decide wants it for a fenced primary: there is a
@@ -115,7 +125,7 @@ func planStandby(p *Plan, o Observed) {
 	}
 	// Then what the tenant planted goes, before any credential is
 	// replaced: nothing of it runs on the new ones.
-	clean, stale := planStandbyClean(o.Env, ns, sb, rev)
+	clean, stale, hasten := planStandbyClean(o.Env, ns, sb, rev)
 	for _, a := range clean {
 		add(a)
 	}
@@ -189,14 +199,19 @@ func planStandby(p *Plan, o Observed) {
 	// the standby clean, and once careplane's pods all run their workloads'
 	// current templates: a pod of a template the tenant changed, still
 	// running while its workload rolls, would read the new Secrets.
-	if sb.FrozenFor == rev && (len(clean) > 0 || len(stale) > 0) {
+	if sb.FrozenFor == rev && (len(clean) > 0 || len(stale) > 0 || len(hasten) > 0) {
 		pending := slices.ContainsFunc(p.Actions[rotations:], func(a Action) bool {
 			return a.Verb == VerbRecreate || a.Verb == VerbDelete || a.Verb == VerbRotate
 		})
 		p.Actions = p.Actions[:rotations]
 		if pending && len(clean) == 0 {
-			add(Action{Verb: VerbWait, Kind: "Pod", Name: stale[0],
-				Note: "the credentials are replaced once careplane's pods all run their workloads' current templates; still running an older one: " + strings.Join(stale, ", ")})
+			for _, a := range hasten {
+				add(a)
+			}
+			if len(stale) > 0 {
+				add(Action{Verb: VerbWait, Kind: "Pod", Name: stale[0],
+					Note: "the credentials are replaced once careplane's pods all run their workloads' current templates; still running an older one: " + strings.Join(stale, ", ")})
+			}
 		}
 	}
 }

@@ -126,6 +126,13 @@ func ReadStandby(objects []StandbyObject, deployments []appsv1.Deployment, repli
 	return out
 }
 
+func controllerUID(o StandbyObject) types.UID {
+	if c := metav1.GetControllerOf(&o.Object); c != nil {
+		return c.UID
+	}
+	return ""
+}
+
 func controllerIn(rs *appsv1.ReplicaSet, deps map[types.UID]*appsv1.Deployment) *appsv1.Deployment {
 	if c := metav1.GetControllerOf(rs); c != nil && c.Kind == "Deployment" {
 		return deps[c.UID]
@@ -155,11 +162,23 @@ func ChangedInPlace(pod *corev1.Pod, t *corev1.PodTemplateSpec) bool {
 func imagesDiffer(running, want []corev1.Container) bool {
 	for _, w := range want {
 		i := slices.IndexFunc(running, func(c corev1.Container) bool { return c.Name == w.Name })
-		if i >= 0 && running[i].Image != w.Image {
+		if i >= 0 && !sameImage(running[i].Image, w.Image) {
 			return true
 		}
 	}
 	return false
+}
+
+// sameImage says a pod's image is its template's: the same, or the same
+// digest (careplane's images are pinned by digest; a registry mirror's
+// webhook may rewrite the rest).
+func sameImage(running, want string) bool {
+	if running == want {
+		return true
+	}
+	_, rd, ok1 := strings.Cut(running, "@")
+	_, wd, ok2 := strings.Cut(want, "@")
+	return ok1 && ok2 && strings.HasPrefix(wd, "sha256:") && rd == wd
 }
 
 // SameTemplate says a ReplicaSet's template is its Deployment's, the
@@ -189,11 +208,14 @@ func SameTemplate(rs, d *corev1.PodTemplateSpec) bool {
 //     grace period); one being deleted but held by finalizers is let go of
 //     them, and a pod still terminating is deleted again at once.
 //
-// It returns the clean-up's actions, and careplane's pods that do not run
-// their workloads' current templates yet (Stale): until none is left the
+// It returns the clean-up's actions; careplane's pods that do not run their
+// workloads' current templates yet (Stale), until none of which is left the
 // standby's rotation waits, so that no pod of a template the tenant changed
-// reads the new credentials.
-func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObserved, rev string) (actions []Action, stale []string) {
+// reads the new credentials; and the deletes that hasten that wait (a
+// stale pod terminating, or not rolled away in StandbyWaitLimit), which
+// are made only while a rotation waits: after it, they would cut short the
+// graceful end of the pods its own roll replaces.
+func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObserved, rev string) (actions []Action, stale []string, hasten []Action) {
 	policies := map[string]bool{}
 	for _, pol := range build.NetworkPoliciesFor(env, v1alpha1.SiteStandby, ns, sb.Services) {
 		policies[*pol.Name] = true
@@ -209,7 +231,9 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 	// careplane's workloads, then their ReplicaSets, by UID.
 	workloads, replicaSets := map[types.UID]string{}, map[types.UID]bool{}
 	for _, o := range sb.Objects {
-		if (o.Kind == "Deployment" || o.Kind == "StatefulSet") && workloadKind[o.Name] == o.Kind && o.DeletionTimestamp == nil {
+		// One being deleted too: careplane replaces a StatefulSet by
+		// orphaning its pods to the new one, which must not lose them.
+		if (o.Kind == "Deployment" || o.Kind == "StatefulSet") && workloadKind[o.Name] == o.Kind {
 			workloads[o.UID] = o.Kind
 		}
 	}
@@ -251,13 +275,27 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 			c := metav1.GetControllerOf(&o.Object)
 			careplanes = c != nil && (replicaSets[c.UID] || workloads[c.UID] == "StatefulSet")
 		}
+		rsPod := o.Kind == "Pod" && replicaSets[controllerUID(o)]
 		switch {
+		case careplanes && rsPod && o.DeletionTimestamp != nil && (o.Stale || o.Tampered):
+			// Of a template the tenant may have changed, still running
+			// through a grace period it may have set: the rotation waits
+			// until it is gone, and hastens it.
+			stale = append(stale, o.Name)
+			hasten = append(hasten, Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID, Immediate: true,
+				Note: "careplane's, of an older or changed template, still terminating: deleted again, at once, before the rotation"})
 		case careplanes && o.DeletionTimestamp != nil:
 			// careplane's, going: its controller or reconcile replaces it.
 		case careplanes && writtenWhole[o.Kind] && o.Annotations[AnnotationWrittenFor] != rev:
 			add(VerbWriteWhole, o, "careplane's: written whole, once per fence: whatever another writer added to it goes")
 		case careplanes && o.Kind == "Pod" && o.Tampered:
 			add(VerbDelete, o, "careplane's, but changed in place before the fence (an image, an ephemeral container): deleted; its controller starts it anew")
+		case careplanes && o.Kind == "Pod" && o.Stale && rsPod && sb.WaitedOut:
+			// The roll has not replaced it in time (an unschedulable surge
+			// pod, a stuck rollout): it goes, so that the rotation is not
+			// held up for ever.
+			hasten = append(hasten, Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID, Immediate: true,
+				Note: "careplane's, of an older or changed template, not rolled away in " + StandbyWaitLimit.String() + ": deleted at once, before the rotation"})
 		case careplanes && o.Kind == "Pod" && o.Stale:
 			stale = append(stale, o.Name)
 		case careplanes:
@@ -274,5 +312,5 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 			now(o, n)
 		}
 	}
-	return actions, stale
+	return actions, stale, hasten
 }

@@ -111,7 +111,7 @@ func TestPlanStandbyClean(t *testing.T) {
 		"delete Pod miner-1-x",
 		"delete Pod of-the-wrong-kind",
 	}
-	immediate := []string{"bare", "forged", "lingering", "miner-1-x", "of-the-wrong-kind"}
+	immediate := []string{"bare", "forged", "lingering", "miner-1-x", "of-the-wrong-kind", "call-handling-0-a"}
 	rotation := []string{
 		"recreate ServiceAccount call-handling", "recreate ServiceAccount default", "recreate ServiceAccount records",
 		"roll Deployment call-handling", "keep StatefulSet records",
@@ -122,26 +122,35 @@ func TestPlanStandbyClean(t *testing.T) {
 		o("ReplicaSet", "call-handling-1", ctrl("Deployment", "Deployment/call-handling")),
 		o("Pod", "call-handling-1-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
 	}
+	rs0 := o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling"))
 	for _, tc := range []struct {
 		name      string
 		frozenFor string
 		objects   []StandbyObject
 		want      []string
+		waitedOut bool
 	}{
-		{"frozen, planted: cleaned, the rotation waits for a clean look", id, planted, cleanUp},
+		{"frozen, planted: cleaned, the rotation waits for a clean look", id, planted, cleanUp, false},
 		{"not frozen yet: the whole story, the freeze first", "", planted,
-			slices.Concat([]string{"freeze Namespace " + ns}, cleanUp, rotation)},
-		{"frozen, clean: rotated", id, clean, rotation},
+			slices.Concat([]string{"freeze Namespace " + ns}, cleanUp, rotation), false},
+		{"frozen, clean: rotated", id, clean, rotation, false},
+		{"frozen, clean, waited out with nothing stale: rotated", id, clean, rotation, true},
 		{"frozen, clean, a pod of an older template still running: the rotation waits", id,
-			append(slices.Clone(clean), o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling")), stale),
-			[]string{"wait Pod call-handling-0-a"}},
+			append(slices.Clone(clean), rs0, stale), []string{"wait Pod call-handling-0-a"}, false},
+		{"frozen, clean, a pod of an older template terminating: deleted again at once, and the rotation waits", id,
+			append(slices.Clone(clean), rs0, going(stale)), []string{"delete Pod call-handling-0-a", "wait Pod call-handling-0-a"}, false},
+		{"frozen, clean, waited out: the pod not rolled away is deleted at once, the rotation follows", id,
+			append(slices.Clone(clean), rs0, stale), []string{"delete Pod call-handling-0-a"}, true},
+		{"frozen, clean, careplane's StatefulSet being replaced: its pods stay", id,
+			append(slices.Clone(clean), going(o("StatefulSet", "records", nil)), o("Pod", "records-0", ctrl("StatefulSet", "StatefulSet/records"))),
+			rotation, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := fencedEnv()
 			env.Spec.Services = []v1alpha1.Service{callHandling, records, {Name: "referral"}}
 			env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm}
 			sb := &StandbyObserved{Services: []v1alpha1.Service{callHandling, records}, FrozenFor: tc.frozenFor, Objects: tc.objects,
-				Workloads: map[string]string{"call-handling": "initial", "records": "initial"}}
+				Workloads: map[string]string{"call-handling": "initial", "records": "initial"}, WaitedOut: tc.waitedOut}
 			p := PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec}, Standby: sb})
 			var got []string
 			for _, a := range p.Actions {
@@ -238,6 +247,8 @@ func TestReadStandby(t *testing.T) {
 			p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug"}}}
 		}),
 		pod("init-swapped", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) { p.Spec.InitContainers[0].Image = "evil/migrate:1" }),
+		pod("mirrored", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) { p.Spec.Containers[0].Image = "mirror.example/app@sha256:1" }),
+		pod("other-digest", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) { p.Spec.Containers[0].Image = "registry.example/app@sha256:2" }),
 		pod("made-after-the-fence", owned("ReplicaSet", "rs-new"), tmpl, func(p *corev1.Pod) {
 			swap(p)
 			p.CreationTimestamp = metav1.NewTime(began.Add(time.Second))
@@ -272,6 +283,8 @@ func TestReadStandby(t *testing.T) {
 		{"image-swapped", true, false},
 		{"debugged", true, false},
 		{"init-swapped", true, false},
+		{"mirrored", false, false}, // a registry mirror's webhook: the same digest
+		{"other-digest", true, false},
 		{"made-after-the-fence", false, false},
 		{"older-revision", false, true},
 		{"template-changed", false, true},
