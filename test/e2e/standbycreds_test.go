@@ -130,14 +130,9 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		}
 	}
 
-	fenceCommand(t, name, "INC-STANDBY")
-	eventually(t, 30*time.Second, "front routes only to the standby", func(ctx context.Context) (bool, string, error) {
-		ok, why := routesOnlyTo(t, ctx, name, standby, "call-handling")
-		return ok, why, nil
-	})
 	// From the failover on, the front of the critical service never routes
 	// to nothing, the standby's roll included.
-	gaps := watchFrontGaps(t, name, "call-handling")
+	gaps := fenceOntoStandby(t, name, "INC-STANDBY")
 	env := waitFencedTrue(t, name)
 	primaryNs := &corev1.Namespace{}
 	if err := k8sClient.Get(ctx, client.ObjectKey{Name: name + "-primary"}, primaryNs); err != nil {
@@ -307,6 +302,19 @@ func (g *frontGaps) check(t *testing.T) {
 		t.Errorf("the front of %s routed to no ready endpoint %d times of %d polls: %v", g.what, len(g.gaps), g.polls, g.gaps)
 	}
 	t.Logf("the front of %s had ready endpoints in all %d polls", g.what, g.polls)
+}
+
+// fenceOntoStandby fences environment name as a responder, waits until the
+// front of call-handling routes only to the standby, and from then on
+// watches it for a moment it routes to nothing.
+func fenceOntoStandby(t *testing.T, name, ticket string) *frontGaps {
+	t.Helper()
+	fenceCommand(t, name, ticket)
+	eventually(t, 30*time.Second, "front routes only to the standby", func(ctx context.Context) (bool, string, error) {
+		ok, why := routesOnlyTo(t, ctx, name, name+"-standby", "call-handling")
+		return ok, why, nil
+	})
+	return watchFrontGaps(t, name, "call-handling")
 }
 
 // waitStandbyRolled waits until the standby's call-handling Deployment runs
