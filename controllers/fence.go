@@ -266,7 +266,14 @@ func (r *HealthEnvironmentReconciler) carryOutSteps(ctx context.Context, s *scop
 				if freeze, _ := partition(standby, func(a fence.Action) bool { return a.Verb == fence.VerbFreeze }); len(freeze) > 0 {
 					return r.carryOut(ctx, s, freeze, d, s.record.ID)
 				}
-				return inTurn(partition(standby, cleansStandby))
+				clean, rotate := partition(standby, cleansStandby)
+				if err := r.carryOut(ctx, s, clean, d, s.record.ID); err != nil {
+					return err
+				}
+				if err := r.recordStandbyWritten(ctx, s, d, s.record.ID); err != nil {
+					return err
+				}
+				return r.carryOut(ctx, s, rotate, d, s.record.ID)
 			}()
 			if err != nil {
 				s.standbyErr = fmt.Errorf("the standby's part of the fence: %w", err)
@@ -390,7 +397,9 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 	if err != nil {
 		return obs, err
 	}
-	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj)}
+	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj),
+		Written: fence.StandbyWrittenOf(nsObj)}
+	s.standbyWritten = sb.Written
 	for _, l := range []struct {
 		kind string
 		into *[]fence.Object
@@ -434,7 +443,10 @@ type done struct {
 	removed []string // NetworkPolicies deleted, with a note when not careplane's
 	routes  []string // Services deleted, or let go of their finalizers
 	revoked int32    // ServiceAccounts and Secrets revoked
-	standby []string // what the standby's clean-up removed or stripped
+	standby []string // what the standby's clean-up removed or wrote whole
+	// written is what it wrote whole, by fence.WrittenKey, until recorded
+	// on the standby Namespace (recordStandbyWritten).
+	written map[string]string
 }
 
 func (d *done) add(f func(d *done)) {
@@ -485,7 +497,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 	meta := metav1.ObjectMeta{Namespace: a.Namespace, Name: a.Name}
 	switch {
 	case a.Namespace == s.names.Standby && cleansStandby(a):
-		return r.cleanStandbyOne(ctx, s, a, d, rev)
+		return r.cleanStandbyOne(ctx, s, a, d)
 	case a.Verb == fence.VerbDelete && a.Kind == "NetworkPolicy":
 		if err := r.deleteObserved(ctx, &networkingv1.NetworkPolicy{ObjectMeta: meta}, a.UID); err != nil {
 			return err
@@ -593,16 +605,20 @@ func (r *HealthEnvironmentReconciler) releaseService(ctx context.Context, meta m
 }
 
 // deleteObserved deletes o on the precondition of the UID it was observed
-// with (none when uid is empty); gone already is done.
-func (r *HealthEnvironmentReconciler) deleteObserved(ctx context.Context, o client.Object, uid types.UID) error {
-	opts := []client.DeleteOption{client.PropagationPolicy(metav1.DeletePropagationBackground)}
+// with (none when uid is empty); gone already is done, and so is replaced
+// since (the precondition fails): the object observed is gone, and the
+// next look sees the new one (another reconciler's during a leader's
+// hand-over, or the control plane's new default ServiceAccount).
+func (r *HealthEnvironmentReconciler) deleteObserved(ctx context.Context, o client.Object, uid types.UID, more ...client.DeleteOption) error {
+	opts := append([]client.DeleteOption{client.PropagationPolicy(metav1.DeletePropagationBackground)}, more...)
 	if uid != "" {
 		opts = append(opts, client.Preconditions{UID: &uid})
 	}
-	if err := r.Client.Delete(ctx, o, opts...); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting %T %s: %w", o, klog.KObj(o), err)
+	err := r.Client.Delete(ctx, o, opts...)
+	if err == nil || apierrors.IsNotFound(err) || (uid != "" && apierrors.IsConflict(err)) {
+		return nil
 	}
-	return nil
+	return fmt.Errorf("deleting %T %s: %w", o, klog.KObj(o), err)
 }
 
 // createServiceAccount writes a ServiceAccount of credentials revision rev:

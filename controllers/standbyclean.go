@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -34,11 +35,13 @@ import (
 // in the standby namespace ns, for its clean-up: metadata, and whole the
 // workloads and pods whose templates it compares (fence.ReadStandby).
 func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope, ns string) ([]fence.StandbyObject, error) {
+	var pols networkingv1.NetworkPolicyList
+	var svcs corev1.ServiceList
 	var deps appsv1.DeploymentList
 	var rss appsv1.ReplicaSetList
 	var stss appsv1.StatefulSetList
 	var pods corev1.PodList
-	whole := map[string]client.ObjectList{"Deployment": &deps, "ReplicaSet": &rss, "StatefulSet": &stss, "Pod": &pods}
+	whole := map[string]client.ObjectList{"NetworkPolicy": &pols, "Service": &svcs, "Deployment": &deps, "ReplicaSet": &rss, "StatefulSet": &stss, "Pod": &pods}
 	metadata := make([][]fence.StandbyObject, len(fence.StandbyKinds))
 	err := inParallel(indices(fence.StandbyKinds), func(k int) error {
 		gvk := fence.StandbyKinds[k]
@@ -64,7 +67,8 @@ func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope,
 		objects = append(objects, m...)
 	}
 	began, _ := s.record.Began()
-	return fence.ReadStandby(objects, deps.Items, rss.Items, stss.Items, pods.Items, began), nil
+	return fence.ReadStandby(fence.StandbyRead{Objects: objects, Policies: pols.Items, Services: svcs.Items, Deployments: deps.Items,
+		ReplicaSets: rss.Items, StatefulSets: stss.Items, Pods: pods.Items, Since: began}), nil
 }
 
 // cleansStandby says a is of the standby's clean-up: careplane's object
@@ -76,8 +80,8 @@ func cleansStandby(a fence.Action) bool {
 
 // cleanStandbyOne makes one write of the standby's clean-up, on the
 // precondition of the UID observed: an object replaced since is the next
-// look's. id is the fence's.
-func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, s *scope, a fence.Action, d *done, id string) error {
+// look's.
+func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, s *scope, a fence.Action, d *done) error {
 	gvk, ok := standbyKind(a.Kind)
 	if !ok {
 		return fmt.Errorf("the standby's clean-up does not know kind %s", a.Kind)
@@ -87,12 +91,12 @@ func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, s *sc
 	what := a.Kind + " " + a.Name
 	switch a.Verb {
 	case fence.VerbDelete:
-		opts := []client.DeleteOption{client.PropagationPolicy(metav1.DeletePropagationBackground), client.Preconditions{UID: &a.UID}}
+		var now []client.DeleteOption
 		if a.Immediate {
-			opts = append(opts, client.GracePeriodSeconds(0))
+			now = append(now, client.GracePeriodSeconds(0))
 		}
-		if err := r.Client.Delete(ctx, o, opts...); client.IgnoreNotFound(err) != nil {
-			return fmt.Errorf("deleting %s %s/%s: %w", a.Kind, a.Namespace, a.Name, err)
+		if err := r.deleteObserved(ctx, o, a.UID, now...); err != nil {
+			return err
 		}
 		what += " (deleted)"
 	case fence.VerbRelease:
@@ -101,7 +105,7 @@ func (r *HealthEnvironmentReconciler) cleanStandbyOne(ctx context.Context, s *sc
 		}
 		what += " (finalizers taken off)"
 	case fence.VerbWriteWhole:
-		written, err := r.writeStandbyWhole(ctx, s, gvk, a, id)
+		written, err := r.writeStandbyWhole(ctx, s, gvk, a, d)
 		if err != nil || !written {
 			return err
 		}
@@ -140,14 +144,14 @@ func (r *HealthEnvironmentReconciler) release(ctx context.Context, o *metav1.Par
 
 // writeStandbyWhole replaces careplane's object of a.Kind and a.Name in the
 // standby with what careplane's reconcile writes there (an update of every
-// field, not an apply, which would leave another writer's), annotated as
-// written for fence id. The replicas, and what the API server allocated or
+// field, not an apply, which would leave another writer's), and keeps in d
+// what it wrote, for recordStandbyWritten. The replicas, and what the API server allocated or
 // will not change, are kept as they are; the managedFields keep careplane's
 // apply and the subresources' entries only, so that no writer the tenant
 // named (any name will do) owns anything. Its next apply, in the same
 // reconcile, is not skipped. It reports whether it wrote: an object
 // replaced or changed since it was read is the next look's.
-func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *scope, gvk schema.GroupVersionKind, a fence.Action, id string) (bool, error) {
+func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *scope, gvk schema.GroupVersionKind, a fence.Action, d *done) (bool, error) {
 	desired, live, err := r.standbyDesired(ctx, s, a)
 	if err != nil || desired == nil {
 		return false, err
@@ -173,12 +177,6 @@ func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *
 	keepFromLive(fresh, live)
 	fresh.SetUID(live.GetUID())
 	fresh.SetResourceVersion(live.GetResourceVersion())
-	ann := fresh.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[fence.AnnotationWrittenFor] = id
-	fresh.SetAnnotations(ann)
 	var managed []metav1.ManagedFieldsEntry
 	for _, m := range live.GetManagedFields() {
 		if (m.Manager == ssa.FieldOwner && m.Operation == metav1.ManagedFieldsOperationApply && m.Subresource == "") || m.Subresource != "" {
@@ -205,7 +203,63 @@ func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *
 		return false, fmt.Errorf("writing %s %s whole: %w", gvk.Kind, key, err)
 	}
 	r.Applier.Forget(desired)
+	// What was written, as the API server answered: recorded on the
+	// standby Namespace (recordStandbyWritten).
+	d.add(func(d *done) {
+		if d.written == nil {
+			d.written = map[string]string{}
+		}
+		d.written[fence.WrittenKey(gvk.Kind, a.Name)] = fence.WrittenValue(fresh.GetUID(), specHashOf(fresh))
+	})
 	return true, nil
+}
+
+// specHashOf is fence.SpecHash of o, one of the kinds writeStandbyWhole
+// writes.
+func specHashOf(o client.Object) string {
+	switch o := o.(type) {
+	case *networkingv1.NetworkPolicy:
+		return fence.SpecHash(o.Spec)
+	case *corev1.Service:
+		return fence.SpecHash(o.Spec)
+	case *appsv1.Deployment:
+		return fence.SpecHash(o.Spec)
+	case *appsv1.StatefulSet:
+		return fence.SpecHash(o.Spec)
+	}
+	return ""
+}
+
+// recordStandbyWritten records on the standby Namespace what this look
+// wrote whole under fence id (fence.AnnotationStandbyWritten), beside what
+// earlier looks of the same fence did.
+func (r *HealthEnvironmentReconciler) recordStandbyWritten(ctx context.Context, s *scope, d *done, id string) error {
+	d.mu.Lock()
+	written := d.written
+	d.written = nil
+	d.mu.Unlock()
+	if len(written) == 0 {
+		return nil
+	}
+	rec := fence.StandbyWritten{Fence: id, Objects: map[string]string{}}
+	if s.standbyWritten.Fence == id {
+		maps.Copy(rec.Objects, s.standbyWritten.Objects)
+	}
+	maps.Copy(rec.Objects, written)
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	patch, err := nsMarks{annotations: map[string]any{fence.AnnotationStandbyWritten: string(raw)}}.patch("")
+	if err != nil {
+		return err
+	}
+	if err := r.Client.Patch(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: s.names.Standby}},
+		client.RawPatch(types.MergePatchType, patch), client.FieldOwner(fieldOwner)); err != nil {
+		return fmt.Errorf("recording what was written whole in standby namespace %s: %w", s.names.Standby, err)
+	}
+	s.standbyWritten = rec
+	return nil
 }
 
 // standbyDesired is what careplane's reconcile of the standby writes for

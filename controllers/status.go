@@ -76,6 +76,9 @@ type scope struct {
 	// reconcile: reported once the front is switched, so that it holds up
 	// nothing else.
 	standbyErr error
+	// standbyWritten is what careplane wrote whole in the standby under
+	// this fence, as its Namespace records it (fence.StandbyWritten).
+	standbyWritten fence.StandbyWritten
 	// restoring says a restore is under way; restored that it completed.
 	restoring, restored bool
 	// restoreErr is why a restore cannot proceed.

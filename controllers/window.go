@@ -102,7 +102,14 @@ func (m nsMarks) empty() bool { return len(m.labels) == 0 && len(m.annotations) 
 // patch is the merge patch that writes m, on the precondition of
 // resourceVersion version unless it is empty.
 func (m nsMarks) patch(version string) ([]byte, error) {
-	md := map[string]any{"labels": m.labels, "annotations": m.annotations}
+	// Only what m has: "labels": null would remove every label.
+	md := map[string]any{}
+	if m.labels != nil {
+		md["labels"] = m.labels
+	}
+	if m.annotations != nil {
+		md["annotations"] = m.annotations
+	}
 	if version != "" {
 		md["resourceVersion"] = version
 	}

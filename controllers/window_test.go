@@ -100,3 +100,23 @@ func TestAWindowWithoutItsQuotaIsOpen(t *testing.T) {
 	}
 	isClosed("quota deleted", false)
 }
+
+// TestNsMarksPatchTouchesOnlyItsMarks: a patch of annotations alone says
+// nothing of labels. "labels": null would remove every label of the
+// namespace, careplane's own included (careplane-manager-bounds refused
+// the first record of what was written whole in the standby for it).
+func TestNsMarksPatchTouchesOnlyItsMarks(t *testing.T) {
+	for _, tc := range []struct {
+		marks nsMarks
+		want  string
+	}{
+		{nsMarks{annotations: map[string]any{"a": "1"}}, `{"metadata":{"annotations":{"a":"1"}}}`},
+		{nsMarks{labels: map[string]any{"l": nil}}, `{"metadata":{"labels":{"l":null}}}`},
+		{nsMarks{labels: map[string]any{"l": "x"}, annotations: map[string]any{"a": nil}}, `{"metadata":{"annotations":{"a":null},"labels":{"l":"x"}}}`},
+	} {
+		got, err := tc.marks.patch("")
+		if err != nil || string(got) != tc.want {
+			t.Errorf("patch of %+v = %s, %v; want %s", tc.marks, got, err, tc.want)
+		}
+	}
+}

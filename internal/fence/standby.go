@@ -39,7 +39,7 @@ func StandbyFrozenFor(ns metav1.Object) string {
 // Namespace for fence id; with id "", the values (nil) that lift it.
 func StandbyFreeze(id string) (labels, annotations map[string]any) {
 	if id == "" {
-		return map[string]any{v1alpha1.LabelFenced: nil}, map[string]any{AnnotationStandbyFence: nil}
+		return map[string]any{v1alpha1.LabelFenced: nil}, map[string]any{AnnotationStandbyFence: nil, AnnotationStandbyWritten: nil}
 	}
 	return map[string]any{v1alpha1.LabelFenced: "true"}, map[string]any{AnnotationStandbyFence: id}
 }
@@ -70,6 +70,9 @@ type StandbyObserved struct {
 	// namespace, whoever made it, read once it is frozen for this fence
 	// (ReadStandby): what the clean-up reads. Nil before.
 	Objects []StandbyObject
+	// Written is what careplane wrote whole there under this fence, as
+	// the standby Namespace records it (StandbyWrittenOf).
+	Written StandbyWritten
 	// WaitedOut says the rotation has waited long enough for careplane's
 	// pods to run their workloads' current templates (StandbyWaitLimit
 	// since the fence began): those of a ReplicaSet still not rolled away

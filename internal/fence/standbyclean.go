@@ -2,12 +2,16 @@ package fence
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"slices"
 	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -21,11 +25,51 @@ import (
 // credentials are replaced only once its pods run careplane's templates.
 const VerbWait Verb = "wait"
 
-// AnnotationWrittenFor, on careplane's object in a standby that serves, is
-// the fence under which careplane wrote it whole (writeStandbyWhole): once
-// per fence, after the standby's freeze, whatever the tenant's pipeline
-// added to it before goes.
-const AnnotationWrittenFor = "careplane.io/written-whole-for"
+// AnnotationStandbyWritten, on a standby Namespace frozen by a fence, is
+// what careplane wrote whole there under that fence (StandbyWritten, as
+// JSON): each of careplane's objects by kind and name, with its UID and
+// its spec as written (SpecHash). Kept on the Namespace, which only
+// careplane writes, not on the objects, which the tenant could mark as
+// written before the freeze took hold: an object whose spec is not the one
+// recorded (changed by a write admitted as the freeze came in) is written
+// whole again.
+const AnnotationStandbyWritten = "careplane.io/standby-written"
+
+// StandbyWritten is the record of AnnotationStandbyWritten.
+type StandbyWritten struct {
+	// Fence is the fence the record is of: an earlier fence's counts for
+	// nothing.
+	Fence string `json:"fence"`
+	// Objects maps "<Kind>/<name>" to "<UID>/<SpecHash>".
+	Objects map[string]string `json:"objects"`
+}
+
+// StandbyWrittenOf is the record on standby Namespace ns; empty when there
+// is none, or it cannot be read (every object is then written whole).
+func StandbyWrittenOf(ns metav1.Object) StandbyWritten {
+	var w StandbyWritten
+	if ns == nil || json.Unmarshal([]byte(ns.GetAnnotations()[AnnotationStandbyWritten]), &w) != nil {
+		return StandbyWritten{}
+	}
+	return w
+}
+
+// WrittenKey and WrittenValue are how StandbyWritten records an object of
+// kind: by kind and name, its UID and the hash of its spec.
+func WrittenKey(kind, name string) string { return kind + "/" + name }
+
+// WrittenValue is the record of an object of UID uid and spec hash spec.
+func WrittenValue(uid types.UID, spec string) string { return string(uid) + "/" + spec }
+
+// SpecHash is a short hash of an object's spec as the API server holds it.
+func SpecHash(spec any) string {
+	b, err := json.Marshal(spec)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
 
 // StandbyKinds are the kinds the standby's clean-up reads: those that can
 // let traffic in or out (NetworkPolicy, Service, Ingress), start a pod, or
@@ -57,6 +101,9 @@ var writtenWhole = map[string]bool{"NetworkPolicy": true, "Service": true, "Depl
 type StandbyObject struct {
 	Kind string
 	Object
+	// Spec is the hash of the spec of one of careplane's kinds written
+	// whole (SpecHash): whether it is still what careplane wrote.
+	Spec string
 	// For a pod whose controller is a ReplicaSet or StatefulSet read with
 	// it: Tampered says it was changed in place before the fence
 	// (ChangedInPlace: an image swapped, an ephemeral container); Stale
@@ -65,21 +112,44 @@ type StandbyObject struct {
 	Tampered, Stale bool
 }
 
+// StandbyRead is what was read of the standby namespace for its clean-up:
+// Objects (metadata) of every kind of StandbyKinds but those read whole.
+type StandbyRead struct {
+	Objects      []StandbyObject
+	Policies     []networkingv1.NetworkPolicy
+	Services     []corev1.Service
+	Deployments  []appsv1.Deployment
+	ReplicaSets  []appsv1.ReplicaSet
+	StatefulSets []appsv1.StatefulSet
+	Pods         []corev1.Pod
+	// Since is when the fence began (zero before one).
+	Since time.Time
+}
+
+// WholeKinds are the kinds of StandbyKinds that StandbyRead holds whole.
+var WholeKinds = map[string]bool{"NetworkPolicy": true, "Service": true, "Deployment": true, "ReplicaSet": true, "StatefulSet": true, "Pod": true}
+
 // ReadStandby is what the clean-up reads of the standby namespace: objects
-// (metadata, of every kind but Deployments, ReplicaSets, StatefulSets and
-// pods), and those four kinds whole. since is when the fence began: a pod
+// (metadata, of every kind but WholeKinds), and those kinds whole. Since is
+// when the fence began: a pod
 // created after it was made by the control plane, from a template
 // careplane wrote, in a namespace the tenant no longer writes, so whatever
 // differs in it from its template is admission's doing (a mesh, a
 // webhook), not the tenant's, and it is never Tampered.
-func ReadStandby(objects []StandbyObject, deployments []appsv1.Deployment, replicaSets []appsv1.ReplicaSet,
-	statefulSets []appsv1.StatefulSet, pods []corev1.Pod, since time.Time) []StandbyObject {
-	out := slices.Clone(objects)
+func ReadStandby(in StandbyRead) []StandbyObject {
+	out := slices.Clone(in.Objects)
+	for i := range in.Policies {
+		out = append(out, StandbyObject{Kind: "NetworkPolicy", Object: in.Policies[i].ObjectMeta, Spec: SpecHash(in.Policies[i].Spec)})
+	}
+	for i := range in.Services {
+		out = append(out, StandbyObject{Kind: "Service", Object: in.Services[i].ObjectMeta, Spec: SpecHash(in.Services[i].Spec)})
+	}
+	deployments, replicaSets, statefulSets, pods, since := in.Deployments, in.ReplicaSets, in.StatefulSets, in.Pods, in.Since
 	deps := map[types.UID]*appsv1.Deployment{}
 	for i := range deployments {
 		d := &deployments[i]
 		deps[d.UID] = d
-		out = append(out, StandbyObject{Kind: "Deployment", Object: d.ObjectMeta})
+		out = append(out, StandbyObject{Kind: "Deployment", Object: d.ObjectMeta, Spec: SpecHash(d.Spec)})
 	}
 	rss := map[types.UID]*appsv1.ReplicaSet{}
 	for i := range replicaSets {
@@ -91,7 +161,7 @@ func ReadStandby(objects []StandbyObject, deployments []appsv1.Deployment, repli
 	for i := range statefulSets {
 		sts := &statefulSets[i]
 		stss[sts.UID] = sts
-		out = append(out, StandbyObject{Kind: "StatefulSet", Object: sts.ObjectMeta})
+		out = append(out, StandbyObject{Kind: "StatefulSet", Object: sts.ObjectMeta, Spec: SpecHash(sts.Spec)})
 	}
 	for i := range pods {
 		p := &pods[i]
@@ -198,8 +268,9 @@ func SameTemplate(rs, d *corev1.PodTemplateSpec) bool {
 // careplane's services alone, as careplane wrote them.
 //
 //   - careplane's policies, Services, Deployments and StatefulSets (by kind
-//     and name, as reconcileSite writes them) are written whole, once per
-//     fence (AnnotationWrittenFor): whatever another writer added to them
+//     and name, as reconcileSite writes them) are written whole once per
+//     fence, and again whenever one is no longer what was written
+//     (AnnotationStandbyWritten): whatever another writer added to them
 //     goes, whoever the managedFields say wrote it;
 //   - careplane's ReplicaSets and pods stay, but a pod changed in place
 //     before the fence (Tampered) is deleted: its controller starts it
@@ -286,8 +357,8 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 				Note: "careplane's, of an older or changed template, still terminating: deleted again, at once, before the rotation"})
 		case careplanes && o.DeletionTimestamp != nil:
 			// careplane's, going: its controller or reconcile replaces it.
-		case careplanes && writtenWhole[o.Kind] && o.Annotations[AnnotationWrittenFor] != rev:
-			add(VerbWriteWhole, o, "careplane's: written whole, once per fence: whatever another writer added to it goes")
+		case careplanes && writtenWhole[o.Kind] && (sb.Written.Fence != rev || sb.Written.Objects[WrittenKey(o.Kind, o.Name)] != WrittenValue(o.UID, o.Spec)):
+			add(VerbWriteWhole, o, "careplane's: written whole, once per fence and whenever it changes after: whatever another writer added to it goes")
 		case careplanes && o.Kind == "Pod" && o.Tampered:
 			add(VerbDelete, o, "careplane's, but changed in place before the fence (an image, an ephemeral container): deleted; its controller starts it anew")
 		case careplanes && o.Kind == "Pod" && o.Stale && rsPod && sb.WaitedOut:

@@ -1,6 +1,7 @@
 package fence
 
 import (
+	"cmp"
 	"slices"
 	"testing"
 	"time"
@@ -35,8 +36,12 @@ func TestPlanStandbyClean(t *testing.T) {
 	o := func(kind, name string, owners []metav1.OwnerReference) StandbyObject {
 		return StandbyObject{Kind: kind, Object: Object{Name: name, UID: types.UID(kind + "/" + name), OwnerReferences: owners}}
 	}
+	// What careplane wrote whole under this fence, as the standby
+	// Namespace records it.
+	recorded := map[string]string{}
 	written := func(so StandbyObject) StandbyObject {
-		so.Annotations = map[string]string{AnnotationWrittenFor: id}
+		so.Spec = "spec-of-" + so.Name
+		recorded[WrittenKey(so.Kind, so.Name)] = WrittenValue(so.UID, so.Spec)
 		return so
 	}
 	going := func(so StandbyObject, finalizers ...string) StandbyObject {
@@ -123,34 +128,47 @@ func TestPlanStandbyClean(t *testing.T) {
 		o("Pod", "call-handling-1-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
 	}
 	rs0 := o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling"))
+	// careplane's default-deny changed after it was written whole (a write
+	// admitted as the freeze came in): its spec is not the one recorded.
+	changedSince := append(slices.Clone(clean[1:]), func() StandbyObject {
+		so := o("NetworkPolicy", build.DefaultDenyPolicyName, nil)
+		so.Spec = "spec-the-tenant-wrote"
+		return so
+	}())
 	for _, tc := range []struct {
 		name      string
 		frozenFor string
 		objects   []StandbyObject
 		want      []string
 		waitedOut bool
+		recordOf  string // the fence the Namespace's record is of
 	}{
-		{"frozen, planted: cleaned, the rotation waits for a clean look", id, planted, cleanUp, false},
+		{"frozen, planted: cleaned, the rotation waits for a clean look", id, planted, cleanUp, false, ""},
 		{"not frozen yet: the whole story, the freeze first", "", planted,
-			slices.Concat([]string{"freeze Namespace " + ns}, cleanUp, rotation), false},
-		{"frozen, clean: rotated", id, clean, rotation, false},
-		{"frozen, clean, waited out with nothing stale: rotated", id, clean, rotation, true},
+			slices.Concat([]string{"freeze Namespace " + ns}, cleanUp, rotation), false, ""},
+		{"frozen, clean: rotated", id, clean, rotation, false, ""},
+		{"frozen, clean, waited out with nothing stale: rotated", id, clean, rotation, true, ""},
 		{"frozen, clean, a pod of an older template still running: the rotation waits", id,
-			append(slices.Clone(clean), rs0, stale), []string{"wait Pod call-handling-0-a"}, false},
+			append(slices.Clone(clean), rs0, stale), []string{"wait Pod call-handling-0-a"}, false, ""},
 		{"frozen, clean, a pod of an older template terminating: deleted again at once, and the rotation waits", id,
-			append(slices.Clone(clean), rs0, going(stale)), []string{"delete Pod call-handling-0-a", "wait Pod call-handling-0-a"}, false},
+			append(slices.Clone(clean), rs0, going(stale)), []string{"delete Pod call-handling-0-a", "wait Pod call-handling-0-a"}, false, ""},
 		{"frozen, clean, waited out: the pod not rolled away is deleted at once, the rotation follows", id,
-			append(slices.Clone(clean), rs0, stale), []string{"delete Pod call-handling-0-a"}, true},
+			append(slices.Clone(clean), rs0, stale), []string{"delete Pod call-handling-0-a"}, true, ""},
 		{"frozen, clean, careplane's StatefulSet being replaced: its pods stay", id,
 			append(slices.Clone(clean), going(o("StatefulSet", "records", nil)), o("Pod", "records-0", ctrl("StatefulSet", "StatefulSet/records"))),
-			rotation, false},
+			rotation, false, ""},
+		{"frozen, careplane's object changed since it was written whole: written whole again", id, changedSince,
+			[]string{"write-whole NetworkPolicy " + build.DefaultDenyPolicyName}, false, ""},
+		{"frozen, the record is an earlier fence's: everything written whole again", id, clean,
+			[]string{"write-whole NetworkPolicy " + build.DefaultDenyPolicyName, "write-whole Deployment call-handling"}, false, "2029-01-01T00:00:00Z"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := fencedEnv()
 			env.Spec.Services = []v1alpha1.Service{callHandling, records, {Name: "referral"}}
 			env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm}
 			sb := &StandbyObserved{Services: []v1alpha1.Service{callHandling, records}, FrozenFor: tc.frozenFor, Objects: tc.objects,
-				Workloads: map[string]string{"call-handling": "initial", "records": "initial"}, WaitedOut: tc.waitedOut}
+				Workloads: map[string]string{"call-handling": "initial", "records": "initial"}, WaitedOut: tc.waitedOut,
+				Written: StandbyWritten{Fence: cmp.Or(tc.recordOf, id), Objects: recorded}}
 			p := PlanFence(Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec}, Standby: sb})
 			var got []string
 			for _, a := range p.Actions {
@@ -262,18 +280,22 @@ func TestReadStandby(t *testing.T) {
 	}
 	rsNew := rs("call-handling-new", "rs-new", withHash(tmpl, "new"))
 	got := map[string]StandbyObject{}
-	for _, o := range ReadStandby([]StandbyObject{{Kind: "NetworkPolicy", Object: Object{Name: "p", ManagedFields: pods[0].ManagedFields}}},
-		[]appsv1.Deployment{dep}, []appsv1.ReplicaSet{rsNew, rs("call-handling-old", "rs-old", older), rs("call-handling-sidecar", "rs-sidecar", sidecar)},
-		[]appsv1.StatefulSet{sts}, pods, began) {
+	for _, o := range ReadStandby(StandbyRead{
+		Objects:     []StandbyObject{{Kind: "Ingress", Object: Object{Name: "i", ManagedFields: pods[0].ManagedFields}}},
+		Deployments: []appsv1.Deployment{dep}, ReplicaSets: []appsv1.ReplicaSet{rsNew, rs("call-handling-old", "rs-old", older), rs("call-handling-sidecar", "rs-sidecar", sidecar)},
+		StatefulSets: []appsv1.StatefulSet{sts}, Pods: pods, Since: began}) {
 		got[o.Kind+"/"+o.Name] = o
 		if o.ManagedFields != nil {
 			t.Errorf("%s %s keeps its managedFields: nothing may read them", o.Kind, o.Name)
 		}
 	}
-	for _, name := range []string{"NetworkPolicy/p", "Deployment/call-handling", "ReplicaSet/call-handling-new", "StatefulSet/records"} {
+	for _, name := range []string{"Ingress/i", "Deployment/call-handling", "ReplicaSet/call-handling-new", "StatefulSet/records"} {
 		if _, ok := got[name]; !ok {
 			t.Errorf("%s missing from what the clean-up reads", name)
 		}
+	}
+	if d := got["Deployment/call-handling"]; d.Spec == "" || d.Spec != SpecHash(dep.Spec) {
+		t.Errorf("the Deployment's spec hash = %q, want SpecHash of its spec", d.Spec)
 	}
 	for _, tc := range []struct {
 		pod             string
@@ -319,4 +341,27 @@ func TestSameTemplate(t *testing.T) {
 	if SameTemplate(rs, d) {
 		t.Error("a template with a sidecar added is the same")
 	}
+}
+
+// TestStandbyWrittenOf: the record is read from the standby Namespace only;
+// one that cannot be read counts for nothing (everything is written whole
+// again), and the freeze's lift removes it.
+func TestStandbyWrittenOf(t *testing.T) {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Annotations: map[string]string{
+		AnnotationStandbyWritten: `{"fence":"F","objects":{"Deployment/a":"uid/h"}}`}}}
+	if w := StandbyWrittenOf(ns); w.Fence != "F" || w.Objects["Deployment/a"] != "uid/h" {
+		t.Errorf("StandbyWrittenOf = %+v", w)
+	}
+	ns.Annotations[AnnotationStandbyWritten] = "not json"
+	if w := StandbyWrittenOf(ns); w.Fence != "" || len(w.Objects) != 0 {
+		t.Errorf("StandbyWrittenOf a bad record = %+v, want nothing", w)
+	}
+	if _, ann := StandbyFreeze(""); ann[AnnotationStandbyWritten] != nil || !hasKey(ann, AnnotationStandbyWritten) {
+		t.Errorf("the freeze's lift does not remove the record: %v", ann)
+	}
+}
+
+func hasKey(m map[string]any, k string) bool {
+	_, ok := m[k]
+	return ok
 }

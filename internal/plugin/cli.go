@@ -629,7 +629,9 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	// caller may not list is said so.
 	var rss appsv1.ReplicaSetList
 	var pods corev1.PodList
-	whole := map[string]client.ObjectList{"Deployment": &deps, "StatefulSet": &sts, "ReplicaSet": &rss, "Pod": &pods}
+	var pols networkingv1.NetworkPolicyList
+	var svcs corev1.ServiceList
+	whole := map[string]client.ObjectList{"NetworkPolicy": &pols, "Service": &svcs, "Deployment": &deps, "StatefulSet": &sts, "ReplicaSet": &rss, "Pod": &pods}
 	var objects []fence.StandbyObject
 	for _, gvk := range fence.StandbyKinds {
 		if gvk.Kind == "Deployment" || gvk.Kind == "StatefulSet" {
@@ -651,8 +653,9 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 			objects = append(objects, fence.StandbyObject{Kind: gvk.Kind, Object: partial.Items[i].ObjectMeta})
 		}
 	}
-	// Before a fence: every pod of careplane's predates it.
-	st.StandbyObjects = fence.ReadStandby(objects, deps.Items, rss.Items, sts.Items, pods.Items, time.Time{})
+	// Before a fence: every pod of careplane's predates it (Since zero).
+	st.StandbyObjects = fence.ReadStandby(fence.StandbyRead{Objects: objects, Policies: pols.Items, Services: svcs.Items,
+		Deployments: deps.Items, ReplicaSets: rss.Items, StatefulSets: sts.Items, Pods: pods.Items})
 	return nil
 }
 

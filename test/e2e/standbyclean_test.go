@@ -254,6 +254,30 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		}
 	}
 
+	// A write to careplane's object that got in after it was written whole
+	// (one admitted as the freeze came in; here the cluster's admin, whom
+	// the freeze lets through) is undone too: the standby Namespace, which
+	// only careplane writes, records what was written.
+	sbNs := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: standby}, sbNs); err != nil {
+		t.Fatal(err)
+	}
+	if rec := sbNs.Annotations["careplane.io/standby-written"]; !strings.Contains(rec, `"NetworkPolicy/`+build.DefaultDenyPolicyName+`"`) {
+		t.Errorf("the standby Namespace's record of what was written whole = %q, want default-deny in it", rec)
+	}
+	late := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: build.DefaultDenyPolicyName}}
+	if err := k8sClient.Patch(ctx, late, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"egress":[{}]}}`)), client.FieldOwner("late-writer")); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, name)
+	eventually(t, 30*time.Second, "the late allow in careplane's default-deny undone", func(ctx context.Context) (bool, string, error) {
+		p := &networkingv1.NetworkPolicy{}
+		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(late), p); err != nil {
+			return false, "", err
+		}
+		return len(p.Spec.Egress) == 0, fmt.Sprintf("egress %+v", p.Spec.Egress), nil
+	})
+
 	// The standby serves throughout, until it runs the fence's credentials
 	// without the sidecar.
 	primaryNs := &corev1.Namespace{}
@@ -265,6 +289,14 @@ func TestFenceCleansTheStandby(t *testing.T) {
 
 	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
 	waitRestored(t, name)
+	eventually(t, 30*time.Second, "the standby's freeze and record lifted with the fence", func(ctx context.Context) (bool, string, error) {
+		ns := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: standby}, ns); err != nil {
+			return false, "", err
+		}
+		_, recorded := ns.Annotations["careplane.io/standby-written"]
+		return standbyFrozenFor(ns) == "" && !recorded, fmt.Sprintf("annotations %v", ns.Annotations), nil
+	})
 }
 
 func hasContainer(cs []corev1.Container, name string) bool {
