@@ -35,40 +35,17 @@ import (
 // in the standby namespace ns, for its clean-up: metadata, and whole the
 // workloads and pods whose templates it compares (fence.ReadStandby).
 func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope, ns string) ([]fence.StandbyObject, error) {
-	var pols networkingv1.NetworkPolicyList
-	var svcs corev1.ServiceList
-	var deps appsv1.DeploymentList
-	var rss appsv1.ReplicaSetList
-	var stss appsv1.StatefulSetList
-	var pods corev1.PodList
-	whole := map[string]client.ObjectList{"NetworkPolicy": &pols, "Service": &svcs, "Deployment": &deps, "ReplicaSet": &rss, "StatefulSet": &stss, "Pod": &pods}
-	metadata := make([][]fence.StandbyObject, len(fence.StandbyKinds))
-	err := inParallel(indices(fence.StandbyKinds), func(k int) error {
-		gvk := fence.StandbyKinds[k]
-		list := whole[gvk.Kind]
-		partial := &metav1.PartialObjectMetadataList{}
-		if list == nil {
-			partial.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-			list = partial
-		}
-		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
+	lists := fence.NewStandbyLists()
+	if err := inParallel(fence.StandbyKinds, func(gvk schema.GroupVersionKind) error {
+		if err := r.APIReader.List(ctx, lists.For(gvk.Kind), client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
 		}
-		for i := range partial.Items {
-			metadata[k] = append(metadata[k], fence.StandbyObject{Kind: gvk.Kind, Object: partial.Items[i].ObjectMeta})
-		}
 		return nil
-	})
-	if err != nil {
+	}); err != nil {
 		return nil, err
 	}
-	var objects []fence.StandbyObject
-	for _, m := range metadata {
-		objects = append(objects, m...)
-	}
 	began, _ := s.record.Began()
-	return fence.ReadStandby(fence.StandbyRead{Objects: objects, Policies: pols.Items, Services: svcs.Items, Deployments: deps.Items,
-		ReplicaSets: rss.Items, StatefulSets: stss.Items, Pods: pods.Items, Since: began}), nil
+	return lists.Read(began), nil
 }
 
 // cleansStandby says a is of the standby's clean-up: careplane's object
@@ -209,25 +186,9 @@ func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *
 		if d.written == nil {
 			d.written = map[string]string{}
 		}
-		d.written[fence.WrittenKey(gvk.Kind, a.Name)] = fence.WrittenValue(fresh.GetUID(), specHashOf(fresh))
+		d.written[fence.WrittenKey(gvk.Kind, a.Name)] = fence.WrittenValue(fresh.GetUID(), fence.SpecHashOf(fresh))
 	})
 	return true, nil
-}
-
-// specHashOf is fence.SpecHash of o, one of the kinds writeStandbyWhole
-// writes.
-func specHashOf(o client.Object) string {
-	switch o := o.(type) {
-	case *networkingv1.NetworkPolicy:
-		return fence.SpecHash(o.Spec)
-	case *corev1.Service:
-		return fence.SpecHash(o.Spec)
-	case *appsv1.Deployment:
-		return fence.SpecHash(o.Spec)
-	case *appsv1.StatefulSet:
-		return fence.SpecHash(o.Spec)
-	}
-	return ""
 }
 
 // recordStandbyWritten records on the standby Namespace what this look

@@ -14,6 +14,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -60,6 +61,22 @@ func WrittenKey(kind, name string) string { return kind + "/" + name }
 
 // WrittenValue is the record of an object of UID uid and spec hash spec.
 func WrittenValue(uid types.UID, spec string) string { return string(uid) + "/" + spec }
+
+// SpecHashOf is SpecHash of the spec of o, one of the kinds careplane
+// writes whole in the standby; "" for another.
+func SpecHashOf(o runtime.Object) string {
+	switch o := o.(type) {
+	case *networkingv1.NetworkPolicy:
+		return SpecHash(o.Spec)
+	case *corev1.Service:
+		return SpecHash(o.Spec)
+	case *appsv1.Deployment:
+		return SpecHash(o.Spec)
+	case *appsv1.StatefulSet:
+		return SpecHash(o.Spec)
+	}
+	return ""
+}
 
 // SpecHash is a short hash of an object's spec as the API server holds it.
 func SpecHash(spec any) string {
@@ -126,11 +143,87 @@ type StandbyRead struct {
 	Since time.Time
 }
 
-// WholeKinds are the kinds of StandbyKinds that StandbyRead holds whole.
-var WholeKinds = map[string]bool{"NetworkPolicy": true, "Service": true, "Deployment": true, "ReplicaSet": true, "StatefulSet": true, "Pod": true}
+// StandbyLists are the lists one read of the standby namespace fills, one
+// per kind of StandbyKinds: whole for the kinds ReadStandby compares or
+// hashes, metadata for the rest. The operator and the plugin's dry run read
+// the standby through them alike.
+type StandbyLists struct {
+	policies networkingv1.NetworkPolicyList
+	services corev1.ServiceList
+	deps     appsv1.DeploymentList
+	rss      appsv1.ReplicaSetList
+	stss     appsv1.StatefulSetList
+	pods     corev1.PodList
+	metadata map[string]*metav1.PartialObjectMetadataList
+}
+
+// List is a list a StandbyLists hands out to be filled.
+type List interface {
+	metav1.ListInterface
+	runtime.Object
+}
+
+// NewStandbyLists returns empty lists for every kind of StandbyKinds.
+func NewStandbyLists() *StandbyLists {
+	l := &StandbyLists{metadata: map[string]*metav1.PartialObjectMetadataList{}}
+	for _, gvk := range StandbyKinds {
+		if l.whole(gvk.Kind) == nil {
+			m := &metav1.PartialObjectMetadataList{}
+			m.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
+			l.metadata[gvk.Kind] = m
+		}
+	}
+	return l
+}
+
+func (l *StandbyLists) whole(kind string) List {
+	switch kind {
+	case "NetworkPolicy":
+		return &l.policies
+	case "Service":
+		return &l.services
+	case "Deployment":
+		return &l.deps
+	case "ReplicaSet":
+		return &l.rss
+	case "StatefulSet":
+		return &l.stss
+	case "Pod":
+		return &l.pods
+	}
+	return nil
+}
+
+// For is the list to fill with the standby's objects of kind, one of
+// StandbyKinds. Lists of different kinds may be filled concurrently.
+func (l *StandbyLists) For(kind string) List {
+	if w := l.whole(kind); w != nil {
+		return w
+	}
+	return l.metadata[kind]
+}
+
+// Deployments and StatefulSets are those the lists hold.
+func (l *StandbyLists) Deployments() []appsv1.Deployment   { return l.deps.Items }
+func (l *StandbyLists) StatefulSets() []appsv1.StatefulSet { return l.stss.Items }
+
+// Read is ReadStandby of what the lists hold; since is when the fence
+// began (zero before one).
+func (l *StandbyLists) Read(since time.Time) []StandbyObject {
+	in := StandbyRead{Policies: l.policies.Items, Services: l.services.Items, Deployments: l.deps.Items,
+		ReplicaSets: l.rss.Items, StatefulSets: l.stss.Items, Pods: l.pods.Items, Since: since}
+	for _, gvk := range StandbyKinds {
+		if m := l.metadata[gvk.Kind]; m != nil {
+			for i := range m.Items {
+				in.Objects = append(in.Objects, StandbyObject{Kind: gvk.Kind, Object: m.Items[i].ObjectMeta})
+			}
+		}
+	}
+	return ReadStandby(in)
+}
 
 // ReadStandby is what the clean-up reads of the standby namespace: objects
-// (metadata, of every kind but WholeKinds), and those kinds whole. Since is
+// (metadata, of the kinds StandbyLists reads so), and the others whole. Since is
 // when the fence began: a pod
 // created after it was made by the control plane, from a template
 // careplane wrote, in a namespace the tenant no longer writes, so whatever
@@ -139,17 +232,17 @@ var WholeKinds = map[string]bool{"NetworkPolicy": true, "Service": true, "Deploy
 func ReadStandby(in StandbyRead) []StandbyObject {
 	out := slices.Clone(in.Objects)
 	for i := range in.Policies {
-		out = append(out, StandbyObject{Kind: "NetworkPolicy", Object: in.Policies[i].ObjectMeta, Spec: SpecHash(in.Policies[i].Spec)})
+		out = append(out, StandbyObject{Kind: "NetworkPolicy", Object: in.Policies[i].ObjectMeta, Spec: SpecHashOf(&in.Policies[i])})
 	}
 	for i := range in.Services {
-		out = append(out, StandbyObject{Kind: "Service", Object: in.Services[i].ObjectMeta, Spec: SpecHash(in.Services[i].Spec)})
+		out = append(out, StandbyObject{Kind: "Service", Object: in.Services[i].ObjectMeta, Spec: SpecHashOf(&in.Services[i])})
 	}
 	deployments, replicaSets, statefulSets, pods, since := in.Deployments, in.ReplicaSets, in.StatefulSets, in.Pods, in.Since
 	deps := map[types.UID]*appsv1.Deployment{}
 	for i := range deployments {
 		d := &deployments[i]
 		deps[d.UID] = d
-		out = append(out, StandbyObject{Kind: "Deployment", Object: d.ObjectMeta, Spec: SpecHash(d.Spec)})
+		out = append(out, StandbyObject{Kind: "Deployment", Object: d.ObjectMeta, Spec: SpecHashOf(d)})
 	}
 	rss := map[types.UID]*appsv1.ReplicaSet{}
 	for i := range replicaSets {
@@ -161,7 +254,7 @@ func ReadStandby(in StandbyRead) []StandbyObject {
 	for i := range statefulSets {
 		sts := &statefulSets[i]
 		stss[sts.UID] = sts
-		out = append(out, StandbyObject{Kind: "StatefulSet", Object: sts.ObjectMeta, Spec: SpecHash(sts.Spec)})
+		out = append(out, StandbyObject{Kind: "StatefulSet", Object: sts.ObjectMeta, Spec: SpecHashOf(sts)})
 	}
 	for i := range pods {
 		p := &pods[i]

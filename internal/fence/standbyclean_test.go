@@ -365,3 +365,40 @@ func hasKey(m map[string]any, k string) bool {
 	_, ok := m[k]
 	return ok
 }
+
+// TestStandbyLists: every kind of StandbyKinds gets a list of its own, the
+// compared ones typed, and Read hands each to ReadStandby under its kind.
+func TestStandbyLists(t *testing.T) {
+	l := NewStandbyLists()
+	seen := map[List]bool{}
+	for _, gvk := range StandbyKinds {
+		list := l.For(gvk.Kind)
+		if list == nil || seen[list] {
+			t.Fatalf("%s: list %v (nil, or shared with another kind)", gvk.Kind, list)
+		}
+		seen[list] = true
+		switch list := list.(type) {
+		case *metav1.PartialObjectMetadataList:
+			if list.Kind != gvk.Kind+"List" {
+				t.Errorf("%s's metadata list is of %q", gvk.Kind, list.Kind)
+			}
+			list.Items = append(list.Items, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "m"}})
+		case *appsv1.DeploymentList:
+			list.Items = append(list.Items, appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "d"}})
+		case *corev1.PodList:
+			list.Items = append(list.Items, corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}})
+		}
+	}
+	got := map[string]bool{}
+	for _, o := range l.Read(time.Time{}) {
+		got[o.Kind+"/"+o.Name] = true
+	}
+	for _, want := range []string{"Ingress/m", "CronJob/m", "Job/m", "DaemonSet/m", "PodDisruptionBudget/m", "ReplicationController/m", "Deployment/d", "Pod/p"} {
+		if !got[want] {
+			t.Errorf("Read left out %s: %v", want, got)
+		}
+	}
+	if len(l.Deployments()) != 1 {
+		t.Errorf("Deployments() = %v", l.Deployments())
+	}
+}

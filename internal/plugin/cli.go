@@ -593,19 +593,26 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	st.StandbyServices = services
 	in := client.InNamespace(names.Standby)
 	var sas corev1.ServiceAccountList
-	var deps appsv1.DeploymentList
-	var sts appsv1.StatefulSetList
-	for _, l := range []struct {
-		what string
-		list client.ObjectList
-	}{{"service accounts", &sas}, {"deployments", &deps}, {"statefulsets", &sts}} {
-		if err := o.client.List(ctx, l.list, in); err != nil {
-			return fmt.Errorf("listing %s of %s's standby: %w", l.what, env.Name, err)
-		}
+	if err := o.client.List(ctx, &sas, in); err != nil {
+		return fmt.Errorf("listing service accounts of %s's standby: %w", env.Name, err)
 	}
 	st.ServiceAccounts = append(st.ServiceAccounts, sas.Items...)
-	st.Deployments = append(st.Deployments, deps.Items...)
-	st.StatefulSets = append(st.StatefulSets, sts.Items...)
+	// What the fence's clean-up of the standby reads, as the operator
+	// reads it (fence.StandbyLists); a kind the caller may not list is
+	// said so, but the workloads the rotation plans from.
+	lists := fence.NewStandbyLists()
+	for _, gvk := range fence.StandbyKinds {
+		switch err := o.client.List(ctx, lists.For(gvk.Kind), in); {
+		case apierrors.IsForbidden(err) && gvk.Kind != "Deployment" && gvk.Kind != "StatefulSet":
+			st.StandbyUnread = append(st.StandbyUnread, gvk.Kind)
+		case err != nil:
+			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
+		}
+	}
+	st.Deployments = append(st.Deployments, lists.Deployments()...)
+	st.StatefulSets = append(st.StatefulSets, lists.StatefulSets()...)
+	// Before a fence: every pod of careplane's predates it (since zero).
+	st.StandbyObjects = lists.Read(time.Time{})
 	var secrets metav1.PartialObjectMetadataList
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	switch err := o.client.List(ctx, &secrets, in); {
@@ -624,38 +631,6 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 			st.Secrets = append(st.Secrets, corev1.Secret{ObjectMeta: sec.ObjectMeta})
 		}
 	}
-	// What the fence's clean-up of the standby reads (fence.ReadStandby):
-	// the workloads and pods whole, the rest as metadata; a kind the
-	// caller may not list is said so.
-	var rss appsv1.ReplicaSetList
-	var pods corev1.PodList
-	var pols networkingv1.NetworkPolicyList
-	var svcs corev1.ServiceList
-	whole := map[string]client.ObjectList{"NetworkPolicy": &pols, "Service": &svcs, "Deployment": &deps, "StatefulSet": &sts, "ReplicaSet": &rss, "Pod": &pods}
-	var objects []fence.StandbyObject
-	for _, gvk := range fence.StandbyKinds {
-		if gvk.Kind == "Deployment" || gvk.Kind == "StatefulSet" {
-			continue // listed above
-		}
-		list := whole[gvk.Kind]
-		partial := &metav1.PartialObjectMetadataList{}
-		if list == nil {
-			partial.SetGroupVersionKind(gvk.GroupVersion().WithKind(gvk.Kind + "List"))
-			list = partial
-		}
-		switch err := o.client.List(ctx, list, in); {
-		case apierrors.IsForbidden(err):
-			st.StandbyUnread = append(st.StandbyUnread, gvk.Kind)
-		case err != nil:
-			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
-		}
-		for i := range partial.Items {
-			objects = append(objects, fence.StandbyObject{Kind: gvk.Kind, Object: partial.Items[i].ObjectMeta})
-		}
-	}
-	// Before a fence: every pod of careplane's predates it (Since zero).
-	st.StandbyObjects = fence.ReadStandby(fence.StandbyRead{Objects: objects, Policies: pols.Items, Services: svcs.Items,
-		Deployments: deps.Items, ReplicaSets: rss.Items, StatefulSets: sts.Items, Pods: pods.Items})
 	return nil
 }
 
