@@ -202,23 +202,57 @@ func eventsSince(ctx context.Context, cs kubernetes.Interface, t time.Time, n in
 // requestsBetween formats the requests kube-apiserver answered between two
 // readings of apiRequests, most first, the top n.
 func requestsBetween(before, after map[string]float64, n int) string {
-	delta := map[string]float64{}
+	delta := deltaOf(before, after)
 	total := 0.0
-	for k, v := range after {
-		if d := v - before[k]; d > 0 {
-			delta[k] = d
-			total += d
-		}
+	for _, d := range delta {
+		total += d
 	}
 	return fmt.Sprintf("%.0f requests (not watches); most: %s", total, topOf(delta, n))
 }
 
+// deltaOf is what each count grew by between two readings.
+func deltaOf(before, after map[string]float64) map[string]float64 {
+	delta := map[string]float64{}
+	for k, v := range after {
+		if d := v - before[k]; d > 0 {
+			delta[k] = d
+		}
+	}
+	return delta
+}
+
+// writeRequests writes every request kube-apiserver answered between two
+// readings of apiRequests, most first, one per line, into dir (when not
+// ""), as <phase>-requests.txt: the notes list only the top few.
+func writeRequests(dir, phase string, before, after map[string]float64) error {
+	if dir == "" {
+		return nil
+	}
+	var b strings.Builder
+	for _, c := range sortedCounts(deltaOf(before, after)) {
+		fmt.Fprintf(&b, "%8.0f %s\n", c.n, c.key)
+	}
+	return os.WriteFile(filepath.Join(dir, phase+"-requests.txt"), []byte(b.String()), 0o644)
+}
+
 // topOf formats the n largest counts of tally, most first.
 func topOf(tally map[string]float64, n int) string {
-	type count struct {
-		key string
-		n   float64
+	counts := sortedCounts(tally)
+	var parts []string
+	for _, c := range counts[:min(n, len(counts))] {
+		parts = append(parts, fmt.Sprintf("%s %.0f", c.key, c.n))
 	}
+	return strings.Join(parts, ", ")
+}
+
+// count is one entry of a tally.
+type count struct {
+	key string
+	n   float64
+}
+
+// sortedCounts is tally, most first (then by key).
+func sortedCounts(tally map[string]float64) []count {
 	var counts []count
 	for k, v := range tally {
 		counts = append(counts, count{k, v})
@@ -229,9 +263,5 @@ func topOf(tally map[string]float64, n int) string {
 		}
 		return strings.Compare(a.key, b.key)
 	})
-	var parts []string
-	for _, c := range counts[:min(n, len(counts))] {
-		parts = append(parts, fmt.Sprintf("%s %.0f", c.key, c.n))
-	}
-	return strings.Join(parts, ", ")
+	return counts
 }

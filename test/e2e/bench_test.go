@@ -48,7 +48,8 @@ import (
 //	                unless BENCH_OUT names one
 //	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
 //	                kube-apiserver over the first 30 s of the fleet fence and of
-//	                the fleet restore
+//	                the fleet restore, and every request kube-apiserver
+//	                answered in each (<phase>-requests.txt)
 //
 // The data phase runs last, on environments of its own, so the rows above
 // it stay comparable with runs before it existed:
@@ -754,7 +755,7 @@ func TestBench(t *testing.T) {
 		"Fleet fence, until the last deny policy: "+cpuSpent(cpuBefore, cpuDenied, denyWall)+"; kube-apiserver answered "+requestsBetween(reqBefore, reqDenied, 12)+".",
 		"Fleet fence, from then until the last Fenced=True: "+cpuSpent(cpuDenied, cpuFenced, fencedWall-denyWall)+"; kube-apiserver answered "+requestsBetween(reqDenied, reqFenced, 12)+
 			"; events by reporter and reason over the whole fence: "+fenceEvents+".")
-	for _, err := range profiled() {
+	for _, err := range append(profiled(), writeRequests(p.profileDir, "fleet", reqBefore, reqFenced)) {
 		if err != nil {
 			t.Errorf("profiling the fleet fence: %v", err)
 		}
@@ -795,7 +796,7 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, err := range profiled() {
+	for _, err := range append(profiled(), writeRequests(p.profileDir, "restore", reqBefore, reqRestored)) {
 		if err != nil {
 			t.Errorf("profiling the fleet restore: %v", err)
 		}
