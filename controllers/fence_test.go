@@ -126,6 +126,10 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 		t.Errorf("the fence's quota is %v, want pods: 0", q.Spec.Hard)
 	}
 
+	// Every finalizer state the restore writes, as a watch of the
+	// environment delivers them.
+	held := watchFinalizers(t, ctx, "restore-order", fenced.ResourceVersion)
+
 	annotateIsolationBy(t, ctx, "restore-order", "bob@responders")
 	patchIsolation(t, ctx, "restore-order", `{"mode":"None"}`)
 	waitCondition(t, "restore-order", v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
@@ -177,8 +181,47 @@ func TestRestoreKeepsTheFenceUntilRebuiltPodsAreReady(t *testing.T) {
 	if !slices.Equal(restored.Finalizers, []string{dataFinalizer}) {
 		t.Errorf("finalizers after restore = %v, want [%s] (evidence pods remain)", restored.Finalizers, dataFinalizer)
 	}
+	// One write swaps them: the environment is never held by neither,
+	// and the restore does not write it twice for its finalizers.
+	if got, want := held(), [][]string{{fenceFinalizer}, {dataFinalizer}}; !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("finalizers through the restore = %v, want %v", got, want)
+	}
 	if restored.Status.Isolation != nil {
 		t.Errorf("status.isolation after restore = %+v, want none", restored.Status.Isolation)
+	}
+}
+
+// watchFinalizers watches environment name from resourceVersion rv on and
+// returns a function that stops and returns the finalizer lists the watch
+// delivered, each change once, in order.
+func watchFinalizers(t *testing.T, ctx context.Context, name, rv string) func() [][]string {
+	t.Helper()
+	wc, err := client.NewWithWatch(cfg, client.Options{Scheme: NewScheme()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := wc.Watch(ctx, &v1alpha1.HealthEnvironmentList{}, client.MatchingFields{"metadata.name": name}, &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seen [][]string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			env, ok := ev.Object.(*v1alpha1.HealthEnvironment)
+			if !ok {
+				continue
+			}
+			if f := slices.Clone(env.Finalizers); len(seen) == 0 || !slices.Equal(seen[len(seen)-1], f) {
+				seen = append(seen, f)
+			}
+		}
+	}()
+	return func() [][]string {
+		w.Stop()
+		<-done
+		return seen
 	}
 }
 

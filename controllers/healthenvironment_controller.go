@@ -335,7 +335,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			s.verified, s.evidencePods = &v.result, v.evidence
 		}
 	case s.restored || s.liftedEarlier():
-		if err := r.removeFinalizer(ctx, env); err != nil {
+		if err := r.releaseFence(ctx, s); err != nil {
 			return ctrl.Result{}, err
 		}
 	}
@@ -545,6 +545,22 @@ func (r *HealthEnvironmentReconciler) ensureFinalizer(ctx context.Context, env *
 	return nil
 }
 
+// releaseFence takes the fence finalizer off an environment whose fence
+// has lifted, and puts the data finalizer on in the same write when the
+// environment still has data or evidence to keep (ensureDataFinalizer's
+// rule): it is never held by neither, and a restore costs one write of the
+// environment, not two.
+func (r *HealthEnvironmentReconciler) releaseFence(ctx context.Context, s *scope) error {
+	var add []string
+	if hasData(s.env) || s.holdsEvidence {
+		add = []string{dataFinalizer}
+	}
+	if err := r.writeFinalizers(ctx, s.env, add, []string{fenceFinalizer}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("releasing %s from the fence finalizer: %w", klog.KObj(s.env), err)
+	}
+	return nil
+}
+
 func (r *HealthEnvironmentReconciler) removeFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment) error {
 	if err := r.writeFinalizer(ctx, env, fenceFinalizer, false); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("removing the fence finalizer from %s: %w", klog.KObj(env), err)
@@ -552,23 +568,34 @@ func (r *HealthEnvironmentReconciler) removeFinalizer(ctx context.Context, env *
 	return nil
 }
 
-// writeFinalizer adds (want) or removes finalizer name on env. The answer
-// is the server's whole object: env takes its finalizers, and its
-// resourceVersion only while the server's status is still the one env was
-// read with. The pass's status write is locked to the status it read
-// (writeStatus): a newer one, another writer's or one this pass wrote on a
-// fresh read (writeIncident), must make it conflict, not be overwritten.
+// writeFinalizer adds (want) or removes finalizer name on env
+// (writeFinalizers).
 func (r *HealthEnvironmentReconciler) writeFinalizer(ctx context.Context, env *v1alpha1.HealthEnvironment, name string, want bool) error {
-	if controllerutil.ContainsFinalizer(env, name) == want {
-		return nil
-	}
-	written := env.DeepCopy()
-	patch := client.MergeFrom(env.DeepCopy())
 	if want {
+		return r.writeFinalizers(ctx, env, []string{name}, nil)
+	}
+	return r.writeFinalizers(ctx, env, nil, []string{name})
+}
+
+// writeFinalizers adds the finalizers add and removes the finalizers remove
+// on env, in one write, when they are not so already. The answer is the
+// server's whole object: env takes its finalizers, and its resourceVersion
+// only while the server's status is still the one env was read with. The
+// pass's status write is locked to the status it read (writeStatus): a
+// newer one, another writer's or one this pass wrote on a fresh read
+// (writeIncident), must make it conflict, not be overwritten.
+func (r *HealthEnvironmentReconciler) writeFinalizers(ctx context.Context, env *v1alpha1.HealthEnvironment, add, remove []string) error {
+	written := env.DeepCopy()
+	for _, name := range add {
 		controllerutil.AddFinalizer(written, name)
-	} else {
+	}
+	for _, name := range remove {
 		controllerutil.RemoveFinalizer(written, name)
 	}
+	if slices.Equal(written.Finalizers, env.Finalizers) {
+		return nil
+	}
+	patch := client.MergeFrom(env.DeepCopy())
 	if err := r.Client.Patch(ctx, written, patch, client.FieldOwner(fieldOwner)); err != nil {
 		return err
 	}

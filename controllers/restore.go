@@ -219,16 +219,14 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	}
 	// The evidence pods are named on the namespace in the write that lifts
 	// the freeze: from then on, their evictions and execs are refused by
-	// their names. The data finalizer goes on first, while the fence's
-	// still holds the environment.
-	if len(evidence) > 0 {
-		if err := r.holdForEvidence(ctx, s.env); err != nil {
-			return false, err
-		}
-	}
+	// their names. The data finalizer that keeps them goes on in the write
+	// that takes the fence's off (releaseFence): until then the fence's
+	// holds the environment, and a deletion meanwhile keeps them too
+	// (retainData).
 	if err := w.writeRecord(ctx, nsObj, fence.Record{}, evidenceMarks(nsObj, evidence)); err != nil {
 		return false, err
 	}
+	s.holdsEvidence = s.holdsEvidence || len(evidence) > 0
 	r.cleaned.forget(s.env.Name)
 	return true, nil
 }
