@@ -14,6 +14,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -711,10 +712,23 @@ func (r *HealthEnvironmentReconciler) markFenceStarted(ctx context.Context, s *s
 	patch := client.MergeFrom(env.DeepCopy())
 	setCondition(&env.Status.Conditions, env.Generation, v1alpha1.ConditionFenced, metav1.ConditionFalse, v1alpha1.ReasonFenceIncomplete,
 		"The namespace is frozen and the deny-all policy is in place; removing other policies, revoking credentials and stopping workloads")
+	read := s.env.Status.DeepCopy()
 	if err := r.Client.Status().Patch(ctx, env, patch); err != nil {
 		return fmt.Errorf("recording the fence start of %s: %w", klog.KObj(s.env), err)
 	}
-	s.env.Status.Conditions, s.env.ResourceVersion = env.Status.Conditions, env.ResourceVersion
+	// The answer is the server's whole status. The pass's last status
+	// write is a merge patch against the status it read, locked to
+	// s.env's resourceVersion: it takes the new version only while the
+	// server's status is the one read, but for the condition set here
+	// (as writeFinalizer does). Otherwise, a read from a cache behind
+	// another write, it conflicts and the next pass writes on fresh
+	// state, instead of dropping what the stale base and the pass agree
+	// on (TestAFenceStartOnAStaleReadDropsNothing).
+	read.Conditions = env.Status.Conditions
+	if equality.Semantic.DeepEqual(*read, env.Status) {
+		s.env.ResourceVersion = env.ResourceVersion
+	}
+	s.env.Status.Conditions = env.Status.Conditions
 	// A copy: sharing the slice would make the final status write
 	// compare the conditions with themselves and send nothing.
 	s.status.Conditions = append([]metav1.Condition(nil), env.Status.Conditions...)

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -655,5 +656,68 @@ func TestAFenceVerifiesWhatItLastSaw(t *testing.T) {
 	if policies() != accounts() || pods() != accounts() {
 		t.Errorf("%d looks at the fenced namespace listed its policies %d times and its pods %d times, want %d each",
 			accounts(), policies(), pods(), accounts())
+	}
+}
+
+// TestAFenceStartOnAStaleReadDropsNothing: the status write that records a
+// fence's start answers with the server's newest status, but the pass's
+// last status write is computed against the status the pass read. When the
+// pass read it from a cache behind another write (a pass that failed after
+// its status write, the fence gate having won the race for the record),
+// that last write must conflict, not land as a merge patch against the
+// stale base and silently drop what the stale base and the pass agree on.
+func TestAFenceStartOnAStaleReadDropsNothing(t *testing.T) {
+	ctx := context.Background()
+	const name = "stale-start"
+	createReady(t, ctx, sampleEnv(name), 22)
+	stale := getEnv(t, ctx, name)
+	stale.Status.Isolation = &v1alpha1.IsolationStatus{RemovedPolicies: []string{"allow-dns", "default-deny"}}
+	// Not what the server holds: the server's status lists no removed
+	// policy, as the failed pass wrote it.
+	server := stale.DeepCopy()
+	server.Status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-NEW"}
+	if err := k8sClient.Status().Update(ctx, server); err != nil {
+		t.Fatal(err)
+	}
+
+	r := &HealthEnvironmentReconciler{Client: k8sClient, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{}}
+	s := newScope(stale.DeepCopy(), time.Now())
+	before := s.status.DeepCopy()
+	if err := r.markFenceStarted(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	// This pass removed the same two policies, for the new fence.
+	s.status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-NEW", RemovedPolicies: []string{"allow-dns", "default-deny"}}
+	err := r.writeStatus(ctx, s.env, before, s)
+	got := getEnv(t, ctx, name).Status.Isolation
+	if err == nil && (got == nil || len(got.RemovedPolicies) != 2) {
+		t.Fatalf("the pass's status write landed on a stale base and dropped the removed policies: status.isolation = %+v", got)
+	}
+	if err != nil && !apierrors.IsConflict(errors.Unwrap(err)) {
+		t.Fatalf("the pass's status write: %v, want a conflict", err)
+	}
+
+	// On a read that is the server's, the pass locks on the new version:
+	// its last write lands (a fence is not made to retry every pass).
+	fresh := getEnv(t, ctx, name)
+	meta.RemoveStatusCondition(&fresh.Status.Conditions, v1alpha1.ConditionFenced) // so that the start is written
+	if err := k8sClient.Status().Update(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	fresh = getEnv(t, ctx, name)
+	s = newScope(fresh.DeepCopy(), time.Now())
+	before = s.status.DeepCopy()
+	if err := r.markFenceStarted(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	if now := getEnv(t, ctx, name); s.env.ResourceVersion != now.ResourceVersion || now.ResourceVersion == fresh.ResourceVersion {
+		t.Fatalf("resourceVersion after the fence start on a fresh read = %s, want the server's %s", s.env.ResourceVersion, now.ResourceVersion)
+	}
+	s.status.Isolation = &v1alpha1.IsolationStatus{Ticket: "INC-NEW", RemovedPolicies: []string{"allow-dns"}}
+	if err := r.writeStatus(ctx, s.env, before, s); err != nil {
+		t.Fatalf("the pass's status write on a fresh read: %v", err)
+	}
+	if got := getEnv(t, ctx, name).Status.Isolation; got == nil || !slices.Equal(got.RemovedPolicies, []string{"allow-dns"}) {
+		t.Fatalf("status.isolation = %+v, want the pass's", got)
 	}
 }
