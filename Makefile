@@ -154,6 +154,10 @@ bench: cluster-binaries storage-binaries manifests ## Benchmark careplane with B
 	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench \
 		go test -tags 'e2e bench' -count=1 -timeout 180m -run '^TestBench$$' -v ./test/e2e/
 
+.PHONY: bench-requests
+bench-requests: cluster-binaries manifests ## What kube-apiserver and etcd spend on each kind of request careplane sends (envtest; writes docs/request-costs.md, ~2 min).
+	REQUEST_COST_OUT=$(CURDIR)/docs/request-costs.md KUBEBUILDER_ASSETS=$(K8S_BIN) go test -tags bench -count=1 -timeout 20m -run '^TestRequestCost$$' -v ./test/requestcost/
+
 .PHONY: bench-memory
 bench-memory: cluster-binaries storage-binaries manifests ## Only the operator's memory per environment with BENCH_N environments, and a heap profile (pprof top).
 	BENCH_N=$(BENCH_N) NODES=$(BENCH_NODES) DISABLE_QPS_LIMITS=true SERVICE_CIDR=10.0.0.0/16 hack/e2e.sh careplane-bench-memory \
