@@ -699,12 +699,14 @@ func TestAFenceStartOnAStaleReadDropsNothing(t *testing.T) {
 
 	// On a read that is the server's, the pass locks on the new version:
 	// its last write lands (a fence is not made to retry every pass).
+	// Once careplane's next pass has put the status back as it has it (no
+	// fence, nothing for it to write while this part runs).
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	eventually(t, 10*time.Second, "status.isolation cleared by careplane", func(ctx context.Context) (bool, string, error) {
+		iso := getEnv(t, ctx, name).Status.Isolation
+		return iso == nil, fmt.Sprintf("%+v", iso), nil
+	})
 	fresh := getEnv(t, ctx, name)
-	meta.RemoveStatusCondition(&fresh.Status.Conditions, v1alpha1.ConditionFenced) // so that the start is written
-	if err := k8sClient.Status().Update(ctx, fresh); err != nil {
-		t.Fatal(err)
-	}
-	fresh = getEnv(t, ctx, name)
 	s = newScope(fresh.DeepCopy(), time.Now())
 	before = s.status.DeepCopy()
 	if err := r.markFenceStarted(ctx, s); err != nil {
