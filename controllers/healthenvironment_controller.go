@@ -547,12 +547,12 @@ func (r *HealthEnvironmentReconciler) ensureFinalizer(ctx context.Context, env *
 
 // releaseFence takes the fence finalizer off an environment whose fence
 // has lifted, and puts the data finalizer on in the same write when the
-// environment still has data or evidence to keep (ensureDataFinalizer's
-// rule): it is never held by neither, and a restore costs one write of the
+// environment still has data or evidence to keep (keepsData, as
+// ensureDataFinalizer): it is never held by neither, and a restore costs one write of the
 // environment, not two.
 func (r *HealthEnvironmentReconciler) releaseFence(ctx context.Context, s *scope) error {
 	var add []string
-	if hasData(s.env) || s.holdsEvidence {
+	if s.keepsData() {
 		add = []string{dataFinalizer}
 	}
 	if err := r.writeFinalizers(ctx, s.env, add, []string{fenceFinalizer}); err != nil && !apierrors.IsNotFound(err) {

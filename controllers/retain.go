@@ -46,7 +46,7 @@ const (
 // go (retainData) before the environment goes.
 func (r *HealthEnvironmentReconciler) ensureDataFinalizer(ctx context.Context, s *scope) error {
 	env := s.env
-	want := hasData(env) || s.holdsEvidence
+	want := s.keepsData()
 	if !want && controllerutil.ContainsFinalizer(env, dataFinalizer) {
 		// Let go only on the API server's word: the cache may miss the
 		// namespace (its labels changed), or hold evidence claims and
@@ -212,6 +212,12 @@ func (r *HealthEnvironmentReconciler) keptIn(ctx context.Context, ns string, all
 
 // +kubebuilder:rbac:groups="",resources=persistentvolumes,verbs=get;patch
 // +kubebuilder:rbac:groups=snapshot.storage.k8s.io,resources=volumesnapshotcontents,verbs=get;patch
+
+// keepsData says the environment of s is to carry the data finalizer: it
+// has data, or its primary namespace names evidence pods.
+func (s *scope) keepsData() bool {
+	return hasData(s.env) || s.holdsEvidence
+}
 
 // hasData says env has, or had, data careplane keeps or lets go as
 // dataDeletionPolicy says: volumes, recovery points or evidence snapshots.
