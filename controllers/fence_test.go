@@ -723,3 +723,64 @@ func TestAFenceStartOnAStaleReadDropsNothing(t *testing.T) {
 		t.Fatalf("status.isolation = %+v, want the pass's", got)
 	}
 }
+
+// TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence: a restore
+// lifts the freeze and only then, in the pass's last write, swaps the fence
+// finalizer for the data finalizer. An environment deleted in between (by a
+// GitOps prune, say, while that write keeps failing) is held by the fence
+// finalizer alone, and careplane still keeps the evidence pods it named:
+// their namespace is retained, out of the garbage collector's reach.
+func TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence(t *testing.T) {
+	ctx := context.Background()
+	const name = "swap-window"
+	// Fenced with workloads Preserve (the default): its pods are evidence.
+	ns := createReady(t, ctx, sampleEnv(name), 24)
+	annotateIsolationBy(t, ctx, name, "alice@responders")
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"test","ticket":"INC-SWAP"}`)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	annotateIsolationBy(t, ctx, name, "bob@responders")
+	patchIsolation(t, ctx, name, `{"mode":"None"}`)
+	waitCondition(t, name, v1alpha1.ConditionRestoring, "True", v1alpha1.ReasonRebuilding)
+	// Every write of the environment's finalizers fails from now on.
+	failed, stop := requests.Fail(func(method, path string) bool {
+		return method == http.MethodPatch && path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name
+	}, http.StatusServiceUnavailable)
+	defer stop()
+	setDeploymentsReady(t, ctx, ns)
+	nsKey := client.ObjectKey{Name: ns}
+	eventually(t, 30*time.Second, "the fence lifted, the finalizer swap failing", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
+			return false, "", err
+		}
+		return !fence.RecordOf(nsObj).Present() && failed() > 0, fmt.Sprintf("record %v, %d finalizer writes failed", fence.RecordOf(nsObj), failed()), nil
+	})
+	held := getEnv(t, ctx, name)
+	if !slices.Equal(held.Finalizers, []string{fenceFinalizer}) {
+		t.Fatalf("finalizers between the lift and the swap = %v, want [%s] alone", held.Finalizers, fenceFinalizer)
+	}
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if nsObj.Labels[build.LabelHoldsEvidence] != "true" {
+		t.Fatalf("namespace %s after the lift: labels %v, want it to name the evidence pods", ns, nsObj.Labels)
+	}
+
+	if err := k8sClient.Delete(ctx, held); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, "the evidence's namespace retained", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
+			return false, "", err
+		}
+		return nsObj.Labels[v1alpha1.LabelRetained] == "true" && len(nsObj.OwnerReferences) == 0,
+			fmt.Sprintf("labels %v, owners %v", nsObj.Labels, nsObj.OwnerReferences), nil
+	})
+	stop()
+	eventually(t, 30*time.Second, "the environment let go", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.HealthEnvironment{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
+	})
+}
