@@ -724,6 +724,58 @@ func TestAFenceStartOnAStaleReadDropsNothing(t *testing.T) {
 	}
 }
 
+// TestWhatAFencePassDidOutlivesItsConflictedStatusWrite: the status write
+// that records what a fence pass did (the policies it removed, the
+// credentials it revoked) meets a newer resourceVersion, as it does when
+// another writer touched the environment during the pass. The next pass
+// finds nothing left to do; status.isolation must still say all the first
+// did, as it does for the same fence whose write landed (the control).
+func TestWhatAFencePassDidOutlivesItsConflictedStatusWrite(t *testing.T) {
+	ctx := context.Background()
+	fenceOf := func(name string, ipBase int, conflict bool) *v1alpha1.IsolationStatus {
+		t.Helper()
+		ns := createReady(t, ctx, sampleEnv(name), ipBase)
+		// The tenant's own policy, planted before the fence: it goes.
+		tenant := &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tenant-allow-all"},
+			Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}}}
+		if err := k8sClient.Create(ctx, tenant); err != nil {
+			t.Fatal(err)
+		}
+		failed := func() int64 { return 0 }
+		if conflict {
+			// The first status write that carries the removed policies
+			// conflicts; every other write goes through.
+			var once atomic.Bool
+			var stop func()
+			failed, stop = requests.FailBody(func(method, path string) bool {
+				return method == http.MethodPatch && path == "/apis/careplane.io/v1alpha1/healthenvironments/"+name+"/status"
+			}, func(body []byte) bool {
+				return strings.Contains(string(body), `"removedPolicies"`) && once.CompareAndSwap(false, true)
+			}, http.StatusConflict)
+			defer stop()
+		}
+		annotateIsolationBy(t, ctx, name, "alice@responders")
+		patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"test","ticket":"INC-ACCOUNT"}`)
+		env := waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+		if conflict && failed() != 1 {
+			t.Fatalf("%d status writes with the removed policies conflicted, want the first alone", failed())
+		}
+		if env.Status.Isolation == nil {
+			t.Fatalf("%s: Fenced with no status.isolation", name)
+		}
+		return env.Status.Isolation
+	}
+	want := fenceOf("account-landed", 26, false)
+	if !slices.Contains(want.RemovedPolicies, "tenant-allow-all (not careplane's)") || want.CredentialsRevoked == 0 {
+		t.Fatalf("the control's status.isolation = %+v, want the tenant's policy removed and credentials revoked", want)
+	}
+	got := fenceOf("account-conflict", 27, true)
+	if got.CredentialsRevoked != want.CredentialsRevoked || !slices.Equal(got.RemovedPolicies, want.RemovedPolicies) {
+		t.Errorf("after a conflicted status write, status.isolation says %d credentials revoked and policies %v removed; "+
+			"the same fence whose write landed says %d and %v", got.CredentialsRevoked, got.RemovedPolicies, want.CredentialsRevoked, want.RemovedPolicies)
+	}
+}
+
 // TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence: a restore
 // lifts the freeze and only then, in the pass's last write, swaps the fence
 // finalizer for the data finalizer. An environment deleted in between (by a

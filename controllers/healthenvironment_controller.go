@@ -87,6 +87,9 @@ type HealthEnvironmentReconciler struct {
 	stripped sync.Map
 	// seeds is the standby claims this process seeded (standbydata.go).
 	seeds seedMemory
+	// unrecorded is what fence passes did that their status writes did
+	// not record (status.go).
+	unrecorded unrecordedMemory
 }
 
 // SecretGenerator returns a new random credential.
@@ -120,6 +123,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 			r.front.forget(req.Name)
 			r.cleaned.forget(req.Name)
 			r.seeds.forget(req.Name)
+			r.unrecorded.forget(req.Name)
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
@@ -166,9 +170,13 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		if reterr == nil {
 			s.status.ObservedGeneration = env.Generation
 		}
+		r.unrecorded.take(s)
 		s.finish(reterr)
 		countFenceOutcome(s.status)
 		err := r.writeStatus(ctx, env, before, s)
+		if apierrors.IsConflict(err) {
+			r.unrecorded.keep(s)
+		}
 		switch {
 		case err == nil:
 		case reterr == nil && apierrors.IsConflict(err):

@@ -2,12 +2,15 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -378,6 +381,66 @@ func (s *scope) credentialsRevokedTotal() int32 {
 		n += s.isoStatus.CredentialsRevoked
 	}
 	return n
+}
+
+// unrecordedMemory is, by environment name, what a fence pass did (the
+// policies it removed, the credentials it revoked) that its status write,
+// conflicting, did not record. The next pass finds nothing left to do, and
+// records it instead (TestWhatAFencePassDidOutlivesItsConflictedStatusWrite).
+// Only a conflict is carried: a write refused for a newer resourceVersion
+// certainly did not land, while one that timed out may have, and its
+// count would be counted twice. A new leader has none of it: what a pass
+// did before a crash is told by its events alone (PoliciesRemoved).
+type unrecordedMemory struct {
+	mu sync.Mutex
+	m  map[string]unrecorded
+}
+
+// unrecorded is what passes of one fence (the environment's UID and the
+// fence's ID) did and did not record.
+type unrecorded struct {
+	uid                types.UID
+	fence              string
+	removedPolicies    []string
+	credentialsRevoked int32
+}
+
+// take adds to what s's pass did what earlier passes of its fence did and
+// did not record, and forgets it: of another fence, it is dropped.
+func (m *unrecordedMemory) take(s *scope) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u, ok := m.m[s.env.Name]
+	if !ok {
+		return
+	}
+	delete(m.m, s.env.Name)
+	if u.uid != s.env.UID || u.fence != s.record.ID {
+		return
+	}
+	s.removedPolicies = append(u.removedPolicies, s.removedPolicies...)
+	s.credentialsRevoked += u.credentialsRevoked
+}
+
+// keep remembers what s's pass did, what it took included, its status
+// write having conflicted.
+func (m *unrecordedMemory) keep(s *scope) {
+	if !s.record.Present() || (len(s.removedPolicies) == 0 && s.credentialsRevoked == 0) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.m == nil {
+		m.m = map[string]unrecorded{}
+	}
+	m.m[s.env.Name] = unrecorded{uid: s.env.UID, fence: s.record.ID,
+		removedPolicies: slices.Clone(s.removedPolicies), credentialsRevoked: s.credentialsRevoked}
+}
+
+func (m *unrecordedMemory) forget(name string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.m, name)
 }
 
 func conditionStatus(b bool) metav1.ConditionStatus {

@@ -54,7 +54,9 @@ type Taps struct {
 
 type tap struct {
 	match func(method, path string) bool
-	n     atomic.Int64
+	// body, when set, must accept the request's body too.
+	body func(body []byte) bool
+	n    atomic.Int64
 	// fail, when set, is the HTTP status the matched requests are answered
 	// with instead of being sent.
 	fail int
@@ -65,9 +67,17 @@ func (c *Taps) Wrap(rt http.RoundTripper) http.RoundTripper {
 	return roundTripFunc(func(req *http.Request) (*http.Response, error) {
 		fail := 0
 		if req.URL.Query().Get("watch") != "true" {
+			var body []byte
+			read := false
 			c.mu.Lock()
 			for t := range c.taps {
-				if t.match(req.Method, req.URL.Path) {
+				if !t.match(req.Method, req.URL.Path) {
+					continue
+				}
+				if t.body != nil && !read {
+					body, read = requestBody(req), true
+				}
+				if t.body == nil || t.body(body) {
 					t.n.Add(1)
 					if t.fail != 0 {
 						fail = t.fail
@@ -95,6 +105,32 @@ func (c *Taps) Tap(match func(method, path string) bool) (count func() int64, st
 // many were failed so far.
 func (c *Taps) Fail(match func(method, path string) bool, code int) (count func() int64, stop func()) {
 	return c.add(&tap{match: match, fail: code})
+}
+
+// FailBody is Fail for the requests whose body body accepts too: a fault
+// in the one write that carries what a test names (a status write with
+// the fence's removed policies), however many others share its path.
+func (c *Taps) FailBody(match func(method, path string) bool, body func(body []byte) bool, code int) (count func() int64, stop func()) {
+	return c.add(&tap{match: match, body: body, fail: code})
+}
+
+// requestBody is req's body, req left able to send it.
+func requestBody(req *http.Request) []byte {
+	if req.Body == nil || req.Body == http.NoBody {
+		return nil
+	}
+	if req.GetBody != nil {
+		if rc, err := req.GetBody(); err == nil {
+			defer rc.Close()
+			if b, err := io.ReadAll(rc); err == nil {
+				return b
+			}
+		}
+	}
+	b, _ := io.ReadAll(req.Body)
+	_ = req.Body.Close()
+	req.Body = io.NopCloser(bytes.NewReader(b))
+	return b
 }
 
 func (c *Taps) add(t *tap) (count func() int64, stop func()) {
