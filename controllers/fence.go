@@ -118,7 +118,7 @@ func (r *HealthEnvironmentReconciler) reconcileFence(ctx context.Context, s *sco
 		finalizers, version = env.Finalizers, env.ResourceVersion
 		finalizerErr <- err
 	}()
-	closed, err := r.writer().closeWindow(ctx, s.env, rec)
+	rec, closed, err := r.writer().closeWindow(ctx, s.env, rec)
 	if err == nil && !closed {
 		err = fmt.Errorf("the primary namespace %s is not careplane's for this environment, or is going", ns)
 	}

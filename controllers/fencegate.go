@@ -68,7 +68,7 @@ func (g *FenceGate) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Resul
 		// and two writers of it only race.
 		return ctrl.Result{}, nil
 	}
-	if _, err := w.closeWindow(ctx, env, cachedRecord(ctx, g.Client, env).Over(fence.SourceSpec, g.Clock.Now())); err != nil {
+	if _, _, err := w.closeWindow(ctx, env, cachedRecord(ctx, g.Client, env).Over(fence.SourceSpec, g.Clock.Now())); err != nil {
 		return ctrl.Result{}, err
 	}
 	return ctrl.Result{}, nil

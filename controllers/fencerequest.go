@@ -248,7 +248,7 @@ func (r *FenceRequestReconciler) closeWindows(ctx context.Context, fr *v1alpha1.
 		})
 	}
 	sweep(func(h held) error { return w.cut(ctx, h.env) })
-	sweep(func(h held) error { return w.freeze(ctx, h.env, h.ns, h.rec) })
+	sweep(func(h held) error { _, err := w.freeze(ctx, h.env, h.ns, h.rec); return err })
 	for _, f := range failed {
 		got.closed += count(!f)
 	}

@@ -197,7 +197,7 @@ func (r *HealthEnvironmentReconciler) delayFence(ctx context.Context, env *v1alp
 			return gateGrace / 2
 		}
 		ff.forgetAwaiting(env.UID)
-		ok, err := w.closeWindow(ctx, env, cachedRecord(ctx, r.Client, env).Over(source, now))
+		_, ok, err := w.closeWindow(ctx, env, cachedRecord(ctx, r.Client, env).Over(source, now))
 		if err != nil {
 			log.FromContext(ctx).Error(err, "Could not close the window during a fleet fence; fencing in full")
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -49,17 +50,18 @@ type fenceWriter struct {
 // closeWindow writes env's deny policy, its fence record rec and its quota.
 // It reports whether the window is closed: false, with no error, when env's
 // primary namespace is not careplane's (the reconciler reports that
-// conflict) or is missing.
-func (w fenceWriter) closeWindow(ctx context.Context, env *v1alpha1.HealthEnvironment, rec fence.Record) (bool, error) {
+// conflict) or is missing. With it, the record in force: rec, or the one
+// another writer of the fence put there first (freeze).
+func (w fenceWriter) closeWindow(ctx context.Context, env *v1alpha1.HealthEnvironment, rec fence.Record) (fence.Record, bool, error) {
 	ns, err := w.primary(ctx, env)
 	if ns == nil || err != nil {
-		return false, err
+		return fence.Record{}, false, err
 	}
 	err = all(
 		func() error { return w.cut(ctx, env) },
-		func() error { return w.freeze(ctx, env, ns, rec) },
+		func() (err error) { rec, err = w.freeze(ctx, env, ns, rec); return err },
 	)
-	return err == nil, err
+	return rec, err == nil, err
 }
 
 // primary is env's primary namespace from the cache, or nil when it is
@@ -83,12 +85,41 @@ func (w fenceWriter) cut(ctx context.Context, env *v1alpha1.HealthEnvironment) e
 }
 
 // freeze writes the record rec on ns, env's primary namespace, and the
-// fence quota: the part of the window that stops change.
-func (w fenceWriter) freeze(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, rec fence.Record) error {
-	return all(
-		func() error { return w.writeRecord(ctx, ns, rec, nsMarks{}) },
+// fence quota: the part of the window that stops change. It returns the
+// record in force (record).
+func (w fenceWriter) freeze(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, rec fence.Record) (fence.Record, error) {
+	err := all(
+		func() (err error) { rec, err = w.record(ctx, env, ns, rec); return err },
 		func() error { return w.writeWhole(ctx, fence.Quota(env), &corev1.ResourceQuota{}) },
 	)
+	return rec, err
+}
+
+// record writes the fence record rec on ns, env's primary namespace, and
+// returns the record in force. The fence gate, a FenceRequest and the
+// reconciler all start a fence, each from its own read of the namespace:
+// the one whose read is behind the others' write loses the race for the
+// record (writeRecord's precondition). The loser reads the namespace again,
+// and when its record is already what rec's source would write over it, it
+// takes that record and carries on under its ID, writing nothing: losing a
+// race that is by design is no failure, and costs no failed pass
+// (TestALostRaceForTheRecordIsNoFailure). Any other record there is
+// returned as the conflict, for the next pass to decide on fresh state (a
+// restore under way, another source).
+func (w fenceWriter) record(ctx context.Context, env *v1alpha1.HealthEnvironment, ns *corev1.Namespace, rec fence.Record) (fence.Record, error) {
+	err := w.writeRecord(ctx, ns, rec, nsMarks{})
+	if !rec.Present() || !apierrors.IsConflict(err) {
+		return rec, err
+	}
+	live := &corev1.Namespace{}
+	if gerr := w.live.Get(ctx, client.ObjectKeyFromObject(ns), live); gerr != nil {
+		return rec, err
+	}
+	won := fence.RecordOf(live)
+	if !metav1.IsControlledBy(live, env) || !live.DeletionTimestamp.IsZero() || !won.Present() || won.Over(rec.Source, time.Time{}) != won {
+		return rec, err
+	}
+	return won, nil
 }
 
 // nsMarks are labels and annotations to set on a namespace (a nil value

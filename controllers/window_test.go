@@ -4,15 +4,18 @@ import (
 	"context"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 )
 
@@ -51,7 +54,7 @@ func TestClosingAWindowSendsThreeWrites(t *testing.T) {
 	for round, want := range []int32{3, 0} {
 		writes.Store(0)
 		liveReads.Store(0)
-		closed, err := w.closeWindow(ctx, he, rec)
+		_, closed, err := w.closeWindow(ctx, he, rec)
 		if err != nil || !closed {
 			t.Fatalf("round %d: closeWindow = %t, %v", round, closed, err)
 		}
@@ -75,7 +78,7 @@ func TestAWindowWithoutItsQuotaIsOpen(t *testing.T) {
 	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(objs[1:]...).Build()
 	w := fenceWriter{c: c, live: c}
 	he := objs[1].(*v1alpha1.HealthEnvironment)
-	if closed, err := w.closeWindow(ctx, he, fence.Record{ID: "f-1", Source: fence.SourceSpec}); err != nil || !closed {
+	if _, closed, err := w.closeWindow(ctx, he, fence.Record{ID: "f-1", Source: fence.SourceSpec}); err != nil || !closed {
 		t.Fatalf("closeWindow = %t, %v", closed, err)
 	}
 	isClosed := func(what string, want bool) {
@@ -119,4 +122,79 @@ func TestNsMarksPatchTouchesOnlyItsMarks(t *testing.T) {
 			t.Errorf("patch of %+v = %s, %v; want %s", tc.marks, got, err, tc.want)
 		}
 	}
+}
+
+// TestALostRaceForTheRecordIsNoFailure: the fence gate, a FenceRequest and
+// the reconciler each start a fence from their own read of the primary
+// Namespace, and the one whose read is behind another's write of the record
+// loses the race for it. In a fleet fence that is a third of the
+// reconciler's first passes. The loser must carry on under the record in
+// force, not fail its pass (a Reconciler error, the status written from the
+// failure, a pass to do again), and must not write its own fence ID over
+// the winner's.
+func TestALostRaceForTheRecordIsNoFailure(t *testing.T) {
+	ctx := context.Background()
+	const name = "record-race"
+	createReady(t, ctx, sampleEnv(name), 28)
+	annotateIsolationBy(t, ctx, name, "alice@responders")
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"test","ticket":"INC-RACE"}`)
+	env := waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	key := client.ObjectKey{Name: name + build.PrimarySuffix}
+	won := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, key, won); err != nil {
+		t.Fatal(err)
+	}
+	winner := fence.RecordOf(won)
+	if !winner.Present() {
+		t.Fatalf("namespace %s of a fenced environment carries no record: %v", key.Name, won.Annotations)
+	}
+
+	// The loser's read: the namespace before the winner's write, as a cache
+	// behind it holds it.
+	behind := won.DeepCopy()
+	for k := range winner.Labels() {
+		delete(behind.Labels, k)
+	}
+	for k := range winner.Annotations() {
+		delete(behind.Annotations, k)
+	}
+	behind.ResourceVersion = env.ResourceVersion // any older version
+	stale := namespaceBehind{Client: k8sClient, ns: behind}
+	w := fenceWriter{c: stale, live: k8sClient}
+	lost := fence.Record{}.Over(fence.SourceSpec, time.Now())
+	got, closed, err := w.closeWindow(ctx, env, lost)
+	if err != nil || !closed || got != winner {
+		t.Errorf("closeWindow after losing the race = %+v, closed %t, %v; want the winner's record %+v, closed, no error", got, closed, err, winner)
+	}
+	after := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, key, after); err != nil {
+		t.Fatal(err)
+	}
+	if rec := fence.RecordOf(after); rec != winner || after.ResourceVersion != won.ResourceVersion {
+		t.Errorf("the namespace after the lost race carries %+v (version %s), want the winner's %+v untouched (version %s)",
+			rec, after.ResourceVersion, winner, won.ResourceVersion)
+	}
+
+	// A record the loser's source would change (another source's, here: a
+	// FenceRequest's fence over the spec's) is not taken: the conflict
+	// stands, for the next pass to decide on fresh state.
+	other := fence.Record{}.Over(fence.RequestSource("other"), time.Now())
+	if got, _, err := w.closeWindow(ctx, env, other); !apierrors.IsConflict(err) {
+		t.Errorf("closeWindow of another source = %+v, %v; want the conflict", got, err)
+	}
+}
+
+// namespaceBehind is a client whose reads of one Namespace answer an old
+// copy of it, as a cache behind the API server would.
+type namespaceBehind struct {
+	client.Client
+	ns *corev1.Namespace
+}
+
+func (c namespaceBehind) Get(ctx context.Context, key client.ObjectKey, o client.Object, opts ...client.GetOption) error {
+	if ns, ok := o.(*corev1.Namespace); ok && key.Name == c.ns.Name {
+		c.ns.DeepCopyInto(ns)
+		return nil
+	}
+	return c.Client.Get(ctx, key, o, opts...)
 }
