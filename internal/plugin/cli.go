@@ -561,7 +561,13 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 	if err := o.gatherEvidenceState(ctx, env, &st); err != nil {
 		return st, err
 	}
-	if err := o.gatherStandbyState(ctx, env, &st); err != nil {
+	// The fence's start, as the operator reads it (fence.Record.Began):
+	// what the standby's pods are judged against. Zero before a fence.
+	var since time.Time
+	if metav1.IsControlledBy(nsObj, env) {
+		since, _ = fence.RecordOf(nsObj).Began()
+	}
+	if err := o.gatherStandbyState(ctx, env, &st, since); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -570,8 +576,10 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 // gatherStandbyState reads what the fence's standby part plans from, when
 // the fence moves traffic to the standby: the standby namespace's
 // ServiceAccounts, Secrets (names only), workloads, and the services it
-// runs (the critical ones of the known-good revision).
-func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEnvironment, st *FenceState) error {
+// runs (the critical ones of the known-good revision). since is when the
+// fence on record began (zero before one): a pod made after it is the
+// control plane's, from careplane's template, and never tampered with.
+func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEnvironment, st *FenceState, since time.Time) error {
 	if !fence.StandbyServes(env) {
 		return nil
 	}
@@ -611,8 +619,7 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	}
 	st.Deployments = append(st.Deployments, lists.Deployments()...)
 	st.StatefulSets = append(st.StatefulSets, lists.StatefulSets()...)
-	// Before a fence: every pod of careplane's predates it (since zero).
-	st.StandbyObjects = lists.Read(time.Time{})
+	st.StandbyObjects = lists.Read(since)
 	var secrets metav1.PartialObjectMetadataList
 	secrets.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
 	switch err := o.client.List(ctx, &secrets, in); {
