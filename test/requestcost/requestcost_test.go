@@ -238,6 +238,11 @@ func TestRequestCost(t *testing.T) {
 			_, err := cs.AppsV1().Deployments(ns(i)).Apply(ctx, d, apply)
 			return err
 		}},
+		{"PATCH deployments (replicas 0, merge)", deployments("merge"), func(r, i int) error {
+			_, err := cs.AppsV1().Deployments(ns(i)).Patch(ctx, name("merge", r, i), types.MergePatchType, []byte(`{"spec":{"replicas":0}}`),
+				metav1.PatchOptions{FieldManager: "careplane"})
+			return err
+		}},
 		{"PATCH deployments/scale (replicas 0, merge)", deployments("sub"), func(r, i int) error {
 			_, err := cs.AppsV1().Deployments(ns(i)).Patch(ctx, name("sub", r, i), types.MergePatchType, []byte(`{"spec":{"replicas":0}}`),
 				metav1.PatchOptions{FieldManager: "careplane"}, "scale")
