@@ -774,6 +774,12 @@ func TestWhatAFencePassDidOutlivesItsConflictedStatusWrite(t *testing.T) {
 		t.Errorf("after a conflicted status write, status.isolation says %d credentials revoked and policies %v removed; "+
 			"the same fence whose write landed says %d and %v", got.CredentialsRevoked, got.RemovedPolicies, want.CredentialsRevoked, want.RemovedPolicies)
 	}
+	// Recorded once: the passes of the resyncs that follow add nothing.
+	time.Sleep(2*resyncPeriod + time.Second)
+	later := getEnv(t, ctx, "account-conflict").Status.Isolation
+	if later == nil || later.CredentialsRevoked != got.CredentialsRevoked || !slices.Equal(later.RemovedPolicies, got.RemovedPolicies) {
+		t.Errorf("two resyncs later, status.isolation = %+v; want it as recorded (%d revoked, %v removed)", later, got.CredentialsRevoked, got.RemovedPolicies)
+	}
 }
 
 // TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence: a restore

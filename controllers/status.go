@@ -390,7 +390,8 @@ func (s *scope) credentialsRevokedTotal() int32 {
 // Only a conflict is carried: a write refused for a newer resourceVersion
 // certainly did not land, while one that timed out may have, and its
 // count would be counted twice. A new leader has none of it: what a pass
-// did before a crash is told by its events alone (PoliciesRemoved).
+// did before a crash, or before a status write whose fate is unknown, is
+// told by its events alone (PoliciesRemoved).
 type unrecordedMemory struct {
 	mu sync.Mutex
 	m  map[string]unrecorded
@@ -406,12 +407,18 @@ type unrecorded struct {
 }
 
 // take adds to what s's pass did what earlier passes of its fence did and
-// did not record, and forgets it: of another fence, it is dropped.
+// did not record, and forgets it. Of another environment (re-created) or
+// another fence, it is dropped. A pass that has no fence on record (one
+// that stopped before it read or wrote the record, or read a cache behind
+// it) leaves it for the next.
 func (m *unrecordedMemory) take(s *scope) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u, ok := m.m[s.env.Name]
-	if !ok {
+	switch {
+	case !ok:
+		return
+	case u.uid == s.env.UID && !s.record.Present():
 		return
 	}
 	delete(m.m, s.env.Name)

@@ -2,11 +2,13 @@ package controllers
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/fence"
@@ -144,5 +146,54 @@ func TestANewFenceOnRecordStartsItsOwnIsolation(t *testing.T) {
 	if c := findCondition(s.status.Conditions, v1alpha1.ConditionFenced); c == nil ||
 		!strings.Contains(c.Message, "4 credentials revoked") || !strings.Contains(c.Message, "asked for by carol@responders") {
 		t.Errorf("Fenced = %+v, want it to tell the new fence alone", c)
+	}
+}
+
+// TestUnrecordedIsCarriedToItsFenceOnly: what a pass did and its status
+// write did not record is added once, to the next pass of the same fence of
+// the same environment; a pass with no fence on record (it stopped early,
+// or read a cache behind the record) leaves it for the next; another fence
+// or a re-created environment drops it.
+func TestUnrecordedIsCarriedToItsFenceOnly(t *testing.T) {
+	env := sampleEnv("carried")
+	env.UID = "uid-1"
+	fenceA := fence.Record{ID: "2026-12-07T10:00:00Z", Source: fence.SourceSpec}
+	pass := func(uid types.UID, rec fence.Record) *scope {
+		e := env.DeepCopy()
+		e.UID = uid
+		s := newScope(e, time.Now())
+		s.record = rec
+		return s
+	}
+	var m unrecordedMemory
+	first := pass("uid-1", fenceA)
+	first.removedPolicies, first.credentialsRevoked = []string{"allow-all (not careplane's)"}, 3
+	m.keep(first)
+
+	early := pass("uid-1", fence.Record{})
+	m.take(early)
+	if early.credentialsRevoked != 0 || len(early.removedPolicies) != 0 {
+		t.Fatalf("a pass with no fence on record took %d, %v", early.credentialsRevoked, early.removedPolicies)
+	}
+	next := pass("uid-1", fenceA)
+	next.credentialsRevoked = 1
+	m.take(next)
+	if next.credentialsRevoked != 4 || !slices.Equal(next.removedPolicies, []string{"allow-all (not careplane's)"}) {
+		t.Errorf("the next pass of the fence has %d revoked and %v removed, want 4 and the first pass's policy", next.credentialsRevoked, next.removedPolicies)
+	}
+	again := pass("uid-1", fenceA)
+	m.take(again)
+	if again.credentialsRevoked != 0 || len(again.removedPolicies) != 0 {
+		t.Errorf("a later pass took it again: %d, %v", again.credentialsRevoked, again.removedPolicies)
+	}
+
+	for _, other := range []*scope{pass("uid-1", fence.Record{ID: "2026-12-07T12:00:00Z", Source: fence.SourceSpec}), pass("uid-2", fenceA)} {
+		m.keep(first)
+		m.take(other)
+		later := pass("uid-1", fenceA)
+		m.take(later)
+		if other.credentialsRevoked != 0 || later.credentialsRevoked != 0 {
+			t.Errorf("of fence %s of %s: taken %d, and after it %d; want it dropped", other.record.ID, other.env.UID, other.credentialsRevoked, later.credentialsRevoked)
+		}
 	}
 }

@@ -115,11 +115,20 @@ func (w fenceWriter) record(ctx context.Context, env *v1alpha1.HealthEnvironment
 	if gerr := w.live.Get(ctx, client.ObjectKeyFromObject(ns), live); gerr != nil {
 		return rec, err
 	}
-	won := fence.RecordOf(live)
-	if !metav1.IsControlledBy(live, env) || !live.DeletionTimestamp.IsZero() || !won.Present() || won.Over(rec.Source, time.Time{}) != won {
-		return rec, err
+	if won, ok := recordInForce(env, live, rec.Source); ok {
+		return won, nil
 	}
-	return won, nil
+	return rec, err
+}
+
+// recordInForce is the fence record on live, env's primary namespace as the
+// API server holds it, when a fence from source would leave it as it is:
+// a fence on record, of that source, with no restore under way (Over
+// cancels one), in a namespace careplane made for env and not going.
+func recordInForce(env *v1alpha1.HealthEnvironment, live *corev1.Namespace, source string) (fence.Record, bool) {
+	won := fence.RecordOf(live)
+	ok := metav1.IsControlledBy(live, env) && live.DeletionTimestamp.IsZero() && won.Present() && won.Over(source, time.Time{}) == won
+	return won, ok
 }
 
 // nsMarks are labels and annotations to set on a namespace (a nil value

@@ -10,6 +10,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -158,7 +160,7 @@ func TestALostRaceForTheRecordIsNoFailure(t *testing.T) {
 	for k := range winner.Annotations() {
 		delete(behind.Annotations, k)
 	}
-	behind.ResourceVersion = env.ResourceVersion // any older version
+	behind.ResourceVersion = "1" // not the server's: the write's precondition fails
 	stale := namespaceBehind{Client: k8sClient, ns: behind}
 	w := fenceWriter{c: stale, live: k8sClient}
 	lost := fence.Record{}.Over(fence.SourceSpec, time.Now())
@@ -197,4 +199,50 @@ func (c namespaceBehind) Get(ctx context.Context, key client.ObjectKey, o client
 		return nil
 	}
 	return c.Client.Get(ctx, key, o, opts...)
+}
+
+// TestARecordIsTakenOnlyWhenNothingWouldChangeIt: the loser of the race for
+// a fence's record carries on under the winner's only when its own write
+// would leave that record as it is. A restore under way (a fence's write
+// cancels it), another source's fence, no fence, a namespace not
+// careplane's for the environment or going: the conflict stands.
+func TestARecordIsTakenOnlyWhenNothingWouldChangeIt(t *testing.T) {
+	env := sampleEnv("in-force")
+	env.UID = "uid-in-force"
+	ns := func(rec fence.Record, mutate func(*corev1.Namespace)) *corev1.Namespace {
+		n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "in-force-primary", Labels: rec.Labels(), Annotations: rec.Annotations(),
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "careplane.io/v1alpha1", Kind: "HealthEnvironment", Name: env.Name, UID: env.UID, Controller: ptr.To(true)}}}}
+		if mutate != nil {
+			mutate(n)
+		}
+		return n
+	}
+	spec := fence.Record{ID: "2026-12-07T10:00:00Z", Source: fence.SourceSpec}
+	handedOver := fence.Record{ID: spec.ID, Source: fence.SourceSpec, HandedOverFrom: fence.RequestSource("fleet")}
+	restoring := spec
+	restoring.RestoreID = "2026-12-07T11:00:00Z"
+	byRequest := fence.Record{ID: spec.ID, Source: fence.RequestSource("fleet")}
+	for _, tc := range []struct {
+		name   string
+		live   *corev1.Namespace
+		source string
+		want   bool
+	}{
+		{"the spec's fence, for the spec", ns(spec, nil), fence.SourceSpec, true},
+		{"handed over to the spec, for the spec", ns(handedOver, nil), fence.SourceSpec, true},
+		{"a request's fence, for that request", ns(byRequest, nil), fence.RequestSource("fleet"), true},
+		{"a restore under way", ns(restoring, nil), fence.SourceSpec, false},
+		{"a request's fence, for the spec (a hand-over to write)", ns(byRequest, nil), fence.SourceSpec, false},
+		{"the spec's fence, for a request", ns(spec, nil), fence.RequestSource("fleet"), false},
+		{"no fence", ns(fence.Record{}, nil), fence.SourceSpec, false},
+		{"not careplane's for the environment", ns(spec, func(n *corev1.Namespace) { n.OwnerReferences[0].UID = "uid-other" }), fence.SourceSpec, false},
+		{"going", ns(spec, func(n *corev1.Namespace) { n.DeletionTimestamp = ptr.To(metav1.Now()) }), fence.SourceSpec, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := recordInForce(env, tc.live, tc.source)
+			if ok != tc.want || (ok && got != fence.RecordOf(tc.live)) {
+				t.Errorf("recordInForce = %+v, %t; want %t", got, ok, tc.want)
+			}
+		})
+	}
 }
