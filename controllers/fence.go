@@ -12,6 +12,7 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -28,6 +29,11 @@ import (
 	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/netpol"
 )
+
+// The fence scales careplane's Deployments down through their scale
+// subresource (stopDeployment); careplane-manager-bounds allows it to zero
+// replicas alone.
+// +kubebuilder:rbac:groups=apps,resources=deployments/scale,verbs=patch
 
 // writer is the reconciler's way to the fence's first step.
 func (r *HealthEnvironmentReconciler) writer() fenceWriter {
@@ -448,6 +454,8 @@ type done struct {
 	// written is what it wrote whole, by fence.WrittenKey, until recorded
 	// on the standby Namespace (recordStandbyWritten).
 	written map[string]string
+	// scaled is the Deployments scaled to zero (stopDeployment).
+	scaled map[client.ObjectKey]bool
 }
 
 func (d *done) add(f func(d *done)) {
@@ -560,9 +568,7 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 	case a.Verb == fence.VerbScale && a.Kind == "Deployment":
 		for _, svc := range s.env.Spec.Services {
 			if svc.Name == a.Name {
-				dep := build.Deployment(s.env, v1alpha1.SitePrimary, a.Namespace, svc, r.stoppedRevision(ctx, s, a.Namespace, svc))
-				dep.Spec.WithReplicas(0)
-				return r.apply(ctx, dep, &appsv1.Deployment{})
+				return r.stopDeployment(ctx, s, a.Namespace, svc, d)
 			}
 		}
 	case a.Verb == fence.VerbScale && a.Kind == "StatefulSet":
@@ -575,18 +581,48 @@ func (r *HealthEnvironmentReconciler) carryOutOne(ctx context.Context, s *scope,
 	return nil
 }
 
-// stoppedRevision is the credentials revision a fence scales a service's
-// Deployment down on: the one its template has (the cache's), so that only
-// the replicas change. A new template would have the controller manager
-// roll the Deployment onto a new, empty ReplicaSet, for nothing: no pod runs
-// until the restore rebuilds it on the restore's revision. A Deployment not
-// there yet is created on the fence's.
-func (r *HealthEnvironmentReconciler) stoppedRevision(ctx context.Context, s *scope, ns string, svc v1alpha1.Service) string {
+// stopDeployment scales svc's Deployment in the fenced namespace ns to
+// zero through its scale subresource: replicas alone, so that nothing
+// rolls (a new template would have the controller manager roll the
+// Deployment onto a new, empty ReplicaSet, for nothing: no pod runs until
+// the restore rebuilds it, whole, on the restore's revision). It costs the
+// API server a third of a whole apply (docs/request-costs.md), and is sent
+// once per reconcile: the later passes' looks may come before the cache
+// has it. A Deployment not there yet is created at zero, on the fence's
+// revision.
+func (r *HealthEnvironmentReconciler) stopDeployment(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, d *done) error {
+	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	cur := &appsv1.Deployment{}
-	if err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: svc.Name}, cur, readOnly); err != nil {
-		return s.record.ID
+	err := r.Client.Get(ctx, key, cur, readOnly)
+	switch {
+	case apierrors.IsNotFound(err):
+		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, s.record.ID)
+		dep.Spec.WithReplicas(0)
+		return r.apply(ctx, dep, &appsv1.Deployment{})
+	case err != nil:
+		return fmt.Errorf("reading deployment %s: %w", key, err)
+	case cur.Spec.Replicas != nil && *cur.Spec.Replicas == 0:
+		return nil
 	}
-	return cur.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+	first := false
+	d.add(func(d *done) {
+		if d.scaled == nil {
+			d.scaled = map[client.ObjectKey]bool{}
+		}
+		first, d.scaled[key] = !d.scaled[key], true
+	})
+	if !first {
+		return nil
+	}
+	opts := &client.SubResourcePatchOptions{SubResourceBody: &autoscalingv1.Scale{}, PatchOptions: client.PatchOptions{FieldManager: fieldOwner}}
+	if err := r.Client.SubResource("scale").Patch(ctx, cur.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"spec":{"replicas":0}}`)), opts); err != nil {
+		d.add(func(d *done) { delete(d.scaled, key) })
+		if apierrors.IsNotFound(err) {
+			return fmt.Errorf("deployment %s is gone again: will stop it on the next pass: %w", key, err)
+		}
+		return fmt.Errorf("scaling deployment %s to 0: %w", key, err)
+	}
+	return nil
 }
 
 // reported is how an event names the object action a deleted: its name,

@@ -212,14 +212,14 @@ func (r *HealthEnvironmentReconciler) growClaims(ctx context.Context, ns string,
 }
 
 // stopStatefulSet scales svc's StatefulSet in the fenced namespace ns to
-// zero, written whole like a fence's Deployment. When its claim templates
+// zero, written whole on the template it has (so that nothing rolls). When its claim templates
 // no longer match the spec (a volume grew and the replacement has not
 // happened), a whole write would be refused: only replicas is patched then,
 // for a fence must not wait on a resize. Its claims stay.
 func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *scope, ns string, svc v1alpha1.Service) error {
 	live := &appsv1.StatefulSet{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(v1alpha1.SitePrimary, svc)}, live, readOnly)
-	// On the template it has, as the fence's Deployments (stoppedRevision).
+	// On the template it has: a new one would roll it, for nothing.
 	rev := s.record.ID
 	if err == nil {
 		rev = live.Spec.Template.Annotations[build.AnnotationCredentialsRevision]

@@ -53,6 +53,7 @@ var managerClusterRules = []rbacv1.PolicyRule{
 	{APIGroups: []string{"apps"}, Resources: []string{"controllerrevisions"}, Verbs: []string{"create", "delete", "get", "list", "patch", "watch"}},
 	{APIGroups: []string{"apps"}, Resources: []string{"daemonsets", "replicasets"}, Verbs: []string{"delete", "list", "patch"}},
 	{APIGroups: []string{"apps"}, Resources: []string{"deployments", "statefulsets"}, Verbs: []string{"create", "delete", "get", "list", "patch", "update", "watch"}},
+	{APIGroups: []string{"apps"}, Resources: []string{"deployments/scale"}, Verbs: []string{"patch"}},
 	{APIGroups: []string{"batch"}, Resources: []string{"cronjobs", "jobs"}, Verbs: []string{"delete", "list", "patch"}},
 	{APIGroups: []string{"careplane.io"}, Resources: []string{"fencerequests"}, Verbs: []string{"get", "list", "patch", "watch"}},
 	{APIGroups: []string{"careplane.io"}, Resources: []string{"fencerequests/finalizers", "healthenvironments/finalizers"}, Verbs: []string{"update"}},

@@ -4,10 +4,12 @@ package e2e
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -106,6 +108,35 @@ func TestGuardrailManagerBounds(t *testing.T) {
 			[]byte(`{"spec":{"containers":[{"name":"app","image":"registry.example/attacker/shell:latest"}]}}`))
 		err := manager.client.Patch(ctx, guardPodRef(ns, "web"), patch, client.DryRunAll)
 		guardDenied(t, err, guardPolicyBounds, guardMsgBounds+"UPDATE pods web", "never its spec")
+	})
+
+	t.Run("nor scale a Deployment but to zero in its own namespaces", func(t *testing.T) {
+		// The fence's scale-down goes through the scale subresource: to
+		// zero replicas, and only in careplane's namespaces.
+		deployment := func(namespace string) *appsv1.Deployment {
+			pod := guardPodObject(namespace, "scaled")
+			dep := &appsv1.Deployment{
+				ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: "guard-scale-" + s.run},
+				Spec: appsv1.DeploymentSpec{Replicas: ptr.To[int32](0),
+					Selector: &metav1.LabelSelector{MatchLabels: pod.Labels},
+					Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: pod.Labels}, Spec: pod.Spec}},
+			}
+			if err := k8sClient.Create(ctx, dep); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = k8sClient.Delete(context.Background(), dep) })
+			return dep
+		}
+		scale := func(dep *appsv1.Deployment, replicas int) error {
+			return manager.client.SubResource("scale").Patch(ctx, dep.DeepCopy(),
+				client.RawPatch(types.MergePatchType, []byte(fmt.Sprintf(`{"spec":{"replicas":%d}}`, replicas))),
+				&client.SubResourcePatchOptions{SubResourceBody: &autoscalingv1.Scale{},
+					PatchOptions: client.PatchOptions{DryRun: []string{metav1.DryRunAll}, FieldManager: "careplane"}})
+		}
+		ours, theirs := deployment(ns), deployment("default")
+		guardAllowed(t, scale(ours, 0), "scaling its own Deployment to zero")
+		guardDenied(t, scale(ours, 3), guardPolicyBounds, guardMsgBounds+"UPDATE deployments/scale "+ours.Name, "but a Deployment's scale to zero replicas")
+		guardDenied(t, scale(theirs, 0), guardPolicyBounds, guardMsgBounds+"UPDATE deployments/scale "+theirs.Name, "in namespace default")
 	})
 
 	t.Run("nor label kube-system", func(t *testing.T) {
