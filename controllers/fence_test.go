@@ -606,8 +606,23 @@ func TestAFenceScalesDownOnTheRunningTemplate(t *testing.T) {
 		t.Fatalf("%d Deployments before the fence, want %d", len(before.Items), len(env.Spec.Services))
 	}
 
+	// Through the scale subresource, replicas alone: nothing else of the
+	// Deployments is written.
+	deployments := "/apis/apps/v1/namespaces/" + ns + "/deployments/"
+	scaled, stopScaled := requests.Tap(func(method, path string) bool {
+		return method == http.MethodPatch && strings.HasPrefix(path, deployments) && strings.HasSuffix(path, "/scale")
+	})
+	defer stopScaled()
+	written, stopWritten := requests.Tap(func(method, path string) bool {
+		return method != http.MethodGet && strings.HasPrefix(path, deployments) && !strings.HasSuffix(path, "/scale")
+	})
+	defer stopWritten()
 	patchIsolation(t, ctx, env.Name, `{"mode":"Fenced","reason":"test","workloads":"Stop"}`)
 	waitCondition(t, env.Name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	if scaled() < int64(len(before.Items)) || written() != 0 {
+		t.Errorf("the fence sent %d patches of deployments/scale and %d other writes of the Deployments; want one at least per Deployment (%d), and none",
+			scaled(), written(), len(before.Items))
+	}
 	for _, b := range before.Items {
 		d := &appsv1.Deployment{}
 		if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(&b), d); err != nil {
@@ -806,13 +821,7 @@ func TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence(t *testing.T) 
 	defer stop()
 	setDeploymentsReady(t, ctx, ns)
 	nsKey := client.ObjectKey{Name: ns}
-	eventually(t, 30*time.Second, "the fence lifted, the finalizer swap failing", func(ctx context.Context) (bool, string, error) {
-		nsObj := &corev1.Namespace{}
-		if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
-			return false, "", err
-		}
-		return !fence.RecordOf(nsObj).Present() && failed() > 0, fmt.Sprintf("record %v, %d finalizer writes failed", fence.RecordOf(nsObj), failed()), nil
-	})
+	waitLiftedWhileFailing(t, ns, failed, "finalizer writes")
 	held := getEnv(t, ctx, name)
 	if !slices.Equal(held.Finalizers, []string{fenceFinalizer}) {
 		t.Fatalf("finalizers between the lift and the swap = %v, want [%s] alone", held.Finalizers, fenceFinalizer)

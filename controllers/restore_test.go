@@ -779,13 +779,7 @@ func TestANewFenceAfterALostLiftWriteStartsItsOwnRecord(t *testing.T) {
 	defer stopFail()
 	setDeploymentsReady(t, ctx, ns)
 	nsKey := client.ObjectKey{Name: ns}
-	eventually(t, 30*time.Second, "the fence lifted", func(ctx context.Context) (bool, string, error) {
-		nsObj := &corev1.Namespace{}
-		if err := k8sClient.Get(ctx, nsKey, nsObj); err != nil {
-			return false, "", err
-		}
-		return !fence.RecordOf(nsObj).Present() && failed() > 0, fmt.Sprintf("%d status writes failed", failed()), nil
-	})
+	waitLiftedWhileFailing(t, ns, failed, "status writes")
 	if got := getEnv(t, ctx, name); got.Status.Isolation == nil || len(got.Status.Incidents) != 1 {
 		t.Fatalf("status.isolation %+v, %d incidents: want the lifted fence's still there, and its incident", got.Status.Isolation, len(got.Status.Incidents))
 	}
@@ -810,4 +804,19 @@ func TestANewFenceAfterALostLiftWriteStartsItsOwnRecord(t *testing.T) {
 		t.Errorf("status.isolation = %+v, want the new fence's alone: fenced at %s by carol@responders for INC-TWO, "+
 			"at most the first fence's credentials revoked and its policies removed (%+v)", iso, began.Format(time.RFC3339), first)
 	}
+}
+
+// waitLiftedWhileFailing waits until the restore has lifted the fence on
+// namespace ns (its record gone) while the writes a test fails (what,
+// counted by failed) have failed at least once.
+func waitLiftedWhileFailing(t *testing.T, ns string, failed func() int64, what string) {
+	t.Helper()
+	eventually(t, 30*time.Second, "the fence lifted, "+what+" failing", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		rec := fence.RecordOf(nsObj)
+		return !rec.Present() && failed() > 0, fmt.Sprintf("record %v, %d %s failed", rec, failed(), what), nil
+	})
 }
