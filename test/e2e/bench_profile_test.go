@@ -163,9 +163,12 @@ func apiRequests(ctx context.Context, cs kubernetes.Interface) (map[string]float
 
 // eventsSince formats the events recorded since t (core events, each
 // counted as often as it was reported), by reporting component and
-// reason, most first, the top n.
-func eventsSince(ctx context.Context, cs kubernetes.Interface, t time.Time, n int) (string, error) {
+// reason, most first, the top n. With dir not "", it writes them all into
+// dir as <phase>-events.txt, each with the first message seen for it: a
+// warning's message is what says why a controller failed.
+func eventsSince(ctx context.Context, cs kubernetes.Interface, t time.Time, n int, dir, phase string) (string, error) {
 	tally := map[string]float64{}
+	example := map[string]string{}
 	total := 0.0
 	var cont string
 	for {
@@ -189,11 +192,24 @@ func eventsSince(ctx context.Context, cs kubernetes.Interface, t time.Time, n in
 				who = e.ReportingController
 			}
 			c := float64(max(e.Count, 1))
-			tally[who+" "+e.Reason] += c
+			key := who + " " + e.Reason
+			tally[key] += c
 			total += c
+			if _, ok := example[key]; !ok {
+				example[key] = e.Type + ": " + e.Message
+			}
 		}
 		if cont = list.Continue; cont == "" {
 			break
+		}
+	}
+	if dir != "" {
+		var b strings.Builder
+		for _, c := range sortedCounts(tally) {
+			fmt.Fprintf(&b, "%8.0f %s\n         e.g. %s\n", c.n, c.key, example[c.key])
+		}
+		if err := os.WriteFile(filepath.Join(dir, phase+"-events.txt"), []byte(b.String()), 0o644); err != nil {
+			return "", err
 		}
 	}
 	return fmt.Sprintf("%.0f events; most: %s", total, topOf(tally, n)), nil

@@ -745,7 +745,7 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fenceEvents, err := eventsSince(ctx, clientset, t0, 8)
+	fenceEvents, err := eventsSince(ctx, clientset, t0, 8, p.profileDir, "fleet")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -792,7 +792,7 @@ func TestBench(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	restoreEvents, err := eventsSince(ctx, clientset, t0, 8)
+	restoreEvents, err := eventsSince(ctx, clientset, t0, 8, p.profileDir, "restore")
 	if err != nil {
 		t.Fatal(err)
 	}
