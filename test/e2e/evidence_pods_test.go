@@ -254,6 +254,13 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			Labels: map[string]string{discoveryv1.LabelServiceName: "tenant-manual"}},
 			AddressType: discoveryv1.AddressTypeIPv4, Endpoints: []discoveryv1.Endpoint{{Addresses: []string{ip}}}}
 		guardDenied(t, k8sClient.Create(ctx, slice, client.DryRunAll), guardPolicyEvidenceAccess, "which lists the address of an evidence pod")
+		// A slice with no endpoints routes nowhere: the control plane
+		// writes one (endpoints null, as the API's own conversion gives
+		// it to admission) whenever a Service's last pod goes. Refusing it
+		// would leave the slice routing to pods that are gone.
+		empty := &discoveryv1.EndpointSlice{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "admin-empty",
+			Labels: map[string]string{discoveryv1.LabelServiceName: "tenant-manual"}}, AddressType: discoveryv1.AddressTypeIPv4}
+		guardAllowed(t, k8sClient.Create(ctx, empty, client.DryRunAll), "an EndpointSlice with no endpoints, as the control plane empties one")
 		// A Service that selects the service's pods by a label they all
 		// ran with: allowed, and it routes to the rebuilt pods only.
 		route.Spec.Selector = map[string]string{build.LabelAppName: svc}
@@ -279,6 +286,26 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 				}
 			}
 			return len(addrs) > 0, fmt.Sprintf("addresses %v", addrs), nil
+		})
+		// And once it selects no pod, the control plane empties its slice:
+		// one left as it was would route to a pod the Service no longer
+		// selects.
+		route.Spec.Selector = map[string]string{build.LabelAppName: "nothing-runs-this"}
+		if err := tenant.Update(ctx, route); err != nil {
+			t.Fatalf("the tenant's Service selecting no pod: %v", err)
+		}
+		eventually(t, 30*time.Second, "the tenant's Service's slice emptied by the control plane", func(ctx context.Context) (bool, string, error) {
+			var slices discoveryv1.EndpointSliceList
+			if err := k8sClient.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: route.Name}); err != nil {
+				return false, "", err
+			}
+			var addrs []string
+			for _, sl := range slices.Items {
+				for _, e := range sl.Endpoints {
+					addrs = append(addrs, e.Addresses...)
+				}
+			}
+			return len(slices.Items) > 0 && len(addrs) == 0, fmt.Sprintf("%d slices, addresses %v", len(slices.Items), addrs), nil
 		})
 
 		// Its other pods are the tenant's to evict.
