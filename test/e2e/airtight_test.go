@@ -24,6 +24,7 @@ import (
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/controllers"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/netpol"
 )
 
@@ -605,5 +606,90 @@ func TestTenantRacingTheFence(t *testing.T) {
 	}
 	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
 		t.Errorf("not isolated: %s", res.Summary())
+	}
+}
+
+// TestOrphaningDeleteOfAFencedEnvironmentKeepsTheFence: a stressed engineer
+// with responder rights deletes a fenced environment with --cascade=orphan.
+// The garbage collector may not write the frozen Namespace, so the
+// environment waits with its finalizers; nothing of the fence is the
+// environment's to orphan (the deny policy and the quota carry no owner), so
+// careplane and the collector do not fight over it; and the responder's
+// restore of the deleted environment releases it with its primary namespace
+// still fenced and isolated, its evidence kept.
+func TestOrphaningDeleteOfAFencedEnvironmentKeepsTheFence(t *testing.T) {
+	ctx := context.Background()
+	name := uniqueName("orphan-fenced")
+	applyFenceEnv(t, name)
+	waitReady(t, name, 2*time.Minute)
+	ns := name + "-primary"
+	fenceCommand(t, name, "INC-ORPHAN")
+	waitFencedTrue(t, name)
+	t.Cleanup(func() {
+		rc := responderClient(t)
+		_ = rc.Delete(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	})
+	if len(evidencePods(t, ns)) == 0 {
+		t.Fatal("no evidence pods to keep")
+	}
+	fenceObjects := func(ctx context.Context) (policyRV, quotaRV string, why string) {
+		pol := &networkingv1.NetworkPolicy{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FencePolicyName}, pol); err != nil {
+			return "", "", "deny policy: " + err.Error()
+		}
+		q := &corev1.ResourceQuota{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: build.FenceQuotaName}, q); err != nil {
+			return "", "", "fence quota: " + err.Error()
+		}
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return "", "", "namespace: " + err.Error()
+		}
+		if nsObj.Labels[v1alpha1.LabelFenced] != "true" {
+			return "", "", fmt.Sprintf("namespace labels %v", nsObj.Labels)
+		}
+		return pol.ResourceVersion, q.ResourceVersion, ""
+	}
+	policyRV, quotaRV, why := fenceObjects(ctx)
+	if why != "" {
+		t.Fatal(why)
+	}
+
+	responder(t, "delete", "henv", name, "--cascade=orphan", "--wait=false")
+	stays(t, 10*time.Second, "the fence of an environment deleted with --cascade=orphan, untouched", func(ctx context.Context) (bool, string, error) {
+		env := &v1alpha1.HealthEnvironment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, env); err != nil {
+			return false, "environment: " + err.Error(), nil
+		}
+		if c := meta.FindStatusCondition(env.Status.Conditions, v1alpha1.ConditionFenced); env.DeletionTimestamp == nil || c == nil || c.Status != metav1.ConditionTrue {
+			return false, fmt.Sprintf("deleting %v, Fenced %+v", env.DeletionTimestamp != nil, c), nil
+		}
+		p, q, why := fenceObjects(ctx)
+		if why != "" {
+			return false, why, nil
+		}
+		// Rewritten would mean careplane and the collector take turns.
+		return p == policyRV && q == quotaRV, fmt.Sprintf("deny policy resourceVersion %s → %s, quota %s → %s", policyRV, p, quotaRV, q), nil
+	})
+	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
+		t.Errorf("the fenced namespace of an environment being deleted is not isolated: %s", res.Summary())
+	}
+
+	// The restore a deleted environment gets: released, its fenced
+	// namespace kept, still fenced, with its evidence.
+	responder(t, "patch", "henv", name, "--type=merge", "-p", restorePatch)
+	eventually(t, time.Minute, "the released environment gone", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Name: name}, &v1alpha1.HealthEnvironment{})
+		return apierrors.IsNotFound(err), fmt.Sprint(err), nil
+	})
+	stays(t, 5*time.Second, "the fence of the released environment's namespace", func(ctx context.Context) (bool, string, error) {
+		_, _, why := fenceObjects(ctx)
+		return why == "", why, nil
+	})
+	if len(evidencePods(t, ns)) == 0 {
+		t.Error("the evidence pods went with the environment")
+	}
+	if res := verifyLive(t, ns, []string{"forensics"}); !res.Isolated {
+		t.Errorf("the fenced namespace of a released environment is not isolated: %s", res.Summary())
 	}
 }
