@@ -1,0 +1,183 @@
+package guardrails_test
+
+import (
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apiserver/pkg/admission"
+)
+
+const (
+	manager          = "system:serviceaccount:careplane-system:careplane-manager"
+	sliceController  = "system:serviceaccount:kube-system:endpointslice-controller"
+	endpointsControl = "system:serviceaccount:kube-system:endpoint-controller"
+	evidenceAccess   = "careplane-evidence-pod-access"
+	managerBounds    = "careplane-manager-bounds"
+	evidenceIP       = "10.0.0.5"
+)
+
+var (
+	sliceKind      = schema.GroupVersionKind{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSlice"}
+	slices         = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+	endpointsKind  = schema.GroupVersionKind{Version: "v1", Kind: "Endpoints"}
+	endpoints      = schema.GroupVersionResource{Version: "v1", Resource: "endpoints"}
+	claimKind      = schema.GroupVersionKind{Version: "v1", Kind: "PersistentVolumeClaim"}
+	claims         = schema.GroupVersionResource{Version: "v1", Resource: "persistentvolumeclaims"}
+	namespaceKind  = schema.GroupVersionKind{Version: "v1", Kind: "Namespace"}
+	namespacesGVR  = schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}
+	serviceAccount = []string{"system:serviceaccounts", "system:serviceaccounts:kube-system", "system:authenticated"}
+)
+
+// primary is acme's primary namespace after a restore, with evidence pods
+// in it (their addresses on it, as careplane writes them).
+func primary() *corev1.Namespace {
+	return &corev1.Namespace{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: "acme-primary",
+			Labels: map[string]string{"app.kubernetes.io/managed-by": "careplane", "careplane.io/environment": "acme",
+				"careplane.io/site": "primary", "careplane.io/holds-evidence": "true"},
+			Annotations: map[string]string{"careplane.io/evidence-pods": "web-7d9-x", "careplane.io/evidence-ips": evidenceIP}},
+	}
+}
+
+func slice(addresses ...string) *discoveryv1.EndpointSlice {
+	s := &discoveryv1.EndpointSlice{
+		TypeMeta:    metav1.TypeMeta{APIVersion: "discovery.k8s.io/v1", Kind: "EndpointSlice"},
+		ObjectMeta:  metav1.ObjectMeta{Namespace: "acme-primary", Name: "web-abc", Labels: map[string]string{discoveryv1.LabelServiceName: "web"}},
+		AddressType: discoveryv1.AddressTypeIPv4,
+	}
+	for _, a := range addresses {
+		s.Endpoints = append(s.Endpoints, discoveryv1.Endpoint{Addresses: []string{a}})
+	}
+	return s
+}
+
+// TestAnEmptyEndpointSliceRoutesNowhere: the control plane empties a
+// Service's slice when its last pod goes, and the API server gives
+// admission its endpoints (no omitempty) as null. The evidence guard once
+// failed to evaluate on that, and refused it, failing closed: the slice
+// kept routing to pods its Service no longer selected.
+func TestAnEmptyEndpointSliceRoutesNowhere(t *testing.T) {
+	cases := []struct {
+		what   string
+		object *discoveryv1.EndpointSlice
+		denied bool
+	}{
+		{"no endpoints, no ports", slice(), false},
+		{"no endpoints, its ports kept", func() *discoveryv1.EndpointSlice {
+			s := slice()
+			port := int32(8080)
+			s.Ports = []discoveryv1.EndpointPort{{Port: &port}}
+			return s
+		}(), false},
+		{"the rebuilt pod's address", slice("10.0.0.9"), false},
+		{"an evidence pod's address", slice("10.0.0.9", evidenceIP), true},
+		{"an address not in canonical form", slice("010.0.0.5"), true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.what, func(t *testing.T) {
+			old := slice("10.0.0.9")
+			v := evaluate(t, evidenceAccess, request{op: admission.Update, kind: sliceKind, resource: slices,
+				namespace: "acme-primary", name: "web-abc", object: tc.object, old: old,
+				user: sliceController, groups: serviceAccount, namespaceObject: primary()})
+			if len(v.failed) > 0 {
+				t.Fatalf("%s failed to evaluate on the endpoint-slice controller's update: %v", evidenceAccess, v.failed)
+			}
+			if got := len(v.denied) > 0; got != tc.denied {
+				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
+			}
+		})
+	}
+}
+
+// TestAnEmptyEndpointsObjectRoutesNowhere is the same for the Endpoints the
+// endpoints controller writes.
+func TestAnEmptyEndpointsObjectRoutesNowhere(t *testing.T) {
+	full := &corev1.Endpoints{ //nolint:staticcheck // what the endpoints controller writes
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "acme-primary", Name: "web"},
+		Subsets:    []corev1.EndpointSubset{{Addresses: []corev1.EndpointAddress{{IP: "10.0.0.9"}}}}, //nolint:staticcheck // as above
+	}
+	empty := full.DeepCopy()
+	empty.Subsets = nil
+	notReadyOnly := full.DeepCopy()
+	notReadyOnly.Subsets = []corev1.EndpointSubset{{NotReadyAddresses: []corev1.EndpointAddress{{IP: evidenceIP}}}} //nolint:staticcheck // as above
+	for _, tc := range []struct {
+		what   string
+		object *corev1.Endpoints //nolint:staticcheck // as above
+		denied bool
+	}{{"no subsets", empty, false}, {"a rebuilt pod", full, false}, {"an evidence pod, not ready", notReadyOnly, true}} {
+		t.Run(tc.what, func(t *testing.T) {
+			v := evaluate(t, evidenceAccess, request{op: admission.Update, kind: endpointsKind, resource: endpoints,
+				namespace: "acme-primary", name: "web", object: tc.object, old: full,
+				user: endpointsControl, groups: serviceAccount, namespaceObject: primary()})
+			if len(v.failed) > 0 {
+				t.Fatalf("%s failed to evaluate on the endpoints controller's update: %v", evidenceAccess, v.failed)
+			}
+			if got := len(v.denied) > 0; got != tc.denied {
+				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
+			}
+		})
+	}
+}
+
+// TestTheManagerRestoresAClaimOnlyFromItsOwnNamespace: a claim the manager
+// creates is a restore's, from a VolumeSnapshot of the same namespace. A
+// dataSourceRef naming another namespace was admitted: the rule tested
+// has(dataSourceRef.__namespace__), an escape that CRD schemas need and
+// admission's objects do not have, so it was never true.
+func TestTheManagerRestoresAClaimOnlyFromItsOwnNamespace(t *testing.T) {
+	group := "snapshot.storage.k8s.io"
+	other := "another-tenant"
+	claim := func(ns *string) *corev1.PersistentVolumeClaim {
+		return &corev1.PersistentVolumeClaim{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: "acme-primary", Name: "records-restored"},
+			Spec: corev1.PersistentVolumeClaimSpec{
+				AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
+				Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
+				DataSource:  &corev1.TypedLocalObjectReference{APIGroup: &group, Kind: "VolumeSnapshot", Name: "point-1"},
+				DataSourceRef: &corev1.TypedObjectReference{APIGroup: &group, Kind: "VolumeSnapshot", Name: "point-1",
+					Namespace: ns},
+			},
+		}
+	}
+	for _, tc := range []struct {
+		what   string
+		object *corev1.PersistentVolumeClaim
+		denied bool
+	}{{"from a snapshot of its namespace", claim(nil), false}, {"from a snapshot of another namespace", claim(&other), true}} {
+		t.Run(tc.what, func(t *testing.T) {
+			v := evaluate(t, managerBounds, request{op: admission.Create, kind: claimKind, resource: claims,
+				namespace: "acme-primary", name: "records-restored", object: tc.object,
+				user: manager, groups: []string{"system:serviceaccounts", "system:serviceaccounts:careplane-system", "system:authenticated"},
+				namespaceObject: primary()})
+			if len(v.failed) > 0 {
+				t.Fatalf("%s failed to evaluate: %v", managerBounds, v.failed)
+			}
+			if got := len(v.denied) > 0; got != tc.denied {
+				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
+			}
+		})
+	}
+}
+
+// TestManagerBoundsLeavesARequestWithoutAUsernameAlone: careplane-manager-
+// bounds matches every request in the cluster, and its match condition
+// picks the manager's. The username is optional in a request's user info:
+// read unguarded, its absence failed the condition, and failing closed the
+// policy would refuse every such request, the manager's or not. (The
+// policies that guard careplane's own objects may fail closed on one: an
+// identity without a name is nobody they allow.)
+func TestManagerBoundsLeavesARequestWithoutAUsernameAlone(t *testing.T) {
+	ns := primary()
+	v := evaluate(t, managerBounds, request{op: admission.Update, kind: namespaceKind, resource: namespacesGVR, name: ns.Name,
+		object: ns, old: ns, groups: []string{"system:authenticated"}})
+	if !v.admitted() {
+		t.Errorf("a request without a username: denied %v, failed to evaluate %v", v.denied, v.failed)
+	}
+}
