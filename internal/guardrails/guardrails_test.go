@@ -80,16 +80,9 @@ func TestAnEmptyEndpointSliceRoutesNowhere(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.what, func(t *testing.T) {
-			old := slice("10.0.0.9")
-			v := evaluate(t, evidenceAccess, request{op: admission.Update, kind: sliceKind, resource: slices,
-				namespace: "acme-primary", name: "web-abc", object: tc.object, old: old,
-				user: sliceController, groups: serviceAccount, namespaceObject: primary()})
-			if len(v.failed) > 0 {
-				t.Fatalf("%s failed to evaluate on the endpoint-slice controller's update: %v", evidenceAccess, v.failed)
-			}
-			if got := len(v.denied) > 0; got != tc.denied {
-				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
-			}
+			wantDenied(t, evidenceAccess, request{op: admission.Update, kind: sliceKind, resource: slices,
+				namespace: "acme-primary", name: "web-abc", object: tc.object, old: slice("10.0.0.9"),
+				user: sliceController, groups: serviceAccount, namespaceObject: primary()}, tc.denied)
 		})
 	}
 }
@@ -112,15 +105,9 @@ func TestAnEmptyEndpointsObjectRoutesNowhere(t *testing.T) {
 		denied bool
 	}{{"no subsets", empty, false}, {"a rebuilt pod", full, false}, {"an evidence pod, not ready", notReadyOnly, true}} {
 		t.Run(tc.what, func(t *testing.T) {
-			v := evaluate(t, evidenceAccess, request{op: admission.Update, kind: endpointsKind, resource: endpoints,
+			wantDenied(t, evidenceAccess, request{op: admission.Update, kind: endpointsKind, resource: endpoints,
 				namespace: "acme-primary", name: "web", object: tc.object, old: full,
-				user: endpointsControl, groups: serviceAccount, namespaceObject: primary()})
-			if len(v.failed) > 0 {
-				t.Fatalf("%s failed to evaluate on the endpoints controller's update: %v", evidenceAccess, v.failed)
-			}
-			if got := len(v.denied) > 0; got != tc.denied {
-				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
-			}
+				user: endpointsControl, groups: serviceAccount, namespaceObject: primary()}, tc.denied)
 		})
 	}
 }
@@ -152,16 +139,10 @@ func TestTheManagerRestoresAClaimOnlyFromItsOwnNamespace(t *testing.T) {
 		denied bool
 	}{{"from a snapshot of its namespace", claim(nil), false}, {"from a snapshot of another namespace", claim(&other), true}} {
 		t.Run(tc.what, func(t *testing.T) {
-			v := evaluate(t, managerBounds, request{op: admission.Create, kind: claimKind, resource: claims,
+			wantDenied(t, managerBounds, request{op: admission.Create, kind: claimKind, resource: claims,
 				namespace: "acme-primary", name: "records-restored", object: tc.object,
 				user: manager, groups: []string{"system:serviceaccounts", "system:serviceaccounts:careplane-system", "system:authenticated"},
-				namespaceObject: primary()})
-			if len(v.failed) > 0 {
-				t.Fatalf("%s failed to evaluate: %v", managerBounds, v.failed)
-			}
-			if got := len(v.denied) > 0; got != tc.denied {
-				t.Errorf("denied = %v (%v), want %v", got, v.denied, tc.denied)
-			}
+				namespaceObject: primary()}, tc.denied)
 		})
 	}
 }

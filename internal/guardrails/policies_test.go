@@ -163,3 +163,16 @@ func evaluate(t *testing.T, policy string, r request) verdict {
 	}
 	return v
 }
+
+// wantDenied evaluates policy on r and fails unless it denies r exactly
+// when denied says, without failing to evaluate either way.
+func wantDenied(t *testing.T, policy string, r request, denied bool) {
+	t.Helper()
+	v := evaluate(t, policy, r)
+	if len(v.failed) > 0 {
+		t.Fatalf("%s failed to evaluate on %s %s by %s: %v", policy, r.op, r.resource.Resource, r.user, v.failed)
+	}
+	if got := len(v.denied) > 0; got != denied {
+		t.Errorf("%s denied = %v (%v), want %v", policy, got, v.denied, denied)
+	}
+}

@@ -268,15 +268,9 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			t.Fatalf("the tenant's NodePort Service selecting %s=%s: %v", build.LabelAppName, svc, err)
 		}
 		eventually(t, 30*time.Second, "the tenant's Service routing to the rebuilt pods, not the evidence pod", func(ctx context.Context) (bool, string, error) {
-			var slices discoveryv1.EndpointSliceList
-			if err := k8sClient.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: route.Name}); err != nil {
+			_, addrs, err := sliceAddresses(ctx, ns, route.Name)
+			if err != nil {
 				return false, "", err
-			}
-			var addrs []string
-			for _, sl := range slices.Items {
-				for _, e := range sl.Endpoints {
-					addrs = append(addrs, e.Addresses...)
-				}
 			}
 			for _, a := range addrs {
 				for _, p := range evidence.Items {
@@ -295,17 +289,8 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			t.Fatalf("the tenant's Service selecting no pod: %v", err)
 		}
 		eventually(t, 30*time.Second, "the tenant's Service's slice emptied by the control plane", func(ctx context.Context) (bool, string, error) {
-			var slices discoveryv1.EndpointSliceList
-			if err := k8sClient.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: route.Name}); err != nil {
-				return false, "", err
-			}
-			var addrs []string
-			for _, sl := range slices.Items {
-				for _, e := range sl.Endpoints {
-					addrs = append(addrs, e.Addresses...)
-				}
-			}
-			return len(slices.Items) > 0 && len(addrs) == 0, fmt.Sprintf("%d slices, addresses %v", len(slices.Items), addrs), nil
+			n, addrs, err := sliceAddresses(ctx, ns, route.Name)
+			return n > 0 && len(addrs) == 0, fmt.Sprintf("%d slices, addresses %v", n, addrs), err
 		})
 
 		// Its other pods are the tenant's to evict.
@@ -451,4 +436,20 @@ func guardRaw(u guardUser, path string) string {
 	}
 	out, _ := exec.CommandContext(ctx, kubectlPath(), args...).CombinedOutput()
 	return string(out)
+}
+
+// sliceAddresses is how many EndpointSlices Service service of namespace ns
+// has, and every address they list.
+func sliceAddresses(ctx context.Context, ns, service string) (int, []string, error) {
+	var slices discoveryv1.EndpointSliceList
+	if err := k8sClient.List(ctx, &slices, client.InNamespace(ns), client.MatchingLabels{discoveryv1.LabelServiceName: service}); err != nil {
+		return 0, nil, err
+	}
+	var addrs []string
+	for _, sl := range slices.Items {
+		for _, e := range sl.Endpoints {
+			addrs = append(addrs, e.Addresses...)
+		}
+	}
+	return len(slices.Items), addrs, nil
 }
