@@ -1,12 +1,14 @@
 package guardrails_test
 
 import (
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/admission"
 )
@@ -22,7 +24,7 @@ const (
 
 var (
 	sliceKind      = schema.GroupVersionKind{Group: "discovery.k8s.io", Version: "v1", Kind: "EndpointSlice"}
-	slices         = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
+	sliceResource  = schema.GroupVersionResource{Group: "discovery.k8s.io", Version: "v1", Resource: "endpointslices"}
 	endpointsKind  = schema.GroupVersionKind{Version: "v1", Kind: "Endpoints"}
 	endpoints      = schema.GroupVersionResource{Version: "v1", Resource: "endpoints"}
 	claimKind      = schema.GroupVersionKind{Version: "v1", Kind: "PersistentVolumeClaim"}
@@ -80,7 +82,7 @@ func TestAnEmptyEndpointSliceRoutesNowhere(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.what, func(t *testing.T) {
-			wantDenied(t, evidenceAccess, request{op: admission.Update, kind: sliceKind, resource: slices,
+			wantDenied(t, evidenceAccess, request{op: admission.Update, kind: sliceKind, resource: sliceResource,
 				namespace: "acme-primary", name: "web-abc", object: tc.object, old: slice("10.0.0.9"),
 				user: sliceController, groups: serviceAccount, namespaceObject: primary()}, tc.denied)
 		})
@@ -160,5 +162,49 @@ func TestManagerBoundsLeavesARequestWithoutAUsernameAlone(t *testing.T) {
 		object: ns, old: ns, groups: []string{"system:authenticated"}})
 	if !v.admitted() {
 		t.Errorf("a request without a username: denied %v, failed to evaluate %v", v.denied, v.failed)
+	}
+}
+
+// TestADeleteCollectionIsToldByTheItemsName: kubectl delete --all (a
+// DeleteCollection) is admitted item by item, with no name in the
+// request. A refusal's message read the request's name, failed to
+// evaluate, and the stressed engineer got the policy's expression instead
+// of which object is kept and why.
+func TestADeleteCollectionIsToldByTheItemsName(t *testing.T) {
+	gitops := []string{"gitops-admins", "system:authenticated"}
+	fenced := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "careplane.io/v1alpha1", "kind": "HealthEnvironment",
+		"metadata": map[string]any{"name": "acme", "finalizers": []any{"careplane.io/fence"}},
+		"spec":     map[string]any{"isolation": map[string]any{"mode": "Fenced", "ticket": "INC-1", "reason": "ransomware"}},
+	}}
+	evidenceClaim := &corev1.PersistentVolumeClaim{
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "PersistentVolumeClaim"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "acme-primary", Name: "records-db-0",
+			Labels: map[string]string{"careplane.io/evidence": "INC-1"}},
+	}
+	for _, tc := range []struct {
+		policy, want string
+		r            request
+	}{{
+		policy: "careplane-isolation-guard", want: "HealthEnvironment acme is fenced",
+		r: request{op: admission.Delete, kind: schema.GroupVersionKind{Group: "careplane.io", Version: "v1alpha1", Kind: "HealthEnvironment"},
+			resource: schema.GroupVersionResource{Group: "careplane.io", Version: "v1alpha1", Resource: "healthenvironments"},
+			old:      fenced, user: "argocd", groups: gitops},
+	}, {
+		policy: "careplane-evidence-guard", want: "persistentvolumeclaims records-db-0 in namespace acme-primary",
+		r: request{op: admission.Delete, kind: claimKind, resource: claims, namespace: "acme-primary",
+			old: evidenceClaim, user: "argocd", groups: gitops, namespaceObject: primary()},
+	}} {
+		t.Run(tc.policy, func(t *testing.T) {
+			v := evaluate(t, tc.policy, tc.r)
+			if len(v.failed) > 0 || len(v.denied) == 0 {
+				t.Fatalf("want a refusal: denied %v, failed to evaluate %v", v.denied, v.failed)
+			}
+			for _, m := range v.denied {
+				if !strings.Contains(m, tc.want) {
+					t.Errorf("the refusal does not say %q: %s", tc.want, m)
+				}
+			}
+		})
 	}
 }
