@@ -1,7 +1,6 @@
 package guardrails_test
 
 import (
-	"context"
 	"fmt"
 	"maps"
 	"slices"
@@ -21,9 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/admission"
-	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
 	"k8s.io/apiserver/pkg/admission/plugin/webhook/predicates/rules"
-	celconfig "k8s.io/apiserver/pkg/apis/cel"
 	"k8s.io/apiserver/pkg/authentication/user"
 )
 
@@ -41,6 +38,43 @@ func TestNoPolicyFailsToEvaluate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	requests := gridRequests()
+	evaluated := map[string]int{}
+	failures := map[string]string{}
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		p := all[name]
+		for _, r := range requests {
+			if !matches(p.policy, r.attributes()) {
+				continue
+			}
+			evaluated[name]++
+			for _, f := range p.decide(r.request).failed {
+				failures[name+": "+f] = r.what
+			}
+		}
+	}
+	for _, f := range slices.Sorted(maps.Keys(failures)) {
+		t.Errorf("%s\n    e.g. %s", f, failures[f])
+	}
+	// A grid that reaches no policy proves nothing.
+	for _, name := range slices.Sorted(maps.Keys(all)) {
+		if evaluated[name] == 0 {
+			t.Errorf("policy %s matched no request of the grid", name)
+		}
+	}
+}
+
+// gridRequest is one request of the grid, and what it is, for a failure.
+type gridRequest struct {
+	request
+	what string
+}
+
+// gridRequests is the grid: every kind of gridKinds, each of its
+// operations, with and without careplane's labels before and after, in
+// each namespace (cluster-scoped kinds in none), as each identity, and a
+// delete also as an item of a DeleteCollection (no name).
+func gridRequests() []gridRequest {
 	marked := map[string]string{"careplane.io/evidence": "INC-1", "careplane.io/retained": "true", "careplane.io/holds-evidence": "true",
 		"careplane.io/data-of": "acme", "careplane.io/fenced": "true", "app.kubernetes.io/managed-by": "careplane",
 		"careplane.io/environment": "acme", "careplane.io/site": "front", "careplane.io/recovery-point": "point-1"}
@@ -67,64 +101,40 @@ func TestNoPolicyFailsToEvaluate(t *testing.T) {
 		{Name: "responder", Groups: []string{"careplane:incident-responders"}},
 		{Name: "system:serviceaccount:n:tenant-pipeline", Groups: []string{"system:serviceaccounts", "system:authenticated"}},
 	}
-	evaluated := map[string]int{}
-	failures := map[string]string{}
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		p := all[name]
-		for _, k := range gridKinds() {
-			for _, op := range k.ops {
-				for _, newLabels := range labelSets {
-					for _, oldLabels := range labelSets {
-						if op == admission.Create && oldLabels != nil {
+	var out []gridRequest
+	for _, k := range gridKinds() {
+		for _, op := range k.ops {
+			for _, newLabels := range labelSets {
+				for _, oldLabels := range labelSets {
+					if op == admission.Create && oldLabels != nil {
+						continue
+					}
+					for ni, nsObj := range namespaces {
+						if k.cluster && ni > 0 {
 							continue
 						}
-						for ni, nsObj := range namespaces {
-							if k.cluster && ni > 0 {
-								continue
+						r := request{op: op, kind: k.kind, resource: k.resource, subresource: k.subresource, namespace: "n", namespaceObject: nsObj}
+						if k.cluster {
+							r.namespace, r.namespaceObject = "", nil
+							if k.kind.Kind == "Namespace" {
+								r.namespace = "n"
 							}
-							for _, u := range users {
-								for _, named := range []bool{true, false} {
-									if !named && op != admission.Delete {
-										continue
-									}
-									var obj, old runtime.Object
-									if op != admission.Delete {
-										obj = k.object(newLabels)
-									}
-									if op == admission.Update || op == admission.Delete {
-										old = k.object(oldLabels)
-									}
-									ns, nsp := "n", nsObj
-									if k.cluster {
-										ns, nsp = "", nil
-										if k.kind.Kind == "Namespace" {
-											ns = "n"
-										}
-									}
-									objName := "o"
-									if !named {
-										objName = ""
-									}
-									attrs := admission.NewAttributesRecord(obj, old, k.kind, ns, objName, k.resource, k.subresource, op, nil, false, &u)
-									if !matches(p.policy, attrs) {
-										continue
-									}
-									evaluated[name]++
-									var param runtime.Object
-									if p.policy.Spec.ParamKind != nil {
-										param = params
-									}
-									res := p.validator.Validate(context.Background(), k.resource,
-										&admission.VersionedAttributes{Attributes: attrs, VersionedKind: k.kind,
-											VersionedObject: admission.NewLazyObject(obj), VersionedOldObject: admission.NewLazyObject(old)},
-										param, nsp, celconfig.RuntimeCELCostBudget, nil)
-									for _, d := range res.Decisions {
-										if d.Evaluation == validating.EvalError {
-											failures[fmt.Sprintf("%s: %s", name, d.Message)] = fmt.Sprintf("%s %s/%s by %s, namespace %d, named %v, labels before %v after %v",
-												op, k.resource.Resource, k.subresource, u.Name, ni, named, oldLabels != nil, newLabels != nil)
-										}
-									}
+						}
+						if op != admission.Delete {
+							r.object = k.object(newLabels)
+						}
+						if op == admission.Update || op == admission.Delete {
+							r.old = k.object(oldLabels)
+						}
+						for _, u := range users {
+							r.user, r.groups = u.Name, u.Groups
+							for _, name := range []string{"o", ""} {
+								if name == "" && op != admission.Delete {
+									continue
 								}
+								r.name = name
+								out = append(out, gridRequest{request: r, what: fmt.Sprintf("%s %s/%s by %s, namespace %d, named %v, labels before %v after %v",
+									op, k.resource.Resource, k.subresource, u.Name, ni, name != "", oldLabels != nil, newLabels != nil)})
 							}
 						}
 					}
@@ -132,15 +142,7 @@ func TestNoPolicyFailsToEvaluate(t *testing.T) {
 			}
 		}
 	}
-	for _, f := range slices.Sorted(maps.Keys(failures)) {
-		t.Errorf("%s\n    e.g. %s", f, failures[f])
-	}
-	// A grid that reaches no policy proves nothing.
-	for _, name := range slices.Sorted(maps.Keys(all)) {
-		if evaluated[name] == 0 {
-			t.Errorf("policy %s matched no request of the grid", name)
-		}
-	}
+	return out
 }
 
 // matches is the policy's matchConstraints by resource rule (its selectors

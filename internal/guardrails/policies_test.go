@@ -139,19 +139,24 @@ func evaluate(t *testing.T, policy string, r request) verdict {
 	if !ok {
 		t.Fatalf("no ValidatingAdmissionPolicy %s in config/guardrails", policy)
 	}
-	attrs := admission.NewAttributesRecord(r.object, r.old, r.kind, r.namespace, r.name, r.resource, r.subresource, r.op,
+	return p.decide(r)
+}
+
+// attributes are r as admission hands it on.
+func (r request) attributes() admission.Attributes {
+	return admission.NewAttributesRecord(r.object, r.old, r.kind, r.namespace, r.name, r.resource, r.subresource, r.op,
 		nil, false, &user.DefaultInfo{Name: r.user, Groups: r.groups})
-	versioned := &admission.VersionedAttributes{Attributes: attrs, VersionedKind: r.kind,
+}
+
+// decide is c's verdict on r, with the parameter when c takes one.
+func (c compiled) decide(r request) verdict {
+	versioned := &admission.VersionedAttributes{Attributes: r.attributes(), VersionedKind: r.kind,
 		VersionedObject: admission.NewLazyObject(r.object), VersionedOldObject: admission.NewLazyObject(r.old)}
 	var param runtime.Object
-	if p.policy.Spec.ParamKind != nil {
+	if c.policy.Spec.ParamKind != nil {
 		param = params
 	}
-	var ns *corev1.Namespace
-	if r.namespaceObject != nil {
-		ns = r.namespaceObject
-	}
-	res := p.validator.Validate(context.Background(), r.resource, versioned, param, ns, celconfig.RuntimeCELCostBudget, nil)
+	res := c.validator.Validate(context.Background(), r.resource, versioned, param, r.namespaceObject, celconfig.RuntimeCELCostBudget, nil)
 	var v verdict
 	for _, d := range res.Decisions {
 		switch {
