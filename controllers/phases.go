@@ -226,14 +226,14 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	if err := r.apply(ctx, sa, &corev1.ServiceAccount{}); err != nil {
 		return err
 	}
-	for _, name := range svc.GeneratedSecrets {
-		if err := r.ensureSecret(ctx, s, ns, svc, name); err != nil {
-			return err
-		}
-	}
 	w, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(site, svc))
 	if err != nil {
 		return err
+	}
+	for _, name := range svc.GeneratedSecrets {
+		if err := r.ensureSecret(ctx, s, site, ns, svc, name, credentialsRevision(w)); err != nil {
+			return err
+		}
 	}
 	var replicas *int32
 	if site == v1alpha1.SiteStandby && svc.Stateful() && s.standbyHold {
@@ -251,7 +251,11 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 			s.requeue(time.Second)
 		}
 	}
-	if err := r.applyWorkload(ctx, s, site, ns, svc, rev, replicas); err != nil {
+	creds, err := r.credentialsOf(ctx, s, site, ns, svc, rev)
+	if err != nil {
+		return err
+	}
+	if err := r.applyWorkload(ctx, s, site, ns, svc, creds, replicas); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {
@@ -268,11 +272,16 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	return nil
 }
 
-// ensureSecret creates a generated Secret with a random value when it does
-// not exist. An existing value is never overwritten here: rotation is a
-// restore's job. The value is never logged.
-func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name string) error {
-	secretName := build.GeneratedSecretName(svc.Name, name)
+// ensureSecret creates generated secret name of svc on site, at credentials
+// revision rev (that of svc's workload) in the primary, with a random value
+// when it does not exist. An existing value is never overwritten here:
+// rotation is a restore's job. The value is never logged.
+func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, name, rev string) error {
+	if site != v1alpha1.SitePrimary {
+		rev = "" // rotated in place (build.GeneratedSecretObjectName)
+	}
+	secretName := build.GeneratedSecretObjectName(site, svc.Name, name, rev)
+	s.keepSecret(site, secretName)
 	current := &corev1.Secret{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current, readOnly)
 	if err == nil {
@@ -285,7 +294,7 @@ func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope
 	if err != nil {
 		return fmt.Errorf("generating secret %s/%s: %w", ns, secretName, err)
 	}
-	if _, err := r.Applier.Apply(ctx, build.GeneratedSecret(s.env, ns, svc, name, value), ""); err != nil {
+	if _, err := r.Applier.Apply(ctx, build.GeneratedSecret(s.env, ns, svc, name, rev, value), ""); err != nil {
 		return err
 	}
 	log.FromContext(ctx).Info("Generated secret", "secret", klog.KRef(ns, secretName))
@@ -338,12 +347,7 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	for i := range pdbs.Items {
 		byService(&pdbs.Items[i])
 	}
-	wantSecrets := sets.New[string]()
-	for _, svc := range s.servicesFor(site) {
-		for _, g := range svc.GeneratedSecrets {
-			wantSecrets.Insert(build.GeneratedSecretName(svc.Name, g))
-		}
-	}
+	wantSecrets := s.secretNames[site]
 	for i := range secrets.Items {
 		if !wantSecrets.Has(secrets.Items[i].Name) {
 			stale = append(stale, &secrets.Items[i])

@@ -149,7 +149,7 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		if svc.Stateful() {
 			// A new StatefulSet of the restore's generation, on the
 			// restored claims it adopts.
-			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, rec.RestoreID, nil); err != nil {
+			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, build.CredentialsAt(rec.RestoreID), nil); err != nil {
 				return err
 			}
 			wl, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(v1alpha1.SitePrimary, svc))
@@ -346,7 +346,7 @@ func (c *cleanedMemory) forget(name string) {
 // changed, beside careplane's apply, so a field a later spec drops would
 // stay (TestARestoreRebuildsTheDeploymentWhole).
 func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, rev string) (*appsv1.Deployment, error) {
-	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, rev)
+	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, build.CredentialsAt(rev))
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	cached := &appsv1.Deployment{}
 	if err := r.Client.Get(ctx, key, cached, readOnly); err == nil && cached.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
@@ -492,10 +492,18 @@ func (r *HealthEnvironmentReconciler) removeTenantWorkloads(ctx context.Context,
 	return err
 }
 
-// rotateSecret replaces a generated Secret with a new random value unless it
-// already belongs to credentials revision rev.
+// rotateSecret writes generated secret name of svc at credentials revision
+// rev with a new random value, unless it is there already. In the primary
+// that is a Secret of its own (build.GeneratedSecretObjectName), which no
+// pod made before the rotation names; the older revision's, which the
+// fence deleted, is not brought back. In the standby it replaces the one
+// Secret of that name.
 func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, name, rev string) error {
-	key := client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretName(svc.Name, name)}
+	site := v1alpha1.SiteStandby
+	if ns == s.names.Primary {
+		site = v1alpha1.SitePrimary
+	}
+	key := client.ObjectKey{Namespace: ns, Name: build.GeneratedSecretObjectName(site, svc.Name, name, rev)}
 	cur := &corev1.Secret{}
 	err := r.Client.Get(ctx, key, cur)
 	if err == nil && cur.Annotations[build.AnnotationCredentialsRevision] == rev {
@@ -512,7 +520,7 @@ func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope
 	if err != nil {
 		return fmt.Errorf("generating secret %s: %w", key, err)
 	}
-	want := build.GeneratedSecret(s.env, ns, svc, name, value).WithAnnotations(map[string]string{build.AnnotationCredentialsRevision: rev})
+	want := build.GeneratedSecret(s.env, ns, svc, name, rev, value)
 	r.Applier.Forget(want)
 	if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
 		return fmt.Errorf("writing secret %s: %w", klog.KRef(key.Namespace, key.Name), err)

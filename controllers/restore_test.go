@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -509,6 +510,113 @@ func TestARestoreRebuildsTheDeploymentWhole(t *testing.T) {
 		}
 		env := dep.Spec.Template.Spec.Containers[0].Env
 		return len(env) == 0, fmt.Sprintf("env %+v", env), nil
+	})
+}
+
+// TestARestoreRotatesIntoSecretsOfTheirOwn: the credentials a restore
+// rotates are Secrets of new names, which no pod made before it names (the
+// kubelet would serve an evidence pod whatever Secret has the name it
+// gives); the Secrets of the fenced revision do not come back. A service
+// added after the restore starts on the initial revision, and a service
+// reads another's secret (secretsFrom) at that service's revision, both
+// ways. Every Deployment names Secrets that exist, and only those remain.
+func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
+	ctx := context.Background()
+	const name = "own-secrets"
+	ns := name + "-primary"
+	env := sampleEnv(name)
+	env.Spec.Services[1].GeneratedSecrets = []string{"cad-key"}
+	env.Spec.Services[0].SecretsFrom = []v1alpha1.SecretFrom{{Service: "referral", Secret: "cad-key"}}
+	createReady(t, ctx, env, 12)
+	named := func(dep string) []string {
+		d := &appsv1.Deployment{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: dep}, d); err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, v := range d.Spec.Template.Spec.Volumes {
+			if v.Secret != nil {
+				out = append(out, v.Secret.SecretName)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got, want := named("call-handling"), []string{"call-handling.db-password", "referral.cad-key"}; !slices.Equal(got, want) {
+		t.Fatalf("before any restore call-handling names %v, want %v", got, want)
+	}
+
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"ransomware","workloads":"Stop"}`)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "True", v1alpha1.ReasonFenceComplete)
+	patchIsolation(t, ctx, name, `{"mode":"None"}`)
+	var rev string
+	eventually(t, 20*time.Second, "rebuilt", func(ctx context.Context) (bool, string, error) {
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			return false, "", err
+		}
+		rev = fence.RecordOf(nsObj).RestoreID
+		var deps appsv1.DeploymentList
+		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		n := 0
+		for _, d := range deps.Items {
+			if rev != "" && d.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
+				n++
+			}
+		}
+		return n == 2, fmt.Sprintf("%d of 2 Deployments on restore %q", n, rev), nil
+	})
+	setDeploymentsReady(t, ctx, ns)
+	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
+	at := func(svc, secret, rev string) string {
+		return build.GeneratedSecretObjectName(v1alpha1.SitePrimary, svc, secret, rev)
+	}
+	if got, want := named("call-handling"), []string{at("call-handling", "db-password", rev), at("referral", "cad-key", rev)}; !slices.Equal(got, want) {
+		t.Errorf("after the restore call-handling names %v, want the restore's %v", got, want)
+	}
+	for _, old := range []string{"call-handling.db-password", "referral.cad-key"} {
+		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: old}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Secret %s of the fenced revision after the restore: %v, want it gone", old, err)
+		}
+	}
+
+	// A service added after the restore, reading and read.
+	updateEnv(t, ctx, name, func(e *v1alpha1.HealthEnvironment) {
+		e.Spec.Services = append(e.Spec.Services, v1alpha1.Service{
+			Name: "audit", Image: e.Spec.Services[1].Image, Port: 9000, GeneratedSecrets: []string{"audit-key"},
+			TalksTo: []string{"referral"}, SecretsFrom: []v1alpha1.SecretFrom{{Service: "referral", Secret: "cad-key"}},
+		})
+		e.Spec.Services[0].TalksTo = append(e.Spec.Services[0].TalksTo, "audit")
+		e.Spec.Services[0].SecretsFrom = append(e.Spec.Services[0].SecretsFrom, v1alpha1.SecretFrom{Service: "audit", Secret: "audit-key"})
+	})
+	want := map[string][]string{
+		"audit":         {"audit.audit-key", at("referral", "cad-key", rev)},
+		"call-handling": {"audit.audit-key", at("call-handling", "db-password", rev), at("referral", "cad-key", rev)},
+		"referral":      {at("referral", "cad-key", rev)},
+	}
+	eventually(t, 20*time.Second, "every Deployment names the Secrets of its services' revisions, and only those remain", func(ctx context.Context) (bool, string, error) {
+		var deps appsv1.DeploymentList
+		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		got := map[string][]string{}
+		for _, d := range deps.Items {
+			got[d.Name] = named(d.Name)
+		}
+		var secrets corev1.SecretList
+		if err := k8sClient.List(ctx, &secrets, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		var have []string
+		for _, sec := range secrets.Items {
+			have = append(have, sec.Name)
+		}
+		slices.Sort(have)
+		wantHave := []string{"audit.audit-key", at("call-handling", "db-password", rev), at("referral", "cad-key", rev)}
+		return reflect.DeepEqual(got, want) && slices.Equal(have, wantHave),
+			fmt.Sprintf("Deployments name %v; Secrets %v", got, have), nil
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/sets"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -54,6 +55,9 @@ type scope struct {
 	applyFailed error
 	// services is the readiness gathered per service and site.
 	services []v1alpha1.ServiceStatus
+	// secretNames are the names of the generated Secrets this pass wrote
+	// workloads to read, by site: what prune keeps.
+	secretNames map[v1alpha1.Site]sets.Set[string]
 	// stalled names Deployments that report they cannot make progress.
 	stalled []string
 
@@ -216,13 +220,26 @@ func (s *scope) activeSite() (site v1alpha1.Site, serving bool) {
 }
 
 // credentialsRevision is the revision of credentials a workload's pods
-// run with: what its template records (a restore sets it), or "initial".
-// Keeping it rolls nothing; a restore changes it, which rolls the pods.
+// run with: what its template records (a restore sets it), or
+// build.InitialCredentials. Keeping it rolls nothing; a restore changes it,
+// which rolls the pods.
 func credentialsRevision(w *workload) string {
 	if w != nil && w.credentialsRevision != "" {
 		return w.credentialsRevision
 	}
-	return "initial"
+	return build.InitialCredentials
+}
+
+// keepSecret records that this pass wrote workloads of site to read the
+// generated Secret name: prune keeps it.
+func (s *scope) keepSecret(site v1alpha1.Site, name string) {
+	if s.secretNames == nil {
+		s.secretNames = map[v1alpha1.Site]sets.Set[string]{}
+	}
+	if s.secretNames[site] == nil {
+		s.secretNames[site] = sets.New[string]()
+	}
+	s.secretNames[site].Insert(name)
 }
 
 // observeDeployment records a service's readiness from its Deployment (nil

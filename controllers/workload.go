@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -98,19 +99,49 @@ func statefulSetWorkload(ss *appsv1.StatefulSet) *workload {
 	return w
 }
 
+// credentialsOf is what svc's workload on site, at credentials revision
+// rev, reads: its own generated Secrets at rev, and in the primary each
+// Secret of another service (secretsFrom) at the revision that service's
+// workload runs, as the cache holds it. A service added after a restore
+// starts at the initial revision while the others stay at the restore's.
+// The standby's names do not change with the revision
+// (build.GeneratedSecretObjectName).
+func (r *HealthEnvironmentReconciler) credentialsOf(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, rev string) (build.Credentials, error) {
+	creds := build.CredentialsAt(rev)
+	if site != v1alpha1.SitePrimary {
+		return creds, nil
+	}
+	for _, f := range svc.SecretsFrom {
+		i := slices.IndexFunc(s.servicesFor(site), func(o v1alpha1.Service) bool { return o.Name == f.Service })
+		if i < 0 {
+			continue // the spec's validation refuses it
+		}
+		from := s.servicesFor(site)[i]
+		w, err := r.readWorkloadAs(ctx, ns, from, s.statefulSetName(site, from))
+		if err != nil {
+			return creds, err
+		}
+		if creds.Of == nil {
+			creds.Of = map[string]string{}
+		}
+		creds.Of[from.Name] = credentialsRevision(w)
+	}
+	return creds, nil
+}
+
 // applyWorkload writes svc's workload in ns on site, for credentials
-// revision rev, with replicas when not nil (a fence's zero) or the
+// creds, with replicas when not nil (a fence's zero) or the
 // service's: a StatefulSet with its claims for a service with volumes, a
 // Deployment otherwise. The other kind of the same name, left from before
 // the service gained or lost its volumes, is deleted (its claims stay: the
 // StatefulSet retains them).
-func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, rev string, replicas *int32) error {
+func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, creds build.Credentials, replicas *int32) error {
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	if !svc.Stateful() {
 		if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(site, svc)}, &appsv1.StatefulSet{}); err != nil {
 			return err
 		}
-		dep := build.Deployment(s.env, site, ns, svc, rev)
+		dep := build.Deployment(s.env, site, ns, svc, creds)
 		if replicas != nil {
 			dep.Spec.WithReplicas(*replicas)
 		}
@@ -120,7 +151,7 @@ func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scop
 		return err
 	}
 	key.Name = s.statefulSetName(site, svc)
-	want := build.StatefulSetOfGeneration(s.env, site, ns, svc, rev, s.dataGenOf(site))
+	want := build.StatefulSetOfGeneration(s.env, site, ns, svc, creds, s.dataGenOf(site))
 	if replicas != nil {
 		want.Spec.WithReplicas(*replicas)
 	}
@@ -221,11 +252,6 @@ func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *sc
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(v1alpha1.SitePrimary, svc)}, live, readOnly)
 	// On the template it has: a new one would roll it, for nothing.
 	rev := s.record.ID
-	if err == nil {
-		rev = live.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
-	}
-	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, rev, s.dataGen)
-	want.Spec.WithReplicas(0)
 	switch {
 	case apierrors.IsNotFound(err):
 	case err != nil:
@@ -236,6 +262,14 @@ func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *sc
 			return fmt.Errorf("scaling statefulset %s/%s to 0: %w", ns, svc.Name, err)
 		}
 		return nil
+	default:
+		rev = live.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
 	}
+	creds, err := r.credentialsOf(ctx, s, v1alpha1.SitePrimary, ns, svc, rev)
+	if err != nil {
+		return err
+	}
+	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, creds, s.dataGen)
+	want.Spec.WithReplicas(0)
 	return r.apply(ctx, want, &appsv1.StatefulSet{})
 }

@@ -204,8 +204,10 @@ type Service struct {
 	// generatedSecrets names random credentials careplane creates for this
 	// service as Secrets named <service>.<name> (the dot keeps the names of
 	// different services' Secrets apart) with one key, "value", and rotates
-	// on restore. They are mounted read-only at
-	// /var/run/careplane/secrets/<name>/value.
+	// on restore, into new Secrets named <service>.<name>.<revision hash>
+	// in the primary, so that no pod from before the restore reads them.
+	// They are mounted read-only at /var/run/careplane/secrets/<name>/value,
+	// whatever the Secret's name.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=10

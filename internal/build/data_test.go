@@ -2,6 +2,7 @@ package build
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -52,7 +53,7 @@ func careRecords() *v1alpha1.HealthEnvironment {
 func TestStatefulSet(t *testing.T) {
 	env := careRecords()
 	svc := service(t, env, "document-store")
-	ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "r1"))
+	ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("r1")))
 	checkMeta(t, ss.TypeMeta, ss.ObjectMeta, "apps/v1", "StatefulSet", "document-store", "wales-111-primary",
 		map[string]string{"app.kubernetes.io/managed-by": "careplane", "careplane.io/environment": "wales-111",
 			"careplane.io/site": "primary", "careplane.io/service": "document-store", "app.kubernetes.io/name": "document-store"})
@@ -107,7 +108,7 @@ func TestStatefulSet(t *testing.T) {
 
 func TestSecretsFrom(t *testing.T) {
 	env := careRecords()
-	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, service(t, env, "records-api"), ""))
+	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, service(t, env, "records-api"), CredentialsAt("")))
 	c := tmpl.Spec.Containers[0]
 	var mount *corev1.VolumeMount
 	for i := range c.VolumeMounts {
@@ -144,7 +145,7 @@ func TestPortsTCPAndUDP(t *testing.T) {
 	api := service(t, env, "records-api")
 	want := []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "syslog", ContainerPort: 514, Protocol: corev1.ProtocolUDP}}
 
-	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, ""))
+	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, CredentialsAt("")))
 	if got := tmpl.Spec.Containers[0].Ports; !slices.Equal(got, want) {
 		t.Errorf("container ports = %+v, want %+v", got, want)
 	}
@@ -202,6 +203,49 @@ func TestPortsTCPAndUDP(t *testing.T) {
 			if len(np.Spec.Ingress) != 1 || !slices.Equal(portsOf(np.Spec.Ingress[0].Ports), []string{"TCP/8080", "UDP/514"}) {
 				t.Errorf("records-api ingress = %+v, want TCP/8080 and UDP/514", np.Spec.Ingress)
 			}
+		}
+	}
+}
+
+// TestSecretsFromFollowTheirServicesRevision: a service reads another's
+// generated secret at that service's revision, which may not be its own
+// (a service added after a restore starts at none), at a mount path that
+// does not change with it.
+func TestSecretsFromFollowTheirServicesRevision(t *testing.T) {
+	env := careRecords()
+	api := service(t, env, "records-api")
+	for _, tt := range []struct {
+		creds Credentials
+		want  string
+	}{
+		{CredentialsAt(""), "document-store.db-password"},
+		{CredentialsAt("r1"), GeneratedSecretObjectName(v1alpha1.SitePrimary, "document-store", "db-password", "r1")},
+		{Credentials{Revision: "r1", Of: map[string]string{"document-store": ""}}, "document-store.db-password"},
+		{Credentials{Revision: "", Of: map[string]string{"document-store": "r2"}}, GeneratedSecretObjectName(v1alpha1.SitePrimary, "document-store", "db-password", "r2")},
+	} {
+		tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, tt.creds))
+		var got []string
+		for _, v := range tmpl.Spec.Volumes {
+			if v.Secret != nil {
+				got = append(got, v.Secret.SecretName)
+			}
+		}
+		for _, e := range tmpl.Spec.Containers[0].Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				got = append(got, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		if len(got) != 2 || got[0] != tt.want || got[1] != tt.want {
+			t.Errorf("%+v: the volume and variable name Secrets %v, want %s", tt.creds, got, tt.want)
+		}
+		var paths []string
+		for _, m := range tmpl.Spec.Containers[0].VolumeMounts {
+			if strings.HasPrefix(m.MountPath, SecretsPath) {
+				paths = append(paths, m.MountPath)
+			}
+		}
+		if !slices.Equal(paths, []string{SecretsPath + "/document-store.db-password"}) {
+			t.Errorf("%+v: secret mounts %v, want only %s/document-store.db-password", tt.creds, paths, SecretsPath)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package build
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"strings"
 
 	"github.com/careplane/careplane/api/v1alpha1"
@@ -149,6 +151,49 @@ func ServicePolicyName(svc string) string {
 // secret "key" would share one Secret).
 func GeneratedSecretName(svc, name string) string {
 	return svc + "." + name
+}
+
+// GeneratedSecretObjectName returns the name of the Secret that holds
+// generated secret name of service svc on site at credentials revision rev.
+//
+// In the primary, each revision's credentials are Secrets of their own,
+// <svc>.<name>.<hash of rev> (<svc>.<name> before any rotation): a pod names
+// its Secrets when it is created and the kubelet serves it whatever Secret
+// has that name, so a pod made before a restore (an evidence pod, a pod of
+// the fenced template, one forged with a controller reference) is never
+// served the credentials the restore rotated. The standby's are rotated in
+// place, under <svc>.<name>: it serves through a fence, and the one pod of a
+// one-replica StatefulSet there is not rolled (it cannot surge) but has the
+// kubelet update its files.
+func GeneratedSecretObjectName(site v1alpha1.Site, svc, name, rev string) string {
+	base := GeneratedSecretName(svc, name)
+	if site != v1alpha1.SitePrimary || !Rotated(rev) {
+		return base
+	}
+	sum := sha256.Sum256([]byte(rev))
+	return base + "." + hex.EncodeToString(sum[:])[:revisionHashLen]
+}
+
+// InitialCredentials is the credentials revision of a workload whose
+// credentials no fence or restore has rotated.
+const InitialCredentials = "initial"
+
+// Rotated says credentials revision rev is one a fence or restore rotated
+// the credentials to.
+func Rotated(rev string) bool { return rev != "" && rev != InitialCredentials }
+
+// revisionHashLen is how many hex digits of a revision's hash a generated
+// Secret's name carries: 40 bits, for names that only one environment's
+// revisions share.
+const revisionHashLen = 10
+
+// IsGeneratedSecretObject says a Secret named object holds generated secret
+// name of service svc at some credentials revision (GeneratedSecretObjectName).
+// The parts of a name are DNS labels, which have no dots.
+func IsGeneratedSecretObject(object, svc, name string) bool {
+	base := GeneratedSecretName(svc, name)
+	rest, ok := strings.CutPrefix(object, base)
+	return ok && (rest == "" || (strings.HasPrefix(rest, ".") && !strings.Contains(rest[1:], ".") && len(rest) > 1))
 }
 
 // FrontEndpointSliceName returns the name of the EndpointSlice careplane

@@ -57,6 +57,10 @@ func TestObjectNames(t *testing.T) {
 	tests := []struct{ got, want string }{
 		{ServicePolicyName("referral"), "svc-referral"},
 		{GeneratedSecretName("referral", "db-password"), "referral.db-password"},
+		{GeneratedSecretObjectName(v1alpha1.SitePrimary, "referral", "db-password", ""), "referral.db-password"},
+		{GeneratedSecretObjectName(v1alpha1.SitePrimary, "referral", "db-password", InitialCredentials), "referral.db-password"},
+		{GeneratedSecretObjectName(v1alpha1.SitePrimary, "referral", "db-password", "2026-12-07T21:00:00.5Z"), "referral.db-password.b1ab28d563"},
+		{GeneratedSecretObjectName(v1alpha1.SiteStandby, "referral", "db-password", "2026-12-07T21:00:00.5Z"), "referral.db-password"},
 		{FrontEndpointSliceName("referral"), "referral-careplane"},
 		{SiteNamespace(env111(), v1alpha1.SiteStandby), "wales-111-standby"},
 		{FrontNamespace(env111()), "wales-111"},
@@ -64,6 +68,31 @@ func TestObjectNames(t *testing.T) {
 	for _, tt := range tests {
 		if tt.got != tt.want {
 			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+// TestIsGeneratedSecretObject: every revision's Secret of a generated
+// secret is recognised as it, and no other service's or secret's is, though
+// one name starts another's.
+func TestIsGeneratedSecretObject(t *testing.T) {
+	rotated := GeneratedSecretObjectName(v1alpha1.SitePrimary, "call", "key", "r1")
+	tests := []struct {
+		object string
+		want   bool
+	}{
+		{"call.key", true},
+		{rotated, true},
+		{"call.key.", false},
+		{"call.key.a.b", false},
+		{"call.keys", false},
+		{"call.key-2", false},
+		{"call-handling.key", false},
+		{"call", false},
+	}
+	for _, tt := range tests {
+		if got := IsGeneratedSecretObject(tt.object, "call", "key"); got != tt.want {
+			t.Errorf("IsGeneratedSecretObject(%q, call, key) = %t, want %t", tt.object, got, tt.want)
 		}
 	}
 }

@@ -57,12 +57,12 @@ func ServiceAccount(env *v1alpha1.HealthEnvironment, namespace string, svc v1alp
 // round to the same for one replica) apply. The caller overrides replicas
 // (for example to zero for a fence or a Cold standby) with
 // Spec.WithReplicas on the result.
-func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.DeploymentApplyConfiguration {
+func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials) *appsv1ac.DeploymentApplyConfiguration {
 	spec := appsv1ac.DeploymentSpec().
 		WithReplicas(svc.ReplicaCount()).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
 		WithRevisionHistoryLimit(RevisionHistoryLimit).
-		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
+		WithTemplate(PodTemplate(env, site, svc, creds))
 	if svc.ReplicaCount() > 1 {
 		spec.WithStrategy(appsv1ac.DeploymentStrategy().
 			WithType(appsv1.RollingUpdateDeploymentStrategyType).
@@ -90,8 +90,8 @@ func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace s
 // its business. The claim templates of a StatefulSet cannot change: the
 // caller replaces the StatefulSet (orphaning its pods and claims) when they
 // must.
-func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.StatefulSetApplyConfiguration {
-	return StatefulSetOfGeneration(env, site, namespace, svc, credentialsRevision, "")
+func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials) *appsv1ac.StatefulSetApplyConfiguration {
+	return StatefulSetOfGeneration(env, site, namespace, svc, creds, "")
 }
 
 // StatefulSetOfGeneration is StatefulSet in data generation gen: named
@@ -99,7 +99,7 @@ func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace 
 // its claims <volume>-<name>-<ordinal>. Its selector and headless Service
 // name stay the service's: Services select its pods by label, and evidence
 // pods no longer carry the service label.
-func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision, gen string) *appsv1ac.StatefulSetApplyConfiguration {
+func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials, gen string) *appsv1ac.StatefulSetApplyConfiguration {
 	spec := appsv1ac.StatefulSetSpec().
 		WithReplicas(svc.ReplicaCount()).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
@@ -110,7 +110,7 @@ func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
 			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
 			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
-		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
+		WithTemplate(PodTemplate(env, site, svc, creds))
 	for _, v := range svc.Volumes {
 		spec.WithVolumeClaimTemplates(ClaimTemplate(env, site, svc, v))
 	}
@@ -191,11 +191,12 @@ func StatefulSetName(svc, gen string) string {
 // writable emptyDir at /tmp). Each generated secret G of svc is mounted
 // read-only at SecretsPath/G; each secret S that svc reads from service O
 // (secretsFrom) at SecretsPath/O.S, and as an environment variable when
-// asked. Each volume is mounted at its mount path. The template is
-// annotated with credentialsRevision (when not empty), so rotating
-// credentials rolls the pods. On the standby site the pods get
+// asked; each names its Secret at the revision creds gives
+// (GeneratedSecretObjectName). Each volume is mounted at its mount path.
+// The template is annotated with creds.Revision (when not empty), so
+// rotating credentials rolls the pods. On the standby site the pods get
 // spec.failover.placement's node selector and tolerations.
-func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, credentialsRevision string) *corev1ac.PodTemplateSpecApplyConfiguration {
+func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, creds Credentials) *corev1ac.PodTemplateSpecApplyConfiguration {
 	container := corev1ac.Container().
 		WithName(svc.Name).
 		WithImage(svc.Image).
@@ -240,17 +241,17 @@ func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alph
 
 	// Sorted so that reordering generatedSecrets (a set) changes nothing.
 	for _, g := range sortedUnique(svc.GeneratedSecrets) {
-		mountSecret(pod, container, SecretVolumePrefix+g, GeneratedSecretName(svc.Name, g), SecretsPath+"/"+g)
+		mountSecret(pod, container, SecretVolumePrefix+g, GeneratedSecretObjectName(site, svc.Name, g, creds.Revision), SecretsPath+"/"+g)
 	}
 	for i, f := range sortedSecretsFrom(svc.SecretsFrom) {
 		// Numbered: <service>-<secret> could be longer than a volume
 		// name may be, or equal one of the service's own.
-		name := GeneratedSecretName(f.Service, f.Secret)
-		mountSecret(pod, container, fmt.Sprintf("%sfrom-%d", SecretVolumePrefix, i), name, SecretsPath+"/"+name)
+		object := GeneratedSecretObjectName(site, f.Service, f.Secret, creds.of(f.Service))
+		mountSecret(pod, container, fmt.Sprintf("%sfrom-%d", SecretVolumePrefix, i), object, SecretsPath+"/"+GeneratedSecretName(f.Service, f.Secret))
 		if f.EnvVar != "" {
 			container.WithEnv(corev1ac.EnvVar().WithName(f.EnvVar).
 				WithValueFrom(corev1ac.EnvVarSource().
-					WithSecretKeyRef(corev1ac.SecretKeySelector().WithName(name).WithKey(GeneratedSecretKey))))
+					WithSecretKeyRef(corev1ac.SecretKeySelector().WithName(object).WithKey(GeneratedSecretKey))))
 		}
 	}
 	for _, v := range svc.Volumes {
@@ -272,10 +273,34 @@ func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alph
 	template := corev1ac.PodTemplateSpec().
 		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
 		WithSpec(pod)
-	if credentialsRevision != "" {
-		template.WithAnnotations(map[string]string{AnnotationCredentialsRevision: credentialsRevision})
+	if creds.Revision != "" {
+		template.WithAnnotations(map[string]string{AnnotationCredentialsRevision: creds.Revision})
 	}
 	return template
+}
+
+// Credentials is the revision of the credentials a pod template is for.
+type Credentials struct {
+	// Revision is the workload's own: annotated on its pod template
+	// (AnnotationCredentialsRevision), so that rotating credentials rolls
+	// its pods, and the revision of the generated Secrets it mounts
+	// (GeneratedSecretObjectName).
+	Revision string
+	// Of is the revision of the generated Secrets of each service the
+	// workload reads from (secretsFrom) that is not at Revision: one added
+	// after a restore starts at none.
+	Of map[string]string
+}
+
+// CredentialsAt is revision rev for the workload and every secret it reads,
+// as a restore rebuilds them.
+func CredentialsAt(rev string) Credentials { return Credentials{Revision: rev} }
+
+func (c Credentials) of(svc string) string {
+	if rev, ok := c.Of[svc]; ok {
+		return rev
+	}
+	return c.Revision
 }
 
 // mountSecret adds Secret secret as volume vol of pod, mounted read-only at
@@ -339,18 +364,29 @@ func PodDisruptionBudget(env *v1alpha1.HealthEnvironment, namespace string, svc 
 			WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))))
 }
 
-// GeneratedSecret returns the Opaque Secret <svc>-<name> in namespace holding
-// value under the key "value", labelled careplane.io/generated=true. value
-// is the caller's random credential: it is never logged nor put in an
-// error, and callers must not log the result either.
-func GeneratedSecret(env *v1alpha1.HealthEnvironment, namespace string, svc v1alpha1.Service, name string, value []byte) *corev1ac.SecretApplyConfiguration {
-	labels := ServiceLabels(env, siteLabelOfNamespace(env, namespace), svc.Name)
+// GeneratedSecret returns the Opaque Secret holding generated secret name of
+// svc in namespace at credentials revision rev (GeneratedSecretObjectName;
+// annotated with rev when it is Rotated), with value under the key "value",
+// labelled careplane.io/generated=true. value is the caller's random
+// credential: it is never logged nor put in an error, and callers must not
+// log the result either.
+func GeneratedSecret(env *v1alpha1.HealthEnvironment, namespace string, svc v1alpha1.Service, name, rev string, value []byte) *corev1ac.SecretApplyConfiguration {
+	site := siteLabelOfNamespace(env, namespace)
+	labels := ServiceLabels(env, site, svc.Name)
 	labels[LabelGenerated] = "true"
-	return corev1ac.Secret(GeneratedSecretName(svc.Name, name), namespace).
+	object := GeneratedSecretName(svc.Name, name)
+	if site == SiteLabelPrimary {
+		object = GeneratedSecretObjectName(v1alpha1.SitePrimary, svc.Name, name, rev)
+	}
+	sec := corev1ac.Secret(object, namespace).
 		WithLabels(labels).
 		WithOwnerReferences(OwnerReference(env)).
 		WithType(corev1.SecretTypeOpaque).
 		WithData(map[string][]byte{GeneratedSecretKey: slices.Clone(value)})
+	if Rotated(rev) {
+		sec.WithAnnotations(map[string]string{AnnotationCredentialsRevision: rev})
+	}
+	return sec
 }
 
 // sortedUnique returns a sorted copy of s without duplicates.

@@ -40,7 +40,14 @@ func TestDeployment(t *testing.T) {
 		wantRolling bool
 	}{
 		{
+			// A rotation's credentials are Secrets of their own in the
+			// primary: the hash of revision "3".
 			name: "call-handling on primary", svc: "call-handling", site: v1alpha1.SitePrimary, namespace: "wales-111-primary", credRev: "3",
+			wantSecrets: map[string]string{"/var/run/careplane/secrets/db-password": "call-handling.db-password.4e07408562"},
+			wantRolling: true,
+		},
+		{
+			name: "call-handling on primary, never rotated", svc: "call-handling", site: v1alpha1.SitePrimary, namespace: "wales-111-primary",
 			wantSecrets: map[string]string{"/var/run/careplane/secrets/db-password": "call-handling.db-password"},
 			wantRolling: true,
 		},
@@ -64,7 +71,7 @@ func TestDeployment(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := service(t, env, tt.svc)
-			d := toTyped[appsv1.Deployment](t, Deployment(env, tt.site, tt.namespace, svc, tt.credRev))
+			d := toTyped[appsv1.Deployment](t, Deployment(env, tt.site, tt.namespace, svc, CredentialsAt(tt.credRev)))
 			site := SiteLabel(tt.site)
 			checkMeta(t, d.TypeMeta, d.ObjectMeta, "apps/v1", "Deployment", tt.svc, tt.namespace, stdLabels(site, tt.svc))
 
@@ -213,7 +220,7 @@ func TestDeploymentRestrictedRegardlessOfInput(t *testing.T) {
 	env := env111()
 	for _, svc := range env.Spec.Services {
 		for _, site := range []v1alpha1.Site{v1alpha1.SitePrimary, v1alpha1.SiteStandby} {
-			d := toTyped[appsv1.Deployment](t, Deployment(env, site, SiteNamespace(env, site), svc, "1"))
+			d := toTyped[appsv1.Deployment](t, Deployment(env, site, SiteNamespace(env, site), svc, CredentialsAt("1")))
 			checkRestricted(t, &d.Spec.Template.Spec)
 		}
 	}
@@ -294,9 +301,9 @@ func checkRestricted(t *testing.T, pod *corev1.PodSpec) {
 func TestDeploymentReorderedSecretsAreStable(t *testing.T) {
 	env := env111()
 	svc := service(t, env, "referral")
-	a := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "1"))
+	a := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("1")))
 	svc.GeneratedSecrets = []string{"api-key", "db-password"}
-	b := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "1"))
+	b := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("1")))
 	if a != b {
 		t.Errorf("reordering generatedSecrets changed the Deployment:\n%s\n%s", a, b)
 	}
@@ -310,7 +317,7 @@ func TestService(t *testing.T) {
 	if s.Spec.Type != corev1.ServiceTypeClusterIP {
 		t.Errorf("type = %s, want ClusterIP", s.Spec.Type)
 	}
-	d := toTyped[appsv1.Deployment](t, Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, ""))
+	d := toTyped[appsv1.Deployment](t, Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("")))
 	if !reflect.DeepEqual(s.Spec.Selector, d.Spec.Selector.MatchLabels) {
 		t.Errorf("selector = %v, want the Deployment's %v", s.Spec.Selector, d.Spec.Selector.MatchLabels)
 	}
@@ -357,7 +364,7 @@ func TestPodDisruptionBudget(t *testing.T) {
 func TestGeneratedSecret(t *testing.T) {
 	env := env111()
 	value := []byte("s3cr3t-value")
-	ac := GeneratedSecret(env, "wales-111-primary", service(t, env, "referral"), "db-password", value)
+	ac := GeneratedSecret(env, "wales-111-primary", service(t, env, "referral"), "db-password", "", value)
 	value[0] = 'X' // the caller reusing its buffer must not change the Secret
 	s := toTyped[corev1.Secret](t, ac)
 	checkMeta(t, s.TypeMeta, s.ObjectMeta, "v1", "Secret", "referral.db-password", "wales-111-primary",
@@ -370,6 +377,21 @@ func TestGeneratedSecret(t *testing.T) {
 	}
 	if len(s.StringData) != 0 {
 		t.Errorf("stringData set")
+	}
+	if len(s.Annotations) != 0 {
+		t.Errorf("annotations %v on a Secret of no rotation", s.Annotations)
+	}
+
+	// A rotation's: in the primary a Secret of its own, in the standby
+	// the same one; both say their revision.
+	for ns, name := range map[string]string{
+		"wales-111-primary": GeneratedSecretObjectName(v1alpha1.SitePrimary, "referral", "db-password", "r2"),
+		"wales-111-standby": "referral.db-password",
+	} {
+		s := toTyped[corev1.Secret](t, GeneratedSecret(env, ns, service(t, env, "referral"), "db-password", "r2", value))
+		if s.Name != name || s.Annotations[AnnotationCredentialsRevision] != "r2" {
+			t.Errorf("%s: Secret %s annotated %v, want %s annotated with revision r2", ns, s.Name, s.Annotations, name)
+		}
 	}
 }
 

@@ -305,14 +305,18 @@ func PlanFence(o Observed) Plan {
 			add(Action{Step: 3, Verb: VerbRecreate, Kind: "ServiceAccount", Namespace: ns, Name: name, Note: "does not exist yet; created"})
 		}
 	}
-	generated := map[string]bool{}
-	for _, svc := range env.Spec.Services {
-		for _, g := range svc.GeneratedSecrets {
-			generated[build.GeneratedSecretName(svc.Name, g)] = true
+	generated := func(name string) bool {
+		for _, svc := range env.Spec.Services {
+			for _, g := range svc.GeneratedSecrets {
+				if build.IsGeneratedSecretObject(name, svc.Name, g) {
+					return true
+				}
+			}
 		}
+		return false
 	}
 	for _, sec := range sorted(o.Secrets) {
-		if generated[sec.Name] && sec.DeletionTimestamp == nil {
+		if generated(sec.Name) && sec.DeletionTimestamp == nil {
 			add(Action{Step: 3, Verb: VerbDelete, Kind: "Secret", Namespace: ns, Name: sec.Name, UID: sec.UID, Note: "generated credential invalidated"})
 		}
 	}

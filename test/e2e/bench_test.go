@@ -221,7 +221,7 @@ func replica(t *testing.T, env *v1alpha1.HealthEnvironment) (floor, rest []*unst
 	add(&floor, build.Namespace(env, names.Primary, build.SiteLabelPrimary))
 	for _, svc := range env.Spec.Services {
 		add(&floor, build.ServiceAccount(env, names.Primary, svc))
-		add(&floor, build.Deployment(env, v1alpha1.SitePrimary, names.Primary, svc, ""))
+		add(&floor, build.Deployment(env, v1alpha1.SitePrimary, names.Primary, svc, build.CredentialsAt("")))
 	}
 	add(&rest, build.Namespace(env, names.Front, build.SiteLabelFront))
 	add(&rest, build.ResourceQuota(env, names.Primary))
@@ -232,7 +232,7 @@ func replica(t *testing.T, env *v1alpha1.HealthEnvironment) (floor, rest []*unst
 	for i, svc := range env.Spec.Services {
 		add(&rest, build.Service(env, names.Primary, svc))
 		for _, g := range svc.GeneratedSecrets {
-			add(&rest, build.GeneratedSecret(env, names.Primary, svc, g, []byte("benchmark")))
+			add(&rest, build.GeneratedSecret(env, names.Primary, svc, g, "", []byte("benchmark")))
 		}
 		add(&rest, build.FrontService(env, svc))
 		add(&rest, build.FrontEndpointSlice(env, svc, v1alpha1.SitePrimary,

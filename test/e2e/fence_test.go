@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -140,6 +141,8 @@ func serviceAccountUIDs(t *testing.T, ns string) map[string]types.UID {
 	return out
 }
 
+// secretValues maps each generated credential of namespace ns
+// (<service>.<secret>, whichever revision's Secret holds it) to its value.
 func secretValues(t *testing.T, ns string) map[string]string {
 	t.Helper()
 	var secrets corev1.SecretList
@@ -148,9 +151,89 @@ func secretValues(t *testing.T, ns string) map[string]string {
 	}
 	out := map[string]string{}
 	for _, s := range secrets.Items {
-		out[s.Name] = string(s.Data["value"])
+		parts := strings.SplitN(s.Name, ".", 3)
+		credential := strings.Join(parts[:min(2, len(parts))], ".")
+		if _, twice := out[credential]; twice {
+			t.Errorf("two Secrets in %s hold credential %s", ns, credential)
+		}
+		out[credential] = string(s.Data["value"])
 	}
 	return out
+}
+
+// secretsNamed are the Secrets a pod spec names: volumes, projected
+// volumes and environment variables.
+func secretsNamed(spec *corev1.PodSpec) []string {
+	var out []string
+	for _, v := range spec.Volumes {
+		if v.Secret != nil {
+			out = append(out, v.Secret.SecretName)
+		}
+		if v.Projected != nil {
+			for _, src := range v.Projected.Sources {
+				if src.Secret != nil {
+					out = append(out, src.Secret.Name)
+				}
+			}
+		}
+	}
+	for _, c := range slices.Concat(spec.InitContainers, spec.Containers) {
+		for _, e := range c.Env {
+			if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+				out = append(out, e.ValueFrom.SecretKeyRef.Name)
+			}
+		}
+		for _, e := range c.EnvFrom {
+			if e.SecretRef != nil {
+				out = append(out, e.SecretRef.Name)
+			}
+		}
+	}
+	return out
+}
+
+// checkNoOldPodReadsTheRotatedSecrets fails unless, after a restore, every
+// Secret the Deployments of namespace ns name holds the restore's
+// credentials (annotated with their template's revision) and none that the
+// pods kept as evidence name exists: the kubelet serves a pod whatever
+// Secret has the name it gives, so a compromised pod that names one the
+// restore rotated would read the new credentials.
+func checkNoOldPodReadsTheRotatedSecrets(t *testing.T, ns string, evidence []corev1.Pod) {
+	t.Helper()
+	ctx := context.Background()
+	var deps appsv1.DeploymentList
+	if err := k8sClient.List(ctx, &deps, client.InNamespace(ns), client.HasLabels{v1alpha1.LabelEnvironment}); err != nil {
+		t.Fatal(err)
+	}
+	read := 0
+	for _, d := range deps.Items {
+		rev := d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		for _, name := range secretsNamed(&d.Spec.Template.Spec) {
+			sec := &corev1.Secret{}
+			if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, sec); err != nil {
+				t.Errorf("Deployment %s names Secret %s: %v", d.Name, name, err)
+			} else if got := sec.Annotations[build.AnnotationCredentialsRevision]; got != rev {
+				t.Errorf("Deployment %s of credentials revision %q names Secret %s of revision %q", d.Name, rev, name, got)
+			}
+			read++
+		}
+	}
+	if read == 0 {
+		t.Fatalf("no Deployment in %s names a Secret: nothing to compare the evidence pods with", ns)
+	}
+	named := 0
+	for _, p := range evidence {
+		for _, name := range secretsNamed(&p.Spec) {
+			named++
+			err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &corev1.Secret{})
+			if !apierrors.IsNotFound(err) {
+				t.Errorf("evidence pod %s names Secret %s, which exists after the restore (%v): the kubelet serves it the rotated credentials", p.Name, name, err)
+			}
+		}
+	}
+	if named == 0 {
+		t.Fatalf("no evidence pod in %s names a Secret: the check would pass whatever the restore did", ns)
+	}
 }
 
 func policyNames(t *testing.T, ns string) []string {
@@ -450,6 +533,7 @@ func TestFenceAndRestore(t *testing.T) {
 				t.Errorf("secret %s was not rotated", name)
 			}
 		}
+		checkNoOldPodReadsTheRotatedSecrets(t, ns, evidence)
 		if got := policyNames(t, ns); containsPrefix(got, "careplane-fence") || !containsPrefix(got, "careplane-evidence") || !containsPrefix(got, "default-deny") {
 			t.Errorf("policies after restore: %v; want the allows and the evidence policy back, the fence gone", got)
 		}
