@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
@@ -492,6 +493,76 @@ func TestAFenceIsNotHeldUpByAnotherNamespace(t *testing.T) {
 		}
 		return true, "", nil
 	})
+}
+
+// TestADeletedEnvironmentsStandbyWaitIsLookedAtAgain: while a fence's
+// rotation of the standby waits for its pods to roll (a pod of an older
+// template of careplane's Deployment still runs), the reconcile asks to run
+// again within a second: the wait ends when fence.StandbyWaitLimit has
+// passed, which no event announces. So does the reconcile of the same
+// environment once a responder deletes it, since deletion never weakens a
+// fence; otherwise the standby's credentials would wait for the next resync
+// (hours, outside these tests).
+func TestADeletedEnvironmentsStandbyWaitIsLookedAtAgain(t *testing.T) {
+	ctx := context.Background()
+	const name = "wait-deleted"
+	standby := name + build.StandbySuffix
+	env := sampleEnv(name)
+	env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerAutomatic}
+	createReady(t, ctx, env, 13)
+	dep := &appsv1.Deployment{}
+	eventually(t, 20*time.Second, "the standby's Deployment", func(ctx context.Context) (bool, string, error) {
+		err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "call-handling"}, dep)
+		return err == nil, fmt.Sprint(err), nil
+	})
+	old := dep.Spec.Template.DeepCopy()
+	old.Spec.Containers[0].Image = "registry.example/111/call-handling@sha256:" + strings.Repeat("0", 64)
+	rs := &appsv1.ReplicaSet{
+		ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling-older", Labels: old.Labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(dep, appsv1.SchemeGroupVersion.WithKind("Deployment"))}},
+		Spec: appsv1.ReplicaSetSpec{Replicas: ptr.To(int32(1)), Selector: dep.Spec.Selector, Template: *old},
+	}
+	if err := k8sClient.Create(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling-older-1", Labels: old.Labels,
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(rs, appsv1.SchemeGroupVersion.WithKind("ReplicaSet"))}},
+		Spec: *old.Spec.DeepCopy(),
+	}
+	pod.Spec.NodeName = "node-a"
+	if err := k8sClient.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+
+	patchIsolation(t, ctx, name, `{"mode":"Fenced","reason":"test"}`)
+	req := ctrl.Request{NamespacedName: types.NamespacedName{Name: name}}
+	waits := func(ctx context.Context) (bool, string, error) {
+		res, err := suiteReconciler.Reconcile(ctx, req)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		return res.RequeueAfter > 0 && res.RequeueAfter <= time.Second, fmt.Sprintf("a reconcile asks to run again after %s", res.RequeueAfter), nil
+	}
+	eventually(t, 20*time.Second, "the standby's rotation waits for the pod of the older template", waits)
+
+	responderDelete := getEnv(t, ctx, name)
+	if err := k8sClient.Delete(ctx, responderDelete); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "the deletion in the operator's cache", func(ctx context.Context) (bool, string, error) {
+		e := &v1alpha1.HealthEnvironment{}
+		if err := mgrCache.Get(ctx, client.ObjectKey{Name: name}, e); err != nil {
+			return false, "", err
+		}
+		return !e.DeletionTimestamp.IsZero(), "not yet", nil
+	})
+	if ok, msg, _ := waits(ctx); !ok {
+		t.Errorf("being deleted, while the standby's rotation waits: %s, want within a second", msg)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{}); err != nil {
+		t.Errorf("the pod of the older template: %v; the wait the test relies on is over", err)
+	}
 }
 
 // TestPreservePodOnWhatThePlanSaw: a pod is preserved on the

@@ -202,7 +202,12 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 	}
 
 	if !env.DeletionTimestamp.IsZero() {
-		return ctrl.Result{}, r.reconcileDelete(ctx, s, d.Source)
+		if err := r.reconcileDelete(ctx, s, d.Source); err != nil {
+			return ctrl.Result{}, err
+		}
+		// A fence finished on deletion waits as any other: the standby's
+		// rotation for its pods' roll, which only time ends.
+		return ctrl.Result{RequeueAfter: s.requeueWithin(0)}, nil
 	}
 	// Deleting the environment keeps its data unless its spec says
 	// otherwise: the data finalizer gives careplane the time to (retain.go).
@@ -351,11 +356,7 @@ func (r *HealthEnvironmentReconciler) Reconcile(ctx context.Context, req ctrl.Re
 		return ctrl.Result{}, err
 	}
 	// A failover or failback threshold that only time will cross.
-	after := s.decision.RequeueAfter
-	if s.requeueAfter > 0 && (after == 0 || s.requeueAfter < after) {
-		after = s.requeueAfter
-	}
-	return ctrl.Result{RequeueAfter: after}, nil
+	return ctrl.Result{RequeueAfter: s.requeueWithin(s.decision.RequeueAfter)}, nil
 }
 
 // fenceRequestOf returns the FenceRequest holding env's fence, read through

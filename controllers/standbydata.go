@@ -200,6 +200,15 @@ func (s *scope) requeue(after time.Duration) {
 	}
 }
 
+// requeueWithin is the sooner of after and what this pass asked for with
+// requeue; 0 when neither asks.
+func (s *scope) requeueWithin(after time.Duration) time.Duration {
+	if s.requeueAfter > 0 && (after == 0 || s.requeueAfter < after) {
+		return s.requeueAfter
+	}
+	return after
+}
+
 // statefulServices are the services with volumes.
 func statefulServices(services []v1alpha1.Service) []v1alpha1.Service {
 	var out []v1alpha1.Service

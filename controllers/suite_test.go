@@ -43,6 +43,9 @@ var (
 	// short hold, so that a test that keeps a fleet fence arriving waits
 	// little, and no other test's few fences ever make one.
 	suiteFleetFence = &FleetFence{Threshold: 10, Window: time.Second, MaxHold: 3 * time.Second}
+	// suiteReconciler is the manager's HealthEnvironment reconciler, for a
+	// test that reads what a reconcile returns.
+	suiteReconciler *HealthEnvironmentReconciler
 )
 
 // resyncPeriod is the cache resync period in this suite: short, so that the
@@ -102,6 +105,7 @@ func run(m *testing.M) int {
 	mgrCache = mgr.GetCache()
 	rec := NewReconciler(mgr)
 	rec.FleetFence = suiteFleetFence
+	suiteReconciler = rec
 	if err := rec.SetupWithManager(mgr); err != nil {
 		fmt.Fprintf(os.Stderr, "setting up reconciler: %v\n", err)
 		return 1
