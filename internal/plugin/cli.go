@@ -485,6 +485,32 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 	return nil
 }
 
+// assumedSecrets are the names of the generated Secrets of env's primary
+// namespace ns, for a caller who may not list Secrets: each credential of
+// the spec at the credentials revision its service's workload runs, as
+// careplane names them (build.GeneratedSecretObjectName).
+func assumedSecrets(env *v1alpha1.HealthEnvironment, ns string, deps []appsv1.Deployment, sts []appsv1.StatefulSet) []metav1.PartialObjectMetadata {
+	revs := map[string]string{}
+	for _, d := range deps {
+		if d.Labels[v1alpha1.LabelEnvironment] == env.Name {
+			revs[d.Labels[v1alpha1.LabelService]] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		}
+	}
+	for _, s := range sts {
+		if s.Labels[v1alpha1.LabelEnvironment] == env.Name {
+			revs[s.Labels[v1alpha1.LabelService]] = s.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
+		}
+	}
+	var out []metav1.PartialObjectMetadata
+	for _, svc := range env.Spec.Services {
+		for _, g := range svc.GeneratedSecrets {
+			out = append(out, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
+				Namespace: ns, Name: build.GeneratedSecretObjectName(v1alpha1.SitePrimary, svc.Name, g, revs[svc.Name])}})
+		}
+	}
+	return out
+}
+
 // gatherFenceState reads what PlanFence needs from the cluster.
 func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvironment) (FenceState, error) {
 	names := build.NamespaceNames(env)
@@ -526,19 +552,17 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		if err != nil && l.list == &secrets && apierrors.IsForbidden(err) {
 			// The responder role may not list Secrets, by design. The
 			// fence deletes only the Secrets careplane generated, whose
-			// names the spec gives: plan them as if they exist.
+			// names the spec and the workloads give: plan them as if they
+			// exist (below, once the workloads are read).
 			st.SecretsAssumed = true
-			for _, svc := range env.Spec.Services {
-				for _, g := range svc.GeneratedSecrets {
-					secrets.Items = append(secrets.Items, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
-						Namespace: names.Primary, Name: build.GeneratedSecretName(svc.Name, g)}})
-				}
-			}
 			continue
 		}
 		if err != nil {
 			return st, fmt.Errorf("listing %s of %s: %w", l.what, env.Name, err)
 		}
+	}
+	if st.SecretsAssumed {
+		secrets.Items = assumedSecrets(env, names.Primary, deps.Items, sts.Items)
 	}
 	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
 	st.StatefulSets, st.FrontEndpoints, st.Services = sts.Items, eps.Items, services.Items

@@ -3,8 +3,10 @@ package plugin
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -15,6 +17,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 
+	"github.com/careplane/careplane/api/v1alpha1"
+	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 )
 
@@ -66,5 +70,42 @@ func TestFenceStateReadsTheFrontsRoutes(t *testing.T) {
 				t.Errorf("the plan deletes Endpoints wales-111/referral: %v, want %v", deleted, tc.wantDelete)
 			}
 		})
+	}
+}
+
+// TestFenceStateAssumesTheSecretsTheWorkloadsName: a responder who may not
+// list Secrets still gets the fence's deletions of the generated ones, by
+// the names careplane gave them: a restored service's at its restore's
+// revision (as its Deployment runs it), one never restored by its own.
+func TestFenceStateAssumesTheSecretsTheWorkloadsName(t *testing.T) {
+	env := testEnv(nil)
+	const rev = "2026-12-07T21:00:00.5Z"
+	restored := &appsv1.Deployment{ObjectMeta: objMeta("wales-111-primary", "call-handling",
+		v1alpha1.LabelEnvironment, "wales-111", v1alpha1.LabelService, "call-handling")}
+	restored.Spec.Template.Annotations = map[string]string{build.AnnotationCredentialsRevision: rev}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(env.DeepCopy(), restored).
+		WithInterceptorFuncs(interceptor.Funcs{
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				if m, ok := list.(*metav1.PartialObjectMetadataList); ok && m.GetObjectKind().GroupVersionKind().Kind == "SecretList" {
+					return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("no rule"))
+				}
+				return c.List(ctx, list, opts...)
+			},
+		}).Build()
+	o := &options{client: c, disc: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}}
+	st, err := o.gatherFenceState(context.Background(), env)
+	if err != nil {
+		t.Fatalf("gatherFenceState: %v", err)
+	}
+	var deleted []string
+	for _, a := range PlanFence(st).Step(3) {
+		if a.Verb == fence.VerbDelete && a.Kind == "Secret" {
+			deleted = append(deleted, a.Name)
+		}
+	}
+	slices.Sort(deleted)
+	want := []string{build.GeneratedSecretObjectName(v1alpha1.SitePrimary, "call-handling", "db-password", rev), "referral.cad-key"}
+	if !st.SecretsAssumed || !slices.Equal(deleted, want) {
+		t.Errorf("assumed %v, the plan deletes Secrets %v; want assumed, %v", st.SecretsAssumed, deleted, want)
 	}
 }
