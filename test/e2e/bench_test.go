@@ -49,7 +49,8 @@ import (
 //	BENCH_PROFILE_DIR  a directory for CPU profiles of the operator and of
 //	                kube-apiserver over the first 30 s of the fleet fence and of
 //	                the fleet restore, and every request kube-apiserver
-//	                answered in each (<phase>-requests.txt)
+//	                answered in each (<phase>-requests.txt; floor-requests.txt
+//	                for the kubectl floor of the cold start)
 //
 // The data phase runs last, on environments of its own, so the rows above
 // it stay comparable with runs before it existed:
@@ -429,6 +430,7 @@ func TestBench(t *testing.T) {
 	var floorEnvs, fleetCopies, singleCopies []*v1alpha1.HealthEnvironment
 	var floorTimes []time.Duration
 	var floorAll, applied time.Duration
+	var floorCost string
 	if !p.quick {
 		floorFile := filepath.Join(t.TempDir(), "floor.yaml")
 		var b strings.Builder
@@ -453,6 +455,11 @@ func TestBench(t *testing.T) {
 			t.Fatal(err)
 		}
 		logf("floor: kubectl apply of %d namespaces, %d service accounts, %d Deployments", p.n, len(floorKeys), len(floorKeys))
+		cpuBefore := cpuByProcess()
+		reqBefore, err := apiRequests(ctx, clientset)
+		if err != nil {
+			t.Fatal(err)
+		}
 		t0 := time.Now()
 		if out, err := kubectlOutput("apply", "-f", floorFile); err != nil {
 			t.Fatalf("kubectl apply: %v\n%s", err, out[:min(len(out), 2000)])
@@ -464,6 +471,17 @@ func TestBench(t *testing.T) {
 		}
 		floorAll = summarize(floorTimes).max
 		logf("floor: kubectl returned after %s; all %d Deployments available after %s", applied.Round(time.Millisecond), len(floorKeys), floorAll.Round(time.Millisecond))
+		// What the floor costs, to set beside what the fleet restore costs
+		// (the restore's target is a ratio to this floor).
+		reqAvailable, err := apiRequests(ctx, clientset)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := writeRequests(p.profileDir, "floor", reqBefore, reqAvailable); err != nil {
+			t.Errorf("writing the floor's requests: %v", err)
+		}
+		floorCost = "Cold start, kubectl floor, until every Deployment is available: " + cpuSpent(cpuBefore, cpuByProcess(), time.Since(t0)) +
+			"; kube-apiserver answered " + requestsBetween(reqBefore, reqAvailable, 12) + "."
 	}
 
 	before := operatorProc(t)
@@ -510,6 +528,9 @@ func TestBench(t *testing.T) {
 			coldAll.Seconds(), p.n, 3*p.n, 30*p.n, floorAll.Seconds(), len(floorKeys), applied.Seconds(), coldAll.Seconds()/floorAll.Seconds()),
 		fmt.Sprintf("Operator during the cold start: %.1f CPU seconds, peak RSS %.1f MiB (idle %.1f MiB).",
 			after.cpu-before.cpu, float64(after.peak)/(1<<20), float64(idle.rss)/(1<<20)))
+	if floorCost != "" {
+		notes = append(notes, floorCost)
+	}
 
 	// --- Steady state and memory -------------------------------------------
 	if !p.quick {
