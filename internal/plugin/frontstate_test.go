@@ -43,20 +43,10 @@ func TestFenceStateReadsTheFrontsRoutes(t *testing.T) {
 		{name: "forbidden", forbidden: true, wantUnread: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(env.DeepCopy(), front.DeepCopy(), route.DeepCopy()).
-				WithInterceptorFuncs(interceptor.Funcs{
-					List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-						if _, ok := list.(*corev1.EndpointsList); ok && tc.forbidden { //nolint:staticcheck // the mirroring controller reads them
-							return apierrors.NewForbidden(schema.GroupResource{Resource: "endpoints"}, "", errors.New("no rule"))
-						}
-						return c.List(ctx, list, opts...)
-					},
-				}).Build()
-			o := &options{client: c, disc: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}}
-			st, err := o.gatherFenceState(context.Background(), env)
-			if err != nil {
-				t.Fatalf("gatherFenceState: %v", err)
-			}
+			st := gatherForbidding(t, env, func(list client.ObjectList) bool {
+				_, ok := list.(*corev1.EndpointsList) //nolint:staticcheck // the mirroring controller reads them
+				return ok && tc.forbidden
+			}, front.DeepCopy(), route.DeepCopy())
 			if st.FrontEndpointsUnread != tc.wantUnread || st.Front == nil || st.Front.UID != front.UID {
 				t.Errorf("FrontEndpointsUnread %v, Front %v; want %v, the front namespace", st.FrontEndpointsUnread, st.Front, tc.wantUnread)
 			}
@@ -83,20 +73,9 @@ func TestFenceStateAssumesTheSecretsTheWorkloadsName(t *testing.T) {
 	restored := &appsv1.Deployment{ObjectMeta: objMeta("wales-111-primary", "call-handling",
 		v1alpha1.LabelEnvironment, "wales-111", v1alpha1.LabelService, "call-handling")}
 	restored.Spec.Template.Annotations = map[string]string{build.AnnotationCredentialsRevision: rev}
-	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(env.DeepCopy(), restored).
-		WithInterceptorFuncs(interceptor.Funcs{
-			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-				if m, ok := list.(*metav1.PartialObjectMetadataList); ok && m.GetObjectKind().GroupVersionKind().Kind == "SecretList" {
-					return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, "", errors.New("no rule"))
-				}
-				return c.List(ctx, list, opts...)
-			},
-		}).Build()
-	o := &options{client: c, disc: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}}
-	st, err := o.gatherFenceState(context.Background(), env)
-	if err != nil {
-		t.Fatalf("gatherFenceState: %v", err)
-	}
+	st := gatherForbidding(t, env, func(list client.ObjectList) bool {
+		return list.GetObjectKind().GroupVersionKind().Kind == "SecretList"
+	}, restored)
 	var deleted []string
 	for _, a := range PlanFence(st).Step(3) {
 		if a.Verb == fence.VerbDelete && a.Kind == "Secret" {
@@ -108,4 +87,25 @@ func TestFenceStateAssumesTheSecretsTheWorkloadsName(t *testing.T) {
 	if !st.SecretsAssumed || !slices.Equal(deleted, want) {
 		t.Errorf("assumed %v, the plan deletes Secrets %v; want assumed, %v", st.SecretsAssumed, deleted, want)
 	}
+}
+
+// gatherForbidding gathers env's fence state from a cluster holding env and
+// objs, as a caller whose role may not list what forbidden says.
+func gatherForbidding(t *testing.T, env *v1alpha1.HealthEnvironment, forbidden func(client.ObjectList) bool, objs ...client.Object) FenceState {
+	t.Helper()
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(append([]client.Object{env.DeepCopy()}, objs...)...).
+		WithInterceptorFuncs(interceptor.Funcs{
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				if forbidden(list) {
+					return apierrors.NewForbidden(schema.GroupResource{Resource: list.GetObjectKind().GroupVersionKind().Kind}, "", errors.New("no rule"))
+				}
+				return c.List(ctx, list, opts...)
+			},
+		}).Build()
+	o := &options{client: c, disc: &fakediscovery.FakeDiscovery{Fake: &clienttesting.Fake{}}}
+	st, err := o.gatherFenceState(context.Background(), env)
+	if err != nil {
+		t.Fatalf("gatherFenceState: %v", err)
+	}
+	return st
 }
