@@ -82,6 +82,7 @@ func (r *HealthEnvironmentReconciler) readRecord(ctx context.Context, s *scope) 
 	}
 	if metav1.IsControlledBy(ns, s.env) {
 		s.dataGen = ns.Annotations[v1alpha1.AnnotationDataGeneration]
+		s.credentials = build.PrimaryCredentials(ns)
 		s.holdsEvidence = ns.Labels[build.LabelHoldsEvidence] == "true"
 	}
 	if rec.Present() && !metav1.IsControlledBy(ns, s.env) {
@@ -596,7 +597,7 @@ func (r *HealthEnvironmentReconciler) stopDeployment(ctx context.Context, s *sco
 	err := r.Client.Get(ctx, key, cur, readOnly)
 	switch {
 	case apierrors.IsNotFound(err):
-		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, build.CredentialsAt(s.record.ID))
+		dep := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, s.record.ID)
 		dep.Spec.WithReplicas(0)
 		return r.apply(ctx, dep, &appsv1.Deployment{})
 	case err != nil:

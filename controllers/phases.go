@@ -230,8 +230,12 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	if err != nil {
 		return err
 	}
+	rev := credentialsRevision(w)
+	if site == v1alpha1.SitePrimary {
+		rev = s.primaryCredentials()
+	}
 	for _, name := range svc.GeneratedSecrets {
-		if err := r.ensureSecret(ctx, s, site, ns, svc, name, credentialsRevision(w)); err != nil {
+		if err := r.ensureSecret(ctx, s, site, ns, svc, name, rev); err != nil {
 			return err
 		}
 	}
@@ -239,7 +243,6 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 	if site == v1alpha1.SiteStandby && svc.Stateful() && s.standbyHold {
 		replicas = ptrTo(int32(0)) // its claims are being replaced
 	}
-	rev := credentialsRevision(w)
 	if site == v1alpha1.SiteStandby && s.standbyRotation != "" {
 		// A fence rotated the standby's credentials: its pods roll onto
 		// them, with a surge, once traffic is on record on the standby.
@@ -251,11 +254,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 			s.requeue(time.Second)
 		}
 	}
-	creds, err := r.credentialsOf(ctx, s, site, ns, svc, rev)
-	if err != nil {
-		return err
-	}
-	if err := r.applyWorkload(ctx, s, site, ns, svc, creds, replicas); err != nil {
+	if err := r.applyWorkload(ctx, s, site, ns, svc, rev, replicas); err != nil {
 		return err
 	}
 	if err := r.apply(ctx, build.Service(env, ns, svc), &corev1.Service{}); err != nil {
@@ -273,7 +272,7 @@ func (r *HealthEnvironmentReconciler) reconcileService(ctx context.Context, s *s
 }
 
 // ensureSecret creates generated secret name of svc on site, at credentials
-// revision rev (that of svc's workload) in the primary, with a random value
+// revision rev (the primary's) in the primary, with a random value
 // when it does not exist. An existing value is never overwritten here:
 // rotation is a restore's job. The value is never logged.
 func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, name, rev string) error {

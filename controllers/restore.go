@@ -149,7 +149,7 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 		if svc.Stateful() {
 			// A new StatefulSet of the restore's generation, on the
 			// restored claims it adopts.
-			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, build.CredentialsAt(rec.RestoreID), nil); err != nil {
+			if err := r.applyWorkload(ctx, s, v1alpha1.SitePrimary, ns, svc, rec.RestoreID, nil); err != nil {
 				return err
 			}
 			wl, err := r.readWorkloadAs(ctx, ns, svc, s.statefulSetName(v1alpha1.SitePrimary, svc))
@@ -222,10 +222,18 @@ func (r *HealthEnvironmentReconciler) reconcileRestore(ctx context.Context, s *s
 	// their names. The data finalizer that keeps them goes on in the write
 	// that takes the fence's off (releaseFence): until then the fence's
 	// holds the environment, and a deletion meanwhile keeps them too
-	// (retainData).
-	if err := w.writeRecord(ctx, nsObj, fence.Record{}, evidenceMarks(nsObj, evidence)); err != nil {
+	// (retainData). The same write records the restore's credentials
+	// revision, which the primary then runs (scope.primaryCredentials):
+	// what reads the record reads it too.
+	marks := evidenceMarks(nsObj, evidence)
+	if marks.annotations == nil {
+		marks.annotations = map[string]any{}
+	}
+	marks.annotations[build.AnnotationCredentialsRevision] = rec.RestoreID
+	if err := w.writeRecord(ctx, nsObj, fence.Record{}, marks); err != nil {
 		return false, err
 	}
+	s.credentials = rec.RestoreID
 	s.holdsEvidence = s.holdsEvidence || len(evidence) > 0
 	r.cleaned.forget(s.env.Name)
 	return true, nil
@@ -346,7 +354,7 @@ func (c *cleanedMemory) forget(name string) {
 // changed, beside careplane's apply, so a field a later spec drops would
 // stay (TestARestoreRebuildsTheDeploymentWhole).
 func (r *HealthEnvironmentReconciler) rebuildDeployment(ctx context.Context, s *scope, ns string, svc v1alpha1.Service, rev string) (*appsv1.Deployment, error) {
-	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, build.CredentialsAt(rev))
+	want := build.Deployment(s.env, v1alpha1.SitePrimary, ns, svc, rev)
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	cached := &appsv1.Deployment{}
 	if err := r.Client.Get(ctx, key, cached, readOnly); err == nil && cached.Spec.Template.Annotations[build.AnnotationCredentialsRevision] == rev {
@@ -509,6 +517,9 @@ func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope
 	if err == nil && cur.Annotations[build.AnnotationCredentialsRevision] == rev {
 		return nil
 	}
+	if site == v1alpha1.SitePrimary && apierrors.IsNotFound(err) {
+		return r.createRotated(ctx, s, key, svc, name, rev)
+	}
 	if err == nil {
 		if err := r.deleteIfExists(ctx, cur); err != nil {
 			return err
@@ -524,6 +535,45 @@ func (r *HealthEnvironmentReconciler) rotateSecret(ctx context.Context, s *scope
 	r.Applier.Forget(want)
 	if _, err := r.Applier.Apply(ctx, want, ""); err != nil {
 		return fmt.Errorf("writing secret %s: %w", klog.KRef(key.Namespace, key.Name), err)
+	}
+	return nil
+}
+
+// createRotated creates the primary's Secret at key, generated secret name
+// of svc at revision rev (a name of that revision's own), with a new random
+// value, and never replaces it: a later pass whose cache has not seen the
+// create yet finds it there (AlreadyExists), so that no second value
+// replaces the first under the rebuilt pods that read it.
+func (r *HealthEnvironmentReconciler) createRotated(ctx context.Context, s *scope, key client.ObjectKey, svc v1alpha1.Service, name, rev string) error {
+	value, err := r.Secrets()
+	if err != nil {
+		return fmt.Errorf("generating secret %s: %w", key, err)
+	}
+	ac := build.GeneratedSecret(s.env, key.Namespace, svc, name, rev, value)
+	raw, err := json.Marshal(ac)
+	if err != nil {
+		return fmt.Errorf("encoding secret %s: %w", key, err)
+	}
+	sec := &corev1.Secret{}
+	if err := json.Unmarshal(raw, sec); err != nil {
+		return fmt.Errorf("encoding secret %s: %w", key, err)
+	}
+	err = r.Client.Create(ctx, sec, client.FieldOwner(fieldOwner))
+	if !apierrors.IsAlreadyExists(err) {
+		if err != nil {
+			return fmt.Errorf("writing secret %s: %w", key, err)
+		}
+		return nil
+	}
+	// There already: this restore's, or one only a responder could have
+	// made in the frozen namespace, which the next pass replaces.
+	live := &metav1.PartialObjectMetadata{}
+	live.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	if err := r.APIReader.Get(ctx, key, live); err != nil {
+		return fmt.Errorf("reading secret %s: %w", key, err)
+	}
+	if live.Annotations[build.AnnotationCredentialsRevision] != rev {
+		return fmt.Errorf("secret %s exists but is not of credentials revision %s: replaced on the next pass", key, rev)
 	}
 	return nil
 }

@@ -516,10 +516,10 @@ func TestARestoreRebuildsTheDeploymentWhole(t *testing.T) {
 // TestARestoreRotatesIntoSecretsOfTheirOwn: the credentials a restore
 // rotates are Secrets of new names, which no pod made before it names (the
 // kubelet would serve an evidence pod whatever Secret has the name it
-// gives); the Secrets of the fenced revision do not come back. A service
-// added after the restore starts on the initial revision, and a service
-// reads another's secret (secretsFrom) at that service's revision, both
-// ways. Every Deployment names Secrets that exist, and only those remain.
+// gives); the Secrets of the fenced revision do not come back. The primary
+// then runs the restore's revision, as its Namespace records it: a service
+// added after the restore, a Deployment the tenant deletes or re-annotates,
+// all come back on it, never on the names from before the restore.
 func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 	ctx := context.Background()
 	const name = "own-secrets"
@@ -531,7 +531,7 @@ func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 	named := func(dep string) []string {
 		d := &appsv1.Deployment{}
 		if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: dep}, d); err != nil {
-			t.Fatal(err)
+			return []string{err.Error()}
 		}
 		var out []string
 		for _, v := range d.Spec.Template.Spec.Volumes {
@@ -570,10 +570,17 @@ func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 	})
 	setDeploymentsReady(t, ctx, ns)
 	waitCondition(t, name, v1alpha1.ConditionFenced, "False", v1alpha1.ReasonNotFenced)
-	at := func(svc, secret, rev string) string {
+	nsObj := &corev1.Namespace{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+		t.Fatal(err)
+	}
+	if got := nsObj.Annotations[build.AnnotationCredentialsRevision]; got != rev {
+		t.Errorf("the lifted namespace records credentials revision %q, want the restore's %q", got, rev)
+	}
+	at := func(svc, secret string) string {
 		return build.GeneratedSecretObjectName(v1alpha1.SitePrimary, svc, secret, rev)
 	}
-	if got, want := named("call-handling"), []string{at("call-handling", "db-password", rev), at("referral", "cad-key", rev)}; !slices.Equal(got, want) {
+	if got, want := named("call-handling"), []string{at("call-handling", "db-password"), at("referral", "cad-key")}; !slices.Equal(got, want) {
 		t.Errorf("after the restore call-handling names %v, want the restore's %v", got, want)
 	}
 	for _, old := range []string{"call-handling.db-password", "referral.cad-key"} {
@@ -592,18 +599,14 @@ func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 		e.Spec.Services[0].SecretsFrom = append(e.Spec.Services[0].SecretsFrom, v1alpha1.SecretFrom{Service: "audit", Secret: "audit-key"})
 	})
 	want := map[string][]string{
-		"audit":         {"audit.audit-key", at("referral", "cad-key", rev)},
-		"call-handling": {"audit.audit-key", at("call-handling", "db-password", rev), at("referral", "cad-key", rev)},
-		"referral":      {at("referral", "cad-key", rev)},
+		"audit":         {at("audit", "audit-key"), at("referral", "cad-key")},
+		"call-handling": {at("audit", "audit-key"), at("call-handling", "db-password"), at("referral", "cad-key")},
+		"referral":      {at("referral", "cad-key")},
 	}
-	eventually(t, 20*time.Second, "every Deployment names the Secrets of its services' revisions, and only those remain", func(ctx context.Context) (bool, string, error) {
-		var deps appsv1.DeploymentList
-		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
-			return false, "", err
-		}
+	onTheRestoresRevision := func(ctx context.Context) (bool, string, error) {
 		got := map[string][]string{}
-		for _, d := range deps.Items {
-			got[d.Name] = named(d.Name)
+		for dep := range want {
+			got[dep] = named(dep)
 		}
 		var secrets corev1.SecretList
 		if err := k8sClient.List(ctx, &secrets, client.InNamespace(ns)); err != nil {
@@ -614,10 +617,27 @@ func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 			have = append(have, sec.Name)
 		}
 		slices.Sort(have)
-		wantHave := []string{"audit.audit-key", at("call-handling", "db-password", rev), at("referral", "cad-key", rev)}
-		return reflect.DeepEqual(got, want) && slices.Equal(have, wantHave),
+		return reflect.DeepEqual(got, want) && slices.Equal(have, want["call-handling"]),
 			fmt.Sprintf("Deployments name %v; Secrets %v", got, have), nil
-	})
+	}
+	eventually(t, 20*time.Second, "every Deployment names the Secrets of the restore's revision, and only those remain", onTheRestoresRevision)
+
+	// The tenant's pipeline (edit) deletes one of careplane's Deployments
+	// and re-annotates another as never restored.
+	if err := k8sClient.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "referral"}}); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"spec":{"template":{"metadata":{"annotations":{"` + build.AnnotationCredentialsRevision + `":"` + build.InitialCredentials + `"}}}}}`)
+	if err := k8sClient.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "audit"}},
+		client.RawPatch(types.StrategicMergePatchType, patch), client.FieldOwner("tenant-pipeline")); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "both back on the restore's revision", onTheRestoresRevision)
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+		if ok, why, err := onTheRestoresRevision(ctx); err != nil || !ok {
+			t.Fatalf("back off the restore's revision: %s %v", why, err)
+		}
+	}
 }
 
 // fenceAndRestoreUntilRebuilt fences env (created Ready at ipBase) for

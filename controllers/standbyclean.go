@@ -249,13 +249,13 @@ func (r *HealthEnvironmentReconciler) standbyDesired(ctx context.Context, s *sco
 			if err != nil {
 				return nil, nil, err
 			}
-			return build.Deployment(s.env, v1alpha1.SiteStandby, ns, svc, build.CredentialsAt(credentialsRevision(w))), &appsv1.Deployment{}, nil
+			return build.Deployment(s.env, v1alpha1.SiteStandby, ns, svc, credentialsRevision(w)), &appsv1.Deployment{}, nil
 		case a.Kind == "StatefulSet" && svc.Stateful():
 			w, err := r.readWorkload(ctx, ns, svc)
 			if err != nil {
 				return nil, nil, err
 			}
-			return build.StatefulSetOfGeneration(s.env, v1alpha1.SiteStandby, ns, svc, build.CredentialsAt(credentialsRevision(w)), s.dataGenOf(v1alpha1.SiteStandby)),
+			return build.StatefulSetOfGeneration(s.env, v1alpha1.SiteStandby, ns, svc, credentialsRevision(w), s.dataGenOf(v1alpha1.SiteStandby)),
 				&appsv1.StatefulSet{}, nil
 		}
 	}

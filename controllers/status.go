@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"sync"
@@ -58,6 +59,9 @@ type scope struct {
 	// secretNames are the names of the generated Secrets this pass wrote
 	// workloads to read, by site: what prune keeps.
 	secretNames map[v1alpha1.Site]sets.Set[string]
+	// credentials is the credentials revision of the primary, as its
+	// Namespace records it (build.PrimaryCredentials); "" before it is read.
+	credentials string
 	// stalled names Deployments that report they cannot make progress.
 	stalled []string
 
@@ -228,6 +232,17 @@ func credentialsRevision(w *workload) string {
 		return w.credentialsRevision
 	}
 	return build.InitialCredentials
+}
+
+// primaryCredentials is the credentials revision every workload of the
+// primary runs outside a restore (which rebuilds on its own), as its
+// Namespace records it (build.PrimaryCredentials): not each workload's
+// own, since a workload replaced (a StatefulSet whose claims grew, a
+// service added, a Deployment the tenant deleted or re-annotated) must not
+// fall back to the initial revision, whose Secret names are those the
+// evidence pods of a first fence mount.
+func (s *scope) primaryCredentials() string {
+	return cmp.Or(s.credentials, build.InitialCredentials)
 }
 
 // keepSecret records that this pass wrote workloads of site to read the

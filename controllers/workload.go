@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"slices"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -99,49 +98,19 @@ func statefulSetWorkload(ss *appsv1.StatefulSet) *workload {
 	return w
 }
 
-// credentialsOf is what svc's workload on site, at credentials revision
-// rev, reads: its own generated Secrets at rev, and in the primary each
-// Secret of another service (secretsFrom) at the revision that service's
-// workload runs, as the cache holds it. A service added after a restore
-// starts at the initial revision while the others stay at the restore's.
-// The standby's names do not change with the revision
-// (build.GeneratedSecretObjectName).
-func (r *HealthEnvironmentReconciler) credentialsOf(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, rev string) (build.Credentials, error) {
-	creds := build.CredentialsAt(rev)
-	if site != v1alpha1.SitePrimary {
-		return creds, nil
-	}
-	for _, f := range svc.SecretsFrom {
-		i := slices.IndexFunc(s.servicesFor(site), func(o v1alpha1.Service) bool { return o.Name == f.Service })
-		if i < 0 {
-			continue // the spec's validation refuses it
-		}
-		from := s.servicesFor(site)[i]
-		w, err := r.readWorkloadAs(ctx, ns, from, s.statefulSetName(site, from))
-		if err != nil {
-			return creds, err
-		}
-		if creds.Of == nil {
-			creds.Of = map[string]string{}
-		}
-		creds.Of[from.Name] = credentialsRevision(w)
-	}
-	return creds, nil
-}
-
 // applyWorkload writes svc's workload in ns on site, for credentials
-// creds, with replicas when not nil (a fence's zero) or the
+// revision rev, with replicas when not nil (a fence's zero) or the
 // service's: a StatefulSet with its claims for a service with volumes, a
 // Deployment otherwise. The other kind of the same name, left from before
 // the service gained or lost its volumes, is deleted (its claims stay: the
 // StatefulSet retains them).
-func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, creds build.Credentials, replicas *int32) error {
+func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scope, site v1alpha1.Site, ns string, svc v1alpha1.Service, rev string, replicas *int32) error {
 	key := client.ObjectKey{Namespace: ns, Name: svc.Name}
 	if !svc.Stateful() {
 		if err := r.deleteCached(ctx, client.ObjectKey{Namespace: ns, Name: s.statefulSetName(site, svc)}, &appsv1.StatefulSet{}); err != nil {
 			return err
 		}
-		dep := build.Deployment(s.env, site, ns, svc, creds)
+		dep := build.Deployment(s.env, site, ns, svc, rev)
 		if replicas != nil {
 			dep.Spec.WithReplicas(*replicas)
 		}
@@ -151,7 +120,7 @@ func (r *HealthEnvironmentReconciler) applyWorkload(ctx context.Context, s *scop
 		return err
 	}
 	key.Name = s.statefulSetName(site, svc)
-	want := build.StatefulSetOfGeneration(s.env, site, ns, svc, creds, s.dataGenOf(site))
+	want := build.StatefulSetOfGeneration(s.env, site, ns, svc, rev, s.dataGenOf(site))
 	if replicas != nil {
 		want.Spec.WithReplicas(*replicas)
 	}
@@ -265,11 +234,7 @@ func (r *HealthEnvironmentReconciler) stopStatefulSet(ctx context.Context, s *sc
 	default:
 		rev = live.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
 	}
-	creds, err := r.credentialsOf(ctx, s, v1alpha1.SitePrimary, ns, svc, rev)
-	if err != nil {
-		return err
-	}
-	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, creds, s.dataGen)
+	want := build.StatefulSetOfGeneration(s.env, v1alpha1.SitePrimary, ns, svc, rev, s.dataGen)
 	want.Spec.WithReplicas(0)
 	return r.apply(ctx, want, &appsv1.StatefulSet{})
 }

@@ -122,7 +122,7 @@ func checkEnvironment(t *testing.T, env *v1alpha1.HealthEnvironment, endpoints [
 		}
 		fromRevision, fromSpec := SiteServices(templates, site), ServicesForSite(env, site)
 		for i := range fromSpec {
-			if !equalJSON(Deployment(env, site, ns, fromRevision[i], CredentialsAt("1")), Deployment(env, site, ns, fromSpec[i], CredentialsAt("1"))) {
+			if !equalJSON(Deployment(env, site, ns, fromRevision[i], "1"), Deployment(env, site, ns, fromSpec[i], "1")) {
 				t.Fatalf("%s: the revision's %s gives another Deployment than the spec's", site, fromSpec[i].Name)
 			}
 		}
@@ -177,7 +177,7 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 		}
 		var tmpl corev1.PodTemplateSpec
 		if svc.Stateful() {
-			ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, site, ns, svc, CredentialsAt("1")))
+			ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, site, ns, svc, "1"))
 			checkWorkload(t, "StatefulSet", ss.ObjectMeta, ss.Spec.Selector, *ss.Spec.Replicas, ss.Spec.Template)
 			for _, c := range ss.Spec.VolumeClaimTemplates {
 				if errs := validation.IsDNS1123Label(c.Name); len(errs) > 0 || c.Labels[v1alpha1.LabelEnvironment] != env.Name {
@@ -189,7 +189,7 @@ func checkSite(t *testing.T, env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 			}
 			tmpl = ss.Spec.Template
 		} else {
-			d := toTyped[appsv1.Deployment](t, Deployment(env, site, ns, svc, CredentialsAt("1")))
+			d := toTyped[appsv1.Deployment](t, Deployment(env, site, ns, svc, "1"))
 			checkDeployment(t, d)
 			tmpl = d.Spec.Template
 		}
@@ -374,7 +374,7 @@ func buildAll(env *v1alpha1.HealthEnvironment, endpoints []Endpoint) []any {
 		ns := SiteNamespace(env, site)
 		out = append(out, NetworkPolicies(env, site, ns))
 		for _, svc := range ServicesForSite(env, site) {
-			out = append(out, ServiceAccount(env, ns, svc), Deployment(env, site, ns, svc, CredentialsAt("1")), Service(env, ns, svc),
+			out = append(out, ServiceAccount(env, ns, svc), Deployment(env, site, ns, svc, "1"), Service(env, ns, svc),
 				PodDisruptionBudget(env, ns, svc), FrontService(env, svc), FrontEndpointSlice(env, svc, site, endpoints))
 			for _, g := range sortedUnique(svc.GeneratedSecrets) {
 				out = append(out, GeneratedSecret(env, ns, svc, g, "", []byte("fuzz")))

@@ -53,7 +53,7 @@ func careRecords() *v1alpha1.HealthEnvironment {
 func TestStatefulSet(t *testing.T) {
 	env := careRecords()
 	svc := service(t, env, "document-store")
-	ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("r1")))
+	ss := toTyped[appsv1.StatefulSet](t, StatefulSet(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "r1"))
 	checkMeta(t, ss.TypeMeta, ss.ObjectMeta, "apps/v1", "StatefulSet", "document-store", "wales-111-primary",
 		map[string]string{"app.kubernetes.io/managed-by": "careplane", "careplane.io/environment": "wales-111",
 			"careplane.io/site": "primary", "careplane.io/service": "document-store", "app.kubernetes.io/name": "document-store"})
@@ -108,7 +108,7 @@ func TestStatefulSet(t *testing.T) {
 
 func TestSecretsFrom(t *testing.T) {
 	env := careRecords()
-	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, service(t, env, "records-api"), CredentialsAt("")))
+	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, service(t, env, "records-api"), ""))
 	c := tmpl.Spec.Containers[0]
 	var mount *corev1.VolumeMount
 	for i := range c.VolumeMounts {
@@ -145,7 +145,7 @@ func TestPortsTCPAndUDP(t *testing.T) {
 	api := service(t, env, "records-api")
 	want := []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}, {Name: "syslog", ContainerPort: 514, Protocol: corev1.ProtocolUDP}}
 
-	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, CredentialsAt("")))
+	tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, ""))
 	if got := tmpl.Spec.Containers[0].Ports; !slices.Equal(got, want) {
 		t.Errorf("container ports = %+v, want %+v", got, want)
 	}
@@ -207,23 +207,20 @@ func TestPortsTCPAndUDP(t *testing.T) {
 	}
 }
 
-// TestSecretsFromFollowTheirServicesRevision: a service reads another's
-// generated secret at that service's revision, which may not be its own
-// (a service added after a restore starts at none), at a mount path that
-// does not change with it.
-func TestSecretsFromFollowTheirServicesRevision(t *testing.T) {
+// TestSecretsFromAtTheRevisionItRuns: a service reads another's generated
+// secret at the credentials revision it runs (every service of a site runs
+// one), at a mount path that does not change with it.
+func TestSecretsFromAtTheRevisionItRuns(t *testing.T) {
 	env := careRecords()
 	api := service(t, env, "records-api")
 	for _, tt := range []struct {
-		creds Credentials
-		want  string
+		rev, want string
 	}{
-		{CredentialsAt(""), "document-store.db-password"},
-		{CredentialsAt("r1"), GeneratedSecretObjectName(v1alpha1.SitePrimary, "document-store", "db-password", "r1")},
-		{Credentials{Revision: "r1", Of: map[string]string{"document-store": ""}}, "document-store.db-password"},
-		{Credentials{Revision: "", Of: map[string]string{"document-store": "r2"}}, GeneratedSecretObjectName(v1alpha1.SitePrimary, "document-store", "db-password", "r2")},
+		{"", "document-store.db-password"},
+		{InitialCredentials, "document-store.db-password"},
+		{"r1", GeneratedSecretObjectName(v1alpha1.SitePrimary, "document-store", "db-password", "r1")},
 	} {
-		tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, tt.creds))
+		tmpl := toTyped[corev1.PodTemplateSpec](t, PodTemplate(env, v1alpha1.SitePrimary, api, tt.rev))
 		var got []string
 		for _, v := range tmpl.Spec.Volumes {
 			if v.Secret != nil {
@@ -236,7 +233,7 @@ func TestSecretsFromFollowTheirServicesRevision(t *testing.T) {
 			}
 		}
 		if len(got) != 2 || got[0] != tt.want || got[1] != tt.want {
-			t.Errorf("%+v: the volume and variable name Secrets %v, want %s", tt.creds, got, tt.want)
+			t.Errorf("revision %q: the volume and variable name Secrets %v, want %s", tt.rev, got, tt.want)
 		}
 		var paths []string
 		for _, m := range tmpl.Spec.Containers[0].VolumeMounts {
@@ -245,7 +242,7 @@ func TestSecretsFromFollowTheirServicesRevision(t *testing.T) {
 			}
 		}
 		if !slices.Equal(paths, []string{SecretsPath + "/document-store.db-password"}) {
-			t.Errorf("%+v: secret mounts %v, want only %s/document-store.db-password", tt.creds, paths, SecretsPath)
+			t.Errorf("revision %q: secret mounts %v, want only %s/document-store.db-password", tt.rev, paths, SecretsPath)
 		}
 	}
 }

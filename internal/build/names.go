@@ -5,6 +5,8 @@ import (
 	"encoding/hex"
 	"strings"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/careplane/careplane/api/v1alpha1"
 )
 
@@ -178,6 +180,21 @@ func GeneratedSecretObjectName(site v1alpha1.Site, svc, name, rev string) string
 // credentials no fence or restore has rotated.
 const InitialCredentials = "initial"
 
+// PrimaryCredentials is the credentials revision the primary site runs, as
+// its Namespace ns records it (AnnotationCredentialsRevision, written by the
+// restore that lifted the last fence), or InitialCredentials: every
+// workload there runs it, and every generated Secret there is named by it.
+// The Namespace's, where the tenant does not write, not each workload's own,
+// which a replaced or re-annotated workload would lose.
+func PrimaryCredentials(ns metav1.Object) string {
+	if ns != nil {
+		if rev := ns.GetAnnotations()[AnnotationCredentialsRevision]; rev != "" {
+			return rev
+		}
+	}
+	return InitialCredentials
+}
+
 // Rotated says credentials revision rev is one a fence or restore rotated
 // the credentials to.
 func Rotated(rev string) bool { return rev != "" && rev != InitialCredentials }
@@ -188,12 +205,17 @@ func Rotated(rev string) bool { return rev != "" && rev != InitialCredentials }
 const revisionHashLen = 10
 
 // IsGeneratedSecretObject says a Secret named object holds generated secret
-// name of service svc at some credentials revision (GeneratedSecretObjectName).
-// The parts of a name are DNS labels, which have no dots.
+// name of service svc at some credentials revision (GeneratedSecretObjectName):
+// <svc>.<name>, or that and a dot and the hash's hex digits. The parts of a
+// name are DNS labels, which have no dots; another suffix is someone else's
+// Secret (<svc>.<name>.bak).
 func IsGeneratedSecretObject(object, svc, name string) bool {
-	base := GeneratedSecretName(svc, name)
-	rest, ok := strings.CutPrefix(object, base)
-	return ok && (rest == "" || (strings.HasPrefix(rest, ".") && !strings.Contains(rest[1:], ".") && len(rest) > 1))
+	rest, ok := strings.CutPrefix(object, GeneratedSecretName(svc, name))
+	if !ok || rest == "" {
+		return ok
+	}
+	hash, ok := strings.CutPrefix(rest, ".")
+	return ok && len(hash) == revisionHashLen && strings.Trim(hash, "0123456789abcdef") == ""
 }
 
 // FrontEndpointSliceName returns the name of the EndpointSlice careplane

@@ -180,8 +180,8 @@ func TestServicesFromRevisionRoundTrip(t *testing.T) {
 	}
 	env := env111()
 	for _, s := range services {
-		fromRevision := mustJSON(Deployment(env, v1alpha1.SiteStandby, "wales-111-standby", s, CredentialsAt("1")))
-		fromSpec := mustJSON(Deployment(env, v1alpha1.SiteStandby, "wales-111-standby", service(t, env, s.Name), CredentialsAt("1")))
+		fromRevision := mustJSON(Deployment(env, v1alpha1.SiteStandby, "wales-111-standby", s, "1"))
+		fromSpec := mustJSON(Deployment(env, v1alpha1.SiteStandby, "wales-111-standby", service(t, env, s.Name), "1"))
 		if fromRevision != fromSpec {
 			t.Errorf("%s: Deployment from the revision differs from the spec's:\n%s\n%s", s.Name, fromRevision, fromSpec)
 		}

@@ -57,12 +57,12 @@ func ServiceAccount(env *v1alpha1.HealthEnvironment, namespace string, svc v1alp
 // round to the same for one replica) apply. The caller overrides replicas
 // (for example to zero for a fence or a Cold standby) with
 // Spec.WithReplicas on the result.
-func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials) *appsv1ac.DeploymentApplyConfiguration {
+func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.DeploymentApplyConfiguration {
 	spec := appsv1ac.DeploymentSpec().
 		WithReplicas(svc.ReplicaCount()).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
 		WithRevisionHistoryLimit(RevisionHistoryLimit).
-		WithTemplate(PodTemplate(env, site, svc, creds))
+		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
 	if svc.ReplicaCount() > 1 {
 		spec.WithStrategy(appsv1ac.DeploymentStrategy().
 			WithType(appsv1.RollingUpdateDeploymentStrategyType).
@@ -90,8 +90,8 @@ func Deployment(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace s
 // its business. The claim templates of a StatefulSet cannot change: the
 // caller replaces the StatefulSet (orphaning its pods and claims) when they
 // must.
-func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials) *appsv1ac.StatefulSetApplyConfiguration {
-	return StatefulSetOfGeneration(env, site, namespace, svc, creds, "")
+func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision string) *appsv1ac.StatefulSetApplyConfiguration {
+	return StatefulSetOfGeneration(env, site, namespace, svc, credentialsRevision, "")
 }
 
 // StatefulSetOfGeneration is StatefulSet in data generation gen: named
@@ -99,7 +99,7 @@ func StatefulSet(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace 
 // its claims <volume>-<name>-<ordinal>. Its selector and headless Service
 // name stay the service's: Services select its pods by label, and evidence
 // pods no longer carry the service label.
-func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, creds Credentials, gen string) *appsv1ac.StatefulSetApplyConfiguration {
+func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, namespace string, svc v1alpha1.Service, credentialsRevision, gen string) *appsv1ac.StatefulSetApplyConfiguration {
 	spec := appsv1ac.StatefulSetSpec().
 		WithReplicas(svc.ReplicaCount()).
 		WithSelector(metav1ac.LabelSelector().WithMatchLabels(SelectorLabels(env, svc.Name))).
@@ -110,7 +110,7 @@ func StatefulSetOfGeneration(env *v1alpha1.HealthEnvironment, site v1alpha1.Site
 		WithPersistentVolumeClaimRetentionPolicy(appsv1ac.StatefulSetPersistentVolumeClaimRetentionPolicy().
 			WithWhenDeleted(appsv1.RetainPersistentVolumeClaimRetentionPolicyType).
 			WithWhenScaled(appsv1.RetainPersistentVolumeClaimRetentionPolicyType)).
-		WithTemplate(PodTemplate(env, site, svc, creds))
+		WithTemplate(PodTemplate(env, site, svc, credentialsRevision))
 	for _, v := range svc.Volumes {
 		spec.WithVolumeClaimTemplates(ClaimTemplate(env, site, svc, v))
 	}
@@ -191,12 +191,13 @@ func StatefulSetName(svc, gen string) string {
 // writable emptyDir at /tmp). Each generated secret G of svc is mounted
 // read-only at SecretsPath/G; each secret S that svc reads from service O
 // (secretsFrom) at SecretsPath/O.S, and as an environment variable when
-// asked; each names its Secret at the revision creds gives
-// (GeneratedSecretObjectName). Each volume is mounted at its mount path.
-// The template is annotated with creds.Revision (when not empty), so
-// rotating credentials rolls the pods. On the standby site the pods get
+// asked; each names its Secret at credentialsRevision
+// (GeneratedSecretObjectName): every service of a site runs one revision.
+// Each volume is mounted at its mount path. The template is annotated with
+// credentialsRevision (when not empty), so rotating credentials rolls the
+// pods. On the standby site the pods get
 // spec.failover.placement's node selector and tolerations.
-func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, creds Credentials) *corev1ac.PodTemplateSpecApplyConfiguration {
+func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alpha1.Service, credentialsRevision string) *corev1ac.PodTemplateSpecApplyConfiguration {
 	container := corev1ac.Container().
 		WithName(svc.Name).
 		WithImage(svc.Image).
@@ -241,12 +242,12 @@ func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alph
 
 	// Sorted so that reordering generatedSecrets (a set) changes nothing.
 	for _, g := range sortedUnique(svc.GeneratedSecrets) {
-		mountSecret(pod, container, SecretVolumePrefix+g, GeneratedSecretObjectName(site, svc.Name, g, creds.Revision), SecretsPath+"/"+g)
+		mountSecret(pod, container, SecretVolumePrefix+g, GeneratedSecretObjectName(site, svc.Name, g, credentialsRevision), SecretsPath+"/"+g)
 	}
 	for i, f := range sortedSecretsFrom(svc.SecretsFrom) {
 		// Numbered: <service>-<secret> could be longer than a volume
 		// name may be, or equal one of the service's own.
-		object := GeneratedSecretObjectName(site, f.Service, f.Secret, creds.of(f.Service))
+		object := GeneratedSecretObjectName(site, f.Service, f.Secret, credentialsRevision)
 		mountSecret(pod, container, fmt.Sprintf("%sfrom-%d", SecretVolumePrefix, i), object, SecretsPath+"/"+GeneratedSecretName(f.Service, f.Secret))
 		if f.EnvVar != "" {
 			container.WithEnv(corev1ac.EnvVar().WithName(f.EnvVar).
@@ -273,34 +274,10 @@ func PodTemplate(env *v1alpha1.HealthEnvironment, site v1alpha1.Site, svc v1alph
 	template := corev1ac.PodTemplateSpec().
 		WithLabels(ServiceLabels(env, SiteLabel(site), svc.Name)).
 		WithSpec(pod)
-	if creds.Revision != "" {
-		template.WithAnnotations(map[string]string{AnnotationCredentialsRevision: creds.Revision})
+	if credentialsRevision != "" {
+		template.WithAnnotations(map[string]string{AnnotationCredentialsRevision: credentialsRevision})
 	}
 	return template
-}
-
-// Credentials is the revision of the credentials a pod template is for.
-type Credentials struct {
-	// Revision is the workload's own: annotated on its pod template
-	// (AnnotationCredentialsRevision), so that rotating credentials rolls
-	// its pods, and the revision of the generated Secrets it mounts
-	// (GeneratedSecretObjectName).
-	Revision string
-	// Of is the revision of the generated Secrets of each service the
-	// workload reads from (secretsFrom) that is not at Revision: one added
-	// after a restore starts at none.
-	Of map[string]string
-}
-
-// CredentialsAt is revision rev for the workload and every secret it reads,
-// as a restore rebuilds them.
-func CredentialsAt(rev string) Credentials { return Credentials{Revision: rev} }
-
-func (c Credentials) of(svc string) string {
-	if rev, ok := c.Of[svc]; ok {
-		return rev
-	}
-	return c.Revision
 }
 
 // mountSecret adds Secret secret as volume vol of pod, mounted read-only at

@@ -71,7 +71,7 @@ func TestDeployment(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := service(t, env, tt.svc)
-			d := toTyped[appsv1.Deployment](t, Deployment(env, tt.site, tt.namespace, svc, CredentialsAt(tt.credRev)))
+			d := toTyped[appsv1.Deployment](t, Deployment(env, tt.site, tt.namespace, svc, tt.credRev))
 			site := SiteLabel(tt.site)
 			checkMeta(t, d.TypeMeta, d.ObjectMeta, "apps/v1", "Deployment", tt.svc, tt.namespace, stdLabels(site, tt.svc))
 
@@ -220,7 +220,7 @@ func TestDeploymentRestrictedRegardlessOfInput(t *testing.T) {
 	env := env111()
 	for _, svc := range env.Spec.Services {
 		for _, site := range []v1alpha1.Site{v1alpha1.SitePrimary, v1alpha1.SiteStandby} {
-			d := toTyped[appsv1.Deployment](t, Deployment(env, site, SiteNamespace(env, site), svc, CredentialsAt("1")))
+			d := toTyped[appsv1.Deployment](t, Deployment(env, site, SiteNamespace(env, site), svc, "1"))
 			checkRestricted(t, &d.Spec.Template.Spec)
 		}
 	}
@@ -301,9 +301,9 @@ func checkRestricted(t *testing.T, pod *corev1.PodSpec) {
 func TestDeploymentReorderedSecretsAreStable(t *testing.T) {
 	env := env111()
 	svc := service(t, env, "referral")
-	a := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("1")))
+	a := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "1"))
 	svc.GeneratedSecrets = []string{"api-key", "db-password"}
-	b := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("1")))
+	b := mustJSON(Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, "1"))
 	if a != b {
 		t.Errorf("reordering generatedSecrets changed the Deployment:\n%s\n%s", a, b)
 	}
@@ -317,7 +317,7 @@ func TestService(t *testing.T) {
 	if s.Spec.Type != corev1.ServiceTypeClusterIP {
 		t.Errorf("type = %s, want ClusterIP", s.Spec.Type)
 	}
-	d := toTyped[appsv1.Deployment](t, Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, CredentialsAt("")))
+	d := toTyped[appsv1.Deployment](t, Deployment(env, v1alpha1.SitePrimary, "wales-111-primary", svc, ""))
 	if !reflect.DeepEqual(s.Spec.Selector, d.Spec.Selector.MatchLabels) {
 		t.Errorf("selector = %v, want the Deployment's %v", s.Spec.Selector, d.Spec.Selector.MatchLabels)
 	}

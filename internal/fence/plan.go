@@ -305,10 +305,16 @@ func PlanFence(o Observed) Plan {
 			add(Action{Step: 3, Verb: VerbRecreate, Kind: "ServiceAccount", Namespace: ns, Name: name, Note: "does not exist yet; created"})
 		}
 	}
-	generated := func(name string) bool {
+	// careplane's by name, at any revision, for the spec's services; or
+	// by its labels, for those of a restore revision the spec no longer
+	// has. A label anyone may set only makes the fence delete more.
+	generated := func(sec Object) bool {
+		if sec.Labels[build.LabelGenerated] == "true" && sec.Labels[v1alpha1.LabelEnvironment] == env.Name {
+			return true
+		}
 		for _, svc := range env.Spec.Services {
 			for _, g := range svc.GeneratedSecrets {
-				if build.IsGeneratedSecretObject(name, svc.Name, g) {
+				if build.IsGeneratedSecretObject(sec.Name, svc.Name, g) {
 					return true
 				}
 			}
@@ -316,7 +322,7 @@ func PlanFence(o Observed) Plan {
 		return false
 	}
 	for _, sec := range sorted(o.Secrets) {
-		if generated(sec.Name) && sec.DeletionTimestamp == nil {
+		if generated(sec) && sec.DeletionTimestamp == nil {
 			add(Action{Step: 3, Verb: VerbDelete, Kind: "Secret", Namespace: ns, Name: sec.Name, UID: sec.UID, Note: "generated credential invalidated"})
 		}
 	}

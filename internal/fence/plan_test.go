@@ -212,23 +212,28 @@ func TestPlanStopsStatefulSetsAndKeepsTheirVolumes(t *testing.T) {
 
 // TestPlanInvalidatesEveryRevisionOfAGeneratedSecret: the fence deletes a
 // generated credential whatever revision's Secret holds it (one never
-// rotated, one a restore rotated under a name of its own), and no other
-// Secret, though its name starts the same.
+// rotated, one a restore rotated under a name of its own, one of a service
+// only a restore revision had), and no other Secret, though its name
+// starts the same.
 func TestPlanInvalidatesEveryRevisionOfAGeneratedSecret(t *testing.T) {
 	env := fencedEnv()
 	env.Spec.Services = []v1alpha1.Service{{Name: "call-handling", GeneratedSecrets: []string{"db"}}, {Name: "referral"}}
 	rotated := build.GeneratedSecretObjectName(v1alpha1.SitePrimary, "call-handling", "db", "2030-01-01T00:00:00Z")
 	o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: "x", Source: SourceSpec}}
-	for _, name := range []string{"call-handling.db", rotated, "call-handling.dbx", "call-handling.db.a.b", "referral.db", "tenant-notes"} {
+	for _, name := range []string{"call-handling.db", rotated, "call-handling.dbx", "call-handling.db.a.b", "call-handling.db.bak", "referral.db", "tenant-notes"} {
 		o.Secrets = append(o.Secrets, Object{Name: name, UID: types.UID("uid-" + name)})
 	}
+	// One of a restore revision's service the spec no longer has: known
+	// by careplane's labels.
+	o.Secrets = append(o.Secrets, Object{Name: "audit.key", UID: "uid-audit",
+		Labels: map[string]string{build.LabelGenerated: "true", v1alpha1.LabelEnvironment: env.Name}})
 	var deleted []string
 	for _, a := range PlanFence(o).Step(3) {
 		if a.Kind == "Secret" && a.Verb == VerbDelete {
 			deleted = append(deleted, a.Name)
 		}
 	}
-	if want := []string{"call-handling.db", rotated}; !slices.Equal(deleted, want) {
+	if want := []string{"audit.key", "call-handling.db", rotated}; !slices.Equal(deleted, want) {
 		t.Errorf("the fence deletes Secrets %v, want %v", deleted, want)
 	}
 }

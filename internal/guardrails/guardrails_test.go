@@ -208,3 +208,41 @@ func TestADeleteCollectionIsToldByTheItemsName(t *testing.T) {
 		})
 	}
 }
+
+// TestTheCredentialsRevisionOfANamespaceWithEvidenceStays: a restored
+// primary records on its Namespace the credentials revision it runs, which
+// names its generated Secrets. Were it taken off, careplane would name them
+// as before any restore again, the names the evidence pods of the first
+// fence mount, and write new credentials there for the kubelet to serve
+// them. While the namespace holds evidence only careplane and responders
+// change it.
+func TestTheCredentialsRevisionOfANamespaceWithEvidenceStays(t *testing.T) {
+	const policy = "careplane-evidence-namespace-guard"
+	restored := primary()
+	restored.Annotations["careplane.io/credentials-revision"] = "2026-12-07T21:00:00.5Z"
+	cases := []struct {
+		what   string
+		change func(*corev1.Namespace)
+		user   string
+		groups []string
+		denied bool
+	}{
+		{"a GitOps tool takes it off", func(ns *corev1.Namespace) { delete(ns.Annotations, "careplane.io/credentials-revision") },
+			"system:serviceaccount:argocd:argocd-application-controller", []string{"system:serviceaccounts", "system:authenticated"}, true},
+		{"the cluster admin sets it back", func(ns *corev1.Namespace) { ns.Annotations["careplane.io/credentials-revision"] = "initial" },
+			"kubernetes-admin", []string{"system:masters", "system:authenticated"}, true},
+		{"careplane's next restore records its own", func(ns *corev1.Namespace) {
+			ns.Annotations["careplane.io/credentials-revision"] = "2026-12-08T09:00:00Z"
+		}, manager, serviceAccount, false},
+		{"a GitOps tool labels the namespace", func(ns *corev1.Namespace) { ns.Labels["team"] = "111" },
+			"system:serviceaccount:argocd:argocd-application-controller", []string{"system:serviceaccounts", "system:authenticated"}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.what, func(t *testing.T) {
+			changed := restored.DeepCopy()
+			tc.change(changed)
+			wantDenied(t, policy, request{op: admission.Update, kind: namespaceKind, resource: namespacesGVR,
+				name: "acme-primary", object: changed, old: restored, user: tc.user, groups: tc.groups}, tc.denied)
+		})
+	}
+}

@@ -487,25 +487,14 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 
 // assumedSecrets are the names of the generated Secrets of env's primary
 // namespace ns, for a caller who may not list Secrets: each credential of
-// the spec at the credentials revision its service's workload runs, as
-// careplane names them (build.GeneratedSecretObjectName).
-func assumedSecrets(env *v1alpha1.HealthEnvironment, ns string, deps []appsv1.Deployment, sts []appsv1.StatefulSet) []metav1.PartialObjectMetadata {
-	revs := map[string]string{}
-	for _, d := range deps {
-		if d.Labels[v1alpha1.LabelEnvironment] == env.Name {
-			revs[d.Labels[v1alpha1.LabelService]] = d.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
-		}
-	}
-	for _, s := range sts {
-		if s.Labels[v1alpha1.LabelEnvironment] == env.Name {
-			revs[s.Labels[v1alpha1.LabelService]] = s.Spec.Template.Annotations[build.AnnotationCredentialsRevision]
-		}
-	}
+// the spec at rev, the credentials revision the primary runs
+// (build.PrimaryCredentials), as careplane names them.
+func assumedSecrets(env *v1alpha1.HealthEnvironment, ns, rev string) []metav1.PartialObjectMetadata {
 	var out []metav1.PartialObjectMetadata
 	for _, svc := range env.Spec.Services {
 		for _, g := range svc.GeneratedSecrets {
 			out = append(out, metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{
-				Namespace: ns, Name: build.GeneratedSecretObjectName(v1alpha1.SitePrimary, svc.Name, g, revs[svc.Name])}})
+				Namespace: ns, Name: build.GeneratedSecretObjectName(v1alpha1.SitePrimary, svc.Name, g, rev)}})
 		}
 	}
 	return out
@@ -561,9 +550,6 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 			return st, fmt.Errorf("listing %s of %s: %w", l.what, env.Name, err)
 		}
 	}
-	if st.SecretsAssumed {
-		secrets.Items = assumedSecrets(env, names.Primary, deps.Items, sts.Items)
-	}
 	st.Policies, st.ServiceAccounts, st.Pods, st.Deployments, st.FrontSlices = pols.Items, sas.Items, pods.Items, deps.Items, es.Items
 	st.StatefulSets, st.FrontEndpoints, st.Services = sts.Items, eps.Items, services.Items
 	nsObj := &corev1.Namespace{}
@@ -571,6 +557,9 @@ func (o *options) gatherFenceState(ctx context.Context, env *v1alpha1.HealthEnvi
 		return st, fmt.Errorf("reading namespace %s: %w", names.Primary, err)
 	}
 	st.DataGeneration = nsObj.Annotations[v1alpha1.AnnotationDataGeneration]
+	if st.SecretsAssumed {
+		secrets.Items = assumedSecrets(env, names.Primary, build.PrimaryCredentials(nsObj))
+	}
 	frontObj := &corev1.Namespace{}
 	switch err := o.client.Get(ctx, client.ObjectKey{Name: names.Front}, frontObj); {
 	case err == nil:

@@ -6,7 +6,6 @@ import (
 	"slices"
 	"testing"
 
-	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -63,29 +62,41 @@ func TestFenceStateReadsTheFrontsRoutes(t *testing.T) {
 	}
 }
 
-// TestFenceStateAssumesTheSecretsTheWorkloadsName: a responder who may not
+// TestFenceStateAssumesTheSecretsThePrimaryNames: a responder who may not
 // list Secrets still gets the fence's deletions of the generated ones, by
-// the names careplane gave them: a restored service's at its restore's
-// revision (as its Deployment runs it), one never restored by its own.
-func TestFenceStateAssumesTheSecretsTheWorkloadsName(t *testing.T) {
+// the names careplane gave them: those of the revision the restored
+// primary's Namespace records, or of none before any restore.
+func TestFenceStateAssumesTheSecretsThePrimaryNames(t *testing.T) {
 	env := testEnv(nil)
 	const rev = "2026-12-07T21:00:00.5Z"
-	restored := &appsv1.Deployment{ObjectMeta: objMeta("wales-111-primary", "call-handling",
-		v1alpha1.LabelEnvironment, "wales-111", v1alpha1.LabelService, "call-handling")}
-	restored.Spec.Template.Annotations = map[string]string{build.AnnotationCredentialsRevision: rev}
-	st := gatherForbidding(t, env, func(list client.ObjectList) bool {
+	forbidden := func(list client.ObjectList) bool {
 		return list.GetObjectKind().GroupVersionKind().Kind == "SecretList"
-	}, restored)
-	var deleted []string
-	for _, a := range PlanFence(st).Step(3) {
-		if a.Verb == fence.VerbDelete && a.Kind == "Secret" {
-			deleted = append(deleted, a.Name)
-		}
 	}
-	slices.Sort(deleted)
-	want := []string{build.GeneratedSecretObjectName(v1alpha1.SitePrimary, "call-handling", "db-password", rev), "referral.cad-key"}
-	if !st.SecretsAssumed || !slices.Equal(deleted, want) {
-		t.Errorf("assumed %v, the plan deletes Secrets %v; want assumed, %v", st.SecretsAssumed, deleted, want)
+	for _, tc := range []struct {
+		what string
+		ns   *corev1.Namespace
+		want []string
+	}{
+		{"never restored", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wales-111-primary"}},
+			[]string{"call-handling.db-password", "referral.cad-key"}},
+		{"restored", &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "wales-111-primary",
+			Annotations: map[string]string{build.AnnotationCredentialsRevision: rev}}},
+			[]string{build.GeneratedSecretObjectName(v1alpha1.SitePrimary, "call-handling", "db-password", rev),
+				build.GeneratedSecretObjectName(v1alpha1.SitePrimary, "referral", "cad-key", rev)}},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			st := gatherForbidding(t, env, forbidden, tc.ns)
+			var deleted []string
+			for _, a := range PlanFence(st).Step(3) {
+				if a.Verb == fence.VerbDelete && a.Kind == "Secret" {
+					deleted = append(deleted, a.Name)
+				}
+			}
+			slices.Sort(deleted)
+			if !st.SecretsAssumed || !slices.Equal(deleted, tc.want) {
+				t.Errorf("assumed %v, the plan deletes Secrets %v; want assumed, %v", st.SecretsAssumed, deleted, tc.want)
+			}
+		})
 	}
 }
 

@@ -222,7 +222,7 @@ func replica(t *testing.T, env *v1alpha1.HealthEnvironment) (floor, rest []*unst
 	add(&floor, build.Namespace(env, names.Primary, build.SiteLabelPrimary))
 	for _, svc := range env.Spec.Services {
 		add(&floor, build.ServiceAccount(env, names.Primary, svc))
-		add(&floor, build.Deployment(env, v1alpha1.SitePrimary, names.Primary, svc, build.CredentialsAt("")))
+		add(&floor, build.Deployment(env, v1alpha1.SitePrimary, names.Primary, svc, ""))
 	}
 	add(&rest, build.Namespace(env, names.Front, build.SiteLabelFront))
 	add(&rest, build.ResourceQuota(env, names.Primary))

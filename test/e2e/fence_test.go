@@ -585,6 +585,42 @@ func TestFenceAndRestore(t *testing.T) {
 			t.Errorf("namespace still labelled fenced after restore")
 		}
 	})
+
+	t.Run("the tenant cannot bring back the Secret names the evidence pods mount", func(t *testing.T) {
+		// Its pipeline (edit) deletes one of careplane's Deployments and
+		// marks the other's pods as of no restore: both come back on the
+		// restore's revision, which the Namespace records, not on the
+		// names from before the fence.
+		pipeline := tenantPipeline(t, ns)
+		if err := pipeline.Delete(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "referral"}}); err != nil {
+			t.Fatal(err)
+		}
+		patch := []byte(`{"spec":{"template":{"metadata":{"annotations":{"` + build.AnnotationCredentialsRevision + `":"` + build.InitialCredentials + `"}}}}}`)
+		if err := pipeline.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "call-handling"}},
+			client.RawPatch(types.StrategicMergePatchType, patch)); err != nil {
+			t.Fatal(err)
+		}
+		nsObj := &corev1.Namespace{}
+		if err := k8sClient.Get(ctx, client.ObjectKey{Name: ns}, nsObj); err != nil {
+			t.Fatal(err)
+		}
+		rev := nsObj.Annotations[build.AnnotationCredentialsRevision]
+		if rev == "" || rev == build.InitialCredentials {
+			t.Fatalf("the restored namespace records credentials revision %q", rev)
+		}
+		eventually(t, 30*time.Second, "both Deployments back on the restore's revision", func(ctx context.Context) (bool, string, error) {
+			var got []string
+			for _, name := range []string{"call-handling", "referral"} {
+				d := &appsv1.Deployment{}
+				if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d); err != nil {
+					return false, err.Error(), nil
+				}
+				got = append(got, d.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
+			}
+			return got[0] == rev && got[1] == rev, fmt.Sprintf("revisions %v, want %s", got, rev), nil
+		})
+		checkNoOldPodReadsTheRotatedSecrets(t, ns, evidencePods(t, ns))
+	})
 }
 
 // TestRestoreFromUnknownRevisionKeepsTheFence checks that a restore from a

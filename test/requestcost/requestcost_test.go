@@ -173,7 +173,7 @@ func TestRequestCost(t *testing.T) {
 	deployments := func(prefix string) func(r int) error {
 		return func(r int) error {
 			for i := range perRound {
-				d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, build.CredentialsAt("r1"))
+				d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, "r1")
 				d.WithName(name(prefix, r, i))
 				if _, err := cs.AppsV1().Deployments(ns(i)).Apply(ctx, d, apply); err != nil {
 					return err
@@ -227,13 +227,13 @@ func TestRequestCost(t *testing.T) {
 			return cs.NetworkingV1().NetworkPolicies(ns(i)).Delete(ctx, name("np", r, i), metav1.DeleteOptions{})
 		}},
 		{"APPLY deployments (a new one, careplane's)", none, func(r, i int) error {
-			d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, build.CredentialsAt("r1"))
+			d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, "r1")
 			d.WithName(name("new", r, i))
 			_, err := cs.AppsV1().Deployments(ns(i)).Apply(ctx, d, apply)
 			return err
 		}},
 		{"APPLY deployments (replicas 0, the fence's scale-down)", deployments("scale"), func(r, i int) error {
-			d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, build.CredentialsAt("r1"))
+			d := build.Deployment(e, v1alpha1.SitePrimary, ns(i), svc, "r1")
 			d.WithName(name("scale", r, i)).Spec.WithReplicas(0)
 			_, err := cs.AppsV1().Deployments(ns(i)).Apply(ctx, d, apply)
 			return err
