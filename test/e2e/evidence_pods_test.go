@@ -334,9 +334,12 @@ func TestEvidencePodsStayTheFences(t *testing.T) {
 			`{"metadata":{"labels":{"` + build.LabelHoldsEvidence + `":null}}}`,
 			`{"metadata":{"annotations":{"` + build.AnnotationEvidencePods + `":"someone-else"}}}`,
 			`{"metadata":{"labels":{"` + build.LabelHoldsEvidence + `":null},"annotations":{"` + build.AnnotationEvidencePods + `":null}}}`,
+			// The revision the restored primary runs: without it the
+			// Secrets would be named as the evidence pods mount them.
+			`{"metadata":{"annotations":{"` + build.AnnotationCredentialsRevision + `":null}}}`,
 		} {
 			guardDenied(t, k8sClient.Patch(ctx, nsRef.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)), client.DryRunAll),
-				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence, careplane.io/evidence-pods or careplane.io/evidence-ips")
+				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence, careplane.io/evidence-pods, careplane.io/evidence-ips or careplane.io/credentials-revision")
 			// The status subresource writes the labels too.
 			guardDenied(t, k8sClient.Status().Patch(ctx, nsRef.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(patch)), client.DryRunAll),
 				guardPolicyEvidenceNamespace, "may change careplane.io/holds-evidence")
