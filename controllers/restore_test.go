@@ -640,6 +640,68 @@ func TestARestoreRotatesIntoSecretsOfTheirOwn(t *testing.T) {
 	}
 }
 
+// TestAPrimaryRestoredBeforeTheNamespaceRecordKeepsItsCredentials: an
+// earlier careplane rotated a restore's credentials in place, under
+// <svc>.<name> annotated with the restore's revision, and recorded the
+// revision only on the pod templates. Its Namespace records none, so the
+// primary runs the initial revision (docs/upgrade.md): the pods roll once,
+// onto the same Secrets and values; nothing is generated anew.
+func TestAPrimaryRestoredBeforeTheNamespaceRecordKeepsItsCredentials(t *testing.T) {
+	ctx := context.Background()
+	const name = "restored-before"
+	const legacy = "2026-01-01T00:00:00Z"
+	env := sampleEnv(name)
+	ns := createReady(t, ctx, env, 14)
+	secret := &corev1.Secret{}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: ns, Name: "call-handling.db-password"}, secret); err != nil {
+		t.Fatal(err)
+	}
+	value := string(secret.Data[build.GeneratedSecretKey])
+	// What the earlier careplane left: the Secret annotated with its
+	// restore, the templates too.
+	secret.Annotations = map[string]string{build.AnnotationCredentialsRevision: legacy}
+	if err := k8sClient.Update(ctx, secret); err != nil {
+		t.Fatal(err)
+	}
+	patch := []byte(`{"spec":{"template":{"metadata":{"annotations":{"` + build.AnnotationCredentialsRevision + `":"` + legacy + `"}}}}}`)
+	for _, dep := range []string{"call-handling", "referral"} {
+		if err := k8sClient.Patch(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dep}},
+			client.RawPatch(types.StrategicMergePatchType, patch), client.FieldOwner("careplane-earlier")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 20*time.Second, "the primary on the initial revision, on the same Secret", func(ctx context.Context) (bool, string, error) {
+		var deps appsv1.DeploymentList
+		if err := k8sClient.List(ctx, &deps, client.InNamespace(ns)); err != nil {
+			return false, "", err
+		}
+		var revs, names []string
+		for _, d := range deps.Items {
+			revs = append(revs, d.Spec.Template.Annotations[build.AnnotationCredentialsRevision])
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Secret != nil {
+					names = append(names, v.Secret.SecretName)
+				}
+			}
+		}
+		ok := len(revs) == 2 && revs[0] == build.InitialCredentials && revs[1] == build.InitialCredentials &&
+			slices.Equal(names, []string{"call-handling.db-password"})
+		return ok, fmt.Sprintf("revisions %v, Secrets named %v", revs, names), nil
+	})
+	var secrets corev1.SecretList
+	if err := k8sClient.List(ctx, &secrets, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(secrets.Items) != 1 || secrets.Items[0].Name != "call-handling.db-password" ||
+		string(secrets.Items[0].Data[build.GeneratedSecretKey]) != value {
+		var names []string
+		for _, s := range secrets.Items {
+			names = append(names, s.Name)
+		}
+		t.Errorf("Secrets %v after the upgrade's pass, want call-handling.db-password alone, with its value unchanged", names)
+	}
+}
+
 // fenceAndRestoreUntilRebuilt fences env (created Ready at ipBase) for
 // ticket, as alice@responders asks, and restores it, as bob@responders asks,
 // until the rebuilt Deployments only wait to be Ready. It returns the
