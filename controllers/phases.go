@@ -280,7 +280,6 @@ func (r *HealthEnvironmentReconciler) ensureSecret(ctx context.Context, s *scope
 		rev = "" // rotated in place (build.GeneratedSecretObjectName)
 	}
 	secretName := build.GeneratedSecretObjectName(site, svc.Name, name, rev)
-	s.keepSecret(site, secretName)
 	current := &corev1.Secret{}
 	err := r.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: secretName}, current, readOnly)
 	if err == nil {
@@ -346,7 +345,14 @@ func (r *HealthEnvironmentReconciler) prune(ctx context.Context, s *scope, site 
 	for i := range pdbs.Items {
 		byService(&pdbs.Items[i])
 	}
-	wantSecrets := s.secretNames[site]
+	wantSecrets := sets.New[string]()
+	for _, svc := range s.servicesFor(site) {
+		for _, g := range svc.GeneratedSecrets {
+			// Named by the primary's revision there; the standby's are
+			// rotated in place, under names no revision changes.
+			wantSecrets.Insert(build.GeneratedSecretObjectName(site, svc.Name, g, s.primaryCredentials()))
+		}
+	}
 	for i := range secrets.Items {
 		if !wantSecrets.Has(secrets.Items[i].Name) {
 			stale = append(stale, &secrets.Items[i])

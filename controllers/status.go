@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/sets"
 	corev1ac "k8s.io/client-go/applyconfigurations/core/v1"
 
 	v1alpha1 "github.com/careplane/careplane/api/v1alpha1"
@@ -56,9 +55,6 @@ type scope struct {
 	applyFailed error
 	// services is the readiness gathered per service and site.
 	services []v1alpha1.ServiceStatus
-	// secretNames are the names of the generated Secrets this pass wrote
-	// workloads to read, by site: what prune keeps.
-	secretNames map[v1alpha1.Site]sets.Set[string]
 	// credentials is the credentials revision of the primary, as its
 	// Namespace records it (build.PrimaryCredentials); "" before it is read.
 	credentials string
@@ -243,18 +239,6 @@ func credentialsRevision(w *workload) string {
 // evidence pods of a first fence mount.
 func (s *scope) primaryCredentials() string {
 	return cmp.Or(s.credentials, build.InitialCredentials)
-}
-
-// keepSecret records that this pass wrote workloads of site to read the
-// generated Secret name: prune keeps it.
-func (s *scope) keepSecret(site v1alpha1.Site, name string) {
-	if s.secretNames == nil {
-		s.secretNames = map[v1alpha1.Site]sets.Set[string]{}
-	}
-	if s.secretNames[site] == nil {
-		s.secretNames[site] = sets.New[string]()
-	}
-	s.secretNames[site].Insert(name)
 }
 
 // observeDeployment records a service's readiness from its Deployment (nil
