@@ -31,6 +31,7 @@ import (
 	"github.com/careplane/careplane/internal/build"
 	"github.com/careplane/careplane/internal/fence"
 	"github.com/careplane/careplane/internal/recovery"
+	"github.com/careplane/careplane/internal/ssa"
 )
 
 // +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete
@@ -549,13 +550,8 @@ func (r *HealthEnvironmentReconciler) createRotated(ctx context.Context, s *scop
 	if err != nil {
 		return fmt.Errorf("generating secret %s: %w", key, err)
 	}
-	ac := build.GeneratedSecret(s.env, key.Namespace, svc, name, rev, value)
-	raw, err := json.Marshal(ac)
-	if err != nil {
-		return fmt.Errorf("encoding secret %s: %w", key, err)
-	}
 	sec := &corev1.Secret{}
-	if err := json.Unmarshal(raw, sec); err != nil {
+	if err := ssa.Typed(build.GeneratedSecret(s.env, key.Namespace, svc, name, rev, value), sec); err != nil {
 		return fmt.Errorf("encoding secret %s: %w", key, err)
 	}
 	err = r.Client.Create(ctx, sec, client.FieldOwner(fieldOwner))

@@ -142,13 +142,9 @@ func (r *HealthEnvironmentReconciler) writeStandbyWhole(ctx context.Context, s *
 	if live.GetUID() != a.UID || live.GetDeletionTimestamp() != nil {
 		return false, nil
 	}
-	raw, err := json.Marshal(desired)
-	if err != nil {
-		return false, err
-	}
 	// From the desired object alone, then what must stay as live has it.
 	fresh := newOfKind(gvk.Kind)
-	if err := json.Unmarshal(raw, fresh); err != nil {
+	if err := ssa.Typed(desired, fresh); err != nil {
 		return false, err
 	}
 	keepFromLive(fresh, live)

@@ -1,14 +1,13 @@
 package fence
 
 import (
-	"encoding/json"
-
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 
 	"github.com/careplane/careplane/api/v1alpha1"
 	"github.com/careplane/careplane/internal/build"
+	"github.com/careplane/careplane/internal/ssa"
 )
 
 // DenyPolicy is the fence's deny-all NetworkPolicy of env's primary
@@ -47,11 +46,7 @@ func IsQuota(cur, want *corev1.ResourceQuota) bool {
 // mustConvert turns an apply configuration into its typed object. The
 // builders' output always converts; a failure is a bug.
 func mustConvert(from, to any) {
-	raw, err := json.Marshal(from)
-	if err == nil {
-		err = json.Unmarshal(raw, to)
-	}
-	if err != nil {
+	if err := ssa.Typed(from, to); err != nil {
 		panic("fence: converting a built object: " + err.Error())
 	}
 }

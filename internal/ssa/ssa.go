@@ -281,3 +281,14 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// Typed writes the object apply configuration from describes into to, an
+// empty typed object of its kind: for a write that is not an apply (a
+// create that must not replace, an update of the whole object).
+func Typed(from, to any) error {
+	raw, err := json.Marshal(from)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(raw, to)
+}
