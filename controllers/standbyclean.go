@@ -9,6 +9,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -30,19 +31,31 @@ import (
 // +kubebuilder:rbac:groups=apps,resources=deployments;statefulsets,verbs=list;delete;update;patch
 // +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets,verbs=list;delete;patch
 // +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete;patch
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;roles,verbs=list;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=get
 
 // readStandby reads, from the API server, every object of fence.StandbyKinds
 // in the standby namespace ns, for its clean-up: metadata, and whole the
 // workloads and pods whose templates it compares (fence.ReadStandby).
 func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope, ns string) ([]fence.StandbyObject, error) {
 	lists := fence.NewStandbyLists()
-	if err := inParallel(fence.StandbyKinds, func(gvk schema.GroupVersionKind) error {
+	if err := inParallel(fence.StandbyReadKinds, func(gvk schema.GroupVersionKind) error {
 		if err := r.APIReader.List(ctx, lists.For(gvk.Kind), client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing %s in %s: %w", gvk.Kind, ns, err)
 		}
 		return nil
 	}); err != nil {
 		return nil, err
+	}
+	// One that is gone counts as granting (fence.ReadsSecrets).
+	for _, name := range lists.ClusterRolesNamed() {
+		cr := &rbacv1.ClusterRole{}
+		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: name}, cr); apierrors.IsNotFound(err) {
+			continue
+		} else if err != nil {
+			return nil, fmt.Errorf("reading ClusterRole %s, bound in %s: %w", name, ns, err)
+		}
+		lists.AddClusterRole(*cr)
 	}
 	began, _ := s.record.Began()
 	return lists.Read(began), nil

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -90,7 +92,9 @@ func SpecHash(spec any) string {
 
 // StandbyKinds are the kinds the standby's clean-up reads: those that can
 // let traffic in or out (NetworkPolicy, Service, Ingress), start a pod, or
-// hold one (PodDisruptionBudget), which the built-in edit role may create.
+// hold one (PodDisruptionBudget), which the built-in edit role may create;
+// and RoleBindings, which may let the tenant's pipeline read the Secrets
+// the standby's rotation is about to write (ReadsSecrets).
 var StandbyKinds = []schema.GroupVersionKind{
 	{Group: "networking.k8s.io", Version: "v1", Kind: "NetworkPolicy"},
 	{Version: "v1", Kind: "Service"},
@@ -104,6 +108,48 @@ var StandbyKinds = []schema.GroupVersionKind{
 	{Group: "batch", Version: "v1", Kind: "CronJob"},
 	{Version: "v1", Kind: "ReplicationController"},
 	{Version: "v1", Kind: "Pod"},
+	{Group: rbacv1.GroupName, Version: "v1", Kind: "RoleBinding"},
+}
+
+// StandbyReadKinds are the kinds a read of the standby lists
+// (StandbyLists): StandbyKinds, and the Roles the RoleBindings may refer
+// to. The ClusterRoles they refer to are read by name
+// (StandbyLists.ClusterRolesNamed).
+var StandbyReadKinds = append(slices.Clone(StandbyKinds), schema.GroupVersionKind{Group: rbacv1.GroupName, Version: "v1", Kind: "Role"})
+
+// ReadsSecrets says a role of rules lets its subjects read Secrets (get,
+// list or watch, of any name): the built-in edit and admin roles do, view
+// does not. A rule limited to some names counts too.
+func ReadsSecrets(rules []rbacv1.PolicyRule) bool {
+	for _, r := range rules {
+		if (slices.Contains(r.APIGroups, "") || slices.Contains(r.APIGroups, rbacv1.APIGroupAll)) &&
+			(slices.Contains(r.Resources, "secrets") || slices.Contains(r.Resources, rbacv1.ResourceAll)) &&
+			slices.ContainsFunc(r.Verbs, func(v string) bool {
+				return v == "get" || v == "list" || v == "watch" || v == rbacv1.VerbAll
+			}) {
+			return true
+		}
+	}
+	return false
+}
+
+// bindingReadsSecrets says RoleBinding b lets its subjects read Secrets in
+// its namespace, by the rules of the role it refers to, among roles (by
+// name) and clusterRoles (by name). A role that was not read (gone, or not
+// readable by the caller) counts as one that does: a ClusterRole of that
+// name may be created at any time, outside the freeze.
+func bindingReadsSecrets(b *rbacv1.RoleBinding, roles map[string]*rbacv1.Role, clusterRoles map[string]*rbacv1.ClusterRole) bool {
+	switch b.RoleRef.Kind {
+	case "Role":
+		if r := roles[b.RoleRef.Name]; r != nil {
+			return ReadsSecrets(r.Rules)
+		}
+	case "ClusterRole":
+		if r := clusterRoles[b.RoleRef.Name]; r != nil {
+			return ReadsSecrets(r.Rules)
+		}
+	}
+	return true
 }
 
 // writtenWhole are the kinds of careplane's own objects in the standby that
@@ -127,6 +173,9 @@ type StandbyObject struct {
 	// that it is of an older revision than its workload's current one (a
 	// roll is under way).
 	Tampered, Stale bool
+	// ReadsSecrets says a RoleBinding lets its subjects read the
+	// standby's Secrets (bindingReadsSecrets).
+	ReadsSecrets bool
 }
 
 // StandbyRead is what was read of the standby namespace for its clean-up:
@@ -139,6 +188,11 @@ type StandbyRead struct {
 	ReplicaSets  []appsv1.ReplicaSet
 	StatefulSets []appsv1.StatefulSet
 	Pods         []corev1.Pod
+	// RoleBindings, with the Roles of the namespace and the ClusterRoles
+	// they refer to.
+	RoleBindings []rbacv1.RoleBinding
+	Roles        []rbacv1.Role
+	ClusterRoles []rbacv1.ClusterRole
 	// Since is when the fence began (zero before one).
 	Since time.Time
 }
@@ -154,7 +208,11 @@ type StandbyLists struct {
 	rss      appsv1.ReplicaSetList
 	stss     appsv1.StatefulSetList
 	pods     corev1.PodList
+	bindings rbacv1.RoleBindingList
+	roles    rbacv1.RoleList
 	metadata map[string]*metav1.PartialObjectMetadataList
+	// clusterRoles are those AddClusterRole gave, by name.
+	clusterRoles map[string]rbacv1.ClusterRole
 }
 
 // List is a list a StandbyLists hands out to be filled.
@@ -163,9 +221,9 @@ type List interface {
 	runtime.Object
 }
 
-// NewStandbyLists returns empty lists for every kind of StandbyKinds.
+// NewStandbyLists returns empty lists for every kind of StandbyReadKinds.
 func NewStandbyLists() *StandbyLists {
-	l := &StandbyLists{metadata: map[string]*metav1.PartialObjectMetadataList{}}
+	l := &StandbyLists{metadata: map[string]*metav1.PartialObjectMetadataList{}, clusterRoles: map[string]rbacv1.ClusterRole{}}
 	for _, gvk := range StandbyKinds {
 		if l.whole(gvk.Kind) == nil {
 			m := &metav1.PartialObjectMetadataList{}
@@ -190,12 +248,34 @@ func (l *StandbyLists) whole(kind string) List {
 		return &l.stss
 	case "Pod":
 		return &l.pods
+	case "RoleBinding":
+		return &l.bindings
+	case "Role":
+		return &l.roles
 	}
 	return nil
 }
 
+// ClusterRolesNamed are the ClusterRoles the RoleBindings listed refer to,
+// to be read by name and given to AddClusterRole. One not given counts as
+// letting its subjects read Secrets.
+func (l *StandbyLists) ClusterRolesNamed() []string {
+	var names []string
+	for _, b := range l.bindings.Items {
+		if b.RoleRef.Kind == "ClusterRole" && !slices.Contains(names, b.RoleRef.Name) {
+			names = append(names, b.RoleRef.Name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// AddClusterRole gives a ClusterRole ClusterRolesNamed asked for. Not
+// safe to call concurrently.
+func (l *StandbyLists) AddClusterRole(cr rbacv1.ClusterRole) { l.clusterRoles[cr.Name] = cr }
+
 // For is the list to fill with the standby's objects of kind, one of
-// StandbyKinds. Lists of different kinds may be filled concurrently.
+// StandbyReadKinds. Lists of different kinds may be filled concurrently.
 func (l *StandbyLists) For(kind string) List {
 	if w := l.whole(kind); w != nil {
 		return w
@@ -211,7 +291,11 @@ func (l *StandbyLists) StatefulSets() []appsv1.StatefulSet { return l.stss.Items
 // began (zero before one).
 func (l *StandbyLists) Read(since time.Time) []StandbyObject {
 	in := StandbyRead{Policies: l.policies.Items, Services: l.services.Items, Deployments: l.deps.Items,
-		ReplicaSets: l.rss.Items, StatefulSets: l.stss.Items, Pods: l.pods.Items, Since: since}
+		ReplicaSets: l.rss.Items, StatefulSets: l.stss.Items, Pods: l.pods.Items,
+		RoleBindings: l.bindings.Items, Roles: l.roles.Items, Since: since}
+	for _, name := range slices.Sorted(maps.Keys(l.clusterRoles)) {
+		in.ClusterRoles = append(in.ClusterRoles, l.clusterRoles[name])
+	}
 	for _, gvk := range StandbyKinds {
 		if m := l.metadata[gvk.Kind]; m != nil {
 			for i := range m.Items {
@@ -236,6 +320,17 @@ func ReadStandby(in StandbyRead) []StandbyObject {
 	}
 	for i := range in.Services {
 		out = append(out, StandbyObject{Kind: "Service", Object: in.Services[i].ObjectMeta, Spec: SpecHashOf(&in.Services[i])})
+	}
+	roles, clusterRoles := map[string]*rbacv1.Role{}, map[string]*rbacv1.ClusterRole{}
+	for i := range in.Roles {
+		roles[in.Roles[i].Name] = &in.Roles[i]
+	}
+	for i := range in.ClusterRoles {
+		clusterRoles[in.ClusterRoles[i].Name] = &in.ClusterRoles[i]
+	}
+	for i := range in.RoleBindings {
+		b := &in.RoleBindings[i]
+		out = append(out, StandbyObject{Kind: "RoleBinding", Object: b.ObjectMeta, ReadsSecrets: bindingReadsSecrets(b, roles, clusterRoles)})
 	}
 	deployments, replicaSets, statefulSets, pods, since := in.Deployments, in.ReplicaSets, in.StatefulSets, in.Pods, in.Since
 	deps := map[types.UID]*appsv1.Deployment{}
@@ -368,6 +463,10 @@ func SameTemplate(rs, d *corev1.PodTemplateSpec) bool {
 //   - careplane's ReplicaSets and pods stay, but a pod changed in place
 //     before the fence (Tampered) is deleted: its controller starts it
 //     anew;
+//   - every RoleBinding that lets its subjects read Secrets
+//     (ReadsSecrets: the tenant's pipeline, with edit there, would read the
+//     rotated ones; admission never sees a read) is deleted; one that does
+//     not (view) stays;
 //   - every other object of the StandbyKinds is deleted, a pod at once (no
 //     grace period); one being deleted but held by finalizers is let go of
 //     them, and a pod still terminating is deleted again at once.
@@ -423,6 +522,9 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 		actions = append(actions, Action{Verb: VerbDelete, Kind: o.Kind, Name: o.Name, UID: o.UID, Note: note, Immediate: o.Kind == "Pod"})
 	}
 	for _, o := range objects {
+		if o.Kind == "RoleBinding" && !o.ReadsSecrets {
+			continue // it grants no read of what the rotation writes
+		}
 		var careplanes bool
 		switch o.Kind {
 		case "NetworkPolicy":
@@ -468,6 +570,8 @@ func planStandbyClean(env *v1alpha1.HealthEnvironment, ns string, sb *StandbyObs
 		case o.DeletionTimestamp != nil && o.Kind == "Pod":
 			now(o, "not careplane's, still terminating: deleted again, at once")
 		case o.DeletionTimestamp != nil:
+		case o.Kind == "RoleBinding":
+			now(o, "lets its subjects read the standby's Secrets: deleted before they are replaced (the platform binds it again after the restore)")
 		default:
 			n := "not careplane's: deleted from the namespace that serves"
 			if o.Kind == "Pod" {

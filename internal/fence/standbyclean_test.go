@@ -2,12 +2,14 @@ package fence
 
 import (
 	"cmp"
+	"maps"
 	"slices"
 	"testing"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -20,6 +22,7 @@ import (
 // the tenant planted there goes before the credentials are replaced:
 // careplane's policies, Services and workloads are written whole once per
 // fence, a pod of careplane's that does not run its template is deleted,
+// every RoleBinding that lets its subjects read Secrets is deleted,
 // everything else of the StandbyKinds is deleted (a pod at once), and what
 // is being deleted but held by finalizers is let go. Nothing of it reads
 // managedFields. The credentials are replaced only from a look that finds
@@ -46,6 +49,10 @@ func TestPlanStandbyClean(t *testing.T) {
 	}
 	going := func(so StandbyObject, finalizers ...string) StandbyObject {
 		so.DeletionTimestamp, so.Finalizers = ptr.To(metav1.Now()), finalizers
+		return so
+	}
+	readsSecrets := func(so StandbyObject) StandbyObject {
+		so.ReadsSecrets = true
 		return so
 	}
 	tampered := o("Pod", "call-handling-1-b", ctrl("ReplicaSet", "ReplicaSet/call-handling-1"))
@@ -89,6 +96,8 @@ func TestPlanStandbyClean(t *testing.T) {
 		going(o("Pod", "lingering", nil)),
 		going(o("Pod", "held-pod", nil), "tenant.example/hold"),
 		going(o("Pod", "call-handling-1-old", ctrl("ReplicaSet", "ReplicaSet/call-handling-1"))),
+		readsSecrets(o("RoleBinding", "tenant-pipeline-edit", nil)),
+		o("RoleBinding", "tenant-viewers", nil),
 	}
 	cleanUp := []string{
 		"write-whole NetworkPolicy " + build.DefaultDenyPolicyName,
@@ -115,6 +124,7 @@ func TestPlanStandbyClean(t *testing.T) {
 		"delete Pod lingering",
 		"delete Pod miner-1-x",
 		"delete Pod of-the-wrong-kind",
+		"delete RoleBinding tenant-pipeline-edit",
 	}
 	immediate := []string{"bare", "forged", "lingering", "miner-1-x", "of-the-wrong-kind", "call-handling-0-a"}
 	rotation := []string{
@@ -126,6 +136,7 @@ func TestPlanStandbyClean(t *testing.T) {
 		written(o("Deployment", "call-handling", nil)),
 		o("ReplicaSet", "call-handling-1", ctrl("Deployment", "Deployment/call-handling")),
 		o("Pod", "call-handling-1-a", ctrl("ReplicaSet", "ReplicaSet/call-handling-1")),
+		o("RoleBinding", "tenant-viewers", nil), // grants no read of Secrets: stays
 	}
 	rs0 := o("ReplicaSet", "call-handling-0", ctrl("Deployment", "Deployment/call-handling"))
 	// careplane's default-deny changed after it was written whole (a write
@@ -371,7 +382,7 @@ func hasKey(m map[string]any, k string) bool {
 func TestStandbyLists(t *testing.T) {
 	l := NewStandbyLists()
 	seen := map[List]bool{}
-	for _, gvk := range StandbyKinds {
+	for _, gvk := range StandbyReadKinds {
 		list := l.For(gvk.Kind)
 		if list == nil || seen[list] {
 			t.Fatalf("%s: list %v (nil, or shared with another kind)", gvk.Kind, list)
@@ -400,5 +411,72 @@ func TestStandbyLists(t *testing.T) {
 	}
 	if len(l.Deployments()) != 1 {
 		t.Errorf("Deployments() = %v", l.Deployments())
+	}
+}
+
+// TestStandbyBindingsThatReadSecrets: of the standby's RoleBindings, the
+// clean-up deletes those that let their subjects read Secrets, by the rules
+// of the role each refers to, so that the tenant's pipeline, with edit
+// there, does not read the credentials the rotation writes next (a read is
+// never admission's to refuse). A role it could not read counts as one
+// that does.
+func TestStandbyBindingsThatReadSecrets(t *testing.T) {
+	rule := func(groups, resources, verbs []string, names ...string) rbacv1.PolicyRule {
+		return rbacv1.PolicyRule{APIGroups: groups, Resources: resources, Verbs: verbs, ResourceNames: names}
+	}
+	core, all := []string{""}, []string{"*"}
+	for _, tc := range []struct {
+		name  string
+		rules []rbacv1.PolicyRule
+		want  bool
+	}{
+		{"edit-like", []rbacv1.PolicyRule{rule(core, []string{"pods", "secrets", "configmaps"}, []string{"get", "list", "watch", "create"})}, true},
+		{"list only", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"list"})}, true},
+		{"watch only", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"watch"})}, true},
+		{"one Secret by name", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"get"}, "call-handling.db-password")}, true},
+		{"every resource", []rbacv1.PolicyRule{rule(core, all, []string{"get"})}, true},
+		{"every group", []rbacv1.PolicyRule{rule(all, []string{"secrets"}, []string{"get"})}, true},
+		{"every verb", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, all)}, true},
+		{"view-like", []rbacv1.PolicyRule{rule(core, []string{"pods", "configmaps", "services"}, []string{"get", "list", "watch"})}, false},
+		{"write Secrets, never read them", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"create", "delete"})}, false},
+		{"secrets of another group", []rbacv1.PolicyRule{rule([]string{"example.com"}, []string{"secrets"}, []string{"get"})}, false},
+		{"no rules", nil, false},
+	} {
+		if got := ReadsSecrets(tc.rules); got != tc.want {
+			t.Errorf("%s: ReadsSecrets = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	edit := rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "edit"}, Rules: []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"get"})}}
+	view := rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "view"}, Rules: []rbacv1.PolicyRule{rule(core, []string{"pods"}, []string{"get"})}}
+	reader := rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "secret-reader"}, Rules: []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"get"})}}
+	lister := rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "pod-lister"}, Rules: []rbacv1.PolicyRule{rule(core, []string{"pods"}, []string{"list"})}}
+	binding := func(name, kind, role string) rbacv1.RoleBinding {
+		return rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name, UID: types.UID(name)}, RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: kind, Name: role}}
+	}
+	l := NewStandbyLists()
+	l.For("RoleBinding").(*rbacv1.RoleBindingList).Items = []rbacv1.RoleBinding{
+		binding("pipeline-edit", "ClusterRole", "edit"),
+		binding("viewers", "ClusterRole", "view"),
+		binding("to-a-missing-clusterrole", "ClusterRole", "not-yet"),
+		binding("reader", "Role", "secret-reader"),
+		binding("lister", "Role", "pod-lister"),
+		binding("to-a-missing-role", "Role", "gone"),
+	}
+	l.For("Role").(*rbacv1.RoleList).Items = []rbacv1.Role{reader, lister}
+	if got, want := l.ClusterRolesNamed(), []string{"edit", "not-yet", "view"}; !slices.Equal(got, want) {
+		t.Errorf("ClusterRolesNamed() = %q, want %q", got, want)
+	}
+	l.AddClusterRole(edit)
+	l.AddClusterRole(view)
+	got := map[string]bool{}
+	for _, o := range l.Read(time.Time{}) {
+		if o.Kind == "RoleBinding" {
+			got[o.Name] = o.ReadsSecrets
+		}
+	}
+	want := map[string]bool{"pipeline-edit": true, "viewers": false, "to-a-missing-clusterrole": true, "reader": true, "lister": false, "to-a-missing-role": true}
+	if !maps.Equal(got, want) {
+		t.Errorf("RoleBindings that read Secrets: %v, want %v", got, want)
 	}
 }

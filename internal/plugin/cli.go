@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -476,7 +478,7 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 		fmt.Fprintln(o.streams.Out, "(You may not list Secrets, so the plan assumes every Secret careplane generated exists; the fence deletes only those.)")
 	}
 	if len(st.StandbyUnread) > 0 {
-		fmt.Fprintf(o.streams.Out, "(You may not list %s in standby namespace %s, so the plan does not show those; the fence deletes every one that is not careplane's.)\n",
+		fmt.Fprintf(o.streams.Out, "(You may not read %s in standby namespace %s, so the plan may miss what the fence deletes there: every object of those kinds that is not careplane's, and every RoleBinding that lets its subjects read Secrets; a binding whose role you may not read is shown as deleted.)\n",
 			strings.Join(st.StandbyUnread, ", "), build.NamespaceNames(env).Standby)
 	}
 	if st.FrontEndpointsUnread {
@@ -622,12 +624,28 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 	// reads it (fence.StandbyLists); a kind the caller may not list is
 	// said so, but the workloads the rotation plans from.
 	lists := fence.NewStandbyLists()
-	for _, gvk := range fence.StandbyKinds {
+	for _, gvk := range fence.StandbyReadKinds {
 		switch err := o.client.List(ctx, lists.For(gvk.Kind), in); {
 		case apierrors.IsForbidden(err) && gvk.Kind != "Deployment" && gvk.Kind != "StatefulSet":
 			st.StandbyUnread = append(st.StandbyUnread, gvk.Kind)
 		case err != nil:
 			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
+		}
+	}
+	// A ClusterRole not read counts as granting, as the operator counts
+	// one that is gone.
+	for _, name := range lists.ClusterRolesNamed() {
+		cr := &rbacv1.ClusterRole{}
+		switch err := o.client.Get(ctx, client.ObjectKey{Name: name}, cr); {
+		case apierrors.IsForbidden(err):
+			if !slices.Contains(st.StandbyUnread, "ClusterRole") {
+				st.StandbyUnread = append(st.StandbyUnread, "ClusterRole")
+			}
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return fmt.Errorf("reading ClusterRole %s, bound in %s's standby: %w", name, env.Name, err)
+		default:
+			lists.AddClusterRole(*cr)
 		}
 	}
 	st.Deployments = append(st.Deployments, lists.Deployments()...)

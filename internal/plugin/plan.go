@@ -87,7 +87,8 @@ type FenceState struct {
 	StandbyServices []v1alpha1.Service
 	// StandbyObjects are the objects of the standby namespace the fence's
 	// clean-up reads (fence.StandbyKinds), and StandbyUnread the kinds of
-	// them the caller may not list.
+	// them, or of the roles their RoleBindings refer to, the caller may not
+	// read.
 	StandbyObjects []fence.StandbyObject
 	StandbyUnread  []string
 }

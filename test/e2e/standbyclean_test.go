@@ -179,6 +179,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		{"delete", "CronJob", "nightly"},
 		{"delete", "Service", "tenant-nodeport"},
 		{"delete", "Pod", "tenant-implant"},
+		{"delete", "RoleBinding", "tenant-pipeline-edit"},
 	} {
 		if !planLists(out, want[0], want[1], standby, want[2]) {
 			t.Errorf("the fence's dry run does not list %v:\n%s", want, out)
@@ -248,7 +249,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	}
 	for _, want := range []string{"NetworkPolicy tenant-allow-all (deleted)", "Deployment miner (deleted)", "CronJob nightly (deleted)",
 		"Pod tenant-implant (deleted)", "Deployment call-handling (written whole)", "Ingress tenant-ingress (deleted)",
-		"NetworkPolicy tenant-held-allow (finalizers taken off)", "Pod " + swapped + " (deleted)"} {
+		"NetworkPolicy tenant-held-allow (finalizers taken off)", "Pod " + swapped + " (deleted)", "RoleBinding tenant-pipeline-edit (deleted)"} {
 		if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {
 			t.Errorf("no StandbyCleaned event names %q: %q", want, notes)
 		}

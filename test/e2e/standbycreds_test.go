@@ -88,7 +88,8 @@ func whoAmI(ctx context.Context, token string) (string, error) {
 // pipeline, with edit in the environment's namespaces, the standby's
 // included, mints tokens for the standby's ServiceAccounts and reads its
 // generated Secret before the fence. A fence that moves traffic to the
-// standby kills those tokens and rotates the Secret, once per fence, while
+// standby kills those tokens, takes away the pipeline's binding there (it
+// would read the new Secret) and rotates the Secret, once per fence, while
 // the standby serves throughout: its pods roll onto the new credentials
 // with a surge, and the front never routes to nothing.
 func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
@@ -99,6 +100,16 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	waitStandbyRunning(t, ctx, name)
 	standby := name + "-standby"
 	tenant := tenantIdentity(t, "tenant-pipeline-"+name, name, name+"-primary", standby)
+	// The platform also lets the tenant's people view the standby: a
+	// binding that reads no Secret, which the fence leaves.
+	viewers := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-viewers"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tenant-viewer-" + name}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"},
+	}
+	if err := k8sClient.Create(ctx, viewers); err != nil {
+		t.Fatal(err)
+	}
 
 	// Before the fence: what the compromised pipeline takes.
 	tokens := map[string]string{}
@@ -124,6 +135,7 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		{"recreate", "ServiceAccount", standby, "default"},
 		{"rotate", "Secret", standby, secretKey.Name},
 		{"roll", "Deployment", standby, "call-handling"},
+		{"delete", "RoleBinding", standby, "tenant-pipeline-edit"},
 	} {
 		if !planLists(out, want[0], want[1], want[2], want[3]) {
 			t.Errorf("the fence's dry run does not list %v:\n%s", want, out)
@@ -161,6 +173,15 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	if got := rotated.Annotations[build.AnnotationCredentialsRevision]; got != fenceID {
 		t.Errorf("the rotated Secret's credentials revision = %q, want the fence's %q", got, fenceID)
 	}
+	// Nor can the pipeline read the new one: a read is never admission's
+	// to refuse, so the fence took away its binding (edit reads Secrets)
+	// before it rotated anything. The viewers' binding stays.
+	if err := tenant.Get(ctx, secretKey, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the tenant pipeline reads the standby's rotated Secret after the fence: %v, want Forbidden", err)
+	}
+	if err := k8sClient.Get(ctx, client.ObjectKeyFromObject(viewers), &rbacv1.RoleBinding{}); err != nil {
+		t.Errorf("the viewers' binding in the standby, which reads no Secret, after the fence: %v", err)
+	}
 	if env.Status.Isolation == nil || env.Status.Isolation.CredentialsRevoked < 4 {
 		t.Errorf("status.isolation = %+v, want at least 4 credentials revoked (the primary's and the standby's)", env.Status.Isolation)
 	}
@@ -182,9 +203,19 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	if got := standbyFrozenFor(sbNs); got != fenceID {
 		t.Errorf("standby namespace frozen for %q (labels %v), want the fence %q", got, sbNs.Labels, fenceID)
 	}
+	// RBAC refuses the pipeline first now; the freeze refuses a GitOps
+	// tool that is cluster-admin, which no fence unbinds.
+	gitops := guardImpersonate(t, "e2e-gitops-"+name, "system:masters", "system:authenticated")
 	for what, err := range tenantWritesInStandby(ctx, tenant, standby) {
-		t.Run(what, func(t *testing.T) {
-			guardDenied(t, err, guardPolicyFreeze, "tenant-pipeline-"+name+" may not")
+		t.Run("the pipeline: "+what, func(t *testing.T) {
+			if !apierrors.IsForbidden(err) {
+				t.Errorf("%v, want Forbidden", err)
+			}
+		})
+	}
+	for what, err := range tenantWritesInStandby(ctx, gitops.client, standby) {
+		t.Run("a cluster-admin GitOps tool: "+what, func(t *testing.T) {
+			guardDenied(t, err, guardPolicyFreeze, "e2e-gitops-"+name+" may not")
 		})
 	}
 
@@ -234,6 +265,15 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 		}
 		return standbyFrozenFor(ns) == "" && ns.Labels[v1alpha1.LabelFenced] == "", fmt.Sprintf("labels %v", ns.Labels), nil
 	})
+	// The platform binds the pipeline again (GitOps would), which the
+	// freeze no longer refuses.
+	if err := k8sClient.Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-pipeline-edit"},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tenant-pipeline-" + name}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "edit"},
+	}); err != nil {
+		t.Fatalf("the platform binds the pipeline in the standby again after the restore: %v", err)
+	}
 	eventually(t, 30*time.Second, "the tenant pipeline mints a token in the standby again", func(ctx context.Context) (bool, string, error) {
 		tr := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}
 		err := tenant.SubResource("token").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "call-handling"}}, tr)
