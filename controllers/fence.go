@@ -386,24 +386,36 @@ type kindList struct {
 // there yet) is left out: what careplane creates there later is new.
 func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context, s *scope) (fence.Observed, error) {
 	obs, err := r.observeFence(ctx, s)
-	if err != nil || !fence.StandbyServes(s.env) {
+	if err != nil || !fence.StandbyServes(s.env) || s.standbyErr != nil {
 		return obs, err
 	}
+	// Nothing wrong with the standby holds up the primary's fence, nor the
+	// move of traffic: a standby not read is planned for no step in this
+	// reconcile, reported once the front is switched, and retried.
+	if obs.Standby, err = r.observeStandby(ctx, s); err != nil {
+		s.standbyErr = fmt.Errorf("the standby's part of the fence: %w", err)
+	}
+	return obs, nil
+}
+
+// observeStandby is the standby's part of observeFenceAndStandby: nil for a
+// standby namespace careplane does not own for env (or not there).
+func (r *HealthEnvironmentReconciler) observeStandby(ctx context.Context, s *scope) (*fence.StandbyObserved, error) {
 	ns := s.names.Standby
 	// From the API server: whether it is frozen for this fence decides a
 	// write, and the pass after the freeze must see it.
 	nsObj := &corev1.Namespace{}
 	if err := r.APIReader.Get(ctx, client.ObjectKey{Name: ns}, nsObj); apierrors.IsNotFound(err) {
-		return obs, nil
+		return nil, nil
 	} else if err != nil {
-		return obs, fmt.Errorf("reading namespace %s: %w", ns, err)
+		return nil, fmt.Errorf("reading namespace %s: %w", ns, err)
 	}
 	if !metav1.IsControlledBy(nsObj, s.env) || !nsObj.DeletionTimestamp.IsZero() {
-		return obs, nil
+		return nil, nil
 	}
 	services, _, err := r.standbyTemplates(ctx, s)
 	if err != nil {
-		return obs, err
+		return nil, err
 	}
 	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj),
 		Written: fence.StandbyWrittenOf(nsObj)}
@@ -415,7 +427,7 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 		list := &metav1.PartialObjectMetadataList{}
 		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(l.kind))
 		if err := r.APIReader.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return obs, fmt.Errorf("listing %s in %s: %w", strings.TrimSuffix(l.kind, "List"), ns, err)
+			return nil, fmt.Errorf("listing %s in %s: %w", strings.TrimSuffix(l.kind, "List"), ns, err)
 		}
 		for i := range list.Items {
 			*l.into = append(*l.into, list.Items[i].ObjectMeta)
@@ -424,7 +436,7 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 	for _, svc := range services {
 		w, err := r.readWorkload(ctx, ns, svc)
 		if err != nil {
-			return obs, err
+			return nil, err
 		}
 		if w != nil {
 			sb.Workloads[svc.Name] = w.credentialsRevision
@@ -437,12 +449,11 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 		// Frozen for this fence: what the tenant may have planted there
 		// before, for the clean-up.
 		if sb.Objects, err = r.readStandby(ctx, s, ns); err != nil {
-			return obs, err
+			return nil, err
 		}
 	}
 	s.standbyServices = services
-	obs.Standby = sb
-	return obs, nil
+	return sb, nil
 }
 
 // done is what carrying out a fence's steps did, for the status.

@@ -32,6 +32,7 @@ import (
 // +kubebuilder:rbac:groups=apps,resources=daemonsets;replicasets,verbs=list;delete;patch
 // +kubebuilder:rbac:groups=batch,resources=cronjobs;jobs,verbs=list;delete;patch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings;roles,verbs=list;delete
+// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=rolebindings,verbs=get;patch
 // +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=get
 
 // readStandby reads, from the API server, every object of fence.StandbyKinds
@@ -47,15 +48,11 @@ func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope,
 	}); err != nil {
 		return nil, err
 	}
-	// One that is gone counts as granting (fence.ReadsSecrets).
-	for _, name := range lists.ClusterRolesNamed() {
-		cr := &rbacv1.ClusterRole{}
-		if err := r.APIReader.Get(ctx, client.ObjectKey{Name: name}, cr); apierrors.IsNotFound(err) {
-			continue
-		} else if err != nil {
-			return nil, fmt.Errorf("reading ClusterRole %s, bound in %s: %w", name, ns, err)
-		}
-		lists.AddClusterRole(*cr)
+	// One not read counts as granting: its bindings go.
+	for _, err := range lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
+		return r.APIReader.Get(ctx, client.ObjectKey{Name: name}, into)
+	}) {
+		log.FromContext(ctx).Error(err, "A ClusterRole bound in the standby was not read: its bindings there are deleted", "namespace", ns)
 	}
 	began, _ := s.record.Began()
 	return lists.Read(began), nil

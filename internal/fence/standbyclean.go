@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -118,8 +120,9 @@ var StandbyKinds = []schema.GroupVersionKind{
 var StandbyReadKinds = append(slices.Clone(StandbyKinds), schema.GroupVersionKind{Group: rbacv1.GroupName, Version: "v1", Kind: "Role"})
 
 // ReadsSecrets says a role of rules lets its subjects read Secrets (get,
-// list or watch, of any name): the built-in edit and admin roles do, view
-// does not. A rule limited to some names counts too.
+// list or watch, of any name), or act as someone who may (impersonate): the
+// built-in edit and admin roles do, view does not. A rule limited to some
+// names counts too.
 func ReadsSecrets(rules []rbacv1.PolicyRule) bool {
 	for _, r := range rules {
 		if (slices.Contains(r.APIGroups, "") || slices.Contains(r.APIGroups, rbacv1.APIGroupAll)) &&
@@ -127,6 +130,13 @@ func ReadsSecrets(rules []rbacv1.PolicyRule) bool {
 			slices.ContainsFunc(r.Verbs, func(v string) bool {
 				return v == "get" || v == "list" || v == "watch" || v == rbacv1.VerbAll
 			}) {
+			return true
+		}
+		if slices.Contains(r.Verbs, "impersonate") || (slices.Contains(r.Verbs, rbacv1.VerbAll) &&
+			slices.ContainsFunc(r.Resources, func(res string) bool {
+				return res == rbacv1.ResourceAll || res == "users" || res == "groups" || res == "serviceaccounts" ||
+					res == "uids" || strings.HasPrefix(res, "userextras")
+			})) {
 			return true
 		}
 	}
@@ -273,6 +283,26 @@ func (l *StandbyLists) ClusterRolesNamed() []string {
 // AddClusterRole gives a ClusterRole ClusterRolesNamed asked for. Not
 // safe to call concurrently.
 func (l *StandbyLists) AddClusterRole(cr rbacv1.ClusterRole) { l.clusterRoles[cr.Name] = cr }
+
+// ReadClusterRoles reads with get every ClusterRole ClusterRolesNamed asks
+// for, and gives it to the lists. One get cannot read is left out, so that
+// the bindings to it count as granting (fail closed: a read that fails
+// never keeps a binding, nor holds up the fence): it returns why each was
+// not read, but for one that is gone.
+func (l *StandbyLists) ReadClusterRoles(get func(name string, into *rbacv1.ClusterRole) error) []error {
+	var unread []error
+	for _, name := range l.ClusterRolesNamed() {
+		var cr rbacv1.ClusterRole
+		switch err := get(name, &cr); {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			unread = append(unread, fmt.Errorf("reading ClusterRole %s: %w", name, err))
+		default:
+			l.AddClusterRole(cr)
+		}
+	}
+	return unread
+}
 
 // For is the list to fill with the standby's objects of kind, one of
 // StandbyReadKinds. Lists of different kinds may be filled concurrently.

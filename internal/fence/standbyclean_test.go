@@ -98,6 +98,9 @@ func TestPlanStandbyClean(t *testing.T) {
 		going(o("Pod", "call-handling-1-old", ctrl("ReplicaSet", "ReplicaSet/call-handling-1"))),
 		readsSecrets(o("RoleBinding", "tenant-pipeline-edit", nil)),
 		o("RoleBinding", "tenant-viewers", nil),
+		// RBAC ignores a deletion under way: it still grants.
+		going(readsSecrets(o("RoleBinding", "tenant-held-binding", nil)), "tenant.example/hold"),
+		going(o("RoleBinding", "tenant-held-viewers", nil), "tenant.example/hold"),
 	}
 	cleanUp := []string{
 		"write-whole NetworkPolicy " + build.DefaultDenyPolicyName,
@@ -124,6 +127,7 @@ func TestPlanStandbyClean(t *testing.T) {
 		"delete Pod lingering",
 		"delete Pod miner-1-x",
 		"delete Pod of-the-wrong-kind",
+		"release-finalizers RoleBinding tenant-held-binding",
 		"delete RoleBinding tenant-pipeline-edit",
 	}
 	immediate := []string{"bare", "forged", "lingering", "miner-1-x", "of-the-wrong-kind", "call-handling-0-a"}
@@ -441,6 +445,10 @@ func TestStandbyBindingsThatReadSecrets(t *testing.T) {
 		{"write Secrets, never read them", []rbacv1.PolicyRule{rule(core, []string{"secrets"}, []string{"create", "delete"})}, false},
 		{"secrets of another group", []rbacv1.PolicyRule{rule([]string{"example.com"}, []string{"secrets"}, []string{"get"})}, false},
 		{"no rules", nil, false},
+		{"impersonate a ServiceAccount", []rbacv1.PolicyRule{rule(core, []string{"serviceaccounts"}, []string{"impersonate"})}, true},
+		{"impersonate a user", []rbacv1.PolicyRule{rule(core, []string{"users"}, []string{"impersonate"}, "ci")}, true},
+		{"every verb on ServiceAccounts", []rbacv1.PolicyRule{rule(core, []string{"serviceaccounts"}, all)}, true},
+		{"the second rule reads them", []rbacv1.PolicyRule{rule(core, []string{"pods"}, []string{"get"}), rule(core, []string{"secrets"}, []string{"list"})}, true},
 	} {
 		if got := ReadsSecrets(tc.rules); got != tc.want {
 			t.Errorf("%s: ReadsSecrets = %v, want %v", tc.name, got, tc.want)

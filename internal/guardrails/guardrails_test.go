@@ -6,9 +6,11 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apiserver/pkg/admission"
 )
@@ -243,6 +245,46 @@ func TestTheCredentialsRevisionOfANamespaceWithEvidenceStays(t *testing.T) {
 			tc.change(changed)
 			wantDenied(t, policy, request{op: admission.Update, kind: namespaceKind, resource: namespacesGVR,
 				name: "acme-primary", object: changed, old: restored, user: tc.user, groups: tc.groups}, tc.denied)
+		})
+	}
+}
+
+// TestTheManagerOnlyLetsGoOfATenantsRoleBinding: the fence's clean-up of
+// the standby deletes a tenant's RoleBinding that reads Secrets, and takes
+// the finalizers off one being deleted (RBAC ignores a deletion under way,
+// so it still grants until it is gone). That takes patch on RoleBindings,
+// which RBAC would let the manager use to bind anyone to any role it holds
+// itself; careplane-manager-bounds keeps it to the finalizers.
+func TestTheManagerOnlyLetsGoOfATenantsRoleBinding(t *testing.T) {
+	rbKind := schema.GroupVersionKind{Group: "rbac.authorization.k8s.io", Version: "v1", Kind: "RoleBinding"}
+	rbs := schema.GroupVersionResource{Group: "rbac.authorization.k8s.io", Version: "v1", Resource: "rolebindings"}
+	deleting := metav1.Now()
+	held := &rbacv1.RoleBinding{
+		TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "RoleBinding"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "acme-primary", Name: "tenant-pipeline-edit", Finalizers: []string{"tenant.example/hold"},
+			DeletionTimestamp: &deleting},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "tenant-pipeline"}},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "edit"},
+	}
+	let := held.DeepCopy()
+	let.Finalizers = nil
+	rebound := held.DeepCopy()
+	rebound.Subjects = append(rebound.Subjects, rbacv1.Subject{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "attacker"})
+	managerGroups := []string{"system:serviceaccounts", "system:serviceaccounts:careplane-system", "system:authenticated"}
+	for _, tc := range []struct {
+		what     string
+		op       admission.Operation
+		obj, old runtime.Object
+		denied   bool
+	}{
+		{"its finalizers taken off", admission.Update, let, held, false},
+		{"deleted", admission.Delete, nil, held, false},
+		{"another subject bound", admission.Update, rebound, held, true},
+		{"created", admission.Create, rebound, nil, true},
+	} {
+		t.Run(tc.what, func(t *testing.T) {
+			wantDenied(t, managerBounds, request{op: tc.op, kind: rbKind, resource: rbs, namespace: "acme-primary", name: held.Name,
+				object: tc.obj, old: tc.old, user: manager, groups: managerGroups, namespaceObject: primary()}, tc.denied)
 		})
 	}
 }

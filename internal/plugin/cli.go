@@ -478,7 +478,7 @@ func (o *options) fenceDryRun(ctx context.Context, name string, isolation map[st
 		fmt.Fprintln(o.streams.Out, "(You may not list Secrets, so the plan assumes every Secret careplane generated exists; the fence deletes only those.)")
 	}
 	if len(st.StandbyUnread) > 0 {
-		fmt.Fprintf(o.streams.Out, "(You may not read %s in standby namespace %s, so the plan may miss what the fence deletes there: every object of those kinds that is not careplane's, and every RoleBinding that lets its subjects read Secrets; a binding whose role you may not read is shown as deleted.)\n",
+		fmt.Fprintf(o.streams.Out, "(You may not read %s of standby namespace %s, so the plan may miss what the fence deletes there: every object of those kinds that is not careplane's, and every RoleBinding that lets its subjects read Secrets; a binding whose role you may not read is shown as deleted.)\n",
 			strings.Join(st.StandbyUnread, ", "), build.NamespaceNames(env).Standby)
 	}
 	if st.FrontEndpointsUnread {
@@ -632,20 +632,15 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
 		}
 	}
-	// A ClusterRole not read counts as granting, as the operator counts
-	// one that is gone.
-	for _, name := range lists.ClusterRolesNamed() {
-		cr := &rbacv1.ClusterRole{}
-		switch err := o.client.Get(ctx, client.ObjectKey{Name: name}, cr); {
-		case apierrors.IsForbidden(err):
-			if !slices.Contains(st.StandbyUnread, "ClusterRole") {
-				st.StandbyUnread = append(st.StandbyUnread, "ClusterRole")
-			}
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return fmt.Errorf("reading ClusterRole %s, bound in %s's standby: %w", name, env.Name, err)
-		default:
-			lists.AddClusterRole(*cr)
+	// A ClusterRole not read counts as granting, as the operator counts it.
+	for _, err := range lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
+		return o.client.Get(ctx, client.ObjectKey{Name: name}, into)
+	}) {
+		if !apierrors.IsForbidden(err) {
+			return fmt.Errorf("the roles bound in %s's standby: %w", env.Name, err)
+		}
+		if !slices.Contains(st.StandbyUnread, "ClusterRoles") {
+			st.StandbyUnread = append(st.StandbyUnread, "ClusterRoles")
 		}
 	}
 	st.Deployments = append(st.Deployments, lists.Deployments()...)

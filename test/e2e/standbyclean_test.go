@@ -16,6 +16,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -101,6 +102,20 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	if err := tenant.Delete(ctx, held); err != nil {
 		t.Fatal(err)
 	}
+	// A binding that reads Secrets, held by a finalizer and being deleted
+	// (the platform's: edit cannot write RoleBindings). RBAC ignores the
+	// deletion: it grants until it goes.
+	heldBinding := &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-held-binding", Finalizers: []string{"tenant.example/hold"}},
+		Subjects:   []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: "tenant-ci-" + name}},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "admin"},
+	}
+	if err := k8sClient.Create(ctx, heldBinding); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8sClient.Delete(ctx, heldBinding); err != nil {
+		t.Fatal(err)
+	}
 	// Its changes to careplane's own objects, under whatever field manager
 	// it likes (careplane's and the controller manager's names included),
 	// or none (managedFields cleared).
@@ -180,6 +195,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 		{"delete", "Service", "tenant-nodeport"},
 		{"delete", "Pod", "tenant-implant"},
 		{"delete", "RoleBinding", "tenant-pipeline-edit"},
+		{"release-finalizers", "RoleBinding", "tenant-held-binding"},
 	} {
 		if !planLists(out, want[0], want[1], standby, want[2]) {
 			t.Errorf("the fence's dry run does not list %v:\n%s", want, out)
@@ -192,7 +208,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	waitFencedTrue(t, name)
 
 	// What was the tenant's is gone.
-	for _, o := range []client.Object{allowAll, miner, nightly, nodePort, ingress, held} {
+	for _, o := range []client.Object{allowAll, miner, nightly, nodePort, ingress, held, heldBinding} {
 		eventually(t, 30*time.Second, fmt.Sprintf("%T %s gone from the standby", o, o.GetName()), func(ctx context.Context) (bool, string, error) {
 			err := k8sClient.Get(ctx, client.ObjectKeyFromObject(o), o.DeepCopyObject().(client.Object))
 			return apierrors.IsNotFound(err), fmt.Sprint(err), nil
@@ -249,7 +265,7 @@ func TestFenceCleansTheStandby(t *testing.T) {
 	}
 	for _, want := range []string{"NetworkPolicy tenant-allow-all (deleted)", "Deployment miner (deleted)", "CronJob nightly (deleted)",
 		"Pod tenant-implant (deleted)", "Deployment call-handling (written whole)", "Ingress tenant-ingress (deleted)",
-		"NetworkPolicy tenant-held-allow (finalizers taken off)", "Pod " + swapped + " (deleted)", "RoleBinding tenant-pipeline-edit (deleted)"} {
+		"NetworkPolicy tenant-held-allow (finalizers taken off)", "Pod " + swapped + " (deleted)", "RoleBinding tenant-pipeline-edit (deleted)", "RoleBinding tenant-held-binding (finalizers taken off)"} {
 		if !slices.ContainsFunc(notes, func(n string) bool { return strings.Contains(n, want) }) {
 			t.Errorf("no StandbyCleaned event names %q: %q", want, notes)
 		}

@@ -110,6 +110,21 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	if err := k8sClient.Create(ctx, viewers); err != nil {
 		t.Fatal(err)
 	}
+	// And a tool that may write policies there but read no Secret: its
+	// binding stays too, and the freeze is what refuses it.
+	writerUser := "tenant-writer-" + name
+	for _, o := range []client.Object{
+		&rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-writer"},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{networkingv1.GroupName}, Resources: []string{"networkpolicies"}, Verbs: []string{"create"}}}},
+		&rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "tenant-writer"},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.UserKind, APIGroup: rbacv1.GroupName, Name: writerUser}},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "tenant-writer"}},
+	} {
+		if err := k8sClient.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writer := guardImpersonate(t, writerUser, "system:authenticated")
 
 	// Before the fence: what the compromised pipeline takes.
 	tokens := map[string]string{}
@@ -144,8 +159,14 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 
 	// From the failover on, the front of the critical service never routes
 	// to nothing, the standby's roll included.
+	// The pipeline reads the Secret throughout the fence: not once does it
+	// get the rotated value (its binding goes before the rotation).
+	reads := pollSecret(ctx, tenant, secretKey, stolen.Data[build.GeneratedSecretKey])
 	gaps := fenceOntoStandby(t, name, "INC-STANDBY")
 	env := waitFencedTrue(t, name)
+	if ok, leaked := reads.stop(); ok == 0 || len(leaked) > 0 {
+		t.Errorf("the tenant pipeline's reads during the fence: %d of the stolen value, the rotated one at resourceVersions %v; want some, and never the rotated one", ok, leaked)
+	}
 	primaryNs := &corev1.Namespace{}
 	if err := k8sClient.Get(ctx, client.ObjectKey{Name: name + "-primary"}, primaryNs); err != nil {
 		t.Fatal(err)
@@ -213,6 +234,11 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 			}
 		})
 	}
+	if err := k8sClient.Get(ctx, client.ObjectKey{Namespace: standby, Name: "tenant-writer"}, &rbacv1.RoleBinding{}); err != nil {
+		t.Errorf("the writer's binding, which reads no Secret, after the fence: %v", err)
+	}
+	guardDenied(t, writer.client.Create(ctx, &networkingv1.NetworkPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: standby, Name: "writer-allow"},
+		Spec: networkingv1.NetworkPolicySpec{Ingress: []networkingv1.NetworkPolicyIngressRule{{}}}}), guardPolicyFreeze, writerUser+" may not")
 	for what, err := range tenantWritesInStandby(ctx, gitops.client, standby) {
 		t.Run("a cluster-admin GitOps tool: "+what, func(t *testing.T) {
 			guardDenied(t, err, guardPolicyFreeze, "e2e-gitops-"+name+" may not")
@@ -416,4 +442,51 @@ func findCond(t *testing.T, name, typ string) *metav1.Condition {
 		}
 	}
 	return nil
+}
+
+// secretReads are the reads pollSecret makes until stop.
+type secretReads struct {
+	stopped chan struct{}
+	done    chan struct{}
+	mu      sync.Mutex
+	same    int      // reads that returned the value it was given
+	other   []string // resourceVersions of reads that returned another
+}
+
+// pollSecret reads Secret key as c every 50 ms until stop, and tells the
+// value was apart from any other.
+func pollSecret(ctx context.Context, c client.Client, key client.ObjectKey, was []byte) *secretReads {
+	r := &secretReads{stopped: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		for {
+			select {
+			case <-r.stopped:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			s := &corev1.Secret{}
+			if err := c.Get(ctx, key, s); err != nil {
+				continue
+			}
+			r.mu.Lock()
+			if bytes.Equal(s.Data[build.GeneratedSecretKey], was) {
+				r.same++
+			} else {
+				r.other = append(r.other, s.ResourceVersion)
+			}
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+// stop ends the reads: how many returned the value given, and the
+// resourceVersions of those that returned another.
+func (r *secretReads) stop() (int, []string) {
+	close(r.stopped)
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.same, r.other
 }
