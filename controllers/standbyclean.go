@@ -48,11 +48,15 @@ func (r *HealthEnvironmentReconciler) readStandby(ctx context.Context, s *scope,
 	}); err != nil {
 		return nil, err
 	}
-	// One not read counts as granting: its bindings go.
-	for _, err := range lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
+	// One it may not read counts as granting: its bindings go.
+	forbidden, err := lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
 		return r.APIReader.Get(ctx, client.ObjectKey{Name: name}, into)
-	}) {
-		log.FromContext(ctx).Error(err, "A ClusterRole bound in the standby was not read: its bindings there are deleted", "namespace", ns)
+	})
+	for _, ferr := range forbidden {
+		log.FromContext(ctx).Error(ferr, "A ClusterRole bound in the standby may not be read: its bindings there are deleted", "namespace", ns)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the roles bound in %s: %w", ns, err)
 	}
 	began, _ := s.record.Began()
 	return lists.Read(began), nil

@@ -285,23 +285,27 @@ func (l *StandbyLists) ClusterRolesNamed() []string {
 func (l *StandbyLists) AddClusterRole(cr rbacv1.ClusterRole) { l.clusterRoles[cr.Name] = cr }
 
 // ReadClusterRoles reads with get every ClusterRole ClusterRolesNamed asks
-// for, and gives it to the lists. One get cannot read is left out, so that
-// the bindings to it count as granting (fail closed: a read that fails
-// never keeps a binding, nor holds up the fence): it returns why each was
-// not read, but for one that is gone.
-func (l *StandbyLists) ReadClusterRoles(get func(name string, into *rbacv1.ClusterRole) error) []error {
-	var unread []error
+// for, and gives it to the lists. One the caller may not read (an
+// upgrade's manager still on its old role, a responder without the right)
+// is left out, so that the bindings to it count as granting (fail closed:
+// it never keeps a binding, nor holds up the fence), and returned in
+// forbidden to be said; one that is gone is left out too. Any other error
+// (a timeout) is err: the look is retried, rather than a transient
+// failure deleting every binding to a role.
+func (l *StandbyLists) ReadClusterRoles(get func(name string, into *rbacv1.ClusterRole) error) (forbidden []error, err error) {
 	for _, name := range l.ClusterRolesNamed() {
 		var cr rbacv1.ClusterRole
-		switch err := get(name, &cr); {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			unread = append(unread, fmt.Errorf("reading ClusterRole %s: %w", name, err))
+		switch gerr := get(name, &cr); {
+		case apierrors.IsNotFound(gerr):
+		case apierrors.IsForbidden(gerr):
+			forbidden = append(forbidden, fmt.Errorf("reading ClusterRole %s: %w", name, gerr))
+		case gerr != nil:
+			return forbidden, fmt.Errorf("reading ClusterRole %s: %w", name, gerr)
 		default:
 			l.AddClusterRole(cr)
 		}
 	}
-	return unread
+	return forbidden, nil
 }
 
 // For is the list to fill with the standby's objects of kind, one of

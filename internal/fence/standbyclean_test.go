@@ -2,6 +2,7 @@ package fence
 
 import (
 	"cmp"
+	"errors"
 	"maps"
 	"slices"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
@@ -475,8 +477,20 @@ func TestStandbyBindingsThatReadSecrets(t *testing.T) {
 	if got, want := l.ClusterRolesNamed(), []string{"edit", "not-yet", "view"}; !slices.Equal(got, want) {
 		t.Errorf("ClusterRolesNamed() = %q, want %q", got, want)
 	}
-	l.AddClusterRole(edit)
-	l.AddClusterRole(view)
+	// Read as the operator and the plugin read them: a ClusterRole that
+	// cannot be read (an upgrade's manager still on its old role) is left
+	// out, said, and never holds up the clean-up.
+	clusterRoles := map[string]rbacv1.ClusterRole{"edit": edit, "view": view}
+	forbidden, err := l.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
+		if cr, ok := clusterRoles[name]; ok {
+			*into = cr
+			return nil
+		}
+		return apierrors.NewNotFound(rbacv1.Resource("clusterroles"), name)
+	})
+	if len(forbidden) != 0 || err != nil {
+		t.Errorf("a ClusterRole that is gone is not an error: %v, %v", forbidden, err)
+	}
 	got := map[string]bool{}
 	for _, o := range l.Read(time.Time{}) {
 		if o.Kind == "RoleBinding" {
@@ -486,5 +500,35 @@ func TestStandbyBindingsThatReadSecrets(t *testing.T) {
 	want := map[string]bool{"pipeline-edit": true, "viewers": false, "to-a-missing-clusterrole": true, "reader": true, "lister": false, "to-a-missing-role": true}
 	if !maps.Equal(got, want) {
 		t.Errorf("RoleBindings that read Secrets: %v, want %v", got, want)
+	}
+}
+
+// TestAClusterRoleNotReadCountsAsGranting: a binding to a ClusterRole the
+// caller may not read is deleted (fail closed), and the refusal is returned
+// to be said, not to stop the fence; any other failure to read one is an
+// error, so that a timeout deletes no binding.
+func TestAClusterRoleNotReadCountsAsGranting(t *testing.T) {
+	lists := func() *StandbyLists {
+		l := NewStandbyLists()
+		l.For("RoleBinding").(*rbacv1.RoleBindingList).Items = []rbacv1.RoleBinding{{ObjectMeta: metav1.ObjectMeta{Name: "viewers"},
+			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "view"}}}
+		return l
+	}
+	l := lists()
+	forbidden, err := l.ReadClusterRoles(func(name string, _ *rbacv1.ClusterRole) error {
+		return apierrors.NewForbidden(rbacv1.Resource("clusterroles"), name, errors.New("no get"))
+	})
+	if len(forbidden) != 1 || !apierrors.IsForbidden(forbidden[0]) || err != nil {
+		t.Errorf("forbidden = %v, err = %v; want the Forbidden, said, and no error", forbidden, err)
+	}
+	for _, o := range l.Read(time.Time{}) {
+		if o.Kind == "RoleBinding" && !o.ReadsSecrets {
+			t.Errorf("binding %s to a ClusterRole not read: counted as granting nothing", o.Name)
+		}
+	}
+	if _, err := lists().ReadClusterRoles(func(name string, _ *rbacv1.ClusterRole) error {
+		return apierrors.NewTimeoutError("slow", 1)
+	}); !apierrors.IsTimeout(err) {
+		t.Errorf("a timeout reading a ClusterRole: %v, want it returned", err)
 	}
 }

@@ -270,6 +270,19 @@ func TestTheManagerOnlyLetsGoOfATenantsRoleBinding(t *testing.T) {
 	let.Finalizers = nil
 	rebound := held.DeepCopy()
 	rebound.Subjects = append(rebound.Subjects, rbacv1.Subject{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "attacker"})
+	heldLonger := held.DeepCopy()
+	heldLonger.Finalizers = append(heldLonger.Finalizers, "careplane.io/keep")
+	relabelled := let.DeepCopy()
+	relabelled.Labels = map[string]string{"team": "other"}
+	owned := let.DeepCopy()
+	owned.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Namespace", Name: "kube-system", UID: "u"}}
+	role := &rbacv1.Role{TypeMeta: metav1.TypeMeta{APIVersion: "rbac.authorization.k8s.io/v1", Kind: "Role"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "acme-primary", Name: "tenant-role", Finalizers: []string{"tenant.example/hold"}},
+		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"get"}}}}
+	roleLet := role.DeepCopy()
+	roleLet.Finalizers = nil
+	widened := role.DeepCopy()
+	widened.Rules = append(widened.Rules, rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}})
 	managerGroups := []string{"system:serviceaccounts", "system:serviceaccounts:careplane-system", "system:authenticated"}
 	for _, tc := range []struct {
 		what     string
@@ -280,10 +293,19 @@ func TestTheManagerOnlyLetsGoOfATenantsRoleBinding(t *testing.T) {
 		{"its finalizers taken off", admission.Update, let, held, false},
 		{"deleted", admission.Delete, nil, held, false},
 		{"another subject bound", admission.Update, rebound, held, true},
+		{"a finalizer added, holding it longer", admission.Update, heldLonger, held, true},
+		{"relabelled", admission.Update, relabelled, held, true},
+		{"given an owner", admission.Update, owned, held, true},
 		{"created", admission.Create, rebound, nil, true},
+		{"a Role's finalizers taken off", admission.Update, roleLet, role, false},
+		{"a Role widened", admission.Update, widened, role, true},
 	} {
 		t.Run(tc.what, func(t *testing.T) {
-			wantDenied(t, managerBounds, request{op: tc.op, kind: rbKind, resource: rbs, namespace: "acme-primary", name: held.Name,
+			kind, resource, name := rbKind, rbs, held.Name
+			if _, ok := tc.obj.(*rbacv1.Role); ok {
+				kind, resource, name = rbKind.GroupVersion().WithKind("Role"), rbs.GroupVersion().WithResource("roles"), role.Name
+			}
+			wantDenied(t, managerBounds, request{op: tc.op, kind: kind, resource: resource, namespace: "acme-primary", name: name,
 				object: tc.obj, old: tc.old, user: manager, groups: managerGroups, namespaceObject: primary()}, tc.denied)
 		})
 	}

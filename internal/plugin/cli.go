@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -632,16 +631,16 @@ func (o *options) gatherStandbyState(ctx context.Context, env *v1alpha1.HealthEn
 			return fmt.Errorf("listing %s of %s's standby: %w", gvk.Kind, env.Name, err)
 		}
 	}
-	// A ClusterRole not read counts as granting, as the operator counts it.
-	for _, err := range lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
+	// A ClusterRole one may not read counts as granting, as the operator
+	// counts it.
+	forbidden, err := lists.ReadClusterRoles(func(name string, into *rbacv1.ClusterRole) error {
 		return o.client.Get(ctx, client.ObjectKey{Name: name}, into)
-	}) {
-		if !apierrors.IsForbidden(err) {
-			return fmt.Errorf("the roles bound in %s's standby: %w", env.Name, err)
-		}
-		if !slices.Contains(st.StandbyUnread, "ClusterRoles") {
-			st.StandbyUnread = append(st.StandbyUnread, "ClusterRoles")
-		}
+	})
+	if err != nil {
+		return fmt.Errorf("the roles bound in %s's standby: %w", env.Name, err)
+	}
+	if len(forbidden) > 0 {
+		st.StandbyUnread = append(st.StandbyUnread, "ClusterRoles")
 	}
 	st.Deployments = append(st.Deployments, lists.Deployments()...)
 	st.StatefulSets = append(st.StatefulSets, lists.StatefulSets()...)
