@@ -164,7 +164,7 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	reads := pollSecret(ctx, tenant, secretKey, stolen.Data[build.GeneratedSecretKey])
 	gaps := fenceOntoStandby(t, name, "INC-STANDBY")
 	env := waitFencedTrue(t, name)
-	if ok, leaked := reads.stop(); ok == 0 || len(leaked) > 0 {
+	if ok, leaked := reads.end(); ok == 0 || len(leaked) > 0 {
 		t.Errorf("the tenant pipeline's reads during the fence: %d of the stolen value, the rotated one at resourceVersions %v; want some, and never the rotated one", ok, leaked)
 	}
 	primaryNs := &corev1.Namespace{}
@@ -307,55 +307,70 @@ func TestFenceRotatesTheStandbysCredentials(t *testing.T) {
 	})
 }
 
+// poller calls a function at an interval until halted.
+type poller struct {
+	stop    chan struct{}
+	stopped chan struct{}
+}
+
+// poll calls f every interval, from now until halt.
+func poll(every time.Duration, f func()) *poller {
+	p := &poller{stop: make(chan struct{}), stopped: make(chan struct{})}
+	go func() {
+		defer close(p.stopped)
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(every):
+			}
+			f()
+		}
+	}()
+	return p
+}
+
+// halt stops the calls and waits for the last to end; again is a no-op.
+func (p *poller) halt() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+	<-p.stopped
+}
+
 // frontGaps polls, every 100 ms until check, the front EndpointSlice of one
 // service for a moment it routes to no ready endpoint.
 type frontGaps struct {
-	what    string
-	stop    chan struct{}
-	stopped chan struct{}
-	mu      sync.Mutex
-	polls   int
-	gaps    []string
+	*poller
+	what  string
+	mu    sync.Mutex
+	polls int
+	gaps  []string
 }
 
 // watchFrontGaps starts polling the front of service svc of environment env.
 func watchFrontGaps(t *testing.T, env, svc string) *frontGaps {
-	g := &frontGaps{what: svc, stop: make(chan struct{}), stopped: make(chan struct{})}
-	go func() {
-		defer close(g.stopped)
-		for {
-			select {
-			case <-g.stop:
-				return
-			case <-time.After(100 * time.Millisecond):
+	g := &frontGaps{what: svc}
+	g.poller = poll(100*time.Millisecond, func() {
+		slice := &discoveryv1.EndpointSlice{}
+		err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: env, Name: build.FrontEndpointSliceName(svc)}, slice)
+		ready := 0
+		for _, e := range slice.Endpoints {
+			if e.Conditions.Ready == nil || *e.Conditions.Ready {
+				ready++
 			}
-			slice := &discoveryv1.EndpointSlice{}
-			err := k8sClient.Get(context.Background(), client.ObjectKey{Namespace: env, Name: build.FrontEndpointSliceName(svc)}, slice)
-			ready := 0
-			for _, e := range slice.Endpoints {
-				if e.Conditions.Ready == nil || *e.Conditions.Ready {
-					ready++
-				}
-			}
-			g.mu.Lock()
-			g.polls++
-			if err != nil || ready == 0 {
-				g.gaps = append(g.gaps, fmt.Sprintf("%s: %d ready endpoints (%v)", time.Now().Format(time.RFC3339Nano), ready, err))
-			}
-			g.mu.Unlock()
 		}
-	}()
+		g.mu.Lock()
+		g.polls++
+		if err != nil || ready == 0 {
+			g.gaps = append(g.gaps, fmt.Sprintf("%s: %d ready endpoints (%v)", time.Now().Format(time.RFC3339Nano), ready, err))
+		}
+		g.mu.Unlock()
+	})
 	t.Cleanup(g.halt)
 	return g
-}
-
-func (g *frontGaps) halt() {
-	select {
-	case <-g.stop:
-	default:
-		close(g.stop)
-	}
-	<-g.stopped
 }
 
 // check stops the polling and fails t if any poll found no ready endpoint.
@@ -444,48 +459,38 @@ func findCond(t *testing.T, name, typ string) *metav1.Condition {
 	return nil
 }
 
-// secretReads are the reads pollSecret makes until stop.
+// secretReads are the reads pollSecret makes until end.
 type secretReads struct {
-	stopped chan struct{}
-	done    chan struct{}
-	mu      sync.Mutex
-	same    int      // reads that returned the value it was given
-	other   []string // resourceVersions of reads that returned another
+	*poller
+	mu    sync.Mutex
+	same  int      // reads that returned the value it was given
+	other []string // resourceVersions of reads that returned another
 }
 
-// pollSecret reads Secret key as c every 50 ms until stop, and tells the
+// pollSecret reads Secret key as c every 50 ms until end, and tells the
 // value was apart from any other.
 func pollSecret(ctx context.Context, c client.Client, key client.ObjectKey, was []byte) *secretReads {
-	r := &secretReads{stopped: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		for {
-			select {
-			case <-r.stopped:
-				return
-			case <-time.After(50 * time.Millisecond):
-			}
-			s := &corev1.Secret{}
-			if err := c.Get(ctx, key, s); err != nil {
-				continue
-			}
-			r.mu.Lock()
-			if bytes.Equal(s.Data[build.GeneratedSecretKey], was) {
-				r.same++
-			} else {
-				r.other = append(r.other, s.ResourceVersion)
-			}
-			r.mu.Unlock()
+	r := &secretReads{}
+	r.poller = poll(50*time.Millisecond, func() {
+		s := &corev1.Secret{}
+		if err := c.Get(ctx, key, s); err != nil {
+			return
 		}
-	}()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if bytes.Equal(s.Data[build.GeneratedSecretKey], was) {
+			r.same++
+		} else {
+			r.other = append(r.other, s.ResourceVersion)
+		}
+	})
 	return r
 }
 
-// stop ends the reads: how many returned the value given, and the
+// end ends the reads: how many returned the value given, and the
 // resourceVersions of those that returned another.
-func (r *secretReads) stop() (int, []string) {
-	close(r.stopped)
-	<-r.done
+func (r *secretReads) end() (int, []string) {
+	r.halt()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.same, r.other
