@@ -221,7 +221,7 @@ type StandbyLists struct {
 	bindings rbacv1.RoleBindingList
 	roles    rbacv1.RoleList
 	metadata map[string]*metav1.PartialObjectMetadataList
-	// clusterRoles are those AddClusterRole gave, by name.
+	// clusterRoles are those ReadClusterRoles read, by name.
 	clusterRoles map[string]rbacv1.ClusterRole
 }
 
@@ -267,8 +267,8 @@ func (l *StandbyLists) whole(kind string) List {
 }
 
 // ClusterRolesNamed are the ClusterRoles the RoleBindings listed refer to,
-// to be read by name and given to AddClusterRole. One not given counts as
-// letting its subjects read Secrets.
+// to be read by name (ReadClusterRoles). One not read counts as letting its
+// subjects read Secrets.
 func (l *StandbyLists) ClusterRolesNamed() []string {
 	var names []string
 	for _, b := range l.bindings.Items {
@@ -279,10 +279,6 @@ func (l *StandbyLists) ClusterRolesNamed() []string {
 	slices.Sort(names)
 	return names
 }
-
-// AddClusterRole gives a ClusterRole ClusterRolesNamed asked for. Not
-// safe to call concurrently.
-func (l *StandbyLists) AddClusterRole(cr rbacv1.ClusterRole) { l.clusterRoles[cr.Name] = cr }
 
 // ReadClusterRoles reads with get every ClusterRole ClusterRolesNamed asks
 // for, and gives it to the lists. One the caller may not read (an
@@ -302,7 +298,7 @@ func (l *StandbyLists) ReadClusterRoles(get func(name string, into *rbacv1.Clust
 		case gerr != nil:
 			return forbidden, fmt.Errorf("reading ClusterRole %s: %w", name, gerr)
 		default:
-			l.AddClusterRole(cr)
+			l.clusterRoles[cr.Name] = cr
 		}
 	}
 	return forbidden, nil
