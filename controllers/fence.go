@@ -390,8 +390,9 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 		return obs, err
 	}
 	// Nothing wrong with the standby holds up the primary's fence, nor the
-	// move of traffic: a standby not read is planned for no step in this
-	// reconcile, reported once the front is switched, and retried.
+	// move of traffic: a standby not read whole is planned for its freeze
+	// alone (when its Namespace was read) in this reconcile, reported once
+	// the front is switched, and retried.
 	if obs.Standby, err = r.observeStandby(ctx, s); err != nil {
 		s.standbyErr = fmt.Errorf("the standby's part of the fence: %w", err)
 	}
@@ -399,8 +400,10 @@ func (r *HealthEnvironmentReconciler) observeFenceAndStandby(ctx context.Context
 }
 
 // observeStandby is the standby's part of observeFenceAndStandby: nil for a
-// standby namespace careplane does not own for env (or not there).
-func (r *HealthEnvironmentReconciler) observeStandby(ctx context.Context, s *scope) (*fence.StandbyObserved, error) {
+// standby namespace careplane does not own for env (or not there). Failing
+// once its Namespace is read, it returns what that says, Unread, with the
+// error.
+func (r *HealthEnvironmentReconciler) observeStandby(ctx context.Context, s *scope) (sb *fence.StandbyObserved, err error) {
 	ns := s.names.Standby
 	// From the API server: whether it is frozen for this fence decides a
 	// write, and the pass after the freeze must see it.
@@ -413,11 +416,16 @@ func (r *HealthEnvironmentReconciler) observeStandby(ctx context.Context, s *sco
 	if !metav1.IsControlledBy(nsObj, s.env) || !nsObj.DeletionTimestamp.IsZero() {
 		return nil, nil
 	}
+	defer func() {
+		if err != nil {
+			sb = &fence.StandbyObserved{FrozenFor: fence.StandbyFrozenFor(nsObj), Unread: true}
+		}
+	}()
 	services, _, err := r.standbyTemplates(ctx, s)
 	if err != nil {
 		return nil, err
 	}
-	sb := &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj),
+	sb = &fence.StandbyObserved{Services: services, Workloads: map[string]string{}, FrozenFor: fence.StandbyFrozenFor(nsObj),
 		Written: fence.StandbyWrittenOf(nsObj)}
 	s.standbyWritten = sb.Written
 	for _, l := range []struct {

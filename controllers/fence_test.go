@@ -922,3 +922,50 @@ func TestDeletedBetweenTheLiftAndTheFinalizerSwapKeepsTheEvidence(t *testing.T) 
 		return apierrors.IsNotFound(err), fmt.Sprint(err), client.IgnoreNotFound(err)
 	})
 }
+
+// TestAStandbyThatCannotBeListedIsStillFrozen: nothing wrong with the
+// standby holds up the primary's fence or the move of traffic, so a failed
+// read of the standby is the standby's error, not the fence's. Its
+// Namespace read, the look says what that shows, and no more: the plan
+// freezes it (the site traffic moves to is then closed to the tenant's
+// writes) and plans nothing else from a partial look.
+func TestAStandbyThatCannotBeListedIsStillFrozen(t *testing.T) {
+	ctx := context.Background()
+	env := sampleEnv("unlisted-standby")
+	env.UID = "uid-unlisted-standby"
+	env.Spec.Isolation = v1alpha1.Isolation{Mode: v1alpha1.IsolationFenced, Reason: "test"}
+	env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm, Trigger: v1alpha1.TriggerAutomatic}
+	standby := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: env.Name + build.StandbySuffix,
+		OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(env, v1alpha1.GroupVersion.WithKind("HealthEnvironment"))}}}
+	c := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(env).Build()
+	unavailable := apierrors.NewServiceUnavailable("the server is busy")
+	live := fake.NewClientBuilder().WithScheme(NewScheme()).WithObjects(standby).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			if l, ok := list.(*metav1.PartialObjectMetadataList); ok && l.Kind == "ServiceAccountList" {
+				return unavailable
+			}
+			return c.List(ctx, list, opts...)
+		},
+	}).Build()
+	r := &HealthEnvironmentReconciler{Client: c, APIReader: live, Recorder: events.NewFakeRecorder(100), Clock: clock.RealClock{}}
+	s := newScope(env, time.Now())
+	s.record = fence.Record{ID: "2030-01-01T00:00:00Z", Source: fence.SourceSpec}
+
+	sb, err := r.observeStandby(ctx, s)
+	if !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("observeStandby = %v, want the list's error", err)
+	}
+	if sb == nil || !sb.Unread || sb.FrozenFor != "" {
+		t.Fatalf("the standby as looked at: %+v, want unread and not frozen", sb)
+	}
+	plan := fence.PlanFence(fence.Observed{Env: env, Isolation: env.Spec.Isolation, Record: s.record, Standby: sb})
+	var got []string
+	for _, a := range plan.Actions {
+		if s.ofStandby(a) {
+			got = append(got, string(a.Verb)+" "+a.Kind+" "+a.Name)
+		}
+	}
+	if want := []string{"freeze Namespace " + standby.Name}; !slices.Equal(got, want) {
+		t.Errorf("the standby's actions = %q, want %q", got, want)
+	}
+}

@@ -63,6 +63,11 @@ type StandbyObserved struct {
 	// StatefulSets that exists to the credentials revision of its pod
 	// template ("" when it carries none).
 	Workloads map[string]string
+	// Unread says the namespace was read but not the rest: only its
+	// freeze is planned, nothing that needs the rest (a clean-up or a
+	// rotation from a partial look would replace credentials with the
+	// tenant's objects still there).
+	Unread bool
 	// FrozenFor is the fence the standby namespace is frozen for
 	// (StandbyFrozenFor), as the API server holds it.
 	FrozenFor string
@@ -125,6 +130,9 @@ func planStandby(p *Plan, o Observed) {
 		p.Actions = append(p.Actions, Action{Step: 3, Verb: VerbFreeze, Kind: "Namespace", Name: ns,
 			Note: part + "label " + v1alpha1.LabelFenced + "=true and record fence " + rev +
 				" (freezes the namespace that serves: only careplane, responders and the control plane write there until the fence lifts)"})
+	}
+	if sb.Unread {
+		return
 	}
 	// Then what the tenant planted goes, before any credential is
 	// replaced: nothing of it runs on the new ones.

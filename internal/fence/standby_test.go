@@ -215,6 +215,36 @@ func TestPlanStandbyLeavesTenantSecretsAlone(t *testing.T) {
 	}
 }
 
+// TestAStandbyNotReadIsFrozenAndNothingElse: when only the standby's
+// Namespace could be read (its lists failed), the plan freezes it, so that
+// the site traffic moves to is at least closed to the tenant's writes, and
+// plans nothing that needs the rest: a rotation from a partial look would
+// replace credentials with the tenant's objects still there.
+func TestAStandbyNotReadIsFrozenAndNothingElse(t *testing.T) {
+	env := fencedEnv()
+	env.Spec.Failover = v1alpha1.Failover{Standby: v1alpha1.StandbyWarm}
+	const id = "2030-01-01T00:00:00Z"
+	for _, tc := range []struct {
+		frozenFor string
+		want      []string
+	}{
+		{"", []string{"freeze Namespace wales-111-standby"}},
+		{id, nil},
+	} {
+		o := Observed{Env: env, Isolation: env.Spec.Isolation, Record: Record{ID: id, Source: SourceSpec},
+			Standby: &StandbyObserved{FrozenFor: tc.frozenFor, Unread: true}}
+		var got []string
+		for _, a := range PlanFence(o).Actions {
+			if a.Namespace == "wales-111-standby" || a.Name == "wales-111-standby" {
+				got = append(got, string(a.Verb)+" "+a.Kind+" "+a.Name)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("frozen for %q, unread: standby actions %q, want %q", tc.frozenFor, got, tc.want)
+		}
+	}
+}
+
 // TestStandbyWorkloadRevision: the standby's workload keeps its credentials
 // until a fence rotated them; a new one starts on them; one that exists
 // rolls only once traffic is on record on the standby (a roll earlier would
