@@ -116,7 +116,7 @@ var StandbyKinds = []schema.GroupVersionKind{
 // StandbyReadKinds are the kinds a read of the standby lists
 // (StandbyLists): StandbyKinds, and the Roles the RoleBindings may refer
 // to. The ClusterRoles they refer to are read by name
-// (StandbyLists.ClusterRolesNamed).
+// (StandbyLists.ReadClusterRoles).
 var StandbyReadKinds = append(slices.Clone(StandbyKinds), schema.GroupVersionKind{Group: rbacv1.GroupName, Version: "v1", Kind: "Role"})
 
 // ReadsSecrets says a role of rules lets its subjects read Secrets (get,
@@ -266,10 +266,10 @@ func (l *StandbyLists) whole(kind string) List {
 	return nil
 }
 
-// ClusterRolesNamed are the ClusterRoles the RoleBindings listed refer to,
+// clusterRolesNamed are the ClusterRoles the RoleBindings listed refer to,
 // to be read by name (ReadClusterRoles). One not read counts as letting its
 // subjects read Secrets.
-func (l *StandbyLists) ClusterRolesNamed() []string {
+func (l *StandbyLists) clusterRolesNamed() []string {
 	var names []string
 	for _, b := range l.bindings.Items {
 		if b.RoleRef.Kind == "ClusterRole" && !slices.Contains(names, b.RoleRef.Name) {
@@ -280,7 +280,7 @@ func (l *StandbyLists) ClusterRolesNamed() []string {
 	return names
 }
 
-// ReadClusterRoles reads with get every ClusterRole ClusterRolesNamed asks
+// ReadClusterRoles reads with get every ClusterRole clusterRolesNamed asks
 // for, and gives it to the lists. One the caller may not read (an
 // upgrade's manager still on its old role, a responder without the right)
 // is left out, so that the bindings to it count as granting (fail closed:
@@ -289,7 +289,7 @@ func (l *StandbyLists) ClusterRolesNamed() []string {
 // (a timeout) is err: the look is retried, rather than a transient
 // failure deleting every binding to a role.
 func (l *StandbyLists) ReadClusterRoles(get func(name string, into *rbacv1.ClusterRole) error) (forbidden []error, err error) {
-	for _, name := range l.ClusterRolesNamed() {
+	for _, name := range l.clusterRolesNamed() {
 		var cr rbacv1.ClusterRole
 		switch gerr := get(name, &cr); {
 		case apierrors.IsNotFound(gerr):

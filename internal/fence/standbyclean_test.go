@@ -474,8 +474,8 @@ func TestStandbyBindingsThatReadSecrets(t *testing.T) {
 		binding("to-a-missing-role", "Role", "gone"),
 	}
 	l.For("Role").(*rbacv1.RoleList).Items = []rbacv1.Role{reader, lister}
-	if got, want := l.ClusterRolesNamed(), []string{"edit", "not-yet", "view"}; !slices.Equal(got, want) {
-		t.Errorf("ClusterRolesNamed() = %q, want %q", got, want)
+	if got, want := l.clusterRolesNamed(), []string{"edit", "not-yet", "view"}; !slices.Equal(got, want) {
+		t.Errorf("clusterRolesNamed() = %q, want %q", got, want)
 	}
 	// Read as the operator and the plugin read them: a ClusterRole that
 	// cannot be read (an upgrade's manager still on its old role) is left
